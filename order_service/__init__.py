@@ -1,0 +1,1 @@
+"""orderbus order service: REST API, models and the outbox relay."""

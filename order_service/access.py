@@ -1,0 +1,48 @@
+"""Who may see what: the ownership half of the permission rules.
+
+Admins see every order; a customer only the orders it placed; an agent only
+the orders currently assigned to it. An order a user may not see is reported
+as not found, so ids of other people's orders are not confirmed to exist.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import peewee
+
+from .models import Agent, Order, User, rfc3339
+from .problems import Problem
+
+
+def stamp(value: datetime) -> str:
+    return rfc3339(value) or ""
+
+
+def agent_id_of(user: User) -> str | None:
+    agent = Agent.get_or_none(Agent.user == user)
+    return agent.id if agent else None
+
+
+def can_see(user: User, order: Order) -> bool:
+    if user.role == "admin":
+        return True
+    if user.role == "customer":
+        return order.owner_id == user.id
+    if user.role == "agent":
+        return order.agent_id is not None and order.agent_id == agent_id_of(user)
+    return False
+
+
+def require_visible(user: User, order: Order) -> None:
+    if not can_see(user, order):
+        raise Problem(404, "Not Found", f"no order {order.id!r}", slug="order-not-found")
+
+
+def visible_orders(user: User) -> peewee.ModelSelect:
+    query = Order.select()
+    if user.role == "customer":
+        return query.where(Order.owner == user)
+    if user.role == "agent":
+        return query.where(Order.agent == agent_id_of(user))
+    return query

@@ -1,0 +1,87 @@
+"""/auth and /users: log in, log out, sign up, create users."""
+
+from __future__ import annotations
+
+import peewee
+from flask import current_app, jsonify
+
+from .. import auth
+from ..access import agent_id_of
+from ..auth import current_user, require
+from ..models import User
+from ..problems import Problem, field_problem
+from . import schemas
+from .common import blueprint, public
+
+bp = blueprint("auth", "Log in and users")
+
+
+def user_dict(user: User) -> dict:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "display_name": user.display_name,
+        "agent_id": agent_id_of(user) if user.role == "agent" else None,
+    }
+
+
+@bp.post("/auth/token", responses={200: schemas.TokenOut}, security=[])
+def login(body: schemas.TokenRequest):
+    """Exchange username and password for a bearer token."""
+    user = User.get_or_none(User.username == body.username)
+    if not auth.verify_password(user, body.password):
+        raise Problem(
+            401,
+            "Unauthorized",
+            "wrong username or password",
+            slug="bad-credentials",
+            headers={"WWW-Authenticate": 'Bearer realm="orderbus"'},
+        )
+    token, ttl = auth.issue_token(user, auth.token_ttl())
+    return jsonify(access_token=token, token_type="bearer", expires_in=ttl, user=user_dict(user))
+
+
+public("auth.login")
+
+
+@bp.delete("/auth/token", responses={204: None})
+@require()
+def logout():
+    """Revoke the token this request carries."""
+    auth.revoke_token(auth.bearer_token() or "")
+    return "", 204
+
+
+@bp.get("/auth/me", responses={200: schemas.UserOut})
+@require()
+def me():
+    return jsonify(user_dict(current_user()))
+
+
+def _create(body: schemas.SignupRequest, role: str):
+    try:
+        user = auth.create_user(body.username, body.password, role, body.display_name)
+    except peewee.IntegrityError:
+        raise field_problem("username", f"{body.username!r} is taken", status=409) from None
+    response = jsonify(user_dict(user))
+    response.status_code = 201
+    return response
+
+
+@bp.post("/auth/signup", responses={201: schemas.UserOut}, security=[])
+def signup(body: schemas.SignupRequest):
+    """Create a customer account (when ORDERBUS_ALLOW_SIGNUP is on)."""
+    if not current_app.config["ORDERBUS"].allow_signup:
+        raise Problem(403, "Forbidden", "sign-up is disabled on this server; ask an admin")
+    return _create(body, "customer")
+
+
+public("auth.signup")
+
+
+@bp.post("/users", responses={201: schemas.UserOut})
+@require("admin")
+def create_user(body: schemas.UserCreate):
+    """Create an admin or customer account (agents: POST /agents)."""
+    return _create(body, body.role)

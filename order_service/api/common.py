@@ -1,0 +1,105 @@
+"""What every resource module shares: its blueprint factory, body and header checks."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from flask import Flask, request
+from flask_openapi3 import APIBlueprint, Tag
+
+from .. import auth
+from ..problems import Problem
+from . import schemas
+
+PREFIX = "/api/v1"
+BEARER = [{"bearer": []}]
+PROBLEM_RESPONSES = {code: schemas.Problem for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
+
+# Endpoints anyone may call; every other endpoint needs a bearer token, checked
+# before the body is validated.
+PUBLIC_ENDPOINTS: set[str] = set()
+
+
+def blueprint(name: str, description: str, *, public: bool = False) -> APIBlueprint:
+    return APIBlueprint(
+        name,
+        __name__,
+        url_prefix=PREFIX,
+        abp_tags=[Tag(name=name, description=description)],
+        abp_security=[] if public else BEARER,
+        abp_responses=PROBLEM_RESPONSES,
+    )
+
+
+def public(endpoint: str) -> None:
+    PUBLIC_ENDPOINTS.add(endpoint)
+
+
+def _check_body() -> None:
+    """415 for a body that is not JSON, 400 for JSON that does not parse."""
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        return
+    has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
+    if not has_body:
+        return
+    if request.mimetype != "application/json":
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            f"send the body as application/json, not {request.mimetype or 'no content type'}",
+            errors=[{"field": "Content-Type", "message": "must be application/json"}],
+        )
+    data = request.get_data(cache=True)  # 413 when over the limit
+    try:
+        json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(
+            400,
+            "Malformed JSON",
+            f"the body is not valid JSON: {exc}",
+            errors=[{"field": "body", "message": str(exc)}],
+        ) from None
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _guard() -> None:
+        if not request.path.startswith(PREFIX + "/") or request.endpoint is None:
+            return
+        if request.endpoint not in PUBLIC_ENDPOINTS:
+            auth.current_user()
+        _check_body()
+
+
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+
+
+def if_match() -> int | None:
+    """The version a client expects, from ``If-Match: 3`` or ``If-Match: "3"``."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    match = _ETAG.match(raw)
+    if not match:
+        raise Problem(
+            400,
+            "Bad If-Match",
+            "If-Match must be the order's version, e.g. If-Match: \"3\"",
+            errors=[{"field": "If-Match", "message": "expected a version number"}],
+        )
+    return int(match.group(1))
+
+
+def idempotency_key() -> str | None:
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    if not (1 <= len(raw) <= 200) or not raw.isprintable() or not raw.isascii():
+        raise Problem(
+            400,
+            "Bad Idempotency-Key",
+            "Idempotency-Key must be 1 to 200 printable ASCII characters (a UUID is ideal)",
+            errors=[{"field": "Idempotency-Key", "message": "1-200 printable ASCII characters"}],
+        )
+    return raw

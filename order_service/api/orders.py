@@ -1,0 +1,171 @@
+"""/orders: create, list, read, history, status, assignment."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from flask import jsonify
+from peewee import Tuple, prefetch
+
+from .. import access, orders
+from ..auth import current_user, require
+from ..events import order_dict
+from ..lifecycle import STATUSES
+from ..models import Order, OrderHistory, OrderItem, rfc3339
+from ..problems import Problem, field_problem
+from . import schemas
+from .common import blueprint, idempotency_key, if_match
+
+bp = blueprint("orders", "Orders and their lifecycle")
+
+
+def _order_response(order: Order, status: int = 200):
+    response = jsonify(order_dict(order))
+    response.status_code = status
+    response.headers["ETag"] = f'"{order.version}"'
+    return response
+
+
+@bp.post("/orders", responses={201: schemas.OrderOut})
+@require("customer", "admin")
+def create_order(body: schemas.OrderCreate):
+    """Place an order. Honours Idempotency-Key: a retry returns the original order."""
+    new = orders.NewOrder(
+        customer=body.customer.model_dump(),
+        items=[item.model_dump() for item in body.items],
+        currency=body.currency,
+        notes=body.notes,
+    )
+    order, created = orders.create_order(current_user(), new, idempotency_key())
+    response = _order_response(order, 201)
+    response.headers["Location"] = f"/api/v1/orders/{order.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, order_id = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=="))
+        return datetime.fromisoformat(created), str(order_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise field_problem("cursor", "not a cursor this API returned") from None
+
+
+def _encode_cursor(order: Order) -> str:
+    raw = json.dumps([order.created_at.isoformat(), order.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@bp.get("/orders", responses={200: schemas.OrderList})
+@require()
+def list_orders(query: schemas.OrderListQuery):
+    """Newest first. Admins see all orders, customers their own, agents their assigned ones."""
+    select = access.visible_orders(current_user())
+    if query.status:
+        wanted = [s.strip() for s in query.status.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in STATUSES]
+        if unknown:
+            raise field_problem("status", f"unknown status {unknown[0]!r}; one of {list(STATUSES)}")
+        select = select.where(Order.status.in_(wanted))
+    if query.agent_id:
+        select = select.where(Order.agent == query.agent_id)
+    if query.q:
+        q = query.q.strip()
+        select = select.where(
+            (Order.id == q)
+            | Order.customer_name.contains(q)
+            | Order.customer_phone.contains(q)
+        )
+    if query.cursor:
+        created, order_id = _decode_cursor(query.cursor)
+        select = select.where(Tuple(Order.created_at, Order.id) < Tuple(created, order_id))
+    page = list(
+        prefetch(
+            select.order_by(Order.created_at.desc(), Order.id.desc()).limit(query.limit + 1),
+            OrderItem.select(),
+        )
+    )
+    more = len(page) > query.limit
+    page = page[: query.limit]
+    return jsonify(
+        orders=[order_dict(o) for o in page],
+        next_cursor=_encode_cursor(page[-1]) if more else None,
+    )
+
+
+def _visible(order_id: str) -> Order:
+    order = Order.get_or_none(Order.id == order_id)
+    if order is None:
+        raise Problem(404, "Not Found", f"no order {order_id!r}", slug="order-not-found")
+    access.require_visible(current_user(), order)
+    return order
+
+
+@bp.get("/orders/<order_id>", responses={200: schemas.OrderOut})
+@require()
+def get_order(path: schemas.OrderPath):
+    """One order (admin, its customer, its agent). The ETag is its version."""
+    return _order_response(_visible(path.order_id))
+
+
+@bp.get("/orders/<order_id>/history", responses={200: schemas.HistoryOut})
+@require()
+def get_history(path: schemas.OrderPath):
+    """Every change of the order: who, when, from, to, reason."""
+    order = _visible(path.order_id)
+    rows = OrderHistory.select().where(OrderHistory.order == order).order_by(OrderHistory.version)
+    return jsonify(
+        order_id=order.id,
+        history=[
+            {
+                "version": h.version,
+                "event": h.event,
+                "at": rfc3339(h.at),
+                "actor": h.actor_id,
+                "actor_role": h.actor_role,
+                "from_status": h.from_status,
+                "to_status": h.to_status,
+                "from_agent": h.from_agent,
+                "to_agent": h.to_agent,
+                "reason": h.reason,
+            }
+            for h in rows
+        ],
+    )
+
+
+@bp.patch("/orders/<order_id>/status", responses={200: schemas.OrderOut})
+@require()
+def change_status(path: schemas.OrderPath, body: schemas.StatusChange):
+    """Move the order along its lifecycle; 409 lists the allowed next states."""
+    order = orders.change_status(
+        current_user(),
+        path.order_id,
+        body.status,
+        reason=body.reason,
+        force=body.force,
+        if_match=if_match(),
+    )
+    return _order_response(order)
+
+
+@bp.put("/orders/<order_id>/agent", responses={200: schemas.OrderOut})
+@require("admin")
+def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign):
+    """Assign or reassign a delivery agent (order confirmed, preparing or ready)."""
+    order = orders.assign(
+        current_user(), path.order_id, body.agent_id, reason=body.reason, if_match=if_match()
+    )
+    return _order_response(order)
+
+
+@bp.delete("/orders/<order_id>/agent", responses={200: schemas.OrderOut})
+@require("admin")
+def unassign_agent(path: schemas.OrderPath):
+    """Take the order off its agent's worklist."""
+    order = orders.unassign(current_user(), path.order_id, if_match=if_match())
+    return _order_response(order)

@@ -1,0 +1,243 @@
+"""Request and response models: pydantic validates them, flask-openapi3 documents them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..lifecycle import STATUSES
+
+Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=40, pattern=r"^\+?[0-9 ()\-.]+$"),
+]
+Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Username = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+Status = Literal[
+    "placed", "confirmed", "preparing", "ready", "picked_up", "delivered", "cancelled", "rejected"
+]
+assert set(Status.__args__) == set(STATUSES)  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    """Wrong types are refused (no "2" for 2), unknown fields too: typos are errors."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------
+
+
+class CustomerIn(Strict):
+    name: Text200
+    phone: Phone
+    address: Address
+
+
+class ItemIn(Strict):
+    name: Text200
+    quantity: int = Field(ge=1, le=1000)
+    unit_price_cents: int = Field(ge=0, le=10_000_000)
+
+
+class OrderCreate(Strict):
+    customer: CustomerIn
+    items: list[ItemIn] = Field(min_length=1, max_length=100)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
+    notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+
+
+class StatusChange(Strict):
+    status: Status
+    reason: Reason = ""
+    force: bool = Field(False, description="admin only: make an agent's move on its behalf")
+
+
+class AgentAssign(Strict):
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    reason: Reason = ""
+
+
+class Unassign(Strict):
+    reason: Reason = ""
+
+
+class TokenRequest(Strict):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class SignupRequest(Strict):
+    username: Username
+    password: Password
+    display_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+
+
+class UserCreate(SignupRequest):
+    role: Literal["admin", "customer"]
+
+
+class AgentCreate(Strict):
+    name: Text200
+    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] = ""
+    username: Username
+    password: Password
+
+
+class AgentPatch(Strict):
+    name: Text200 | None = None
+    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = None
+    active: bool | None = None
+
+
+# --- path and query ---------------------------------------------------------
+
+
+class OrderPath(BaseModel):
+    order_id: str = Field(max_length=32)
+
+
+class AgentPath(BaseModel):
+    agent_id: str = Field(max_length=32)
+
+
+class OrderListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str | None = Field(None, description="one status or several, comma-separated")
+    agent_id: str | None = Field(None, max_length=32)
+    q: str | None = Field(None, max_length=200, description="order id, customer name or phone")
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=200)
+
+
+class EventQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after: int = Field(0, ge=0, description="the cursor of the last event already read")
+    limit: int = Field(100, ge=1, le=1000)
+
+
+# --- responses (documentation) ---------------------------------------------
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict] | None = None
+    allowed: list[str] | None = None
+
+
+class CustomerOut(BaseModel):
+    name: str
+    phone: str
+    address: str
+
+
+class ItemOut(BaseModel):
+    name: str
+    quantity: int
+    unit_price_cents: int
+
+
+class OrderOut(BaseModel):
+    id: str
+    version: int
+    status: Status
+    agent_id: str | None
+    customer: CustomerOut
+    items: list[ItemOut]
+    total_cents: int
+    currency: str
+    notes: str
+    created_at: str
+    updated_at: str
+    status_times: dict[str, str]
+    eta: str | None
+
+
+class OrderList(BaseModel):
+    orders: list[OrderOut]
+    next_cursor: str | None
+
+
+class HistoryEntry(BaseModel):
+    version: int
+    event: str
+    at: str
+    actor: str | None
+    actor_role: str
+    from_status: str | None
+    to_status: str | None
+    from_agent: str | None
+    to_agent: str | None
+    reason: str
+
+
+class HistoryOut(BaseModel):
+    order_id: str
+    history: list[HistoryEntry]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    user: dict
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    role: str
+    display_name: str
+    agent_id: str | None = None
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    phone: str
+    active: bool
+    username: str | None
+    presence: dict
+    active_orders: int
+    worklist_version: int
+    created_at: str
+
+
+class AgentList(BaseModel):
+    agents: list[AgentOut]
+
+
+class Worklist(BaseModel):
+    agent_id: str
+    version: int
+    orders: list[OrderOut]
+
+
+class EventOut(BaseModel):
+    cursor: int
+    topic: str
+    payload: dict
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_cursor: int
+
+
+class Lifecycle(BaseModel):
+    statuses: list[str]
+    terminal: list[str]
+    transitions: dict[str, list[str]]
+    moves_by_role: dict[str, dict[str, list[str]]]
+    assignable: list[str]

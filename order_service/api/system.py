@@ -1,0 +1,130 @@
+"""Health, readiness, metrics, the event log and the lifecycle table."""
+
+from __future__ import annotations
+
+import json
+
+import peewee
+from flask import Response, jsonify
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from .. import lifecycle
+from ..auth import require
+from ..db import db
+from ..migrations import discover
+from ..models import Agent, Order, Outbox, utcnow
+from . import schemas
+from .common import blueprint, public
+
+bp = blueprint("system", "Health, metrics, event log")
+
+
+@bp.get("/healthz", security=[])
+def healthz():
+    """The process is up."""
+    return jsonify(status="ok")
+
+
+public("system.healthz")
+
+
+def _schema_state() -> tuple[int, int]:
+    latest = max((m.version for m in discover()), default=0)
+    try:
+        current = db.execute_sql("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+    except peewee.DatabaseError:
+        current = 0
+    return current, latest
+
+
+def _outbox_backlog() -> tuple[int, float]:
+    pending = Outbox.select().where(Outbox.published_at.is_null())
+    count = pending.count()
+    oldest = pending.order_by(Outbox.id).first()
+    age = (utcnow() - oldest.created_at).total_seconds() if oldest else 0.0
+    return count, age
+
+
+@bp.get("/readyz", security=[])
+def readyz():
+    """Ready to serve: the database answers and its schema is current (503 otherwise)."""
+    try:
+        current, latest = _schema_state()
+        pending, age = _outbox_backlog()
+    except peewee.DatabaseError as exc:
+        return jsonify(status="unavailable", detail=f"database: {exc}"), 503
+    body = {
+        "status": "ok" if current == latest else "unavailable",
+        "schema_version": current,
+        "schema_expected": latest,
+        "outbox_pending": pending,
+        "outbox_oldest_seconds": round(age, 3),
+    }
+    if current != latest:
+        body["detail"] = "run: python -m order_service migrate"
+    return jsonify(body), 200 if current == latest else 503
+
+
+public("system.readyz")
+
+
+class _DatabaseCollector:
+    """Gauges read from the database at scrape time: right whatever the worker count."""
+
+    def collect(self):
+        by_status = GaugeMetricFamily("orderbus_orders", "Orders by status", labels=["status"])
+        counts = dict(Order.select(Order.status, peewee.fn.COUNT(Order.id)).group_by(Order.status).tuples())
+        for status in lifecycle.STATUSES:
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+        pending, age = _outbox_backlog()
+        yield GaugeMetricFamily("orderbus_outbox_pending", "Outbox rows not yet acknowledged by the broker", value=pending)
+        yield GaugeMetricFamily("orderbus_outbox_oldest_seconds", "Age of the oldest unpublished outbox row", value=age)
+        online = Agent.select().where(Agent.presence == "online").count()
+        yield GaugeMetricFamily("orderbus_agents_online", "Agents whose last presence is online", value=online)
+
+
+@bp.get("/metrics", security=[])
+def metrics():
+    """Prometheus text format."""
+    registry = CollectorRegistry()
+    registry.register(_DatabaseCollector())
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
+
+
+public("system.metrics")
+
+
+@bp.get("/events", responses={200: schemas.EventPage})
+@require("admin")
+def events(query: schemas.EventQuery):
+    """The event log in commit order, for catch-up and for consumers that must not skip.
+
+    Pass the last ``cursor`` you processed as ``after``. On SQLite writers are
+    serialised, so ids are commit order and a cursor never skips a row.
+    """
+    rows = (
+        Outbox.select()
+        .where((Outbox.id > query.after) & (Outbox.kind != "new"))
+        .order_by(Outbox.id)
+        .limit(query.limit)
+    )
+    page = [{"cursor": r.id, "topic": r.topic, "payload": json.loads(r.payload)} for r in rows]
+    return jsonify(events=page, next_cursor=page[-1]["cursor"] if page else query.after)
+
+
+@bp.get("/lifecycle", responses={200: schemas.Lifecycle})
+@require()
+def get_lifecycle():
+    """The lifecycle table, and the moves each role may make from each status."""
+    return jsonify(
+        statuses=list(lifecycle.STATUSES),
+        terminal=sorted(lifecycle.TERMINAL),
+        transitions={s: list(ts) for s, ts in lifecycle.TRANSITIONS.items()},
+        moves_by_role={
+            role: {s: lifecycle.moves_for(role, s) for s in lifecycle.STATUSES}
+            for role in lifecycle.ROLE_MOVES
+        },
+        assignable=sorted(lifecycle.ASSIGNABLE),
+    )

@@ -1,0 +1,49 @@
+"""The API's application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, request
+from flask_openapi3 import Info, OpenAPI
+
+from . import api, db, problems
+from .config import load_settings
+from .wakeup import Notifier
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
+    """Build the API. ``test_config`` overrides settings (same names as the variables)."""
+    settings = load_settings(test_config)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="orderbus", version="1", description="Real-time order management: REST in, MQTT out."),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        validation_error_callback=problems.validation_error_response,
+        doc_prefix="/api/v1/docs",
+        doc_url="/openapi.json",
+    )
+    app.config["ORDERBUS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    db.init_db(settings.database_url, settings.sqlite_synchronous)
+    db.init_app(app)
+    problems.init_app(app)
+    api.init_app(app)
+
+    notifier = Notifier(settings.wakeup_socket)
+    app.extensions["orderbus.notifier"] = notifier
+
+    @app.after_request
+    def _wake_relay(response: Response) -> Response:
+        # Any successful write may have added outbox rows: tell the relay now.
+        if request.method != "GET" and response.status_code < 400:
+            notifier.notify()
+        return response
+
+    return app

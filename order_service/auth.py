@@ -1,0 +1,122 @@
+"""Users, password hashing (argon2) and bearer tokens.
+
+Tokens are random; only their SHA-256 is stored, so a leaked database does not
+leak live tokens, and a token is revoked by deleting its row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app, g, request
+
+from .models import Token, User, new_id, utcnow
+from .problems import Problem
+
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so timing does not reveal it.
+_DUMMY_HASH = _hasher.hash("orderbus-dummy-password")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(user: User | None, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and bool(
+            user and user.active
+        )
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_user(username: str, password: str, role: str, display_name: str = "") -> User:
+    return User.create(
+        id=new_id("usr"),
+        username=username,
+        password_hash=hash_password(password),
+        role=role,
+        display_name=display_name,
+    )
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(user: User, ttl_seconds: int) -> tuple[str, int]:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    Token.create(
+        token_hash=_digest(token), user=user, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds)
+    )
+    return token, ttl_seconds
+
+
+def revoke_token(token: str) -> None:
+    Token.delete().where(Token.token_hash == _digest(token)).execute()
+
+
+def revoke_all(user: User) -> None:
+    Token.delete().where(Token.user == user).execute()
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="orderbus"'})
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def current_user() -> User:
+    """The authenticated user of this request, or a 401 problem."""
+    if "user" in g:
+        return g.user
+    token = bearer_token()
+    if token is None:
+        raise _unauthorized("send 'Authorization: Bearer <token>' (POST /api/v1/auth/token)")
+    row = (
+        Token.select(Token, User)
+        .join(User)
+        .where(Token.token_hash == _digest(token))
+        .first()
+    )
+    if row is None or row.expires_at <= utcnow() or not row.user.active:
+        raise _unauthorized("the token is invalid, expired or revoked; log in again")
+    g.user = row.user
+    return row.user
+
+
+def require(*roles: str) -> Callable:
+    """View decorator: authenticate, then require one of ``roles`` (any role when empty)."""
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user = current_user()
+            if roles and user.role not in roles:
+                raise Problem(
+                    403, "Forbidden", f"this needs the role {' or '.join(roles)}; you are {user.role}"
+                )
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def token_ttl() -> int:
+    return current_app.config["ORDERBUS"].token_ttl_seconds

@@ -1,0 +1,129 @@
+"""Operator commands: ``python -m order_service <command>``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from . import auth
+from .config import Settings, load_settings
+from .db import db, init_db
+from .migrations import migrate as run_migrations
+from .models import User
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except Exception as exc:  # pydantic's message names the variable
+        raise click.ClickException(f"bad configuration: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """orderbus operator commands."""
+    logging.basicConfig(level=os.environ.get("ORDERBUS_LOG_LEVEL", "INFO"), format="%(message)s")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations (SQLite: a copy is taken first)."""
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    run_migrations(init_db(settings.database_url), log=click.echo)
+
+
+@main.command()
+def bootstrap() -> None:
+    """Create the bootstrap admin (ORDERBUS_ADMIN_USER / ORDERBUS_ADMIN_PASSWORD) if missing.
+
+    With no password given, one is generated and kept in <data_dir>/admin-password.
+    """
+    settings = _settings()
+    init_db(settings.database_url)
+    password_file = settings.data_dir / "admin-password"
+    with db.connection_context():
+        user = User.get_or_none(User.username == settings.admin_user)
+        if user is None:
+            password = settings.admin_password or secrets.token_urlsafe(12)
+            if not settings.admin_password:
+                _write_secret(password_file, password)
+            with db.atomic():
+                auth.create_user(settings.admin_user, password, "admin", "Administrator")
+            click.echo(f"created admin user {settings.admin_user!r}")
+        elif user.role != "admin":
+            raise click.ClickException(f"user {settings.admin_user!r} exists and is not an admin")
+    where = "ORDERBUS_ADMIN_PASSWORD" if settings.admin_password else str(password_file)
+    api = settings.public_api_url
+    click.echo(
+        f"\nLog in as {settings.admin_user!r} with the password in {where}:\n"
+        f"  curl -s -X POST {api}/api/v1/auth/token -H 'Content-Type: application/json' \\\n"
+        f"       -d '{{\"username\": \"{settings.admin_user}\", \"password\": \"<password>\"}}'\n"
+        f"API docs: {api}/api/v1/docs/swagger\n"
+    )
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+
+
+def port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@main.command()
+@click.option("--embedded-broker/--no-embedded-broker", default=True)
+def preflight(embedded_broker: bool) -> None:
+    """Check that the ports `make run` needs are free; say which variable moves each."""
+    settings = _settings()
+    wanted = [("the API", settings.api_host, settings.api_port, "ORDERBUS_API_PORT")]
+    if embedded_broker:
+        wanted += [
+            ("the MQTT broker", settings.broker_host, settings.broker_port, "ORDERBUS_BROKER_PORT"),
+            ("MQTT over WebSocket", settings.broker_host, settings.broker_ws_port,
+             "ORDERBUS_BROKER_WS_PORT"),
+        ]
+    taken = [(what, host, port, var) for what, host, port, var in wanted if not port_free(host, port)]
+    for what, host, port, var in taken:
+        hint = ""
+        if var == "ORDERBUS_BROKER_PORT":
+            hint = " (is another MQTT broker, such as a system Mosquitto, running?)"
+        click.echo(
+            f"error: port {port} on {host}, wanted by {what}, is already in use{hint}.\n"
+            f"       Pick another with {var}, e.g.: {var}={port + 1} make run",
+            err=True,
+        )
+    if taken:
+        sys.exit(1)
+    click.echo("ports free: " + ", ".join(f"{host}:{port} ({what})" for what, host, port, _ in wanted))
+
+
+@main.command("create-user")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "customer"]), default="customer")
+@click.password_option()
+def create_user(username: str, role: str, password: str) -> None:
+    """Create an admin or customer account."""
+    settings = _settings()
+    init_db(settings.database_url)
+    with db.connection_context(), db.atomic():
+        if User.get_or_none(User.username == username):
+            raise click.ClickException(f"user {username!r} exists")
+        auth.create_user(username, password, role)
+    click.echo(f"created {role} {username!r}")

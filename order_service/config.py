@@ -1,0 +1,72 @@
+"""Layered configuration: defaults, then ``ORDERBUS_*`` environment variables, then overrides.
+
+Every process (API, relay, broker, CLI) reads the same :class:`Settings`, so one
+environment describes one deployment. README lists every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid")
+
+    data_dir: Path = Field(Path("var"), description="Where the database, keys and sockets live.")
+    database_url: str = Field(
+        "", description="sqlite:///path or postgresql://...; default sqlite:///<data_dir>/orderbus.db"
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+
+    # The embedded broker (python -m broker).
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(1883, ge=0, le=65535)
+    broker_ws_port: int = Field(9001, ge=0, le=65535)
+
+    # The broker the relay publishes to; default: the embedded one.
+    mqtt_url: str = Field("", description="mqtt://[user:password@]host:port; default the embedded broker")
+    mqtt_client_id: str = "orderbus-relay"
+    mqtt_keepalive: int = Field(30, ge=5, le=3600)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(5000, ge=0, le=65535)
+    api_workers: int = Field(2, ge=1, le=64)
+    public_api_url: str = Field("", description="Base URL printed in messages; default from host/port")
+
+    admin_user: str = "admin"
+    admin_password: str = Field("", description="Bootstrap admin password; generated when empty")
+
+    token_ttl_seconds: int = Field(12 * 3600, ge=60)
+    allow_signup: bool = True
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    retain_terminal_seconds: int = Field(3600, ge=0)
+    relay_poll_seconds: float = Field(1.0, gt=0, le=60)
+    relay_batch: int = Field(500, ge=1, le=10000)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'orderbus.db'}"
+        if not self.mqtt_url:
+            self.mqtt_url = f"mqtt://{self.broker_host}:{self.broker_port}"
+        if not self.public_api_url:
+            self.public_api_url = f"http://{self.api_host}:{self.api_port}"
+        scheme = urlsplit(self.mqtt_url).scheme
+        if scheme not in ("mqtt", "tcp", "ws"):
+            raise ValueError(f"ORDERBUS_MQTT_URL: unsupported scheme {scheme!r} (use mqtt:// or ws://)")
+        return self
+
+    @property
+    def wakeup_socket(self) -> Path:
+        return self.data_dir / "relay.sock"
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then the environment, then ``overrides`` (tests, the app factory)."""
+    return Settings(**(overrides or {}))

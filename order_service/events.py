@@ -1,0 +1,107 @@
+"""Payloads of the order bus and the outbox rows that carry them.
+
+Every change to an order writes its events here, inside the caller's
+transaction, so an event exists if and only if the change committed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+
+from . import topics
+from .models import Agent, Order, Outbox, rfc3339, utcnow
+
+SCHEMA = 1
+
+ORDER_EVENTS = (
+    "order.created",
+    "order.status_changed",
+    "order.assigned",
+    "order.unassigned",
+    "order.updated",
+)
+
+
+def order_dict(order: Order) -> dict:
+    items = sorted(order.items, key=lambda i: i.position)
+    return {
+        "id": order.id,
+        "version": order.version,
+        "status": order.status,
+        "agent_id": order.agent_id,
+        "customer": {
+            "name": order.customer_name,
+            "phone": order.customer_phone,
+            "address": order.customer_address,
+        },
+        "items": [
+            {"name": i.name, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents}
+            for i in items
+        ],
+        "total_cents": order.total_cents,
+        "currency": order.currency,
+        "notes": order.notes,
+        "created_at": rfc3339(order.created_at),
+        "updated_at": rfc3339(order.updated_at),
+        "status_times": order.status_times,
+        "eta": rfc3339(order.eta),
+    }
+
+
+def _envelope(event: str) -> dict:
+    return {
+        "schema": SCHEMA,
+        "event": event,
+        "event_id": uuid.uuid4().hex,
+        "occurred_at": rfc3339(utcnow()),
+    }
+
+
+def _dumps(payload: dict) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_order_event(order: Order, event: str) -> dict:
+    """Write the outbox rows for one order event; ``orders/new`` too on creation."""
+    assert event in ORDER_EVENTS, event
+    payload = {**_envelope(event), "order": order_dict(order)}
+    text = _dumps(payload)
+    kinds = [("status", topics.order_status(order.id))]
+    if event == "order.created":
+        kinds.insert(0, ("new", topics.ORDERS_NEW))
+    for kind, topic in kinds:
+        Outbox.create(
+            event_id=payload["event_id"],
+            event=event,
+            kind=kind,
+            topic=topic,
+            payload=text,
+            order_id=order.id,
+            agent_id=order.agent_id,
+        )
+    return payload
+
+
+def record_worklists(agent_ids: Iterable[str | None]) -> None:
+    """Bump and publish the complete worklist of each agent named (once each)."""
+    for agent_id in sorted({a for a in agent_ids if a}):
+        Agent.update(worklist_version=Agent.worklist_version + 1).where(
+            Agent.id == agent_id
+        ).execute()
+        agent = Agent.get_by_id(agent_id)
+        payload = {
+            **_envelope("agent.worklist"),
+            "agent_id": agent_id,
+            "version": agent.worklist_version,
+            "orders": [order_dict(o) for o in Order.active_for_agent(agent_id)],
+        }
+        Outbox.create(
+            event_id=payload["event_id"],
+            event="agent.worklist",
+            kind="worklist",
+            topic=topics.agent_assigned(agent_id),
+            payload=_dumps(payload),
+            agent_id=agent_id,
+        )

@@ -1,0 +1,106 @@
+"""Numbered schema migrations, applied in order by ``python -m order_service migrate``.
+
+Each module ``mNNNN_<name>.py`` defines ``up(db, t)`` where ``t`` maps portable
+type names to the dialect's SQL. Applied versions are recorded in
+``schema_migrations``; on SQLite a copy of the database file is taken before
+any pending migration runs. Migrations are never edited once released: add a
+new one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import peewee
+
+logger = logging.getLogger(__name__)
+
+SQLITE_TYPES = {
+    "pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "bigpk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "ts": "DATETIME",
+    "bool": "INTEGER",
+    "bigint": "INTEGER",
+}
+POSTGRES_TYPES = {
+    "pk": "SERIAL PRIMARY KEY",
+    "bigpk": "BIGSERIAL PRIMARY KEY",
+    "ts": "TIMESTAMP",
+    "bool": "BOOLEAN",
+    "bigint": "BIGINT",
+}
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    up: Callable[[peewee.Database, dict[str, str]], None]
+
+
+def discover() -> list[Migration]:
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        match = re.fullmatch(r"m(\d{4})_(\w+)", info.name)
+        if match:
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            found.append(Migration(int(match.group(1)), match.group(2), module.up))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration numbers: {versions}")
+    return found
+
+
+def applied_versions(db: peewee.Database, t: dict[str, str]) -> set[int]:
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        f" version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at {t['ts']} NOT NULL)"
+    )
+    return {row[0] for row in db.execute_sql("SELECT version FROM schema_migrations")}
+
+
+def _backup_sqlite(db: peewee.SqliteDatabase, current: int) -> Path | None:
+    path = Path(db.database)
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.v{current:04d}.{stamp}.bak")
+    with sqlite3.connect(path) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+def migrate(db: peewee.Database, log: Callable[[str], None] = logger.info) -> list[int]:
+    """Apply every pending migration; return the versions applied."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    t = SQLITE_TYPES if sqlite else POSTGRES_TYPES
+    with db.connection_context():
+        done = applied_versions(db, t)
+        pending = [m for m in discover() if m.version not in done]
+        if not pending:
+            log(f"schema up to date (version {max(done, default=0)})")
+            return []
+        if sqlite and done:
+            backup = _backup_sqlite(db, max(done))
+            if backup:
+                log(f"backed up database to {backup}")
+        for m in pending:
+            with db.atomic():
+                m.up(db, t)
+                db.execute_sql(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+                    if sqlite
+                    else "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (m.version, m.name, datetime.now(UTC).replace(tzinfo=None)),
+                )
+            log(f"applied migration {m.version:04d}_{m.name}")
+        return [m.version for m in pending]

@@ -1,0 +1,106 @@
+"""One error shape for the whole API: RFC 9457 ``application/problem+json``.
+
+Views raise :class:`Problem`; one handler renders it. Validation errors name
+the field (``errors[].field`` as a dotted path, e.g. ``items.0.quantity``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, json
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "https://orderbus.dev/problems/"
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        slug: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.slug = slug or title.lower().replace(" ", "-")
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        body = {
+            "type": PROBLEM_TYPE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail or self.title,
+        }
+        body.update(self.extra)
+        return body
+
+
+def field_problem(field: str, message: str, status: int = 422) -> Problem:
+    return Problem(
+        status,
+        "Invalid request",
+        f"{field}: {message}",
+        slug="validation-error",
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def render(problem: Problem) -> Response:
+    response = Response(
+        json.dumps(problem.body()), status=problem.status, mimetype="application/problem+json"
+    )
+    for key, value in problem.headers.items():
+        response.headers[key] = value
+    return response
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def validation_problem(exc: ValidationError) -> Problem:
+    errors = [
+        {"field": _field_path(err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Problem(422, "Invalid request", detail, slug="validation-error", errors=errors)
+
+
+def validation_error_response(exc: ValidationError) -> Response:
+    """flask-openapi3's hook: a request that fails its pydantic model."""
+    return render(validation_problem(exc))
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        return render(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        if exc.response is not None and exc.response.mimetype == "application/problem+json":
+            return exc.response
+        status = exc.code or 500
+        headers = {}
+        if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return render(Problem(status, exc.name, exc.description or "", headers=headers))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        logger.exception("unhandled error")
+        return render(Problem(500, "Internal Server Error", "an unexpected error occurred"))

@@ -1,0 +1,76 @@
+"""Wake the relay within milliseconds of a commit, across processes.
+
+The API sends one datagram to a Unix socket in the data directory after every
+successful write; the relay blocks on that socket between outbox scans. A lost
+datagram (relay restarting, another host) only delays publishing until the
+relay's next periodic scan, so correctness never depends on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class Notifier:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._sock: socket.socket | None = None
+
+    def notify(self) -> None:
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+            self._sock.sendto(b"!", self.path)
+        except (FileNotFoundError, ConnectionRefusedError, BlockingIOError):
+            pass  # relay not listening or already has a wake-up queued
+        except OSError as exc:
+            logger.debug("relay wake-up not sent: %s", exc)
+
+
+class Waiter:
+    """The relay's end: ``wait(timeout)`` returns early when any notify() arrives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+            self._sock = sock
+        except OSError as exc:
+            logger.warning("no wake-up socket at %s (%s): falling back to polling", path, exc)
+
+    def wait(self, timeout: float) -> bool:
+        if self._sock is None:
+            import time
+
+            time.sleep(timeout)
+            return False
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.recv(64)
+        except TimeoutError:
+            return False
+        # Swallow the rest of the burst: one scan serves them all.
+        self._sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self._sock.recv(64)
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)

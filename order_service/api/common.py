@@ -19,9 +19,11 @@ PROBLEM_RESPONSES = {code: schemas.Problem for code in (400, 401, 403, 404, 409,
 # Endpoints anyone may call; every other endpoint needs a bearer token, checked
 # before the body is validated.
 PUBLIC_ENDPOINTS: set[str] = set()
+API_BLUEPRINTS: set[str] = set()
 
 
 def blueprint(name: str, description: str, *, public: bool = False) -> APIBlueprint:
+    API_BLUEPRINTS.add(name)
     return APIBlueprint(
         name,
         __name__,
@@ -65,8 +67,8 @@ def _check_body() -> None:
 def init_app(app: Flask) -> None:
     @app.before_request
     def _guard() -> None:
-        if not request.path.startswith(PREFIX + "/") or request.endpoint is None:
-            return
+        if request.blueprint not in API_BLUEPRINTS:
+            return  # the OpenAPI document and Swagger UI are public
         if request.endpoint not in PUBLIC_ENDPOINTS:
             auth.current_user()
         _check_body()

@@ -1,0 +1,135 @@
+"""Shared fixtures: a fresh SQLite file per test, the API, users and tokens.
+
+Broker and relay fixtures live in tests/mqtt_fixtures.py (imported below).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from order_service.app import create_app
+from order_service.db import db, init_db
+from order_service.migrations import migrate
+
+pytest_plugins = ["tests.mqtt_fixtures"]
+
+ADMIN_PASSWORD = "admin-password-1"
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "var"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings_overrides(data_dir: Path) -> dict:
+    """Settings every test process shares; MQTT fixtures add the broker's URL."""
+    return {"data_dir": data_dir, "admin_password": ADMIN_PASSWORD}
+
+
+@pytest.fixture
+def app(settings_overrides: dict):
+    database = init_db(f"sqlite:///{settings_overrides['data_dir'] / 'orderbus.db'}")
+    migrate(database, log=lambda _msg: None)
+    application = create_app(settings_overrides)
+    application.config["TESTING"] = True
+    yield application
+    if not db.is_closed():
+        db.close()
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass
+class Actor:
+    """A logged-in user: its id, role, headers to send, and the agent id for agents."""
+
+    user_id: str
+    username: str
+    role: str
+    headers: dict[str, str]
+    agent_id: str | None = None
+
+
+def _login(client: FlaskClient, username: str, password: str) -> dict:
+    response = client.post("/api/v1/auth/token", json={"username": username, "password": password})
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+@pytest.fixture
+def admin(client: FlaskClient) -> Actor:
+    from order_service import auth
+    from order_service.models import User
+
+    with db.connection_context():
+        if not User.get_or_none(User.username == "admin"):
+            auth.create_user("admin", ADMIN_PASSWORD, "admin")
+    body = _login(client, "admin", ADMIN_PASSWORD)
+    return Actor(body["user"]["id"], "admin", "admin", {"Authorization": f"Bearer {body['access_token']}"})
+
+
+@pytest.fixture
+def make_customer(client: FlaskClient) -> Callable[[], Actor]:
+    def make() -> Actor:
+        name = f"customer{next(_names)}"
+        response = client.post("/api/v1/auth/signup", json={"username": name, "password": "password-1"})
+        assert response.status_code == 201, response.json
+        body = _login(client, name, "password-1")
+        return Actor(body["user"]["id"], name, "customer", {"Authorization": f"Bearer {body['access_token']}"})
+
+    return make
+
+
+@pytest.fixture
+def make_agent(client: FlaskClient, admin: Actor) -> Callable[..., Actor]:
+    def make(name: str | None = None) -> Actor:
+        username = name or f"agent{next(_names)}"
+        response = client.post(
+            "/api/v1/agents",
+            json={"name": username.title(), "username": username, "password": "password-1"},
+            headers=admin.headers,
+        )
+        assert response.status_code == 201, response.json
+        body = _login(client, username, "password-1")
+        return Actor(
+            body["user"]["id"],
+            username,
+            "agent",
+            {"Authorization": f"Bearer {body['access_token']}"},
+            agent_id=response.json["id"],
+        )
+
+    return make
+
+
+def order_body(**overrides) -> dict:
+    body = {
+        "customer": {"name": "Zoë Ångström", "phone": "+1 555 0100", "address": "1 Main St"},
+        "items": [{"name": "Margherita", "quantity": 2, "unit_price_cents": 1299}],
+        "notes": "ring twice",
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def place_order(client: FlaskClient, admin: Actor) -> Callable[..., dict]:
+    def place(actor: Actor | None = None, **overrides) -> dict:
+        response = client.post("/api/v1/orders", json=order_body(**overrides), headers=(actor or admin).headers)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    return place

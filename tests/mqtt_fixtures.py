@@ -1,0 +1,1 @@
+"""Broker, relay and subscriber fixtures (real amqtt on ephemeral ports, real paho)."""

@@ -1,0 +1,20 @@
+"""gunicorn settings for the API, derived from the same ORDERBUS_* variables.
+
+    gunicorn --config python:order_service.gunicorn_conf "order_service.app:create_app()"
+"""
+
+from order_service.config import load_settings
+
+_settings = load_settings()
+
+_host = f"[{_settings.api_host}]" if ":" in _settings.api_host else _settings.api_host
+bind = f"{_host}:{_settings.api_port}"
+workers = _settings.api_workers
+worker_class = "gthread"
+threads = 4
+timeout = 30
+graceful_timeout = 10
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+loglevel = _settings.log_level.lower()
+# No MQTT client lives in the workers: they only write the database and wake the relay.

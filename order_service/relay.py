@@ -1,0 +1,222 @@
+"""The outbox relay: ``python -m order_service.relay``.
+
+Publishes outbox rows to the broker in commit order, QoS 1, and marks a row
+published only after the broker's PUBACK. While the broker is away rows wait
+in the database; nothing is lost. On every (re)connect it first sends what is
+pending, then republishes the current state of every non-terminal order and
+every agent's worklist, so a broker that lost its retained store is whole again.
+
+Retained state never goes backwards: there is one publisher, it publishes in
+id (commit) order, and a row is published *retained* only when it is the
+newest row of its topic; an older row (a re-send after a partial
+acknowledgement, or an intermediate state in a burst) goes out unretained, so
+live subscribers still see it but the broker keeps the newer state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from datetime import datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import peewee
+
+from . import topics
+from .config import Settings, load_settings
+from .db import db, init_db
+from .lifecycle import TERMINAL
+from .models import Agent, Order, Outbox, utcnow
+from .mqtt_link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
+from .wakeup import Notifier, Waiter
+
+logger = logging.getLogger(__name__)
+
+PRESENCE_STATES = ("online", "offline")
+
+
+class Relay:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.address = BrokerAddress.parse(settings.mqtt_url)
+        self.waiter = Waiter(settings.wakeup_socket)
+        self._poke = Notifier(settings.wakeup_socket)
+        self._presence: queue.SimpleQueue[tuple[str, str, datetime]] = queue.SimpleQueue()
+        self.connected = threading.Event()
+        self.published = 0  # rows acknowledged since start (for tests and logs)
+
+    # --- lifetime ---------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.2
+        db.connect(reuse_if_open=True)
+        try:
+            while not stop.is_set():
+                link = MqttLink(
+                    self.address,
+                    self.settings.mqtt_client_id,
+                    self.settings.mqtt_keepalive,
+                    subscriptions=(topics.AGENT_PRESENCE_FILTER,),
+                    on_message=self._on_message,
+                    on_lost=self._poke.notify,
+                )
+                try:
+                    link.connect()
+                    backoff = 0.2
+                    self.connected.set()
+                    logger.info("relay connected to %s", self.address)
+                    self._serve(link, stop)
+                except (BrokerUnavailable, ConnectionLost) as exc:
+                    logger.warning("broker unavailable (%s); outbox rows wait, retrying in %.1f s", exc, backoff)
+                except peewee.DatabaseError as exc:
+                    logger.error("database error: %s; retrying in %.1f s", exc, backoff)
+                finally:
+                    self.connected.clear()
+                    link.close()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        finally:
+            self.waiter.close()
+            db.close()
+
+    def _serve(self, link: MqttLink, stop: threading.Event) -> None:
+        self._drain(link)
+        self._rehydrate(link)
+        next_sweep = 0.0
+        while not stop.is_set():
+            if link.lost:
+                raise ConnectionLost("disconnected")
+            self._apply_presence()
+            sent = self._drain(link)
+            if time.monotonic() >= next_sweep:
+                self._clear_finished(link)
+                next_sweep = time.monotonic() + 1.0
+            if not sent:
+                self.waiter.wait(self.settings.relay_poll_seconds)
+
+    # --- publishing ---------------------------------------------------------------
+
+    def _send(self, link: MqttLink, messages: list[tuple[str, bytes, bool]]) -> int:
+        acked = link.publish_batch(messages)
+        if acked < len(messages):
+            raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")
+        return acked
+
+    def _drain(self, link: MqttLink) -> int:
+        """Publish every pending outbox row in id order; return how many went out."""
+        total = 0
+        while True:
+            rows = list(Outbox.unpublished(self.settings.relay_batch))
+            if not rows:
+                return total
+            newest = dict(
+                Outbox.select(Outbox.topic, peewee.fn.MAX(Outbox.id))
+                .where(Outbox.topic.in_({r.topic for r in rows}))
+                .group_by(Outbox.topic)
+                .tuples()
+            )
+            messages = [(r.topic, r.payload.encode(), r.id == newest[r.topic]) for r in rows]
+            acked = link.publish_batch(messages)
+            if acked:
+                with db.atomic():
+                    Outbox.update(published_at=utcnow()).where(
+                        Outbox.id.in_([r.id for r in rows[:acked]])
+                    ).execute()
+                total += acked
+                self.published += acked
+            if acked < len(rows):
+                raise ConnectionLost(f"{len(rows) - acked} of {len(rows)} publishes not acknowledged")
+
+    def _latest_published(self, kind: str, group: peewee.Field, among: peewee.Query | None) -> list[Outbox]:
+        newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
+            (Outbox.kind == kind) & Outbox.published_at.is_null(False)
+        )
+        if among is not None:
+            newest = newest.where(group.in_(among))
+        return list(Outbox.select().where(Outbox.id.in_(newest.group_by(group))).order_by(Outbox.id))
+
+    def _rehydrate(self, link: MqttLink) -> None:
+        """Republish, retained, the last published state of every live order and every worklist."""
+        started = time.monotonic()
+        live = Order.select(Order.id).where(Order.status.not_in(TERMINAL))
+        rows = self._latest_published("status", Outbox.order_id, live)
+        rows += self._latest_published("worklist", Outbox.agent_id, None)
+        batch = self.settings.relay_batch
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            self._send(link, [(r.topic, r.payload.encode(), True) for r in chunk])
+        logger.info(
+            "republished the state of %d orders and worklists in %.0f ms",
+            len(rows),
+            (time.monotonic() - started) * 1000,
+        )
+
+    def _clear_finished(self, link: MqttLink) -> None:
+        """Clear the retained state of orders finished longer ago than the retention window."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.retain_terminal_seconds)
+        pending = Outbox.select(Outbox.order_id).where(
+            Outbox.published_at.is_null() & Outbox.order_id.is_null(False)
+        )
+        finished = list(
+            Order.select(Order.id)
+            .where(
+                Order.terminal_at.is_null(False)
+                & (Order.terminal_at <= cutoff)
+                & Order.retained_cleared_at.is_null()
+                & Order.id.not_in(pending)
+            )
+            .limit(self.settings.relay_batch)
+        )
+        if not finished:
+            return
+        self._send(link, [(topics.order_status(o.id), b"", True) for o in finished])
+        with db.atomic():
+            Order.update(retained_cleared_at=utcnow()).where(
+                Order.id.in_([o.id for o in finished])
+            ).execute()
+        logger.info("cleared the retained state of %d finished orders", len(finished))
+
+    # --- agent presence -------------------------------------------------------------
+
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        """paho's thread: decode and hand off; the relay thread writes the database."""
+        agent_id = topics.agent_from_presence_topic(message.topic)
+        try:
+            body = json.loads(message.payload)
+            state = body["state"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if agent_id and state in PRESENCE_STATES:
+            self._presence.put((agent_id, state, utcnow()))
+            self._poke.notify()
+
+    def _apply_presence(self) -> None:
+        while True:
+            try:
+                agent_id, state, at = self._presence.get_nowait()
+            except queue.Empty:
+                return
+            Agent.update(presence=state, presence_at=at).where(Agent.id == agent_id).execute()
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s relay %(levelname)s %(message)s"
+    )
+    init_db(settings.database_url, settings.sqlite_synchronous)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    relay = Relay(settings)
+    logger.info("relay starting: database %s, broker %s", settings.database_url, relay.address)
+    relay.run(stop)
+    logger.info("relay stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The whole path REST -> outbox -> relay -> broker -> paho subscriber."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from order_service.db import db
+from order_service.models import Order, Outbox
+
+
+def status_topic(order_id: str) -> str:
+    return f"orders/{order_id}/status"
+
+
+def worklist_topic(agent_id: str) -> str:
+    return f"agents/{agent_id}/assigned"
+
+
+def has_version(topic: str, version: int):
+    return lambda r: r.topic == topic and r.version == version
+
+
+def test_created_order_reaches_both_topics_and_late_subscribers(client, admin, relay, subscribe):
+    """A new order is published on orders/new and orders/<id>/status; a later subscriber gets it retained."""
+    live = subscribe("orders/#")
+    order = client.post(
+        "/api/v1/orders",
+        json={
+            "customer": {"name": "Zoë 東京", "phone": "+1 555 0100", "address": "1 Main St"},
+            "items": [{"name": "Pizza 🍕", "quantity": 2, "unit_price_cents": 1299}],
+        },
+        headers=admin.headers,
+    ).json
+    new = live.wait_for(lambda r: r.topic == "orders/new")
+    status = live.wait_for(has_version(status_topic(order["id"]), 1))
+    for message in (new, status):
+        body = message.json
+        assert body["event"] == "order.created"
+        assert body["order"] == order
+    assert new.json["event_id"] == status.json["event_id"]
+
+    late = subscribe(status_topic(order["id"]))
+    retained = late.wait_for(lambda r: r.topic == status_topic(order["id"]))
+    assert retained.retain and retained.json["order"]["customer"]["name"] == "Zoë 東京"
+
+
+def test_wakes_on_commit_not_on_its_poll(client, admin, start_relay, subscribe):
+    """The API wakes the relay: with a 60 s poll interval, a change still arrives promptly."""
+    start_relay(relay_poll_seconds=60)
+    time.sleep(0.3)  # let the relay finish its first scan and block on the wake-up socket
+    live = subscribe("orders/new")
+    order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
+    live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"], timeout=5)
+
+
+def _body() -> dict:
+    return {
+        "customer": {"name": "Ann", "phone": "+1 555 0101", "address": "2 High St"},
+        "items": [{"name": "Soup", "quantity": 1, "unit_price_cents": 500}],
+    }
+
+
+def test_status_changes_and_assignment_reach_the_right_topics(
+    client, admin, make_agent, place_order, relay, subscribe
+):
+    """Each change publishes the order; assignment, reassignment and cancellation update both worklists."""
+    a, b = make_agent(), make_agent()
+    live = subscribe("orders/#", "agents/#")
+    order = place_order()
+    oid = order["id"]
+
+    def patch(status: str) -> dict:
+        response = client.patch(f"/api/v1/orders/{oid}/status", json={"status": status}, headers=admin.headers)
+        assert response.status_code == 200, response.json
+        return response.json
+
+    assert patch("confirmed")["version"] == 2
+    live.wait_for(lambda r: r.topic == status_topic(oid) and r.json["order"]["status"] == "confirmed")
+
+    client.put(f"/api/v1/orders/{oid}/agent", json={"agent_id": a.agent_id}, headers=admin.headers)
+    assigned = live.wait_for(lambda r: r.topic == worklist_topic(a.agent_id) and r.json["orders"])
+    assert [o["id"] for o in assigned.json["orders"]] == [oid]
+    event = live.wait_for(has_version(status_topic(oid), 3)).json
+    assert event["event"] == "order.assigned" and event["order"]["agent_id"] == a.agent_id
+
+    client.put(f"/api/v1/orders/{oid}/agent", json={"agent_id": b.agent_id}, headers=admin.headers)
+    on_b = live.wait_for(lambda r: r.topic == worklist_topic(b.agent_id) and r.json["orders"])
+    assert on_b.json["orders"][0]["id"] == oid and on_b.json["orders"][0]["version"] == 4
+    off_a = live.wait_for(
+        lambda r: r.topic == worklist_topic(a.agent_id) and r.version > assigned.version and not r.json["orders"]
+    )
+    assert off_a.json["agent_id"] == a.agent_id
+
+    patch("preparing")
+    live.wait_for(
+        lambda r: r.topic == worklist_topic(b.agent_id)
+        and r.json["orders"]
+        and r.json["orders"][0]["status"] == "preparing"
+    )
+    patch("cancelled")
+    live.wait_for(lambda r: r.topic == worklist_topic(b.agent_id) and r.json["orders"] == [] and r.version > 2)
+    final = live.wait_for(has_version(status_topic(oid), 6)).json
+    assert final["event"] == "order.status_changed" and final["order"]["status"] == "cancelled"
+    assert set(final["order"]["status_times"]) == {"placed", "confirmed", "preparing", "cancelled"}
+
+
+def test_refused_transition_publishes_nothing(client, admin, place_order, relay, subscribe):
+    """A 409 or a 412 leaves the bus silent."""
+    order = place_order()
+    live = subscribe("orders/#")
+    live.wait_for(has_version(status_topic(order["id"]), 1))
+    assert client.patch(
+        f"/api/v1/orders/{order['id']}/status", json={"status": "delivered"}, headers=admin.headers
+    ).status_code == 409
+    stale = {**admin.headers, "If-Match": '"7"'}
+    assert client.patch(
+        f"/api/v1/orders/{order['id']}/status", json={"status": "confirmed"}, headers=stale
+    ).status_code == 412
+    live.settle(quiet=1.0)
+    assert {r.version for r in live.on(status_topic(order["id"]))} == {1}
+
+
+def _assert_broker_matches_database(subscribe, timeout: float = 10.0) -> None:
+    """A fresh subscriber's retained view equals the database for every order and worklist."""
+    with db.connection_context():
+        orders = {o.id: o.version for o in Order.select()}
+    late = subscribe("orders/+/status", "agents/+/assigned")
+    deadline = time.monotonic() + timeout
+    while True:
+        late.settle(quiet=0.5, timeout=5)
+        retained = {
+            r.topic.split("/")[1]: r.version
+            for r in late.latest().values()
+            if r.topic.startswith("orders/")
+        }
+        if retained == orders or time.monotonic() > deadline:
+            break
+    assert retained == orders
+
+
+def test_orders_survive_a_broker_outage_in_order(
+    client, admin, make_agent, place_order, broker, start_relay, subscribe
+):
+    """Broker down: writes still succeed; back up: every event arrives in version order, state matches."""
+    agent = make_agent()
+    start_relay()
+    broker.stop()
+    ids = []
+    for _ in range(5):
+        oid = place_order()["id"]
+        ids.append(oid)
+        for status in ("confirmed", "preparing"):
+            response = client.patch(
+                f"/api/v1/orders/{oid}/status", json={"status": status}, headers=admin.headers
+            )
+            assert response.status_code == 200
+    client.put(f"/api/v1/orders/{ids[0]}/agent", json={"agent_id": agent.agent_id}, headers=admin.headers)
+    time.sleep(0.5)  # the relay has tried, and failed, to publish
+    with db.connection_context():
+        # 5 orders x (orders/new + 3 status rows) + an assignment (status + worklist)
+        assert Outbox.select().where(Outbox.published_at.is_null()).count() >= 22
+    # Restart the relay after the broker, so a subscriber is there before it catches up.
+    start_relay.stop_all()
+    broker.start()
+    live = subscribe("orders/#", "agents/#")
+    start_relay()
+    live.wait_for(has_version(status_topic(ids[0]), 4), timeout=15)
+    live.settle(quiet=1.0)
+    for oid in ids:
+        versions = [r.version for r in live.on(status_topic(oid))]
+        assert versions == sorted(versions), versions
+        assert set(versions) >= {1, 2, 3}, versions
+    with db.connection_context():
+        assert Outbox.select().where(Outbox.published_at.is_null()).count() == 0
+    _assert_broker_matches_database(subscribe)
+
+
+def test_restarted_empty_broker_is_rehydrated(client, admin, make_agent, place_order, broker, relay, subscribe):
+    """After the broker loses its retained store, the relay rebuilds it within seconds."""
+    agent = make_agent()
+    ids = [place_order()["id"] for _ in range(3)]
+    client.patch(f"/api/v1/orders/{ids[0]}/status", json={"status": "confirmed"}, headers=admin.headers)
+    client.put(f"/api/v1/orders/{ids[0]}/agent", json={"agent_id": agent.agent_id}, headers=admin.headers)
+    first = subscribe("orders/#", "agents/#")
+    first.wait_for(has_version(status_topic(ids[0]), 3))
+    first.stop()
+
+    broker.stop()
+    broker.start()  # empty: amqtt keeps nothing across a restart
+    time.sleep(0.5)
+    late = subscribe("agents/+/assigned")
+    worklist = late.wait_for(lambda r: r.topic == worklist_topic(agent.agent_id), timeout=10)
+    assert [o["id"] for o in worklist.json["orders"]] == [ids[0]]
+    _assert_broker_matches_database(subscribe)
+
+
+def test_retained_state_never_goes_backwards(client, admin, place_order, relay, subscribe):
+    """A burst of changes leaves the newest version retained, whatever subscribers saw in between."""
+    oid = place_order()["id"]
+    for status in ("confirmed", "preparing", "ready", "cancelled"):
+        client.patch(f"/api/v1/orders/{oid}/status", json={"status": status}, headers=admin.headers)
+    watcher = subscribe(status_topic(oid))
+    watcher.wait_for(has_version(status_topic(oid), 5))
+    watcher.settle(quiet=0.5)
+    versions = [r.version for r in watcher.seen]
+    assert versions == sorted(versions), versions
+    late = subscribe(status_topic(oid))
+    assert late.wait_for(lambda r: r.topic == status_topic(oid)).version == 5
+
+
+def test_finished_orders_retained_state_is_cleared(client, admin, place_order, start_relay, subscribe):
+    """After the retention window a terminal order's retained message is cleared; live ones stay."""
+    start_relay(retain_terminal_seconds=0)
+    done, live_order = place_order()["id"], place_order()["id"]
+    client.patch(f"/api/v1/orders/{done}/status", json={"status": "rejected"}, headers=admin.headers)
+    watcher = subscribe(status_topic(done))
+    watcher.wait_for(lambda r: r.payload == b"", timeout=10)
+    with db.connection_context():
+        assert Order.get_by_id(done).retained_cleared_at is not None
+        assert Order.get_by_id(live_order).retained_cleared_at is None
+    late = subscribe("orders/+/status")
+    late.settle(quiet=1.0)
+    assert {r.topic for r in late.seen if r.payload} == {status_topic(live_order)}
+
+
+def test_agent_presence_is_recorded(client, admin, make_agent, broker, relay):
+    """A presence message from a device shows in GET /agents."""
+    import paho.mqtt.client as mqtt
+
+    agent = make_agent()
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"dev-{agent.agent_id}")
+    device.connect(broker.host, broker.port)
+    device.loop_start()
+    payload = json.dumps({"agent_id": agent.agent_id, "state": "online", "at": "2026-01-01T00:00:00Z"})
+    device.publish(f"agents/{agent.agent_id}/presence", payload, qos=1, retain=True).wait_for_publish(5)
+    deadline = time.monotonic() + 5
+    state = None
+    while time.monotonic() < deadline:
+        agents = client.get("/api/v1/agents", headers=admin.headers).json["agents"]
+        state = next(a for a in agents if a["id"] == agent.agent_id)["presence"]["state"]
+        if state == "online":
+            break
+        time.sleep(0.1)
+    device.disconnect()
+    device.loop_stop()
+    assert state == "online"
+
+
+def test_one_idempotent_order_one_event_on_the_bus(client, admin, relay, subscribe):
+    """The same Idempotency-Key twice: one order, one order.created on orders/new."""
+    live = subscribe("orders/new")
+    headers = {**admin.headers, "Idempotency-Key": "retry-me"}
+    first = client.post("/api/v1/orders", json=_body(), headers=headers).json
+    second = client.post("/api/v1/orders", json=_body(), headers=headers).json
+    assert first["id"] == second["id"]
+    live.wait_for(lambda r: r.json["order"]["id"] == first["id"])
+    live.settle(quiet=1.0)
+    assert len({r.json["event_id"] for r in live.seen if not r.retain}) <= 1
+    assert len({r.json["order"]["id"] for r in live.seen}) == 1

@@ -1,8 +1,8 @@
 """amqtt on its own thread and event loop, so synchronous code (tests, the CLI) can own it.
 
-amqtt's ``Broker`` must be constructed inside a running event loop, and it keeps
-everything (sessions, subscriptions, retained messages) in memory: a restart starts
-empty. That is by design here; the relay rebuilds the retained state on reconnect.
+amqtt's ``Broker`` must be built inside a running event loop, and it keeps everything
+(sessions, subscriptions, retained messages) in memory: a restart starts empty. That
+is accepted: the relay rebuilds the retained state whenever it reconnects.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 PORT_ENV = "ORDERBUS_BROKER_PORT"
 WS_PORT_ENV = "ORDERBUS_BROKER_WS_PORT"
 # mqtt.js connects to ws://host:port/mqtt. amqtt's WebSocket listener ignores the
-# request path, so /mqtt (like any path) is served; the constant documents the contract.
+# request path, so /mqtt (like any path) is served; the constant records the contract.
 WS_PATH = "/mqtt"
 
 
@@ -33,9 +33,8 @@ class BrokerStartError(Exception):
 
 
 class _DropStartupTraceback(logging.Filter):
-    """amqtt logs a full traceback when a listener cannot bind; we raise a one-line
-    BrokerStartError for the same failure instead, so that record is only noise."""
-
+    # amqtt logs a traceback when a listener cannot bind; we raise a one-line
+    # BrokerStartError for the same failure, so that record is only noise.
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "Broker startup failed"
 
@@ -50,19 +49,19 @@ def quiet_amqtt_logging() -> None:
 
 
 def anonymous_plugins() -> dict[str, dict[str, Any]]:
-    """The plugins section: for now, anyone may connect, without credentials.
+    """The ``plugins`` section for now: anyone may connect, without credentials.
 
-    TEMPORARY SEAM: the next issue (auth and topic ACL) replaces this function with
-    plugins that read the service-written password and ACL files. Giving ``plugins``
-    replaces amqtt's default set, which is how the $SYS plugin (and the event/packet
-    logger plugins) stay off. Caveat: AnonymousAuthPlugin marks every session
-    anonymous, and amqtt never queues messages for an offline anonymous session.
+    SEAM: the next issue (auth and topic ACL) replaces this with plugins reading the
+    password and ACL files the service writes. Giving ``plugins`` replaces amqtt's
+    default set, which is also how the $SYS plugin and the logger plugins stay off.
+    Caveat: this plugin marks every session anonymous, and amqtt never queues
+    messages for an offline anonymous session (no persistent sessions until then).
     """
     return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
 
 
-def _bind_address(host: str, port: int) -> str:
-    # amqtt parses "addr:port"; an IPv6 literal needs brackets to keep its colons apart.
+def _address(host: str, port: int) -> str:
+    # amqtt parses "addr:port" and URLs want the same: an IPv6 literal needs brackets.
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -72,26 +71,18 @@ def build_config(
     """amqtt configuration: TCP listener ``default`` on host:port, WebSocket on host:ws_port."""
     return {
         "listeners": {
-            "default": {"type": "tcp", "bind": _bind_address(host, port)},
+            "default": {"type": "tcp", "bind": _address(host, port)},
             # Without its own bind a listener inherits the default's (the TCP port) and fails.
-            "ws": {"type": "ws", "bind": _bind_address(host, ws_port)},
+            "ws": {"type": "ws", "bind": _address(host, ws_port)},
         },
         "plugins": anonymous_plugins() if plugins is None else plugins,
     }
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(_family(host), socket.SOCK_STREAM)
-    # Same option asyncio uses for servers: a port in TIME_WAIT after our own stop()
-    # must count as free, or a restart on the same port would be refused.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # asyncio sets this on servers too: a port in TIME_WAIT after our own stop() is free
+    # for a restart, while a port another process listens on is still refused.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -102,22 +93,22 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def pick_free_port(host: str, avoid: int = 0) -> int:
-    """A currently free ephemeral port (amqtt needs a number; it cannot report port 0's choice)."""
+    """A currently free ephemeral port: amqtt needs a number and cannot report port 0's choice."""
     while True:
-        with _bind(host, 0) as sock:
-            port = int(sock.getsockname()[1])
+        try:
+            with _bind(host, 0) as sock:
+                port = int(sock.getsockname()[1])
+        except OSError as exc:  # e.g. an unknown host name or an address not on this machine
+            raise BrokerStartError(f"cannot listen on {host}: {exc.strerror or exc}") from exc
         if port != avoid:
             return port
 
 
 def check_ports_free(host: str, port: int, ws_port: int) -> None:
-    """Raise BrokerStartError naming the port and its variable if one cannot be bound."""
+    """Raise BrokerStartError, naming the port and its variable, if one cannot be bound."""
     if port == ws_port:
-        raise BrokerStartError(
-            f"{PORT_ENV} and {WS_PORT_ENV} are both {port}; the TCP and WebSocket "
-            f"listeners need different ports"
-        )
-    with ExitStack() as held:  # hold the first while probing the second
+        raise BrokerStartError(f"{PORT_ENV} and {WS_PORT_ENV} are both {port}; use two ports")
+    with ExitStack() as held:  # hold the first while trying the second
         for number, env in ((port, PORT_ENV), (ws_port, WS_PORT_ENV)):
             try:
                 held.enter_context(_bind(host, number))
@@ -149,12 +140,12 @@ class EmbeddedBroker:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, timeout: float = 10) -> None:
-        """Start serving; returns once both listeners accept connections."""
+        """Serve on a new thread; returns once both listeners accept connections."""
         if self._thread is not None:
             raise RuntimeError("broker already started")
         quiet_amqtt_logging()
-        # Checked up front for a clear message naming the variable; amqtt's own bind
-        # failure (if another process wins the race) is translated below as well.
+        # Checked first for a message naming the variable; should another process take
+        # a port in between, amqtt's own failure is explained the same way.
         check_ports_free(self.host, self.port, self.ws_port)
         ready = threading.Event()
         self._startup_error = None
@@ -163,28 +154,24 @@ class EmbeddedBroker:
         )
         self._thread.start()
         if not ready.wait(timeout):
-            with suppress(TimeoutError):  # the daemon thread cannot outlive the process
+            with suppress(TimeoutError):  # a daemon thread: it cannot keep the process alive
                 self.stop(timeout)
             raise BrokerStartError(f"MQTT broker did not start within {timeout} s")
-        if self._startup_error is not None:
-            error = self._startup_error
+        if (error := self._startup_error) is not None:
             self._thread.join(timeout)
             self._thread = None
             if isinstance(error, BrokerStartError):
                 raise error
             raise BrokerStartError(f"MQTT broker failed to start: {error}") from error
-        logger.debug("broker started on %s:%s and ws port %s", self.host, self.port, self.ws_port)
 
     def stop(self, timeout: float = 10) -> None:
         """Disconnect every client, close the listeners and join the thread. Idempotent."""
         thread, loop, stop_requested = self._thread, self._loop, self._stop_requested
         if thread is None:
             return
-        if loop is not None and stop_requested is not None and not loop.is_closed():
-            try:
+        if loop is not None and stop_requested is not None:
+            with suppress(RuntimeError):  # the loop already closed: the thread is ending
                 loop.call_soon_threadsafe(stop_requested.set)
-            except RuntimeError:  # the loop closed between the check and the call
-                pass
         thread.join(timeout)
         if thread.is_alive():
             raise TimeoutError(f"MQTT broker did not stop within {timeout} s")
@@ -201,11 +188,9 @@ class EmbeddedBroker:
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
-            logger.info(
-                "MQTT broker listening on mqtt://%s:%d and ws://%s:%d%s",
-                _url_host(self.host), self.port, _url_host(self.host), self.ws_port, WS_PATH,
-            )
-            # The main thread only waits; the signal handler runs between waits.
+            tcp, ws = _address(self.host, self.port), _address(self.host, self.ws_port)
+            logger.info("MQTT broker listening on mqtt://%s and ws://%s%s", tcp, ws, WS_PATH)
+            # The main thread only waits, so the signal handler runs promptly.
             while not stop_signal.wait(0.5):
                 if not self.running:
                     raise RuntimeError("MQTT broker thread stopped unexpectedly")
@@ -216,8 +201,9 @@ class EmbeddedBroker:
 
     def _run_thread(self, ready: threading.Event) -> None:
         try:
+            # asyncio.run also cancels whatever tasks amqtt leaves behind at shutdown.
             asyncio.run(self._serve(ready))
-        except BaseException as exc:  # anything escaping would be lost on this thread
+        except BaseException as exc:  # nobody else would see it on this thread
             logger.exception("MQTT broker thread failed")
             if not ready.is_set():
                 self._startup_error = exc
@@ -230,29 +216,23 @@ class EmbeddedBroker:
         self._stop_requested = asyncio.Event()
         broker = Broker(build_config(self.host, self.port, self.ws_port))
         try:
+            # Returns once both servers listen, so the kernel accepts connections from now.
             await broker.start()
         except BrokerError as exc:
-            await _close_listeners(broker)
-            self._startup_error = self._explain(exc)
+            self._startup_error = await self._explain_failed_start(broker, exc)
             return
         ready.set()
         await self._stop_requested.wait()
         await broker.shutdown()
 
-    def _explain(self, exc: BrokerError) -> BrokerStartError:
+    async def _explain_failed_start(self, broker: Broker, exc: BrokerError) -> BrokerStartError:
+        # amqtt leaves the listeners it did open (the TCP one, when the WebSocket one
+        # fails) listening after a failed start; close them or the port stays taken.
+        for server in getattr(broker, "_servers", {}).values():
+            with suppress(Exception):  # best effort: the real failure is reported below
+                await server.close_instance()
         try:  # usually another process took one of our ports after the early check
             check_ports_free(self.host, self.port, self.ws_port)
         except BrokerStartError as explained:
             return explained
-        cause = exc.__cause__ or exc
-        return BrokerStartError(f"MQTT broker failed to start: {cause}")
-
-
-async def _close_listeners(broker: Broker) -> None:
-    # amqtt leaves the listeners it did open (the TCP one, when the WebSocket one
-    # fails) listening after a failed start; close them or the port stays taken.
-    for server in getattr(broker, "_servers", {}).values():
-        try:
-            await server.close_instance()
-        except Exception:  # best effort: we are already reporting the real failure
-            logger.debug("closing a listener after a failed start", exc_info=True)
+        return BrokerStartError(f"MQTT broker failed to start: {exc.__cause__ or exc}")

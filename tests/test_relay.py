@@ -216,6 +216,12 @@ def test_finished_orders_retained_state_is_cleared(client, admin, place_order, s
     client.patch(f"/api/v1/orders/{done}/status", json={"status": "rejected"}, headers=admin.headers)
     watcher = subscribe(status_topic(done))
     watcher.wait_for(lambda r: r.payload == b"", timeout=10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # marked once the broker has acknowledged the clear
+        with db.connection_context():
+            if Order.get_by_id(done).retained_cleared_at is not None:
+                break
+        time.sleep(0.05)
     with db.connection_context():
         assert Order.get_by_id(done).retained_cleared_at is not None
         assert Order.get_by_id(live_order).retained_cleared_at is None

@@ -1,0 +1,151 @@
+"""The system as `make run` starts it: the Procfile's processes under honcho.
+
+These tests run the real commands (python -m broker, gunicorn, the relay) as
+child processes on ephemeral ports, then talk to them over HTTP and MQTT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.mqtt_fixtures import Subscriber
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "order_service", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+
+
+def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ORDERBUS_DATA_DIR": str(tmp_path / "var"),
+        "ORDERBUS_API_PORT": str(free_port()),
+        "ORDERBUS_BROKER_PORT": str(free_port()),
+        "ORDERBUS_BROKER_WS_PORT": str(free_port()),
+        "ORDERBUS_API_WORKERS": "2",
+    }
+
+
+@pytest.fixture
+def system(env: dict, tmp_path: Path):
+    """migrate, bootstrap, then every Procfile process under honcho, as `make run` does."""
+    assert cli(env, "preflight").returncode == 0
+    assert cli(env, "migrate").returncode == 0
+    boot = cli(env, "bootstrap")
+    assert boot.returncode == 0, boot.stderr
+    log = open(tmp_path / "honcho.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile")],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/api/v1"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if http("GET", f"{api}/readyz")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None, (tmp_path / "honcho.log").read_text()
+        time.sleep(0.2)
+    else:
+        pytest.fail("API not ready:\n" + (tmp_path / "honcho.log").read_text())
+    try:
+        yield {"api": api, "boot": boot.stdout, "proc": proc, "log": tmp_path / "honcho.log"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+
+
+def test_make_run_processes_serve_rest_to_mqtt(system, env):
+    """Under honcho, a POST to the API reaches a subscriber of the broker within seconds."""
+    password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
+    assert "admin-password" in system["boot"]
+    status, body = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})
+    assert status == 200, body
+    token = body["access_token"]
+
+    sub = Subscriber("127.0.0.1", int(env["ORDERBUS_BROKER_PORT"]), ("orders/#",)).start()
+    try:
+        order = {
+            "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
+            "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
+        }
+        status, created = http("POST", f"{system['api']}/orders", order, token)
+        assert status == 201, created
+        message = sub.wait_for(lambda r: r.topic == "orders/new", timeout=10)
+        assert message.json["order"]["id"] == created["id"]
+        status, changed = http(
+            "PATCH", f"{system['api']}/orders/{created['id']}/status", {"status": "confirmed"}, token
+        )
+        assert status == 200
+        sub.wait_for(lambda r: r.topic == f"orders/{created['id']}/status" and r.version == 2, timeout=10)
+    finally:
+        sub.stop()
+    assert not sub.contract_errors
+
+
+def test_preflight_names_the_taken_port_and_its_variable(env):
+    """A taken broker port is reported with the variable that moves it, without a traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        env = {**env, "ORDERBUS_BROKER_PORT": str(holder.getsockname()[1])}
+        result = cli(env, "preflight")
+    assert result.returncode == 1
+    assert env["ORDERBUS_BROKER_PORT"] in result.stderr
+    assert "ORDERBUS_BROKER_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_configuration_is_one_clear_line(env):
+    """A malformed variable stops the command with its name, not a traceback."""
+    result = cli({**env, "ORDERBUS_API_PORT": "http"}, "migrate")
+    assert result.returncode != 0
+    assert "api_port" in result.stderr.lower()
+    assert "Traceback" not in result.stderr

@@ -20,7 +20,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     settings = load_settings(test_config)
     app = OpenAPI(
         __name__,
-        info=Info(title="orderbus", version="1", description="Real-time order management: REST in, MQTT out."),
+        info=Info(
+            title="orderbus", version="1", description="Real-time order management: REST in, MQTT out."
+        ),
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         validation_error_callback=problems.validation_error_response,
         doc_prefix="/api/v1/docs",

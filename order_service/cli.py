@@ -64,7 +64,7 @@ def bootstrap() -> None:
     click.echo(
         f"\nLog in as {settings.admin_user!r} with the password in {where}:\n"
         f"  curl -s -X POST {api}/api/v1/auth/token -H 'Content-Type: application/json' \\\n"
-        f"       -d '{{\"username\": \"{settings.admin_user}\", \"password\": \"<password>\"}}'\n"
+        f'       -d \'{{"username": "{settings.admin_user}", "password": "<password>"}}\'\n'
         f"API docs: {api}/api/v1/docs/swagger\n"
     )
 
@@ -96,8 +96,7 @@ def preflight(embedded_broker: bool) -> None:
     if embedded_broker:
         wanted += [
             ("the MQTT broker", settings.broker_host, settings.broker_port, "ORDERBUS_BROKER_PORT"),
-            ("MQTT over WebSocket", settings.broker_host, settings.broker_ws_port,
-             "ORDERBUS_BROKER_WS_PORT"),
+            ("MQTT over WebSocket", settings.broker_host, settings.broker_ws_port, "ORDERBUS_BROKER_WS_PORT"),
         ]
     taken = [(what, host, port, var) for what, host, port, var in wanted if not port_free(host, port)]
     for what, host, port, var in taken:

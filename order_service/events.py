@@ -37,8 +37,7 @@ def order_dict(order: Order) -> dict:
             "address": order.customer_address,
         },
         "items": [
-            {"name": i.name, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents}
-            for i in items
+            {"name": i.name, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents} for i in items
         ],
         "total_cents": order.total_cents,
         "currency": order.currency,
@@ -87,9 +86,7 @@ def record_order_event(order: Order, event: str) -> dict:
 def record_worklists(agent_ids: Iterable[str | None]) -> None:
     """Bump and publish the complete worklist of each agent named (once each)."""
     for agent_id in sorted({a for a in agent_ids if a}):
-        Agent.update(worklist_version=Agent.worklist_version + 1).where(
-            Agent.id == agent_id
-        ).execute()
+        Agent.update(worklist_version=Agent.worklist_version + 1).where(Agent.id == agent_id).execute()
         agent = Agent.get_by_id(agent_id)
         payload = {
             **_envelope("agent.worklist"),

@@ -71,7 +71,9 @@ class Relay:
                     logger.info("relay connected to %s", self.address)
                     self._serve(link, stop)
                 except (BrokerUnavailable, ConnectionLost) as exc:
-                    logger.warning("broker unavailable (%s); outbox rows wait, retrying in %.1f s", exc, backoff)
+                    logger.warning(
+                        "broker unavailable (%s); outbox rows wait, retrying in %.1f s", exc, backoff
+                    )
                 except peewee.DatabaseError as exc:
                     logger.error("database error: %s; retrying in %.1f s", exc, backoff)
                 finally:
@@ -175,9 +177,7 @@ class Relay:
             return
         self._send(link, [(topics.order_status(o.id), b"", True) for o in finished])
         with db.atomic():
-            Order.update(retained_cleared_at=utcnow()).where(
-                Order.id.in_([o.id for o in finished])
-            ).execute()
+            Order.update(retained_cleared_at=utcnow()).where(Order.id.in_([o.id for o in finished])).execute()
         logger.info("cleared the retained state of %d finished orders", len(finished))
 
     # --- agent presence -------------------------------------------------------------
@@ -205,9 +205,7 @@ class Relay:
 
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s relay %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s relay %(levelname)s %(message)s")
     init_db(settings.database_url, settings.sqlite_synchronous)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

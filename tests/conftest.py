@@ -88,7 +88,9 @@ def make_customer(client: FlaskClient) -> Callable[[], Actor]:
         response = client.post("/api/v1/auth/signup", json={"username": name, "password": "password-1"})
         assert response.status_code == 201, response.json
         body = _login(client, name, "password-1")
-        return Actor(body["user"]["id"], name, "customer", {"Authorization": f"Bearer {body['access_token']}"})
+        return Actor(
+            body["user"]["id"], name, "customer", {"Authorization": f"Bearer {body['access_token']}"}
+        )
 
     return make
 
@@ -128,7 +130,9 @@ def order_body(**overrides) -> dict:
 @pytest.fixture
 def place_order(client: FlaskClient, admin: Actor) -> Callable[..., dict]:
     def place(actor: Actor | None = None, **overrides) -> dict:
-        response = client.post("/api/v1/orders", json=order_body(**overrides), headers=(actor or admin).headers)
+        response = client.post(
+            "/api/v1/orders", json=order_body(**overrides), headers=(actor or admin).headers
+        )
         assert response.status_code == 201, response.json
         return response.json
 

@@ -36,7 +36,11 @@ def free_port() -> int:
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "order_service", *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -76,7 +80,11 @@ def system(env: dict, tmp_path: Path):
     log = open(tmp_path / "honcho.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile")],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     api = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/api/v1"
     deadline = time.monotonic() + 30

@@ -71,7 +71,9 @@ def test_status_changes_and_assignment_reach_the_right_topics(
     oid = order["id"]
 
     def patch(status: str) -> dict:
-        response = client.patch(f"/api/v1/orders/{oid}/status", json={"status": status}, headers=admin.headers)
+        response = client.patch(
+            f"/api/v1/orders/{oid}/status", json={"status": status}, headers=admin.headers
+        )
         assert response.status_code == 200, response.json
         return response.json
 
@@ -88,18 +90,24 @@ def test_status_changes_and_assignment_reach_the_right_topics(
     on_b = live.wait_for(lambda r: r.topic == worklist_topic(b.agent_id) and r.json["orders"])
     assert on_b.json["orders"][0]["id"] == oid and on_b.json["orders"][0]["version"] == 4
     off_a = live.wait_for(
-        lambda r: r.topic == worklist_topic(a.agent_id) and r.version > assigned.version and not r.json["orders"]
+        lambda r: (
+            r.topic == worklist_topic(a.agent_id) and r.version > assigned.version and not r.json["orders"]
+        )
     )
     assert off_a.json["agent_id"] == a.agent_id
 
     patch("preparing")
     live.wait_for(
-        lambda r: r.topic == worklist_topic(b.agent_id)
-        and r.json["orders"]
-        and r.json["orders"][0]["status"] == "preparing"
+        lambda r: (
+            r.topic == worklist_topic(b.agent_id)
+            and r.json["orders"]
+            and r.json["orders"][0]["status"] == "preparing"
+        )
     )
     patch("cancelled")
-    live.wait_for(lambda r: r.topic == worklist_topic(b.agent_id) and r.json["orders"] == [] and r.version > 2)
+    live.wait_for(
+        lambda r: r.topic == worklist_topic(b.agent_id) and r.json["orders"] == [] and r.version > 2
+    )
     final = live.wait_for(has_version(status_topic(oid), 6)).json
     assert final["event"] == "order.status_changed" and final["order"]["status"] == "cancelled"
     assert set(final["order"]["status_times"]) == {"placed", "confirmed", "preparing", "cancelled"}
@@ -110,13 +118,19 @@ def test_refused_transition_publishes_nothing(client, admin, place_order, relay,
     order = place_order()
     live = subscribe("orders/#")
     live.wait_for(has_version(status_topic(order["id"]), 1))
-    assert client.patch(
-        f"/api/v1/orders/{order['id']}/status", json={"status": "delivered"}, headers=admin.headers
-    ).status_code == 409
+    assert (
+        client.patch(
+            f"/api/v1/orders/{order['id']}/status", json={"status": "delivered"}, headers=admin.headers
+        ).status_code
+        == 409
+    )
     stale = {**admin.headers, "If-Match": '"7"'}
-    assert client.patch(
-        f"/api/v1/orders/{order['id']}/status", json={"status": "confirmed"}, headers=stale
-    ).status_code == 412
+    assert (
+        client.patch(
+            f"/api/v1/orders/{order['id']}/status", json={"status": "confirmed"}, headers=stale
+        ).status_code
+        == 412
+    )
     live.settle(quiet=1.0)
     assert {r.version for r in live.on(status_topic(order["id"]))} == {1}
 
@@ -130,9 +144,7 @@ def _assert_broker_matches_database(subscribe, timeout: float = 10.0) -> None:
     while True:
         late.settle(quiet=0.5, timeout=5)
         retained = {
-            r.topic.split("/")[1]: r.version
-            for r in late.latest().values()
-            if r.topic.startswith("orders/")
+            r.topic.split("/")[1]: r.version for r in late.latest().values() if r.topic.startswith("orders/")
         }
         if retained == orders or time.monotonic() > deadline:
             break
@@ -176,7 +188,9 @@ def test_orders_survive_a_broker_outage_in_order(
     _assert_broker_matches_database(subscribe)
 
 
-def test_restarted_empty_broker_is_rehydrated(client, admin, make_agent, place_order, broker, relay, subscribe):
+def test_restarted_empty_broker_is_rehydrated(
+    client, admin, make_agent, place_order, broker, relay, subscribe
+):
     """After the broker loses its retained store, the relay rebuilds it within seconds."""
     agent = make_agent()
     ids = [place_order()["id"] for _ in range(3)]

@@ -79,10 +79,16 @@ class _DatabaseCollector:
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
         pending, age = _outbox_backlog()
-        yield GaugeMetricFamily("orderbus_outbox_pending", "Outbox rows not yet acknowledged by the broker", value=pending)
-        yield GaugeMetricFamily("orderbus_outbox_oldest_seconds", "Age of the oldest unpublished outbox row", value=age)
+        yield GaugeMetricFamily(
+            "orderbus_outbox_pending", "Outbox rows not yet acknowledged by the broker", value=pending
+        )
+        yield GaugeMetricFamily(
+            "orderbus_outbox_oldest_seconds", "Age of the oldest unpublished outbox row", value=age
+        )
         online = Agent.select().where(Agent.presence == "online").count()
-        yield GaugeMetricFamily("orderbus_agents_online", "Agents whose last presence is online", value=online)
+        yield GaugeMetricFamily(
+            "orderbus_agents_online", "Agents whose last presence is online", value=online
+        )
 
 
 @bp.get("/metrics", security=[])

@@ -1,0 +1,404 @@
+"""The MQTT contract (docs/asyncapi.yaml) and the payloads the real code produces."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import defaultdict
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator, ValidationError
+
+from order_service import events, lifecycle, topics
+from order_service.db import db
+from order_service.models import Outbox
+from tests import contract
+
+CHANNELS = {
+    "orders/new": "ordersNew",
+    "orders/{orderId}/status": "orderStatus",
+    "agents/{agentId}/assigned": "agentAssigned",
+    "agents/{agentId}/presence": "agentPresence",
+}
+ORDER_ID = "ord_0123456789ab"
+AGENT_ID = "agt_0123456789ab"
+
+
+# --- the document -------------------------------------------------------------
+
+
+def test_document_is_asyncapi_3_with_the_four_channels():
+    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x and the four topics."""
+    with contract.SPEC_PATH.open(encoding="utf-8") as handle:
+        document = yaml.safe_load(handle)
+    assert str(document["asyncapi"]).startswith("3.")
+    addresses = {c["address"]: key for key, c in document["channels"].items()}
+    assert addresses == CHANNELS
+    assert document["channels"]["orderStatus"]["parameters"].keys() == {"orderId"}
+    assert document["channels"]["agentAssigned"]["parameters"].keys() == {"agentId"}
+    assert document["channels"]["agentPresence"]["parameters"].keys() == {"agentId"}
+
+
+def test_servers_are_the_embedded_broker_over_tcp_and_websocket():
+    """The embedded broker is reachable at mqtt://127.0.0.1:1883 and ws://127.0.0.1:9001/mqtt."""
+    servers = contract.spec()["servers"].values()
+    found = {(s["protocol"], s["host"], s.get("pathname", "")) for s in servers}
+    assert found == {("mqtt", "127.0.0.1:1883", ""), ("ws", "127.0.0.1:9001", "/mqtt")}
+    assert all(s["protocolVersion"] == "3.1.1" for s in servers)
+
+
+def test_every_publish_is_qos1_and_retained():
+    """Every send operation is QoS 1 with retain; every receive subscribes with QoS 1."""
+    operations = contract.resolved()["operations"]
+    assert {op["channel"]["address"] for op in operations.values()} == set(CHANNELS)
+    for name, op in operations.items():
+        mqtt = op["bindings"]["mqtt"]
+        assert mqtt["qos"] == 1, name
+        if op["action"] == "send":
+            assert mqtt["retain"] is True, name
+    senders = {
+        op["channel"]["address"]: {t["name"] for t in op["tags"]}
+        for op in operations.values()
+        if op["action"] == "send"
+    }
+    assert senders == {
+        "orders/new": {"service"},
+        "orders/{orderId}/status": {"service"},
+        "agents/{agentId}/assigned": {"service"},
+        "agents/{agentId}/presence": {"agent"},
+    }
+
+
+def test_component_schemas_are_valid_draft_2020_12():
+    """Every schema in components, and every resolved message payload, is a valid 2020-12 schema."""
+    for name, schema in contract.spec()["components"]["schemas"].items():
+        try:
+            Draft202012Validator.check_schema(schema)
+        except Exception as error:  # pragma: no cover - the message names the schema
+            raise AssertionError(f"components/schemas/{name}: {error}") from error
+    for name, message in contract.resolved()["components"]["messages"].items():
+        Draft202012Validator.check_schema(message["payload"])
+        assert "$ref" not in json.dumps(message["payload"]), name
+
+
+def test_document_examples_conform():
+    """Each message example in the document validates against that message's payload schema."""
+    messages = contract.resolved()["components"]["messages"]
+    for name, message in messages.items():
+        validator = Draft202012Validator(message["payload"], format_checker=contract.FORMAT_CHECKER)
+        assert message.get("examples"), f"{name} has no example"
+        for example in message["examples"]:
+            validator.validate(example["payload"])
+
+
+def test_contract_enumerations_match_the_code():
+    """Statuses, event names and the payload schema version are the code's own."""
+    schemas = contract.spec()["components"]["schemas"]
+    assert schemas["Status"]["enum"] == list(lifecycle.STATUSES)
+    active = [s for s in lifecycle.STATUSES if s not in lifecycle.TERMINAL]
+    assert schemas["ActiveStatus"]["enum"] == active
+    assert schemas["OrderEvent"]["properties"]["event"]["enum"] == list(events.ORDER_EVENTS)
+    assert schemas["OrderEvent"]["properties"]["schema"]["const"] == events.SCHEMA
+    assert schemas["Worklist"]["properties"]["schema"]["const"] == events.SCHEMA
+
+
+def test_topics_built_by_the_service_are_in_the_contract():
+    """Every topic order_service.topics builds maps to its channel's payload schema."""
+    schemas = contract.resolved()["components"]["schemas"]
+    assert contract.schema_for_topic(topics.ORDERS_NEW) == schemas["NewOrderEvent"]
+    assert contract.schema_for_topic(topics.order_status(ORDER_ID)) == schemas["OrderEvent"]
+    assert contract.schema_for_topic(topics.agent_assigned(AGENT_ID)) == schemas["Worklist"]
+    assert contract.schema_for_topic(topics.agent_presence(AGENT_ID)) == schemas["Presence"]
+
+
+# --- payloads produced by the real code --------------------------------------
+
+
+@pytest.fixture
+def outbox(client, admin, make_agent, place_order) -> list[Outbox]:
+    """Outbox rows of a realistic run: create, confirm, assign, reassign, unassign,
+    deliver one order, cancel another and reject a third."""
+
+    def patch_status(order_id: str, status: str, actor=admin) -> None:
+        response = client.patch(
+            f"/api/v1/orders/{order_id}/status", json={"status": status}, headers=actor.headers
+        )
+        assert response.status_code == 200, response.json
+
+    def assign(order_id: str, agent_id: str) -> None:
+        response = client.put(
+            f"/api/v1/orders/{order_id}/agent", json={"agent_id": agent_id}, headers=admin.headers
+        )
+        assert response.status_code == 200, response.json
+
+    first, second = make_agent(), make_agent()
+    delivered = place_order()["id"]
+    patch_status(delivered, "confirmed")
+    assign(delivered, first.agent_id)
+    patch_status(delivered, "preparing")
+    assign(delivered, second.agent_id)  # reassign: moves between worklists
+    response = client.delete(f"/api/v1/orders/{delivered}/agent", headers=admin.headers)
+    assert response.status_code == 200, response.json
+    assign(delivered, second.agent_id)
+    patch_status(delivered, "ready")
+    patch_status(delivered, "picked_up", second)
+    patch_status(delivered, "delivered", second)
+
+    cancelled = place_order(
+        items=[{"name": "Soup", "quantity": 1, "unit_price_cents": 0}], notes="", currency="EUR"
+    )["id"]
+    patch_status(cancelled, "confirmed")
+    assign(cancelled, first.agent_id)
+    patch_status(cancelled, "cancelled")
+
+    patch_status(place_order()["id"], "rejected")
+
+    with db.connection_context():
+        return list(Outbox.select().order_by(Outbox.id))
+
+
+def _decoded(outbox: list[Outbox]) -> list[tuple[str, dict]]:
+    return [(row.topic, contract.validate_message(row.topic, row.payload.encode())) for row in outbox]
+
+
+def test_real_payloads_conform(outbox):
+    """Every outbox row the real code writes (order events and worklists) validates."""
+    decoded = _decoded(outbox)
+    seen_events = {payload["event"] for _topic, payload in decoded}
+    assert seen_events == {
+        "order.created",
+        "order.status_changed",
+        "order.assigned",
+        "order.unassigned",
+        "agent.worklist",
+    }
+    channels = {contract._match_channel(topic)[0] for topic, _payload in decoded}
+    assert channels == {"ordersNew", "orderStatus", "agentAssigned"}
+    statuses = {p["order"]["status"] for t, p in decoded if "order" in p}
+    assert {"placed", "confirmed", "preparing", "ready", "picked_up", "delivered"} <= statuses
+    assert {"cancelled", "rejected"} <= statuses
+
+
+def test_real_versions_only_go_up(outbox):
+    """Per order and per worklist, each message has a higher version than the one before,
+    so a client keeping the highest version never drops a real change."""
+    last: dict[tuple[str, str], int] = defaultdict(int)
+    for topic, payload in _decoded(outbox):
+        if topic == topics.ORDERS_NEW:
+            assert payload["event"] == "order.created"
+            assert payload["order"]["version"] == 1
+            assert payload["order"]["status"] == "placed"
+            continue
+        key = (topic, payload["order"]["id"] if "order" in payload else payload["agent_id"])
+        version = payload["order"]["version"] if "order" in payload else payload["version"]
+        assert version > last[key], (topic, version, last[key])
+        last[key] = version
+
+
+def test_real_worklists_hold_every_active_order_of_their_agent(outbox):
+    """A worklist holds exactly the agent's non-terminal orders, each with that agent_id;
+    the last worklist after delivery and cancellation is empty."""
+    current: dict[str, dict] = {}  # order id -> latest order state
+    for topic, payload in _decoded(outbox):
+        if "order" in payload:
+            current[payload["order"]["id"]] = payload["order"]
+            continue
+        agent_id = payload["agent_id"]
+        assert topic == topics.agent_assigned(agent_id)
+        expected = sorted(
+            o["id"]
+            for o in current.values()
+            if o["agent_id"] == agent_id and o["status"] not in lifecycle.TERMINAL
+        )
+        assert sorted(o["id"] for o in payload["orders"]) == expected
+        for order in payload["orders"]:
+            assert order == current[order["id"]]
+    last = {}
+    for topic, payload in _decoded(outbox):
+        if topic.endswith("/assigned"):
+            last[payload["agent_id"]] = payload
+    assert len(last) == 2
+    assert all(worklist["orders"] == [] for worklist in last.values())
+
+
+def test_real_orders_are_consistent(outbox):
+    """total_cents is the sum of the items; status_times has the current status; one
+    event on orders/new and orders/<id>/status shares its event_id."""
+    decoded = _decoded(outbox)
+    for _topic, payload in decoded:
+        for order in [payload["order"]] if "order" in payload else payload["orders"]:
+            total = sum(i["quantity"] * i["unit_price_cents"] for i in order["items"])
+            assert order["total_cents"] == total
+            assert order["status"] in order["status_times"]
+    new_ids = {p["event_id"] for t, p in decoded if t == topics.ORDERS_NEW}
+    status_created = {
+        p["event_id"] for t, p in decoded if t != topics.ORDERS_NEW and p["event"] == "order.created"
+    }
+    assert new_ids == status_created and len(new_ids) == 3
+
+
+# --- what the contract refuses ------------------------------------------------
+
+
+@pytest.fixture
+def status_event(outbox) -> tuple[str, dict]:
+    """A real order.assigned event on orders/<id>/status, as decoded JSON."""
+    for row in outbox:
+        if row.kind == "status" and row.event == "order.assigned":
+            return row.topic, json.loads(row.payload)
+    raise AssertionError("no order.assigned event")
+
+
+def _encode(payload: object) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def test_the_real_event_is_accepted(status_event):
+    """The unmodified event is valid (so the failures below are due to the change made)."""
+    topic, payload = status_event
+    assert contract.validate_message(topic, _encode(payload)) == payload
+
+
+def test_missing_order_version_is_refused(status_event):
+    """order.version is required."""
+    topic, payload = status_event
+    del payload["order"]["version"]
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(payload))
+
+
+def test_version_below_one_is_refused(status_event):
+    """order.version starts at 1."""
+    topic, payload = status_event
+    payload["order"]["version"] = 0
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(payload))
+
+
+def test_unknown_status_is_refused(status_event):
+    """order.status is one of the eight lifecycle statuses."""
+    topic, payload = status_event
+    payload["order"]["status"] = "shipped"
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(payload))
+
+
+def test_unknown_event_is_refused(status_event):
+    """event is one of the five order events."""
+    topic, payload = status_event
+    payload["event"] = "order.deleted"
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(payload))
+
+
+@pytest.mark.parametrize("where", ["envelope", "order", "customer", "item", "status_times"])
+def test_unexpected_field_is_refused(status_event, where):
+    """Payloads are closed: an unexpected field anywhere is refused (status_times keys
+    must be statuses)."""
+    topic, payload = status_event
+    target = {
+        "envelope": payload,
+        "order": payload["order"],
+        "customer": payload["order"]["customer"],
+        "item": payload["order"]["items"][0],
+        "status_times": payload["order"]["status_times"],
+    }[where]
+    target["surprise"] = "2025-05-04T10:15:30.123Z"
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(payload))
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2025-05-04T10:15:30.123", "2025-05-04T10:15:30+02:00", "2025-02-30T10:15:30Z"]
+)
+def test_timestamp_must_be_utc_rfc3339(status_event, timestamp):
+    """Timestamps are RFC 3339 in UTC, ending in Z, and real dates."""
+    topic, payload = status_event
+    payload["order"]["updated_at"] = timestamp
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(payload))
+
+
+def test_wrong_currency_and_empty_items_are_refused(status_event):
+    """currency is three upper-case letters; an order has at least one item."""
+    topic, payload = status_event
+    bad_currency = copy.deepcopy(payload)
+    bad_currency["order"]["currency"] = "usd"
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(bad_currency))
+    payload["order"]["items"] = []
+    with pytest.raises(ValidationError):
+        contract.validate_message(topic, _encode(payload))
+
+
+def test_worklist_with_terminal_order_is_refused(outbox):
+    """A worklist holds only non-terminal orders."""
+    row = next(r for r in outbox if r.kind == "worklist" and '"orders":[{' in r.payload)
+    payload = json.loads(row.payload)
+    payload["orders"][0]["status"] = "delivered"
+    with pytest.raises(ValidationError):
+        contract.validate_message(row.topic, _encode(payload))
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "orders/ord_0123456789ab/state",  # no such channel
+        "orders/ord_0123456789ab",
+        "order/new",
+        "orders/new/extra",
+        "orders/not-an-order/status",  # orderId of the wrong form
+        "agents/+/assigned",  # a filter, not a concrete topic
+        "",
+    ],
+)
+def test_topic_not_in_the_contract_is_refused(status_event, topic):
+    """Only the four channels exist, with ids of the documented form."""
+    _topic, payload = status_event
+    with pytest.raises(ValueError):
+        contract.validate_message(topic, _encode(payload))
+
+
+def test_payload_on_another_channel_is_refused(status_event):
+    """An order event is not a worklist or a presence, and the id in the topic is the
+    id in the payload."""
+    topic, payload = status_event
+    for wrong in (topics.agent_assigned(AGENT_ID), topics.agent_presence(AGENT_ID)):
+        with pytest.raises(ValidationError):
+            contract.validate_message(wrong, _encode(payload))
+    with pytest.raises(ValidationError):
+        contract.validate_message(topics.order_status(ORDER_ID), _encode(payload))
+    with pytest.raises(ValidationError):  # orders/new carries only order.created
+        contract.validate_message(topics.ORDERS_NEW, _encode(payload))
+
+
+def test_empty_payload_means_cleared_only_on_order_status():
+    """An empty payload on orders/<id>/status is the documented "cleared" message (None);
+    anywhere else it is refused."""
+    assert contract.validate_message(topics.order_status(ORDER_ID), b"") is None
+    for topic in (topics.ORDERS_NEW, topics.agent_assigned(AGENT_ID), topics.agent_presence(AGENT_ID)):
+        with pytest.raises(ValueError):
+            contract.validate_message(topic, b"")
+
+
+def test_non_json_payload_is_refused():
+    """Non-empty payloads are UTF-8 JSON."""
+    topic = topics.agent_presence(AGENT_ID)
+    for payload in (b"online", b"\xff\xfe", b'{"agent_id": NaN}'):
+        with pytest.raises(ValueError):
+            contract.validate_message(topic, payload)
+
+
+def test_presence_payload():
+    """Presence is {agent_id, state: online|offline, at}, and nothing else."""
+    topic = topics.agent_presence(AGENT_ID)
+    good = {"agent_id": AGENT_ID, "state": "offline", "at": "2025-05-04T10:15:30.123Z"}
+    assert contract.validate_message(topic, _encode(good)) == good
+    for bad in (
+        {**good, "state": "away"},
+        {k: v for k, v in good.items() if k != "at"},
+        {**good, "battery": 80},
+    ):
+        with pytest.raises(ValidationError):
+            contract.validate_message(topic, _encode(bad))

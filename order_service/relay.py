@@ -175,7 +175,12 @@ class Relay:
         )
         if not finished:
             return
-        self._send(link, [(topics.order_status(o.id), b"", True) for o in finished])
+        clears = [(topics.order_status(o.id), b"", True) for o in finished]
+        # orders/new retains the newest created order: clear it too once that order is finished.
+        newest = Outbox.select(Outbox.order_id).where(Outbox.kind == "new").order_by(Outbox.id.desc()).first()
+        if newest is not None and newest.order_id in {o.id for o in finished}:
+            clears.append((topics.ORDERS_NEW, b"", True))
+        self._send(link, clears)
         with db.atomic():
             Order.update(retained_cleared_at=utcnow()).where(Order.id.in_([o.id for o in finished])).execute()
         logger.info("cleared the retained state of %d finished orders", len(finished))

@@ -20,16 +20,15 @@ logger = logging.getLogger(__name__)
 class Notifier:
     def __init__(self, path: Path) -> None:
         self.path = str(path)
-        self._sock: socket.socket | None = None
 
     def notify(self) -> None:
+        # A socket per call (microseconds): nothing to close or share between threads.
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sock.setblocking(False)
-            self._sock.sendto(b"!", self.path)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
+                sock.sendto(b"!", self.path)
         except (FileNotFoundError, ConnectionRefusedError, BlockingIOError):
-            pass  # relay not listening or already has a wake-up queued
+            pass  # relay not listening, or a wake-up is already queued
         except OSError as exc:
             logger.debug("relay wake-up not sent: %s", exc)
 

@@ -26,9 +26,7 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = REPO_ROOT / "docs" / "asyncapi.yaml"
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _format_checker() -> FormatChecker:
@@ -141,9 +139,9 @@ def _match_channel(topic: str) -> tuple[str, dict, dict[str, str]]:
     for name, value in params.items():
         parameter = channel.get("parameters", {}).get(name, {})
         schema = parameter.get("x-schema")
-        if schema is not None and not Draft202012Validator(
-            schema, format_checker=FORMAT_CHECKER
-        ).is_valid(value):
+        if schema is not None and not Draft202012Validator(schema, format_checker=FORMAT_CHECKER).is_valid(
+            value
+        ):
             raise ValueError(f"topic {topic!r}: {name} {value!r} is not a valid {name}")
         if "enum" in parameter and value not in parameter["enum"]:
             raise ValueError(f"topic {topic!r}: {name} {value!r} is not one of {parameter['enum']}")
@@ -161,8 +159,7 @@ def _json_messages(channel: dict) -> list[dict]:
 def _accepts_empty(channel: dict) -> bool:
     """Whether a message of this channel is the empty payload (its schema accepts "")."""
     return any(
-        _content_type(m) != "application/json"
-        and Draft202012Validator(m.get("payload", {})).is_valid("")
+        _content_type(m) != "application/json" and Draft202012Validator(m.get("payload", {})).is_valid("")
         for m in channel.get("messages", {}).values()
     )
 

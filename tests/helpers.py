@@ -166,10 +166,14 @@ def walk_to(
     target: str,
     agent: Actor | None = None,
 ) -> dict:
-    """Move a placed order to ``target`` the legal way; ``agent`` is assigned on confirm
-    and makes the agent's moves. Returns the order as the last response gave it."""
+    """Move an order on from its status to ``target`` the legal way; ``agent`` is assigned
+    on confirm and makes the agent's moves. Returns the order as the last response gave it."""
     order = get_order(client, admin, order_id)
-    for status in PATHS[target]:
+    path = PATHS[target]
+    if order["status"] != "placed":
+        assert order["status"] in path, (order["status"], target)
+        path = path[path.index(order["status"]) + 1 :]
+    for status in path:
         actor = agent if status in lifecycle.NEEDS_AGENT else admin
         assert actor is not None, f"walking to {target} needs an agent"
         response = set_status(client, actor, order_id, status)

@@ -242,12 +242,21 @@ def test_real_orders_are_consistent(outbox):
 
 
 @pytest.fixture
-def status_event(outbox) -> tuple[str, dict]:
-    """A real order.assigned event on orders/<id>/status, as decoded JSON."""
-    for row in outbox:
-        if row.kind == "status" and row.event == "order.assigned":
-            return row.topic, json.loads(row.payload)
-    raise AssertionError("no order.assigned event")
+def status_event(client, admin, make_agent, place_order) -> tuple[str, dict]:
+    """A real order.assigned event on orders/<id>/status (topic, decoded JSON)."""
+    agent = make_agent()
+    order_id = place_order()["id"]
+    response = client.patch(
+        f"/api/v1/orders/{order_id}/status", json={"status": "confirmed"}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.json
+    response = client.put(
+        f"/api/v1/orders/{order_id}/agent", json={"agent_id": agent.agent_id}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.json
+    with db.connection_context():
+        row = Outbox.get(Outbox.kind == "status", Outbox.event == "order.assigned")
+    return row.topic, json.loads(row.payload)
 
 
 def _encode(payload: object) -> bytes:

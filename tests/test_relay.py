@@ -239,9 +239,15 @@ def test_finished_orders_retained_state_is_cleared(client, admin, place_order, s
     with db.connection_context():
         assert Order.get_by_id(done).retained_cleared_at is not None
         assert Order.get_by_id(live_order).retained_cleared_at is None
-    late = subscribe("orders/+/status")
+    late = subscribe("orders/+/status", "orders/new")
     late.settle(quiet=1.0)
-    assert {r.topic for r in late.seen if r.payload} == {status_topic(live_order)}
+    assert {r.topic for r in late.seen if r.payload} == {status_topic(live_order), "orders/new"}
+    assert late.on("orders/new")[-1].json["order"]["id"] == live_order
+
+    # Once the newest created order is finished too, orders/new is cleared with it.
+    client.patch(f"/api/v1/orders/{live_order}/status", json={"status": "rejected"}, headers=admin.headers)
+    watcher = subscribe("orders/new")
+    watcher.wait_for(lambda r: r.payload == b"", timeout=10)
 
 
 def test_agent_presence_is_recorded(client, admin, make_agent, broker, relay):

@@ -55,6 +55,14 @@ def _check_body() -> None:
     data = request.get_data(cache=True)  # 413 when over the limit
     try:
         json.loads(data)
+    except RecursionError:
+        # Nesting deeper than the parser's recursion limit: refuse it, do not 500.
+        raise Problem(
+            400,
+            "Malformed JSON",
+            "the body is nested too deeply",
+            errors=[{"field": "body", "message": "nested too deeply"}],
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(
             400,

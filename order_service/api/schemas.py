@@ -120,7 +120,10 @@ class OrderListQuery(BaseModel):
 class EventQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    after: int = Field(0, ge=0, description="the cursor of the last event already read")
+    # Bounded by the largest id the database can hold: a larger int cannot be bound (500).
+    after: int = Field(
+        0, ge=0, le=2**63 - 1, description="the cursor of the last event already read"
+    )
     limit: int = Field(100, ge=1, le=1000)
 
 

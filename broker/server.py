@@ -13,7 +13,8 @@ import logging
 import signal
 import socket
 import threading
-from contextlib import ExitStack, suppress
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 from amqtt.broker import Broker
@@ -26,6 +27,7 @@ WS_PORT_ENV = "ORDERBUS_BROKER_WS_PORT"
 # mqtt.js connects to ws://host:port/mqtt. amqtt's WebSocket listener ignores the
 # request path, so /mqtt (like any path) is served; the constant records the contract.
 WS_PATH = "/mqtt"
+SHUTDOWN_TIMEOUT = 3.0  # seconds for each shutdown phase; stop(timeout) bounds the whole
 
 
 class BrokerStartError(Exception):
@@ -123,6 +125,48 @@ def check_ports_free(host: str, port: int, ws_port: int) -> None:
                 ) from exc
 
 
+class _TrackingBroker(Broker):
+    """amqtt's Broker, also keeping each client connection's transport so stop() can cut it."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.client_transports: set[asyncio.BaseTransport] = set()
+
+    async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
+        with self._tracked(writer.transport):
+            await super().stream_connected(reader, writer, listener_name)
+
+    async def ws_connected(self, websocket: Any, listener_name: str) -> None:
+        with self._tracked(websocket.transport):
+            await super().ws_connected(websocket, listener_name)
+
+    @contextmanager
+    def _tracked(self, transport: asyncio.BaseTransport) -> Iterator[None]:
+        self.client_transports.add(transport)
+        try:
+            yield
+        finally:
+            self.client_transports.discard(transport)
+
+
+async def _disconnect_everyone(broker: _TrackingBroker) -> None:
+    """Close the listeners and drop every client before amqtt's shutdown() runs.
+
+    amqtt 0.12.1's shutdown() cancels each client's reader task and waits for it to
+    end. Python 3.11's asyncio.wait_for swallows that cancellation when a packet
+    arrives in the same loop iteration (e.g. a SUBSCRIBE right after CONNACK), so
+    shutdown() then waits until the client goes away by itself: stop() hung. Cut off
+    first, every reader ends on end-of-stream and amqtt has nothing left to cancel.
+    """
+    for server in getattr(broker, "_servers", {}).values():  # amqtt's own listener list
+        server.instance.close()  # stop accepting: reconnecting clients must not race us
+    for transport in list(broker.client_transports):
+        transport.abort()
+    deadline = asyncio.get_running_loop().time() + SHUTDOWN_TIMEOUT
+    while broker.client_transports and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)  # amqtt's per-connection tasks notice and clean up
+
+
 class EmbeddedBroker:
     """An amqtt broker with a TCP and a WebSocket listener, run on a dedicated thread."""
 
@@ -214,7 +258,7 @@ class EmbeddedBroker:
     async def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        broker = Broker(build_config(self.host, self.port, self.ws_port))
+        broker = _TrackingBroker(build_config(self.host, self.port, self.ws_port))
         try:
             # Returns once both servers listen, so the kernel accepts connections from now.
             await broker.start()
@@ -223,7 +267,11 @@ class EmbeddedBroker:
             return
         ready.set()
         await self._stop_requested.wait()
-        await broker.shutdown()
+        await _disconnect_everyone(broker)
+        try:
+            await asyncio.wait_for(broker.shutdown(), SHUTDOWN_TIMEOUT)
+        except TimeoutError:  # listeners and clients are already closed; only tasks remain
+            logger.warning("amqtt shutdown stalled; abandoning its remaining tasks")
 
     async def _explain_failed_start(self, broker: Broker, exc: BrokerError) -> BrokerStartError:
         # amqtt leaves the listeners it did open (the TCP one, when the WebSocket one

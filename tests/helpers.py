@@ -51,13 +51,9 @@ def db_state() -> dict[str, Any]:
     with db.connection_context():
         state: dict[str, Any] = {model.__name__: model.select().count() for model in COUNTED}
         state["orders"] = sorted(
-            Order.select(
-                Order.id, Order.version, Order.status, Order.agent, Order.updated_at
-            ).tuples()
+            Order.select(Order.id, Order.version, Order.status, Order.agent, Order.updated_at).tuples()
         )
-        state["agents"] = sorted(
-            Agent.select(Agent.id, Agent.worklist_version, Agent.active).tuples()
-        )
+        state["agents"] = sorted(Agent.select(Agent.id, Agent.worklist_version, Agent.active).tuples())
         state["users"] = sorted(User.select(User.id, User.active).tuples())
     return state
 
@@ -74,9 +70,7 @@ def nothing_written() -> Iterator[None]:
     before = db_state()
     yield
     after = db_state()
-    assert after == before, {
-        key: (before[key], after[key]) for key in before if before[key] != after[key]
-    }
+    assert after == before, {key: (before[key], after[key]) for key in before if before[key] != after[key]}
 
 
 def outbox(**where: Any) -> list[dict[str, Any]]:
@@ -118,9 +112,7 @@ def latest_worklist(agent_id: str) -> dict[str, Any]:
 
 def history_rows(order_id: str) -> list[OrderHistory]:
     with db.connection_context():
-        return list(
-            OrderHistory.select().where(OrderHistory.order == order_id).order_by(OrderHistory.id)
-        )
+        return list(OrderHistory.select().where(OrderHistory.order == order_id).order_by(OrderHistory.id))
 
 
 def get_order(client: FlaskClient, actor: Actor, order_id: str) -> dict:
@@ -129,9 +121,7 @@ def get_order(client: FlaskClient, actor: Actor, order_id: str) -> dict:
     return response.json
 
 
-def set_status(
-    client: FlaskClient, actor: Actor, order_id: str, status: str, **extra: Any
-):
+def set_status(client: FlaskClient, actor: Actor, order_id: str, status: str, **extra: Any):
     return client.patch(
         f"{API}/orders/{order_id}/status", json={"status": status, **extra}, headers=actor.headers
     )

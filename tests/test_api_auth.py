@@ -38,8 +38,7 @@ def _login(client, username: str, password: str):
 
 
 def test_no_token_is_401(client, admin, place_order, subtests):
-    """Every protected endpoint answers 401 with WWW-Authenticate when no token is sent,
-    before looking at the body, and writes nothing."""
+    """Without a token every protected endpoint is 401 with WWW-Authenticate, body unread."""
     order = place_order()
     requests = [
         ("GET", "/orders", None),
@@ -93,9 +92,11 @@ def test_expired_token_is_401(client, make_customer):
     assert client.get(f"{API}/auth/me", headers=customer.headers).status_code == 200
     digest = hashlib.sha256(_token(customer).encode()).hexdigest()
     with db.connection_context():
-        updated = Token.update(expires_at=utcnow() - timedelta(seconds=1)).where(
-            Token.token_hash == digest
-        ).execute()
+        updated = (
+            Token.update(expires_at=utcnow() - timedelta(seconds=1))
+            .where(Token.token_hash == digest)
+            .execute()
+        )
     assert updated == 1
     problem = _assert_401(client.get(f"{API}/auth/me", headers=customer.headers))
     assert "expired" in problem["detail"]
@@ -128,9 +129,12 @@ def test_tokens_are_stored_hashed(client, make_customer):
 def test_wrong_password_and_unknown_user_get_the_same_401(client, admin, make_agent):
     """Wrong password, unknown user and a deactivated user are indistinguishable 401s."""
     agent = make_agent()
-    assert client.patch(
-        f"{API}/agents/{agent.agent_id}", json={"active": False}, headers=admin.headers
-    ).status_code == 200
+    assert (
+        client.patch(
+            f"{API}/agents/{agent.agent_id}", json={"active": False}, headers=admin.headers
+        ).status_code
+        == 200
+    )
     responses = [
         _login(client, "admin", "wrong-password"),
         _login(client, "nobody-here", "admin-password-1"),
@@ -187,9 +191,7 @@ def test_customer_cannot_see_another_customers_order(client, admin, make_custome
     with nothing_written():
         for other in (theirs, admins):
             assert_problem(client.get(f"{API}/orders/{other['id']}", headers=alice.headers), 404)
-            assert_problem(
-                client.get(f"{API}/orders/{other['id']}/history", headers=alice.headers), 404
-            )
+            assert_problem(client.get(f"{API}/orders/{other['id']}/history", headers=alice.headers), 404)
             assert_problem(set_status(client, alice, other["id"], "cancelled"), 404)
     listed = client.get(f"{API}/orders", headers=alice.headers).json["orders"]
     assert [o["id"] for o in listed] == [mine["id"]]
@@ -212,9 +214,7 @@ def test_customer_cannot_assign_or_manage(client, admin, make_customer, make_age
         assert_problem(client.delete(f"{API}/orders/{order['id']}/agent", headers=h), 403)
         assert_problem(client.get(f"{API}/agents", headers=h), 403)
         assert_problem(client.get(f"{API}/agents/{agent.agent_id}/orders", headers=h), 403)
-        assert_problem(
-            client.patch(f"{API}/agents/{agent.agent_id}", json={"active": False}, headers=h), 403
-        )
+        assert_problem(client.patch(f"{API}/agents/{agent.agent_id}", json={"active": False}, headers=h), 403)
         assert_problem(
             client.post(
                 f"{API}/agents",
@@ -313,16 +313,14 @@ def test_admin_needs_force_for_agent_moves(client, admin, make_agent, place_orde
 
 
 def test_only_an_admin_may_force(client, admin, make_agent, make_customer, place_order):
-    """"force": true from a customer or an agent answers 422 naming force; false is harmless."""
+    """ "force": true from a customer or an agent answers 422 naming force; false is harmless."""
     agent = make_agent()
     customer = make_customer()
     mine = place_order(customer)
     assigned = walk_to(client, admin, place_order()["id"], "ready", agent=agent)
     with nothing_written():
         assert_problem(set_status(client, customer, mine["id"], "cancelled", force=True), 422, "force")
-        assert_problem(
-            set_status(client, agent, assigned["id"], "picked_up", force=True), 422, "force"
-        )
+        assert_problem(set_status(client, agent, assigned["id"], "picked_up", force=True), 422, "force")
     assert set_status(client, agent, assigned["id"], "picked_up", force=False).status_code == 200
     assert set_status(client, customer, mine["id"], "cancelled", force=False).status_code == 200
 
@@ -352,8 +350,7 @@ def test_deactivating_a_busy_agent_is_409(client, admin, make_agent, place_order
 
 
 def test_deactivating_an_idle_agent_logs_it_out(client, admin, make_agent, place_order):
-    """Deactivating an agent with only finished orders revokes its tokens and blocks login;
-    reactivating lets it log in again."""
+    """Deactivating an idle agent revokes its tokens and login; reactivating restores login."""
     agent = make_agent()
     walk_to(client, admin, place_order()["id"], "delivered", agent=agent)
     url = f"{API}/agents/{agent.agent_id}"
@@ -403,9 +400,7 @@ def test_duplicate_username_is_409(client, admin, make_customer, make_agent):
     with nothing_written():
         for taken in (customer.username, agent.username, "admin"):
             assert_problem(
-                client.post(
-                    f"{API}/auth/signup", json={"username": taken, "password": "password-2"}
-                ),
+                client.post(f"{API}/auth/signup", json={"username": taken, "password": "password-2"}),
                 409,
                 "username",
             )
@@ -445,6 +440,4 @@ def test_users_endpoint_is_admin_only(client, admin, make_customer, make_agent):
     assert response.json["role"] == "admin"
     assert counts()["User"] == before["User"] + 1
     token = _login(client, "boss2", "password-1").json["access_token"]
-    assert client.get(
-        f"{API}/events", headers={"Authorization": f"Bearer {token}"}
-    ).status_code == 200
+    assert client.get(f"{API}/events", headers={"Authorization": f"Bearer {token}"}).status_code == 200

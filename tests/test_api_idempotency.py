@@ -18,8 +18,7 @@ def _created_rows(order_id: str) -> list[dict]:
 
 
 def test_same_key_and_body_returns_the_same_order(client, make_customer):
-    """A retry with the same key and body returns the original order: 201, Idempotent-Replayed,
-    one order row, one order.created event."""
+    """Same key and body: the original order again (201, replayed), one row, one event."""
     customer = make_customer()
     before = counts()
     first = _post(client, customer, order_body(), "key-1")
@@ -40,9 +39,7 @@ def test_same_key_and_body_returns_the_same_order(client, make_customer):
     assert after_first["OrderHistory"] == before["OrderHistory"] + 1
     assert after_first["IdempotencyKey"] == before["IdempotencyKey"] + 1
     rows = _created_rows(first.json["id"])
-    assert sorted(r["topic"] for r in rows) == sorted(
-        ["orders/new", f"orders/{first.json['id']}/status"]
-    )
+    assert sorted(r["topic"] for r in rows) == sorted(["orders/new", f"orders/{first.json['id']}/status"])
     assert len({r["event_id"] for r in rows}) == 1  # one event on two topics
     assert len(outbox(event="order.created")) == 2
 
@@ -110,9 +107,9 @@ def test_keys_are_scoped_per_user(client, admin, make_customer):
     assert counts()["IdempotencyKey"] == before["IdempotencyKey"] + 3
     # Each user's retry finds its own order.
     assert _post(client, alice, order_body(), "shared-key").json["id"] == a.json["id"]
-    assert _post(client, bob, order_body(notes="other body, same key"), "shared-key").json[
-        "id"
-    ] == b.json["id"]
+    assert (
+        _post(client, bob, order_body(notes="other body, same key"), "shared-key").json["id"] == b.json["id"]
+    )
     # Bob cannot read Alice's order through her key.
     assert_problem(client.get(f"{API}/orders/{a.json['id']}", headers=bob.headers), 404)
 

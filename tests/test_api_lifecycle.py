@@ -20,9 +20,7 @@ from tests.helpers import (
 )
 
 ALLOWED = sorted((f, t) for f, targets in lifecycle.TRANSITIONS.items() for t in targets)
-DISALLOWED = sorted(
-    (f, t) for f in lifecycle.STATUSES for t in lifecycle.STATUSES if (f, t) not in ALLOWED
-)
+DISALLOWED = sorted((f, t) for f in lifecycle.STATUSES for t in lifecycle.STATUSES if (f, t) not in ALLOWED)
 
 # Every (from, to, role, force) the rules allow: each role's own moves, and the
 # admin's forced moves made on an agent's behalf.
@@ -43,8 +41,17 @@ def test_the_move_table_covers_every_transition():
 
 
 def _check_change(
-    client, admin, before: dict, response, *, actor, event: str, reason: str,
-    outbox_mark: int, history_before: int, counts_before: dict,
+    client,
+    admin,
+    before: dict,
+    response,
+    *,
+    actor,
+    event: str,
+    reason: str,
+    outbox_mark: int,
+    history_before: int,
+    counts_before: dict,
 ) -> dict:
     """One committed change: version +1, ETag, one history row, the order's outbox rows."""
     assert response.status_code == 200, response.json
@@ -58,7 +65,10 @@ def _check_change(
     assert len(rows) == history_before + 1
     last = rows[-1]
     assert (last.version, last.event, last.actor_id, last.actor_role) == (
-        order["version"], event, actor.user_id, actor.role,
+        order["version"],
+        event,
+        actor.user_id,
+        actor.role,
     )
     assert (last.from_status, last.to_status) == (before["status"], order["status"])
     assert (last.from_agent, last.to_agent) == (before["agent_id"], order["agent_id"])
@@ -75,7 +85,9 @@ def _check_change(
     assert len(status_rows) == 1, new_rows
     (row,) = status_rows
     assert (row["event"], row["topic"], row["order_id"]) == (
-        event, f"orders/{order['id']}/status", order["id"],
+        event,
+        f"orders/{order['id']}/status",
+        order["id"],
     )
     assert row["payload"]["event"] == event
     assert row["payload"]["order"] == order
@@ -118,8 +130,14 @@ def _change_status(client, admin, actor, order: dict, target: str, *, force: boo
         body["force"] = True
     response = client.patch(f"{API}/orders/{order['id']}/status", json=body, headers=actor.headers)
     changed = _check_change(
-        client, admin, order, response, actor=actor, event="order.status_changed",
-        reason=reason, **marks,
+        client,
+        admin,
+        order,
+        response,
+        actor=actor,
+        event="order.status_changed",
+        reason=reason,
+        **marks,
     )
     assert changed["status"] == target
     # status_times keeps earlier statuses and stamps the new one at the change.
@@ -131,11 +149,8 @@ def _change_status(client, admin, actor, order: dict, target: str, *, force: boo
     return changed
 
 
-def test_every_allowed_transition_succeeds(
-    client, admin, make_agent, make_customer, place_order, subtests
-):
-    """Each allowed move, made by a role allowed to make it, commits with version, history,
-    status time and outbox rows."""
+def test_every_allowed_transition_succeeds(client, admin, make_agent, make_customer, place_order, subtests):
+    """Each allowed move by an allowed role commits version, history, status time, outbox."""
     agent = make_agent()
     customer = make_customer()
     actors = {"admin": admin, "agent": agent, "customer": customer}
@@ -151,23 +166,32 @@ def test_every_allowed_transition_succeeds(
 
 
 def test_full_walk_to_delivered(client, admin, make_agent, place_order):
-    """placed -> confirmed -> preparing -> ready -> picked_up -> delivered, each step checked;
-    the agent's worklist holds the order until it is delivered."""
+    """The happy path to delivered, each step checked; delivered leaves the worklist empty."""
     agent = make_agent()
     order = place_order()
     assert order["version"] == 1
     assert list(order["status_times"]) == ["placed"]
     order = _change_status(client, admin, admin, order, "confirmed")
     marks = dict(
-        outbox_mark=max_outbox_id(), history_before=len(history_rows(order["id"])),
+        outbox_mark=max_outbox_id(),
+        history_before=len(history_rows(order["id"])),
         counts_before=counts(),
     )
     order = _check_change(
-        client, admin, order, assign(client, admin, order["id"], agent.agent_id),
-        actor=admin, event="order.assigned", reason="", **marks,
+        client,
+        admin,
+        order,
+        assign(client, admin, order["id"], agent.agent_id),
+        actor=admin,
+        event="order.assigned",
+        reason="",
+        **marks,
     )
     for target, actor in (
-        ("preparing", admin), ("ready", admin), ("picked_up", agent), ("delivered", agent),
+        ("preparing", admin),
+        ("ready", admin),
+        ("picked_up", agent),
+        ("delivered", agent),
     ):
         order = _change_status(client, admin, actor, order, target)
     assert order["version"] == 7
@@ -178,8 +202,7 @@ def test_full_walk_to_delivered(client, admin, make_agent, place_order):
 
 
 def test_every_disallowed_transition_is_409(client, admin, make_agent, place_order, subtests):
-    """Any (from, to) not in the table, the same status included, answers 409 with the allowed
-    next statuses, whoever asks and even when forced, and writes nothing."""
+    """Every (from, to) not in the table, same status included, is 409 with `allowed`."""
     agent = make_agent()
     for current in lifecycle.STATUSES:
         placed = place_order()
@@ -208,9 +231,7 @@ def test_picked_up_without_agent_is_409_even_when_forced(client, admin, place_or
     order = walk_to(client, admin, place_order()["id"], "ready")
     assert order["agent_id"] is None
     with nothing_written():
-        problem = assert_problem(
-            set_status(client, admin, order["id"], "picked_up", force=True), 409
-        )
+        problem = assert_problem(set_status(client, admin, order["id"], "picked_up", force=True), 409)
         assert problem["allowed"] == lifecycle.next_statuses("ready")
         assert "agent" in problem["detail"]
         # Without force the admin is refused for the move itself.
@@ -222,7 +243,8 @@ def test_picked_up_without_agent_is_409_even_when_forced(client, admin, place_or
 
 def _assign_checked(client, admin, order: dict, agent_id: str) -> dict:
     marks = dict(
-        outbox_mark=max_outbox_id(), history_before=len(history_rows(order["id"])),
+        outbox_mark=max_outbox_id(),
+        history_before=len(history_rows(order["id"])),
         counts_before=counts(),
     )
     response = assign(client, admin, order["id"], agent_id)
@@ -249,9 +271,7 @@ def test_assign_in_assignable_statuses(client, admin, make_agent, place_order, s
             assert client.get(f"{API}/orders/{order['id']}", headers=agent.headers).status_code == 200
 
 
-def test_assign_outside_assignable_statuses_is_409(
-    client, admin, make_agent, place_order, subtests
-):
+def test_assign_outside_assignable_statuses_is_409(client, admin, make_agent, place_order, subtests):
     """Assigning, reassigning or unassigning in placed, picked_up or a terminal status is 409."""
     first, second = make_agent(), make_agent()
     for status in lifecycle.STATUSES:
@@ -307,12 +327,12 @@ def test_reassign_moves_the_order_between_worklists(client, admin, make_agent, p
 
 
 def test_unassign_takes_the_order_off_the_worklist(client, admin, make_agent, place_order):
-    """DELETE /orders/<id>/agent clears the agent, bumps version and republishes its worklist;
-    a second DELETE changes nothing."""
+    """Unassigning clears the agent and republishes its worklist; repeating it is a no-op."""
     agent = make_agent()
     order = walk_to(client, admin, place_order()["id"], "ready", agent=agent)
     marks = dict(
-        outbox_mark=max_outbox_id(), history_before=len(history_rows(order["id"])),
+        outbox_mark=max_outbox_id(),
+        history_before=len(history_rows(order["id"])),
         counts_before=counts(),
     )
     response = client.delete(f"{API}/orders/{order['id']}/agent", headers=admin.headers)
@@ -321,18 +341,14 @@ def test_unassign_takes_the_order_off_the_worklist(client, admin, make_agent, pl
     )
     assert order["agent_id"] is None
     assert latest_worklist(agent.agent_id)["orders"] == []
-    assert client.get(f"{API}/agents/{agent.agent_id}/orders", headers=agent.headers).json[
-        "orders"
-    ] == []
+    assert client.get(f"{API}/agents/{agent.agent_id}/orders", headers=agent.headers).json["orders"] == []
     with nothing_written():
         response = client.delete(f"{API}/orders/{order['id']}/agent", headers=admin.headers)
         assert response.status_code == 200
         assert response.json == order
 
 
-def test_cancelling_an_assigned_order_removes_it_from_the_worklist(
-    client, admin, make_agent, place_order
-):
+def test_cancelling_an_assigned_order_removes_it_from_the_worklist(client, admin, make_agent, place_order):
     """A cancelled order leaves its agent's worklist (REST and the published worklist)."""
     agent = make_agent()
     keep = walk_to(client, admin, place_order()["id"], "confirmed", agent=agent)
@@ -377,8 +393,16 @@ def test_history_lists_every_change_in_order(client, admin, make_agent, place_or
     assert response.json["order_id"] == oid
     history = response.json["history"]
     got = [
-        (h["version"], h["event"], h["actor"], h["from_status"], h["to_status"],
-         h["from_agent"], h["to_agent"], h["reason"])
+        (
+            h["version"],
+            h["event"],
+            h["actor"],
+            h["from_status"],
+            h["to_status"],
+            h["from_agent"],
+            h["to_agent"],
+            h["reason"],
+        )
         for h in history
     ]
     ag, bg = a.agent_id, b.agent_id

@@ -103,9 +103,7 @@ def test_agent_id_filter(client, admin, make_agent, place_order):
     place_order()  # unassigned
 
     def listed(agent_id: str) -> list[str]:
-        response = client.get(
-            f"{API}/orders", query_string={"agent_id": agent_id}, headers=admin.headers
-        )
+        response = client.get(f"{API}/orders", query_string={"agent_id": agent_id}, headers=admin.headers)
         assert response.status_code == 200, response.json
         return [o["id"] for o in response.json["orders"]]
 
@@ -151,14 +149,18 @@ def test_filters_combine(client, admin, make_agent, place_order):
     """status, agent_id and q narrow the list together."""
     agent = make_agent()
     target = walk_to(
-        client, admin,
+        client,
+        admin,
         place_order(customer={"name": "Ann", "phone": "+1 555 0101", "address": "x"})["id"],
-        "ready", agent=agent,
+        "ready",
+        agent=agent,
     )
     walk_to(
-        client, admin,
+        client,
+        admin,
         place_order(customer={"name": "Ann", "phone": "+1 555 0101", "address": "x"})["id"],
-        "confirmed", agent=agent,
+        "confirmed",
+        agent=agent,
     )
     place_order(customer={"name": "Ann", "phone": "+1 555 0101", "address": "x"})
     response = client.get(
@@ -191,11 +193,8 @@ def test_events_are_admin_only(client, admin, make_customer, make_agent):
     assert client.get(f"{API}/events", headers=admin.headers).status_code == 200
 
 
-def test_events_are_the_outbox_in_commit_order_without_duplicates(
-    client, admin, make_agent, place_order
-):
-    """The event log lists every outbox row except the orders/new copies, in id order,
-    with increasing cursors and the stored payloads."""
+def test_events_are_the_outbox_in_commit_order_without_duplicates(client, admin, make_agent, place_order):
+    """GET /events is the outbox minus orders/new copies, in id order, with rising cursors."""
     _make_some_history(client, admin, make_agent, place_order)
     response = client.get(f"{API}/events", query_string={"limit": 1000}, headers=admin.headers)
     assert response.status_code == 200
@@ -222,15 +221,12 @@ def test_events_are_the_outbox_in_commit_order_without_duplicates(
             versions[order["id"]] = order["version"]
 
 
-def test_events_after_cursor_pages_through_everything_once(
-    client, admin, make_agent, place_order
-):
-    """Following next_cursor with after= returns every event once; at the end the page is
-    empty and the cursor stays put."""
+def test_events_after_cursor_pages_through_everything_once(client, admin, make_agent, place_order):
+    """Paging with after=next_cursor returns every event once; the end is an empty page."""
     _make_some_history(client, admin, make_agent, place_order)
-    everything = client.get(
-        f"{API}/events", query_string={"limit": 1000}, headers=admin.headers
-    ).json["events"]
+    everything = client.get(f"{API}/events", query_string={"limit": 1000}, headers=admin.headers).json[
+        "events"
+    ]
     seen: list[dict] = []
     after = 0
     while True:
@@ -252,7 +248,5 @@ def test_events_after_cursor_pages_through_everything_once(
         (f"orders/{newest['id']}/status", "order.created")
     ]
     # A cursor beyond the end is an empty page, not an error.
-    page = client.get(
-        f"{API}/events", query_string={"after": after + 1000}, headers=admin.headers
-    ).json
+    page = client.get(f"{API}/events", query_string={"after": after + 1000}, headers=admin.headers).json
     assert page == {"events": [], "next_cursor": after + 1000}

@@ -39,24 +39,32 @@ def endpoints(client, admin, place_order, make_agent) -> dict[str, tuple[str, st
     return {
         "create_order": ("POST", f"{API}/orders", admin.headers, order_body()),
         "change_status": (
-            "PATCH", f"{API}/orders/{order['id']}/status", admin.headers, {"status": "confirmed"}
+            "PATCH",
+            f"{API}/orders/{order['id']}/status",
+            admin.headers,
+            {"status": "confirmed"},
         ),
         "assign_agent": (
-            "PUT", f"{API}/orders/{order['id']}/agent", admin.headers, {"agent_id": agent.agent_id}
+            "PUT",
+            f"{API}/orders/{order['id']}/agent",
+            admin.headers,
+            {"agent_id": agent.agent_id},
         ),
         "update_agent": ("PATCH", f"{API}/agents/{agent.agent_id}", admin.headers, {"name": "N"}),
         "create_agent": (
-            "POST", f"{API}/agents", admin.headers,
+            "POST",
+            f"{API}/agents",
+            admin.headers,
             {"name": "Ann", "username": "ann", "password": "password-1"},
         ),
         "create_user": (
-            "POST", f"{API}/users", admin.headers,
+            "POST",
+            f"{API}/users",
+            admin.headers,
             {"username": "boss", "password": "password-1", "role": "admin"},
         ),
         "signup": ("POST", f"{API}/auth/signup", {}, {"username": "zed", "password": "password-1"}),
-        "login": (
-            "POST", f"{API}/auth/token", {}, {"username": "admin", "password": "admin-password-1"}
-        ),
+        "login": ("POST", f"{API}/auth/token", {}, {"username": "admin", "password": "admin-password-1"}),
     }
 
 
@@ -106,9 +114,7 @@ def test_unknown_field_is_422(client, endpoints, subtests):
     """An unknown field in any write body is refused with 422 naming it (typos are errors)."""
     for name, (method, url, headers, body) in endpoints.items():
         with subtests.test(endpoint=name), nothing_written():
-            response = client.open(
-                url, method=method, json={**body, "surprise": 1}, headers=headers
-            )
+            response = client.open(url, method=method, json={**body, "surprise": 1}, headers=headers)
             assert_problem(response, 422, "surprise")
 
 
@@ -151,9 +157,7 @@ def test_unknown_method_is_405_with_allow(client, admin):
 def test_body_just_under_the_limit_is_validated_not_413(client, admin):
     """A body under 64 KiB reaches validation: an over-long notes field is a 422, not a 413."""
     with nothing_written():
-        response = client.post(
-            f"{API}/orders", json=order_body(notes="n" * 60_000), headers=admin.headers
-        )
+        response = client.post(f"{API}/orders", json=order_body(notes="n" * 60_000), headers=admin.headers)
         assert_problem(response, 422, "notes")
 
 
@@ -407,9 +411,7 @@ def test_strings_are_trimmed(client, admin):
     )
     response = client.post(f"{API}/orders", json=body, headers=admin.headers)
     assert response.status_code == 201, response.json
-    assert response.json["customer"] == {
-        "name": "Zoë", "phone": "+1 555 0100", "address": "1 Main St"
-    }
+    assert response.json["customer"] == {"name": "Zoë", "phone": "+1 555 0100", "address": "1 Main St"}
     assert response.json["items"][0]["name"] == "Margherita"
     assert response.json["notes"] == "ring"
 
@@ -463,9 +465,7 @@ def test_assigning_unknown_agent_is_422(client, admin, place_order):
 def test_assigning_deactivated_agent_is_422(client, admin, place_order, make_agent):
     """A deactivated agent cannot be assigned: 422 naming agent_id."""
     agent = make_agent()
-    response = client.patch(
-        f"{API}/agents/{agent.agent_id}", json={"active": False}, headers=admin.headers
-    )
+    response = client.patch(f"{API}/agents/{agent.agent_id}", json={"active": False}, headers=admin.headers)
     assert response.status_code == 200, response.json
     order = place_order()
     set_status(client, admin, order["id"], "confirmed")

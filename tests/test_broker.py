@@ -138,6 +138,21 @@ def test_restart_on_same_ports_serves_again_with_empty_retained_store(embedded, 
         subscriber.messages.get(timeout=0.5)
 
 
+def test_stop_is_prompt_while_a_client_is_subscribing(clients) -> None:
+    """stop() returns promptly even when a client's SUBSCRIBE arrives as it starts.
+
+    Regression: amqtt's shutdown() waited for such a client to leave by itself (its
+    reader task swallowed the cancellation), so stop() timed out about half the time.
+    """
+    for _ in range(5):
+        broker = EmbeddedBroker()
+        broker.start()
+        clients(broker.port).connect("orders/#")  # subscribes from on_connect, at once
+        started = time.monotonic()
+        broker.stop(timeout=TIMEOUT)
+        assert time.monotonic() - started < 2.0
+
+
 def test_stop_is_idempotent_and_frees_both_ports() -> None:
     """After stop() (twice) both ports can be bound again by anyone."""
     broker = EmbeddedBroker()

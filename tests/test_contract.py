@@ -382,11 +382,12 @@ def test_payload_on_another_channel_is_refused(status_event):
         contract.validate_message(topics.ORDERS_NEW, _encode(payload))
 
 
-def test_empty_payload_means_cleared_only_on_order_status():
-    """An empty payload on orders/<id>/status is the documented "cleared" message (None);
-    anywhere else it is refused."""
+def test_empty_payload_means_cleared_only_on_order_topics():
+    """An empty payload on orders/<id>/status or orders/new is the documented "cleared"
+    message (None); anywhere else it is refused."""
     assert contract.validate_message(topics.order_status(ORDER_ID), b"") is None
-    for topic in (topics.ORDERS_NEW, topics.agent_assigned(AGENT_ID), topics.agent_presence(AGENT_ID)):
+    assert contract.validate_message(topics.ORDERS_NEW, b"") is None
+    for topic in (topics.agent_assigned(AGENT_ID), topics.agent_presence(AGENT_ID)):
         with pytest.raises(ValueError):
             contract.validate_message(topic, b"")
 

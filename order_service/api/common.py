@@ -88,8 +88,8 @@ _ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 def if_match() -> int | None:
     """The version a client expects, from ``If-Match: 3`` or ``If-Match: "3"``."""
     raw = request.headers.get("If-Match")
-    if raw is None:
-        return None
+    if raw is None or raw.strip() == "*":
+        return None  # "*": any current version (RFC 9110)
     match = _ETAG.match(raw)
     if not match:
         raise Problem(

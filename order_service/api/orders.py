@@ -67,6 +67,8 @@ def list_orders(query: schemas.OrderListQuery):
     select = access.visible_orders(current_user())
     if query.status:
         wanted = [s.strip() for s in query.status.split(",") if s.strip()]
+        if not wanted:
+            raise field_problem("status", "name at least one status")
         unknown = [s for s in wanted if s not in STATUSES]
         if unknown:
             raise field_problem("status", f"unknown status {unknown[0]!r}; one of {list(STATUSES)}")

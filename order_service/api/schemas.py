@@ -8,12 +8,19 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..lifecycle import STATUSES
 
-Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# No control characters in one-line fields; multi-line fields may hold newlines and tabs.
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+MULTI_LINE = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+Text200 = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE)
+]
 Phone = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=3, max_length=40, pattern=r"^\+?[0-9 ()\-.]+$"),
 ]
-Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Address = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=MULTI_LINE)
+]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 Username = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
@@ -50,7 +57,7 @@ class OrderCreate(Strict):
     customer: CustomerIn
     items: list[ItemIn] = Field(min_length=1, max_length=100)
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
-    notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+    notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000, pattern=MULTI_LINE)] = ""
 
 
 class StatusChange(Strict):
@@ -121,9 +128,7 @@ class EventQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Bounded by the largest id the database can hold: a larger int cannot be bound (500).
-    after: int = Field(
-        0, ge=0, le=2**63 - 1, description="the cursor of the last event already read"
-    )
+    after: int = Field(0, ge=0, le=2**63 - 1, description="the cursor of the last event already read")
     limit: int = Field(100, ge=1, le=1000)
 
 

@@ -18,3 +18,5 @@ accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 loglevel = _settings.log_level.lower()
 # No MQTT client lives in the workers: they only write the database and wake the relay.
+# gunicorn's control socket defaults to one path per user; keep it per deployment.
+control_socket = str((_settings.data_dir / "gunicorn.ctl").resolve())

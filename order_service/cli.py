@@ -59,7 +59,11 @@ def bootstrap() -> None:
             click.echo(f"created admin user {settings.admin_user!r}")
         elif user.role != "admin":
             raise click.ClickException(f"user {settings.admin_user!r} exists and is not an admin")
+        else:
+            click.echo(f"admin user {settings.admin_user!r} exists; its password is unchanged")
     where = "ORDERBUS_ADMIN_PASSWORD" if settings.admin_password else str(password_file)
+    if user is not None and not password_file.exists() and not settings.admin_password:
+        where = "the password it was created with"
     api = settings.public_api_url
     click.echo(
         f"\nLog in as {settings.admin_user!r} with the password in {where}:\n"

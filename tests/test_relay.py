@@ -286,3 +286,44 @@ def test_one_idempotent_order_one_event_on_the_bus(client, admin, relay, subscri
     live.settle(quiet=1.0)
     assert len({r.json["event_id"] for r in live.seen if not r.retain}) <= 1
     assert len({r.json["order"]["id"] for r in live.seen}) == 1
+
+
+def test_every_allowed_transition_is_published(client, admin, make_agent, place_order, relay, subscribe):
+    """Each move of the lifecycle table, made by a role allowed to make it, reaches orders/<id>/status."""
+    from order_service.lifecycle import TRANSITIONS
+
+    agent = make_agent()
+    live = subscribe("orders/+/status")
+    moves = {(f, t) for f, ts in TRANSITIONS.items() for t in ts}
+    # Paths from `placed` that, together, make every move at least once.
+    paths = [
+        ["confirmed", "preparing", "ready", "picked_up", "delivered"],
+        ["cancelled"],
+        ["rejected"],
+        ["confirmed", "cancelled"],
+        ["confirmed", "preparing", "cancelled"],
+        ["confirmed", "preparing", "ready", "cancelled"],
+    ]
+    made = set()
+    for path in paths:
+        oid, current, version = place_order()["id"], "placed", 1
+        for target in path:
+            if target == "picked_up":
+                client.put(
+                    f"/api/v1/orders/{oid}/agent", json={"agent_id": agent.agent_id}, headers=admin.headers
+                )
+                version += 1
+            actor = agent if target in ("picked_up", "delivered") else admin
+            response = client.patch(
+                f"/api/v1/orders/{oid}/status",
+                json={"status": target, "reason": "test"},
+                headers=actor.headers,
+            )
+            assert response.status_code == 200, response.json
+            version += 1
+            event = live.wait_for(has_version(status_topic(oid), version)).json
+            assert event["event"] == "order.status_changed"
+            assert event["order"]["status"] == target
+            made.add((current, target))
+            current = target
+    assert made == moves

@@ -85,9 +85,8 @@ def init_app(app: Flask) -> None:
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 
 
-def if_match() -> int | None:
+def if_match(raw: str | None) -> int | None:
     """The version a client expects, from ``If-Match: 3`` or ``If-Match: "3"``."""
-    raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None  # "*": any current version (RFC 9110)
     match = _ETAG.match(raw)
@@ -95,14 +94,13 @@ def if_match() -> int | None:
         raise Problem(
             400,
             "Bad If-Match",
-            "If-Match must be the order's version, e.g. If-Match: \"3\"",
+            'If-Match must be the order\'s version, e.g. If-Match: "3"',
             errors=[{"field": "If-Match", "message": "expected a version number"}],
         )
     return int(match.group(1))
 
 
-def idempotency_key() -> str | None:
-    raw = request.headers.get("Idempotency-Key")
+def idempotency_key(raw: str | None) -> str | None:
     if raw is None:
         return None
     if not (1 <= len(raw) <= 200) or not raw.isprintable() or not raw.isascii():

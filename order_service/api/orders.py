@@ -31,7 +31,7 @@ def _order_response(order: Order, status: int = 200):
 
 @bp.post("/orders", responses={201: schemas.OrderOut})
 @require("customer", "admin")
-def create_order(body: schemas.OrderCreate):
+def create_order(body: schemas.OrderCreate, header: schemas.IdempotencyHeader):
     """Place an order. Honours Idempotency-Key: a retry returns the original order."""
     new = orders.NewOrder(
         customer=body.customer.model_dump(),
@@ -39,7 +39,7 @@ def create_order(body: schemas.OrderCreate):
         currency=body.currency,
         notes=body.notes,
     )
-    order, created = orders.create_order(current_user(), new, idempotency_key())
+    order, created = orders.create_order(current_user(), new, idempotency_key(header.idempotency_key))
     response = _order_response(order, 201)
     response.headers["Location"] = f"/api/v1/orders/{order.id}"
     if not created:
@@ -78,9 +78,7 @@ def list_orders(query: schemas.OrderListQuery):
     if query.q:
         q = query.q.strip()
         select = select.where(
-            (Order.id == q)
-            | Order.customer_name.contains(q)
-            | Order.customer_phone.contains(q)
+            (Order.id == q) | Order.customer_name.contains(q) | Order.customer_phone.contains(q)
         )
     if query.cursor:
         created, order_id = _decode_cursor(query.cursor)
@@ -142,7 +140,7 @@ def get_history(path: schemas.OrderPath):
 
 @bp.patch("/orders/<order_id>/status", responses={200: schemas.OrderOut})
 @require()
-def change_status(path: schemas.OrderPath, body: schemas.StatusChange):
+def change_status(path: schemas.OrderPath, body: schemas.StatusChange, header: schemas.IfMatchHeader):
     """Move the order along its lifecycle; 409 lists the allowed next states."""
     order = orders.change_status(
         current_user(),
@@ -150,24 +148,24 @@ def change_status(path: schemas.OrderPath, body: schemas.StatusChange):
         body.status,
         reason=body.reason,
         force=body.force,
-        if_match=if_match(),
+        if_match=if_match(header.if_match),
     )
     return _order_response(order)
 
 
 @bp.put("/orders/<order_id>/agent", responses={200: schemas.OrderOut})
 @require("admin")
-def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign):
+def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign, header: schemas.IfMatchHeader):
     """Assign or reassign a delivery agent (order confirmed, preparing or ready)."""
     order = orders.assign(
-        current_user(), path.order_id, body.agent_id, reason=body.reason, if_match=if_match()
+        current_user(), path.order_id, body.agent_id, reason=body.reason, if_match=if_match(header.if_match)
     )
     return _order_response(order)
 
 
 @bp.delete("/orders/<order_id>/agent", responses={200: schemas.OrderOut})
 @require("admin")
-def unassign_agent(path: schemas.OrderPath):
+def unassign_agent(path: schemas.OrderPath, header: schemas.IfMatchHeader):
     """Take the order off its agent's worklist."""
-    order = orders.unassign(current_user(), path.order_id, if_match=if_match())
+    order = orders.unassign(current_user(), path.order_id, if_match=if_match(header.if_match))
     return _order_response(order)

@@ -71,10 +71,6 @@ class AgentAssign(Strict):
     reason: Reason = ""
 
 
-class Unassign(Strict):
-    reason: Reason = ""
-
-
 class TokenRequest(Strict):
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -101,6 +97,26 @@ class AgentPatch(Strict):
     name: Text200 | None = None
     phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = None
     active: bool | None = None
+
+
+# --- headers (parsed in common.py, so a malformed one is a 400 naming it) ----
+
+
+class IdempotencyHeader(BaseModel):
+    idempotency_key: str | None = Field(
+        None,
+        alias="Idempotency-Key",
+        description="1-200 printable ASCII characters (a UUID is ideal); a retry with the same key "
+        "and body returns the original order, the same key with another body is a 422",
+    )
+
+
+class IfMatchHeader(BaseModel):
+    if_match: str | None = Field(
+        None,
+        alias="If-Match",
+        description='the order version you last read (its ETag), e.g. "3"; a stale one answers 412',
+    )
 
 
 # --- path and query ---------------------------------------------------------

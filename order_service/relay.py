@@ -51,6 +51,10 @@ class Relay:
 
     # --- lifetime ---------------------------------------------------------------
 
+    def wake(self) -> None:
+        """Cut short the current wait (after setting the stop event, say)."""
+        self._poke.notify()
+
     def run(self, stop: threading.Event) -> None:
         backoff = 0.2
         db.connect(reuse_if_open=True)
@@ -213,9 +217,14 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s relay %(levelname)s %(message)s")
     init_db(settings.database_url, settings.sqlite_synchronous)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     relay = Relay(settings)
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        relay.wake()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     logger.info("relay starting: database %s, broker %s", settings.database_url, relay.address)
     relay.run(stop)
     logger.info("relay stopped")

@@ -167,8 +167,9 @@ class RelayRunner:
         return relay
 
     def stop_all(self) -> None:
-        for _relay, stop, thread in self.running:
+        for relay, stop, thread in self.running:
             stop.set()
+            relay.wake()
             thread.join(10)
             assert not thread.is_alive(), "relay did not stop"
         self.running.clear()

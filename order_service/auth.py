@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, request
 
+from .db import db
 from .models import Token, User, new_id, utcnow
 from .problems import Problem
 
@@ -55,9 +56,15 @@ def _digest(token: str) -> str:
 def issue_token(user: User, ttl_seconds: int) -> tuple[str, int]:
     token = secrets.token_urlsafe(32)
     now = utcnow()
-    Token.create(
-        token_hash=_digest(token), user=user, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds)
-    )
+    with db.atomic():
+        # Each login sweeps the user's expired tokens, so the table stays small.
+        Token.delete().where((Token.user == user) & (Token.expires_at <= now)).execute()
+        Token.create(
+            token_hash=_digest(token),
+            user=user,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
     return token, ttl_seconds
 
 

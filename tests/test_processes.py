@@ -157,3 +157,57 @@ def test_bad_configuration_is_one_clear_line(env):
     assert result.returncode != 0
     assert "api_port" in result.stderr.lower()
     assert "Traceback" not in result.stderr
+
+
+def test_latency_probe_reports_receipts(system, env):
+    """`python -m clients.latency` places orders and reports POST -> orders/new latency."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clients.latency",
+            "--json",
+            "-n",
+            "5",
+            "--warmup",
+            "1",
+            "--api",
+            system["api"],
+            "--mqtt",
+            f"mqtt://127.0.0.1:{env['ORDERBUS_BROKER_PORT']}",
+            "--password-file",
+            str(Path(env["ORDERBUS_DATA_DIR"]) / "admin-password"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["orders"] == 5
+    assert 0 < report["post_to_receipt_ms"]["p50"] <= report["post_to_receipt_ms"]["max"]
+
+
+def test_latency_probe_explains_a_missing_system(env):
+    """Pointed at nothing, the probe says what is wrong in one line."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clients.latency",
+            "--password",
+            "x",
+            "--api",
+            f"http://127.0.0.1:{free_port()}/api/v1",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "is `make run` running?" in result.stderr
+    assert "Traceback" not in result.stderr

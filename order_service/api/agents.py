@@ -12,7 +12,7 @@ from ..events import order_dict, record_worklists
 from ..models import Agent, Order, User, new_id, rfc3339, utcnow
 from ..problems import Problem, field_problem
 from . import schemas
-from .common import blueprint
+from .common import BEARER, blueprint
 
 bp = blueprint("agents", "Delivery agents")
 
@@ -40,7 +40,7 @@ def _agent(agent_id: str) -> Agent:
     return agent
 
 
-@bp.post("/agents", responses={201: schemas.AgentOut})
+@bp.post("/agents", responses={201: schemas.AgentOut}, security=BEARER)
 @require("admin")
 def create_agent(body: schemas.AgentCreate):
     """Create a delivery agent and its login (role agent)."""
@@ -59,7 +59,7 @@ def create_agent(body: schemas.AgentCreate):
     return response
 
 
-@bp.get("/agents", responses={200: schemas.AgentList})
+@bp.get("/agents", responses={200: schemas.AgentList}, security=BEARER)
 @require("admin")
 def list_agents():
     """Every agent with its presence (online/offline as last seen on the broker)."""
@@ -81,7 +81,7 @@ def _self_or_admin(agent: Agent) -> None:
     raise Problem(403, "Forbidden", "only admins and the agent itself may read this")
 
 
-@bp.get("/agents/<agent_id>", responses={200: schemas.AgentOut})
+@bp.get("/agents/<agent_id>", responses={200: schemas.AgentOut}, security=BEARER)
 @require("admin", "agent")
 def get_agent(path: schemas.AgentPath):
     agent = _agent(path.agent_id)
@@ -89,7 +89,7 @@ def get_agent(path: schemas.AgentPath):
     return jsonify(agent_dict(agent))
 
 
-@bp.get("/agents/<agent_id>/orders", responses={200: schemas.Worklist})
+@bp.get("/agents/<agent_id>/orders", responses={200: schemas.Worklist}, security=BEARER)
 @require("admin", "agent")
 def agent_orders(path: schemas.AgentPath):
     """The agent's worklist: every non-terminal order assigned to it."""
@@ -102,7 +102,7 @@ def agent_orders(path: schemas.AgentPath):
     )
 
 
-@bp.patch("/agents/<agent_id>", responses={200: schemas.AgentOut})
+@bp.patch("/agents/<agent_id>", responses={200: schemas.AgentOut}, security=BEARER)
 @require("admin")
 def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
     """Rename, change phone, deactivate (logs the agent out) or reactivate."""

@@ -11,7 +11,7 @@ from ..auth import current_user, require
 from ..models import User
 from ..problems import Problem, field_problem
 from . import schemas
-from .common import blueprint, public
+from .common import BEARER, blueprint, public
 
 bp = blueprint("auth", "Log in and users")
 
@@ -26,7 +26,7 @@ def user_dict(user: User) -> dict:
     }
 
 
-@bp.post("/auth/token", responses={200: schemas.TokenOut}, security=[])
+@bp.post("/auth/token", responses={200: schemas.TokenOut})
 def login(body: schemas.TokenRequest):
     """Exchange username and password for a bearer token."""
     user = User.get_or_none(User.username == body.username)
@@ -45,7 +45,7 @@ def login(body: schemas.TokenRequest):
 public("auth.login")
 
 
-@bp.delete("/auth/token", responses={204: None})
+@bp.delete("/auth/token", responses={204: None}, security=BEARER)
 @require()
 def logout():
     """Revoke the token this request carries."""
@@ -53,7 +53,7 @@ def logout():
     return "", 204
 
 
-@bp.get("/auth/me", responses={200: schemas.UserOut})
+@bp.get("/auth/me", responses={200: schemas.UserOut}, security=BEARER)
 @require()
 def me():
     return jsonify(user_dict(current_user()))
@@ -69,7 +69,7 @@ def _create(body: schemas.SignupRequest, role: str):
     return response
 
 
-@bp.post("/auth/signup", responses={201: schemas.UserOut}, security=[])
+@bp.post("/auth/signup", responses={201: schemas.UserOut})
 def signup(body: schemas.SignupRequest):
     """Create a customer account (when ORDERBUS_ALLOW_SIGNUP is on)."""
     if not current_app.config["ORDERBUS"].allow_signup:
@@ -80,7 +80,7 @@ def signup(body: schemas.SignupRequest):
 public("auth.signup")
 
 
-@bp.post("/users", responses={201: schemas.UserOut})
+@bp.post("/users", responses={201: schemas.UserOut}, security=BEARER)
 @require("admin")
 def create_user(body: schemas.UserCreate):
     """Create an admin or customer account (agents: POST /agents)."""

@@ -10,11 +10,13 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from .. import auth
 from ..problems import Problem
-from . import schemas
 
 PREFIX = "/api/v1"
 BEARER = [{"bearer": []}]
-PROBLEM_RESPONSES = {code: schemas.Problem for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
+PROBLEM_RESPONSES = {
+    code: {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)
+}
 
 # Endpoints anyone may call; every other endpoint needs a bearer token, checked
 # before the body is validated.
@@ -22,14 +24,16 @@ PUBLIC_ENDPOINTS: set[str] = set()
 API_BLUEPRINTS: set[str] = set()
 
 
-def blueprint(name: str, description: str, *, public: bool = False) -> APIBlueprint:
+def blueprint(name: str, description: str) -> APIBlueprint:
+    """A resource's blueprint. Routes that need a token say ``security=BEARER`` (documentation)
+    and carry ``@require`` (enforcement); the public ones are listed with :func:`public`.
+    tests/test_openapi.py checks that the document and the server agree."""
     API_BLUEPRINTS.add(name)
     return APIBlueprint(
         name,
         __name__,
         url_prefix=PREFIX,
         abp_tags=[Tag(name=name, description=description)],
-        abp_security=[] if public else BEARER,
         abp_responses=PROBLEM_RESPONSES,
     )
 

@@ -17,7 +17,7 @@ from ..lifecycle import STATUSES
 from ..models import Order, OrderHistory, OrderItem, rfc3339
 from ..problems import Problem, field_problem
 from . import schemas
-from .common import blueprint, idempotency_key, if_match
+from .common import BEARER, blueprint, idempotency_key, if_match
 
 bp = blueprint("orders", "Orders and their lifecycle")
 
@@ -29,7 +29,7 @@ def _order_response(order: Order, status: int = 200):
     return response
 
 
-@bp.post("/orders", responses={201: schemas.OrderOut})
+@bp.post("/orders", responses={201: schemas.OrderOut}, security=BEARER)
 @require("customer", "admin")
 def create_order(body: schemas.OrderCreate, header: schemas.IdempotencyHeader):
     """Place an order. Honours Idempotency-Key: a retry returns the original order."""
@@ -60,7 +60,7 @@ def _encode_cursor(order: Order) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-@bp.get("/orders", responses={200: schemas.OrderList})
+@bp.get("/orders", responses={200: schemas.OrderList}, security=BEARER)
 @require()
 def list_orders(query: schemas.OrderListQuery):
     """Newest first. Admins see all orders, customers their own, agents their assigned ones."""
@@ -105,14 +105,14 @@ def _visible(order_id: str) -> Order:
     return order
 
 
-@bp.get("/orders/<order_id>", responses={200: schemas.OrderOut})
+@bp.get("/orders/<order_id>", responses={200: schemas.OrderOut}, security=BEARER)
 @require()
 def get_order(path: schemas.OrderPath):
     """One order (admin, its customer, its agent). The ETag is its version."""
     return _order_response(_visible(path.order_id))
 
 
-@bp.get("/orders/<order_id>/history", responses={200: schemas.HistoryOut})
+@bp.get("/orders/<order_id>/history", responses={200: schemas.HistoryOut}, security=BEARER)
 @require()
 def get_history(path: schemas.OrderPath):
     """Every change of the order: who, when, from, to, reason."""
@@ -138,7 +138,7 @@ def get_history(path: schemas.OrderPath):
     )
 
 
-@bp.patch("/orders/<order_id>/status", responses={200: schemas.OrderOut})
+@bp.patch("/orders/<order_id>/status", responses={200: schemas.OrderOut}, security=BEARER)
 @require()
 def change_status(path: schemas.OrderPath, body: schemas.StatusChange, header: schemas.IfMatchHeader):
     """Move the order along its lifecycle; 409 lists the allowed next states."""
@@ -153,7 +153,7 @@ def change_status(path: schemas.OrderPath, body: schemas.StatusChange, header: s
     return _order_response(order)
 
 
-@bp.put("/orders/<order_id>/agent", responses={200: schemas.OrderOut})
+@bp.put("/orders/<order_id>/agent", responses={200: schemas.OrderOut}, security=BEARER)
 @require("admin")
 def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign, header: schemas.IfMatchHeader):
     """Assign or reassign a delivery agent (order confirmed, preparing or ready)."""
@@ -163,7 +163,7 @@ def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign, header: sch
     return _order_response(order)
 
 
-@bp.delete("/orders/<order_id>/agent", responses={200: schemas.OrderOut})
+@bp.delete("/orders/<order_id>/agent", responses={200: schemas.OrderOut}, security=BEARER)
 @require("admin")
 def unassign_agent(path: schemas.OrderPath, header: schemas.IfMatchHeader):
     """Take the order off its agent's worklist."""

@@ -106,6 +106,7 @@ class IdempotencyHeader(BaseModel):
     idempotency_key: str | None = Field(
         None,
         alias="Idempotency-Key",
+        json_schema_extra={"minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
         description="1-200 printable ASCII characters (a UUID is ideal); a retry with the same key "
         "and body returns the original order, the same key with another body is a 422",
     )
@@ -115,6 +116,7 @@ class IfMatchHeader(BaseModel):
     if_match: str | None = Field(
         None,
         alias="If-Match",
+        json_schema_extra={"pattern": '^\\s*(\\*|(W/)?"?[0-9]{1,9}"?)\\s*$'},
         description='the order version you last read (its ETag), e.g. "3"; a stale one answers 412',
     )
 
@@ -149,6 +151,19 @@ class EventQuery(BaseModel):
 
 
 # --- responses (documentation) ---------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ok", "unavailable"]
+    schema_version: int | None = None
+    schema_expected: int | None = None
+    outbox_pending: int | None = None
+    outbox_oldest_seconds: float | None = None
+    detail: str | None = None
 
 
 class Problem(BaseModel):

@@ -15,12 +15,13 @@ from ..db import db
 from ..migrations import discover
 from ..models import Agent, Order, Outbox, utcnow
 from . import schemas
-from .common import blueprint, public
+from .common import BEARER, blueprint, public
 
 bp = blueprint("system", "Health, metrics, event log")
+METRICS_RESPONSE = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-@bp.get("/healthz", security=[])
+@bp.get("/healthz", responses={200: schemas.Health})
 def healthz():
     """The process is up."""
     return jsonify(status="ok")
@@ -46,7 +47,7 @@ def _outbox_backlog() -> tuple[int, float]:
     return count, age
 
 
-@bp.get("/readyz", security=[])
+@bp.get("/readyz", responses={200: schemas.Ready, 503: schemas.Ready})
 def readyz():
     """Ready to serve: the database answers and its schema is current (503 otherwise)."""
     try:
@@ -91,7 +92,7 @@ class _DatabaseCollector:
         )
 
 
-@bp.get("/metrics", security=[])
+@bp.get("/metrics", responses={200: METRICS_RESPONSE})
 def metrics():
     """Prometheus text format."""
     registry = CollectorRegistry()
@@ -102,7 +103,7 @@ def metrics():
 public("system.metrics")
 
 
-@bp.get("/events", responses={200: schemas.EventPage})
+@bp.get("/events", responses={200: schemas.EventPage}, security=BEARER)
 @require("admin")
 def events(query: schemas.EventQuery):
     """The event log in commit order, for catch-up and for consumers that must not skip.
@@ -120,7 +121,7 @@ def events(query: schemas.EventQuery):
     return jsonify(events=page, next_cursor=page[-1]["cursor"] if page else query.after)
 
 
-@bp.get("/lifecycle", responses={200: schemas.Lifecycle})
+@bp.get("/lifecycle", responses={200: schemas.Lifecycle}, security=BEARER)
 @require()
 def get_lifecycle():
     """The lifecycle table, and the moves each role may make from each status."""

@@ -14,12 +14,21 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run test lint format migrate clean
+.PHONY: install run test lint format migrate clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
+
+# Re-pin every transitive dependency from a clean install of pyproject.toml.
+constraints:
+	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
+	.venv-pin/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	{ echo "# Exact versions of every package (direct and transitive) that make install uses."; \
+	  echo "# Regenerate after changing pyproject.toml: make constraints"; \
+	  .venv-pin/bin/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
+	rm -rf .venv-pin
 
 install: $(STAMP)
 

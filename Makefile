@@ -17,6 +17,9 @@ endif
 .PHONY: install run test lint format migrate clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	  { echo "error: orderbus needs Python 3.11 or newer; '$(PYTHON)' is older or missing." \
+	         "Point PYTHON at one, e.g.: make PYTHON=python3.12 run" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $(STAMP)

@@ -327,3 +327,11 @@ def test_every_allowed_transition_is_published(client, admin, make_agent, place_
             made.add((current, target))
             current = target
     assert made == moves
+
+
+def test_relay_publishes_over_websocket(client, admin, broker, start_relay, subscribe):
+    """ORDERBUS_MQTT_URL=ws://host:port/mqtt works as well as mqtt://."""
+    start_relay(mqtt_url=f"ws://{broker.host}:{broker.ws_port}/mqtt")
+    live = subscribe("orders/new")
+    order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
+    live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"])

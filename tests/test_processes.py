@@ -211,3 +211,37 @@ def test_latency_probe_explains_a_missing_system(env):
     assert result.returncode == 1
     assert "is `make run` running?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_concurrent_writers_lose_nothing(system, env):
+    """Eight clients posting at once through two gunicorn workers: every order is 201 and reaches MQTT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
+    token = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})[1][
+        "access_token"
+    ]
+    sub = Subscriber("127.0.0.1", int(env["ORDERBUS_BROKER_PORT"]), ("orders/new",)).start()
+    order = {
+        "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
+        "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
+    }
+
+    def place(_: int) -> tuple[int, dict]:
+        return http("POST", f"{system['api']}/orders", order, token)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(place, range(200)))
+        assert [status for status, _ in results] == [201] * 200, [b for s, b in results if s != 201][:3]
+        ids = {body["id"] for _, body in results}
+        assert len(ids) == 200
+        got: set[str] = set()
+        deadline = time.monotonic() + 30
+        while ids - got and time.monotonic() < deadline:
+            got |= {r.json["order"]["id"] for r in sub.settle(quiet=0.5, timeout=5) if r.payload}
+        assert ids <= got, f"{len(ids - got)} orders never reached orders/new"
+    finally:
+        sub.stop()
+    assert not sub.contract_errors
+    assert "database is locked" not in system["log"].read_text()

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import peewee
 from flask import Flask
+from playhouse.pool import PooledSqliteDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
             raise ValueError(f"database URL {url!r}: expected sqlite:///path/to/file.db")
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return peewee.SqliteDatabase(
+        # A pool: "closing" at the end of a request keeps the connection, so requests skip
+        # the connect, the pragmas and the WAL checkpoint SQLite runs when a last connection closes.
+        return PooledSqliteDatabase(
             path,
             pragmas={
                 "journal_mode": "wal",
@@ -36,7 +39,10 @@ def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
                 "synchronous": synchronous,
             },
             lock_type="IMMEDIATE",
-            timeout=10,
+            max_connections=64,
+            stale_timeout=300,
+            # A pooled connection is used by one thread at a time, but not always the same one.
+            check_same_thread=False,
         )
     if parts.scheme in ("postgres", "postgresql"):
         from playhouse.db_url import connect
@@ -46,9 +52,12 @@ def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
 
 
 def init_db(url: str, synchronous: str = "FULL") -> peewee.Database:
-    """Point the proxy at a real database (once per process)."""
+    """Point the proxy at a real database (once per process; tests: once per test)."""
+    previous = db.obj
     database = make_database(url, synchronous)
     db.initialize(database)
+    if previous is not None and hasattr(previous, "close_all"):
+        previous.close_all()
     return database
 
 

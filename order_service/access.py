@@ -7,16 +7,10 @@ as not found, so ids of other people's orders are not confirmed to exist.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import peewee
 
-from .models import Agent, Order, User, rfc3339
+from .models import Agent, Order, User
 from .problems import Problem
-
-
-def stamp(value: datetime) -> str:
-    return rfc3339(value) or ""
 
 
 def agent_id_of(user: User) -> str | None:

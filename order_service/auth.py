@@ -95,12 +95,7 @@ def current_user() -> User:
     token = bearer_token()
     if token is None:
         raise _unauthorized("send 'Authorization: Bearer <token>' (POST /api/v1/auth/token)")
-    row = (
-        Token.select(Token, User)
-        .join(User)
-        .where(Token.token_hash == _digest(token))
-        .first()
-    )
+    row = Token.select(Token, User).join(User).where(Token.token_hash == _digest(token)).first()
     if row is None or row.expires_at <= utcnow() or not row.user.active:
         raise _unauthorized("the token is invalid, expired or revoked; log in again")
     g.user = row.user

@@ -18,7 +18,7 @@ import peewee
 from . import access, lifecycle
 from .db import db, is_sqlite
 from .events import record_order_event, record_worklists
-from .models import Agent, IdempotencyKey, Order, OrderHistory, OrderItem, User, new_id, utcnow
+from .models import Agent, IdempotencyKey, Order, OrderHistory, OrderItem, User, new_id, rfc3339, utcnow
 from .problems import Problem, field_problem
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _bump(order: Order, actor: User | None, event: str, *, reason: str = "", **c
     for key, value in change.items():
         setattr(order, key, value)
     if "status" in change:
-        order.status_times = {**order.status_times, order.status: access.stamp(now)}
+        order.status_times = {**order.status_times, order.status: rfc3339(now)}
         if order.status in lifecycle.TERMINAL:
             order.terminal_at = now
     order.version += 1
@@ -104,9 +104,7 @@ def create_order(user: User, new: NewOrder, idempotency_key: str | None = None) 
                     return prior, False
             order = _insert_order(user, new)
             if idempotency_key:
-                IdempotencyKey.create(
-                    user=user, key=idempotency_key, request_hash=fingerprint, order=order
-                )
+                IdempotencyKey.create(user=user, key=idempotency_key, request_hash=fingerprint, order=order)
             return order, True
     except peewee.IntegrityError:
         # A concurrent request with the same key won the race (PostgreSQL).
@@ -146,7 +144,7 @@ def _insert_order(user: User, new: NewOrder) -> Order:
         notes=new.notes,
         currency=new.currency,
         total_cents=total,
-        status_times={"placed": access.stamp(now)},
+        status_times={"placed": rfc3339(now)},
         created_at=now,
         updated_at=now,
     )
@@ -191,7 +189,7 @@ def change_status(
         if force and user.role != "admin":
             raise field_problem("force", "only an admin may force a transition")
         if not lifecycle.role_may_move(user.role, order.status, target, force=force):
-            hint = " (an admin may send \"force\": true)" if user.role == "admin" else ""
+            hint = ' (an admin may send "force": true)' if user.role == "admin" else ""
             raise Problem(
                 403,
                 "Forbidden",

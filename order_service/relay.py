@@ -21,6 +21,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import paho.mqtt.client as mqtt
@@ -47,7 +48,6 @@ class Relay:
         self._poke = Notifier(settings.wakeup_socket)
         self._presence: queue.SimpleQueue[tuple[str, str, datetime]] = queue.SimpleQueue()
         self.connected = threading.Event()
-        self.published = 0  # rows acknowledged since start (for tests and logs)
 
     # --- lifetime ---------------------------------------------------------------
 
@@ -106,11 +106,18 @@ class Relay:
 
     # --- publishing ---------------------------------------------------------------
 
-    def _send(self, link: MqttLink, messages: list[tuple[str, bytes, bool]]) -> int:
+    def _send(
+        self,
+        link: MqttLink,
+        messages: list[tuple[str, bytes, bool]],
+        on_acked: Callable[[int], None] | None = None,
+    ) -> None:
+        """Publish; hand the acknowledged prefix to ``on_acked``; a shortfall ends the connection."""
         acked = link.publish_batch(messages)
+        if acked and on_acked:
+            on_acked(acked)
         if acked < len(messages):
             raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")
-        return acked
 
     def _drain(self, link: MqttLink) -> int:
         """Publish every pending outbox row in id order; return how many went out."""
@@ -126,16 +133,15 @@ class Relay:
                 .tuples()
             )
             messages = [(r.topic, r.payload.encode(), r.id == newest[r.topic]) for r in rows]
-            acked = link.publish_batch(messages)
-            if acked:
+
+            def mark(acked: int, rows: list[Outbox] = rows) -> None:
                 with db.atomic():
                     Outbox.update(published_at=utcnow()).where(
                         Outbox.id.in_([r.id for r in rows[:acked]])
                     ).execute()
-                total += acked
-                self.published += acked
-            if acked < len(rows):
-                raise ConnectionLost(f"{len(rows) - acked} of {len(rows)} publishes not acknowledged")
+
+            self._send(link, messages, mark)
+            total += len(rows)
 
     def _latest_published(self, kind: str, group: peewee.Field, among: peewee.Query | None) -> list[Outbox]:
         newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(

@@ -441,3 +441,20 @@ def test_users_endpoint_is_admin_only(client, admin, make_customer, make_agent):
     assert counts()["User"] == before["User"] + 1
     token = _login(client, "boss2", "password-1").json["access_token"]
     assert client.get(f"{API}/events", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_login_sweeps_the_users_expired_tokens(client, make_customer):
+    """Logging in deletes that user's expired tokens, so the table does not grow forever."""
+    customer = make_customer()
+    with db.connection_context():
+        Token.update(expires_at=utcnow() - timedelta(seconds=1)).where(
+            Token.user == customer.user_id
+        ).execute()
+        assert Token.select().where(Token.user == customer.user_id).count() == 1
+    response = client.post(
+        f"{API}/auth/token", json={"username": customer.username, "password": "password-1"}
+    )
+    assert response.status_code == 200
+    with db.connection_context():
+        rows = list(Token.select().where(Token.user == customer.user_id))
+    assert len(rows) == 1 and rows[0].expires_at > utcnow()

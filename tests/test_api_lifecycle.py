@@ -496,3 +496,15 @@ def test_if_match_from_etag_round_trips(client, admin, place_order):
             headers={**admin.headers, "If-Match": etag},
         )
         assert_problem(response, 412)
+
+
+def test_if_match_star_matches_any_version(client, admin, place_order):
+    """If-Match: * (RFC 9110) matches whatever the current version is."""
+    order = place_order()
+    response = client.patch(
+        f"/api/v1/orders/{order['id']}/status",
+        json={"status": "confirmed"},
+        headers={**admin.headers, "If-Match": "*"},
+    )
+    assert response.status_code == 200
+    assert response.json["version"] == 2

@@ -655,3 +655,28 @@ def test_bad_events_query_is_422(client, admin, subtests):
         with subtests.test(query=query):
             response = client.get(f"{API}/events", query_string=query, headers=admin.headers)
             assert_problem(response, 422, field)
+
+
+def test_control_characters_are_refused(client, admin):
+    """Names refuse control characters; address and notes accept newlines and tabs but no others."""
+    for body, field in (
+        (
+            order_body(customer={"name": "Ada\x00", "phone": "+1 555 0100", "address": "1 Main"}),
+            "customer.name",
+        ),
+        (
+            order_body(customer={"name": "Ada", "phone": "+1 555 0100", "address": "1 Main\x1b"}),
+            "customer.address",
+        ),
+        (order_body(items=[{"name": "Te\na", "quantity": 1, "unit_price_cents": 1}]), "items.0.name"),
+        (order_body(notes="bell\x07"), "notes"),
+    ):
+        with nothing_written():
+            assert_problem(client.post(f"{API}/orders", json=body, headers=admin.headers), 422, field)
+    ok = order_body(
+        customer={"name": "Ada", "phone": "+1 555 0100", "address": "Flat 2\n1 Main St"},
+        notes="gate\tcode 12",
+    )
+    response = client.post(f"{API}/orders", json=ok, headers=admin.headers)
+    assert response.status_code == 201
+    assert response.json["customer"]["address"] == "Flat 2\n1 Main St"

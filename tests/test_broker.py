@@ -86,14 +86,6 @@ def clients() -> Iterator[Callable[..., Client]]:
         client.close()
 
 
-@pytest.fixture
-def embedded() -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker()
-    broker.start()
-    yield broker
-    broker.stop()
-
-
 def test_config_has_tcp_default_and_own_ws_listener_without_sys() -> None:
     """The ws listener binds its own port (else it inherits the TCP one), and no $SYS plugin."""
     config = BrokerConfig.from_dict(build_config("127.0.0.1", 18830, 19001))
@@ -105,13 +97,13 @@ def test_config_has_tcp_default_and_own_ws_listener_without_sys() -> None:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websockets"])
-def test_retained_qos1_message_reaches_later_subscriber(embedded, clients, transport) -> None:
+def test_retained_qos1_message_reaches_later_subscriber(broker, clients, transport) -> None:
     """A QoS 1 retained publish over TCP reaches a subscriber connecting afterwards."""
-    publisher = clients(embedded.port).connect()
+    publisher = clients(broker.port).connect()
     publisher.publish_and_wait("orders/o-1/status", b'{"version": 1}', retain=True)
     publisher.close()
 
-    port = embedded.ws_port if transport == "websockets" else embedded.port
+    port = broker.ws_port if transport == "websockets" else broker.port
     subscriber = clients(port, transport).connect("orders/+/status")
     message = subscriber.messages.get(timeout=TIMEOUT)
     assert (message.topic, message.payload) == ("orders/o-1/status", b'{"version": 1}')
@@ -119,18 +111,18 @@ def test_retained_qos1_message_reaches_later_subscriber(embedded, clients, trans
     assert message.qos == 1
 
 
-def test_restart_on_same_ports_serves_again_with_empty_retained_store(embedded, clients) -> None:
+def test_restart_on_same_ports_serves_again_with_empty_retained_store(broker, clients) -> None:
     """stop() then start() reuses both ports; amqtt keeps no retained message across it."""
-    ports = (embedded.port, embedded.ws_port)
-    clients(embedded.port).connect().publish_and_wait("orders/o-1/status", b"old", retain=True)
+    ports = (broker.port, broker.ws_port)
+    clients(broker.port).connect().publish_and_wait("orders/o-1/status", b"old", retain=True)
 
-    embedded.stop()
-    embedded.start()
+    broker.stop()
+    broker.start()
 
-    assert (embedded.port, embedded.ws_port) == ports
-    subscriber = clients(embedded.ws_port, "websockets").connect("#")
+    assert (broker.port, broker.ws_port) == ports
+    subscriber = clients(broker.ws_port, "websockets").connect("#")
     time.sleep(0.5)  # let the SUBSCRIBE land before publishing the marker
-    clients(embedded.port).connect().publish_and_wait("probe/after-restart", b"new", retain=False)
+    clients(broker.port).connect().publish_and_wait("probe/after-restart", b"new", retain=False)
     # The marker proves the subscription works; anything retained would have come first.
     message = subscriber.messages.get(timeout=TIMEOUT)
     assert (message.topic, message.payload) == ("probe/after-restart", b"new")

@@ -49,7 +49,7 @@ def create_user(username: str, password: str, role: str, display_name: str = "")
     )
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -60,7 +60,7 @@ def issue_token(user: User, ttl_seconds: int) -> tuple[str, int]:
         # Each login sweeps the user's expired tokens, so the table stays small.
         Token.delete().where((Token.user == user) & (Token.expires_at <= now)).execute()
         Token.create(
-            token_hash=_digest(token),
+            token_hash=token_digest(token),
             user=user,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds),
@@ -69,7 +69,7 @@ def issue_token(user: User, ttl_seconds: int) -> tuple[str, int]:
 
 
 def revoke_token(token: str) -> None:
-    Token.delete().where(Token.token_hash == _digest(token)).execute()
+    Token.delete().where(Token.token_hash == token_digest(token)).execute()
 
 
 def revoke_all(user: User) -> None:
@@ -95,7 +95,7 @@ def current_user() -> User:
     token = bearer_token()
     if token is None:
         raise _unauthorized("send 'Authorization: Bearer <token>' (POST /api/v1/auth/token)")
-    row = Token.select(Token, User).join(User).where(Token.token_hash == _digest(token)).first()
+    row = Token.select(Token, User).join(User).where(Token.token_hash == token_digest(token)).first()
     if row is None or row.expires_at <= utcnow() or not row.user.active:
         raise _unauthorized("the token is invalid, expired or revoked; log in again")
     g.user = row.user

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import auth
+from . import auth, mqtt_auth
 from .config import Settings, load_settings
 from .db import db, init_db
 from .migrations import migrate as run_migrations
@@ -41,9 +41,10 @@ def migrate() -> None:
 
 @main.command()
 def bootstrap() -> None:
-    """Create the bootstrap admin (ORDERBUS_ADMIN_USER / ORDERBUS_ADMIN_PASSWORD) if missing.
+    """Create the bootstrap admin and the relay's broker login if missing; write the broker's files.
 
-    With no password given, one is generated and kept in <data_dir>/admin-password.
+    With no ORDERBUS_ADMIN_PASSWORD, one is generated and kept in <data_dir>/admin-password.
+    The relay's MQTT secret is kept in <data_dir>/mqtt/service-secret.
     """
     settings = _settings()
     init_db(settings.database_url)
@@ -61,6 +62,10 @@ def bootstrap() -> None:
             raise click.ClickException(f"user {settings.admin_user!r} exists and is not an admin")
         else:
             click.echo(f"admin user {settings.admin_user!r} exists; its password is unchanged")
+        if mqtt_auth.ensure_service(settings):
+            click.echo(f"issued the broker login {settings.mqtt_username!r} for the relay")
+        mqtt_auth.sync_files(settings)
+    click.echo(f"broker logins written to {settings.mqtt_password_path} and {settings.mqtt_acl_path}")
     where = "ORDERBUS_ADMIN_PASSWORD" if settings.admin_password else str(password_file)
     if user is not None and not password_file.exists() and not settings.admin_password:
         where = "the password it was created with"
@@ -115,6 +120,17 @@ def preflight(embedded_broker: bool) -> None:
     if taken:
         sys.exit(1)
     click.echo("ports free: " + ", ".join(f"{host}:{port} ({what})" for what, host, port, _ in wanted))
+
+
+@main.command("mqtt-files")
+def mqtt_files() -> None:
+    """Rewrite the broker's password and ACL files from the database (e.g. after a restore)."""
+    settings = _settings()
+    init_db(settings.database_url)
+    with db.connection_context():
+        changed = mqtt_auth.sync_files(settings)
+    state = "rewritten" if changed else "already up to date"
+    click.echo(f"{settings.mqtt_password_path} and {settings.mqtt_acl_path}: {state}")
 
 
 @main.command("create-user")

@@ -31,7 +31,17 @@ class Settings(BaseSettings):
     # The broker the relay publishes to; default: the embedded one.
     mqtt_url: str = Field("", description="mqtt://[user:password@]host:port; default the embedded broker")
     mqtt_client_id: str = "orderbus-relay"
+    mqtt_username: str = Field("orderbus-service", description="The relay's broker login (service account)")
     mqtt_keepalive: int = Field(30, ge=5, le=3600)
+
+    # Broker logins: the service writes these two files (Mosquitto formats); brokers read them.
+    broker_password_file: Path | None = Field(None, description="default <data_dir>/mqtt/passwd")
+    broker_acl_file: Path | None = Field(None, description="default <data_dir>/mqtt/acl")
+    mqtt_file_mode: int = Field(0o640, ge=0, le=0o777, description="permissions of both files")
+    mosquitto_pid_file: Path | None = Field(None, description="SIGHUP this Mosquitto after each change")
+    # What devices and dashboards are told to connect to (as they reach the broker).
+    public_mqtt_url: str = Field("", description="default mqtt://<broker_host>:<broker_port>")
+    public_mqtt_ws_url: str = Field("", description="default ws://<broker_host>:<broker_ws_port>/mqtt")
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=0, le=65535)
@@ -54,7 +64,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'orderbus.db'}"
         if not self.mqtt_url:
-            self.mqtt_url = f"mqtt://{self.broker_host}:{self.broker_port}"
+            self.mqtt_url = f"mqtt://{_host(self.broker_host)}:{self.broker_port}"
+        if not self.public_mqtt_url:
+            self.public_mqtt_url = f"mqtt://{_host(self.broker_host)}:{self.broker_port}"
+        if not self.public_mqtt_ws_url:
+            self.public_mqtt_ws_url = f"ws://{_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
         if not self.public_api_url:
             self.public_api_url = f"http://{self.api_host}:{self.api_port}"
         scheme = urlsplit(self.mqtt_url).scheme
@@ -65,6 +79,21 @@ class Settings(BaseSettings):
     @property
     def wakeup_socket(self) -> Path:
         return self.data_dir / "relay.sock"
+
+    @property
+    def mqtt_password_path(self) -> Path:
+        return self.broker_password_file or self.data_dir / "mqtt" / "passwd"
+
+    @property
+    def mqtt_acl_path(self) -> Path:
+        return self.broker_acl_file or self.data_dir / "mqtt" / "acl"
+
+
+def _host(host: str) -> str:
+    """A host for a URL: IPv6 literals in brackets; a wildcard bind address as loopback."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

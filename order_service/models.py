@@ -195,4 +195,24 @@ class IdempotencyKey(BaseModel):
         indexes = ((("user", "key"), True),)
 
 
-ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey]
+class MqttCredential(BaseModel):
+    """A broker login the service issued; only a Mosquitto-format hash of the secret is kept.
+
+    ``kind`` is ``service`` (the relay), ``agent`` (one per agent; username = agent id)
+    or ``dashboard`` (one per admin login, tied to and expiring with its bearer token).
+    """
+
+    username = pw.CharField(primary_key=True, max_length=64)
+    kind = pw.CharField(max_length=16)
+    secret_hash = pw.TextField()
+    agent = pw.ForeignKeyField(Agent, null=True, unique=True, on_delete="CASCADE")
+    user = pw.ForeignKeyField(User, null=True, on_delete="CASCADE")
+    token = pw.ForeignKeyField(Token, null=True, on_delete="CASCADE", column_name="token_hash")
+    created_at = pw.DateTimeField(default=utcnow)
+    expires_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "mqtt_credentials"
+
+
+ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey, MqttCredential]

@@ -15,6 +15,7 @@ live subscribers still see it but the broker keeps the newer state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 import paho.mqtt.client as mqtt
 import peewee
 
-from . import topics
+from . import mqtt_auth, topics
 from .config import Settings, load_settings
 from .db import db, init_db
 from .lifecycle import TERMINAL
@@ -38,12 +39,16 @@ from .wakeup import Notifier, Waiter
 logger = logging.getLogger(__name__)
 
 PRESENCE_STATES = ("online", "offline")
+FILES_SYNC_SECONDS = 10.0
 
 
 class Relay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.address = BrokerAddress.parse(settings.mqtt_url)
+        if self.address.username is None:  # the usual case: the service account's issued secret
+            username, secret = mqtt_auth.service_login(settings)
+            self.address = dataclasses.replace(self.address, username=username, password=secret)
         self.waiter = Waiter(settings.wakeup_socket)
         self._poke = Notifier(settings.wakeup_socket)
         self._presence: queue.SimpleQueue[tuple[str, str, datetime]] = queue.SimpleQueue()
@@ -92,7 +97,7 @@ class Relay:
     def _serve(self, link: MqttLink, stop: threading.Event) -> None:
         self._drain(link)
         self._rehydrate(link)
-        next_sweep = 0.0
+        next_sweep = next_files = 0.0
         while not stop.is_set():
             if link.lost:
                 raise ConnectionLost("disconnected")
@@ -101,6 +106,10 @@ class Relay:
             if time.monotonic() >= next_sweep:
                 self._clear_finished(link)
                 next_sweep = time.monotonic() + 1.0
+            if time.monotonic() >= next_files:
+                # Drops expired dashboard logins from the broker's files (writes only on change).
+                mqtt_auth.sync_files(self.settings)
+                next_files = time.monotonic() + FILES_SYNC_SECONDS
             if not sent:
                 self.waiter.wait(self.settings.relay_poll_seconds)
 
@@ -223,7 +232,10 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s relay %(levelname)s %(message)s")
     init_db(settings.database_url, settings.sqlite_synchronous)
     stop = threading.Event()
-    relay = Relay(settings)
+    try:
+        relay = Relay(settings)
+    except mqtt_auth.MissingServiceSecret as exc:
+        raise SystemExit(f"error: {exc}") from None
 
     def on_signal(*_: object) -> None:
         stop.set()

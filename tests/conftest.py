@@ -61,6 +61,7 @@ class Actor:
     role: str
     headers: dict[str, str]
     agent_id: str | None = None
+    mqtt: dict | None = None  # broker login: an agent's device or an admin's dashboard
 
 
 def _login(client: FlaskClient, username: str, password: str) -> dict:
@@ -78,7 +79,13 @@ def admin(client: FlaskClient) -> Actor:
         if not User.get_or_none(User.username == "admin"):
             auth.create_user("admin", ADMIN_PASSWORD, "admin")
     body = _login(client, "admin", ADMIN_PASSWORD)
-    return Actor(body["user"]["id"], "admin", "admin", {"Authorization": f"Bearer {body['access_token']}"})
+    return Actor(
+        body["user"]["id"],
+        "admin",
+        "admin",
+        {"Authorization": f"Bearer {body['access_token']}"},
+        mqtt=body["mqtt"],
+    )
 
 
 @pytest.fixture
@@ -112,6 +119,7 @@ def make_agent(client: FlaskClient, admin: Actor) -> Callable[..., Actor]:
             "agent",
             {"Authorization": f"Bearer {body['access_token']}"},
             agent_id=response.json["id"],
+            mqtt=response.json["mqtt"],
         )
 
     return make

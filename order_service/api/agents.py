@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import peewee
-from flask import jsonify
+from flask import current_app, jsonify
 
-from .. import auth
+from .. import auth, mqtt_auth
 from ..auth import current_user, require
 from ..db import db
 from ..events import order_dict, record_worklists
-from ..models import Agent, Order, User, new_id, rfc3339, utcnow
+from ..models import Agent, MqttCredential, Order, User, new_id, rfc3339, utcnow
 from ..problems import Problem, field_problem
 from . import schemas
 from .common import BEARER, blueprint
@@ -17,9 +17,12 @@ from .common import BEARER, blueprint
 bp = blueprint("agents", "Delivery agents")
 
 
-def agent_dict(agent: Agent, active_orders: int | None = None) -> dict:
+def agent_dict(agent: Agent, active_orders: int | None = None, mqtt_issued_at: object = ...) -> dict:
     if active_orders is None:
         active_orders = agent.active_orders().count()
+    if mqtt_issued_at is ...:
+        credential = MqttCredential.get_or_none(MqttCredential.agent == agent.id)
+        mqtt_issued_at = credential.created_at if credential else None
     return {
         "id": agent.id,
         "name": agent.name,
@@ -29,8 +32,24 @@ def agent_dict(agent: Agent, active_orders: int | None = None) -> dict:
         "presence": {"state": agent.presence or "unknown", "at": rfc3339(agent.presence_at)},
         "active_orders": active_orders,
         "worklist_version": agent.worklist_version,
+        "mqtt": _mqtt_public(agent, mqtt_issued_at),
         "created_at": rfc3339(agent.created_at),
     }
+
+
+def _mqtt_public(agent: Agent, issued_at) -> dict:
+    """What the agent's device connects with, without the secret (shown only when issued)."""
+    return {
+        "url": current_app.config["ORDERBUS"].public_mqtt_url,
+        "client_id": agent.id,
+        "username": agent.id,
+        "issued_at": rfc3339(issued_at),
+    }
+
+
+def _mqtt_issued(agent: Agent, secret: str) -> dict:
+    issued_at = MqttCredential.get_by_id(agent.id).created_at
+    return {**_mqtt_public(agent, issued_at), "password": secret}
 
 
 def _agent(agent_id: str) -> Agent:
@@ -43,17 +62,22 @@ def _agent(agent_id: str) -> Agent:
 @bp.post("/agents", responses={201: schemas.AgentOut}, security=BEARER)
 @require("admin")
 def create_agent(body: schemas.AgentCreate):
-    """Create a delivery agent and its login (role agent)."""
+    """Create a delivery agent, its REST login (role agent) and its device's broker login.
+
+    The response's ``mqtt.password`` is shown this once; only a hash is kept.
+    """
     try:
         with db.atomic():
             user = auth.create_user(body.username, body.password, "agent", body.name)
             agent = Agent.create(id=new_id("agt"), user=user, name=body.name, phone=body.phone)
+            secret = mqtt_auth.issue_agent(agent)
             # Publish the (empty) worklist so the device has retained state from day one.
             record_worklists([agent.id])
     except peewee.IntegrityError:
         raise field_problem("username", f"{body.username!r} is taken", status=409) from None
+    mqtt_auth.sync_files(current_app.config["ORDERBUS"])
     agent = Agent.get_by_id(agent.id)
-    response = jsonify(agent_dict(agent, 0))
+    response = jsonify({**agent_dict(agent, 0), "mqtt": _mqtt_issued(agent, secret)})
     response.status_code = 201
     response.headers["Location"] = f"/api/v1/agents/{agent.id}"
     return response
@@ -70,8 +94,13 @@ def list_agents():
         .group_by(Order.agent)
         .tuples()
     )
+    issued = dict(
+        MqttCredential.select(MqttCredential.agent, MqttCredential.created_at)
+        .where(MqttCredential.agent.is_null(False))
+        .tuples()
+    )
     agents = Agent.select(Agent, User).join(User, peewee.JOIN.LEFT_OUTER).order_by(Agent.name)
-    return jsonify(agents=[agent_dict(a, counts.get(a.id, 0)) for a in agents])
+    return jsonify(agents=[agent_dict(a, counts.get(a.id, 0), issued.get(a.id)) for a in agents])
 
 
 def _self_or_admin(agent: Agent) -> None:
@@ -128,4 +157,28 @@ def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
             User.update(active=body.active).where(User.id == agent.user_id).execute()
             if not body.active:
                 auth.revoke_all(agent.user)
+    if body.active is not None:  # a deactivated agent's device login leaves the broker's files
+        mqtt_auth.sync_files(current_app.config["ORDERBUS"])
     return jsonify(agent_dict(agent))
+
+
+@bp.post(
+    "/agents/<agent_id>/mqtt-credentials",
+    responses={201: schemas.AgentMqttCredentials},
+    security=BEARER,
+)
+@require("admin", "agent")
+def rotate_mqtt_credentials(path: schemas.AgentPath):
+    """Issue a new broker secret for the agent's device; the previous one stops working at once.
+
+    Admins may rotate any agent's; an agent may rotate its own (a new device).
+    """
+    agent = _agent(path.agent_id)
+    _self_or_admin(agent)
+    if not agent.active:
+        raise Problem(409, "Agent is deactivated", f"reactivate {agent.id} first", slug="agent-inactive")
+    secret = mqtt_auth.issue_agent(agent)
+    mqtt_auth.sync_files(current_app.config["ORDERBUS"])
+    response = jsonify(agent_id=agent.id, mqtt=_mqtt_issued(agent, secret))
+    response.status_code = 201
+    return response

@@ -5,10 +5,10 @@ from __future__ import annotations
 import peewee
 from flask import current_app, jsonify
 
-from .. import auth
+from .. import auth, mqtt_auth
 from ..access import agent_id_of
 from ..auth import current_user, require
-from ..models import User
+from ..models import Token, User, rfc3339
 from ..problems import Problem, field_problem
 from . import schemas
 from .common import BEARER, blueprint, public
@@ -28,7 +28,11 @@ def user_dict(user: User) -> dict:
 
 @bp.post("/auth/token", responses={200: schemas.TokenOut})
 def login(body: schemas.TokenRequest):
-    """Exchange username and password for a bearer token."""
+    """Exchange username and password for a bearer token.
+
+    Admins also get ``mqtt``: read-only MQTT-over-WebSocket credentials for the
+    dashboard, expiring with the token and revoked by logging out.
+    """
     user = User.get_or_none(User.username == body.username)
     if not auth.verify_password(user, body.password):
         raise Problem(
@@ -39,7 +43,24 @@ def login(body: schemas.TokenRequest):
             headers={"WWW-Authenticate": 'Bearer realm="orderbus"'},
         )
     token, ttl = auth.issue_token(user, auth.token_ttl())
-    return jsonify(access_token=token, token_type="bearer", expires_in=ttl, user=user_dict(user))
+    body = {"access_token": token, "token_type": "bearer", "expires_in": ttl, "user": user_dict(user)}
+    if user.role == "admin":
+        body["mqtt"] = _dashboard_login(user, token)
+    return jsonify(body)
+
+
+def _dashboard_login(user: User, token: str) -> dict:
+    """Read-only MQTT-over-WebSocket credentials for the admin dashboard, valid as long as the token."""
+    settings = current_app.config["ORDERBUS"]
+    expires_at = Token.get_by_id(auth.token_digest(token)).expires_at
+    username, secret = mqtt_auth.issue_dashboard(user, auth.token_digest(token), expires_at)
+    mqtt_auth.sync_files(settings)
+    return {
+        "url": settings.public_mqtt_ws_url,
+        "username": username,
+        "password": secret,
+        "expires_at": rfc3339(expires_at),
+    }
 
 
 public("auth.login")
@@ -48,8 +69,10 @@ public("auth.login")
 @bp.delete("/auth/token", responses={204: None}, security=BEARER)
 @require()
 def logout():
-    """Revoke the token this request carries."""
+    """Revoke the token this request carries (an admin's dashboard broker login goes with it)."""
     auth.revoke_token(auth.bearer_token() or "")
+    if current_user().role == "admin":
+        mqtt_auth.sync_files(current_app.config["ORDERBUS"])
     return "", 204
 
 

@@ -226,11 +226,32 @@ class HistoryOut(BaseModel):
     history: list[HistoryEntry]
 
 
+class DashboardMqtt(BaseModel):
+    url: str = Field(description="MQTT over WebSocket, e.g. ws://127.0.0.1:9001/mqtt")
+    username: str
+    password: str = Field(description="shown once; read-only; revoked by logging out")
+    expires_at: str
+
+
 class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"]
     expires_in: int
     user: dict
+    mqtt: DashboardMqtt | None = Field(None, description="admins only: the dashboard's broker login")
+
+
+class AgentMqtt(BaseModel):
+    url: str = Field(description="the broker over TCP, e.g. mqtt://127.0.0.1:1883")
+    client_id: str = Field(description="use it with clean session off, so offline messages wait")
+    username: str
+    issued_at: str | None
+    password: str | None = Field(None, description="only in the response that issued it")
+
+
+class AgentMqttCredentials(BaseModel):
+    agent_id: str
+    mqtt: AgentMqtt
 
 
 class UserOut(BaseModel):
@@ -250,6 +271,7 @@ class AgentOut(BaseModel):
     presence: dict
     active_orders: int
     worklist_version: int
+    mqtt: AgentMqtt
     created_at: str
 
 

@@ -1,0 +1,425 @@
+"""The security boundary and delivery promises, on both brokers: ours (amqtt) and Mosquitto.
+
+Each test runs twice: against the embedded broker and against a Mosquitto started
+from the repository's mosquitto.conf. Both read the password and ACL files that
+the service writes from its database; every login here is one the REST API issued.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from broker.server import EmbeddedBroker
+from order_service import mqtt_auth
+from order_service.config import Settings, load_settings
+from order_service.db import db
+from order_service.models import Agent, new_id
+from tests.helpers import assign, walk_to
+from tests.mosquitto import Mosquitto
+from tests.mqtt_fixtures import RelayRunner
+from tests.raw_mqtt import PUBLISH, RawClient
+
+REFUSED = (4, 5)  # CONNACK: bad username or password, not authorised
+
+
+@dataclass
+class Target:
+    kind: str
+    host: str
+    port: int
+    ws_port: int
+    settings: Settings
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings_overrides(settings_overrides: dict, broker_kind: str, data_dir) -> dict:
+    if broker_kind == "mosquitto":  # the service signals Mosquitto to re-read the files
+        return {**settings_overrides, "mosquitto_pid_file": data_dir / "mosquitto" / "mosquitto.pid"}
+    return settings_overrides
+
+
+@pytest.fixture
+def target(app, settings_overrides: dict, broker_kind: str, data_dir) -> Iterator[Target]:
+    settings = load_settings(settings_overrides)
+    with db.connection_context():
+        mqtt_auth.ensure_service(settings)
+        mqtt_auth.sync_files(settings)
+    if broker_kind == "mosquitto":
+        server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()
+        yield Target("mosquitto", server.host, server.port, server.ws_port, settings)
+        server.stop()
+    else:
+        broker = EmbeddedBroker(password_file=settings.mqtt_password_path, acl_file=settings.mqtt_acl_path)
+        broker.start()
+        yield Target("amqtt", broker.host, broker.port, broker.ws_port, settings)
+        broker.stop()
+
+
+@pytest.fixture
+def relays(target: Target, settings_overrides: dict) -> Iterator[RelayRunner]:
+    runner = RelayRunner(
+        {
+            **settings_overrides,
+            "mqtt_url": f"mqtt://{target.host}:{target.port}",
+            "mqtt_client_id": f"relay-{new_id('t')}",
+            "relay_poll_seconds": 0.5,
+        }
+    )
+    yield runner
+    runner.stop_all()
+
+
+class Client:
+    """A paho client that records what it receives; ``rc`` is the CONNACK result."""
+
+    def __init__(self, target: Target, username=None, password=None, *, client_id=None, ws=False, **kw):
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.granted: list[int] = []
+        self._event = threading.Condition()
+        self.rc: int | None = None
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or new_id("c"),
+            transport="websockets" if ws else "tcp",
+            reconnect_on_failure=False,
+            **kw,
+        )
+        if ws:
+            self.client.ws_set_options(path="/mqtt")
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = lambda *a: self._notify()
+        port = target.ws_port if ws else target.port
+        self.client.connect(target.host, port, keepalive=30)
+        self.client.loop_start()
+        with self._event:
+            self._event.wait_for(lambda: self.rc is not None, 10)
+
+    def _notify(self) -> None:
+        with self._event:
+            self._event.notify_all()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.rc = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
+        self._notify()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.granted.extend(rc.value for rc in reason_codes)
+        self._notify()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._event:
+            self.messages.append(message)
+            self._event.notify_all()
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def subscribe(self, *filters: str) -> list[int]:
+        before = len(self.granted)
+        self.client.subscribe([(f, 1) for f in filters])
+        with self._event:
+            self._event.wait_for(lambda: len(self.granted) >= before + len(filters), 5)
+        return self.granted[before:]
+
+    def wait_for(self, topic: str, timeout: float = 5.0) -> mqtt.MQTTMessage:
+        with self._event:
+            self._event.wait_for(lambda: any(m.topic == topic for m in self.messages), timeout)
+        found = [m for m in self.messages if m.topic == topic]
+        assert found, f"nothing on {topic} within {timeout} s; got {[m.topic for m in self.messages]}"
+        return found[0]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def connect(target: Target) -> Iterator:
+    made: list[Client] = []
+
+    def make(username=None, password=None, **kw) -> Client:
+        client = Client(target, username, password, **kw)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def service(target: Target) -> tuple[str, str]:
+    return mqtt_auth.service_login(target.settings)
+
+
+def login_accepted(target: Target, username: str, password: str, timeout: float = 5.0) -> bool:
+    """Wait until the broker accepts a login (it re-reads the files after a change)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = RawClient(target.host, target.port)
+        try:
+            _, rc = raw.connect(new_id("probe"), username, password)
+        finally:
+            raw.close()
+        if rc == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def refused(target: Target, username: str | None, password: str | None) -> bool:
+    raw = RawClient(target.host, target.port)
+    try:
+        _, rc = raw.connect(new_id("probe"), username, password)
+    except ConnectionError:  # some brokers just close the connection
+        return True
+    finally:
+        raw.close()
+    return rc in REFUSED
+
+
+# --- who may connect ---------------------------------------------------------------
+
+
+def test_bad_logins_are_refused(target: Target, make_agent) -> None:
+    agent = make_agent()
+    assert login_accepted(target, agent.agent_id, agent.mqtt["password"])
+    assert refused(target, agent.agent_id, agent.mqtt["password"] + "x")
+    assert refused(target, "agt_nobody", agent.mqtt["password"])
+    assert refused(target, None, None)
+    assert refused(target, agent.username, "password-1")  # the REST password is not a broker login
+
+
+def test_a_rotated_secret_replaces_the_old_one(target: Target, client, admin, make_agent) -> None:
+    agent = make_agent()
+    old = agent.mqtt["password"]
+    assert login_accepted(target, agent.agent_id, old)
+    response = client.post(f"/api/v1/agents/{agent.agent_id}/mqtt-credentials", headers=admin.headers)
+    assert response.status_code == 201, response.json
+    new = response.json["mqtt"]["password"]
+    assert new != old
+    assert login_accepted(target, agent.agent_id, new)
+    assert refused(target, agent.agent_id, old)
+
+
+def test_a_deactivated_agent_cannot_log_in(target: Target, client, admin, make_agent) -> None:
+    agent = make_agent()
+    assert login_accepted(target, agent.agent_id, agent.mqtt["password"])
+    response = client.patch(f"/api/v1/agents/{agent.agent_id}", json={"active": False}, headers=admin.headers)
+    assert response.status_code == 200
+    deadline = time.monotonic() + 5
+    while not refused(target, agent.agent_id, agent.mqtt["password"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert refused(target, agent.agent_id, agent.mqtt["password"])
+
+
+def test_dashboard_login_is_read_only_and_ends_with_logout(
+    target: Target, client, admin, connect, make_agent
+) -> None:
+    dash = admin.mqtt
+    assert dash["url"].startswith("ws://")
+    assert login_accepted(target, dash["username"], dash["password"])
+    board = connect(dash["username"], dash["password"], ws=True)
+    assert board.ok
+    assert board.subscribe("orders/#", "agents/#") == [1, 1]
+    feed = connect(*service(target))
+    feed.publish("orders/o_probe/status", b'{"probe": 1}')
+    board.wait_for("orders/o_probe/status")
+    # It writes nothing: its publish reaches no one (an agent's presence topic, say).
+    agent = make_agent()
+    watcher = connect(*service(target))
+    watcher.subscribe("agents/+/presence")
+    board.publish(f"agents/{agent.agent_id}/presence", b'{"state": "offline"}')
+    board.publish("orders/new", b"{}")
+    time.sleep(1.0)  # settle: a forwarded message would arrive within milliseconds
+    assert [m.topic for m in watcher.messages] == []
+    assert not any(m.topic == "orders/new" for m in board.messages)
+    assert client.delete("/api/v1/auth/token", headers=admin.headers).status_code == 204
+    deadline = time.monotonic() + 5
+    while not refused(target, dash["username"], dash["password"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert refused(target, dash["username"], dash["password"])
+
+
+# --- what each login may read and write ---------------------------------------------------
+
+
+def test_an_agent_reads_and_writes_only_its_own_topics(target: Target, connect, make_agent) -> None:
+    one, two = make_agent(), make_agent()
+    me = connect(one.agent_id, one.mqtt["password"], client_id=one.agent_id)
+    assert me.ok
+    granted = me.subscribe(f"agents/{one.agent_id}/#", f"agents/{two.agent_id}/#", "orders/#", "#")
+    assert granted[0] == 1
+    # Mosquitto grants every SUBSCRIBE and filters delivery; ours refuses (0x80) up front.
+    if target.kind == "amqtt":
+        assert granted[1:] == [0x80, 0x80, 0x80]
+    feed = connect(*service(target))
+    feed.publish(f"agents/{two.agent_id}/assigned", b'{"other": true}')
+    feed.publish("orders/new", b'{"order": 1}')
+    feed.publish(f"agents/{one.agent_id}/assigned", b'{"mine": true}')  # positive control
+    me.wait_for(f"agents/{one.agent_id}/assigned")
+    time.sleep(0.5)  # settle: the forbidden ones were published first
+    assert [m.topic for m in me.messages] == [f"agents/{one.agent_id}/assigned"]
+
+    observer = connect(*service(target))  # the service reads every agent's presence
+    observer.subscribe("agents/+/presence")
+    me.publish("orders/new", b'{"forged": true}')
+    me.publish(f"agents/{two.agent_id}/presence", b'{"state": "offline"}')
+    me.publish(f"agents/{one.agent_id}/presence", b'{"state": "online"}')  # its own: allowed
+    observer.wait_for(f"agents/{one.agent_id}/presence")
+    time.sleep(0.5)
+    assert [m.topic for m in observer.messages] == [f"agents/{one.agent_id}/presence"]
+
+
+def test_retained_messages_never_leak_across_agents(target: Target, connect, make_agent, admin) -> None:
+    """A broad subscriber elsewhere must not make the broker replay others' retained state."""
+    one, two = make_agent(), make_agent()
+    board = connect(admin.mqtt["username"], admin.mqtt["password"])
+    board.subscribe("agents/#", "orders/#")  # someone holding wide filters
+    feed = connect(*service(target))
+    feed.publish(f"agents/{two.agent_id}/assigned", b'{"agent": "two"}', retain=True)
+    feed.publish(f"agents/{one.agent_id}/assigned", b'{"agent": "one"}', retain=True)
+    me = connect(one.agent_id, one.mqtt["password"], client_id=one.agent_id)
+    me.subscribe(f"agents/{one.agent_id}/#")
+    me.wait_for(f"agents/{one.agent_id}/assigned")
+    time.sleep(1.0)  # settle: a leaked or duplicated retained message would follow at once
+    assert [(m.topic, m.retain) for m in me.messages] == [(f"agents/{one.agent_id}/assigned", True)]
+
+
+# --- delivery ----------------------------------------------------------------------------------
+
+
+def test_an_offline_agent_gets_what_it_missed_in_order(
+    target: Target, relays, client, admin, make_agent, place_order
+) -> None:
+    agent = make_agent()
+    relays()
+    raw = RawClient(target.host, target.port)
+    assert raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False) == (False, 0)
+    assert raw.subscribe(f"agents/{agent.agent_id}/assigned") == [1]
+    first = raw.read(5)  # the retained (empty) worklist
+    _, mid, payload = first.publish_fields()
+    raw.puback(mid)
+    seen = json.loads(payload)["version"]
+    raw.disconnect()
+
+    for _ in range(3):  # assignments while the device is off
+        order = place_order()
+        walk_to(client, admin, order["id"], "confirmed")
+        assert assign(client, admin, order["id"], agent.agent_id).status_code == 200
+    with db.connection_context():
+        final = Agent.get_by_id(agent.agent_id).worklist_version
+    time.sleep(1.5)  # the relay publishes within its poll interval (0.5 s)
+
+    raw = RawClient(target.host, target.port)
+    present, rc = raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False)
+    assert (present, rc) == (True, 0)
+    versions = []
+    for p in raw.publishes(quiet=1.5):
+        _, mid, payload = p.publish_fields()
+        versions.append(json.loads(payload)["version"])
+        raw.puback(mid)
+    raw.disconnect()
+    # Every version published while it was away, in order (an older one may come first:
+    # the relay republishes the current state when it connects, possibly unacked then).
+    assert [v for v in versions if v > seen] == list(range(seen + 1, final + 1)), (seen, versions)
+    assert final == seen + 3
+
+
+def test_an_unacknowledged_message_is_redelivered_with_dup(target: Target, connect, make_agent) -> None:
+    agent = make_agent()
+    raw = RawClient(target.host, target.port)
+    raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False)
+    raw.subscribe(f"agents/{agent.agent_id}/assigned")
+    feed = connect(*service(target))
+    feed.publish(f"agents/{agent.agent_id}/assigned", b'{"n": 1}')
+    first = raw.read(5)
+    assert first.kind == PUBLISH and not first.dup
+    raw.close()  # dropped before PUBACK
+
+    raw = RawClient(target.host, target.port)
+    assert raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False) == (True, 0)
+    again = raw.read(5)
+    raw.close()
+    assert again.kind == PUBLISH and again.dup
+    assert again.publish_fields()[2] == b'{"n": 1}'
+
+
+def test_a_vanished_agent_goes_offline_by_keepalive(target: Target, connect, make_agent) -> None:
+    agent = make_agent()
+    watcher = connect(*service(target))
+    watcher.subscribe(f"agents/{agent.agent_id}/presence")
+    raw = RawClient(target.host, target.port)
+    will = (f"agents/{agent.agent_id}/presence", b'{"state": "offline"}', 1, True)
+    assert raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], keepalive=2, will=will)[1] == 0
+    started = time.monotonic()
+    # Silent from now on: no PINGREQ, no FIN (the socket stays open until the end).
+    message = watcher.wait_for(f"agents/{agent.agent_id}/presence", timeout=1.5 * 2 + 3)
+    waited = time.monotonic() - started
+    raw.close()
+    assert message.payload == b'{"state": "offline"}'
+    assert 2 <= waited <= 1.5 * 2 + 3, waited
+
+
+def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, connect) -> None:
+    with db.connection_context():
+        ids = [new_id("agt") for _ in range(500)]
+        Agent.insert_many([{"id": i, "name": i} for i in ids]).execute()
+        secrets = {i: mqtt_auth.issue_agent(Agent.get_by_id(i)) for i in ids}
+    mqtt_auth.sync_files(target.settings)
+    assert login_accepted(target, ids[-1], secrets[ids[-1]])
+
+    watcher = connect(*service(target))
+    watcher.subscribe("agents/+/presence")
+    feed = connect(ids[0], secrets[ids[0]], client_id=ids[0])
+    stop = threading.Event()
+
+    def tick() -> None:
+        n = 0
+        while not stop.is_set():
+            feed.client.publish(f"agents/{ids[0]}/presence", json.dumps({"n": n}), qos=1)
+            n += 1
+            time.sleep(0.02)
+
+    def login(agent_id: str) -> int:
+        raw = RawClient(target.host, target.port, timeout=30)
+        try:
+            return raw.connect(agent_id, agent_id, secrets[agent_id])[1]
+        finally:
+            raw.close()
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with ThreadPoolExecutor(50) as pool:
+        codes = list(pool.map(login, ids))
+    burst = time.monotonic() - started
+    time.sleep(0.3)
+    stop.set()
+    ticker.join()
+    arrivals = [m.timestamp for m in watcher.messages]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    print(f"\n{target.kind}: 500 logins in {burst:.2f} s; longest delivery gap {max(gaps) * 1000:.0f} ms")
+    assert codes == [0] * 500
+    assert max(gaps) < 1.0, max(gaps)

@@ -134,7 +134,11 @@ def agent_orders(path: schemas.AgentPath):
 @bp.patch("/agents/<agent_id>", responses={200: schemas.AgentOut}, security=BEARER)
 @require("admin")
 def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
-    """Rename, change phone, deactivate (logs the agent out) or reactivate."""
+    """Rename, change phone, deactivate or reactivate.
+
+    Deactivating logs the agent out and deletes its device's broker login; after
+    reactivating, issue a new one with POST /agents/<id>/mqtt-credentials.
+    """
     with db.atomic():
         agent = _agent(path.agent_id)
         if body.active is False and agent.active:
@@ -157,6 +161,8 @@ def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
             User.update(active=body.active).where(User.id == agent.user_id).execute()
             if not body.active:
                 auth.revoke_all(agent.user)
+        if body.active is False:  # its device secret dies with it; reactivating needs a new one
+            MqttCredential.delete().where(MqttCredential.agent == agent.id).execute()
     if body.active is not None:  # a deactivated agent's device login leaves the broker's files
         mqtt_auth.sync_files(current_app.config["ORDERBUS"])
     return jsonify(agent_dict(agent))

@@ -1,0 +1,114 @@
+"""Broker logins over REST, and the two files the service writes for the brokers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from broker import credfiles
+from broker.credfiles import Acl
+from order_service import mqtt_auth
+from order_service.config import load_settings
+from order_service.db import db
+from order_service.models import MqttCredential, Token, utcnow
+from tests.helpers import assert_problem
+
+API = "/api/v1"
+
+
+def files(settings_overrides: dict) -> tuple[dict[str, str], Acl]:
+    settings = load_settings(settings_overrides)
+    passwd = credfiles.parse_password_file(settings.mqtt_password_path.read_text())
+    return passwd, Acl.parse(settings.mqtt_acl_path.read_text())
+
+
+def test_creating_an_agent_issues_its_device_login_once(client, admin, make_agent, settings_overrides):
+    agent = make_agent()
+    issued = agent.mqtt
+    assert issued["username"] == issued["client_id"] == agent.agent_id
+    assert issued["url"].startswith("mqtt://") and issued["issued_at"]
+    passwd, acl = files(settings_overrides)
+    assert credfiles.verify_password(issued["password"], passwd[agent.agent_id])
+    assert acl.allowed(agent.agent_id, agent.agent_id, "read", f"agents/{agent.agent_id}/assigned")
+    assert acl.allowed(agent.agent_id, agent.agent_id, "write", f"agents/{agent.agent_id}/presence")
+    assert not acl.allowed(agent.agent_id, agent.agent_id, "read", "orders/new")
+    shown = client.get(f"{API}/agents/{agent.agent_id}", headers=admin.headers).json["mqtt"]
+    assert "password" not in shown or shown["password"] is None
+    assert shown["issued_at"] == issued["issued_at"]
+    listed = client.get(f"{API}/agents", headers=admin.headers).json["agents"]
+    assert [a["mqtt"]["username"] for a in listed] == [agent.agent_id]
+    with db.connection_context():  # only a hash is stored
+        assert issued["password"] not in MqttCredential.get_by_id(agent.agent_id).secret_hash
+
+
+def test_rotation_by_admin_or_the_agent_itself_only(client, admin, make_agent, settings_overrides):
+    one, two = make_agent(), make_agent()
+    url = f"{API}/agents/{one.agent_id}/mqtt-credentials"
+    by_admin = client.post(url, headers=admin.headers)
+    assert by_admin.status_code == 201
+    by_self = client.post(url, headers=one.headers)
+    assert by_self.status_code == 201
+    passwd, _ = files(settings_overrides)
+    assert credfiles.verify_password(by_self.json["mqtt"]["password"], passwd[one.agent_id])
+    assert not credfiles.verify_password(by_admin.json["mqtt"]["password"], passwd[one.agent_id])
+    assert not credfiles.verify_password(one.mqtt["password"], passwd[one.agent_id])
+    assert_problem(client.post(url, headers=two.headers), 403)
+    assert_problem(client.post(f"{API}/agents/agt_nobody/mqtt-credentials", headers=admin.headers), 404)
+
+
+def test_deactivation_removes_the_login_and_reactivation_needs_a_new_one(
+    client, admin, make_agent, settings_overrides
+):
+    agent = make_agent()
+    url = f"{API}/agents/{agent.agent_id}"
+    assert client.patch(url, json={"active": False}, headers=admin.headers).status_code == 200
+    passwd, acl = files(settings_overrides)
+    assert agent.agent_id not in passwd
+    assert not acl.allowed(agent.agent_id, agent.agent_id, "read", f"agents/{agent.agent_id}/assigned")
+    assert_problem(client.post(f"{url}/mqtt-credentials", headers=admin.headers), 409)
+    assert client.patch(url, json={"active": True}, headers=admin.headers).json["mqtt"]["issued_at"] is None
+    assert agent.agent_id not in files(settings_overrides)[0]  # the old secret stays dead
+    fresh = client.post(f"{url}/mqtt-credentials", headers=admin.headers).json["mqtt"]["password"]
+    assert credfiles.verify_password(fresh, files(settings_overrides)[0][agent.agent_id])
+
+
+def test_admin_login_brings_a_read_only_dashboard_login(client, admin, make_customer, settings_overrides):
+    dash = admin.mqtt
+    assert dash["url"].startswith("ws://") and dash["url"].endswith("/mqtt")
+    passwd, acl = files(settings_overrides)
+    assert credfiles.verify_password(dash["password"], passwd[dash["username"]])
+    for topic in ("orders/new", "orders/o1/status", "agents/a1/assigned", "agents/a1/presence"):
+        assert acl.allowed(dash["username"], "tab", "read", topic)
+        assert not acl.allowed(dash["username"], "tab", "write", topic)
+    customer = make_customer()
+    again = client.post(f"{API}/auth/token", json={"username": customer.username, "password": "password-1"})
+    assert again.json.get("mqtt") is None  # customers get no broker login
+    assert client.delete(f"{API}/auth/token", headers=admin.headers).status_code == 204
+    assert dash["username"] not in files(settings_overrides)[0]
+
+
+def test_expired_dashboard_logins_leave_the_files(client, admin, settings_overrides):
+    settings = load_settings(settings_overrides)
+    with db.connection_context():
+        past = utcnow() - timedelta(seconds=1)  # both carry the token's expiry time
+        Token.update(expires_at=past).execute()
+        MqttCredential.update(expires_at=past).where(MqttCredential.kind == "dashboard").execute()
+        assert mqtt_auth.sync_files(settings)  # what the relay does every few seconds
+    assert admin.mqtt["username"] not in files(settings_overrides)[0]
+
+
+def test_service_login_is_issued_once_and_kept(app, settings_overrides):
+    settings = load_settings(settings_overrides)
+    with db.connection_context():
+        assert mqtt_auth.ensure_service(settings)
+        username, secret = mqtt_auth.service_login(settings)
+        assert not mqtt_auth.ensure_service(settings)  # present and matching: unchanged
+        assert mqtt_auth.service_login(settings) == (username, secret)
+        mqtt_auth.sync_files(settings)
+    passwd, acl = files(settings_overrides)
+    assert credfiles.verify_password(secret, passwd[username])
+    assert acl.allowed(username, "relay", "write", "orders/o1/status")
+    assert acl.allowed(username, "relay", "write", "agents/a1/assigned")
+    assert acl.allowed(username, "relay", "read", "agents/a1/presence")
+    assert not acl.allowed(username, "relay", "write", "agents/a1/presence")
+    assert oct(settings.mqtt_password_path.stat().st_mode & 0o777) == "0o640"
+    assert oct(mqtt_auth.service_secret_path(settings).stat().st_mode & 0o777) == "0o600"

@@ -143,10 +143,14 @@ PATHS: dict[str, list[str]] = {
     "ready": ["confirmed", "preparing", "ready"],
     "picked_up": ["confirmed", "preparing", "ready", "picked_up"],
     "delivered": ["confirmed", "preparing", "ready", "picked_up", "delivered"],
+    "failed": ["confirmed", "preparing", "ready", "picked_up", "failed"],
     "cancelled": ["cancelled"],
     "rejected": ["rejected"],
 }
 assert set(PATHS) == set(lifecycle.STATUSES)
+
+# What a move needs besides the status: a failed delivery must say why.
+MOVE_EXTRA: dict[str, dict[str, Any]] = {"failed": {"failure": {"reason": "customer_absent"}}}
 
 
 def walk_to(
@@ -166,7 +170,7 @@ def walk_to(
     for status in path:
         actor = agent if status in lifecycle.NEEDS_AGENT else admin
         assert actor is not None, f"walking to {target} needs an agent"
-        response = set_status(client, actor, order_id, status)
+        response = set_status(client, actor, order_id, status, **MOVE_EXTRA.get(status, {}))
         assert response.status_code == 200, response.json
         order = response.json
         if status == "confirmed" and agent is not None:

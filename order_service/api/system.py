@@ -134,4 +134,5 @@ def get_lifecycle():
             for role in lifecycle.ROLE_MOVES
         },
         assignable=sorted(lifecycle.ASSIGNABLE),
+        failure_reasons=list(lifecycle.FAILURE_REASONS),
     )

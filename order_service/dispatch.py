@@ -18,8 +18,8 @@ default) or ``ready`` (``auto_assign_on: ready``); waiting orders are served old
 first. The candidates are active agents that are online, whose load (active orders
 plus pending offers) is below ``agent_cap``, and that have not already declined or
 let expire an offer of this order. The order goes to the candidate with the least
-load; ties go to the longest idle (idle since the later of its last order activity
-and the moment it came online), then to the lowest agent id. The offer lasts
+load; ties go to the longest idle (idle since the latest of: its last order
+activity, its last offer, the moment it came online), then to the lowest agent id. The offer lasts
 ``offer_seconds``. With no candidate the order keeps waiting and is offered as
 soon as one appears (an agent comes online, finishes an order, or declines another).
 Admins' own assignments and offers ignore the cap.
@@ -118,18 +118,27 @@ def candidates(config: DispatchConfig) -> list[Candidate]:
         load = offers.load(agent.id)
         if load >= config.agent_cap:
             continue
-        last_activity = (
-            OrderHistory.select(peewee.fn.MAX(OrderHistory.at))
-            .where(OrderHistory.to_agent == agent.id)
-            .scalar()
+        last_activity = _latest(
+            OrderHistory.select(peewee.fn.MAX(OrderHistory.at)).where(OrderHistory.to_agent == agent.id),
+            OrderOffer.select(peewee.fn.MAX(OrderOffer.offered_at)).where(OrderOffer.agent == agent.id),
         )
-        if isinstance(last_activity, str):  # SQLite hands back an aggregate as text
-            last_activity = datetime.fromisoformat(last_activity)
         online_since = agent.presence_at or agent.created_at
         idle_since = max(last_activity, online_since) if last_activity else online_since
         found.append(Candidate(agent.id, load, idle_since))
     found.sort(key=lambda c: (c.load, c.idle_since, c.agent_id))
     return found
+
+
+def _latest(*queries: peewee.ModelSelect) -> datetime | None:
+    """The latest of several MAX(timestamp) queries (None when all are empty)."""
+    found = []
+    for query in queries:
+        value = query.scalar()
+        if isinstance(value, str):  # SQLite hands an aggregate back as text
+            value = datetime.fromisoformat(value)
+        if value is not None:
+            found.append(value)
+    return max(found, default=None)
 
 
 def _refused_by(order_id: str) -> set[str]:

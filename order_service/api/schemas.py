@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ..lifecycle import FAILURE_REASONS, STATUSES
 
@@ -108,6 +108,11 @@ class OfferCreate(Strict):
 
 class OfferDecline(Strict):
     reason: Reason = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _body_is_optional(cls, data: object) -> object:
+        return {} if data is None else data  # a decline without a reason may send no body
 
 
 class DispatchSettingsPatch(Strict):

@@ -196,24 +196,26 @@ def _rules(config: DispatchConfig, now: datetime) -> dict[str, tuple[peewee.Expr
     """rule -> (a coarse SQL filter, the exact check on an order); a check returns the reason or None."""
     grace = timedelta(seconds=config.delay_late_grace_seconds)
     rules: dict[str, tuple[peewee.Expression, Callable[[Order], str | None]]] = {}
-    if config.delay_unconfirmed_seconds:
-        limit = timedelta(seconds=config.delay_unconfirmed_seconds)
+    placed_limit = timedelta(seconds=config.delay_unconfirmed_seconds)
+    ready_limit = timedelta(seconds=config.delay_unassigned_seconds)
 
-        def unconfirmed(o: Order) -> str | None:
-            if o.status == "placed" and o.created_at + limit <= now:
-                return f"unconfirmed: placed for more than {int(limit.total_seconds())} s"
-            return None
+    def unconfirmed(o: Order) -> str | None:
+        if o.status == "placed" and o.created_at + placed_limit <= now:
+            return f"unconfirmed: placed for more than {config.delay_unconfirmed_seconds} s"
+        return None
 
-        rules["unconfirmed"] = ((Order.status == "placed") & (Order.created_at <= now - limit), unconfirmed)
+    def unassigned(o: Order) -> str | None:
+        ready = _since(o, "ready")
+        if o.status == "ready" and o.agent_id is None and ready is not None and ready + ready_limit <= now:
+            return f"unassigned: ready without an agent for more than {config.delay_unassigned_seconds} s"
+        return None
+
+    if config.delay_unconfirmed_seconds:  # 0: the rule is off
+        rules["unconfirmed"] = (
+            (Order.status == "placed") & (Order.created_at <= now - placed_limit),
+            unconfirmed,
+        )
     if config.delay_unassigned_seconds:
-        limit = timedelta(seconds=config.delay_unassigned_seconds)
-
-        def unassigned(o: Order) -> str | None:
-            ready = _since(o, "ready")
-            if o.status == "ready" and o.agent_id is None and ready is not None and ready + limit <= now:
-                return f"unassigned: ready without an agent for more than {int(limit.total_seconds())} s"
-            return None
-
         rules["unassigned"] = ((Order.status == "ready") & Order.agent.is_null(), unassigned)
 
     def ready_late(o: Order) -> str | None:

@@ -61,6 +61,8 @@ def offer(
             if not agent.active:
                 raise field_problem(field, f"agent {agent_id!r} is deactivated")
         _require_assignable(order)
+        if ids == [order.agent_id] and not order.offer_agents:
+            return order  # already this agent's: nothing to offer, nothing is published
         return _make_offer(user, order, ids, seconds=seconds, reason=reason, now=now)
 
 

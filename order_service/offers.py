@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from . import access
+from . import access, lifecycle
 from .db import db, is_sqlite
 from .models import Agent, Order, OrderOffer, User, rfc3339, utcnow
 from .orders import NO_OFFER, _bump, _check_version, _close_offers, _locked, _require_assignable
@@ -96,7 +96,7 @@ def offer_if_waiting(
     agent is still online, active and under the cap, all checked inside the transaction."""
     with db.atomic():
         order = _locked(order_id)
-        if order.agent_id or order.offer_agents or order.is_terminal:
+        if order.agent_id or order.offer_agents or order.status not in lifecycle.ASSIGNABLE:
             return None
         agent_query = Agent.select().where(Agent.id == agent_id)
         if not is_sqlite():

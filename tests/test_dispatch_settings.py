@@ -69,3 +69,19 @@ def test_environment_is_checked_at_start():
         load_settings({"dispatch_origin_lat": 1.0})
     with pytest.raises(ValueError, match="PRESENCE_TIMEOUT"):
         load_settings({"presence_heartbeat_seconds": 30, "presence_timeout_seconds": 30})
+
+
+def test_dispatch_endpoints_are_in_the_openapi_document(client):
+    """Offers and settings are documented, with bearer security, and problem+json errors."""
+    paths = client.get(f"{API}/docs/openapi.json").json["paths"]
+    expected = {
+        ("post", "/api/v1/orders/{order_id}/offer"),
+        ("post", "/api/v1/orders/{order_id}/offer/accept"),
+        ("post", "/api/v1/orders/{order_id}/offer/decline"),
+        ("get", "/api/v1/settings/dispatch"),
+        ("patch", "/api/v1/settings/dispatch"),
+    }
+    for method, path in expected:
+        operation = paths[path][method]
+        assert operation["security"] == [{"bearer": []}], (method, path)
+        assert "application/problem+json" in operation["responses"]["409"]["content"]

@@ -16,10 +16,13 @@ from order_service import lifecycle
 from order_service.db import db
 from order_service.models import (
     Agent,
+    DispatchSettingsRow,
     IdempotencyKey,
     Order,
+    OrderAlert,
     OrderHistory,
     OrderItem,
+    OrderOffer,
     Outbox,
     User,
 )
@@ -30,6 +33,7 @@ PROBLEM_JSON = "application/problem+json"
 
 # The tables a write touches (Token is left out: logging in writes one).
 COUNTED = (Order, OrderItem, OrderHistory, Outbox, IdempotencyKey, User, Agent)
+COUNTED += (OrderOffer, OrderAlert, DispatchSettingsRow)
 
 
 def assert_problem(response, status: int, field: str | None = None) -> dict:

@@ -1,7 +1,8 @@
 """Who may see what: the ownership half of the permission rules.
 
 Admins see every order; a customer only the orders it placed; an agent only
-the orders currently assigned to it. An order a user may not see is reported
+the orders currently assigned to it, and those offered to it while the offer waits
+for its answer. An order a user may not see is reported
 as not found, so ids of other people's orders are not confirmed to exist.
 """
 
@@ -24,7 +25,10 @@ def can_see(user: User, order: Order) -> bool:
     if user.role == "customer":
         return order.owner_id == user.id
     if user.role == "agent":
-        return order.agent_id is not None and order.agent_id == agent_id_of(user)
+        mine = agent_id_of(user)
+        if mine is None:
+            return False
+        return order.agent_id == mine or mine in (order.offer_agents or [])
     return False
 
 
@@ -38,5 +42,8 @@ def visible_orders(user: User) -> peewee.ModelSelect:
     if user.role == "customer":
         return query.where(Order.owner == user)
     if user.role == "agent":
-        return query.where(Order.agent == agent_id_of(user))
+        mine = agent_id_of(user)
+        if mine is None:  # (peewee reads "== None" as IS NULL: every unassigned order)
+            return query.where(Order.id.is_null())
+        return query.where((Order.agent == mine) | Order.id.in_(Order.offered_to(mine).select(Order.id)))
     return query

@@ -59,6 +59,26 @@ class Settings(BaseSettings):
     relay_batch: int = Field(500, ge=1, le=10000)
     log_level: str = "INFO"
 
+    # Dispatch (issue #7). These are the defaults; admins may override them at run
+    # time with PATCH /api/v1/settings/dispatch (stored in the database), see dispatch_config.py.
+    dispatch_offer_required: bool = False
+    dispatch_offer_seconds: int = Field(60, ge=5, le=3600)
+    dispatch_auto_assign: bool = False
+    dispatch_auto_assign_on: Literal["confirmed", "ready"] = "confirmed"
+    dispatch_agent_cap: int = Field(3, ge=1, le=100)
+    dispatch_prep_minutes: int = Field(20, ge=0, le=1440)
+    dispatch_travel_minutes: int = Field(30, ge=0, le=1440)
+    dispatch_travel_speed_kmh: float = Field(20.0, gt=0, le=200)
+    dispatch_origin_lat: float | None = Field(None, ge=-90, le=90)
+    dispatch_origin_lon: float | None = Field(None, ge=-180, le=180)
+    dispatch_delay_unconfirmed_seconds: int = Field(300, ge=0)
+    dispatch_delay_unassigned_seconds: int = Field(300, ge=0)
+    dispatch_delay_late_grace_seconds: int = Field(0, ge=0)
+    # Where the timers run (the relay) and how it trusts presence; environment only.
+    dispatch_tick_seconds: float = Field(1.0, gt=0, le=60)
+    presence_heartbeat_seconds: int = Field(30, ge=1, le=3600)
+    presence_timeout_seconds: int = Field(90, ge=1, le=86400)
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         if not self.database_url:
@@ -79,6 +99,16 @@ class Settings(BaseSettings):
     @property
     def wakeup_socket(self) -> Path:
         return self.data_dir / "relay.sock"
+
+    @model_validator(mode="after")
+    def _check_dispatch(self) -> Settings:
+        if (self.dispatch_origin_lat is None) != (self.dispatch_origin_lon is None):
+            raise ValueError("ORDERBUS_DISPATCH_ORIGIN_LAT and ORDERBUS_DISPATCH_ORIGIN_LON go together")
+        if self.presence_timeout_seconds <= self.presence_heartbeat_seconds:
+            raise ValueError(
+                "ORDERBUS_PRESENCE_TIMEOUT_SECONDS must be longer than ORDERBUS_PRESENCE_HEARTBEAT_SECONDS"
+            )
+        return self
 
     @property
     def mqtt_password_path(self) -> Path:

@@ -21,6 +21,11 @@ ORDER_EVENTS = (
     "order.assigned",
     "order.unassigned",
     "order.updated",
+    # Dispatch (issue #7).
+    "order.offered",
+    "order.offer_declined",
+    "order.offer_expired",
+    "order.delayed",
 )
 
 
@@ -46,6 +51,29 @@ def order_dict(order: Order) -> dict:
         "updated_at": rfc3339(order.updated_at),
         "status_times": order.status_times,
         "eta": rfc3339(order.eta),
+        **dispatch_fields(order),
+    }
+
+
+def dispatch_fields(order: Order) -> dict:
+    """The order's dispatch state: promised ready time, destination, pending offer, failure, alerts."""
+    offer = None
+    if order.offer_agents:
+        offer = {
+            "agent_ids": list(order.offer_agents),
+            "offered_at": rfc3339(order.offered_at),
+            "expires_at": rfc3339(order.offer_expires_at),
+        }
+    location = None
+    if order.delivery_lat is not None and order.delivery_lon is not None:
+        location = {"lat": order.delivery_lat, "lon": order.delivery_lon}
+    failure = {"reason": order.failure_reason, "note": order.failure_note} if order.failure_reason else None
+    return {
+        "promised_at": rfc3339(order.promised_at),
+        "delivery_location": location,
+        "offer": offer,
+        "failure": failure,
+        "delays": dict(order.delays or {}),
     }
 
 
@@ -62,10 +90,18 @@ def _dumps(payload: dict) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
-def record_order_event(order: Order, event: str) -> dict:
-    """Write the outbox rows for one order event; ``orders/new`` too on creation."""
+def record_order_event(order: Order, event: str, *, reason: str = "", delay: str | None = None) -> dict:
+    """Write the outbox rows for one order event; ``orders/new`` too on creation.
+
+    ``reason`` (the history row's reason) and ``delay`` (the rule of an
+    ``order.delayed`` event) are added to the envelope when given.
+    """
     assert event in ORDER_EVENTS, event
     payload = {**_envelope(event), "order": order_dict(order)}
+    if reason:
+        payload["reason"] = reason
+    if delay:
+        payload["delay"] = delay
     text = _dumps(payload)
     kinds = [("status", topics.order_status(order.id))]
     if event == "order.created":
@@ -84,7 +120,10 @@ def record_order_event(order: Order, event: str) -> dict:
 
 
 def record_worklists(agent_ids: Iterable[str | None]) -> None:
-    """Bump and publish the complete worklist of each agent named (once each)."""
+    """Bump and publish the complete worklist of each agent named (once each).
+
+    ``orders`` are the agent's non-terminal orders; ``offers`` the orders offered to
+    it that wait for its answer (accept or decline over REST)."""
     for agent_id in sorted({a for a in agent_ids if a}):
         Agent.update(worklist_version=Agent.worklist_version + 1).where(Agent.id == agent_id).execute()
         agent = Agent.get_by_id(agent_id)
@@ -93,6 +132,7 @@ def record_worklists(agent_ids: Iterable[str | None]) -> None:
             "agent_id": agent_id,
             "version": agent.worklist_version,
             "orders": [order_dict(o) for o in Order.active_for_agent(agent_id)],
+            "offers": [order_dict(o) for o in Order.offered_to(agent_id)],
         }
         Outbox.create(
             event_id=payload["event_id"],

@@ -1,8 +1,14 @@
 """The order lifecycle and who may move it: the one place these rules live.
 
     placed -> confirmed -> preparing -> ready -> picked_up -> delivered
-       \\          \\            \\          \\
-        +----------+------------+----------+--> cancelled     (placed -> rejected)
+       \\          \\            \\          \\            \\
+        +----------+------------+----------+--> cancelled  +--> failed (reason required)
+    (placed -> rejected)
+
+``failed`` is the agent's move from ``picked_up`` when the delivery could not be
+made; it needs a reason from :data:`FAILURE_REASONS` (``other`` also a note).
+Offers (an order offered to agents, waiting for an answer) are not a status: an
+offered order stays in its status, unassigned, until an agent accepts.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ STATUSES = (
     "ready",
     "picked_up",
     "delivered",
+    "failed",
     "cancelled",
     "rejected",
 )
 
-TERMINAL = frozenset({"delivered", "cancelled", "rejected"})
+TERMINAL = frozenset({"delivered", "failed", "cancelled", "rejected"})
 
 # status -> the statuses it may move to next
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -26,15 +33,16 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "confirmed": ("preparing", "cancelled"),
     "preparing": ("ready", "cancelled"),
     "ready": ("picked_up", "cancelled"),
-    "picked_up": ("delivered",),
+    "picked_up": ("delivered", "failed"),
     "delivered": (),
+    "failed": (),
     "cancelled": (),
     "rejected": (),
 }
 
 # role -> the (from, to) moves it may make. Ownership (the customer's own order,
 # the agent's assigned order) is checked by access.py; this table is about moves.
-_AGENT_MOVES = frozenset({"picked_up", "delivered"})
+_AGENT_MOVES = frozenset({"picked_up", "delivered", "failed"})
 ROLE_MOVES: dict[str, frozenset[tuple[str, str]]] = {
     "admin": frozenset((f, t) for f, ts in TRANSITIONS.items() for t in ts if t not in _AGENT_MOVES),
     "agent": frozenset((f, t) for f, ts in TRANSITIONS.items() for t in ts if t in _AGENT_MOVES),
@@ -46,9 +54,11 @@ FORCED_MOVES: dict[str, frozenset[tuple[str, str]]] = {
 }
 
 # Statuses that need an agent on the order.
-NEEDS_AGENT = frozenset({"picked_up", "delivered"})
+NEEDS_AGENT = frozenset({"picked_up", "delivered", "failed"})
 # Statuses in which an admin may assign, reassign or unassign an agent.
 ASSIGNABLE = frozenset({"confirmed", "preparing", "ready"})
+# Why a delivery failed (``failed`` requires one); ``other`` requires a note too.
+FAILURE_REASONS = ("customer_absent", "wrong_address", "refused", "damaged", "other")
 
 
 def next_statuses(status: str) -> list[str]:

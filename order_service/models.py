@@ -84,6 +84,10 @@ class Agent(BaseModel):
     worklist_version = pw.IntegerField(default=0)
     presence = pw.CharField(max_length=16, null=True)
     presence_at = pw.DateTimeField(null=True)
+    # Dispatch: when the device was last heard (presence or heartbeat) and who set the
+    # state ("device", or "timeout" when the server gave up waiting for a heartbeat).
+    last_seen_at = pw.DateTimeField(null=True)
+    presence_source = pw.CharField(max_length=16, null=True)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
 
@@ -112,6 +116,16 @@ class Order(BaseModel):
     retained_cleared_at = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+    # Dispatch (migration 0003): ETA, offer, failure, late-order alerts.
+    promised_at = pw.DateTimeField(null=True)
+    delivery_lat = pw.DoubleField(null=True)
+    delivery_lon = pw.DoubleField(null=True)
+    offer_agents = JSONField(null=True)  # ids of the agents a pending offer waits on, or None
+    offered_at = pw.DateTimeField(null=True)
+    offer_expires_at = pw.DateTimeField(null=True)
+    failure_reason = pw.CharField(max_length=32, null=True)
+    failure_note = pw.TextField(default="")
+    delays = JSONField(default=dict)  # alert rule -> when it fired (RFC 3339)
 
     class Meta:
         table_name = "orders"
@@ -127,6 +141,14 @@ class Order(BaseModel):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @classmethod
+    def offered_to(cls, agent_id: str) -> pw.ModelSelect:
+        """Orders with a pending offer to this agent, oldest first."""
+        pending = OrderOffer.select(OrderOffer.order).where(
+            (OrderOffer.agent == agent_id) & (OrderOffer.state == "pending")
+        )
+        return cls.select().where(cls.id.in_(pending)).order_by(cls.created_at, cls.id)
 
 
 class OrderItem(BaseModel):
@@ -215,4 +237,66 @@ class MqttCredential(BaseModel):
         table_name = "mqtt_credentials"
 
 
-ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey, MqttCredential]
+class OrderOffer(BaseModel):
+    """One agent's part of an offer: pending until it accepts, declines, or the offer ends.
+
+    ``state``: pending, accepted, declined, expired (no answer in time, or the agent
+    went offline), taken (another agent accepted first) or withdrawn (an admin
+    assigned, unassigned or re-offered, or the order moved on). Rows are kept, so a
+    late answer gets a 409 that says what happened.
+    """
+
+    id = pw.AutoField()
+    order = pw.ForeignKeyField(Order, backref="offers", on_delete="CASCADE")
+    agent = pw.ForeignKeyField(Agent, backref="offers", on_delete="CASCADE")
+    state = pw.CharField(max_length=16, default="pending")
+    offered_at = pw.DateTimeField(default=utcnow)
+    expires_at = pw.DateTimeField()
+    answered_at = pw.DateTimeField(null=True)
+    reason = pw.TextField(default="")
+
+    class Meta:
+        table_name = "order_offers"
+
+    @classmethod
+    def pending_for(cls, order_id: str) -> pw.ModelSelect:
+        return cls.select().where((cls.order == order_id) & (cls.state == "pending")).order_by(cls.id)
+
+    @classmethod
+    def latest(cls, order_id: str, agent_id: str) -> OrderOffer | None:
+        """This agent's most recent offer row for this order."""
+        return (
+            cls.select()
+            .where((cls.order == order_id) & (cls.agent == agent_id))
+            .order_by(cls.id.desc())
+            .first()
+        )
+
+
+class OrderAlert(BaseModel):
+    """A late-order rule that fired for an order: the primary key makes it fire once."""
+
+    order = pw.ForeignKeyField(Order, on_delete="CASCADE")
+    rule = pw.CharField(max_length=32)
+    fired_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "order_alerts"
+        primary_key = pw.CompositeKey("order", "rule")
+
+
+class DispatchSettingsRow(BaseModel):
+    """The one row of run-time dispatch settings: overrides of the ORDERBUS_DISPATCH_* defaults."""
+
+    id = pw.IntegerField(primary_key=True)
+    overrides = JSONField(default=dict)
+    version = pw.IntegerField(default=0)
+    updated_at = pw.DateTimeField(default=utcnow)
+    updated_by = pw.CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "dispatch_settings"
+
+
+ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey]
+ALL_MODELS += [MqttCredential, OrderOffer, OrderAlert, DispatchSettingsRow]

@@ -10,15 +10,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import peewee
 
-from . import access, lifecycle
+from . import access, eta, lifecycle
 from .db import db, is_sqlite
+from .dispatch_config import DispatchConfig
 from .events import record_order_event, record_worklists
-from .models import Agent, IdempotencyKey, Order, OrderHistory, OrderItem, User, new_id, rfc3339, utcnow
+from .models import (
+    Agent,
+    IdempotencyKey,
+    Order,
+    OrderHistory,
+    OrderItem,
+    OrderOffer,
+    User,
+    new_id,
+    rfc3339,
+    utcnow,
+)
 from .problems import Problem, field_problem
 
 logger = logging.getLogger(__name__)
@@ -30,13 +44,18 @@ class NewOrder:
     items: list[dict[str, Any]]
     currency: str = "USD"
     notes: str = ""
+    delivery_location: dict[str, float] | None = None
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(
-            {"customer": self.customer, "items": self.items, "currency": self.currency, "notes": self.notes},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        body: dict[str, Any] = {
+            "customer": self.customer,
+            "items": self.items,
+            "currency": self.currency,
+            "notes": self.notes,
+        }
+        if self.delivery_location is not None:  # absent: the same fingerprint as before it existed
+            body["delivery_location"] = self.delivery_location
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -62,10 +81,49 @@ def _check_version(order: Order, if_match: int | None) -> None:
         )
 
 
-def _bump(order: Order, actor: User | None, event: str, *, reason: str = "", **change: Any) -> None:
-    """Save a change: version, history row, outbox rows and touched worklists."""
-    now = utcnow()
+# The order fields of "no pending offer" (see offers.py).
+NO_OFFER: dict[str, Any] = {"offer_agents": None, "offered_at": None, "offer_expires_at": None}
+
+
+def _close_offers(
+    order: Order,
+    state: str,
+    *,
+    agents: Iterable[str] | None = None,
+    reason: str = "",
+    now: datetime | None = None,
+) -> list[str]:
+    """End the pending offer rows of this order (only these agents' when given); return whose."""
+    rows = list(OrderOffer.pending_for(order.id))
+    if agents is not None:
+        wanted = set(agents)
+        rows = [r for r in rows if r.agent_id in wanted]
+    if rows:
+        OrderOffer.update(state=state, answered_at=now or utcnow(), reason=reason).where(
+            OrderOffer.id.in_([r.id for r in rows])
+        ).execute()
+    return [r.agent_id for r in rows]
+
+
+def _bump(
+    order: Order,
+    actor: User | None,
+    event: str,
+    *,
+    reason: str = "",
+    touch: Iterable[str | None] = (),
+    delay: str | None = None,
+    now: datetime | None = None,
+    **change: Any,
+) -> None:
+    """Save a change: version, history row, outbox rows and touched worklists.
+
+    The worklists touched are those of the agent before and after, of every agent
+    the order is offered to before and after, and of the agents in ``touch``.
+    """
+    now = now or utcnow()
     old_agent = order.agent_id
+    old_offered = list(order.offer_agents or [])
     from_status = order.status
     for key, value in change.items():
         setattr(order, key, value)
@@ -89,8 +147,8 @@ def _bump(order: Order, actor: User | None, event: str, *, reason: str = "", **c
         to_agent=order.agent_id,
         reason=reason,
     )
-    record_order_event(order, event)
-    record_worklists([old_agent, order.agent_id])
+    record_order_event(order, event, reason=reason, delay=delay)
+    record_worklists([old_agent, order.agent_id, *old_offered, *(order.offer_agents or []), *touch])
 
 
 def create_order(user: User, new: NewOrder, idempotency_key: str | None = None) -> tuple[Order, bool]:
@@ -143,6 +201,8 @@ def _insert_order(user: User, new: NewOrder) -> Order:
         customer_address=new.customer["address"],
         notes=new.notes,
         currency=new.currency,
+        delivery_lat=new.delivery_location["lat"] if new.delivery_location else None,
+        delivery_lon=new.delivery_location["lon"] if new.delivery_location else None,
         total_cents=total,
         status_times={"placed": rfc3339(now)},
         created_at=now,
@@ -172,7 +232,13 @@ def change_status(
     reason: str = "",
     force: bool = False,
     if_match: int | None = None,
+    config: DispatchConfig,
+    prep_minutes: int | None = None,
+    failure: tuple[str, str] | None = None,
 ) -> Order:
+    """Move the order; ``prep_minutes`` (with ``confirmed``) overrides the preparation time,
+    ``failure`` (reason code, note) is required with ``failed`` and refused otherwise."""
+    _check_dispatch_fields(target, prep_minutes, failure)
     with db.atomic():
         order = _locked(order_id)
         access.require_visible(user, order)
@@ -205,8 +271,45 @@ def change_status(
                 slug="no-agent",
                 allowed=lifecycle.next_statuses(order.status),
             )
-        _bump(order, user, "order.status_changed", reason=reason, status=target)
+        if target == "failed":
+            _require_failure(failure)
+        now = utcnow()
+        change: dict[str, Any] = {"status": target}
+        if target == "confirmed":
+            change["promised_at"] = eta.promised_ready(now, config, prep_minutes)
+        elif target == "picked_up":
+            change["eta"] = eta.delivery_eta(now, config, order.delivery_lat, order.delivery_lon)
+        elif target == "failed" and failure is not None:
+            change["failure_reason"], change["failure_note"] = failure
+            said = f"{failure[0]}: {failure[1]}" if failure[1] else failure[0]
+            reason = reason or said  # the client's own words win; the order keeps the code
+        touched: list[str] = []
+        if order.offer_agents and target not in lifecycle.ASSIGNABLE:
+            touched = _close_offers(order, "withdrawn", reason=f"order {target}", now=now)
+            change.update(NO_OFFER)
+        _bump(order, user, "order.status_changed", reason=reason, touch=touched, now=now, **change)
         return order
+
+
+def _check_dispatch_fields(target: str, prep_minutes: int | None, failure: tuple[str, str] | None) -> None:
+    if prep_minutes is not None and target != "confirmed":
+        raise field_problem("prep_minutes", "only with status confirmed")
+    if failure is not None and target != "failed":
+        raise field_problem("failure", "only with status failed")
+    if failure is not None:
+        code, note = failure
+        if code not in lifecycle.FAILURE_REASONS:
+            raise field_problem("failure.reason", f"one of {list(lifecycle.FAILURE_REASONS)}")
+        if code == "other" and not note.strip():
+            raise field_problem("failure.note", "required when the reason is other")
+
+
+def _require_failure(failure: tuple[str, str] | None) -> None:
+    """After the move itself is allowed: a failed delivery must say why."""
+    if failure is None:
+        raise field_problem(
+            "failure", f"a failed delivery needs a reason, one of {list(lifecycle.FAILURE_REASONS)}"
+        )
 
 
 def _require_assignable(order: Order) -> None:
@@ -234,9 +337,11 @@ def assign(
         if not agent.active:
             raise field_problem("agent_id", f"agent {agent_id!r} is deactivated")
         _require_assignable(order)
-        if order.agent_id == agent.id:
+        if order.agent_id == agent.id and not order.offer_agents:
             return order  # already assigned: nothing changes, nothing is published
-        _bump(order, user, "order.assigned", reason=reason, agent=agent.id)
+        # A direct assignment ends any pending offer.
+        withdrawn = _close_offers(order, "withdrawn", reason=f"assigned to {agent.id}")
+        _bump(order, user, "order.assigned", reason=reason, touch=withdrawn, agent=agent.id, **NO_OFFER)
         return order
 
 
@@ -245,7 +350,9 @@ def unassign(user: User, order_id: str, *, reason: str = "", if_match: int | Non
         order = _locked(order_id)
         _check_version(order, if_match)
         _require_assignable(order)
-        if order.agent_id is None:
+        if order.agent_id is None and not order.offer_agents:
             return order
-        _bump(order, user, "order.unassigned", reason=reason, agent=None)
+        # Unassigning also withdraws a pending offer.
+        withdrawn = _close_offers(order, "withdrawn", reason="unassigned")
+        _bump(order, user, "order.unassigned", reason=reason, touch=withdrawn, agent=None, **NO_OFFER)
         return order

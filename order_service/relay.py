@@ -6,6 +6,10 @@ in the database; nothing is lost. On every (re)connect it first sends what is
 pending, then republishes the current state of every non-terminal order and
 every agent's worklist, so a broker that lost its retained store is whole again.
 
+It is also the one process that runs the dispatch timers (``dispatch.tick``:
+presence timeouts, offer expiry, auto-assignment, late-order alerts), about once
+a second and right after an agent comes online, connected to the broker or not.
+
 Retained state never goes backwards: there is one publisher, it publishes in
 id (commit) order, and a row is published *retained* only when it is the
 newest row of its topic; an older row (a re-send after a partial
@@ -23,16 +27,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import peewee
 
-from . import mqtt_auth, topics
+from . import dispatch, mqtt_auth, presence, topics
 from .config import Settings, load_settings
 from .db import db, init_db
 from .lifecycle import TERMINAL
-from .models import Agent, Order, Outbox, utcnow
+from .models import Order, Outbox, utcnow
 from .mqtt_link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
 from .wakeup import Notifier, Waiter
 
@@ -51,7 +55,11 @@ class Relay:
             self.address = dataclasses.replace(self.address, username=username, password=secret)
         self.waiter = Waiter(settings.wakeup_socket)
         self._poke = Notifier(settings.wakeup_socket)
-        self._presence: queue.SimpleQueue[tuple[str, str, datetime]] = queue.SimpleQueue()
+        # (agent id, state, heard at, sent at per the payload, retained flag)
+        self._presence: queue.SimpleQueue[tuple[str, str, datetime, datetime | None, bool]] = (
+            queue.SimpleQueue()
+        )
+        self._next_tick = 0.0
         self.connected = threading.Event()
 
     # --- lifetime ---------------------------------------------------------------
@@ -88,6 +96,7 @@ class Relay:
                 finally:
                     self.connected.clear()
                     link.close()
+                self._tick()  # the timers run while the broker is away too
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         finally:
@@ -101,7 +110,9 @@ class Relay:
         while not stop.is_set():
             if link.lost:
                 raise ConnectionLost("disconnected")
-            self._apply_presence()
+            came_online = self._apply_presence()
+            if came_online or time.monotonic() >= self._next_tick:
+                self._tick()
             sent = self._drain(link)
             if time.monotonic() >= next_sweep:
                 self._clear_finished(link)
@@ -111,7 +122,7 @@ class Relay:
                 mqtt_auth.sync_files(self.settings)
                 next_files = time.monotonic() + FILES_SYNC_SECONDS
             if not sent:
-                self.waiter.wait(self.settings.relay_poll_seconds)
+                self.waiter.wait(min(self.settings.relay_poll_seconds, self.settings.dispatch_tick_seconds))
 
     # --- publishing ---------------------------------------------------------------
 
@@ -215,16 +226,49 @@ class Relay:
         except (ValueError, KeyError, TypeError):
             return
         if agent_id and state in PRESENCE_STATES:
-            self._presence.put((agent_id, state, utcnow()))
+            self._presence.put((agent_id, state, utcnow(), _sent_at(body), bool(message.retain)))
             self._poke.notify()
 
-    def _apply_presence(self) -> None:
+    def _apply_presence(self) -> bool:
+        """Record queued presence messages; True when an agent came online."""
+        came_online = False
         while True:
             try:
-                agent_id, state, at = self._presence.get_nowait()
+                agent_id, state, heard_at, sent_at, retained = self._presence.get_nowait()
             except queue.Empty:
-                return
-            Agent.update(presence=state, presence_at=at).where(Agent.id == agent_id).execute()
+                return came_online
+            came_online |= presence.record(
+                agent_id,
+                state,
+                heard_at=heard_at,
+                sent_at=sent_at,
+                retained=retained,
+                timeout_seconds=self.settings.presence_timeout_seconds,
+            )
+
+    # --- dispatch timers ----------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._next_tick = time.monotonic() + self.settings.dispatch_tick_seconds
+        try:
+            dispatch.tick(self.settings)
+        except peewee.DatabaseError as exc:
+            logger.error(
+                "dispatch tick failed: %s; next one in %.1f s", exc, self.settings.dispatch_tick_seconds
+            )
+        except Exception:  # a dispatch bug must not stop the outbox from being published
+            logger.exception("dispatch tick failed")
+
+
+def _sent_at(body: dict) -> datetime | None:
+    """The presence payload's ``at`` as naive UTC, or None when missing or malformed."""
+    try:
+        at = datetime.fromisoformat(str(body["at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    if at.tzinfo is None:
+        return None
+    return at.astimezone(UTC).replace(tzinfo=None)
 
 
 def main() -> None:

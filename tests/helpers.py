@@ -16,10 +16,13 @@ from order_service import lifecycle
 from order_service.db import db
 from order_service.models import (
     Agent,
+    DispatchSettingsRow,
     IdempotencyKey,
     Order,
+    OrderAlert,
     OrderHistory,
     OrderItem,
+    OrderOffer,
     Outbox,
     User,
 )
@@ -30,6 +33,7 @@ PROBLEM_JSON = "application/problem+json"
 
 # The tables a write touches (Token is left out: logging in writes one).
 COUNTED = (Order, OrderItem, OrderHistory, Outbox, IdempotencyKey, User, Agent)
+COUNTED += (OrderOffer, OrderAlert, DispatchSettingsRow)
 
 
 def assert_problem(response, status: int, field: str | None = None) -> dict:
@@ -143,10 +147,14 @@ PATHS: dict[str, list[str]] = {
     "ready": ["confirmed", "preparing", "ready"],
     "picked_up": ["confirmed", "preparing", "ready", "picked_up"],
     "delivered": ["confirmed", "preparing", "ready", "picked_up", "delivered"],
+    "failed": ["confirmed", "preparing", "ready", "picked_up", "failed"],
     "cancelled": ["cancelled"],
     "rejected": ["rejected"],
 }
 assert set(PATHS) == set(lifecycle.STATUSES)
+
+# What a move needs besides the status: a failed delivery must say why.
+MOVE_EXTRA: dict[str, dict[str, Any]] = {"failed": {"failure": {"reason": "customer_absent"}}}
 
 
 def walk_to(
@@ -166,7 +174,7 @@ def walk_to(
     for status in path:
         actor = agent if status in lifecycle.NEEDS_AGENT else admin
         assert actor is not None, f"walking to {target} needs an agent"
-        response = set_status(client, actor, order_id, status)
+        response = set_status(client, actor, order_id, status, **MOVE_EXTRA.get(status, {}))
         assert response.status_code == 200, response.json
         order = response.json
         if status == "confirmed" and agent is not None:

@@ -298,6 +298,7 @@ def test_every_allowed_transition_is_published(client, admin, make_agent, place_
     # Paths from `placed` that, together, make every move at least once.
     paths = [
         ["confirmed", "preparing", "ready", "picked_up", "delivered"],
+        ["confirmed", "preparing", "ready", "picked_up", "failed"],
         ["cancelled"],
         ["rejected"],
         ["confirmed", "cancelled"],
@@ -313,10 +314,11 @@ def test_every_allowed_transition_is_published(client, admin, make_agent, place_
                     f"/api/v1/orders/{oid}/agent", json={"agent_id": agent.agent_id}, headers=admin.headers
                 )
                 version += 1
-            actor = agent if target in ("picked_up", "delivered") else admin
+            actor = agent if target in ("picked_up", "delivered", "failed") else admin
+            extra = {"failure": {"reason": "refused"}} if target == "failed" else {}
             response = client.patch(
                 f"/api/v1/orders/{oid}/status",
-                json={"status": target, "reason": "test"},
+                json={"status": target, "reason": "test", **extra},
                 headers=actor.headers,
             )
             assert response.status_code == 200, response.json

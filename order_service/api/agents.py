@@ -10,6 +10,7 @@ from ..auth import current_user, require
 from ..db import db
 from ..events import order_dict, record_worklists
 from ..models import Agent, MqttCredential, Order, User, new_id, rfc3339, utcnow
+from ..presence import presence_dict
 from ..problems import Problem, field_problem
 from . import schemas
 from .common import BEARER, blueprint
@@ -29,7 +30,7 @@ def agent_dict(agent: Agent, active_orders: int | None = None, mqtt_issued_at: o
         "phone": agent.phone,
         "active": agent.active,
         "username": agent.user.username if agent.user_id else None,
-        "presence": {"state": agent.presence or "unknown", "at": rfc3339(agent.presence_at)},
+        "presence": presence_dict(agent),
         "active_orders": active_orders,
         "worklist_version": agent.worklist_version,
         "mqtt": _mqtt_public(agent, mqtt_issued_at),
@@ -128,6 +129,7 @@ def agent_orders(path: schemas.AgentPath):
         agent_id=agent.id,
         version=agent.worklist_version,
         orders=[order_dict(o) for o in agent.active_orders()],
+        offers=[order_dict(o) for o in Order.offered_to(agent.id)],
     )
 
 

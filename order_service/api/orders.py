@@ -7,10 +7,10 @@ import binascii
 import json
 from datetime import datetime
 
-from flask import jsonify
+from flask import current_app, jsonify
 from peewee import Tuple, prefetch
 
-from .. import access, orders
+from .. import access, dispatch_config, offers, orders
 from ..auth import current_user, require
 from ..events import order_dict
 from ..lifecycle import STATUSES
@@ -38,6 +38,7 @@ def create_order(body: schemas.OrderCreate, header: schemas.IdempotencyHeader):
         items=[item.model_dump() for item in body.items],
         currency=body.currency,
         notes=body.notes,
+        delivery_location=body.delivery_location.model_dump() if body.delivery_location else None,
     )
     order, created = orders.create_order(current_user(), new, idempotency_key(header.idempotency_key))
     response = _order_response(order, 201)
@@ -149,6 +150,9 @@ def change_status(path: schemas.OrderPath, body: schemas.StatusChange, header: s
         reason=body.reason,
         force=body.force,
         if_match=if_match(header.if_match),
+        config=dispatch_config.current(current_app.config["ORDERBUS"]),
+        prep_minutes=body.prep_minutes,
+        failure=(body.failure.reason, body.failure.note) if body.failure else None,
     )
     return _order_response(order)
 
@@ -156,7 +160,22 @@ def change_status(path: schemas.OrderPath, body: schemas.StatusChange, header: s
 @bp.put("/orders/<order_id>/agent", responses={200: schemas.OrderOut}, security=BEARER)
 @require("admin")
 def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign, header: schemas.IfMatchHeader):
-    """Assign or reassign a delivery agent (order confirmed, preparing or ready)."""
+    """Assign or reassign a delivery agent (order confirmed, preparing or ready).
+
+    With ``"offer": true`` (or the offer_required setting on and no ``offer`` given) the
+    order is offered to the agent instead, who must accept it (POST .../offer/accept)."""
+    config = dispatch_config.current(current_app.config["ORDERBUS"])
+    if body.offer or (body.offer is None and config.offer_required):
+        order = offers.offer(
+            current_user(),
+            path.order_id,
+            [body.agent_id],
+            seconds=config.offer_seconds,
+            reason=body.reason,
+            if_match=if_match(header.if_match),
+            field="agent_id",
+        )
+        return _order_response(order)
     order = orders.assign(
         current_user(), path.order_id, body.agent_id, reason=body.reason, if_match=if_match(header.if_match)
     )

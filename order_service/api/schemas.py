@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from ..lifecycle import STATUSES
+from ..lifecycle import FAILURE_REASONS, STATUSES
 
 # No control characters in one-line fields; multi-line fields may hold newlines and tabs.
 ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
@@ -27,9 +27,11 @@ Username = Annotated[
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 Status = Literal[
-    "placed", "confirmed", "preparing", "ready", "picked_up", "delivered", "cancelled", "rejected"
+    "placed", "confirmed", "preparing", "ready", "picked_up", "delivered", "failed", "cancelled", "rejected"
 ]
 assert set(Status.__args__) == set(STATUSES)  # type: ignore[attr-defined]
+FailureReason = Literal["customer_absent", "wrong_address", "refused", "damaged", "other"]
+assert FailureReason.__args__ == FAILURE_REASONS  # type: ignore[attr-defined]
 
 
 class Strict(BaseModel):
@@ -53,22 +55,82 @@ class ItemIn(Strict):
     unit_price_cents: int = Field(ge=0, le=10_000_000)
 
 
+class LocationIn(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
 class OrderCreate(Strict):
     customer: CustomerIn
     items: list[ItemIn] = Field(min_length=1, max_length=100)
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
     notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000, pattern=MULTI_LINE)] = ""
+    delivery_location: LocationIn | None = Field(
+        None,
+        description="where to deliver; with the business's origin set, the delivery ETA uses the distance",
+    )
+
+
+class FailureIn(Strict):
+    reason: FailureReason
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500, pattern=MULTI_LINE)] = (
+        Field("", description="required when the reason is other")
+    )
 
 
 class StatusChange(Strict):
     status: Status
     reason: Reason = ""
     force: bool = Field(False, description="admin only: make an agent's move on its behalf")
+    prep_minutes: int | None = Field(
+        None, ge=0, le=1440, description="with confirmed: preparation minutes (default: the business's)"
+    )
+    failure: FailureIn | None = Field(None, description="with failed (required): why the delivery failed")
 
 
 class AgentAssign(Strict):
     agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32)]
     reason: Reason = ""
+    offer: bool | None = Field(
+        None,
+        description="offer instead of assigning (the agent must accept); default: the offer_required setting",
+    )
+
+
+AgentIdIn = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class OfferCreate(Strict):
+    agent_ids: list[AgentIdIn] = Field(min_length=1, max_length=20)
+    expires_in_seconds: int | None = Field(None, ge=5, le=3600, description="default: offer_seconds")
+    reason: Reason = ""
+
+
+class OfferDecline(Strict):
+    reason: Reason = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _body_is_optional(cls, data: object) -> object:
+        return {} if data is None else data  # a decline without a reason may send no body
+
+
+class DispatchSettingsPatch(Strict):
+    """Each field given overrides its ORDERBUS_DISPATCH_* default; null returns it to the default."""
+
+    offer_required: bool | None = None
+    offer_seconds: int | None = Field(None, ge=5, le=3600)
+    auto_assign: bool | None = None
+    auto_assign_on: Literal["confirmed", "ready"] | None = None
+    agent_cap: int | None = Field(None, ge=1, le=100)
+    prep_minutes: int | None = Field(None, ge=0, le=1440)
+    travel_minutes: int | None = Field(None, ge=0, le=1440)
+    travel_speed_kmh: float | None = Field(None, gt=0, le=200)
+    origin_lat: float | None = Field(None, ge=-90, le=90)
+    origin_lon: float | None = Field(None, ge=-180, le=180)
+    delay_unconfirmed_seconds: int | None = Field(None, ge=0, le=86400)
+    delay_unassigned_seconds: int | None = Field(None, ge=0, le=86400)
+    delay_late_grace_seconds: int | None = Field(None, ge=0, le=86400)
 
 
 class TokenRequest(Strict):
@@ -201,6 +263,11 @@ class OrderOut(BaseModel):
     updated_at: str
     status_times: dict[str, str]
     eta: str | None
+    promised_at: str | None
+    delivery_location: dict | None
+    offer: dict | None
+    failure: dict | None
+    delays: dict[str, str]
 
 
 class OrderList(BaseModel):
@@ -283,6 +350,7 @@ class Worklist(BaseModel):
     agent_id: str
     version: int
     orders: list[OrderOut]
+    offers: list[OrderOut]
 
 
 class EventOut(BaseModel):
@@ -302,3 +370,13 @@ class Lifecycle(BaseModel):
     transitions: dict[str, list[str]]
     moves_by_role: dict[str, dict[str, list[str]]]
     assignable: list[str]
+    failure_reasons: list[str]
+
+
+class DispatchSettingsOut(BaseModel):
+    values: dict
+    defaults: dict
+    overrides: dict
+    version: int
+    updated_at: str | None
+    updated_by: str | None

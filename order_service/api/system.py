@@ -31,11 +31,16 @@ public("system.healthz")
 
 
 def _schema_state() -> tuple[int, int]:
-    latest = max((m.version for m in discover()), default=0)
+    versions = [m.version for m in discover()]
+    latest = max(versions, default=0)
     try:
-        current = db.execute_sql("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        applied = {row[0] for row in db.execute_sql("SELECT version FROM schema_migrations")}
     except peewee.DatabaseError:
-        current = 0
+        applied = set()
+    # Migrations written in parallel can be applied out of order (0003 before 0002): the
+    # schema is current when every known migration is applied, not merely the newest one.
+    missing = [v for v in versions if v not in applied]
+    current = min(missing) - 1 if missing else max(applied, default=0)
     return current, latest
 
 
@@ -134,4 +139,5 @@ def get_lifecycle():
             for role in lifecycle.ROLE_MOVES
         },
         assignable=sorted(lifecycle.ASSIGNABLE),
+        failure_reasons=list(lifecycle.FAILURE_REASONS),
     )

@@ -135,6 +135,13 @@ class NosyMayNotReadSecrets(BaseTopicPlugin):
         return not (nosy and action == Action.RECEIVE and (topic or "").startswith("secret/"))
 
 
+class EveryoneByName(BaseAuthPlugin):
+    """Accepts every client without marking it anonymous (stock amqtt queued only for those)."""
+
+    async def authenticate(self, *, session: Session) -> bool:
+        return True
+
+
 class PasswordIsOpenSesame(BaseAuthPlugin):
     async def authenticate(self, *, session: Session) -> bool:
         return session.password == "open-sesame"
@@ -404,7 +411,7 @@ def test_wildcards_at_the_first_level_do_not_match_dollar_topics(make_broker, de
 def test_offline_queue_is_bounded_and_drops_the_oldest(make_broker, devices, caplog) -> None:
     """Past max_queued_messages the oldest queued messages are dropped, counted, and one
     warning names the client; the newest arrive in order."""
-    broker = make_broker(max_queued_messages=5)
+    broker = make_broker(max_queued_messages=5, plugins={f"{__name__}.EveryoneByName": {}})
     device_id = _id("agent")
     device = devices(broker.port, device_id, clean=False)
     device.connect()
@@ -444,33 +451,48 @@ def test_queue_overflow_drops_oldest_qos0_first_then_oldest() -> None:
 # -- 7. flags and QoS on forwarded messages --------------------------------------------------
 
 
-def test_forwarded_messages_have_retain_0_and_the_lower_qos(broker, devices) -> None:
-    """Queued or live, a forwarded message has retain=0 [MQTT-3.3.1-9] and QoS =
-    min(publish QoS, subscription QoS); only a SUBSCRIBE's retained answer has retain=1."""
+def test_queued_messages_have_retain_0(make_broker, devices) -> None:
+    """A message queued for an absent client arrives with retain=0 [MQTT-3.3.1-9], even
+    if published retained; only a SUBSCRIBE's retained answer has retain=1."""
+    broker = make_broker(plugins={f"{__name__}.EveryoneByName": {}})
     device_id = _id("agent")
     device = devices(broker.port, device_id, clean=False)
     device.connect()
-    device.subscribe("agents/a-1/#", qos=1)
+    device.subscribe("agents/a-1/#")
     device.close()
     publisher = devices(broker.port)
     publisher.connect()
-    publisher.publish("agents/a-1/assigned", b"queued", qos=1, retain=True)
+    publisher.publish("agents/a-1/assigned", b"queued", retain=True)
 
     back = devices(broker.port, device_id, clean=False)
     back.connect()
-    back.subscribe("probe/qos0", qos=0)
-    publisher.publish("agents/a-1/presence", b"qos0", qos=0)
-    publisher.publish("probe/qos0", b"qos1", qos=1)
     received = back.until(_mark(publisher, "agents/a-1/marker"))
-    summary = [(m.topic, m.payload, m.qos, bool(m.retain)) for m in received]
-    assert summary == [
-        ("agents/a-1/assigned", b"queued", 1, False),
-        ("agents/a-1/presence", b"qos0", 0, False),
-        ("probe/qos0", b"qos1", 0, False),
+    assert [(m.topic, m.payload, m.qos, bool(m.retain)) for m in received] == [
+        ("agents/a-1/assigned", b"queued", 1, False)
     ]
-    back.subscribe("agents/a-1/assigned", qos=1)
+    back.subscribe("agents/a-1/assigned")
     answer = back.messages.get(timeout=TIMEOUT)
     assert (answer.topic, answer.payload, answer.retain) == ("agents/a-1/assigned", b"queued", True)
+
+
+def test_delivered_qos_is_the_lower_of_publish_and_subscription(broker, devices) -> None:
+    """Delivered QoS = min(publish QoS, subscription QoS) [MQTT-3.8.4-6]; amqtt upgraded
+    QoS 0 publishes to the subscription's QoS."""
+    subscriber = devices(broker.port)
+    subscriber.connect()
+    subscriber.subscribe("t/qos1/#", qos=1)
+    subscriber.subscribe("t/qos0/#", qos=0)
+    publisher = devices(broker.port)
+    publisher.connect()
+    publisher.publish("t/qos1/a", b"0 into 1", qos=0)
+    publisher.publish("t/qos0/a", b"1 into 0", qos=1)
+    publisher.publish("t/qos1/b", b"1 into 1", qos=1)
+    received = subscriber.until(_mark(publisher, "t/qos1/marker"))
+    assert [(m.payload, m.qos, bool(m.retain)) for m in received] == [
+        (b"0 into 1", 0, False),
+        (b"1 into 0", 0, False),
+        (b"1 into 1", 1, False),
+    ]
 
 
 # -- takeover and authentication order -------------------------------------------------------

@@ -11,8 +11,10 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
   messages, messages in flight), anonymous ones included; clean session on discards
   the old session at CONNECT and its own at disconnect. A session is resumed only by
   the same username; another user with that client id starts a new one.
-- Each session has one bounded queue (:mod:`broker.outbox`, overflow policy there) and
-  each connection one sender task that sends it in order with at most
+- Each session has one queue, bounded by ``max_queued_messages`` online and offline
+  (:mod:`broker.outbox`: overflow policy and why), with a warning naming the client
+  once per overflow episode and a count (``dropped_messages``); each connection has
+  one sender task that sends it in order with at most
   ``max_inflight_messages`` unacknowledged. A message in flight stays in flight until
   acknowledged or the session ends (stock amqtt dropped it after 5 s or on a drop) and
   is sent again with DUP=1 when the client reconnects [MQTT-4.4.0-1].
@@ -45,29 +47,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import amqtt
-from amqtt.adapters import (
-    ReaderAdapter,
-    StreamReaderAdapter,
-    StreamWriterAdapter,
-    WebSocketsReader,
-    WebSocketsWriter,
-    WriterAdapter,
-)
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WebSocketsReader, WriterAdapter
 from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, Server
 from amqtt.contexts import Action, BrokerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
-from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
+from amqtt.mqtt.constants import QOS_0
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.mqtt.puback import PubackPacket
-from amqtt.mqtt.pubcomp import PubcompPacket
-from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.pubrec import PubrecPacket
-from amqtt.mqtt.pubrel import PubrelPacket
-from amqtt.session import OutgoingApplicationMessage, Session
+from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, HardenedHandler, outbox
 from broker.outbox import Outbox, Queued
 
 __all__ = ["HardenedBroker", "Outbox", "Queued", "check_amqtt_version"]
@@ -78,9 +69,7 @@ PINNED_AMQTT_VERSION = "0.12.1"
 DEFAULT_MAX_QUEUED_MESSAGES = 1000  # per client, as Mosquitto's max_queued_messages
 DEFAULT_MAX_INFLIGHT_MESSAGES = 20  # per client, as Mosquitto's max_inflight_messages
 KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]
-CLOSE_TIMEOUT = 1.0  # seconds a graceful close may take before the connection is cut
 TAKEOVER_TIMEOUT = 3.0  # seconds to wait for a replaced connection to finish
-_OUTBOX = "orderbus.broker.outbox"  # key in Session.attributes, amqtt's extension point
 _YIELD_EVERY = 64  # a sender with a long queue lets other tasks run this often
 
 
@@ -95,151 +84,6 @@ def check_amqtt_version(installed: str) -> None:
 
 
 check_amqtt_version(getattr(amqtt, "__version__", "unknown"))
-
-
-def outbox(session: Session) -> Outbox:
-    """The session's queue, created on first use; it lives and dies with the session."""
-    box = session.attributes.get(_OUTBOX)
-    if box is None:
-        box = session.attributes[_OUTBOX] = Outbox()
-    return box
-
-
-class _BoundedStreamWriter(StreamWriterAdapter):
-    """amqtt's TCP writer, whose close() drained forever when the peer stopped reading."""
-
-    async def close(self) -> None:
-        try:
-            await asyncio.wait_for(super().close(), CLOSE_TIMEOUT)
-        except (TimeoutError, OSError):
-            self.abort()
-
-    def abort(self) -> None:
-        self.is_closed = True
-        self._writer.transport.abort()
-
-
-class _BoundedWebSocketsWriter(WebSocketsWriter):
-    async def close(self) -> None:
-        try:
-            await asyncio.wait_for(super().close(), CLOSE_TIMEOUT)
-        except (TimeoutError, OSError):
-            self.abort()
-
-    def abort(self) -> None:
-        self._protocol.transport.abort()
-
-
-class HardenedHandler(BrokerProtocolHandler):
-    """One connection's protocol handler: sends queued messages, tracks their acks."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._retries: set[asyncio.Task[None]] = set()
-        self.expired = False
-
-    def abort(self) -> None:
-        """Cut the connection without a goodbye (takeover of a connection that hangs)."""
-        if isinstance(self.writer, _BoundedStreamWriter | _BoundedWebSocketsWriter):
-            self.writer.abort()
-
-    # -- keep-alive: amqtt's reader waits session.keep_alive for each packet, then only logged
-    def handle_read_timeout(self) -> None:
-        if self.expired or self.session is None:
-            return
-        self.expired = True
-        logger.info(
-            "client %s sent nothing for %.1f s (1.5 x its keep-alive): closing the connection",
-            self.session.client_id,
-            self.session.keep_alive,
-        )
-        if self._disconnect_waiter is not None and not self._disconnect_waiter.done():
-            self._disconnect_waiter.set_result(None)  # the broker sends the will and stops us
-
-    # -- redelivery ------------------------------------------------------------------------
-    async def _retry_deliveries(self) -> None:
-        # amqtt re-ran each unfinished flow here and waited up to 10 s for it inside start().
-        # Outgoing messages are resent by resend_inflight(); an incoming QoS 2 message
-        # still waiting for PUBREL gets its PUBREC again and a waiter, in the background.
-        if self.session is None:
-            return
-        for message in list(self.session.inflight_in.values()):
-            task = asyncio.create_task(self._handle_qos2_message_flow(message))
-            self._retries.add(task)
-            task.add_done_callback(self._retry_done)
-
-    def _retry_done(self, task: asyncio.Task[None]) -> None:
-        self._retries.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.debug("QoS 2 retry ended: %r", task.exception())
-
-    async def resend_inflight(self) -> None:
-        """Send again, with their packet ids, what the client had not acknowledged."""
-        assert self.session is not None
-        for message in list(self.session.inflight_out.values()):
-            if message.qos == QOS_2 and message.pubrec_packet is not None:
-                message.pubrel_packet = PubrelPacket.build(message.packet_id)
-                await self._send_packet(message.pubrel_packet)
-            else:
-                message.publish_packet = message.build_publish_packet(dup=True)
-                await self._send_packet(message.publish_packet)
-
-    async def send_queued(self, item: Queued) -> None:
-        """Send one queued message; QoS 1/2 stays in session.inflight_out until acknowledged."""
-        assert self.session is not None
-        if item.qos == QOS_0:
-            await self._send_packet(
-                PublishPacket.build(item.topic, bytes(item.data), None, False, 0, item.retain)
-            )
-            return
-        packet_id = self.session.next_packet_id
-        message = OutgoingApplicationMessage(packet_id, item.topic, item.qos, item.data, item.retain)
-        message.publish_packet = message.build_publish_packet()
-        self.session.inflight_out[packet_id] = message  # before sending: the ack may be quick
-        await self._send_packet(message.publish_packet)
-
-    def _settled(self, packet_id: int, qos: int) -> OutgoingApplicationMessage | None:
-        if self.session is None:
-            return None
-        message = self.session.inflight_out.get(packet_id)
-        if message is None or message.qos != qos:
-            logger.debug("client %s acknowledged unknown packet id %s", self.session.client_id, packet_id)
-            return None
-        return message
-
-    def _slot_freed(self) -> None:
-        if self.session is not None and (wakeup := outbox(self.session).wakeup) is not None:
-            wakeup()
-
-    async def handle_puback(self, puback: PubackPacket) -> None:
-        packet_id = puback.variable_header.packet_id if puback.variable_header else None
-        if packet_id is None or packet_id in self._puback_waiters:  # one of amqtt's own flows
-            await super().handle_puback(puback)
-            return
-        if (message := self._settled(packet_id, QOS_1)) is not None:
-            message.puback_packet = puback
-            del self.session.inflight_out[packet_id]  # type: ignore[union-attr]
-            self._slot_freed()
-
-    async def handle_pubrec(self, pubrec: PubrecPacket) -> None:
-        packet_id = pubrec.packet_id
-        if packet_id in self._pubrec_waiters:
-            await super().handle_pubrec(pubrec)
-            return
-        if (message := self._settled(packet_id, QOS_2)) is not None:
-            message.pubrec_packet = pubrec
-            message.pubrel_packet = PubrelPacket.build(packet_id)
-            await self._send_packet(message.pubrel_packet)
-
-    async def handle_pubcomp(self, pubcomp: PubcompPacket) -> None:
-        packet_id = pubcomp.packet_id
-        if packet_id in self._pubcomp_waiters:
-            await super().handle_pubcomp(pubcomp)
-            return
-        if (message := self._settled(packet_id, QOS_2)) is not None:
-            message.pubcomp_packet = pubcomp
-            del self.session.inflight_out[packet_id]  # type: ignore[union-attr]
-            self._slot_freed()
 
 
 class HardenedBroker(Broker):
@@ -268,12 +112,12 @@ class HardenedBroker(Broker):
     async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
         with self._tracked(writer.transport):
             await self._client_connected(
-                listener_name, StreamReaderAdapter(reader), _BoundedStreamWriter(writer)
+                listener_name, StreamReaderAdapter(reader), BoundedStreamWriter(writer)
             )
 
     async def ws_connected(self, websocket: Any, listener_name: str) -> None:
         with self._tracked(websocket.transport):
-            reader, writer = WebSocketsReader(websocket), _BoundedWebSocketsWriter(websocket)
+            reader, writer = WebSocketsReader(websocket), BoundedWebSocketsWriter(websocket)
             await self._client_connected(listener_name, reader, writer)
 
     @contextmanager

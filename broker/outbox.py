@@ -1,5 +1,10 @@
 """A session's bounded queue of messages waiting to be sent, oldest first.
 
+Messages wait here while their client is offline (QoS 1/2 only, clean session off)
+and while it is connected but its in-flight window is full (a slow reader). The limit
+counts both, as Mosquitto's max_queued_messages does, so a client that reads slowly
+cannot grow the broker's memory without bound either.
+
 Overflow policy, applied when a message arrives and ``limit`` messages are already
 waiting: drop the oldest waiting QoS 0 message (the new one, if it is QoS 0 and none
 older is waiting); with no QoS 0 message, drop the oldest. Every topic in this system

@@ -43,7 +43,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import amqtt
@@ -180,6 +180,14 @@ class HardenedBroker(Broker):
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
         finally:
+            owner, owner_handler = self._sessions.get(client_id, (None, None))
+            if owner is not None and owner_handler is handler and owner.transitions.state == "connected":
+                # Ended by an error or a cancellation, not through _handle_disconnect: the
+                # client is gone all the same (will included), or its session stays "connected".
+                gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                gone.set_result(None)
+                with suppress(Exception):
+                    await self._handle_disconnect(owner, handler, gone)
             if self._live.get(client_id, (None,))[0] is handler:
                 del self._live[client_id]
             finished.set()

@@ -448,6 +448,54 @@ def test_queue_overflow_drops_oldest_qos0_first_then_oldest() -> None:
     assert box.dropped == 5
 
 
+def test_a_client_that_stops_acknowledging_is_bounded_and_stalls_no_one(make_broker, devices) -> None:
+    """A connected client that stops sending PUBACKs gets max_inflight_messages in flight
+    and max_queued_messages queued (oldest dropped); everyone else gets every message,
+    and once it acknowledges, the newest queued ones follow in order."""
+    broker = make_broker(max_queued_messages=10, max_inflight_messages=20)
+    stuck = RawClient(HOST, broker.port)
+    try:
+        assert stuck.connect(_id("stuck")) == (False, 0)
+        assert stuck.subscribe(("bulk/#", 1)) == [1]
+        reader = devices(broker.port)
+        reader.connect()
+        reader.subscribe("bulk/#")
+        publisher = devices(broker.port)
+        publisher.connect()
+        for n in range(40):
+            publisher.publish("bulk/n", b"%d" % n)
+        assert [reader.messages.get(timeout=TIMEOUT).payload for _ in range(40)] == [
+            b"%d" % n for n in range(40)
+        ]
+
+        in_flight = [stuck.read_publish() for _ in range(20)]
+        assert [p.payload for p in in_flight] == [b"%d" % n for n in range(20)]
+        deadline = time.monotonic() + TIMEOUT
+        while broker.dropped_messages < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)  # routing to "stuck" may trail the reader's copy by a moment
+        assert broker.dropped_messages == 10
+        for publish in in_flight:
+            assert publish.packet_id is not None
+            stuck.puback(publish.packet_id)
+        assert [stuck.read_publish().payload for _ in range(10)] == [b"%d" % n for n in range(30, 40)]
+    finally:
+        stuck.close()
+
+
+def test_qos2_messages_complete_their_flow_both_ways(broker, devices) -> None:
+    """QoS 2 in and out: the publisher's flow completes and the subscriber gets it once."""
+    subscriber = devices(broker.port)
+    subscriber.connect()
+    subscriber.subscribe("t/#", qos=2)
+    publisher = devices(broker.port)
+    publisher.connect()
+    for n in range(3):
+        publisher.publish("t/qos2", b"%d" % n, qos=2)  # returns after PUBCOMP
+    publisher.publish("t/marker", b"", qos=2)  # paho shows a QoS 2 message only at PUBREL
+    received = subscriber.until("t/marker")
+    assert [(m.payload, m.qos) for m in received] == [(b"0", 2), (b"1", 2), (b"2", 2)]
+
+
 # -- 7. flags and QoS on forwarded messages --------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from amqtt.adapters import StreamWriterAdapter, WebSocketsWriter
+from amqtt.adapters import StreamWriterAdapter, WebSocketsWriter, WriterAdapter
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
@@ -71,11 +71,13 @@ class HardenedHandler(BrokerProtocolHandler):
         super().__init__(*args, **kwargs)
         self._retries: set[asyncio.Task[None]] = set()
         self.expired = False
+        # Set as soon as CONNECT is read: a takeover may need to cut it before attach().
+        self.connection: WriterAdapter | None = None
 
     def abort(self) -> None:
-        """Cut the connection without a goodbye (takeover of a connection that hangs)."""
-        if isinstance(self.writer, BoundedStreamWriter | BoundedWebSocketsWriter):
-            self.writer.abort()
+        """Cut the connection without a goodbye (a takeover)."""
+        if isinstance(self.connection, BoundedStreamWriter | BoundedWebSocketsWriter):
+            self.connection.abort()
 
     # -- keep-alive: amqtt's reader waits session.keep_alive for each packet, then only logged
     def handle_read_timeout(self) -> None:

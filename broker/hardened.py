@@ -151,6 +151,7 @@ class HardenedBroker(Broker):
         listener_name: str,
     ) -> None:
         assert isinstance(handler, HardenedHandler)
+        handler.connection = writer
         incoming = client_session
         incoming.parent = 0
         if not await self._authenticate(incoming, self.listeners_config[listener_name]):

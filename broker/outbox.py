@@ -15,9 +15,13 @@ stale state until the next change. QoS 0 goes first because its sender asked for
 guarantee. Messages already sent and awaiting acknowledgement are not in the queue
 and are never dropped.
 
+The broker counts every drop and logs one warning naming the client per overflow
+episode, which lasts until that client's queue is empty again.
+
 Exempt messages (the retained messages answering a SUBSCRIBE) are not counted against
-the limit: they are copies of the broker's retained store, bounded by it, and a
-SUBSCRIBE answered only in part would leave the client with a partial picture.
+the limit: they are copies of the broker's retained store (at most its size per
+SUBSCRIBE), and a SUBSCRIBE answered only in part would leave the client with a
+partial picture, the failure Mosquitto users report for large retained sets.
 """
 
 from __future__ import annotations

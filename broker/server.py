@@ -13,12 +13,13 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, suppress
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
+
+from broker.hardened import DEFAULT_MAX_INFLIGHT_MESSAGES, DEFAULT_MAX_QUEUED_MESSAGES, HardenedBroker
 
 logger = logging.getLogger(__name__)
 
@@ -125,31 +126,7 @@ def check_ports_free(host: str, port: int, ws_port: int) -> None:
                 ) from exc
 
 
-class _TrackingBroker(Broker):
-    """amqtt's Broker, also keeping each client connection's transport so stop() can cut it."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        super().__init__(config)
-        self.client_transports: set[asyncio.BaseTransport] = set()
-
-    async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
-        with self._tracked(writer.transport):
-            await super().stream_connected(reader, writer, listener_name)
-
-    async def ws_connected(self, websocket: Any, listener_name: str) -> None:
-        with self._tracked(websocket.transport):
-            await super().ws_connected(websocket, listener_name)
-
-    @contextmanager
-    def _tracked(self, transport: asyncio.BaseTransport) -> Iterator[None]:
-        self.client_transports.add(transport)
-        try:
-            yield
-        finally:
-            self.client_transports.discard(transport)
-
-
-async def _disconnect_everyone(broker: _TrackingBroker) -> None:
+async def _disconnect_everyone(broker: HardenedBroker) -> None:
     """Close the listeners and drop every client before amqtt's shutdown() runs.
 
     amqtt 0.12.1's shutdown() cancels each client's reader task and waits for it to
@@ -168,9 +145,24 @@ async def _disconnect_everyone(broker: _TrackingBroker) -> None:
 
 
 class EmbeddedBroker:
-    """An amqtt broker with a TCP and a WebSocket listener, run on a dedicated thread."""
+    """A hardened amqtt broker (broker/hardened.py) with a TCP and a WebSocket listener,
+    run on a dedicated thread.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, ws_port: int = 0) -> None:
+    ``plugins`` is amqtt's plugins section (default: :func:`anonymous_plugins`);
+    ``max_queued_messages`` bounds each client's queue, ``max_inflight_messages`` its
+    unacknowledged QoS 1/2 messages.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ws_port: int = 0,
+        *,
+        plugins: dict[str, dict[str, Any]] | None = None,
+        max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
+        max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
+    ) -> None:
         self.host = host
         self.port = port or pick_free_port(host, avoid=ws_port)
         self.ws_port = ws_port or pick_free_port(host, avoid=self.port)
@@ -178,6 +170,17 @@ class EmbeddedBroker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._startup_error: BaseException | None = None
+        self._plugins = plugins
+        self._limits = {
+            "max_queued_messages": max_queued_messages,
+            "max_inflight_messages": max_inflight_messages,
+        }
+        self._broker: HardenedBroker | None = None
+
+    @property
+    def dropped_messages(self) -> int:
+        """Messages dropped because a client's queue was full, since the last start."""
+        return self._broker.dropped_messages if self._broker is not None else 0
 
     @property
     def running(self) -> bool:
@@ -258,7 +261,10 @@ class EmbeddedBroker:
     async def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        broker = _TrackingBroker(build_config(self.host, self.port, self.ws_port))
+        broker = HardenedBroker(
+            build_config(self.host, self.port, self.ws_port, self._plugins), **self._limits
+        )
+        self._broker = broker
         try:
             # Returns once both servers listen, so the kernel accepts connections from now.
             await broker.start()

@@ -1,0 +1,458 @@
+"""amqtt 0.12.1 made dependable for MQTT 3.1.1 clients, by overriding its internals.
+
+What changes against stock amqtt (each has a test in tests/test_broker_hardening.py):
+
+- Retained messages go to a client only when it SUBSCRIBEs, once per matching topic
+  per SUBSCRIBE, and only if the topic plugins let it receive the topic (stock amqtt
+  replayed, on every CONNECT, the retained messages matching every filter of every
+  client). :meth:`HardenedBroker.may_receive` is the one read check, for live and
+  retained delivery alike.
+- Every client with clean session off keeps its session (subscriptions, queued QoS 1/2
+  messages, messages in flight), anonymous ones included; clean session on discards
+  the old session at CONNECT and its own at disconnect. A session is resumed only by
+  the same username; another user with that client id starts a new one.
+- Each session has one queue, bounded by ``max_queued_messages`` online and offline
+  (:mod:`broker.outbox`: overflow policy and why), with a warning naming the client
+  once per overflow episode and a count (``dropped_messages``); each connection has
+  one sender task that sends it in order with at most
+  ``max_inflight_messages`` unacknowledged. A message in flight stays in flight until
+  acknowledged or the session ends (stock amqtt dropped it after 5 s or on a drop) and
+  is sent again with DUP=1 when the client reconnects [MQTT-4.4.0-1].
+- Forwarded messages carry retain=0 [MQTT-3.3.1-9] and QoS min(publish, subscription);
+  a client matching several filters gets one copy at the highest granted QoS.
+- Keep-alive: no packet for 1.5 x the client's keep-alive closes the connection and
+  publishes the will [MQTT-3.1.2-24]; session.keep_alive holds that limit (stock amqtt
+  likewise adds its timeout-disconnect-delay to it).
+- Credentials are checked before anything touches an existing session: a refused
+  CONNECT can no longer discard or take over the session of the client id it claims.
+  Taking over a live connection waits until the old one has finished (will included).
+- A client publishing to an invalid or $ topic is disconnected (stock amqtt stopped
+  serving it but left the connection open).
+
+$-topics needed nothing: amqtt's matcher already keeps # and +/... off them.
+
+Nothing here blocks the event loop: routing only appends to queues, and each sender
+awaits its own socket. Plugins' authenticate and topic_filtering still run on this
+loop and must not block it. The checks run when a message is routed, not when a
+queued message is finally sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import amqtt
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WebSocketsReader, WriterAdapter
+from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, Server
+from amqtt.contexts import Action, BrokerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.events import BrokerEvents
+from amqtt.mqtt.constants import QOS_0
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
+from amqtt.utils import gen_client_id
+
+from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, HardenedHandler, outbox
+from broker.outbox import Outbox, Queued
+
+__all__ = ["HardenedBroker", "Outbox", "Queued", "check_amqtt_version"]
+
+logger = logging.getLogger(__name__)
+
+PINNED_AMQTT_VERSION = "0.12.1"
+DEFAULT_MAX_QUEUED_MESSAGES = 1000  # per client, as Mosquitto's max_queued_messages
+DEFAULT_MAX_INFLIGHT_MESSAGES = 20  # per client, as Mosquitto's max_inflight_messages
+KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]
+TAKEOVER_TIMEOUT = 3.0  # seconds to wait for a replaced connection to finish
+_YIELD_EVERY = 64  # a sender with a long queue lets other tasks run this often
+
+
+def check_amqtt_version(installed: str) -> None:
+    """Refuse any amqtt but the pinned one: the overrides below copy its internals."""
+    if installed != PINNED_AMQTT_VERSION:
+        raise ImportError(
+            f"broker.hardened overrides internals of amqtt {PINNED_AMQTT_VERSION}, but amqtt "
+            f"{installed} is installed; install the pinned version (make install), or re-check "
+            "every override in broker/hardened.py against the new amqtt before changing the pin"
+        )
+
+
+check_amqtt_version(getattr(amqtt, "__version__", "unknown"))
+
+
+class HardenedBroker(Broker):
+    """amqtt's Broker with the fixes listed in the module docstring.
+
+    It also keeps each client connection's transport, so that a stop can cut them all.
+    """
+
+    def __init__(
+        self,
+        config: BrokerConfig | dict[str, Any],
+        *,
+        max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
+        max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
+    ) -> None:
+        if max_queued_messages < 1 or max_inflight_messages < 1:
+            raise ValueError("max_queued_messages and max_inflight_messages must be at least 1")
+        super().__init__(config)
+        self.max_queued_messages = max_queued_messages
+        self.max_inflight_messages = max_inflight_messages
+        self.dropped_messages = 0  # queue overflow drops, all clients, since start
+        self.client_transports: set[asyncio.BaseTransport] = set()
+        self._live: dict[str, tuple[HardenedHandler, asyncio.Event]] = {}  # client id -> connection
+
+    # -- connections -----------------------------------------------------------------------
+    async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
+        with self._tracked(writer.transport):
+            await self._client_connected(
+                listener_name, StreamReaderAdapter(reader), BoundedStreamWriter(writer)
+            )
+
+    async def ws_connected(self, websocket: Any, listener_name: str) -> None:
+        with self._tracked(websocket.transport):
+            reader, writer = WebSocketsReader(websocket), BoundedWebSocketsWriter(websocket)
+            await self._client_connected(listener_name, reader, writer)
+
+    @contextmanager
+    def _tracked(self, transport: asyncio.BaseTransport) -> Iterator[None]:
+        self.client_transports.add(transport)
+        try:
+            yield
+        finally:
+            self.client_transports.discard(transport)
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # Only read and validate CONNECT: which session it gets is decided after authentication.
+        try:
+            return await HardenedHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except (AMQTTError, NoDataError) as exc:
+            logger.debug("%s:%s: no valid CONNECT: %s", remote_address, remote_port, exc)
+            raise AMQTTError(exc) from exc
+        except MQTTError:
+            await writer.close()
+            raise
+
+    async def _handle_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        server: Server,
+        listener_name: str,
+    ) -> None:
+        assert isinstance(handler, HardenedHandler)
+        handler.connection = writer
+        incoming = client_session
+        incoming.parent = 0
+        if not await self._authenticate(incoming, self.listeners_config[listener_name]):
+            handler.attach(incoming, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            await writer.close()
+            return
+        if not incoming.client_id:
+            incoming.client_id = gen_client_id()
+        client_id = incoming.client_id
+        finished = asyncio.Event()
+        try:
+            await self._take_over(client_id, handler, finished)
+            session = await self._open_session(incoming)
+            session.transitions.connect()
+            handler.attach(session, reader, writer)
+            self._sessions[client_id] = (session, handler)
+            await handler.mqtt_connack_authorize(True)
+            await self.plugins_manager.fire_event(
+                BrokerEvents.CLIENT_CONNECTED, client_id=client_id, client_session=session
+            )
+            await handler.start()
+            sender = asyncio.create_task(self._deliver(session, handler), name=f"mqtt-send-{client_id}")
+            try:
+                await self._client_message_loop(session, handler)
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        finally:
+            owner, owner_handler = self._sessions.get(client_id, (None, None))
+            if owner is not None and owner_handler is handler and owner.transitions.state == "connected":
+                # Ended by an error or a cancellation, not through _handle_disconnect: the
+                # client is gone all the same (will included), or its session stays "connected".
+                gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                gone.set_result(None)
+                with suppress(Exception):
+                    await self._handle_disconnect(owner, handler, gone)
+            if self._live.get(client_id, (None,))[0] is handler:
+                del self._live[client_id]
+            finished.set()
+
+    async def _take_over(self, client_id: str, handler: HardenedHandler, finished: asyncio.Event) -> None:
+        """End any live connection with this client id [MQTT-3.1.4-2], then register ours."""
+        while (live := self._live.get(client_id)) is not None:
+            old_handler, old_finished = live
+            logger.info("client %s connected again: closing its previous connection", client_id)
+            await old_handler.handle_connection_closed()
+            old_handler.abort()
+            try:
+                await asyncio.wait_for(old_finished.wait(), TAKEOVER_TIMEOUT)
+            except TimeoutError:
+                logger.warning("client %s: previous connection did not finish; taking over anyway", client_id)
+                if self._live.get(client_id) is live:
+                    del self._live[client_id]
+        self._live[client_id] = (handler, finished)
+
+    async def _open_session(self, incoming: Session) -> Session:
+        """The session this connection uses: the stored one resumed, or the incoming one."""
+        client_id = incoming.client_id
+        assert client_id is not None
+        existing = self._sessions.get(client_id, (None, None))[0]
+        if existing is not None and existing.username != incoming.username:
+            logger.info("client %s: new username, so its previous session is discarded", client_id)
+        if existing is not None and (
+            incoming.clean_session or existing.clean_session or existing.username != incoming.username
+        ):
+            await self._delete_session(client_id)
+            existing = None
+        if existing is None:
+            session = incoming
+        else:
+            session = existing
+            for name in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "will_retain",
+                "username",
+                "password",
+                "remote_address",
+                "remote_port",
+                "ssl_object",
+                "is_anonymous",
+            ):
+                setattr(session, name, getattr(incoming, name))
+            session.attributes.update(incoming.attributes)
+            session.parent = 1  # CONNACK's session present
+            if session.transitions.state == "connected":  # a takeover that timed out
+                session.transitions.disconnect()
+        # amqtt's reader waits this long for each packet, then calls handle_read_timeout().
+        session.keep_alive = KEEPALIVE_FACTOR * incoming.keep_alive if incoming.keep_alive > 0 else 0  # type: ignore[assignment]
+        return session
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        result = disconnect_waiter.result()
+        if not isinstance(result, DisconnectPacket) and client_session.will_flag:
+            logger.debug("client %s went away without DISCONNECT: sending its will", client_session.client_id)
+            await self._broadcast_message(
+                client_session,
+                client_session.will_topic,
+                client_session.will_message,
+                client_session.will_qos,
+            )
+            if client_session.will_retain:
+                await self.retain_message(
+                    client_session,
+                    client_session.will_topic,
+                    client_session.will_message,
+                    client_session.will_qos,
+                )
+        await self._stop_handler(handler)
+        client_id = client_session.client_id
+        # After a takeover the session belongs to the new connection: leave it alone.
+        if client_id is not None and self._sessions.get(client_id, (None, None))[1] is handler:
+            client_session.transitions.disconnect()
+            if client_session.clean_session:  # [MQTT-3.1.2-6]: it lasts as long as the connection
+                await self._cleanup_session(client_id)
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id, client_session=client_session
+        )
+
+    async def _session_monitor(self) -> None:
+        # amqtt also discarded every anonymous session here: no offline queue for them.
+        while True:
+            expiry = self.config.session_expiry_interval
+            gone = [
+                client_id
+                for client_id, (session, _) in self._sessions.items()
+                if session.transitions.state == "disconnected"
+                and (
+                    session.clean_session
+                    or (
+                        expiry is not None
+                        and session.last_disconnect_time is not None
+                        and session.last_disconnect_time < time.time() - expiry
+                    )
+                )
+            ]
+            for client_id in gone:
+                await self._cleanup_session(client_id)
+            await asyncio.sleep(1)
+
+    async def _delete_session(self, client_id: str) -> None:
+        session = self._sessions.get(client_id, (None, None))[0]
+        await super()._delete_session(client_id)
+        if session is not None:
+            _forget(session)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        session = self._sessions.get(client_id, (None, None))[0]
+        await super()._cleanup_session(client_id)
+        if session is not None:
+            _forget(session)
+
+    # -- subscriptions and retained messages -----------------------------------------------
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        granted = await super().add_subscription(subscription, session)
+        if granted != AMQTT_MAGIC_VALUE_RET_SUBSCRIBED:
+            # amqtt kept the old QoS on a repeated SUBSCRIBE; it must replace it [MQTT-3.8.4-3].
+            entries = self._subscriptions.get(subscription[0], [])
+            for index, (subscriber, _qos) in enumerate(entries):
+                if subscriber.client_id == session.client_id:
+                    entries[index] = (session, granted)
+        return granted
+
+    async def _handle_subscription(
+        self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
+    ) -> None:
+        subscription = subscribe_waiter.result()
+        codes = [await self.add_subscription(topic, client_session) for topic in subscription.topics]
+        await handler.mqtt_acknowledge_subscription(subscription.packet_id, codes)
+        accepted: list[tuple[str, int]] = []
+        for (topic_filter, requested_qos), code in zip(subscription.topics, codes, strict=True):
+            if code == AMQTT_MAGIC_VALUE_RET_SUBSCRIBED:
+                continue
+            accepted.append((topic_filter, code))
+            await self.plugins_manager.fire_event(
+                BrokerEvents.CLIENT_SUBSCRIBED,
+                client_id=client_session.client_id,
+                topic=topic_filter,
+                qos=requested_qos,
+            )
+        await self._send_retained(client_session, accepted)
+
+    async def _send_retained(self, session: Session, filters: list[tuple[str, int]]) -> None:
+        """Queue, once each, the retained messages matching this SUBSCRIBE's accepted filters."""
+        matches: dict[str, tuple[Any, int]] = {}
+        for topic, retained in self._retained_messages.items():
+            for topic_filter, granted in filters:
+                if self._matches(topic, topic_filter):
+                    qos = granted if retained.qos is None else min(granted, retained.qos)
+                    if topic not in matches or qos > matches[topic][1]:
+                        matches[topic] = (retained, qos)
+        for topic, (retained, qos) in matches.items():
+            if await self.may_receive(session, topic):
+                self._enqueue(session, Queued(topic, retained.data, qos, True), exempt=True)
+
+    async def may_receive(self, session: Session, topic: str) -> bool:
+        """Whether the topic plugins let ``session`` receive a message on ``topic``.
+
+        The one read check (amqtt's action "receive"), for live and retained delivery.
+        """
+        return await self._topic_filtering(session, topic=topic, action=Action.RECEIVE)
+
+    # -- publishing ------------------------------------------------------------------------
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        app_message = wait_deliver.result()
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message
+        )
+        if app_message is None:
+            return True
+        topic = app_message.topic
+        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
+            # [MQTT-4.7.3-1], [MQTT-3.3.2-2], [MQTT-4.7.2-1]. amqtt left the loop here, and
+            # with it a connection that stayed open but was no longer served.
+            logger.warning(
+                "client %s published to invalid topic %r: disconnecting", client_session.client_id, topic
+            )
+            await handler.handle_connection_closed()
+            return True
+        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+            logger.info("client %s may not publish to %s; message dropped", client_session.client_id, topic)
+            return True
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=app_message
+        )
+        # amqtt passed no QoS here, so every subscriber got its subscription's QoS.
+        await self._broadcast_message(client_session, topic, app_message.data, app_message.qos or QOS_0)
+        if app_message.publish_packet and app_message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, app_message.data, app_message.qos)
+        return True
+
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        # Called by amqtt's _broadcast_loop for each message, in order. Routing only queues.
+        broadcast = await self._broadcast_queue.get()
+        topic, data, publish_qos = broadcast["topic"], broadcast["data"], broadcast.get("qos")
+        if not topic or data is None:
+            return
+        targets: dict[str, tuple[Session, int]] = {}
+        for topic_filter, subscribers in self._subscriptions.items():
+            if self._matches(topic, topic_filter):
+                for session, granted in subscribers:
+                    known = targets.get(session.client_id or "")
+                    if known is None or granted > known[1]:
+                        targets[session.client_id or ""] = (session, granted)
+        for session, granted in targets.values():
+            if not await self.may_receive(session, topic):
+                logger.debug("client %s may not receive %s", session.client_id, topic)
+                continue
+            qos = granted if publish_qos is None else min(publish_qos, granted)
+            self._enqueue(session, Queued(topic, data, qos, False))
+
+    def _enqueue(self, session: Session, item: Queued, *, exempt: bool = False) -> None:
+        if session.transitions.state != "connected" and (session.clean_session or item.qos == QOS_0):
+            return  # kept for an absent client: QoS 1/2, clean session off [MQTT-3.1.2-5]
+        box = outbox(session)
+        if box.push(item, limit=self.max_queued_messages, exempt=exempt):
+            self.dropped_messages += 1
+            if not box.overflowing:
+                box.overflowing = True
+                logger.warning(
+                    "client %s has %d messages queued, the limit: dropping the oldest (QoS 0 first) "
+                    "until it catches up",
+                    session.client_id,
+                    self.max_queued_messages,
+                )
+
+    async def _deliver(self, session: Session, handler: HardenedHandler) -> None:
+        """One connection's sender: unacknowledged messages again, then the queue, in order."""
+        box = outbox(session)
+        ready = asyncio.Event()
+        box.wakeup = ready.set
+        try:
+            await handler.resend_inflight()
+            while True:
+                sent = 0
+                while len(session.inflight_out) < self.max_inflight_messages and (item := box.pop()):
+                    await handler.send_queued(item)
+                    sent += 1
+                    if sent % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                if box.overflowing and not len(box):
+                    box.overflowing = False
+                    logger.info(
+                        "client %s caught up; %d messages dropped so far", session.client_id, box.dropped
+                    )
+                ready.clear()
+                await ready.wait()  # a new message, or an acknowledgement freeing the window
+        finally:
+            if box.wakeup == ready.set:
+                box.wakeup = None
+
+
+def _forget(session: Session) -> None:
+    """Drop what a discarded session still held for its client."""
+    outbox(session).clear()
+    session.inflight_out.clear()
+    session.inflight_in.clear()

@@ -1,0 +1,118 @@
+"""A session's bounded queue of messages waiting to be sent, oldest first.
+
+Messages wait here while their client is offline (QoS 1/2 only, clean session off)
+and while it is connected but its in-flight window is full (a slow reader). The limit
+counts both, as Mosquitto's max_queued_messages does, so a client that reads slowly
+cannot grow the broker's memory without bound either.
+
+Overflow policy, applied when a message arrives and ``limit`` messages are already
+waiting: drop the oldest waiting QoS 0 message (the new one, if it is QoS 0 and none
+older is waiting); with no QoS 0 message, drop the oldest. Every topic in this system
+carries state that a newer message supersedes (an order's status, an agent's whole
+worklist, each with a version), so after an outage the newest messages are the ones
+worth keeping; Mosquitto's choice, dropping the newest, would leave a device holding
+stale state until the next change. QoS 0 goes first because its sender asked for no
+guarantee. Messages already sent and awaiting acknowledgement are not in the queue
+and are never dropped.
+
+The broker counts every drop and logs one warning naming the client per overflow
+episode, which lasts until that client's queue is empty again.
+
+Exempt messages (the retained messages answering a SUBSCRIBE) are not counted against
+the limit: they are copies of the broker's retained store (at most its size per
+SUBSCRIBE), and a SUBSCRIBE answered only in part would leave the client with a
+partial picture, the failure Mosquitto users report for large retained sets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+
+class Queued:
+    """One message for one client: what to send and with which flags."""
+
+    __slots__ = ("data", "dropped", "exempt", "qos", "retain", "topic")
+
+    def __init__(self, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> None:
+        self.topic = topic
+        self.data = data
+        self.qos = qos
+        self.retain = retain
+        self.dropped = False
+        self.exempt = False
+
+
+class Outbox:
+    """FIFO of :class:`Queued` with O(1) push, pop and overflow drop.
+
+    ``_order`` holds every message in arrival order; ``_qos0`` and ``_qos12`` index the
+    counted ones by class so the overflow policy finds its victim at the head of one.
+    A dropped message stays in ``_order`` as a tombstone until popped or compacted.
+    """
+
+    def __init__(self) -> None:
+        self._order: deque[Queued] = deque()
+        self._qos0: deque[Queued] = deque()
+        self._qos12: deque[Queued] = deque()
+        self._exempt = 0
+        self._tombstones = 0
+        self.dropped = 0  # messages dropped over this session's lifetime
+        self.overflowing = False  # inside an overflow episode (set and cleared by the broker)
+        self.wakeup: Callable[[], None] | None = None  # the connected sender's "something changed"
+
+    def __len__(self) -> int:
+        return len(self._qos0) + len(self._qos12) + self._exempt
+
+    def push(self, item: Queued, *, limit: int, exempt: bool = False) -> int:
+        """Queue ``item``; return how many messages were dropped to respect ``limit`` (0 or 1)."""
+        dropped = 0
+        if exempt:
+            item.exempt = True
+            self._exempt += 1
+        else:
+            if len(self._qos0) + len(self._qos12) >= limit:
+                dropped = 1
+                self.dropped += 1
+                if self._qos0:
+                    self._bury(self._qos0.popleft())
+                elif item.qos == 0:
+                    return dropped  # the new QoS 0 message is the oldest QoS 0 one
+                else:
+                    self._bury(self._qos12.popleft())
+            (self._qos0 if item.qos == 0 else self._qos12).append(item)
+        self._order.append(item)
+        if self.wakeup is not None:
+            self.wakeup()
+        return dropped
+
+    def pop(self) -> Queued | None:
+        """The oldest waiting message, or None."""
+        while self._order:
+            item = self._order.popleft()
+            if item.dropped:
+                self._tombstones -= 1
+                continue
+            if item.exempt:
+                self._exempt -= 1
+            else:
+                # Both sequences keep arrival order, so the oldest live message is its class's head.
+                (self._qos0 if item.qos == 0 else self._qos12).popleft()
+            return item
+        return None
+
+    def clear(self) -> None:
+        self._order.clear()
+        self._qos0.clear()
+        self._qos12.clear()
+        self._exempt = self._tombstones = 0
+        self.overflowing = False
+
+    def _bury(self, victim: Queued) -> None:
+        victim.dropped = True
+        victim.data = b""  # free the payload now, not when the tombstone is popped
+        self._tombstones += 1
+        if self._tombstones > max(64, len(self)):  # an offline client under a flood
+            self._order = deque(item for item in self._order if not item.dropped)
+            self._tombstones = 0

@@ -25,7 +25,7 @@ from order_service.models import Agent, new_id
 from tests.helpers import assign, walk_to
 from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import RelayRunner
-from tests.raw_mqtt import PUBLISH, RawClient
+from tests.mqtt_raw import RawClient
 
 REFUSED = (4, 5)  # CONNACK: bad username or password, not authorised
 
@@ -178,7 +178,7 @@ def login_accepted(target: Target, username: str, password: str, timeout: float 
     while time.monotonic() < deadline:
         raw = RawClient(target.host, target.port)
         try:
-            _, rc = raw.connect(new_id("probe"), username, password)
+            _, rc = raw.connect(new_id("probe"), username=username, password=password)
         finally:
             raw.close()
         if rc == 0:
@@ -187,10 +187,15 @@ def login_accepted(target: Target, username: str, password: str, timeout: float 
     return False
 
 
+def as_device(raw: RawClient, agent, **kw) -> tuple[bool, int]:
+    """CONNECT as the agent's device: its client id and the broker login POST /agents issued."""
+    return raw.connect(agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], **kw)
+
+
 def refused(target: Target, username: str | None, password: str | None) -> bool:
     raw = RawClient(target.host, target.port)
     try:
-        _, rc = raw.connect(new_id("probe"), username, password)
+        _, rc = raw.connect(new_id("probe"), username=username, password=password)
     except ConnectionError:  # some brokers just close the connection
         return True
     finally:
@@ -315,13 +320,15 @@ def test_an_offline_agent_gets_what_it_missed_in_order(
     agent = make_agent()
     relays()
     raw = RawClient(target.host, target.port)
-    assert raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False) == (False, 0)
-    assert raw.subscribe(f"agents/{agent.agent_id}/assigned") == [1]
-    first = raw.read(5)  # the retained (empty) worklist
-    _, mid, payload = first.publish_fields()
-    raw.puback(mid)
-    seen = json.loads(payload)["version"]
+    assert raw.connect(
+        agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], clean=False
+    ) == (False, 0)
+    assert raw.subscribe((f"agents/{agent.agent_id}/assigned", 1)) == [1]
+    first = raw.read_publish(5)  # the retained (empty) worklist
+    raw.puback(first.packet_id)
+    seen = json.loads(first.payload)["version"]
     raw.disconnect()
+    raw.close()
 
     for _ in range(3):  # assignments while the device is off
         order = place_order()
@@ -332,14 +339,20 @@ def test_an_offline_agent_gets_what_it_missed_in_order(
     time.sleep(1.5)  # the relay publishes within its poll interval (0.5 s)
 
     raw = RawClient(target.host, target.port)
-    present, rc = raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False)
+    present, rc = raw.connect(
+        agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], clean=False
+    )
     assert (present, rc) == (True, 0)
     versions = []
-    for p in raw.publishes(quiet=1.5):
-        _, mid, payload = p.publish_fields()
-        versions.append(json.loads(payload)["version"])
-        raw.puback(mid)
+    while True:
+        try:
+            message = raw.read_publish(1.5)  # until nothing more comes for 1.5 s
+        except TimeoutError:
+            break
+        versions.append(json.loads(message.payload)["version"])
+        raw.puback(message.packet_id)
     raw.disconnect()
+    raw.close()
     # Every version published while it was away, in order (an older one may come first:
     # the relay republishes the current state when it connects, possibly unacked then).
     assert [v for v in versions if v > seen] == list(range(seen + 1, final + 1)), (seen, versions)
@@ -349,20 +362,21 @@ def test_an_offline_agent_gets_what_it_missed_in_order(
 def test_an_unacknowledged_message_is_redelivered_with_dup(target: Target, connect, make_agent) -> None:
     agent = make_agent()
     raw = RawClient(target.host, target.port)
-    raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False)
-    raw.subscribe(f"agents/{agent.agent_id}/assigned")
+    as_device(raw, agent, clean=False)
+    raw.subscribe((f"agents/{agent.agent_id}/assigned", 1))
     feed = connect(*service(target))
     feed.publish(f"agents/{agent.agent_id}/assigned", b'{"n": 1}')
-    first = raw.read(5)
-    assert first.kind == PUBLISH and not first.dup
+    first = raw.read_publish(5)
+    assert not first.dup
     raw.close()  # dropped before PUBACK
 
     raw = RawClient(target.host, target.port)
-    assert raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], clean=False) == (True, 0)
-    again = raw.read(5)
+    assert raw.connect(
+        agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], clean=False
+    ) == (True, 0)
+    again = raw.read_publish(5)
     raw.close()
-    assert again.kind == PUBLISH and again.dup
-    assert again.publish_fields()[2] == b'{"n": 1}'
+    assert again.dup and again.payload == b'{"n": 1}'
 
 
 def test_a_vanished_agent_goes_offline_by_keepalive(target: Target, connect, make_agent) -> None:
@@ -371,7 +385,12 @@ def test_a_vanished_agent_goes_offline_by_keepalive(target: Target, connect, mak
     watcher.subscribe(f"agents/{agent.agent_id}/presence")
     raw = RawClient(target.host, target.port)
     will = (f"agents/{agent.agent_id}/presence", b'{"state": "offline"}', 1, True)
-    assert raw.connect(agent.agent_id, agent.agent_id, agent.mqtt["password"], keepalive=2, will=will)[1] == 0
+    assert (
+        raw.connect(
+            agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], keepalive=2, will=will
+        )[1]
+        == 0
+    )
     started = time.monotonic()
     # Silent from now on: no PINGREQ, no FIN (the socket stays open until the end).
     message = watcher.wait_for(f"agents/{agent.agent_id}/presence", timeout=1.5 * 2 + 3)
@@ -404,7 +423,7 @@ def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, con
     def login(agent_id: str) -> int:
         raw = RawClient(target.host, target.port, timeout=30)
         try:
-            return raw.connect(agent_id, agent_id, secrets[agent_id])[1]
+            return raw.connect(agent_id, username=agent_id, password=secrets[agent_id])[1]
         finally:
             raw.close()
 

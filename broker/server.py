@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
+
+from broker.plugins import plugin_config
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +53,6 @@ def quiet_amqtt_logging() -> None:
         amqtt_broker.addFilter(_DropStartupTraceback())
 
 
-def anonymous_plugins() -> dict[str, dict[str, Any]]:
-    """The ``plugins`` section for now: anyone may connect, without credentials.
-
-    SEAM: the next issue (auth and topic ACL) replaces this with plugins reading the
-    password and ACL files the service writes. Giving ``plugins`` replaces amqtt's
-    default set, which is also how the $SYS plugin and the logger plugins stay off.
-    Caveat: this plugin marks every session anonymous, and amqtt never queues
-    messages for an offline anonymous session (no persistent sessions until then).
-    """
-    return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
-
-
 def _address(host: str, port: int) -> str:
     # amqtt parses "addr:port" and URLs want the same: an IPv6 literal needs brackets.
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -77,7 +68,8 @@ def build_config(
             # Without its own bind a listener inherits the default's (the TCP port) and fails.
             "ws": {"type": "ws", "bind": _address(host, ws_port)},
         },
-        "plugins": anonymous_plugins() if plugins is None else plugins,
+        # Giving ``plugins`` replaces amqtt's default set (which is how $SYS stays off).
+        "plugins": plugin_config() if plugins is None else plugins,
     }
 
 
@@ -168,9 +160,28 @@ async def _disconnect_everyone(broker: _TrackingBroker) -> None:
 
 
 class EmbeddedBroker:
-    """An amqtt broker with a TCP and a WebSocket listener, run on a dedicated thread."""
+    """An amqtt broker with a TCP and a WebSocket listener, run on a dedicated thread.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, ws_port: int = 0) -> None:
+    Clients authenticate against ``password_file`` and are authorised by ``acl_file`` (both
+    in Mosquitto's formats, re-read when they change; see broker.plugins). ``anonymous=True``,
+    or giving neither file, is the dev/conformance mode: anyone connects and every topic is
+    open except ``deny_topics``. Bad combinations raise ValueError.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ws_port: int = 0,
+        *,
+        password_file: str | os.PathLike[str] | None = None,
+        acl_file: str | os.PathLike[str] | None = None,
+        anonymous: bool = False,
+        deny_topics: Iterable[str] = (),
+    ) -> None:
+        self._plugins = plugin_config(
+            password_file=password_file, acl_file=acl_file, anonymous=anonymous, deny_topics=deny_topics
+        )
         self.host = host
         self.port = port or pick_free_port(host, avoid=ws_port)
         self.ws_port = ws_port or pick_free_port(host, avoid=self.port)
@@ -258,7 +269,7 @@ class EmbeddedBroker:
     async def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        broker = _TrackingBroker(build_config(self.host, self.port, self.ws_port))
+        broker = _TrackingBroker(build_config(self.host, self.port, self.ws_port, self._plugins))
         try:
             # Returns once both servers listen, so the kernel accepts connections from now.
             await broker.start()

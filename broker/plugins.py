@@ -1,0 +1,426 @@
+"""amqtt plugins that enforce Mosquitto's password file and ACL file (formats: :mod:`broker.credfiles`).
+
+How they hook amqtt 0.12.1 (``amqtt/broker.py``):
+
+- ``authenticate(session=...)`` of every auth plugin runs once per CONNECT, after amqtt has
+  built the session (client id, username, password, will) and before CONNACK; all must say
+  True, else the client gets CONNACK 5 (not authorised) and is disconnected.
+- ``topic_filtering(session=, topic=, action=)`` of every topic plugin runs with
+  ``subscribe`` for each filter of a SUBSCRIBE (False: SUBACK 0x80), ``publish`` for each
+  PUBLISH received (False: acknowledged, then dropped) and ``receive`` for each subscriber of
+  a *live* message. amqtt sends retained messages (on SUBSCRIBE, and on CONNECT for every
+  filter *any* client holds) and a persistent session's offline queue without asking any
+  plugin, so the topic plugins also gate each connection's ``mqtt_publish``: nothing reaches a
+  client that may not read its topic, whatever amqtt's routing decides.
+- ``on_broker_client_connected`` installs that gate. amqtt schedules the event before it
+  starts the client's handler and replays anything, so the gate is in place first.
+
+Reloading: both files are stat'ed at every CONNECT and every :data:`CHECK_INTERVAL`
+seconds on the broker's loop, and re-read when their inode, size or mtime changes. A
+missing file denies everyone (logged once) until it appears; a malformed ACL keeps the last
+good one (logged with its line). When the password entries change, connected clients whose
+user is gone or whose hash changed are disconnected at once, without their last will.
+Mosquitto 2.0.11 behaves the same on SIGHUP (checked: removed and rotated users are
+disconnected, their will is not published, others stay connected), except that it re-reads
+only on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import OutgoingApplicationMessage, Session
+
+from broker.credfiles import (
+    READ,
+    WRITE,
+    Acl,
+    AclSyntaxError,
+    filter_covered,
+    parse_password_file,
+    topic_matches,
+    verify_password,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 0.5  # seconds between two stat() checks of the files
+INLINE_ITERATIONS = 1000  # PBKDF2 above this many iterations runs in a thread, not on the loop
+
+
+# --- the files ------------------------------------------------------------------------------
+
+
+class WatchedFile:
+    """A file re-read when its inode, size or mtime changes; ``None`` text while it is missing."""
+
+    def __init__(self, path: str | os.PathLike[str], what: str) -> None:
+        self.path, self.what = Path(path), what
+        self._signature: tuple[int, ...] | None | bool = False  # False: never looked
+
+    def poll(self) -> tuple[bool, str | None]:
+        """(changed since the last poll, the current text or None when missing or unreadable)."""
+        try:
+            signature: tuple[int, ...] | None = _signature(os.stat(self.path))
+        except OSError:
+            signature = None
+        if signature == self._signature:
+            return False, None
+        text = None
+        if signature is not None:
+            try:
+                with open(self.path, encoding="utf-8") as handle:
+                    # The signature of what was read: a rename in between is seen at the next poll.
+                    signature = _signature(os.fstat(handle.fileno()))
+                    text = handle.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                logger.error("cannot read the MQTT %s %s: %s; denying everyone", self.what, self.path, exc)
+                signature = None
+        elif self._signature is not None:
+            logger.warning("MQTT %s %s is missing: denying everyone until it appears", self.what, self.path)
+        self._signature = signature
+        return True, text
+
+
+def _signature(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _iterations(encoded: str) -> int:
+    parts = encoded.split("$")
+    return int(parts[2]) if len(parts) == 5 and parts[1] == "7" and parts[2].isdigit() else 0
+
+
+class CredentialFiles:
+    """The password and ACL files of one broker, as last read; shared by its two plugins."""
+
+    _by_broker: weakref.WeakKeyDictionary[Any, CredentialFiles] = weakref.WeakKeyDictionary()
+
+    def __init__(self, password_file: str | os.PathLike[str], acl_file: str | os.PathLike[str]) -> None:
+        self._password_file = WatchedFile(password_file, "password file")
+        self._acl_file = WatchedFile(acl_file, "ACL file")
+        self.users: dict[str, str] = {}  # username -> encoded hash; empty denies everyone
+        self.acl = Acl()  # no rule: denies everything
+        self.on_users_changed: list[Callable[[], None]] = []
+        # encoded hash -> HMAC of the secret that matched it, under a key that dies with the process.
+        self._verified: dict[str, bytes] = {}
+        self._cache_key = secrets.token_bytes(32)
+        self._watcher: asyncio.Task[None] | None = None
+        self.refresh()
+
+    @classmethod
+    def for_broker(cls, context: BaseContext, password_file: str, acl_file: str) -> CredentialFiles:
+        broker = broker_of(context)
+        files = cls._by_broker.get(broker)
+        if files is None:
+            files = cls._by_broker[broker] = cls(password_file, acl_file)
+        elif (files._password_file.path, files._acl_file.path) != (Path(password_file), Path(acl_file)):
+            raise ValueError("the auth and topic plugins of one broker must name the same two files")
+        return files
+
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        return self._password_file.path, self._acl_file.path
+
+    def refresh(self) -> None:
+        """Re-read whichever file changed; tell ``on_users_changed`` when the entries did."""
+        changed, text = self._password_file.poll()
+        if changed:
+            users = {} if text is None else parse_password_file(text)
+            if text is not None:
+                logger.info("%d MQTT user(s) loaded from %s", len(users), self._password_file.path)
+            hashes = set(users.values())
+            self._verified = {h: d for h, d in self._verified.items() if h in hashes}
+            if users != self.users:
+                self.users = users
+                for callback in self.on_users_changed:
+                    callback()
+        changed, text = self._acl_file.poll()
+        if changed:
+            if text is None:
+                self.acl = Acl()
+            else:
+                try:
+                    self.acl = Acl.parse(text)
+                except AclSyntaxError as exc:
+                    logger.error("MQTT ACL file %s, %s; keeping the last good ACL", self._acl_file.path, exc)
+                else:
+                    logger.info("MQTT ACL loaded from %s", self._acl_file.path)
+
+    async def check(self, username: str, password: str) -> str | None:
+        """The user's encoded hash when ``password`` matches it, else None."""
+        encoded = self.users.get(username)
+        if encoded is None:
+            return None
+        digest = hmac.new(self._cache_key, f"{encoded}\0{password}".encode(), hashlib.sha256).digest()
+        if hmac.compare_digest(self._verified.get(encoded, b""), digest):
+            return encoded
+        if _iterations(encoded) > INLINE_ITERATIONS:
+            loop = asyncio.get_running_loop()
+            matched = await loop.run_in_executor(None, verify_password, password, encoded)
+        else:  # ~0.1 ms for the service's 101 iterations: cheaper than a thread hop
+            matched = verify_password(password, encoded)
+        if not matched or self.users.get(username) != encoded:  # rotated while we verified
+            return None
+        self._verified[encoded] = digest
+        return encoded
+
+    def start_watching(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="mqtt-cred-files")
+
+    def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            try:
+                self.refresh()
+            except Exception:  # a bug here must not end the checks for good
+                logger.exception("checking the MQTT credential files failed")
+
+
+def broker_of(context: BaseContext) -> Any:
+    """The amqtt Broker behind a plugin context (amqtt 0.12.1 offers no public accessor)."""
+    broker = getattr(context, "_broker_instance", None)
+    if broker is None:
+        raise RuntimeError("these plugins need amqtt's BrokerContext (amqtt 0.12.1)")
+    return broker
+
+
+# --- authentication -----------------------------------------------------------------------------
+
+
+class PasswordFileAuthPlugin(BaseAuthPlugin):
+    """CONNECT needs a username in the password file and its secret; revocation disconnects."""
+
+    @dataclass
+    class Config:
+        password_file: str
+        acl_file: str
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.files = CredentialFiles.for_broker(context, self.config.password_file, self.config.acl_file)
+        self.files.on_users_changed.append(self._disconnect_revoked)
+        self._granted: dict[str, tuple[str, str]] = {}  # client id -> (username, hash) it connected with
+        self._kicks: set[asyncio.Task[None]] = set()
+
+    async def authenticate(self, *, session: Session) -> bool:
+        self.files.refresh()
+        client_id, username = session.client_id or "", session.username
+        if not username:
+            logger.info("refused MQTT client %r: no username", client_id)
+            return False
+        password = session.password
+        if isinstance(password, bytes | bytearray):
+            password = password.decode("utf-8", "replace")
+        encoded = await self.files.check(username, password or "")
+        if encoded is None:
+            known = "wrong secret" if username in self.files.users else "unknown user"
+            logger.info("refused MQTT client %r, user %r: %s", client_id, username, known)
+            return False
+        self._granted[client_id] = (username, encoded)
+        return True
+
+    def _disconnect_revoked(self) -> None:
+        sessions = broker_of(self.context).sessions  # client id -> (Session, handler)
+        for client_id in [c for c in self._granted if c not in sessions]:
+            del self._granted[client_id]
+        for client_id, (session, handler) in list(sessions.items()):
+            granted = self._granted.get(client_id)
+            if granted is None or session.transitions.state != "connected":
+                continue
+            username, encoded = granted
+            if self.files.users.get(username) != encoded:
+                reason = "rotated" if username in self.files.users else "removed"
+                logger.warning("disconnecting MQTT client %r: user %r was %s", client_id, username, reason)
+                del self._granted[client_id]
+                task = asyncio.get_running_loop().create_task(_disconnect(session, handler))
+                self._kicks.add(task)
+                task.add_done_callback(self._kicks.discard)
+
+    async def on_broker_post_start(self) -> None:
+        self.files.start_watching()
+
+    async def on_broker_pre_shutdown(self) -> None:
+        self.files.stop_watching()
+
+    async def close(self) -> None:
+        self.files.stop_watching()
+
+
+async def _disconnect(session: Session, handler: Any) -> None:
+    session.will_flag = False  # as Mosquitto: a revoked client's last will is not published
+    await handler.handle_connection_closed()  # amqtt's own take-over path ends the client loop
+    if handler.writer is not None:  # and should the loop not have started yet, the socket
+        await handler.writer.close()
+
+
+class OpenAuthPlugin(BaseAuthPlugin):
+    """Dev/conformance mode: every CONNECT is accepted, with or without credentials.
+
+    Unlike amqtt's AnonymousAuthPlugin it leaves sessions non-anonymous, so persistent
+    sessions keep their subscriptions and offline queue, as conformance suites expect.
+    """
+
+    async def authenticate(self, *, session: Session) -> bool:
+        return True
+
+
+# --- topics ---------------------------------------------------------------------------------------
+
+
+class Rules(Protocol):
+    def allowed(self, username: str | None, client_id: str, access: str, topic: str) -> bool: ...
+
+    def may_subscribe(self, username: str | None, client_id: str, filter_: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class OpenRules:
+    """Dev/conformance mode: everything is allowed except the deny topics (filters allowed)."""
+
+    deny: tuple[str, ...] = field(default_factory=tuple)
+
+    def allowed(self, username: str | None, client_id: str, access: str, topic: str) -> bool:
+        return not any(topic_matches(d, topic) for d in self.deny)
+
+    def may_subscribe(self, username: str | None, client_id: str, filter_: str) -> bool:
+        # Refused when every topic of the filter is denied; otherwise delivery filters the rest.
+        return not any(filter_covered(filter_, d) for d in self.deny)
+
+
+class _RulesTopicPlugin(BaseTopicPlugin):
+    """Answers amqtt's three actions from :meth:`rules` and gates every delivery."""
+
+    def rules(self) -> Rules:
+        raise NotImplementedError
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        if session is None or not topic:
+            return False
+        username, client_id = session.username, session.client_id or ""
+        if action == Action.SUBSCRIBE:
+            return self.rules().may_subscribe(username, client_id, topic)
+        if action == Action.PUBLISH:
+            return self.rules().allowed(username, client_id, WRITE, topic)
+        if action == Action.RECEIVE:
+            return self.rules().allowed(username, client_id, READ, topic)
+        return False
+
+    def may_read(self, session: Session, topic: str) -> bool:
+        return self.rules().allowed(session.username, session.client_id or "", READ, topic)
+
+    async def on_broker_client_connected(self, *, client_id: str, client_session: Session) -> None:
+        # Synchronous up to here on purpose: this runs before amqtt replays anything.
+        if client_session.will_flag and not self.rules().allowed(
+            client_session.username, client_id, WRITE, client_session.will_topic or ""
+        ):
+            logger.info("MQTT client %r may not write its will topic; the will is dropped", client_id)
+            client_session.will_flag = False  # Mosquitto also connects it and drops the will
+        entry = broker_of(self.context).sessions.get(client_id)
+        if entry is not None and entry[0] is client_session:
+            _gate_deliveries(entry[1], client_session, self.may_read)
+
+
+def _gate_deliveries(handler: Any, session: Session, may_read: Callable[[Session, str], bool]) -> None:
+    """Wrap this connection's ``mqtt_publish`` (amqtt's only way out to a client) in a read check."""
+    send = handler.mqtt_publish
+    if getattr(send, "acl_gate", False):
+        return
+
+    async def gated(topic: str, data: bytes | bytearray, qos: int | None, *args: Any, **kwargs: Any) -> Any:
+        if may_read(session, topic):
+            return await send(topic, data, qos, *args, **kwargs)
+        logger.debug("not delivering %s to MQTT client %r: no read access", topic, session.client_id)
+        retain = bool(args[0] if args else kwargs.get("retain", False))
+        return OutgoingApplicationMessage(None, topic, qos, data, retain)  # never sent
+
+    gated.acl_gate = True  # type: ignore[attr-defined]
+    handler.mqtt_publish = gated
+
+
+class AclFileTopicPlugin(_RulesTopicPlugin):
+    """PUBLISH needs ``write``, SUBSCRIBE :meth:`Acl.may_subscribe`, every delivery ``read``."""
+
+    @dataclass
+    class Config:
+        password_file: str
+        acl_file: str
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.files = CredentialFiles.for_broker(context, self.config.password_file, self.config.acl_file)
+
+    def rules(self) -> Rules:
+        return self.files.acl
+
+    async def on_broker_post_start(self) -> None:
+        self.files.start_watching()
+
+    async def close(self) -> None:
+        self.files.stop_watching()
+
+
+class DenyTopicsPlugin(_RulesTopicPlugin):
+    """Dev/conformance mode: every topic readable and writable except ``deny_topics``."""
+
+    @dataclass
+    class Config:
+        deny_topics: list[str] = field(default_factory=list)
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self._rules = OpenRules(tuple(self.config.deny_topics))
+
+    def rules(self) -> Rules:
+        return self._rules
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+
+def plugin_config(
+    *,
+    password_file: str | os.PathLike[str] | None = None,
+    acl_file: str | os.PathLike[str] | None = None,
+    anonymous: bool = False,
+    deny_topics: Iterable[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """amqtt's ``plugins`` section: the two files, or open (dev/conformance) mode.
+
+    With neither file the broker is open, as with ``anonymous=True``: tests build
+    ``EmbeddedBroker()`` that way. Giving ``plugins`` replaces amqtt's default set, which is
+    also how the $SYS and logger plugins stay off.
+    """
+    deny = [str(t) for t in deny_topics]
+    if any(not t for t in deny):
+        raise ValueError("a deny topic cannot be empty")
+    if anonymous or (password_file is None and acl_file is None):
+        if password_file is not None or acl_file is not None:
+            raise ValueError("anonymous mode reads no password or ACL file; give one or the other")
+        return {f"{__name__}.OpenAuthPlugin": {}, f"{__name__}.DenyTopicsPlugin": {"deny_topics": deny}}
+    if password_file is None or acl_file is None:
+        raise ValueError("give both a password file and an ACL file")
+    if deny:
+        raise ValueError("deny topics apply only to anonymous (conformance) mode; use the ACL file")
+    files = {"password_file": str(password_file), "acl_file": str(acl_file)}
+    return {f"{__name__}.PasswordFileAuthPlugin": files, f"{__name__}.AclFileTopicPlugin": dict(files)}

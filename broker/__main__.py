@@ -126,9 +126,9 @@ def _broker(env: Mapping[str, str], conformance: bool, deny_topics: tuple[str, .
         return EmbeddedBroker(host, port, ws_port, anonymous=True, deny_topics=deny_topics)
     if deny_topics:
         raise ConfigError(f"--deny-topic applies only with --conformance (or {CONFORMANCE_ENV}=1)")
+    # The plugins log what they load from each file (or that it is missing) once started.
     password_file = _file(env, PASSWORD_FILE_ENV, "passwd")
     acl_file = _file(env, ACL_FILE_ENV, "acl")
-    logger.info("MQTT users from %s, ACL from %s", password_file, acl_file)
     return EmbeddedBroker(host, port, ws_port, password_file=password_file, acl_file=acl_file)
 
 

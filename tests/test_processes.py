@@ -67,6 +67,9 @@ def env(tmp_path: Path) -> dict:
         "ORDERBUS_BROKER_PORT": str(free_port()),
         "ORDERBUS_BROKER_WS_PORT": str(free_port()),
         "ORDERBUS_API_WORKERS": "2",
+        # The service does not write the broker's password and ACL files yet; until it
+        # does, these processes use the broker's open (conformance) mode.
+        "ORDERBUS_BROKER_CONFORMANCE": "1",
     }
 
 

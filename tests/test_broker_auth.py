@@ -646,3 +646,16 @@ def test_cli_conformance_mode(cli_ports) -> None:
     finally:
         process.terminate()
         process.communicate(timeout=TIMEOUT * 2)
+
+
+def test_persistent_session_gets_what_was_published_while_offline(login) -> None:
+    """Sessions are not marked anonymous (amqtt's AnonymousAuthPlugin did), so a device with
+    a stable client id and clean session off gets its queued messages back on reconnect."""
+    device = login("agt_1", client_id="agt_1-phone", clean_session=False)
+    assert device.subscribe("agents/agt_1/#")
+    device.close()
+    login(SERVICE).publish("agents/agt_1/assigned", b"while you were away")
+    device = login("agt_1", client_id="agt_1-phone", clean_session=False)
+    assert device.received_until("agents/agt_1/assigned") == [
+        ("agents/agt_1/assigned", b"while you were away")
+    ]

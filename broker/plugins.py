@@ -85,9 +85,8 @@ class WatchedFile:
                     # The signature of what was read: a rename in between is seen at the next poll.
                     signature = _signature(os.fstat(handle.fileno()))
                     text = handle.read()
-            except (OSError, UnicodeDecodeError) as exc:
+            except (OSError, UnicodeDecodeError) as exc:  # retried once the file changes
                 logger.error("cannot read the MQTT %s %s: %s; denying everyone", self.what, self.path, exc)
-                signature = None
         elif self._signature is not None:
             logger.warning("MQTT %s %s is missing: denying everyone until it appears", self.what, self.path)
         self._signature = signature
@@ -218,7 +217,8 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
         super().__init__(context)
         self.files = CredentialFiles.for_broker(context, self.config.password_file, self.config.acl_file)
         self.files.on_users_changed.append(self._disconnect_revoked)
-        self._granted: dict[str, tuple[str, str]] = {}  # client id -> (username, hash) it connected with
+        # client id -> (username, hash) its connection was accepted with, and that session
+        self._granted: dict[str, tuple[str, str, Session]] = {}
         self._kicks: set[asyncio.Task[None]] = set()
 
     async def authenticate(self, *, session: Session) -> bool:
@@ -235,25 +235,47 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
             known = "wrong secret" if username in self.files.users else "unknown user"
             logger.info("refused MQTT client %r, user %r: %s", client_id, username, known)
             return False
-        self._granted[client_id] = (username, encoded)
+        self._granted[client_id] = (username, encoded, session)
         return True
 
     def _disconnect_revoked(self) -> None:
-        sessions = broker_of(self.context).sessions  # client id -> (Session, handler)
-        for client_id in [c for c in self._granted if c not in sessions]:
-            del self._granted[client_id]
-        for client_id, (session, handler) in list(sessions.items()):
-            granted = self._granted.get(client_id)
-            if granted is None or session.transitions.state != "connected":
-                continue
-            username, encoded = granted
-            if self.files.users.get(username) != encoded:
-                reason = "rotated" if username in self.files.users else "removed"
-                logger.warning("disconnecting MQTT client %r: user %r was %s", client_id, username, reason)
+        handlers = broker_of(self.context).sessions  # client id -> (Session, handler)
+        for client_id, (_, _, session) in list(self._granted.items()):
+            state = session.transitions.state
+            if state == "disconnected":  # it must authenticate again anyway
                 del self._granted[client_id]
-                task = asyncio.get_running_loop().create_task(_disconnect(session, handler))
-                self._kicks.add(task)
-                task.add_done_callback(self._kicks.discard)
+            elif state == "connected" and (entry := handlers.get(client_id)) and entry[0] is session:
+                self._disconnect_if_revoked(client_id, session, entry[1])
+            # "new": between authenticate() and connected; on_broker_client_connected checks it
+
+    def _disconnect_if_revoked(self, client_id: str, session: Session, handler: Any) -> None:
+        granted = self._granted.get(client_id)
+        if granted is None or granted[2] is not session:
+            return
+        username, encoded, _ = granted
+        if self.files.users.get(username) == encoded:
+            return
+        reason = "rotated" if username in self.files.users else "removed"
+        logger.warning("disconnecting MQTT client %r: user %r was %s", client_id, username, reason)
+        del self._granted[client_id]
+        task = asyncio.get_running_loop().create_task(_disconnect(session, handler))
+        self._kicks.add(task)
+        task.add_done_callback(self._kicks.discard)
+
+    async def on_broker_client_connected(self, *, client_id: str, client_session: Session) -> None:
+        # A change read between authenticate() and now found this session not yet connected.
+        entry = broker_of(self.context).sessions.get(client_id)
+        if entry is not None:
+            self._disconnect_if_revoked(client_id, client_session, entry[1])
+
+    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Session) -> None:
+        granted = self._granted.get(client_id)
+        if (
+            granted is not None
+            and granted[2] is client_session
+            and client_session.transitions.is_disconnected()
+        ):
+            del self._granted[client_id]  # unless it already connected again
 
     async def on_broker_post_start(self) -> None:
         self.files.start_watching()
@@ -267,9 +289,12 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
 
 async def _disconnect(session: Session, handler: Any) -> None:
     session.will_flag = False  # as Mosquitto: a revoked client's last will is not published
-    await handler.handle_connection_closed()  # amqtt's own take-over path ends the client loop
-    if handler.writer is not None:  # and should the loop not have started yet, the socket
-        await handler.writer.close()
+    try:
+        await handler.handle_connection_closed()  # amqtt's own take-over path ends the client loop
+        if handler.writer is not None:  # and should that loop not run yet, the socket still closes
+            await handler.writer.close()
+    except Exception as exc:  # the connection may be going away by itself meanwhile
+        logger.debug("disconnecting MQTT client %r: %r", session.client_id, exc)
 
 
 class OpenAuthPlugin(BaseAuthPlugin):
@@ -312,10 +337,14 @@ class _RulesTopicPlugin(BaseTopicPlugin):
     def rules(self) -> Rules:
         raise NotImplementedError
 
+    def current(self, session: Session) -> bool:
+        """Whether the session's user still exists (False: nothing in or out for it)."""
+        return True
+
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool:
-        if session is None or not topic:
+        if session is None or not topic or not self.current(session):
             return False
         username, client_id = session.username, session.client_id or ""
         if action == Action.SUBSCRIBE:
@@ -327,7 +356,9 @@ class _RulesTopicPlugin(BaseTopicPlugin):
         return False
 
     def may_read(self, session: Session, topic: str) -> bool:
-        return self.rules().allowed(session.username, session.client_id or "", READ, topic)
+        return self.current(session) and self.rules().allowed(
+            session.username, session.client_id or "", READ, topic
+        )
 
     async def on_broker_client_connected(self, *, client_id: str, client_session: Session) -> None:
         # Synchronous up to here on purpose: this runs before amqtt replays anything.
@@ -372,6 +403,10 @@ class AclFileTopicPlugin(_RulesTopicPlugin):
 
     def rules(self) -> Rules:
         return self.files.acl
+
+    def current(self, session: Session) -> bool:
+        # A removed user's persistent session would otherwise queue messages for ever.
+        return session.username in self.files.users
 
     async def on_broker_post_start(self) -> None:
         self.files.start_watching()

@@ -659,3 +659,18 @@ def test_persistent_session_gets_what_was_published_while_offline(login) -> None
     assert device.received_until("agents/agt_1/assigned") == [
         ("agents/agt_1/assigned", b"while you were away")
     ]
+
+
+def test_removed_users_persistent_session_queues_nothing(login, creds) -> None:
+    """Once a user is removed, nothing more is queued for its offline persistent session
+    (it would grow for ever); re-added, it gets only what is published from then on."""
+    device = login("agt_1", client_id="agt_1-phone", clean_session=False)
+    assert device.subscribe("agents/agt_1/#")
+    device.close()
+    creds.set_users(SERVICE, ADMIN, "agt_2", "agt_3", "agt_7")
+    service = login(SERVICE)  # this CONNECT re-reads the password file
+    service.publish("agents/agt_1/assigned", b"for nobody")
+    creds.set_users(SERVICE, ADMIN, "agt_1", "agt_2", "agt_3", "agt_7")
+    device = login("agt_1", client_id="agt_1-phone", clean_session=False)
+    service.publish("agents/agt_1/assigned", b"marker")
+    assert device.received_until("agents/agt_1/assigned") == [("agents/agt_1/assigned", b"marker")]

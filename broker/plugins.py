@@ -13,13 +13,16 @@ How they hook amqtt 0.12.1 (``amqtt/broker.py``):
   plugin, so the topic plugins also gate each connection's ``mqtt_publish``: nothing reaches a
   client that may not read its topic, whatever amqtt's routing decides.
 - ``on_broker_client_connected`` installs that gate. amqtt schedules the event before it
-  starts the client's handler and replays anything, so the gate is in place first.
+  starts the client's handler and replays anything, so the gate is in place first. It also
+  drops a will whose topic the client may not write (Mosquitto accepts such a CONNECT too
+  and never publishes that will).
 
 Reloading: both files are stat'ed at every CONNECT and every :data:`CHECK_INTERVAL`
 seconds on the broker's loop, and re-read when their inode, size or mtime changes. A
 missing file denies everyone (logged once) until it appears; a malformed ACL keeps the last
 good one (logged with its line). When the password entries change, connected clients whose
-user is gone or whose hash changed are disconnected at once, without their last will.
+user is gone or whose hash changed are disconnected at once, without their last will, and
+nothing more is queued for a removed user's offline persistent session.
 Mosquitto 2.0.11 behaves the same on SIGHUP (checked: removed and rotated users are
 disconnected, their will is not published, others stay connected), except that it re-reads
 only on SIGHUP.

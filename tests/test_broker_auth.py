@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker import credfiles
-from broker.plugins import CHECK_INTERVAL
+from broker.credstore import CHECK_INTERVAL
 from broker.server import EmbeddedBroker, pick_free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -415,7 +415,7 @@ def test_will_on_a_forbidden_topic_is_dropped(login, auth_broker, creds) -> None
 def test_acl_reload_and_malformed_acl_keeps_the_last_good_one(auth_broker, creds, login, caplog) -> None:
     """A changed ACL applies without restart, to subscriptions already held too; a malformed
     one is logged with its line and the last good one stays in force."""
-    caplog.set_level(logging.INFO, logger="broker.plugins")
+    caplog.set_level(logging.INFO, logger="broker")
     agent = login("agt_2")
     assert agent.subscribe("agents/agt_2/#")
     assert not agent.subscribe("orders/#")

@@ -114,11 +114,8 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
 
     async def on_broker_client_disconnected(self, *, client_id: str, client_session: Session) -> None:
         granted = self._granted.get(client_id)
-        if (
-            granted is not None
-            and granted[2] is client_session
-            and client_session.transitions.is_disconnected()
-        ):
+        state = client_session.transitions.state
+        if granted is not None and granted[2] is client_session and state == "disconnected":
             del self._granted[client_id]  # unless it already connected again
 
     async def on_broker_post_start(self) -> None:

@@ -38,15 +38,11 @@ install: $(STAMP)
 migrate: install
 	$(PY) -m order_service migrate
 
-# The service does not write the broker's password and ACL files (<data dir>/mqtt/) yet, so
-# `make run` keeps the embedded broker open (conformance mode) unless told otherwise:
-# ORDERBUS_BROKER_CONFORMANCE=0 make run enforces the files.
 run: install
 	@$(PY) -m order_service preflight $(PREFLIGHT)
 	@$(PY) -m order_service migrate
 	@$(PY) -m order_service bootstrap
-	ORDERBUS_BROKER_CONFORMANCE="$${ORDERBUS_BROKER_CONFORMANCE:-1}" \
-	  PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile $(PROCS)
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile $(PROCS)
 
 test: install
 	$(BIN)/ruff check .

@@ -67,8 +67,8 @@ def env(tmp_path: Path) -> dict:
         "ORDERBUS_BROKER_PORT": str(free_port()),
         "ORDERBUS_BROKER_WS_PORT": str(free_port()),
         "ORDERBUS_API_WORKERS": "2",
-        # The service does not write the broker's password and ACL files yet; until it
-        # does, these processes use the broker's open (conformance) mode.
+        # The subscribers here connect without a broker login: open (conformance) mode.
+        # Broker authentication has its own tests (tests/test_broker_auth.py).
         "ORDERBUS_BROKER_CONFORMANCE": "1",
     }
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import threading
+from collections.abc import Iterable
 from contextlib import ExitStack, suppress
 from typing import Any
 
@@ -20,6 +22,7 @@ from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
 from broker.hardened import DEFAULT_MAX_INFLIGHT_MESSAGES, DEFAULT_MAX_QUEUED_MESSAGES, HardenedBroker
+from broker.plugins import plugin_config
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +54,6 @@ def quiet_amqtt_logging() -> None:
         amqtt_broker.addFilter(_DropStartupTraceback())
 
 
-def anonymous_plugins() -> dict[str, dict[str, Any]]:
-    """The ``plugins`` section for now: anyone may connect, without credentials.
-
-    SEAM: the next issue (auth and topic ACL) replaces this with plugins reading the
-    password and ACL files the service writes. Giving ``plugins`` replaces amqtt's
-    default set, which is also how the $SYS plugin and the logger plugins stay off.
-    Caveat: this plugin marks every session anonymous, and amqtt never queues
-    messages for an offline anonymous session (no persistent sessions until then).
-    """
-    return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
-
-
 def _address(host: str, port: int) -> str:
     # amqtt parses "addr:port" and URLs want the same: an IPv6 literal needs brackets.
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -78,7 +69,8 @@ def build_config(
             # Without its own bind a listener inherits the default's (the TCP port) and fails.
             "ws": {"type": "ws", "bind": _address(host, ws_port)},
         },
-        "plugins": anonymous_plugins() if plugins is None else plugins,
+        # Giving ``plugins`` replaces amqtt's default set (which is how $SYS stays off).
+        "plugins": plugin_config() if plugins is None else plugins,
     }
 
 
@@ -148,7 +140,11 @@ class EmbeddedBroker:
     """A hardened amqtt broker (broker/hardened.py) with a TCP and a WebSocket listener,
     run on a dedicated thread.
 
-    ``plugins`` is amqtt's plugins section (default: :func:`anonymous_plugins`);
+    Clients authenticate against ``password_file`` and are authorised by ``acl_file`` (both
+    in Mosquitto's formats, re-read when they change; see broker.plugins). ``anonymous=True``,
+    or giving neither file, is the dev/conformance mode: anyone connects and every topic is
+    open except ``deny_topics``. Bad combinations raise ValueError. ``plugins`` replaces
+    amqtt's whole plugins section instead (tests of amqtt itself).
     ``max_queued_messages`` bounds each client's queue, ``max_inflight_messages`` its
     unacknowledged QoS 1/2 messages.
     """
@@ -159,10 +155,18 @@ class EmbeddedBroker:
         port: int = 0,
         ws_port: int = 0,
         *,
+        password_file: str | os.PathLike[str] | None = None,
+        acl_file: str | os.PathLike[str] | None = None,
+        anonymous: bool = False,
+        deny_topics: Iterable[str] = (),
         plugins: dict[str, dict[str, Any]] | None = None,
         max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
         max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
     ) -> None:
+        if plugins is None:
+            plugins = plugin_config(
+                password_file=password_file, acl_file=acl_file, anonymous=anonymous, deny_topics=deny_topics
+            )
         self.host = host
         self.port = port or pick_free_port(host, avoid=ws_port)
         self.ws_port = ws_port or pick_free_port(host, avoid=self.port)

@@ -71,13 +71,25 @@ def main(
     secret = password_file.read().strip() if password_file else password
     if not secret:
         raise click.UsageError("give --password-file or --password")
-    token = _post(f"{api}/auth/token", {"username": user, "password": secret})["access_token"]
+    login = _post(f"{api}/auth/token", {"username": user, "password": secret})
+    token = login["access_token"]
 
     received: queue.Queue[tuple[str, float]] = queue.Queue()
     subscribed = queue.Queue()
     broker = urlsplit(mqtt_url)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"latency-probe-{time.time_ns()}")
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe("orders/new", qos=1)
+    if login.get("mqtt"):  # an admin's read-only dashboard login
+        client.username_pw_set(login["mqtt"]["username"], login["mqtt"]["password"])
+    refused: queue.Queue[str] = queue.Queue()
+
+    def on_connect(c, u, f, rc, p) -> None:
+        if rc.is_failure:
+            refused.put(str(rc))
+            subscribed.put(False)
+        else:
+            c.subscribe("orders/new", qos=1)
+
+    client.on_connect = on_connect
     client.on_subscribe = lambda *a: subscribed.put(True)
     client.on_message = lambda c, u, m: (
         m.payload and received.put((json.loads(m.payload)["order"]["id"], time.perf_counter()))
@@ -87,7 +99,9 @@ def main(
     except OSError as exc:
         raise click.ClickException(f"MQTT {mqtt_url}: {exc}") from None
     client.loop_start()
-    subscribed.get(timeout=10)
+    if not subscribed.get(timeout=10):
+        client.loop_stop()
+        raise click.ClickException(f"MQTT {mqtt_url} refused the login: {refused.get()}")
 
     end_to_end: list[float] = []
     response_times: list[float] = []

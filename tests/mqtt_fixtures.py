@@ -48,7 +48,9 @@ class Received:
 class Subscriber:
     """A paho subscriber that records every message; the test thread asserts on them."""
 
-    def __init__(self, host: str, port: int, filters: tuple[str, ...] = ("#",), **client_kw) -> None:
+    def __init__(
+        self, host: str, port: int, filters: tuple[str, ...] = ("#",), login: dict | None = None, **client_kw
+    ) -> None:
         self.host, self.port, self.filters = host, port, filters
         self.queue: queue.Queue[Received] = queue.Queue()
         self.seen: list[Received] = []
@@ -63,6 +65,8 @@ class Subscriber:
         )
         if transport == "websockets":
             self.client.ws_set_options(path="/mqtt")
+        if login is not None:  # a broker login the service issued: {"username", "password", ...}
+            self.client.username_pw_set(login["username"], login["password"])
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

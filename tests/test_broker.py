@@ -241,7 +241,8 @@ def test_cli_serves_then_exits_zero_on_sigterm(spawn, clients) -> None:
     """On free ports the CLI serves TCP and WebSocket clients; SIGTERM stops it with status 0."""
     port = pick_free_port(HOST)
     ws_port = pick_free_port(HOST, avoid=port)
-    process = spawn(_ports_env(port, ws_port))
+    # Conformance mode: these clients connect without credentials (tests/test_broker_auth.py has the rest).
+    process = spawn({**_ports_env(port, ws_port), "ORDERBUS_BROKER_CONFORMANCE": "1"})
 
     tcp_client = clients(port)
     deadline = time.monotonic() + TIMEOUT

@@ -23,7 +23,8 @@ from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from broker import hardened
-from broker.server import EmbeddedBroker, anonymous_plugins
+from broker.plugins import plugin_config
+from broker.server import EmbeddedBroker
 from tests.mqtt_raw import RawClient
 
 HOST = "127.0.0.1"
@@ -159,7 +160,7 @@ class DollarTopics(BasePlugin):
 
 
 def _with(*plugins: type) -> dict[str, dict[str, Any]]:
-    return {**anonymous_plugins(), **{f"{__name__}.{p.__name__}": {} for p in plugins}}
+    return {**plugin_config(anonymous=True), **{f"{__name__}.{p.__name__}": {} for p in plugins}}
 
 
 # -- 1. retained delivery --------------------------------------------------------------------

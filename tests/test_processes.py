@@ -118,7 +118,8 @@ def test_make_run_processes_serve_rest_to_mqtt(system, env):
     assert status == 200, body
     token = body["access_token"]
 
-    sub = Subscriber("127.0.0.1", int(env["ORDERBUS_BROKER_PORT"]), ("orders/#",)).start()
+    # The admin's dashboard login: the broker under `make run` refuses anonymous clients.
+    sub = Subscriber("127.0.0.1", int(env["ORDERBUS_BROKER_PORT"]), ("orders/#",), login=body["mqtt"]).start()
     try:
         order = {
             "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
@@ -218,10 +219,11 @@ def test_concurrent_writers_lose_nothing(system, env):
     from concurrent.futures import ThreadPoolExecutor
 
     password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
-    token = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})[1][
-        "access_token"
-    ]
-    sub = Subscriber("127.0.0.1", int(env["ORDERBUS_BROKER_PORT"]), ("orders/new",)).start()
+    login = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})[1]
+    token = login["access_token"]
+    sub = Subscriber(
+        "127.0.0.1", int(env["ORDERBUS_BROKER_PORT"]), ("orders/new",), login=login["mqtt"]
+    ).start()
     order = {
         "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
         "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],

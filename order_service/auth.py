@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, request
 
 from .db import db
-from .models import Token, User, new_id, utcnow
+from .models import LoginFailure, Token, User, new_id, utcnow
 from .problems import Problem
 
 _hasher = PasswordHasher()
@@ -47,6 +47,44 @@ def create_user(username: str, password: str, role: str, display_name: str = "")
         role=role,
         display_name=display_name,
     )
+
+
+def check_throttle(username: str, max_failures: int, window_seconds: int) -> None:
+    """429 when ``username`` had ``max_failures`` failed logins within the window.
+
+    Counted per username, known or not, so guessing one account's password is slow
+    whoever tries it; the answer is the same for unknown names, which reveals nothing.
+    The price is that an attacker can keep one account's owner waiting for a window.
+    """
+    since = utcnow() - timedelta(seconds=window_seconds)
+    recent = (
+        LoginFailure.select(LoginFailure.at)
+        .where((LoginFailure.username == username) & (LoginFailure.at > since))
+        .order_by(LoginFailure.at.desc())
+        .limit(max_failures)
+    )
+    times = [row.at for row in recent]
+    if len(times) >= max_failures:
+        retry = max(1, int((times[-1] - since).total_seconds()) + 1)
+        raise Problem(
+            429,
+            "Too many failed logins",
+            f"{max_failures} failed logins for {username!r} within {window_seconds} s; "
+            f"try again in {retry} s",
+            slug="login-throttled",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+def record_login(username: str, ok: bool, window_seconds: int) -> None:
+    """Count a failure (and sweep old ones); a success clears the username's failures."""
+    with db.atomic():
+        if ok:
+            LoginFailure.delete().where(LoginFailure.username == username).execute()
+            return
+        LoginFailure.create(username=username)
+        cutoff = utcnow() - timedelta(seconds=window_seconds)
+        LoginFailure.delete().where(LoginFailure.at <= cutoff).execute()
 
 
 def token_digest(token: str) -> str:

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     admin_password: str = Field("", description="Bootstrap admin password; generated when empty")
 
     token_ttl_seconds: int = Field(12 * 3600, ge=60)
+    login_max_failures: int = Field(10, ge=1, description="failed logins per username within the window")
+    login_window_seconds: int = Field(900, ge=1, description="after that many, 429 until the window passes")
     allow_signup: bool = True
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     retain_terminal_seconds: int = Field(3600, ge=0)

@@ -298,5 +298,15 @@ class DispatchSettingsRow(BaseModel):
         table_name = "dispatch_settings"
 
 
+class LoginFailure(BaseModel):
+    """One failed password login for a username (known or not); see auth.check_throttle."""
+
+    username = pw.CharField(max_length=64)
+    at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "login_failures"
+
+
 ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey]
-ALL_MODELS += [MqttCredential, OrderOffer, OrderAlert, DispatchSettingsRow]
+ALL_MODELS += [MqttCredential, OrderOffer, OrderAlert, DispatchSettingsRow, LoginFailure]

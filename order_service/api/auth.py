@@ -11,7 +11,7 @@ from ..auth import current_user, require
 from ..models import Token, User, rfc3339
 from ..problems import Problem, field_problem
 from . import schemas
-from .common import BEARER, blueprint, public
+from .common import BEARER, PROBLEM, blueprint, public
 
 bp = blueprint("auth", "Log in and users")
 
@@ -26,15 +26,22 @@ def user_dict(user: User) -> dict:
     }
 
 
-@bp.post("/auth/token", responses={200: schemas.TokenOut})
+@bp.post("/auth/token", responses={200: schemas.TokenOut, 429: PROBLEM})
 def login(body: schemas.TokenRequest):
     """Exchange username and password for a bearer token.
+
+    After ``ORDERBUS_LOGIN_MAX_FAILURES`` failed attempts for a username within
+    ``ORDERBUS_LOGIN_WINDOW_SECONDS``, further attempts get 429 with Retry-After.
 
     Admins also get ``mqtt``: read-only MQTT-over-WebSocket credentials for the
     dashboard, expiring with the token and revoked by logging out.
     """
+    settings = current_app.config["ORDERBUS"]
+    auth.check_throttle(body.username, settings.login_max_failures, settings.login_window_seconds)
     user = User.get_or_none(User.username == body.username)
-    if not auth.verify_password(user, body.password):
+    ok = auth.verify_password(user, body.password)
+    auth.record_login(body.username, ok, settings.login_window_seconds)
+    if not ok:
         raise Problem(
             401,
             "Unauthorized",

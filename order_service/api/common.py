@@ -13,10 +13,8 @@ from ..problems import Problem
 
 PREFIX = "/api/v1"
 BEARER = [{"bearer": []}]
-PROBLEM_RESPONSES = {
-    code: {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)
-}
+PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+PROBLEM_RESPONSES = {code: PROBLEM for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
 
 # Endpoints anyone may call; every other endpoint needs a bearer token, checked
 # before the body is validated.

@@ -82,6 +82,7 @@ class Relay:
                     on_lost=self._poke.notify,
                 )
                 try:
+                    self._sync_files()  # a broker refusing us may be missing its files
                     link.connect()
                     backoff = 0.2
                     self.connected.set()
@@ -118,11 +119,18 @@ class Relay:
                 self._clear_finished(link)
                 next_sweep = time.monotonic() + 1.0
             if time.monotonic() >= next_files:
-                # Drops expired dashboard logins from the broker's files (writes only on change).
-                mqtt_auth.sync_files(self.settings)
+                self._sync_files()
                 next_files = time.monotonic() + FILES_SYNC_SECONDS
             if not sent:
                 self.waiter.wait(min(self.settings.relay_poll_seconds, self.settings.dispatch_tick_seconds))
+
+    def _sync_files(self) -> None:
+        """Rewrite the broker's login files if the database changed (e.g. a dashboard login
+        expired). Writes only on change; a failure is logged, never fatal to publishing."""
+        try:
+            mqtt_auth.sync_files(self.settings)
+        except OSError as exc:
+            logger.error("cannot write the broker's password/ACL files: %s", exc)
 
     # --- publishing ---------------------------------------------------------------
 

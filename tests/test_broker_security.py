@@ -442,3 +442,12 @@ def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, con
     print(f"\n{target.kind}: 500 logins in {burst:.2f} s; longest delivery gap {max(gaps) * 1000:.0f} ms")
     assert codes == [0] * 500
     assert max(gaps) < 1.5, max(gaps)  # measured: Mosquitto 25 ms; ours 130-600 ms (README)
+
+
+def test_the_relay_restores_deleted_login_files(target: Target, relays) -> None:
+    """Files lost (a wiped data volume, say) are rewritten from the database by the relay."""
+    target.settings.mqtt_password_path.unlink()
+    target.settings.mqtt_acl_path.unlink()
+    relays()  # connects only if its own login is back in the files the broker reads
+    assert target.settings.mqtt_password_path.exists() and target.settings.mqtt_acl_path.exists()
+    assert login_accepted(target, *service(target))

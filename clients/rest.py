@@ -33,8 +33,10 @@ class ApiError(Exception):
         for err in p.get("errors") or []:
             lines.append(f"  - {err.get('field', '?')}: {err.get('message', '')}")
         if p.get("allowed") is not None:
-            allowed = ", ".join(p["allowed"]) or "none (the order is finished)"
-            lines.append(f"  allowed next: {allowed}")
+            if self.status == 403:
+                lines.append(f"  you may: {', '.join(p['allowed']) or 'nothing more on this order'}")
+            else:
+                lines.append(f"  allowed next: {', '.join(p['allowed']) or 'none (the order is finished)'}")
         hint = {
             401: "  check the username and password (or log in again: the token may have expired)",
             403: "  this account may not do that",

@@ -118,6 +118,7 @@ class Feed:
         self.tracker = VersionTracker()
         self.updates: queue.Queue[Update] = queue.Queue()
         self.connected = threading.Event()
+        self._answered = threading.Event()  # the first CONNACK, accepted or not
         self.refused: str | None = None
         self._keepalive = keepalive
         self._cleared: set[str] = set()
@@ -140,7 +141,7 @@ class Feed:
         except OSError as exc:
             raise FeedError(f"MQTT {self.host}:{self.port}: {exc}") from None
         self.client.loop_start()
-        if not self.connected.wait(timeout):
+        if not self._answered.wait(timeout) or not self.connected.is_set():
             self.client.loop_stop()
             raise FeedError(f"MQTT {self.host}:{self.port}: {self.refused or 'no CONNACK'}")
         return self
@@ -167,12 +168,14 @@ class Feed:
             self.refused = str(reason_code)
             logger.warning("broker refused the connection: %s", reason_code)
             client.disconnect()
+            self._answered.set()
             return
         client.subscribe([(f, 1) for f in self.filters])
         if self.birth is not None:
             topic, payload = self.birth()
             client.publish(topic, payload, qos=1, retain=True)
         self.connected.set()
+        self._answered.set()
         if self.resync is not None:
             threading.Thread(target=self._resync, name="feed-resync", daemon=True).start()
 

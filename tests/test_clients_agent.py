@@ -26,6 +26,7 @@ class AgentProcess:
 
     def __init__(self, system: System, agent: dict, state_dir: Path) -> None:
         self.lines: queue.Queue[dict] = queue.Queue()
+        self.err = open(state_dir.parent / f"agent-{agent['username']}.err", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -43,7 +44,7 @@ class AgentProcess:
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=open(state_dir.parent / f"agent-{agent['username']}.err", "a"),  # noqa: SIM115
+            stderr=self.err,
             text=True,
             start_new_session=True,
         )
@@ -87,6 +88,11 @@ def agents(tmp_path: Path):
     yield start
     for process in started:
         stop_group(process.proc)
+        for stream in (process.proc.stdin, process.proc.stdout, process.err):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 def worklist(line: dict) -> bool:
@@ -203,3 +209,35 @@ def test_presence_online_on_start_offline_when_killed(live_system, agents):
         )
     finally:
         watcher.stop()
+
+
+def test_offer_shows_and_is_accepted_from_the_device(live_system, agents):
+    system = live_system
+    rider = system.make_agent()
+    device = agents(system, rider)
+    device.wait_for(worklist)
+    order = system.ready_order("confirmed")
+    offered = system.admin.request(
+        "PUT", f"/orders/{order['id']}/agent", {"agent_id": rider["id"], "offer": True}
+    )
+    assert offered["agent_id"] is None
+    device.wait_for(lambda x: worklist(x) and [o["id"] for o in x["offers"]] == [order["id"]])
+    device.send(f"accept {order['id']}")
+    assert device.wait_for(lambda x: x["event"] == "offer")["result"] == "accepted"
+    line = device.wait_for(lambda x: worklist(x) and ids(x) == [order["id"]])
+    assert line["offers"] == [] and line["badge"] == 1
+
+
+def test_a_refused_stored_broker_login_is_replaced_once(live_system, agents, tmp_path: Path):
+    """A device whose stored broker secret was rotated elsewhere gets a fresh one and connects."""
+    system = live_system
+    rider = system.make_agent()
+    state = tmp_path / f"state-{rider['username']}"
+    state.mkdir()
+    stale = {**rider["mqtt"], "password": "not-the-secret", "agent_id": rider["id"]}
+    (state / "mqtt.json").write_text(json.dumps(stale))
+    device = agents(system, rider)
+    assert device.wait_for(worklist)["agent_id"] == rider["id"]
+    stored = json.loads((state / "mqtt.json").read_text())
+    assert stored["password"] != "not-the-secret"
+    assert (state / "mqtt.json").stat().st_mode & 0o777 == 0o600

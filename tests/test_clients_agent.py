@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from clients.agent.device import AgentDevice
+from clients.agent.state import StateDir
 from clients.rest import Api
 from tests.clients_system import ROOT, System, stop_group
 from tests.mqtt_fixtures import Subscriber
@@ -195,8 +197,10 @@ def test_presence_online_on_start_offline_when_killed(live_system, agents):
         device.wait_for(worklist)
         online = watcher.wait_for(lambda r: r.topic == presence and r.json["state"] == "online", timeout=10)
         assert online.json["agent_id"] == rider["id"]
+        _until_presence(system, rider["id"], "online")  # the service trusts the device's message
         device.kill()
         offline = watcher.wait_for(lambda r: r.topic == presence and r.json["state"] == "offline", timeout=10)
+        _until_presence(system, rider["id"], "offline")
         after = next(i for i, r in enumerate(watcher.seen) if r is offline)
         agents(system, rider)
         watcher.wait_for(
@@ -207,8 +211,19 @@ def test_presence_online_on_start_offline_when_killed(live_system, agents):
             ),
             timeout=10,
         )
+        _until_presence(system, rider["id"], "online")
     finally:
         watcher.stop()
+
+
+def _until_presence(system: System, agent_id: str, state: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        agents = system.admin.request("GET", "/agents")["agents"]
+        if next(a for a in agents if a["id"] == agent_id)["presence"]["state"] == state:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"GET /agents never showed {agent_id} {state}")
 
 
 def test_offer_shows_and_is_accepted_from_the_device(live_system, agents):
@@ -241,3 +256,25 @@ def test_a_refused_stored_broker_login_is_replaced_once(live_system, agents, tmp
     stored = json.loads((state / "mqtt.json").read_text())
     assert stored["password"] != "not-the-secret"
     assert (state / "mqtt.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_revoked_token_is_replaced_and_the_queued_action_still_goes(live_system, tmp_path: Path):
+    """A 401 on replay (token expired or revoked) keeps the action, logs in again and sends it."""
+    system = live_system
+    rider = system.make_agent()
+    order = system.ready_order("ready")
+    system.assign(order["id"], rider["id"])
+    device = AgentDevice(Api(system.api_url), StateDir(tmp_path / "state"), mqtt_url=system.mqtt_url)
+    device.login(rider["username"], rider["password"])
+    device.connect()
+    try:
+        deadline = time.monotonic() + 10
+        while order["id"] not in device.worklist.orders and time.monotonic() < deadline:
+            device.next_update(0.2)
+        Api(system.api_url, token=device.api.token).request("DELETE", "/auth/token")
+        outcomes = device.act(order["id"], "picked_up")
+        assert [o.result for o in outcomes] == ["done"]
+        assert device.queue.pending() == []
+    finally:
+        device.stop()
+    assert system.admin.request("GET", f"/orders/{order['id']}")["status"] == "picked_up"

@@ -278,3 +278,25 @@ def test_a_revoked_token_is_replaced_and_the_queued_action_still_goes(live_syste
     finally:
         device.stop()
     assert system.admin.request("GET", f"/orders/{order['id']}")["status"] == "picked_up"
+
+
+def test_device_restarted_while_the_api_is_down_shows_its_worklist_and_queues(live_system, agents):
+    """A device that logged in before starts from its state dir when the API is down."""
+    system = live_system
+    rider = system.make_agent()
+    device = agents(system, rider)
+    device.wait_for(worklist)
+    device.kill()
+    order = system.ready_order("ready")
+    system.assign(order["id"], rider["id"])
+
+    system.stop("api")
+    device = agents(system, rider)
+    line = device.wait_for(lambda x: worklist(x) and ids(x) == [order["id"]])
+    assert line["badge"] == 1
+    device.send(f"pickup {order['id']}")
+    assert device.wait_for(lambda x: x["event"] == "queued")["pending"] == 1
+    system.start("api")
+    done = device.wait_for(lambda x: x["event"] == "action", timeout=15)
+    assert done["result"] == "done"
+    assert system.admin.request("GET", f"/orders/{order['id']}")["status"] == "picked_up"

@@ -98,7 +98,7 @@ def main(api, mqtt_url, username, password_file, password, state_dir, as_json) -
     device = AgentDevice(Api(api), StateDir(state_dir or default_state_dir(username)), mqtt_url=mqtt_url)
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        device.login(username, secret)
+        device.login(username, secret, allow_offline=True)
         device.connect()
     except DeviceError as exc:
         raise click.ClickException(str(exc)) from None

@@ -47,12 +47,20 @@ class AgentDevice:
         self._login: tuple[str, str] | None = None
 
     # -- start ---------------------------------------------------------------------
-    def login(self, username: str, password: str) -> None:
+    def login(self, username: str, password: str, *, allow_offline: bool = False) -> None:
+        """Log in over REST. With ``allow_offline`` and the API unreachable, a device that
+        logged in before starts from its state dir (its broker login): it shows the
+        worklist from the broker and queues actions until the API answers."""
         try:
             answer = self.api.login(username, password)
         except ApiError as exc:
             raise DeviceError(exc.explain()) from None
         except ApiUnreachable as exc:
+            stored = self.state.load("mqtt.json", None)
+            if allow_offline and stored and stored.get("login") == username and stored.get("agent_id"):
+                self.agent_id = stored["agent_id"]
+                self._login = (username, password)
+                return
             raise DeviceError(f"the API does not answer ({exc}); is `make run` running?") from None
         user = answer["user"]
         if user["role"] != "agent" or not user.get("agent_id"):
@@ -68,7 +76,11 @@ class AgentDevice:
             issued = self.api.request("POST", f"/agents/{self.agent_id}/mqtt-credentials")["mqtt"]
         except ApiError as exc:
             raise DeviceError("could not get this device's broker login:\n" + exc.explain()) from None
-        stored = {**issued, "agent_id": self.agent_id}
+        except ApiUnreachable as exc:
+            raise DeviceError(
+                f"the broker refused the stored login and the API does not answer ({exc})"
+            ) from None
+        stored = {**issued, "agent_id": self.agent_id, "login": self._login[0] if self._login else None}
         self.state.save("mqtt.json", stored)
         return stored
 

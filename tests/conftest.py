@@ -17,7 +17,7 @@ from order_service.app import create_app
 from order_service.db import db, init_db
 from order_service.migrations import migrate
 
-pytest_plugins = ["tests.mqtt_fixtures"]
+pytest_plugins = ["tests.mqtt_fixtures", "tests.clients_system"]
 
 ADMIN_PASSWORD = "admin-password-1"
 _names = itertools.count(1)

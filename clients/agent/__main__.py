@@ -1,0 +1,119 @@
+"""python -m clients.agent: the delivery agent's device.
+
+    python -m clients.agent --user rider1 --password-file rider1.pw --json
+
+``--json`` (headless): one JSON line per worklist change on stdout
+(``{"event": "worklist", "version", "badge", "orders": [...], "offers": [...]}``),
+plus one line per action outcome (``{"event": "action", "result": "done|already_done|rejected"}``).
+Commands on stdin, one per line: ``pickup <order>``, ``deliver <order>``,
+``seen [<order> ...]``, ``accept <order>``, ``decline <order>``, ``quit``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ..rest import DEFAULT_API, Api
+from .device import AgentDevice, DeviceError
+from .state import StateDir, default_state_dir
+
+ACTIONS = {"pickup": "picked_up", "picked_up": "picked_up", "deliver": "delivered", "delivered": "delivered"}
+REPLAY_EVERY = 2.0
+
+
+def _emit_json(line: dict) -> None:
+    sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _stdin_lines(into: queue.Queue[str | None]) -> None:
+    for line in sys.stdin:
+        into.put(line.strip())
+    into.put(None)
+
+
+def run_headless(device: AgentDevice, emit=None) -> None:
+    _emit = emit or _emit_json
+    commands: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_stdin_lines, args=(commands,), daemon=True).start()
+    last_replay = 0.0
+    while True:
+        if device.next_update(0.1) is not None:
+            _emit(device.worklist.snapshot(device.agent_id))
+        if device.queue.pending() and time.monotonic() - last_replay > REPLAY_EVERY:
+            last_replay = time.monotonic()
+            for outcome in device.replay():
+                _emit(outcome.as_dict())
+        try:
+            command = commands.get_nowait()
+        except queue.Empty:
+            continue
+        if command is None:  # stdin closed: keep running (a service), until a signal
+            commands = queue.Queue()
+            continue
+        words = command.split()
+        if not words:
+            continue
+        verb, args = words[0].lower(), words[1:]
+        if verb == "quit":
+            return
+        if verb in ACTIONS and len(args) == 1:
+            for outcome in device.act(args[0], ACTIONS[verb]):
+                _emit(outcome.as_dict())
+            last_replay = time.monotonic()
+            if device.queue.pending():
+                _emit({"event": "queued", "pending": len(device.queue.pending())})
+        elif verb == "seen":
+            device.worklist.mark_seen(args or None)
+            _emit(device.worklist.snapshot(device.agent_id))
+        elif verb in ("accept", "decline") and len(args) == 1:
+            _emit(device.answer_offer(args[0], verb == "accept"))
+        else:
+            _emit({"event": "error", "detail": f"unknown command {command!r}"})
+
+
+@click.command()
+@click.option("--api", default=DEFAULT_API, show_default=True, envvar="ORDERBUS_API")
+@click.option("--mqtt", "mqtt_url", help="broker URL (default: the one the API issues with the login)")
+@click.option("--user", "username", required=True, help="the agent's username")
+@click.option("--password-file", type=click.File(), help="file holding the agent's password")
+@click.option("--password", envvar="ORDERBUS_AGENT_PASSWORD", help="or the password itself")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path), help="default ~/.local/state/orderbus/agent-<user>"
+)
+@click.option("--json", "as_json", is_flag=True, help="headless: one JSON line per worklist change")
+def main(api, mqtt_url, username, password_file, password, state_dir, as_json) -> None:
+    """Log in as a delivery agent and follow the worklist live."""
+    secret = password_file.read().strip() if password_file else password
+    if not secret:
+        raise click.UsageError("give --password-file or --password (or ORDERBUS_AGENT_PASSWORD)")
+    device = AgentDevice(Api(api), StateDir(state_dir or default_state_dir(username)), mqtt_url=mqtt_url)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        device.login(username, secret, allow_offline=True)
+        device.connect()
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if as_json:
+            run_headless(device)
+        else:
+            from .tui import run_tui
+
+            run_tui(device)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        device.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The agent's device: REST login, broker login, presence, live worklist, queued actions.
+
+Used by the headless ``--json`` mode (and meant for the TUI). The device connects
+with its agent id as a stable client id and a persistent session (clean session
+off), registers a retained last will ``offline`` on ``agents/<id>/presence``,
+publishes ``online`` there on every connect and every heartbeat
+(``ORDERBUS_PRESENCE_HEARTBEAT_SECONDS``, docs/dispatch.md), and follows
+``agents/<id>/assigned`` through :class:`clients.subscriber.Feed`, which drops
+older or duplicate worklists and resyncs from ``GET /agents/<id>/orders`` on
+every (re)connect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+from ..rest import Api, ApiError, ApiUnreachable
+from ..subscriber import Feed, FeedError, Update
+from .state import ActionQueue, Outcome, StateDir, Worklist, now_rfc3339
+
+
+class DeviceError(Exception):
+    """Something the user must fix (bad login, not an agent, broker refuses)."""
+
+
+class AgentDevice:
+    def __init__(
+        self,
+        api: Api,
+        state: StateDir,
+        *,
+        mqtt_url: str | None = None,
+        heartbeat: float | None = None,
+    ) -> None:
+        self.api = api
+        self.state = state
+        self.mqtt_url = mqtt_url
+        self.heartbeat = heartbeat or float(os.environ.get("ORDERBUS_PRESENCE_HEARTBEAT_SECONDS", "30"))
+        self.agent_id = ""
+        self.worklist = Worklist(state)
+        self.queue = ActionQueue(state)
+        self.feed: Feed | None = None
+        self._stop = threading.Event()
+        self._login: tuple[str, str] | None = None
+
+    # -- start ---------------------------------------------------------------------
+    def login(self, username: str, password: str, *, allow_offline: bool = False) -> None:
+        """Log in over REST. With ``allow_offline`` and the API unreachable, a device that
+        logged in before starts from its state dir (its broker login): it shows the
+        worklist from the broker and queues actions until the API answers."""
+        try:
+            answer = self.api.login(username, password)
+        except ApiError as exc:
+            raise DeviceError(exc.explain()) from None
+        except ApiUnreachable as exc:
+            stored = self.state.load("mqtt.json", None)
+            if allow_offline and stored and stored.get("login") == username and stored.get("agent_id"):
+                self.agent_id = stored["agent_id"]
+                self._login = (username, password)
+                return
+            raise DeviceError(f"the API does not answer ({exc}); is `make run` running?") from None
+        user = answer["user"]
+        if user["role"] != "agent" or not user.get("agent_id"):
+            raise DeviceError(f"{username!r} is a {user['role']}, not a delivery agent")
+        self.agent_id = user["agent_id"]
+        self._login = (username, password)
+
+    def _credentials(self, rotate: bool = False) -> dict[str, Any]:
+        stored = self.state.load("mqtt.json", None)
+        if stored and stored.get("agent_id") == self.agent_id and not rotate:
+            return stored
+        try:
+            issued = self.api.request("POST", f"/agents/{self.agent_id}/mqtt-credentials")["mqtt"]
+        except ApiError as exc:
+            raise DeviceError("could not get this device's broker login:\n" + exc.explain()) from None
+        except ApiUnreachable as exc:
+            raise DeviceError(
+                f"the broker refused the stored login and the API does not answer ({exc})"
+            ) from None
+        stored = {**issued, "agent_id": self.agent_id, "login": self._login[0] if self._login else None}
+        self.state.save("mqtt.json", stored)
+        return stored
+
+    def presence(self, state: str) -> bytes:
+        return json.dumps({"agent_id": self.agent_id, "state": state, "at": now_rfc3339()}).encode()
+
+    @property
+    def presence_topic(self) -> str:
+        return f"agents/{self.agent_id}/presence"
+
+    def _snapshot(self) -> list[tuple[str, dict[str, Any]]]:
+        body = self.api.request("GET", f"/agents/{self.agent_id}/orders")
+        return [(f"agents/{self.agent_id}/assigned", body)]
+
+    def connect(self) -> None:
+        for rotate in (False, True):
+            login = self._credentials(rotate)
+            feed = Feed(
+                self.mqtt_url or login["url"],
+                [f"agents/{self.agent_id}/assigned"],
+                client_id=login.get("client_id") or self.agent_id,
+                username=login["username"],
+                password=login["password"],
+                clean_session=False,
+                resync=self._snapshot,
+                will=(self.presence_topic, self.presence("offline")),
+                birth=lambda: (self.presence_topic, self.presence("online")),
+            )
+            try:
+                self.feed = feed.start()
+                break
+            except FeedError as exc:
+                if not feed.refused or rotate:
+                    raise DeviceError(str(exc)) from None
+        threading.Thread(target=self._heartbeat, name="presence-heartbeat", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            if self.feed is not None and self.feed.connected.is_set():
+                self.feed.publish(self.presence_topic, self.presence("online"))
+
+    def stop(self, *, say_offline: bool = True) -> None:
+        self._stop.set()
+        if self.feed is not None:
+            if say_offline:  # a clean exit: the will only fires on an unclean drop
+                info = self.feed.client.publish(
+                    self.presence_topic, self.presence("offline"), qos=1, retain=True
+                )
+                try:
+                    info.wait_for_publish(2)
+                except (RuntimeError, ValueError):
+                    pass
+            self.feed.stop()
+
+    # -- running -------------------------------------------------------------------
+    def next_update(self, timeout: float) -> Update | None:
+        assert self.feed is not None
+        update = self.feed.get(timeout)
+        if update is not None and update.kind == "worklist" and update.key == self.agent_id:
+            self.worklist.apply(update.payload)
+            return update
+        return None
+
+    def act(self, order_id: str, status: str) -> list[Outcome]:
+        """Queue an action (with the version seen now and the time) and try to send the queue."""
+        order = self.worklist.orders.get(order_id)
+        self.queue.add(order_id, status, order["version"] if order else None)
+        return self.replay()
+
+    def answer_offer(self, order_id: str, accept: bool) -> dict[str, Any]:
+        verb = "accept" if accept else "decline"
+        try:
+            self.api.request("POST", f"/orders/{order_id}/offer/{verb}")
+            return {"event": "offer", "order_id": order_id, "result": verb + "ed"}
+        except (ApiError, ApiUnreachable) as exc:
+            detail = exc.explain() if isinstance(exc, ApiError) else str(exc)
+            return {"event": "offer", "order_id": order_id, "result": "failed", "detail": detail}
+
+    def replay(self) -> list[Outcome]:
+        outcomes = self.queue.replay(self.api)
+        if self.queue.needs_login and self._login is not None:
+            self.queue.needs_login = False
+            try:
+                self.login(*self._login)
+            except DeviceError:
+                return outcomes
+            outcomes += self.queue.replay(self.api)
+        return outcomes

@@ -1,0 +1,167 @@
+"""python -m clients.customer: place and follow orders over REST, as a customer.
+
+    python -m clients.customer --user ada --password-file ada.pw place \\
+        --name "Ada" --phone "+1 555 0100" --address "1 Main St" \\
+        --item "Margherita:2:12.99" --item "Tea:1:3.00" --notes "ring twice"
+    python -m clients.customer --user ada --password-file ada.pw list
+    python -m clients.customer --user ada --password-file ada.pw show ord_...
+    python -m clients.customer --user ada --password-file ada.pw cancel ord_...
+
+``place`` sends an ``Idempotency-Key`` (``--key``, or a new one it prints): retrying
+with the same key returns the original order instead of placing a second one.
+Every API error is printed as its title, detail, the fields at fault and, for a
+refused transition, the allowed next states; the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal, InvalidOperation
+
+import click
+
+from ..rest import DEFAULT_API, Api, ApiError, ApiUnreachable
+
+
+def _parse_item(text: str) -> dict:
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3:
+        raise click.BadParameter(
+            f"{text!r}: write NAME:QUANTITY:UNIT_PRICE, e.g. 'Tea:2:3.50'", param_hint="--item"
+        )
+    name, quantity, price = parts
+    try:
+        qty = int(quantity)
+        cents = int((Decimal(price) * 100).to_integral_value())
+    except (ValueError, InvalidOperation):
+        raise click.BadParameter(
+            f"{text!r}: QUANTITY must be a whole number and UNIT_PRICE a price like 3.50", param_hint="--item"
+        ) from None
+    return {"name": name.strip(), "quantity": qty, "unit_price_cents": cents}
+
+
+def _money(cents: int, currency: str = "USD") -> str:
+    return f"{cents / 100:.2f} {currency}"
+
+
+def _print_order(order: dict) -> None:
+    c = order["customer"]
+    click.echo(f"{order['id']}  {order['status']}  (version {order['version']})")
+    click.echo(f"  for {c.get('name', '')}, {c.get('address', '')}  {c.get('phone', '')}")
+    for item in order["items"]:
+        click.echo(
+            f"  {item['quantity']} x {item['name']} @ {_money(item['unit_price_cents'], order['currency'])}"
+        )
+    click.echo(f"  total {_money(order['total_cents'], order['currency'])}")
+    if order.get("notes"):
+        click.echo(f"  notes: {order['notes']}")
+    if order.get("eta"):
+        click.echo(f"  ETA {order['eta']}")
+
+
+class Session:
+    def __init__(self, api: Api, username: str, password: str | None, as_json: bool) -> None:
+        self.api, self.username, self.password, self.as_json = api, username, password, as_json
+
+    def call(self, method: str, path: str, body: dict | None = None, headers: dict | None = None) -> dict:
+        try:
+            if self.api.token is None:
+                if not self.password:
+                    raise click.UsageError(
+                        "give --password-file or --password (or ORDERBUS_CUSTOMER_PASSWORD)"
+                    )
+                self.api.login(self.username, self.password)
+            return self.api.request(method, path, body, headers)
+        except ApiError as exc:
+            raise click.ClickException(exc.explain()) from None
+        except ApiUnreachable as exc:
+            raise click.ClickException(
+                f"the API does not answer: {exc}. Is `make run` running? (--api)"
+            ) from None
+
+    def show(self, value: dict, printer) -> None:
+        if self.as_json:
+            click.echo(json.dumps(value, indent=2, sort_keys=True))
+        else:
+            printer(value)
+
+
+@click.group()
+@click.option("--api", default=DEFAULT_API, show_default=True, envvar="ORDERBUS_API")
+@click.option("--user", "username", required=True, envvar="ORDERBUS_CUSTOMER_USER", help="your username")
+@click.option("--password-file", type=click.File(), help="file holding your password")
+@click.option("--password", envvar="ORDERBUS_CUSTOMER_PASSWORD", help="or the password itself")
+@click.option("--json", "as_json", is_flag=True, help="print the API's JSON")
+@click.pass_context
+def main(ctx, api, username, password_file, password, as_json) -> None:
+    """Place an order, list your orders, show one, cancel one."""
+    secret = password_file.read().strip() if password_file else password
+    ctx.obj = Session(Api(api), username, secret, as_json)
+
+
+@main.command()
+@click.option("--name", required=True, help="who receives the order")
+@click.option("--phone", default="", help="a phone number for the agent")
+@click.option("--address", required=True, help="delivery address")
+@click.option("--item", "items", multiple=True, required=True, help="NAME:QUANTITY:UNIT_PRICE, repeatable")
+@click.option("--notes", default="", help="for the kitchen or the agent")
+@click.option("--key", help="Idempotency-Key; reuse it to retry safely (default: a new one)")
+@click.pass_obj
+def place(session: Session, name, phone, address, items, notes, key) -> None:
+    """Place an order."""
+    key = key or uuid.uuid4().hex
+    body = {
+        "customer": {"name": name, "phone": phone, "address": address},
+        "items": [_parse_item(i) for i in items],
+        "notes": notes,
+    }
+    order = session.call("POST", "/orders", body, {"Idempotency-Key": key})
+    if not session.as_json:
+        click.echo(f"placed (Idempotency-Key {key}; retry with --key {key} to be safe)")
+    session.show(order, _print_order)
+
+
+@main.command("list")
+@click.option("--status", help="only these statuses, comma-separated")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
+@click.pass_obj
+def list_orders(session: Session, status, limit) -> None:
+    """Your orders, newest first."""
+    query = f"?limit={limit}" + (f"&status={status}" if status else "")
+    page = session.call("GET", f"/orders{query}")
+
+    def printer(value: dict) -> None:
+        if not value["orders"]:
+            click.echo("no orders")
+        for o in value["orders"]:
+            click.echo(
+                f"{o['id']}  {o['status']:<10} "
+                f"{_money(o['total_cents'], o['currency']):>12}  {o['created_at']}"
+            )
+
+    session.show(page, printer)
+
+
+@main.command()
+@click.argument("order_id")
+@click.pass_obj
+def show(session: Session, order_id) -> None:
+    """One order and its status."""
+    session.show(session.call("GET", f"/orders/{order_id}"), _print_order)
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--reason", default="", help="why (shown to the shop)")
+@click.pass_obj
+def cancel(session: Session, order_id, reason) -> None:
+    """Cancel an order (allowed while it is still placed)."""
+    order = session.call("PATCH", f"/orders/{order_id}/status", {"status": "cancelled", "reason": reason})
+    if not session.as_json:
+        click.echo("cancelled")
+    session.show(order, _print_order)
+
+
+if __name__ == "__main__":
+    main()

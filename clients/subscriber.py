@@ -1,0 +1,212 @@
+"""A small MQTT subscriber for orderbus clients: connect, subscribe, keep the newest.
+
+    feed = Feed("mqtt://127.0.0.1:1883", ["agents/agt_1/assigned"],
+                client_id="agt_1", username="agt_1", password=secret,
+                clean_session=False, resync=fetch_snapshot)
+    feed.start()
+    update = feed.get(timeout=1.0)   # an Update, or None
+
+What it does for you (ARCHITECTURE.md, "Delivery guarantees" 5 and 6):
+
+- keeps, per order (``orders/<id>/status``, ``orders/new``) and per worklist
+  (``agents/<id>/assigned``), the highest ``version`` seen and drops anything
+  older or equal, so at-least-once delivery and retained replays never go back;
+- an empty retained payload on ``orders/<id>/status`` (a finished order cleared
+  by the relay) comes out once as an ``Update`` with ``cleared=True``;
+- on every (re)connect it subscribes again and calls ``resync()`` (e.g. a REST
+  snapshot) on its own thread; what that returns goes through the same filter;
+- optional last will and "birth" message (``will=`` / ``birth=``), published on
+  every connect (retained, QoS 1): how a device announces its presence.
+
+paho's network thread only decodes and hands off to a queue; the consumer reads
+``get()``. Nothing here knows about the agent app: the bridges may reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+logger = logging.getLogger(__name__)
+
+
+class FeedError(Exception):
+    """The broker refused or could not be reached."""
+
+
+@dataclass(frozen=True)
+class Update:
+    """One new state: ``kind`` is ``order``, ``worklist``, ``presence`` or ``other``."""
+
+    topic: str
+    kind: str
+    key: str | None
+    version: int | None
+    payload: dict[str, Any] = field(default_factory=dict)
+    cleared: bool = False
+    source: str = "mqtt"  # or "resync"
+
+
+def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    """(kind, key, version) of a message by its topic and payload, per the contract's topics."""
+    parts = topic.split("/")
+    if parts[0] == "orders" and "order" in payload:
+        order = payload["order"]
+        return "order", str(order.get("id")), order.get("version")
+    if parts[0] == "agents" and len(parts) == 3 and parts[2] == "assigned":
+        return "worklist", parts[1], payload.get("version")
+    if parts[0] == "agents" and len(parts) == 3 and parts[2] == "presence":
+        return "presence", parts[1], None
+    return "other", None, None
+
+
+class VersionTracker:
+    """The highest version held per (kind, key); ``offer`` says whether a version is news."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def offer(self, kind: str, key: str, version: int) -> bool:
+        with self._lock:
+            if version <= self._held.get((kind, key), 0):
+                return False
+            self._held[(kind, key)] = version
+            return True
+
+    def held(self, kind: str, key: str) -> int:
+        with self._lock:
+            return self._held.get((kind, key), 0)
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "tcp"):
+        raise FeedError(f"{url}: only mqtt://host:port is supported here")
+    return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+class Feed:
+    """A paho client that subscribes ``filters`` and yields only new states."""
+
+    def __init__(
+        self,
+        url: str,
+        filters: Iterable[str],
+        *,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        clean_session: bool = True,
+        resync: Callable[[], Iterable[tuple[str, dict[str, Any]]]] | None = None,
+        will: tuple[str, bytes] | None = None,
+        birth: Callable[[], tuple[str, bytes]] | None = None,
+        keepalive: int = 30,
+    ) -> None:
+        self.host, self.port = parse_url(url)
+        self.filters = list(filters)
+        self.resync = resync
+        self.birth = birth
+        self.tracker = VersionTracker()
+        self.updates: queue.Queue[Update] = queue.Queue()
+        self.connected = threading.Event()
+        self._answered = threading.Event()  # the first CONNACK, accepted or not
+        self.refused: str | None = None
+        self._keepalive = keepalive
+        self._cleared: set[str] = set()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self.client.reconnect_delay_set(1, 5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> Feed:
+        try:
+            self.client.connect(self.host, self.port, keepalive=self._keepalive)
+        except OSError as exc:
+            raise FeedError(f"MQTT {self.host}:{self.port}: {exc}") from None
+        self.client.loop_start()
+        if not self._answered.wait(timeout) or not self.connected.is_set():
+            self.client.loop_stop()
+            raise FeedError(f"MQTT {self.host}:{self.port}: {self.refused or 'no CONNACK'}")
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = True) -> None:
+        """QoS 1 publish; paho keeps it and sends it after a reconnect if need be."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise FeedError(f"publish {topic}: {mqtt.error_string(info.rc)}")
+
+    def get(self, timeout: float | None = None) -> Update | None:
+        try:
+            return self.updates.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- paho's thread: decode, filter, hand off --------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.refused = str(reason_code)
+            logger.warning("broker refused the connection: %s", reason_code)
+            client.disconnect()
+            self._answered.set()
+            return
+        client.subscribe([(f, 1) for f in self.filters])
+        if self.birth is not None:
+            topic, payload = self.birth()
+            client.publish(topic, payload, qos=1, retain=True)
+        self.connected.set()
+        self._answered.set()
+        if self.resync is not None:
+            threading.Thread(target=self._resync, name="feed-resync", daemon=True).start()
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        if not message.payload:
+            self._handle_clear(message.topic)
+            return
+        try:
+            payload = json.loads(message.payload)
+        except ValueError:
+            logger.warning("dropped a non-JSON message on %s", message.topic)
+            return
+        self.offer(message.topic, payload, "mqtt")
+
+    def _handle_clear(self, topic: str) -> None:
+        parts = topic.split("/")
+        if parts[0] == "orders" and len(parts) == 3 and parts[1] not in self._cleared:
+            self._cleared.add(parts[1])
+            self.updates.put(Update(topic, "order", parts[1], None, cleared=True))
+
+    def _resync(self) -> None:
+        try:
+            for topic, payload in self.resync() or ():
+                self.offer(topic, payload, "resync")
+        except Exception as exc:  # a REST snapshot may fail; MQTT's retained state still arrives
+            logger.warning("resync failed: %s", exc)
+
+    def offer(self, topic: str, payload: dict[str, Any], source: str = "mqtt") -> bool:
+        """Queue the message if it is newer than what is held; return whether it was."""
+        kind, key, version = classify(topic, payload)
+        if key is not None and isinstance(version, int) and not self.tracker.offer(kind, key, version):
+            return False
+        self.updates.put(Update(topic, kind, key, version, payload, source=source))
+        return True

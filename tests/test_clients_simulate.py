@@ -1,0 +1,34 @@
+"""`python -m clients.simulate` against the real API, relay and broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.clients_system import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_simulator_creates_agents_and_moves_orders_through_their_lifecycle(live_system):
+    system = live_system
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "clients.simulate", "--json", "--api", system.api_url,
+            "--password-file", str(Path(system.env["ORDERBUS_DATA_DIR"]) / "admin-password"),
+            "--agents", "2", "--orders", "6", "--rate", "10", "--step", "0", "--cancel-every", "3",
+        ],
+        env=system.env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"placed": 6, "assigned": 6, "delivered": 4, "cancelled": 2}
+    assert "placed 6/6" in result.stderr  # the progress line
+    listed = system.admin.request("GET", "/orders?limit=50")["orders"]
+    assert sorted(o["status"] for o in listed) == ["cancelled"] * 2 + ["delivered"] * 4
+    agents = {a["id"] for a in system.admin.request("GET", "/agents")["agents"]}
+    assert {a["id"] for a in report["agents"]} <= agents and len(report["agents"]) == 2

@@ -72,6 +72,10 @@ def post(url: str, secret: str, delivery: WebhookDelivery, timeout: float) -> Ou
     return Outcome(code, error, int((time.monotonic() - started) * 1000))
 
 
+def _post_all(deliveries: list[WebhookDelivery], timeout: float) -> list[Outcome]:
+    return [post(d.endpoint.url, d.endpoint.secret, d, timeout) for d in deliveries]
+
+
 class WebhookBridge:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -114,11 +118,18 @@ class WebhookBridge:
             if not due:
                 return made
             timeout = self.settings.webhook_timeout_seconds
-            futures = [
-                (d, self._pool.submit(post, d.endpoint.url, d.endpoint.secret, d, timeout)) for d in due
+            # In parallel across endpoints, in event order within one (the usual case: no retries).
+            by_endpoint: dict[str, list[WebhookDelivery]] = {}
+            for d in due:
+                by_endpoint.setdefault(d.endpoint_id, []).append(d)
+            batches = [
+                (group, self._pool.submit(_post_all, group, timeout))
+                for group in (sorted(g, key=lambda d: d.cursor) for g in by_endpoint.values())
             ]
-            for delivery, future in futures:
-                outcome = future.result()
+            outcomes = [
+                (d, outcome) for group, f in batches for d, outcome in zip(group, f.result(), strict=True)
+            ]
+            for delivery, outcome in outcomes:
                 state = webhooks.record_attempt(
                     delivery,
                     status_code=outcome.status_code,

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
     webhook_poll_seconds: float = Field(5.0, gt=0, le=300, description="Event-log scan without wake-up")
 
+    # Socket.IO bridge (python -m bridges.socketio, issue #6).
+    socketio_host: str = "127.0.0.1"
+    socketio_port: int = Field(5001, ge=0, le=65535)
+    socketio_cors_origins: str = Field("*", description="Comma-separated browser origins, * for any")
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         if not self.database_url:

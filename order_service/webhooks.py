@@ -241,6 +241,8 @@ def record_attempt(
     ok = status_code is not None and 200 <= status_code < 300
     number = delivery.attempts + 1
     with db.atomic():
+        if not WebhookDelivery.select().where(WebhookDelivery.id == delivery.id).exists():
+            return "deleted"  # its endpoint was removed while the POST was in flight
         WebhookAttempt.create(
             delivery=delivery.id,
             endpoint=delivery.endpoint_id,

@@ -131,7 +131,9 @@ class SocketBridge:
         self.app = socketio.ASGIApp(self.sio, other_asgi_app=self._http)
         self.feed: MqttFeed | None = None
         self._seen = _Seen()
+        self._tokens: dict[str, str] = {}  # sid -> bearer token, re-checked every recheck period
         self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
         self.sio.on("join-room", self._join)
         self.sio.on("leave-room", self._leave)
 
@@ -147,9 +149,23 @@ class SocketBridge:
         if not who.default_rooms():
             raise socketio.exceptions.ConnectionRefusedError(f"forbidden: no rooms for role {who.role}")
         await self.sio.save_session(sid, {"who": who})
+        self._tokens[sid] = token
         for room in who.default_rooms():
             await self.sio.enter_room(sid, room)
         logger.info("socket %s: %s %s in %s", sid, who.role, who.user_id, who.default_rooms())
+
+    async def _disconnect(self, sid: str, reason: object = None) -> None:
+        self._tokens.pop(sid, None)
+
+    async def _recheck(self) -> None:
+        """Disconnect sockets whose token expired or was revoked (logout, deactivation)."""
+        while True:
+            await asyncio.sleep(self.settings.socketio_recheck_seconds)
+            for sid, token in list(self._tokens.items()):
+                if await asyncio.to_thread(identify, token) is None:
+                    logger.info("socket %s: token no longer valid; disconnecting", sid)
+                    self._tokens.pop(sid, None)
+                    await self.sio.disconnect(sid)
 
     async def _join(self, sid: str, room: object) -> dict:
         who: Identity = (await self.sio.get_session(sid))["who"]
@@ -208,6 +224,7 @@ class SocketBridge:
         client_id = f"orderbus-socketio-{os.getpid()}"
         self.feed = MqttFeed(bridge_address(self.settings), client_id, on_message).start()
         pump = asyncio.create_task(self._pump(inbox))
+        recheck = asyncio.create_task(self._recheck())
         config = uvicorn.Config(
             self.app,
             host=self.settings.socketio_host,
@@ -220,6 +237,7 @@ class SocketBridge:
             await uvicorn.Server(config).serve()
         finally:
             pump.cancel()
+            recheck.cancel()
             await asyncio.to_thread(self.feed.stop)
 
 

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     socketio_host: str = "127.0.0.1"
     socketio_port: int = Field(5001, ge=0, le=65535)
     socketio_cors_origins: str = Field("*", description="Comma-separated browser origins, * for any")
+    socketio_recheck_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How often connected sockets' tokens are checked again"
+    )
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

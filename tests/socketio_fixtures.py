@@ -132,6 +132,7 @@ class SocketBridgeProcess:
             "ORDERBUS_MQTT_URL": mqtt_url,
             "ORDERBUS_SOCKETIO_PORT": str(port),
             "ORDERBUS_LOG_LEVEL": "INFO",
+            "ORDERBUS_SOCKETIO_RECHECK_SECONDS": "0.5",
         }
         self._log = open(log, "w")  # noqa: SIM115 (closed in stop())
         self.log = log

@@ -142,3 +142,16 @@ def test_the_bridge_keeps_working_across_a_broker_restart(secured_broker, admin,
     later = place_order()
     socket.event("order:new", timeout=20, orderId=later["id"])
     assert [e["orderId"] for e in socket.events("order:new", quiet=0.5)] == [order["id"], later["id"]]
+
+
+def test_logging_out_disconnects_the_socket(client, admin, sockets):
+    """A socket whose token is revoked (DELETE /auth/token) is disconnected and cannot come back."""
+    socket = sockets(admin)
+    socket.connected()
+    assert client.delete("/api/v1/auth/token", headers=admin.headers).status_code == 204
+    assert (
+        socket.wait_for(lambda m: m["type"] == "disconnected", timeout=10)["reason"] == "io server disconnect"
+    )
+    again = sockets(admin)
+    line = again.wait_for(lambda m: m["type"] in ("connected", "connect_error"))
+    assert line["type"] == "connect_error" and "unauthorized" in line["message"]

@@ -7,14 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 
 # With ORDERBUS_MQTT_URL set, the service uses that broker and the embedded one is not started.
 ifdef ORDERBUS_MQTT_URL
-PROCS ?= api relay
+PROCS ?= api relay webhooks socketio
 PREFLIGHT := --no-embedded-broker
 else
 PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run test lint format migrate clean constraints
+.PHONY: install run test lint format migrate clean constraints node-test-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -44,7 +44,16 @@ run: install
 	@$(PY) -m order_service bootstrap
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile $(PROCS)
 
-test: install
+# The seed's socket.io-client, for tests/test_socketio_bridge.py (from the committed lock file).
+NODE_TEST := bridges/node_test
+$(NODE_TEST)/node_modules/.package-lock.json: $(NODE_TEST)/package-lock.json
+	@if command -v npm >/dev/null; then cd $(NODE_TEST) && npm ci --no-audit --no-fund --loglevel=error; \
+	elif [ "$$CI" = true ]; then echo "error: npm is required in CI (Socket.IO bridge tests)" >&2; exit 1; \
+	else echo "npm not found: the Socket.IO bridge tests will be skipped" >&2; fi
+
+node-test-deps: $(NODE_TEST)/node_modules/.package-lock.json
+
+test: install node-test-deps
 	$(BIN)/ruff check .
 	PATH="$(BIN):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -57,4 +66,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(NODE_TEST)/node_modules

@@ -64,6 +64,8 @@ def bootstrap() -> None:
             click.echo(f"admin user {settings.admin_user!r} exists; its password is unchanged")
         if mqtt_auth.ensure_service(settings):
             click.echo(f"issued the broker login {settings.mqtt_username!r} for the relay")
+        if mqtt_auth.ensure_bridge(settings):
+            click.echo(f"issued the broker login {settings.bridge_mqtt_username!r} for the bridges")
         mqtt_auth.sync_files(settings)
     click.echo(f"broker logins written to {settings.mqtt_password_path} and {settings.mqtt_acl_path}")
     where = "ORDERBUS_ADMIN_PASSWORD" if settings.admin_password else str(password_file)

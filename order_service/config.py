@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     mqtt_client_id: str = "orderbus-relay"
     mqtt_username: str = Field("orderbus-service", description="The relay's broker login (service account)")
     mqtt_keepalive: int = Field(30, ge=5, le=3600)
+    bridge_mqtt_username: str = Field("orderbus-bridge", description="The bridges' read-only broker login")
 
     # Broker logins: the service writes these two files (Mosquitto formats); brokers read them.
     broker_password_file: Path | None = Field(None, description="default <data_dir>/mqtt/passwd")
@@ -80,6 +81,23 @@ class Settings(BaseSettings):
     dispatch_tick_seconds: float = Field(1.0, gt=0, le=60)
     presence_heartbeat_seconds: int = Field(30, ge=1, le=3600)
     presence_timeout_seconds: int = Field(90, ge=1, le=86400)
+
+    # Webhook bridge (python -m bridges.webhooks, issue #6).
+    webhook_retry_seconds: float = Field(
+        24 * 3600, gt=0, description="Retry a failing delivery this long, then mark the endpoint failing"
+    )
+    webhook_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay; doubles each time")
+    webhook_backoff_max_seconds: float = Field(600.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    webhook_poll_seconds: float = Field(5.0, gt=0, le=300, description="Event-log scan without wake-up")
+
+    # Socket.IO bridge (python -m bridges.socketio, issue #6).
+    socketio_host: str = "127.0.0.1"
+    socketio_port: int = Field(5001, ge=0, le=65535)
+    socketio_cors_origins: str = Field("*", description="Comma-separated browser origins, * for any")
+    socketio_recheck_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How often connected sockets' tokens are checked again"
+    )
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

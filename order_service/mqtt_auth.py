@@ -9,7 +9,9 @@ password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
 - each **agent** device logs in as its agent id, reads ``agents/<id>/#`` and
   writes only ``agents/<id>/presence``;
 - each **dashboard** login (one per admin bearer token, expiring and revoked with
-  it) reads ``orders/#`` and ``agents/#`` and writes nothing.
+  it) reads ``orders/#`` and ``agents/#`` and writes nothing;
+- the **bridge** account (``python -m bridges.webhooks`` and ``bridges.socketio``)
+  reads ``orders/#`` and ``agents/#`` and writes nothing.
 
 Secrets are 256-bit random strings returned once and stored only as hashes; they
 are cheap to verify, so a reconnect storm cannot stall the broker. Mosquitto
@@ -36,8 +38,8 @@ from .models import Agent, MqttCredential, User, new_id, utcnow
 
 logger = logging.getLogger(__name__)
 
-SERVICE, AGENT, DASHBOARD = "service", "agent", "dashboard"
-KINDS = (SERVICE, AGENT, DASHBOARD)
+SERVICE, AGENT, DASHBOARD, BRIDGE = "service", "agent", "dashboard", "bridge"
+KINDS = (SERVICE, AGENT, DASHBOARD, BRIDGE)
 
 SERVICE_RULES = ("write orders/#", "write agents/+/assigned", "read agents/+/presence")
 DASHBOARD_RULES = ("read orders/#", "read agents/#")
@@ -57,7 +59,7 @@ def rules_for(credential: MqttCredential) -> tuple[str, ...]:
         return SERVICE_RULES
     if credential.kind == AGENT:
         return agent_rules(credential.username)
-    if credential.kind == DASHBOARD:
+    if credential.kind in (DASHBOARD, BRIDGE):
         return DASHBOARD_RULES
     raise ValueError(f"unknown credential kind {credential.kind!r}")
 
@@ -113,6 +115,37 @@ def ensure_service(settings: Settings) -> bool:
             return False
     issue_service(settings)
     return True
+
+
+def bridge_secret_path(settings: Settings) -> Path:
+    return settings.data_dir / "mqtt" / "bridge-secret"
+
+
+def ensure_bridge(settings: Settings) -> bool:
+    """Issue the bridges' read-only login unless it exists with its secret file; True if issued."""
+    row = MqttCredential.get_or_none(MqttCredential.username == settings.bridge_mqtt_username)
+    path = bridge_secret_path(settings)
+    if row is not None and row.kind == BRIDGE and path.exists():
+        if credfiles.verify_password(path.read_text().strip(), row.secret_hash):
+            return False
+    secret = _store(settings.bridge_mqtt_username, BRIDGE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return True
+
+
+def bridge_login(settings: Settings) -> tuple[str, str]:
+    """The bridges' (username, secret), from ``<data_dir>/mqtt/bridge-secret``."""
+    path = bridge_secret_path(settings)
+    try:
+        return settings.bridge_mqtt_username, path.read_text().strip()
+    except FileNotFoundError:
+        raise MissingServiceSecret(
+            f"no MQTT secret for the bridge account in {path}; "
+            "run `python -m order_service bootstrap` (make run does)"
+        ) from None
 
 
 class MissingServiceSecret(RuntimeError):

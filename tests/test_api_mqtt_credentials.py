@@ -112,3 +112,22 @@ def test_service_login_is_issued_once_and_kept(app, settings_overrides):
     assert not acl.allowed(username, "relay", "write", "agents/a1/presence")
     assert oct(settings.mqtt_password_path.stat().st_mode & 0o777) == "0o640"
     assert oct(mqtt_auth.service_secret_path(settings).stat().st_mode & 0o777) == "0o600"
+
+
+def test_bridge_login_is_issued_once_and_reads_only(app, settings_overrides):
+    """The bridges' login (bootstrap) reads orders/# and agents/# and may write nothing."""
+    settings = load_settings(settings_overrides)
+    with db.connection_context():
+        assert mqtt_auth.ensure_bridge(settings)
+        username, secret = mqtt_auth.bridge_login(settings)
+        assert not mqtt_auth.ensure_bridge(settings)
+        assert mqtt_auth.bridge_login(settings) == (username, secret)
+        mqtt_auth.sync_files(settings)
+    passwd, acl = files(settings_overrides)
+    assert username == "orderbus-bridge"
+    assert credfiles.verify_password(secret, passwd[username])
+    assert acl.allowed(username, "b", "read", "orders/o1/status")
+    assert acl.allowed(username, "b", "read", "agents/a1/assigned")
+    for topic in ("orders/o1/status", "orders/new", "agents/a1/presence", "agents/a1/assigned"):
+        assert not acl.allowed(username, "b", "write", topic)
+    assert oct(mqtt_auth.bridge_secret_path(settings).stat().st_mode & 0o777) == "0o600"

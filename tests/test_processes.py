@@ -19,9 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from order_service import webhooks
 from tests.mqtt_fixtures import Subscriber
+from tests.webhook_fixtures import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
+ORDER = {
+    "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
+    "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
+}
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +72,8 @@ def env(tmp_path: Path) -> dict:
         "ORDERBUS_API_PORT": str(free_port()),
         "ORDERBUS_BROKER_PORT": str(free_port()),
         "ORDERBUS_BROKER_WS_PORT": str(free_port()),
+        "ORDERBUS_SOCKETIO_PORT": str(free_port()),
+        "ORDERBUS_WEBHOOK_POLL_SECONDS": "30",  # the MQTT wake-up must do it
         "ORDERBUS_API_WORKERS": "2",
     }
 
@@ -247,3 +255,33 @@ def test_concurrent_writers_lose_nothing(system, env):
         sub.stop()
     assert not sub.contract_errors
     assert "database is locked" not in system["log"].read_text()
+
+
+def test_make_run_bridges_deliver_a_signed_webhook_and_serve_socketio(system, env):
+    """Under honcho the webhook bridge, woken over MQTT, POSTs a signed event; Socket.IO is up."""
+    password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
+    status, body = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})
+    token = body["access_token"]
+    receiver = Receiver()
+    try:
+        status, hook = http(
+            "POST", f"{system['api']}/webhooks", {"url": receiver.url, "events": ["*"]}, token
+        )
+        assert status == 201, hook
+        status, created = http("POST", f"{system['api']}/orders", ORDER, token)
+        assert status == 201, created
+        hit = receiver.delivered(1, timeout=15)[0]
+        assert hit.json["order"]["id"] == created["id"]
+        assert webhooks.verify(hook["secret"], hit.body, hit.headers[webhooks.SIGNATURE_HEADER])
+    finally:
+        receiver.close()
+    health = f"http://127.0.0.1:{env['ORDERBUS_SOCKETIO_PORT']}/healthz"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(health, timeout=5) as response:
+                assert response.status == 200
+                break
+        except (urllib.error.URLError, OSError):
+            assert time.monotonic() < deadline, system["log"].read_text()
+            time.sleep(0.2)

@@ -9,7 +9,7 @@ from flask import Response, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .. import lifecycle
+from .. import lifecycle, webhooks
 from ..auth import require
 from ..db import db
 from ..migrations import discover
@@ -116,12 +116,7 @@ def events(query: schemas.EventQuery):
     Pass the last ``cursor`` you processed as ``after``. On SQLite writers are
     serialised, so ids are commit order and a cursor never skips a row.
     """
-    rows = (
-        Outbox.select()
-        .where((Outbox.id > query.after) & (Outbox.kind != "new"))
-        .order_by(Outbox.id)
-        .limit(query.limit)
-    )
+    rows = webhooks.event_log(query.after, query.limit)
     page = [{"cursor": r.id, "topic": r.topic, "payload": json.loads(r.payload)} for r in rows]
     return jsonify(events=page, next_cursor=page[-1]["cursor"] if page else query.after)
 

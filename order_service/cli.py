@@ -103,7 +103,10 @@ def port_free(host: str, port: int) -> bool:
 def preflight(embedded_broker: bool) -> None:
     """Check that the ports `make run` needs are free; say which variable moves each."""
     settings = _settings()
-    wanted = [("the API", settings.api_host, settings.api_port, "ORDERBUS_API_PORT")]
+    wanted = [
+        ("the API", settings.api_host, settings.api_port, "ORDERBUS_API_PORT"),
+        ("the Socket.IO bridge", settings.socketio_host, settings.socketio_port, "ORDERBUS_SOCKETIO_PORT"),
+    ]
     if embedded_broker:
         wanted += [
             ("the MQTT broker", settings.broker_host, settings.broker_port, "ORDERBUS_BROKER_PORT"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,6 +89,8 @@ class ActionQueue:
     def __init__(self, state: StateDir) -> None:
         self.state = state
         self.needs_login = False
+        # One sender at a time, and no append lost to a concurrent rewrite (the TUI's workers).
+        self._lock = threading.RLock()
 
     def pending(self) -> list[dict[str, Any]]:
         return self.state.load(self.FILE, [])
@@ -100,7 +103,8 @@ class ActionQueue:
             "version": version,
             "at": now_rfc3339(),
         }
-        self.state.save(self.FILE, [*self.pending(), action])
+        with self._lock:
+            self.state.save(self.FILE, [*self.pending(), action])
         return action
 
     def replay(self, api: Api) -> list[Outcome]:
@@ -108,16 +112,17 @@ class ActionQueue:
 
         A 401 (the token expired) also stops, keeping the action: the caller logs in again."""
         outcomes: list[Outcome] = []
-        while pending := self.pending():
-            action = pending[0]
-            try:
-                outcomes.append(self._send(api, action))
-            except ApiUnreachable:
-                break
-            except ApiError as exc:  # 401 only, see _send
-                self.needs_login = exc.status == 401
-                break
-            self.state.save(self.FILE, [a for a in self.pending() if a["id"] != action["id"]])
+        with self._lock:
+            while pending := self.pending():
+                action = pending[0]
+                try:
+                    outcomes.append(self._send(api, action))
+                except ApiUnreachable:
+                    break
+                except ApiError as exc:  # 401 only, see _send
+                    self.needs_login = exc.status == 401
+                    break
+                self.state.save(self.FILE, [a for a in self.pending() if a["id"] != action["id"]])
         return outcomes
 
     @staticmethod

@@ -28,6 +28,23 @@ from order_service.migrations import migrate
 pytest_plugins = ["tests.mqtt_fixtures", "tests.pg_fixtures"]
 
 ADMIN_PASSWORD = "admin-password-1"
+BACKEND = os.environ.get("ORDERBUS_TEST_DATABASE", "sqlite")
+if BACKEND not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"ORDERBUS_TEST_DATABASE={BACKEND!r}: use sqlite or postgresql")
+
+
+def pytest_report_header() -> str:
+    return f"orderbus database backend: {BACKEND}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if BACKEND != "sqlite":
+        skip = pytest.mark.skip(reason="SQLite-specific (the database file itself)")
+        for item in items:
+            if item.get_closest_marker("sqlite_only"):
+                item.add_marker(skip)
+
+
 _names = itertools.count(1)
 
 
@@ -41,7 +58,7 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def database_url(data_dir: Path, request: pytest.FixtureRequest) -> str:
     """This test's own, migrated, empty database."""
-    if os.environ.get("ORDERBUS_TEST_DATABASE", "sqlite") == "postgresql":
+    if BACKEND == "postgresql":
         return request.getfixturevalue("postgres_database")
     return f"sqlite:///{data_dir / 'orderbus.db'}"
 

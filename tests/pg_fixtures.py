@@ -39,7 +39,8 @@ def _admin():
 def _drop(conn, name: str) -> None:
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -14,7 +14,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run test lint format migrate clean constraints
+.PHONY: install run test test-sqlite test-postgresql lint format migrate clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -44,9 +44,17 @@ run: install
 	@$(PY) -m order_service bootstrap
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile $(PROCS)
 
+# The suite on SQLite, then every database test again on PostgreSQL (ORDERBUS_TEST_POSTGRES_URL,
+# default postgresql://postgres@127.0.0.1:5432/postgres; skipped if unreachable, unless CI=true).
+# One backend only: make test-sqlite / make test-postgresql.
 test: install
 	$(BIN)/ruff check .
-	PATH="$(BIN):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=postgresql $(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite test-postgresql: test-%: install
+	$(BIN)/ruff check .
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

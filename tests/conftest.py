@@ -37,12 +37,19 @@ def pytest_report_header() -> str:
     return f"orderbus database backend: {BACKEND}"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if BACKEND != "sqlite":
-        skip = pytest.mark.skip(reason="SQLite-specific (the database file itself)")
-        for item in items:
-            if item.get_closest_marker("sqlite_only"):
-                item.add_marker(skip)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL: run only the tests that use a database; skip the SQLite-specific ones."""
+    if BACKEND == "sqlite":
+        return
+    skip = pytest.mark.skip(reason="SQLite-specific (the database file itself)")
+    keep, without_db = [], []
+    for item in items:
+        (keep if "database_url" in getattr(item, "fixturenames", ()) else without_db).append(item)
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+    if without_db:  # backend-independent: the SQLite run covers them
+        config.hook.pytest_deselected(items=without_db)
+        items[:] = keep
 
 
 _names = itertools.count(1)

@@ -2,6 +2,9 @@
 
 Used when ``ORDERBUS_TEST_DATABASE=postgresql`` (see conftest.py). Every database
 is dropped afterwards, with any connection a test left behind terminated first.
+``CREATE DATABASE`` costs about a second (it WAL-logs the copy) and ``DROP`` half
+of one, so the next test's database is created, and the last one dropped, in
+background threads while a test runs.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -55,8 +59,50 @@ def _release_pool() -> None:
             db.obj.close_all()
 
 
+class Databases:
+    """Copies of the template, one ahead of the test that will use it."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.creator = ThreadPoolExecutor(1, thread_name_prefix="pg-create")
+        self.dropper = ThreadPoolExecutor(1, thread_name_prefix="pg-drop")
+        self.next: Future[str] = self.creator.submit(self._create)
+
+    def _create(self) -> str:
+        name = f"orderbus_t{os.getpid()}_{next(_numbers)}"
+        conn = _admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        finally:
+            conn.close()
+        return name
+
+    def take(self) -> str:
+        name = self.next.result()
+        self.next = self.creator.submit(self._create)
+        return name
+
+    def drop(self, name: str) -> None:
+        def run() -> None:
+            conn = _admin()
+            try:
+                _drop(conn, name)
+            finally:
+                conn.close()
+
+        self.dropper.submit(run)
+
+    def close(self) -> None:
+        try:
+            self.drop(self.next.result())
+        finally:
+            self.creator.shutdown()
+            self.dropper.shutdown(wait=True)
+
+
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
+def postgres_databases() -> Iterator[Databases]:
     try:
         conn = _admin()
     except psycopg2.OperationalError as exc:
@@ -64,27 +110,24 @@ def postgres_template() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    name = f"orderbus_tmpl_{os.getpid()}"
-    _drop(conn, name)
+    template = f"orderbus_tmpl_{os.getpid()}"
+    _drop(conn, template)
     with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    migrate(init_db(database_url(name)), log=lambda _msg: None)
+        cur.execute(f'CREATE DATABASE "{template}"')
+    migrate(init_db(database_url(template)), log=lambda _msg: None)
     _release_pool()  # CREATE DATABASE ... TEMPLATE needs the template without connections
-    yield name
+    databases = Databases(template)
+    yield databases
     _release_pool()
-    _drop(conn, name)
+    databases.close()
+    _drop(conn, template)
     conn.close()
 
 
 @pytest.fixture
-def postgres_database(postgres_template: str) -> Iterator[str]:
-    name = f"orderbus_t{os.getpid()}_{next(_numbers)}"
-    conn = _admin()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
-        yield database_url(name)
-        _release_pool()
-        _drop(conn, name)
-    finally:
-        conn.close()
+def postgres_database(postgres_databases: Databases) -> Iterator[str]:
+    """A database of this test's own: a copy of the migrated template, dropped afterwards."""
+    name = postgres_databases.take()
+    yield database_url(name)
+    _release_pool()
+    postgres_databases.drop(name)

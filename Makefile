@@ -14,7 +14,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run test lint format migrate clean constraints node-test-deps
+.PHONY: install run test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -53,9 +53,17 @@ $(NODE_TEST)/node_modules/.package-lock.json: $(NODE_TEST)/package-lock.json
 
 node-test-deps: $(NODE_TEST)/node_modules/.package-lock.json
 
+# The suite on SQLite, then every database test again on PostgreSQL (ORDERBUS_TEST_POSTGRES_URL,
+# default postgresql://postgres@127.0.0.1:5432/postgres; skipped if unreachable, unless CI=true).
+# One backend only: make test-sqlite / make test-postgresql.
 test: install node-test-deps
 	$(BIN)/ruff check .
-	PATH="$(BIN):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=postgresql $(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite test-postgresql: test-%: install node-test-deps
+	$(BIN)/ruff check .
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

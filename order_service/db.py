@@ -3,6 +3,16 @@
 SQLite runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` for every
 transaction, so several API workers and the relay can share one file without
 "database is locked" on upgrade from a read to a write lock.
+
+PostgreSQL gets the same guarantee from a transaction-scoped advisory lock
+(:data:`WRITER_LOCK`) taken as the first statement of every transaction: writers
+run one at a time, exactly as on SQLite. That is what makes the outbox's id
+order its commit order (a ``BIGSERIAL`` alone is not: ``nextval`` is handed out
+at insert time, so a transaction holding id 7 may commit after the one holding
+id 8, and a reader that already moved its cursor past 8 would skip 7 for ever).
+Taking the lock at ``BEGIN`` rather than just before the outbox insert also
+keeps lock order fixed (advisory lock first, then rows), so two writers cannot
+deadlock on "row lock, then advisory lock" against "advisory lock, then row".
 """
 
 from __future__ import annotations
@@ -13,11 +23,37 @@ from urllib.parse import unquote, urlsplit
 
 import peewee
 from flask import Flask
-from playhouse.pool import PooledSqliteDatabase
+from playhouse.db_url import parse as parse_db_url
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 logger = logging.getLogger(__name__)
 
 db = peewee.DatabaseProxy()
+
+# Key of the PostgreSQL advisory lock every transaction holds until it ends ("ORDRBUS1").
+WRITER_LOCK = 0x4F5244524255531
+
+
+class OrderbusPostgresqlDatabase(PooledPostgresqlDatabase):
+    """Pooled PostgreSQL whose transactions run one at a time, like SQLite's BEGIN IMMEDIATE."""
+
+    def begin(self, isolation_level=None) -> None:
+        super().begin(isolation_level)
+        self.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+
+
+def hold_writer_lock() -> None:
+    """Check that this transaction holds the writer lock before it writes outbox rows.
+
+    On PostgreSQL every transaction takes the lock at ``BEGIN``; the outbox writers
+    call this as well (re-taking a held advisory lock returns at once), and an outbox
+    row written outside a transaction is refused: in autocommit it would get an id
+    while another transaction's smaller id is still uncommitted. No-op on SQLite.
+    """
+    if isinstance(db.obj, OrderbusPostgresqlDatabase):
+        if not db.in_transaction():
+            raise RuntimeError("outbox rows must be written inside db.atomic()")
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
 
 
 def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
@@ -45,9 +81,15 @@ def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
             check_same_thread=False,
         )
     if parts.scheme in ("postgres", "postgresql"):
-        from playhouse.db_url import connect
-
-        return connect(url.replace("postgres://", "postgresql://", 1))
+        params = parse_db_url(url, unquote_password=True, unquote_user=True)
+        if not params.get("database"):
+            raise ValueError(f"database URL {url!r}: expected postgresql://user@host:port/dbname")
+        # Each gunicorn worker and the relay has its own pool; a connection is returned at the
+        # end of each request, so the pool holds at most one per concurrent request thread.
+        params.setdefault("max_connections", 20)
+        params.setdefault("stale_timeout", 300)
+        params.setdefault("timeout", 30)  # wait for a free connection rather than fail at once
+        return OrderbusPostgresqlDatabase(**params)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 
 

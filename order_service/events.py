@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 
 from . import topics
+from .db import hold_writer_lock
 from .models import Agent, Order, Outbox, rfc3339, utcnow
 
 SCHEMA = 1
@@ -106,6 +107,7 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
     kinds = [("status", topics.order_status(order.id))]
     if event == "order.created":
         kinds.insert(0, ("new", topics.ORDERS_NEW))
+    hold_writer_lock()  # outbox id order = commit order (see db.py)
     for kind, topic in kinds:
         Outbox.create(
             event_id=payload["event_id"],
@@ -124,7 +126,10 @@ def record_worklists(agent_ids: Iterable[str | None]) -> None:
 
     ``orders`` are the agent's non-terminal orders; ``offers`` the orders offered to
     it that wait for its answer (accept or decline over REST)."""
-    for agent_id in sorted({a for a in agent_ids if a}):
+    agents = sorted({a for a in agent_ids if a})
+    if agents:
+        hold_writer_lock()  # outbox id order = commit order (see db.py)
+    for agent_id in agents:
         Agent.update(worklist_version=Agent.worklist_version + 1).where(Agent.id == agent_id).execute()
         agent = Agent.get_by_id(agent_id)
         payload = {

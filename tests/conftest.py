@@ -1,4 +1,11 @@
-"""Shared fixtures: a fresh SQLite file per test, the API, users and tokens.
+"""Shared fixtures: a fresh database per test, the API, users and tokens.
+
+The backend is SQLite (a file per test) unless ``ORDERBUS_TEST_DATABASE=postgresql``:
+then each test gets its own PostgreSQL database, copied from a template migrated
+once per session, on the server at ``ORDERBUS_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``). Unreachable server: the
+PostgreSQL run is skipped, or fails with ``CI=true``. Tests marked
+``sqlite_only`` are skipped on PostgreSQL.
 
 Broker and relay fixtures live in tests/mqtt_fixtures.py (imported below).
 """
@@ -6,6 +13,7 @@ Broker and relay fixtures live in tests/mqtt_fixtures.py (imported below).
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +25,33 @@ from order_service.app import create_app
 from order_service.db import db, init_db
 from order_service.migrations import migrate
 
-pytest_plugins = ["tests.mqtt_fixtures", "tests.clients_system"]
+pytest_plugins = ["tests.mqtt_fixtures", "tests.clients_system", "tests.pg_fixtures"]
 
 ADMIN_PASSWORD = "admin-password-1"
+BACKEND = os.environ.get("ORDERBUS_TEST_DATABASE", "sqlite")
+if BACKEND not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"ORDERBUS_TEST_DATABASE={BACKEND!r}: use sqlite or postgresql")
+
+
+def pytest_report_header() -> str:
+    return f"orderbus database backend: {BACKEND}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL: run only the tests that use a database; skip the SQLite-specific ones."""
+    if BACKEND == "sqlite":
+        return
+    skip = pytest.mark.skip(reason="SQLite-specific (the database file itself)")
+    keep, without_db = [], []
+    for item in items:
+        (keep if "database_url" in getattr(item, "fixturenames", ()) else without_db).append(item)
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+    if without_db:  # backend-independent: the SQLite run covers them
+        config.hook.pytest_deselected(items=without_db)
+        items[:] = keep
+
+
 _names = itertools.count(1)
 
 
@@ -31,14 +63,22 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings_overrides(data_dir: Path) -> dict:
+def database_url(data_dir: Path, request: pytest.FixtureRequest) -> str:
+    """This test's own, migrated, empty database."""
+    if BACKEND == "postgresql":
+        return request.getfixturevalue("postgres_database")
+    return f"sqlite:///{data_dir / 'orderbus.db'}"
+
+
+@pytest.fixture
+def settings_overrides(data_dir: Path, database_url: str) -> dict:
     """Settings every test process shares; MQTT fixtures add the broker's URL."""
-    return {"data_dir": data_dir, "admin_password": ADMIN_PASSWORD}
+    return {"data_dir": data_dir, "admin_password": ADMIN_PASSWORD, "database_url": database_url}
 
 
 @pytest.fixture
 def app(settings_overrides: dict):
-    database = init_db(f"sqlite:///{settings_overrides['data_dir'] / 'orderbus.db'}")
+    database = init_db(settings_overrides["database_url"])
     migrate(database, log=lambda _msg: None)
     application = create_app(settings_overrides)
     application.config["TESTING"] = True

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from order_service.db import db, init_db
 from order_service.events import order_dict
 from order_service.migrations import SQLITE_TYPES, applied_versions, discover, migrate
 from order_service.models import Order
 
 
+@pytest.mark.sqlite_only
 def test_0003_upgrades_a_database_with_orders(tmp_path):
     """A database at 0001 with an order keeps it; after 0003 the order reads with empty dispatch fields."""
     path = tmp_path / "o.db"

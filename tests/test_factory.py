@@ -43,3 +43,18 @@ def test_bad_values_name_the_variable(monkeypatch):
         load_settings({"no_such_setting": 1})
     with pytest.raises(ValidationError, match="ORDERBUS_MQTT_URL"):
         load_settings({"mqtt_url": "http://example.invalid"})
+
+
+def test_postgresql_urls_make_a_pooled_serialised_database():
+    """A postgresql:// URL gives the pooled database with the writer lock; no connection is opened."""
+    from order_service.db import OrderbusPostgresqlDatabase, make_database
+
+    database = make_database("postgresql://app:p%40ss@db.example:6543/orders?max_connections=5")
+    assert isinstance(database, OrderbusPostgresqlDatabase)
+    assert database.database == "orders"
+    assert database.connect_params["user"] == "app" and database.connect_params["password"] == "p@ss"
+    assert database.connect_params["host"] == "db.example" and database.connect_params["port"] == 6543
+    assert database._max_connections == 5
+    assert isinstance(make_database("postgres://app@db.example/orders"), OrderbusPostgresqlDatabase)
+    with pytest.raises(ValueError, match="dbname"):
+        make_database("postgresql://app@db.example")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from order_service.db import db, init_db
 from order_service.migrations import discover, migrate
 
 
+@pytest.mark.sqlite_only
 def test_migrate_twice_is_a_no_op(tmp_path):
     """A second run applies nothing and keeps the data."""
     path = tmp_path / "o.db"
@@ -24,6 +27,7 @@ def test_migrate_twice_is_a_no_op(tmp_path):
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+@pytest.mark.sqlite_only
 def test_pending_migration_takes_a_backup_first(tmp_path):
     """With a migration pending on an existing database, a copy of the file is taken first."""
     path = tmp_path / "o.db"

@@ -64,8 +64,10 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict:
+def env(tmp_path: Path, database_url: str) -> dict:
+    database = {} if database_url.startswith("sqlite:") else {"ORDERBUS_DATABASE_URL": database_url}
     return {
+        **database,
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ORDERBUS_DATA_DIR": str(tmp_path / "var"),

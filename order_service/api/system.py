@@ -113,8 +113,9 @@ public("system.metrics")
 def events(query: schemas.EventQuery):
     """The event log in commit order, for catch-up and for consumers that must not skip.
 
-    Pass the last ``cursor`` you processed as ``after``. On SQLite writers are
-    serialised, so ids are commit order and a cursor never skips a row.
+    Pass the last ``cursor`` you processed as ``after``. Writers are serialised
+    (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the advisory writer lock in db.py),
+    so ids are commit order and a cursor never skips a row that commits late.
     """
     rows = webhooks.event_log(query.after, query.limit)
     page = [{"cursor": r.id, "topic": r.topic, "payload": json.loads(r.payload)} for r in rows]

@@ -124,11 +124,12 @@ class NodeClient:
 class SocketBridgeProcess:
     """``python -m bridges.socketio`` with the test's data directory and broker."""
 
-    def __init__(self, data_dir: Path, mqtt_url: str, port: int, log: Path) -> None:
+    def __init__(self, data_dir: Path, mqtt_url: str, port: int, log: Path, database_url: str = "") -> None:
         self.url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
             "ORDERBUS_DATA_DIR": str(data_dir),
+            "ORDERBUS_DATABASE_URL": database_url,  # empty: the SQLite file in the data dir
             "ORDERBUS_MQTT_URL": mqtt_url,
             "ORDERBUS_SOCKETIO_PORT": str(port),
             "ORDERBUS_LOG_LEVEL": "INFO",

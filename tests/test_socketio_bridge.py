@@ -28,12 +28,14 @@ def secured_broker(app, settings_overrides: dict):
 
 
 @pytest.fixture
-def system(secured_broker, start_relay, data_dir, tmp_path):
+def system(secured_broker, start_relay, data_dir, database_url, tmp_path):
     """Relay and Socket.IO bridge on the secured broker; returns the bridge."""
     node_client_ready()
     url = f"mqtt://127.0.0.1:{secured_broker.port}"
     start_relay(mqtt_url=url)
-    bridge = SocketBridgeProcess(data_dir, url, pick_free_port("127.0.0.1"), tmp_path / "socketio.log")
+    bridge = SocketBridgeProcess(
+        data_dir, url, pick_free_port("127.0.0.1"), tmp_path / "socketio.log", database_url
+    )
     try:
         bridge.ready()
         yield bridge

@@ -185,6 +185,7 @@ def _bridge_process(webhook_settings: dict) -> subprocess.Popen:
     env = {
         **os.environ,
         "ORDERBUS_DATA_DIR": str(webhook_settings["data_dir"]),
+        "ORDERBUS_DATABASE_URL": webhook_settings["database_url"],
         "ORDERBUS_MQTT_URL": webhook_settings["mqtt_url"],
         "ORDERBUS_WEBHOOK_BACKOFF_SECONDS": "2",
         "ORDERBUS_WEBHOOK_POLL_SECONDS": "0.5",

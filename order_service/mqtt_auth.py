@@ -90,78 +90,71 @@ def issue_dashboard(user: User, token_hash: str, expires_at: datetime) -> tuple[
     return username, secret
 
 
-def issue_service(settings: Settings) -> str:
-    """(Re)issue the relay's login and keep its secret in ``<data_dir>/mqtt/service-secret``."""
-    secret = _store(settings.mqtt_username, SERVICE)
-    path = service_secret_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    return secret
-
-
-def service_secret_path(settings: Settings) -> Path:
-    return settings.data_dir / "mqtt" / "service-secret"
-
-
-def ensure_service(settings: Settings) -> bool:
-    """Issue the service login unless it exists and its secret file is present; True if issued."""
-    row = MqttCredential.get_or_none(MqttCredential.username == settings.mqtt_username)
-    path = service_secret_path(settings)
-    if row is not None and row.kind == SERVICE and path.exists():
-        secret = path.read_text().strip()
-        if credfiles.verify_password(secret, row.secret_hash):
-            return False
-    issue_service(settings)
-    return True
-
-
-def bridge_secret_path(settings: Settings) -> Path:
-    return settings.data_dir / "mqtt" / "bridge-secret"
-
-
-def ensure_bridge(settings: Settings) -> bool:
-    """Issue the bridges' read-only login unless it exists with its secret file; True if issued."""
-    row = MqttCredential.get_or_none(MqttCredential.username == settings.bridge_mqtt_username)
-    path = bridge_secret_path(settings)
-    if row is not None and row.kind == BRIDGE and path.exists():
-        if credfiles.verify_password(path.read_text().strip(), row.secret_hash):
-            return False
-    secret = _store(settings.bridge_mqtt_username, BRIDGE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    return True
-
-
-def bridge_login(settings: Settings) -> tuple[str, str]:
-    """The bridges' (username, secret), from ``<data_dir>/mqtt/bridge-secret``."""
-    path = bridge_secret_path(settings)
-    try:
-        return settings.bridge_mqtt_username, path.read_text().strip()
-    except FileNotFoundError:
-        raise MissingServiceSecret(
-            f"no MQTT secret for the bridge account in {path}; "
-            "run `python -m order_service bootstrap` (make run does)"
-        ) from None
-
-
 class MissingServiceSecret(RuntimeError):
     pass
 
 
-def service_login(settings: Settings) -> tuple[str, str]:
-    """The relay's (username, secret): from ORDERBUS_MQTT_URL if it carries them, else the file."""
-    path = service_secret_path(settings)
+def _account(settings: Settings, kind: str) -> tuple[str, Path, str]:
+    """(username, secret file, what it is for) of a process account: the relay's or the bridges'."""
+    if kind == SERVICE:
+        return settings.mqtt_username, settings.data_dir / "mqtt" / "service-secret", "the service account"
+    return settings.bridge_mqtt_username, settings.data_dir / "mqtt" / "bridge-secret", "the bridge account"
+
+
+def _ensure_account(settings: Settings, kind: str) -> bool:
+    """Issue the account unless it exists and its secret file matches; True if (re)issued.
+
+    The secret is kept in a 0600 file under ``<data_dir>/mqtt/`` for the process to read.
+    """
+    username, path, _ = _account(settings, kind)
+    row = MqttCredential.get_or_none(MqttCredential.username == username)
+    if row is not None and row.kind == kind and path.exists():
+        if credfiles.verify_password(path.read_text().strip(), row.secret_hash):
+            return False
+    secret = _store(username, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return True
+
+
+def _login(settings: Settings, kind: str) -> tuple[str, str]:
+    username, path, what = _account(settings, kind)
     try:
-        return settings.mqtt_username, path.read_text().strip()
+        return username, path.read_text().strip()
     except FileNotFoundError:
         raise MissingServiceSecret(
-            f"no MQTT secret for the service account in {path}; "
-            "run `python -m order_service bootstrap` (make run does)"
+            f"no MQTT secret for {what} in {path}; run `python -m order_service bootstrap` (make run does)"
         ) from None
+
+
+def service_secret_path(settings: Settings) -> Path:
+    return _account(settings, SERVICE)[1]
+
+
+def bridge_secret_path(settings: Settings) -> Path:
+    return _account(settings, BRIDGE)[1]
+
+
+def ensure_service(settings: Settings) -> bool:
+    """The relay's login (publishes orders and worklists, reads presence); True if issued."""
+    return _ensure_account(settings, SERVICE)
+
+
+def ensure_bridge(settings: Settings) -> bool:
+    """The bridges' read-only login; True if issued."""
+    return _ensure_account(settings, BRIDGE)
+
+
+def service_login(settings: Settings) -> tuple[str, str]:
+    """The relay's (username, secret), from ``<data_dir>/mqtt/service-secret``."""
+    return _login(settings, SERVICE)
+
+
+def bridge_login(settings: Settings) -> tuple[str, str]:
+    """The bridges' (username, secret), from ``<data_dir>/mqtt/bridge-secret``."""
+    return _login(settings, BRIDGE)
 
 
 # --- the files ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ..events import ORDER_EVENTS
 from ..lifecycle import FAILURE_REASONS, STATUSES
 
 # No control characters in one-line fields; multi-line fields may hold newlines and tabs.
@@ -384,19 +385,8 @@ class DispatchSettingsOut(BaseModel):
 
 # --- webhooks (issue #6) -------------------------------------------------------
 
-WebhookEvent = Literal[
-    "*",
-    "order.created",
-    "order.status_changed",
-    "order.assigned",
-    "order.unassigned",
-    "order.updated",
-    "order.offered",
-    "order.offer_declined",
-    "order.offer_expired",
-    "order.delayed",
-    "agent.worklist",
-]
+# Every event name the service records (events.ORDER_EVENTS, the worklist), or "*".
+WebhookEvent = Literal[("*", *ORDER_EVENTS, "agent.worklist")]
 
 
 class WebhookCreate(Strict):

@@ -39,26 +39,30 @@ def outbox(session: Session) -> Outbox:
     return box
 
 
-class BoundedStreamWriter(StreamWriterAdapter):
-    """amqtt's TCP writer, whose close() drained forever when the peer stopped reading."""
+class _BoundedClose:
+    """close() gives up after CLOSE_TIMEOUT and aborts: amqtt's writers drained forever
+    when the peer stopped reading."""
 
     async def close(self) -> None:
         try:
-            await asyncio.wait_for(super().close(), CLOSE_TIMEOUT)
+            await asyncio.wait_for(super().close(), CLOSE_TIMEOUT)  # type: ignore[misc]
         except (TimeoutError, OSError):
             self.abort()
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class BoundedStreamWriter(_BoundedClose, StreamWriterAdapter):
+    """amqtt's TCP writer, with a bounded close."""
 
     def abort(self) -> None:
         self.is_closed = True
         self._writer.transport.abort()
 
 
-class BoundedWebSocketsWriter(WebSocketsWriter):
-    async def close(self) -> None:
-        try:
-            await asyncio.wait_for(super().close(), CLOSE_TIMEOUT)
-        except (TimeoutError, OSError):
-            self.abort()
+class BoundedWebSocketsWriter(_BoundedClose, WebSocketsWriter):
+    """amqtt's WebSocket writer, with a bounded close."""
 
     def abort(self) -> None:
         self._protocol.transport.abort()

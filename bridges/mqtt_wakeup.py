@@ -43,6 +43,9 @@ class MqttFeed:
         self.address, self.client_id, self.keepalive = address, client_id, keepalive
         self.on_message = on_message
         self.connected = threading.Event()
+        # Sessions accepted so far; it moves before the session's first message is handed on, so
+        # ``on_message`` can tell the first session's retained replay from a later one's.
+        self.sessions = 0
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt-feed", daemon=True)
@@ -56,6 +59,9 @@ class MqttFeed:
         self._lost.set()
         self._thread.join(10)
 
+    def _count_session(self) -> None:
+        self.sessions += 1
+
     def _run(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
@@ -67,6 +73,7 @@ class MqttFeed:
                 subscriptions=FILTERS,
                 on_message=self.on_message,
                 on_lost=self._lost.set,
+                on_connected=self._count_session,
             )
             try:
                 link.connect()

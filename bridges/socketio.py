@@ -13,11 +13,12 @@ subscriber library in ``clients/`` replaces it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import socketio
 import uvicorn
@@ -106,20 +107,59 @@ def route(topic: str, event: dict) -> list[tuple[str, list[str], dict]]:
     return [("order:status:updated", [ADMIN, *([agent_room(agent)] if agent else [])], data)]
 
 
-@dataclass
-class _Seen:
-    """Event ids already emitted: the relay may publish an event again (rehydration, retries)."""
+class Gate:
+    """Decides which MQTT messages are news for the Socket.IO clients.
 
-    limit: int = 10000
-    ids: OrderedDict = field(default_factory=OrderedDict)
+    Each order's messages carry its ``version``. A live message is news when its version is
+    newer than the last one emitted for that order on that kind of topic (``orders/new`` or
+    ``orders/<id>/status``): the relay may publish an event again (retries, rehydration after a
+    broker restart). A *retained* message is the broker replaying current state in answer to
+    our SUBSCRIBE. On the bridge's first session that state is what clients load over REST when
+    they open, so it only records the versions. On a later session (the bridge lost the broker
+    and came back) the retained states newer than what was emitted are the changes made while
+    the bridge was away; they are emitted then, so sockets never miss a status. A catch-up gives
+    each order's latest state, not every step in between; an order created during the gap is
+    announced with ``order:new`` first.
+    """
 
-    def first_time(self, key: tuple[str, str]) -> bool:
-        if key in self.ids:
-            return False
-        self.ids[key] = None
-        if len(self.ids) > self.limit:
-            self.ids.popitem(last=False)
-        return True
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._new: OrderedDict[str, int] = OrderedDict()  # order id -> version, from orders/new
+        self._status: OrderedDict[str, int] = OrderedDict()  # from orders/<id>/status
+
+    def emits(
+        self, topic: str, payload: bytes, *, retained: bool, first_session: bool
+    ) -> list[tuple[str, list[str], dict]]:
+        status = _STATUS_TOPIC.match(topic)
+        if not payload:  # a finished order's retained state was cleared: forget the order
+            if status:
+                self._new.pop(status.group(1), None)
+                self._status.pop(status.group(1), None)
+            return []
+        event = json.loads(payload)
+        order = event.get("order") if isinstance(event, dict) else None
+        if not isinstance(order, dict) or not (status or topic == "orders/new"):
+            return []  # worklists and presence: not part of the seed's events
+        order_id, version = str(order["id"]), int(order["version"])
+        held = self._status if status else self._new
+        known = order_id in self._new or order_id in self._status
+        if version <= held.get(order_id, 0):
+            return []  # a duplicate, or older than what the clients already have
+        self._hold(held, order_id, version)
+        if retained and first_session:
+            return []  # current state at start-up: clients read it over REST
+        emits = route(topic, event)
+        if retained and status and not known:
+            # Created while the bridge was away: its orders/new message was missed (or replaced).
+            self._hold(self._new, order_id, version)
+            emits = [("order:new", [ADMIN], seed_payload(event)), *emits]
+        return emits
+
+    def _hold(self, held: OrderedDict[str, int], order_id: str, version: int) -> None:
+        held[order_id] = version
+        held.move_to_end(order_id)
+        if len(held) > self.limit:
+            held.popitem(last=False)
 
 
 class SocketBridge:
@@ -130,7 +170,7 @@ class SocketBridge:
         self.sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=cors)
         self.app = socketio.ASGIApp(self.sio, other_asgi_app=self._http)
         self.feed: MqttFeed | None = None
-        self._seen = _Seen()
+        self.gate = Gate()
         self._tokens: dict[str, str] = {}  # sid -> bearer token, re-checked every recheck period
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
@@ -195,19 +235,12 @@ class SocketBridge:
     # --- the feed -----------------------------------------------------------------
 
     async def _pump(self, inbox: asyncio.Queue) -> None:
-        import json
-
         while True:
-            topic, payload, retained = await inbox.get()
-            if retained or not payload:
-                continue  # a replay of state on (re)subscribe, or a cleared topic: not news
+            topic, payload, retained, first_session = await inbox.get()
             try:
-                event = json.loads(payload)
-                emits = route(topic, event)
+                emits = self.gate.emits(topic, payload, retained=retained, first_session=first_session)
             except (ValueError, KeyError, TypeError) as exc:
                 logger.warning("ignoring a message on %s: %s", topic, exc)
-                continue
-            if emits and not self._seen.first_time((topic, event.get("event_id", ""))):
                 continue
             for name, rooms, data in emits:
                 await self.sio.emit(name, data, to=rooms)
@@ -217,12 +250,14 @@ class SocketBridge:
         inbox: asyncio.Queue = asyncio.Queue()
 
         def on_message(message) -> None:  # paho's thread: hand off only
+            first_session = self.feed is not None and self.feed.sessions == 1
             loop.call_soon_threadsafe(
-                inbox.put_nowait, (message.topic, bytes(message.payload), message.retain)
+                inbox.put_nowait, (message.topic, bytes(message.payload), message.retain, first_session)
             )
 
         client_id = f"orderbus-socketio-{os.getpid()}"
-        self.feed = MqttFeed(bridge_address(self.settings), client_id, on_message).start()
+        self.feed = MqttFeed(bridge_address(self.settings), client_id, on_message)
+        self.feed.start()  # after the assignment: on_message reads the feed's session count
         pump = asyncio.create_task(self._pump(inbox))
         recheck = asyncio.create_task(self._recheck())
         config = uvicorn.Config(

@@ -70,12 +70,14 @@ class MqttLink:
         subscriptions: tuple[str, ...] = (),
         on_message: MessageHandler | None = None,
         on_lost: Callable[[], None] | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.keepalive = keepalive
         self.subscriptions = subscriptions
         self._on_message = on_message
         self._on_lost = on_lost
+        self._on_connected = on_connected
         self._cond = threading.Condition()
         self._acked: set[int] = set()
         self._connack: mqtt.ReasonCode | None = None
@@ -105,6 +107,8 @@ class MqttLink:
             self._connack = reason_code
             self._cond.notify_all()
         if not reason_code.is_failure:
+            if self._on_connected:  # before SUBSCRIBE: ahead of every message of this session
+                self._on_connected()
             for topic in self.subscriptions:
                 client.subscribe(topic, qos=1)
 

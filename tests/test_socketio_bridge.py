@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
 import pytest
 
 from broker.server import EmbeddedBroker, pick_free_port
 from order_service import mqtt_auth
 from order_service.config import load_settings
 from order_service.db import db
+from order_service.models import Outbox
 from tests.socketio_fixtures import NodeClient, SocketBridgeProcess, node_client_ready
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -28,13 +35,24 @@ def secured_broker(app, settings_overrides: dict):
 
 
 @pytest.fixture
-def system(secured_broker, start_relay, data_dir, database_url, tmp_path):
+def proxy(secured_broker):
+    """The bridge's way to the broker, which a test may cut (the relay connects directly)."""
+    proxy = TcpProxy(("127.0.0.1", secured_broker.port)).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def system(secured_broker, proxy, start_relay, data_dir, database_url, tmp_path):
     """Relay and Socket.IO bridge on the secured broker; returns the bridge."""
     node_client_ready()
-    url = f"mqtt://127.0.0.1:{secured_broker.port}"
-    start_relay(mqtt_url=url)
+    start_relay(mqtt_url=f"mqtt://127.0.0.1:{secured_broker.port}")
     bridge = SocketBridgeProcess(
-        data_dir, url, pick_free_port("127.0.0.1"), tmp_path / "socketio.log", database_url
+        data_dir,
+        f"mqtt://127.0.0.1:{proxy.port}",
+        pick_free_port("127.0.0.1"),
+        tmp_path / "socketio.log",
+        database_url,
     )
     try:
         bridge.ready()
@@ -144,6 +162,78 @@ def test_the_bridge_keeps_working_across_a_broker_restart(secured_broker, admin,
     later = place_order()
     socket.event("order:new", timeout=20, orderId=later["id"])
     assert [e["orderId"] for e in socket.events("order:new", quiet=0.5)] == [order["id"], later["id"]]
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+
+
+def bridge_subscribed(bridge) -> bool:
+    try:
+        with urllib.request.urlopen(bridge.url + "/healthz", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def bridge_cut_off(bridge, proxy: TcpProxy):
+    """The bridge's link to the broker is down inside the block, and subscribed again after it."""
+    proxy.cut()
+    wait_until(lambda: not bridge_subscribed(bridge), what="the bridge noticing the cut")
+    yield
+    proxy.restore()
+    wait_until(lambda: bridge_subscribed(bridge), what="the bridge reconnecting")
+
+
+def all_published() -> bool:
+    with db.connection_context():
+        return not Outbox.unpublished(1).exists()
+
+
+def test_changes_made_while_the_bridge_was_cut_off_reach_the_sockets(
+    client, admin, place_order, sockets, system, proxy
+):
+    """The bridge loses the broker while the relay publishes; on its return it emits what it missed.
+
+    The missed changes only exist as retained state by then (the relay published them while the
+    bridge was away), so this fails unless the bridge treats a later session's retained replay as
+    news: an order created in the gap is announced with order:new, a status change with
+    order:status:updated, each once; what the sockets already had is not sent again.
+    """
+    socket = sockets(admin)
+    socket.connected()
+    known = place_order()
+    socket.event("order:new", orderId=known["id"])
+    with bridge_cut_off(system, proxy):
+        response = client.patch(
+            f"/api/v1/orders/{known['id']}/status", json={"status": "confirmed"}, headers=admin.headers
+        )
+        assert response.status_code == 200, response.json
+        missed = place_order()
+        wait_until(all_published, what="the relay publishing the changes")
+    updated = socket.event("order:status:updated", timeout=10, orderId=known["id"], status="confirmed")
+    assert updated["version"] == 2
+    assert socket.event("order:new", timeout=10, orderId=missed["id"])["status"] == "placed"
+    assert [e["orderId"] for e in socket.events("order:new", quiet=1.0)] == [known["id"], missed["id"]]
+    assert [e["orderId"] for e in socket.events("order:status:updated", quiet=0)] == [known["id"]]
+
+
+def test_a_reconnect_with_nothing_missed_emits_nothing(client, admin, place_order, sockets, system, proxy):
+    """After a cut with no change in between, the retained replay is not news: no event at all."""
+    socket = sockets(admin)
+    socket.connected()
+    order = place_order()
+    socket.event("order:new", orderId=order["id"])
+    with bridge_cut_off(system, proxy):
+        pass
+    assert proxy.connections >= 2
+    events = [m for m in socket.events("order:new", quiet=1.5)]
+    assert [e["orderId"] for e in events] == [order["id"]]
+    assert socket.events("order:status:updated", quiet=0) == []
 
 
 def test_logging_out_disconnects_the_socket(client, admin, sockets):

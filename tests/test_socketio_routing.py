@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bridges.socketio import Identity, route
+import json
+
+import pytest
+
+from bridges.socketio import Gate, Identity, route
 
 
 def event(name: str, agent_id: str | None = None, **order) -> dict:
@@ -51,3 +55,56 @@ def test_rooms_each_role_may_join():
     assert admin.may_join("admin") and admin.may_join("delivery") and admin.may_join("delivery:agt_b")
     customer = Identity("usr_3", "customer")
     assert customer.default_rooms() == [] and not customer.may_join("admin")
+
+
+def payload(name: str, version: int, status: str = "confirmed", order_id: str = "ord_1") -> bytes:
+    body = event(name, version=version, status=status, id=order_id)
+    return json.dumps(body).encode()
+
+
+def test_the_gate_emits_only_newer_versions_and_catches_up_on_a_later_session():
+    """Live: newer versions only. First session's retained replay: recorded, not emitted.
+    A later session's retained replay: what is newer is emitted, a new order as order:new first."""
+    gate = Gate()
+    status = "orders/ord_1/status"
+    # Start-up: the broker's retained state is what clients load over REST.
+    assert gate.emits(status, payload("order.confirmed", 2), retained=True, first_session=True) == []
+    # A relay retry of the same version, live: a duplicate.
+    assert gate.emits(status, payload("order.confirmed", 2), retained=False, first_session=True) == []
+    live = gate.emits(
+        status, payload("order.status_changed", 3, "preparing"), retained=False, first_session=True
+    )
+    assert [(n, d["version"]) for n, _, d in live] == [("order:status:updated", 3)]
+    # Reconnected: the replay of what was already emitted is not news; a newer state is.
+    assert gate.emits(status, payload("order.status_changed", 3), retained=True, first_session=False) == []
+    caught = gate.emits(
+        status, payload("order.status_changed", 5, "ready"), retained=True, first_session=False
+    )
+    assert [(n, d["status"]) for n, _, d in caught] == [("order:status:updated", "ready")]
+    # An order created while the bridge was away: announced, then its latest change.
+    other = "orders/ord_2/status"
+    gap = gate.emits(
+        other, payload("order.assigned", 3, order_id="ord_2"), retained=True, first_session=False
+    )
+    assert [n for n, _, _ in gap] == ["order:new", "order:assigned"]
+    assert (
+        gate.emits(
+            "orders/new", payload("order.created", 1, "placed", "ord_2"), retained=True, first_session=False
+        )
+        == []
+    )
+
+
+def test_the_gate_forgets_a_cleared_order_and_ignores_what_is_not_an_order():
+    gate = Gate()
+    assert gate.emits(
+        "orders/ord_1/status", payload("order.confirmed", 2), retained=False, first_session=True
+    )
+    assert gate.emits("orders/ord_1/status", b"", retained=False, first_session=True) == []
+    assert gate.emits(
+        "orders/ord_1/status", payload("order.confirmed", 2), retained=False, first_session=True
+    )
+    worklist = json.dumps({"event": "agent.worklist", "agent_id": "agt_a", "version": 4}).encode()
+    assert gate.emits("agents/agt_a/assigned", worklist, retained=False, first_session=True) == []
+    with pytest.raises(ValueError):
+        gate.emits("orders/ord_1/status", b"not json", retained=False, first_session=True)

@@ -56,14 +56,19 @@ node-test-deps: $(NODE_TEST)/node_modules/.package-lock.json
 # The suite on SQLite, then every database test again on PostgreSQL (ORDERBUS_TEST_POSTGRES_URL,
 # default postgresql://postgres@127.0.0.1:5432/postgres; skipped if unreachable, unless CI=true).
 # One backend only: make test-sqlite / make test-postgresql.
+# Tests run in PYTEST_WORKERS processes (pytest-xdist; a test file stays in one process);
+# PYTEST_WORKERS=0 runs them in this process, one after another.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 test: install node-test-deps
 	$(BIN)/ruff check .
-	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PY) -m pytest $(PYTEST_ARGS)
-	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=postgresql $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=postgresql $(PYTEST) $(PYTEST_ARGS)
 
 test-sqlite test-postgresql: test-%: install node-test-deps
 	$(BIN)/ruff check .
-	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import auth, mqtt_auth
+from . import preflight as preflight_checks
 from .config import Settings, load_settings
 from .db import db, init_db
 from .migrations import migrate as run_migrations
@@ -100,9 +101,31 @@ def port_free(host: str, port: int) -> bool:
 
 @main.command()
 @click.option("--embedded-broker/--no-embedded-broker", default=True)
-def preflight(embedded_broker: bool) -> None:
+@click.option(
+    "--production",
+    is_flag=True,
+    help="make run-prod: also check the database and the external broker (implies --no-embedded-broker)",
+)
+@click.option(
+    "--broker", "broker_only", is_flag=True, help="Only check that the external broker accepts our logins"
+)
+def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> None:
     """Check that the ports `make run` needs are free; say which variable moves each."""
     settings = _settings()
+    checks = []
+    if broker_only:
+        checks = [preflight_checks.check_broker_reachable, preflight_checks.check_broker_logins]
+    elif production:
+        checks = [preflight_checks.check_database, preflight_checks.check_broker_configured]
+        embedded_broker = False
+    for check in checks:
+        try:
+            click.echo(check(settings))
+        except (preflight_checks.PreflightError, mqtt_auth.MissingServiceSecret) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    if broker_only:
+        return
     wanted = [
         ("the API", settings.api_host, settings.api_port, "ORDERBUS_API_PORT"),
         ("the Socket.IO bridge", settings.socketio_host, settings.socketio_port, "ORDERBUS_SOCKETIO_PORT"),

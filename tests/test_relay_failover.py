@@ -22,6 +22,7 @@ from order_service import mqtt_auth
 from order_service.config import load_settings
 from order_service.db import db
 from order_service.models import Order, Outbox
+from tests.clients_system import stop_group
 from tests.conftest import BACKEND
 from tests.mqtt_fixtures import Subscriber
 from tests.test_processes import ROOT
@@ -55,13 +56,7 @@ class RelayProcess:
         return time.monotonic()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, sig)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import auth, mqtt_auth
+from . import backup as backups
 from . import preflight as preflight_checks
 from .config import Settings, load_settings
 from .db import db, init_db
@@ -148,6 +149,21 @@ def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> Non
     if taken:
         sys.exit(1)
     click.echo("ports free: " + ", ".join(f"{host}:{port} ({what})" for what, host, port, _ in wanted))
+
+
+@main.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path), required=False)
+def backup_command(target: Path | None) -> None:
+    """Back up the database while the service runs (SQLite: a copy; PostgreSQL: pg_dump -Fc).
+
+    TARGET defaults to <data_dir>/backups/orderbus-<UTC time>.db (or .dump)."""
+    settings = _settings()
+    target = target or backups.default_target(settings.data_dir, settings.database_url)
+    try:
+        written = backups.backup(settings.database_url, target)
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up the database to {written} ({written.stat().st_size} bytes)")
 
 
 @main.command("mqtt-files")

@@ -75,15 +75,8 @@ def empty_database_url(tmp_path, database_url: str) -> Iterator[str]:
         return
     from tests import pg_fixtures
 
-    conn = pg_fixtures._admin()
-    name = f"orderbus_empty_{os.getpid()}"
-    pg_fixtures._drop(conn, name)
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield pg_fixtures.database_url(name)
-    pg_fixtures._release_pool()
-    pg_fixtures._drop(conn, name)
-    conn.close()
+    with pg_fixtures.empty_database("orderbus_empty") as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -21,13 +21,14 @@ import logging
 import os
 import pkgutil
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import peewee
+
+from ..backup import copy_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ def _backup_sqlite(db: peewee.SqliteDatabase, current: int) -> Path | None:
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.v{current:04d}.{stamp}.bak")
-    with sqlite3.connect(path) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
+    copy_sqlite(path, target)
     return target
 
 

@@ -190,3 +190,22 @@ def create_user(username: str, role: str, password: str) -> None:
             raise click.ClickException(f"user {username!r} exists")
         auth.create_user(username, password, role)
     click.echo(f"created {role} {username!r}")
+
+
+@main.command("set-password")
+@click.argument("username")
+@click.password_option()
+def set_password(username: str, password: str) -> None:
+    """Set a user's password (e.g. rotate an admin's): every session of that user is signed out,
+    and an admin's dashboard broker logins go with them."""
+    settings = _settings()
+    init_db(settings.database_url)
+    with db.connection_context():
+        with db.atomic():
+            user = User.get_or_none(User.username == username)
+            if user is None:
+                raise click.ClickException(f"no user {username!r}")
+            User.update(password_hash=auth.hash_password(password)).where(User.id == user.id).execute()
+            auth.revoke_all(user)
+        mqtt_auth.sync_files(settings)
+    click.echo(f"password of {username!r} changed; its sessions are signed out")

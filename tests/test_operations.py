@@ -1,5 +1,5 @@
-"""`python -m order_service backup`: a consistent copy taken while orders are being written,
-which restores (SQLite: copy the file back; PostgreSQL: pg_restore) to a working database."""
+"""Operator commands: `backup` (a consistent copy taken while orders are being written, which
+restores to a working database) and `set-password` (rotating a login)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from order_service.db import init_db
-from tests.conftest import BACKEND, order_body
+from tests.conftest import ADMIN_PASSWORD, BACKEND, order_body
 from tests.test_processes import ROOT
 
 
@@ -98,3 +98,23 @@ def test_backup_names_a_missing_database(tmp_path: Path, database_url: str):
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and result.stderr.strip().startswith("Error:"), result.stderr
+
+
+def test_set_password_rotates_a_login_and_signs_its_sessions_out(client, admin, database_url, data_dir):
+    """After `set-password`, the old password and the old token are refused; the new password works."""
+    env = {**os.environ, "ORDERBUS_DATA_DIR": str(data_dir), "ORDERBUS_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "order_service", "set-password", "admin"],
+        input="rotated-password-2\nrotated-password-2\n",
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert client.get("/api/v1/auth/me", headers=admin.headers).status_code == 401
+    login = {"username": "admin", "password": ADMIN_PASSWORD}
+    assert client.post("/api/v1/auth/token", json=login).status_code == 401
+    login["password"] = "rotated-password-2"
+    assert client.post("/api/v1/auth/token", json=login).status_code == 200

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from order_service.db import init_db
 from tests.conftest import ADMIN_PASSWORD, BACKEND, order_body
-from tests.test_processes import ROOT
+from tests.test_processes import cli
 
 
 def _counts(url: str) -> tuple[int, int]:
@@ -61,14 +60,7 @@ def test_backup_while_writing_restores_a_consistent_database(
     target = tmp_path / "backups" / ("orderbus.db" if BACKEND == "sqlite" else "orderbus.dump")
     try:
         env = {**os.environ, "ORDERBUS_DATA_DIR": str(data_dir), "ORDERBUS_DATABASE_URL": database_url}
-        result = subprocess.run(
-            [sys.executable, "-m", "order_service", "backup", str(target)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = cli(env, "backup", str(target))
     finally:
         stop.set()
         writer.join(10)
@@ -93,9 +85,7 @@ def test_backup_names_a_missing_database(tmp_path: Path, database_url: str):
     """Pointed at a database that is not there, backup says so in one line, no traceback."""
     url = f"sqlite:///{tmp_path / 'none.db'}" if BACKEND == "sqlite" else database_url + "_missing"
     env = {**os.environ, "ORDERBUS_DATA_DIR": str(tmp_path), "ORDERBUS_DATABASE_URL": url}
-    result = subprocess.run(
-        [sys.executable, "-m", "order_service", "backup"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = cli(env, "backup")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and result.stderr.strip().startswith("Error:"), result.stderr
 
@@ -103,15 +93,7 @@ def test_backup_names_a_missing_database(tmp_path: Path, database_url: str):
 def test_set_password_rotates_a_login_and_signs_its_sessions_out(client, admin, database_url, data_dir):
     """After `set-password`, the old password and the old token are refused; the new password works."""
     env = {**os.environ, "ORDERBUS_DATA_DIR": str(data_dir), "ORDERBUS_DATABASE_URL": database_url}
-    result = subprocess.run(
-        [sys.executable, "-m", "order_service", "set-password", "admin"],
-        input="rotated-password-2\nrotated-password-2\n",
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = cli(env, "set-password", "admin", input="rotated-password-2\nrotated-password-2\n")
     assert result.returncode == 0, result.stderr
     assert client.get("/api/v1/auth/me", headers=admin.headers).status_code == 401
     login = {"username": "admin", "password": ADMIN_PASSWORD}

@@ -40,7 +40,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+def cli(env: dict, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "order_service", *args],
         env=env,
@@ -48,6 +48,7 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=60,
+        input=input,
     )
 
 

@@ -102,6 +102,7 @@ class Relay:
                 if not stop.is_set():
                     self.role = "lost"
                     logger.warning("relay lost the relay lock: stopped publishing, standing by")
+                    stop.wait(self.settings.relay_standby_poll_seconds)  # give a standby its turn
         finally:
             self.lock.release()
 

@@ -1,9 +1,9 @@
 """`make run-prod` as a new user runs it: Procfile.production against Mosquitto.
 
 Mosquitto is started from the repository's mosquitto.conf on ephemeral ports
-(tests/mosquitto.py), never the system one. The database is this run's backend:
-PostgreSQL in the PostgreSQL pass, SQLite (which preflight accepts with a warning)
-in the other. The first `make run-prod`, with Mosquitto not yet started, writes the
+(tests/mosquitto.py), never the system one. The database is PostgreSQL: the test
+runs in the PostgreSQL pass only (the SQLite pass covers two relays on a file lock
+in tests/test_relay_failover.py). The first `make run-prod`, with Mosquitto not yet started, writes the
 broker's files and stops with instructions; the second runs the whole system:
 four API workers, two relays (one active, one standby), webhooks and Socket.IO.
 """
@@ -25,12 +25,16 @@ import pytest
 from order_service import webhooks
 from order_service.config import load_settings
 from tests.clients_system import stop_group
+from tests.conftest import BACKEND
 from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import Subscriber
 from tests.test_processes import BIN, ORDER, ROOT, free_port, http
 from tests.webhook_fixtures import Receiver
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(BACKEND != "postgresql", reason="the production path runs on PostgreSQL"),
+]
 VENV = Path(sys.prefix)
 
 

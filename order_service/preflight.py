@@ -114,7 +114,23 @@ def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
                 time.sleep(0.5)
             finally:
                 link.close()
-    return f"broker {base}: accepts the relay's and the bridges' logins"
+    impostor = BrokerAddress(
+        base.host, base.port, base.transport, base.path, accounts[0][1][0], "not-the-secret"
+    )
+    link = MqttLink(impostor, f"orderbus-preflight-{os.getpid()}", 10)
+    try:
+        link.connect(timeout=5)
+    except BrokerUnavailable:
+        pass  # refused, as it must be
+    else:
+        raise PreflightError(
+            f"the broker at {base} accepted a wrong password: it does not check logins against the\n"
+            "  service's files (anonymous access on, or no password_file), so anyone could read every\n"
+            "  order. Point it at the files and reload it:\n" + _files(settings)
+        )
+    finally:
+        link.close()
+    return f"broker {base}: accepts the relay's and the bridges' logins, refuses a wrong password"
 
 
 def _login_refused(settings: Settings, who: str, username: str, exc: Exception) -> str:

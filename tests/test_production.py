@@ -28,13 +28,10 @@ from tests.clients_system import stop_group
 from tests.conftest import BACKEND
 from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import Subscriber
-from tests.test_processes import BIN, ORDER, ROOT, free_port, http
+from tests.test_processes import BIN, ORDER, ROOT, cli, free_port, http
 from tests.webhook_fixtures import Receiver
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(BACKEND != "postgresql", reason="the production path runs on PostgreSQL"),
-]
+pytestmark = pytest.mark.e2e
 VENV = Path(sys.prefix)
 
 
@@ -75,6 +72,7 @@ def prod_env(tmp_path: Path, database_url: str) -> dict:
     }
 
 
+@pytest.mark.skipif(BACKEND != "postgresql", reason="the production path runs on PostgreSQL")
 def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
     """First run: files written, a clear message on what Mosquitto needs. With Mosquitto pointed
     at them: REST reaches MQTT subscribers and a signed webhook; one relay active, one standby;
@@ -145,6 +143,18 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
         stop_group(proc)
         mosquitto.stop()
     assert not sub.contract_errors
+
+
+def test_preflight_refuses_a_broker_that_lets_any_password_in(prod_env: dict, broker):
+    """A broker not reading the service's files (here the embedded one in its open dev mode)
+    accepts the relay's login, but also a wrong password: `preflight --broker` refuses to go on."""
+    env = {**prod_env, "ORDERBUS_MQTT_URL": f"mqtt://{broker.host}:{broker.port}"}
+    for step in ("migrate", "bootstrap"):
+        assert cli(env, step).returncode == 0
+    result = cli(env, "preflight", "--broker")
+    assert result.returncode == 1, result.stdout
+    assert "accepted a wrong password" in result.stderr and "Traceback" not in result.stderr
+    assert str(Path(env["ORDERBUS_DATA_DIR"]).resolve() / "mqtt" / "passwd") in result.stderr
 
 
 def _status(url: str) -> int:

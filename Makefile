@@ -14,7 +14,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -43,6 +43,15 @@ run: install
 	@$(PY) -m order_service migrate
 	@$(PY) -m order_service bootstrap
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile $(PROCS)
+
+# Production on one machine: PostgreSQL and the system's Mosquitto, both run by you
+# (ORDERBUS_DATABASE_URL, ORDERBUS_MQTT_URL); several API workers, two relays. docs/production.md.
+run-prod: install
+	@$(PY) -m order_service preflight --production
+	@$(PY) -m order_service migrate
+	@$(PY) -m order_service bootstrap
+	@$(PY) -m order_service preflight --broker
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.production
 
 # The seed's socket.io-client, for tests/test_socketio_bridge.py (from the committed lock file).
 NODE_TEST := bridges/node_test

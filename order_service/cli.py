@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from . import auth, mqtt_auth
+from . import backup as backups
+from . import preflight as preflight_checks
 from .config import Settings, load_settings
 from .db import db, init_db
 from .migrations import migrate as run_migrations
@@ -100,9 +102,31 @@ def port_free(host: str, port: int) -> bool:
 
 @main.command()
 @click.option("--embedded-broker/--no-embedded-broker", default=True)
-def preflight(embedded_broker: bool) -> None:
+@click.option(
+    "--production",
+    is_flag=True,
+    help="make run-prod: also check the database and the external broker (implies --no-embedded-broker)",
+)
+@click.option(
+    "--broker", "broker_only", is_flag=True, help="Only check that the external broker accepts our logins"
+)
+def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> None:
     """Check that the ports `make run` needs are free; say which variable moves each."""
     settings = _settings()
+    checks = []
+    if broker_only:
+        checks = [preflight_checks.check_broker_reachable, preflight_checks.check_broker_logins]
+    elif production:
+        checks = [preflight_checks.check_database, preflight_checks.check_broker_configured]
+        embedded_broker = False
+    for check in checks:
+        try:
+            click.echo(check(settings))
+        except (preflight_checks.PreflightError, mqtt_auth.MissingServiceSecret) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    if broker_only:
+        return
     wanted = [
         ("the API", settings.api_host, settings.api_port, "ORDERBUS_API_PORT"),
         ("the Socket.IO bridge", settings.socketio_host, settings.socketio_port, "ORDERBUS_SOCKETIO_PORT"),
@@ -125,6 +149,21 @@ def preflight(embedded_broker: bool) -> None:
     if taken:
         sys.exit(1)
     click.echo("ports free: " + ", ".join(f"{host}:{port} ({what})" for what, host, port, _ in wanted))
+
+
+@main.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path), required=False)
+def backup_command(target: Path | None) -> None:
+    """Back up the database while the service runs (SQLite: a copy; PostgreSQL: pg_dump -Fc).
+
+    TARGET defaults to <data_dir>/backups/orderbus-<UTC time>.db (or .dump)."""
+    settings = _settings()
+    target = target or backups.default_target(settings.data_dir, settings.database_url)
+    try:
+        written = backups.backup(settings.database_url, target)
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up the database to {written} ({written.stat().st_size} bytes)")
 
 
 @main.command("mqtt-files")
@@ -151,3 +190,22 @@ def create_user(username: str, role: str, password: str) -> None:
             raise click.ClickException(f"user {username!r} exists")
         auth.create_user(username, password, role)
     click.echo(f"created {role} {username!r}")
+
+
+@main.command("set-password")
+@click.argument("username")
+@click.password_option()
+def set_password(username: str, password: str) -> None:
+    """Set a user's password (e.g. rotate an admin's): every session of that user is signed out,
+    and an admin's dashboard broker logins go with them."""
+    settings = _settings()
+    init_db(settings.database_url)
+    with db.connection_context():
+        with db.atomic():
+            user = User.get_or_none(User.username == username)
+            if user is None:
+                raise click.ClickException(f"no user {username!r}")
+            User.update(password_hash=auth.hash_password(password)).where(User.id == user.id).execute()
+            auth.revoke_all(user)
+        mqtt_auth.sync_files(settings)
+    click.echo(f"password of {username!r} changed; its sessions are signed out")

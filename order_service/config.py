@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     retain_terminal_seconds: int = Field(3600, ge=0)
     relay_poll_seconds: float = Field(1.0, gt=0, le=60)
+    relay_standby_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often a standby relay tries to take the relay lock"
+    )
     relay_batch: int = Field(500, ge=1, le=10000)
     log_level: str = "INFO"
 

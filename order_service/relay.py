@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -32,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import peewee
 
-from . import dispatch, mqtt_auth, presence, topics
+from . import dispatch, leader, mqtt_auth, presence, topics
 from .config import Settings, load_settings
 from .db import db, init_db
 from .lifecycle import TERMINAL
@@ -46,6 +47,10 @@ PRESENCE_STATES = ("online", "offline")
 FILES_SYNC_SECONDS = 10.0
 
 
+class LockLost(Exception):
+    """This relay no longer holds the relay lock: it must stop publishing at once."""
+
+
 class Relay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -53,7 +58,10 @@ class Relay:
         if self.address.username is None:  # the usual case: the service account's issued secret
             username, secret = mqtt_auth.service_login(settings)
             self.address = dataclasses.replace(self.address, username=username, password=secret)
-        self.waiter = Waiter(settings.wakeup_socket)
+        self.lock = leader.lock_for(settings.database_url)
+        self.role = "starting"
+        self.active = threading.Event()
+        self.waiter: Waiter | None = None
         self._poke = Notifier(settings.wakeup_socket)
         # (agent id, state, heard at, sent at per the payload, retained flag)
         self._presence: queue.SimpleQueue[tuple[str, str, datetime, datetime | None, bool]] = (
@@ -69,7 +77,38 @@ class Relay:
         self._poke.notify()
 
     def run(self, stop: threading.Event) -> None:
+        """Stand by until this relay holds the relay lock, then publish until it stops or loses it."""
+        try:
+            while not stop.is_set():
+                if not self.lock.acquire():
+                    if self.role != "standby":
+                        logger.info(
+                            "relay standby: another relay is active (it holds the relay lock);"
+                            " taking over when it stops"
+                        )
+                    self.role = "standby"
+                    stop.wait(self.settings.relay_standby_poll_seconds)
+                    continue
+                self.role = "active"
+                logger.info(
+                    "relay active: this relay (pid %d) holds the relay lock and publishes", os.getpid()
+                )
+                self.active.set()
+                try:
+                    self._run_active(stop)
+                finally:
+                    self.active.clear()
+                    self.lock.release()
+                if not stop.is_set():
+                    self.role = "lost"
+                    logger.warning("relay lost the relay lock: stopped publishing, standing by")
+                    stop.wait(self.settings.relay_standby_poll_seconds)  # give a standby its turn
+        finally:
+            self.lock.release()
+
+    def _run_active(self, stop: threading.Event) -> None:
         backoff = 0.2
+        self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
         db.connect(reuse_if_open=True)
         try:
             while not stop.is_set():
@@ -82,12 +121,15 @@ class Relay:
                     on_lost=self._poke.notify,
                 )
                 try:
+                    self._check_lock()
                     self._sync_files()  # a broker refusing us may be missing its files
                     link.connect()
                     backoff = 0.2
                     self.connected.set()
                     logger.info("relay connected to %s", self.address)
                     self._serve(link, stop)
+                except LockLost:
+                    return
                 except (BrokerUnavailable, ConnectionLost) as exc:
                     logger.warning(
                         "broker unavailable (%s); outbox rows wait, retrying in %.1f s", exc, backoff
@@ -97,12 +139,20 @@ class Relay:
                 finally:
                     self.connected.clear()
                     link.close()
+                if not self.lock.held():
+                    return
                 self._tick()  # the timers run while the broker is away too
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         finally:
             self.waiter.close()
+            self.waiter = None
             db.close()
+
+    def _check_lock(self) -> None:
+        """Before anything goes to the broker: still the active relay? (PostgreSQL: one round trip)."""
+        if not self.lock.held():
+            raise LockLost("the relay lock is gone")
 
     def _serve(self, link: MqttLink, stop: threading.Event) -> None:
         self._drain(link)
@@ -111,6 +161,7 @@ class Relay:
         while not stop.is_set():
             if link.lost:
                 raise ConnectionLost("disconnected")
+            self._check_lock()
             came_online = self._apply_presence()
             if came_online or time.monotonic() >= self._next_tick:
                 self._tick()
@@ -121,7 +172,7 @@ class Relay:
             if time.monotonic() >= next_files:
                 self._sync_files()
                 next_files = time.monotonic() + FILES_SYNC_SECONDS
-            if not sent:
+            if not sent and self.waiter is not None:
                 self.waiter.wait(min(self.settings.relay_poll_seconds, self.settings.dispatch_tick_seconds))
 
     def _sync_files(self) -> None:
@@ -141,6 +192,7 @@ class Relay:
         on_acked: Callable[[int], None] | None = None,
     ) -> None:
         """Publish; hand the acknowledged prefix to ``on_acked``; a shortfall ends the connection."""
+        self._check_lock()
         acked = link.publish_batch(messages)
         if acked and on_acked:
             on_acked(acked)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from clients.rest import Api, ApiError, ApiUnreachable
+from tests.mosquitto import Mosquitto
 from tests.test_processes import BIN, ROOT, cli, free_port
 
 COMMANDS = {
@@ -55,6 +56,7 @@ class System:
         self.api_url = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/api/v1"
         self.mqtt_url = f"mqtt://127.0.0.1:{env['ORDERBUS_BROKER_PORT']}"
         self.admin = Api(self.api_url)
+        self.mosquitto: Mosquitto | None = None
         self._n = 0
 
     def start(self, name: str) -> None:
@@ -122,39 +124,63 @@ class System:
         return self.admin.request("PUT", f"/orders/{order_id}/agent", {"agent_id": agent_id, "offer": False})
 
 
-def make_system(tmp_path: Path, **extra_env: str) -> Callable[[], System]:
+def make_system(tmp_path: Path, broker: str = "amqtt", **extra_env: str) -> Callable[[], System]:
+    """The system on the embedded broker (``python -m broker``) or on a Mosquitto started from
+    the repository's mosquitto.conf (tests/mosquitto.py); either way on ephemeral ports."""
+    data_dir = tmp_path / "var"
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ORDERBUS_DATA_DIR": str(tmp_path / "var"),
+        "ORDERBUS_DATA_DIR": str(data_dir),
         "ORDERBUS_API_PORT": str(free_port()),
         "ORDERBUS_BROKER_PORT": str(free_port()),
         "ORDERBUS_BROKER_WS_PORT": str(free_port()),
         "ORDERBUS_API_WORKERS": "2",
         **extra_env,
     }
-    for step in ("preflight", "migrate", "bootstrap"):
+    mosquitto = None
+    if broker == "mosquitto":  # the service's files, Mosquitto's ports; SIGHUP on every login change
+        mqtt_dir = data_dir / "mqtt"
+        mosquitto = Mosquitto(data_dir, mqtt_dir / "passwd", mqtt_dir / "acl")
+        env["ORDERBUS_BROKER_PORT"], env["ORDERBUS_BROKER_WS_PORT"] = (
+            str(mosquitto.port),
+            str(mosquitto.ws_port),
+        )
+        env["ORDERBUS_MOSQUITTO_PID_FILE"] = str(mosquitto.pid_file)
+    for step in ("migrate", "bootstrap") if mosquitto else ("preflight", "migrate", "bootstrap"):
         result = cli(env, step)
         assert result.returncode == 0, result.stderr
     system = System(env, tmp_path)
-    for name in ("broker", "relay", "api"):
+    system.mosquitto = mosquitto
+    if mosquitto:
+        mosquitto.start()
+    for name in ("relay", "api") if mosquitto else ("broker", "relay", "api"):
         system.start(name)
-    password = (tmp_path / "var" / "admin-password").read_text().strip()
+    password = (data_dir / "admin-password").read_text().strip()
     system.admin.login("admin", password)
     return system
 
 
 @pytest.fixture
-def live_system(tmp_path: Path):
-    """Broker, relay and API as separate processes (heartbeat 2 s); stopped afterwards."""
+def live_system(tmp_path: Path, request: pytest.FixtureRequest):
+    """Broker, relay and API as separate processes (heartbeat 2 s); stopped afterwards.
+
+    The broker is the embedded one; a test parametrised with
+    ``@pytest.mark.parametrize("live_system", ["amqtt", "mosquitto"], indirect=True)`` runs on both.
+    """
     sys_ = make_system(
-        tmp_path, ORDERBUS_PRESENCE_HEARTBEAT_SECONDS="2", ORDERBUS_PRESENCE_TIMEOUT_SECONDS="10"
+        tmp_path,
+        getattr(request, "param", "amqtt"),
+        ORDERBUS_PRESENCE_HEARTBEAT_SECONDS="2",
+        ORDERBUS_PRESENCE_TIMEOUT_SECONDS="10",
     )
     try:
         yield sys_
     finally:
         for name in list(sys_.procs):
             sys_.stop(name)
+        if sys_.mosquitto:
+            sys_.mosquitto.stop()
 
 
 def json_lines(text: str) -> list[dict]:

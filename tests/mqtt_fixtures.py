@@ -163,12 +163,13 @@ class RelayRunner:
         self.settings = settings
         self.running: list[tuple[Relay, threading.Event, threading.Thread]] = []
 
-    def __call__(self, **overrides) -> Relay:
+    def __call__(self, connect: bool = True, **overrides) -> Relay:
+        """Start a relay; wait until it is connected (``connect=False``: a standby will not be)."""
         relay = Relay(load_settings({**self.settings, **overrides}))
         stop = threading.Event()
         thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
         thread.start()
-        assert relay.connected.wait(10), "relay did not connect"
+        assert not connect or relay.connected.wait(10), "relay did not connect"
         self.running.append((relay, stop, thread))
         return relay
 

@@ -9,6 +9,7 @@ background threads while a test runs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -131,3 +132,19 @@ def postgres_database(postgres_databases: Databases) -> Iterator[str]:
     yield database_url(name)
     _release_pool()
     postgres_databases.drop(name)
+
+
+@contextlib.contextmanager
+def empty_database(prefix: str) -> Iterator[str]:
+    """A database with no tables at all, dropped afterwards (tests of migrate and of restores)."""
+    conn = _admin()
+    name = f"{prefix}_{os.getpid()}"
+    _drop(conn, name)
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url(name)
+    finally:
+        _release_pool()
+        _drop(conn, name)
+        conn.close()

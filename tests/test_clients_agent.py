@@ -105,6 +105,7 @@ def ids(line: dict) -> list[str]:
     return sorted(o["id"] for o in line["orders"])
 
 
+@pytest.mark.parametrize("live_system", ["amqtt", "mosquitto"], indirect=True)  # the production broker too
 def test_new_assignment_shows_within_a_second_then_reassign_and_cancel_remove_it(live_system, agents):
     system = live_system
     rider, other = system.make_agent(), system.make_agent()
@@ -134,6 +135,7 @@ def test_new_assignment_shows_within_a_second_then_reassign_and_cancel_remove_it
     assert line["badge"] == 0
 
 
+@pytest.mark.parametrize("live_system", ["amqtt", "mosquitto"], indirect=True)  # the production broker too
 def test_restart_after_offline_shows_exactly_the_live_assignments_as_new(live_system, agents):
     system = live_system
     rider = system.make_agent()
@@ -183,6 +185,7 @@ def test_action_taken_while_api_is_down_is_replayed_once(live_system, agents):
     assert [h["to_status"] for h in history].count("picked_up") == 1
 
 
+@pytest.mark.parametrize("live_system", ["amqtt", "mosquitto"], indirect=True)  # the production broker too
 def test_presence_online_on_start_offline_when_killed(live_system, agents):
     system = live_system
     rider = system.make_agent()

@@ -9,7 +9,7 @@ from flask import Response, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .. import lifecycle, webhooks
+from .. import leader, lifecycle, webhooks
 from ..auth import require
 from ..db import db
 from ..migrations import discover
@@ -95,6 +95,16 @@ class _DatabaseCollector:
         yield GaugeMetricFamily(
             "orderbus_agents_online", "Agents whose last presence is online", value=online
         )
+        yield GaugeMetricFamily(
+            "orderbus_relay_active",
+            "1 while a relay holds the relay lock (is active and publishing), else 0",
+            value=int(bool(leader.active_relay())),
+        )
+        sessions = leader.relay_sessions()
+        if sessions is not None:  # PostgreSQL: standbys keep a session too
+            yield GaugeMetricFamily(
+                "orderbus_relays", "Relays connected to the database, active and standby", value=sessions
+            )
 
 
 @bp.get("/metrics", responses={200: METRICS_RESPONSE})

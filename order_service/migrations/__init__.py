@@ -5,23 +5,35 @@ type names to the dialect's SQL. Applied versions are recorded in
 ``schema_migrations``; on SQLite a copy of the database file is taken before
 any pending migration runs. Migrations are never edited once released: add a
 new one.
+
+Two ``migrate`` commands started at once (two hosts deploying, say) run one after
+the other: PostgreSQL holds a session-level advisory lock (:data:`MIGRATE_LOCK`)
+and SQLite a ``flock`` beside the database file while reading what is applied and
+applying the rest, so the second finds the work done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import logging
+import os
 import pkgutil
 import re
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import peewee
 
+from ..backup import copy_sqlite
+
 logger = logging.getLogger(__name__)
+
+# Key of the advisory lock `migrate` holds on PostgreSQL ("ORDRBUS3").
+MIGRATE_LOCK = 0x4F5244524255533
 
 SQLITE_TYPES = {
     "pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -74,16 +86,36 @@ def _backup_sqlite(db: peewee.SqliteDatabase, current: int) -> Path | None:
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.v{current:04d}.{stamp}.bak")
-    with sqlite3.connect(path) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
+    copy_sqlite(path, target)
     return target
+
+
+@contextlib.contextmanager
+def _exclusive(db: peewee.Database) -> Iterator[None]:
+    """One migrate at a time per database (call with the connection open)."""
+    if not isinstance(db, peewee.SqliteDatabase):
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+        return
+    if db.database == ":memory:":
+        yield
+        return
+    fd = os.open(f"{db.database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def migrate(db: peewee.Database, log: Callable[[str], None] = logger.info) -> list[int]:
     """Apply every pending migration; return the versions applied."""
     sqlite = isinstance(db, peewee.SqliteDatabase)
     t = SQLITE_TYPES if sqlite else POSTGRES_TYPES
-    with db.connection_context():
+    with db.connection_context(), _exclusive(db):
         done = applied_versions(db, t)
         pending = [m for m in discover() if m.version not in done]
         if not pending:

@@ -366,6 +366,98 @@ def test_changes_made_while_the_network_was_cut_show_after_reconnect(page, syste
     screenshot(page, "board.png")
 
 
+def _device(system: System, agent: dict):
+    """The agent's device, as far as presence goes: its own broker login, its id as client id."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=agent["id"])
+    client.username_pw_set(agent["mqtt"]["username"], agent["mqtt"]["password"])
+    client.connect("127.0.0.1", int(system.env["ORDERBUS_BROKER_PORT"]))
+    client.loop_start()
+    return client
+
+
+def _presence(client, agent: dict, state: str) -> None:
+    from datetime import UTC, datetime
+
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    body = json.dumps({"agent_id": agent["id"], "state": state, "at": at})
+    client.publish(f"agents/{agent['id']}/presence", body, qos=1, retain=True).wait_for_publish(5)
+
+
+def test_agent_presence_and_dispatch_state_are_shown(page, system: System) -> None:
+    """An agent's device going online and offline shows in the agent list within a second; an offer
+    and its agents show on the order's row and in its detail."""
+    agent = system.make_agent()
+    offered = system.ready_order("preparing")
+    open_dashboard(page, system)
+    item = f'#agents li[data-agent="{agent["id"]}"]'
+    page.wait_for_selector(item)
+    device = _device(system, agent)
+    try:
+        started = time.monotonic()
+        _presence(device, agent, "online")
+        page.wait_for_selector(f'{item}[data-presence="online"]', timeout=LIVE * 1000)
+        elapsed = time.monotonic() - started
+        assert elapsed < LIVE, f"presence shown after {elapsed:.2f} s"
+
+        system.admin.request("POST", f"/orders/{offered['id']}/offer", {"agent_ids": [agent["id"]]})
+        row = f'#orders li[data-id="{offered["id"]}"]'
+        flag = f'{row} .flag-offer:has-text("Offered to {agent["name"]}")'
+        page.wait_for_selector(flag, timeout=LIVE * 1000)
+        page.click(f"{row} button")
+        page.wait_for_selector(f'#detail-dispatch .flag-offer:has-text("{agent["name"]}")')
+        assert "online" in page.inner_text("#assign-agent")
+        screenshot(page, "board-detail.png")
+
+        _presence(device, agent, "offline")
+        page.wait_for_selector(f'{item}[data-presence="offline"]', timeout=LIVE * 1000)
+        # The service withdraws an offline agent's offers (order.offer_expired): the flag goes.
+        page.wait_for_selector(f"{row} .flag-offer", state="detached", timeout=5000)
+        page.wait_for_selector('#toasts:has-text("offline")', timeout=1000)
+    finally:
+        device.loop_stop()
+        device.disconnect()
+
+
+def test_keyboard_tablet_layout_and_logout(browser, system: System) -> None:
+    """On a tablet in portrait the page fits the width; rows open with the keyboard; search
+    filters; logging out returns to the login form and ends the dashboard's broker login."""
+    context = browser.new_context(viewport={"width": 820, "height": 1180}, has_touch=True)
+    page = context.new_page()
+    try:
+        orders = [place(system, name) for name in ("Keyboard Kim", "Tablet Tom")]
+        open_dashboard(page, system)
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        page.keyboard.press("/")
+        page.keyboard.type("Tablet")
+        page.wait_for_function(
+            "id => [...document.querySelectorAll('#orders li')].filter(li => !li.hidden)"
+            ".map(li => li.dataset.id).join() === id",
+            arg=orders[1]["id"],
+        )
+        page.fill("#search", "")
+        page.focus(f'#orders li[data-id="{orders[1]["id"]}"] button')
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f'#detail-title:has-text("{orders[0]["id"]}")')
+        page.wait_for_selector('#timeline:has-text("created by")')
+        screenshot(page, "tablet.png")
+        page.keyboard.press("Escape")  # the detail is a sheet over the board here: it closes
+        page.wait_for_selector("#detail", state="hidden")
+        assert page.evaluate("() => document.activeElement.closest('li').dataset.id") == orders[0]["id"]
+        login = json.loads(page.evaluate("() => sessionStorage.getItem('orderbus.admin.session')"))["mqtt"]
+        page.click("#logout")
+        page.wait_for_selector("#login-view:not([hidden])")
+        assert page.evaluate("() => sessionStorage.getItem('orderbus.admin.session')") is None
+        refused = Subscriber("127.0.0.1", int(system.env["ORDERBUS_BROKER_PORT"]), ("orders/#",), login=login)
+        with pytest.raises(AssertionError, match="subscription not acknowledged"):
+            refused.start(timeout=3)
+        refused.stop()
+    finally:
+        context.close()
+
+
 def test_two_thousand_orders_load_and_render(page, system: System, tmp_path: Path) -> None:
     """2,000 orders: the page shows every one, once, with the right counts; prints load and render time."""
     from order_service.db import db, init_db

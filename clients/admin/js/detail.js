@@ -3,13 +3,14 @@
 
 import { ApiError } from "./api.js";
 import { dispatchNotes } from "./board.js";
-import { MOVE_LABELS, STATUS_LABELS, el, money, when } from "./format.js";
+import { MOVE_LABELS, STATUS_LABELS, el, money, presenceLabel, when } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 
 export class Detail {
-  constructor({ store, api, lifecycle, onChanged }) {
+  constructor({ store, api, lifecycle, me, onChanged }) {
     this.store = store;
+    this.me = me; // the logged-in admin's user id: "you" in the timeline
     this.api = api;
     this.lifecycle = lifecycle; // GET /lifecycle
     this.onChanged = onChanged; // (order from a REST answer) -> apply it like a message
@@ -19,6 +20,15 @@ export class Detail {
     $("assign-btn").addEventListener("click", () => this.assign(false));
     $("offer-btn").addEventListener("click", () => this.assign(true));
     $("unassign-btn").addEventListener("click", () => this.run(() => this.api.unassign(this.order)));
+    $("detail-close").addEventListener("click", () => this.close());
+    $("detail").addEventListener("keydown", (e) => e.key === "Escape" && this.close());
+  }
+
+  /** On a narrow screen the detail is a sheet over the board: closing it returns to the row. */
+  close() {
+    const id = this.order?.id;
+    $("detail").classList.remove("open");
+    document.querySelector(`#orders li[data-id="${CSS.escape(id || "")}"] button`)?.focus();
   }
 
   show(id) {
@@ -27,6 +37,7 @@ export class Detail {
     $("action-error").hidden = true;
     $("action-reason").value = "";
     this.update(id);
+    $("detail").classList.add("open");
     $("detail").focus();
   }
 
@@ -82,7 +93,7 @@ export class Detail {
     const current = select.value;
     const agents = [...this.store.agents.values()].filter((a) => a.active);
     select.replaceChildren(...agents.map((a) => {
-      const option = el("option", "", `${a.name} — ${a.presence.state}, ${a.active_orders} active`);
+      const option = el("option", "", `${a.name} — ${presenceLabel(a.presence)}, ${a.active_orders} active`);
       option.value = a.id;
       return option;
     }));
@@ -121,6 +132,11 @@ export class Detail {
     }
   }
 
+  actor(h) {
+    if (h.actor && h.actor === this.me) return "you";
+    return `${h.actor_role || "system"}${h.actor && h.actor !== "system" ? ` ${h.actor}` : ""}`;
+  }
+
   async loadHistory(order) {
     this.historyVersion = order.version;
     let history;
@@ -140,7 +156,7 @@ export class Detail {
         ? ` · agent ${h.from_agent ? this.store.agentName(h.from_agent) : "none"} → ${h.to_agent ? this.store.agentName(h.to_agent) : "none"}`
         : "";
       item.append(el("time", "", when(h.at)), el("strong", "", ` ${what}`), el("span", "", agent),
-        el("span", "who", ` by ${h.actor_role || "system"}${h.actor ? ` ${h.actor}` : ""}`));
+        el("span", "who", ` by ${this.actor(h)}`));
       if (h.reason) item.append(el("q", "", h.reason));
       return item;
     }));

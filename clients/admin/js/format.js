@@ -16,6 +16,11 @@ export const DELAY_LABELS = {
   delivery_late: "late delivery",
 };
 
+/** An agent's presence as the page says it ("unknown": its device has never connected). */
+export function presenceLabel(presence) {
+  return presence?.state === "unknown" || !presence?.state ? "not seen yet" : presence.state;
+}
+
 export function money(cents, currency = "USD") {
   try {
     return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(cents / 100);

@@ -3,7 +3,7 @@
 import { Api, ApiError, request } from "./api.js";
 import { Board } from "./board.js";
 import { Detail } from "./detail.js";
-import { el } from "./format.js";
+import { el, presenceLabel } from "./format.js";
 import { Live } from "./live.js";
 import { Sound } from "./sound.js";
 import { Store } from "./store.js";
@@ -69,7 +69,7 @@ async function startDashboard() {
     list: $("orders"), empty: $("board-empty"), tabs: $("tabs"), store,
     onSelect: (id) => select(id),
   });
-  const detail = new Detail({ store, api, lifecycle, onChanged: (order) => queueOrder(order, { live: false }) });
+  const detail = new Detail({ store, api, lifecycle, me: session.user.id, onChanged: (order) => queueOrder(order, { live: false }) });
   $("who").textContent = session.user.display_name || session.user.username;
   $("login-view").hidden = true;
   $("app-view").hidden = false;
@@ -135,7 +135,7 @@ async function startDashboard() {
       item.dataset.presence = a.presence.state;
       const load = `${a.active_orders} active${a.offers ? `, ${a.offers} offered` : ""}${a.active ? "" : ", deactivated"}`;
       item.append(el("span", "dot", ""), el("span", "agent-name", a.name),
-        el("span", "agent-state", a.presence.state === "unknown" ? "not seen yet" : a.presence.state), el("span", "agent-load", load));
+        el("span", "agent-state", presenceLabel(a.presence)), el("span", "agent-load", load));
       item.querySelector(".dot").setAttribute("aria-hidden", "true");
       return item;
     }));

@@ -98,7 +98,7 @@ export class Detail {
       return option;
     }));
     if (agents.some((a) => a.id === current)) select.value = current;
-    else if (order.agent_id) select.value = order.agent_id;
+    else if (order.agent_id || order.offer) select.value = order.agent_id || order.offer.agent_ids[0];
     $("assign-hint").hidden = assignable;
     for (const id of ["assign-agent", "assign-btn", "offer-btn"]) $(id).disabled = !assignable || !agents.length || this.busy;
     $("assign-btn").textContent = order.agent_id ? "Reassign" : "Assign";

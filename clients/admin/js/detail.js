@@ -36,6 +36,7 @@ export class Detail {
     this.historyVersion = 0;
     $("action-error").hidden = true;
     $("action-reason").value = "";
+    $("assign-agent").value = ""; // preselect this order's agent, not the last order's choice
     this.update(id);
     $("detail").classList.add("open");
     $("detail").focus();

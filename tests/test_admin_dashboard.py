@@ -243,8 +243,16 @@ def test_new_order_appears_at_the_top_within_a_second(page, system: System) -> N
         timeout=1000,
     )
     assert order["id"] in page.inner_text("#toasts")
+    assert int(page.get_attribute("html", "data-chimes") or 0) >= 1  # the new-order sound played
     page.click('#tabs [data-tab="confirmed"]')
     assert page.is_hidden(f'#orders li[data-id="{order["id"]}"]')
+
+    # Mute is remembered: after a reload (the session survives it) the switch is still off.
+    page.click("#mute")
+    page.reload()
+    page.wait_for_selector('#conn[data-state="connected"]', timeout=15000)
+    assert page.get_attribute("#mute", "aria-pressed") == "true"
+    assert page.inner_text("#mute") == "Sound off"
     print(f"new order on the page {elapsed * 1000:.0f} ms after its POST returned")
 
 

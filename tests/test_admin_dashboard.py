@@ -466,6 +466,38 @@ def test_keyboard_tablet_layout_and_logout(browser, system: System) -> None:
         context.close()
 
 
+def test_eta_failed_delivery_and_late_alert_are_shown(page, system: System) -> None:
+    """Dispatch state on the board: the ETA after pickup, a failed delivery (its own tab, the reason,
+    a toast) and a late-order alert (flag and toast)."""
+    agent = system.make_agent()
+    rider = Api(system.api_url)
+    rider.login(agent["username"], agent["password"])
+    order = system.ready_order("ready")
+    system.assign(order["id"], agent["id"])
+    open_dashboard(page, system)
+    row = f'#orders li[data-id="{order["id"]}"]'
+    rider.request("PATCH", f"/orders/{order['id']}/status", {"status": "picked_up"})
+    page.wait_for_selector(f'{row} .flag-eta:has-text("ETA")', timeout=LIVE * 1000)
+    failed_before = count(page, "failed")
+    started = time.monotonic()
+    failure = {"status": "failed", "failure": {"reason": "customer_absent"}}
+    rider.request("PATCH", f"/orders/{order['id']}/status", failure)
+    wait_row(page, order["id"], "failed", started)
+    assert "Delivery failed: customer absent" in page.inner_text(f"{row} .row-flags")
+    assert count(page, "failed") == failed_before + 1
+    page.wait_for_selector(f'#toasts:has-text("Delivery of {order["id"]} failed")', timeout=1000)
+
+    late = place(system, "Slow Sue")
+    settings = "/settings/dispatch"
+    system.admin.request("PATCH", settings, {"delay_unconfirmed_seconds": 1})
+    try:
+        late_row = f'#orders li[data-id="{late["id"]}"]'
+        page.wait_for_selector(f'{late_row} .flag-delay:has-text("not confirmed in time")', timeout=10000)
+        page.wait_for_selector(f'#toasts:has-text("{late["id"]} is late")', timeout=1000)
+    finally:
+        system.admin.request("PATCH", settings, {"delay_unconfirmed_seconds": None})
+
+
 def test_two_thousand_orders_load_and_render(page, system: System, tmp_path: Path) -> None:
     """2,000 orders: the page shows every one, once, with the right counts; prints load and render time."""
     from order_service.db import db, init_db

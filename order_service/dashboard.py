@@ -17,7 +17,15 @@ from flask import Blueprint, Flask, Response, abort, redirect, send_from_directo
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "clients" / "admin"
 # The only files of node_modules the page needs: name under /admin/vendor/ -> path.
 VENDOR = {"mqtt.esm.js": Path("node_modules/mqtt/dist/mqtt.esm.js")}
-STATIC_SUFFIXES = {".html", ".js", ".css", ".svg", ".png", ".ico"}
+# Browsers run ES modules only when served as JavaScript: do not leave the type to the system's table.
+MIMETYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
 
 CSP = "; ".join(
     [
@@ -72,18 +80,17 @@ def vendor(name: str) -> Response:
             status=503,
             mimetype="text/plain",
         )
-    return send_from_directory(ADMIN_DIR, str(path))
+    return send_from_directory(ADMIN_DIR, str(path), mimetype=MIMETYPES[path.suffix])
 
 
 @bp.get("/<path:name>")
 def static_file(name: str) -> Response:
     # Only the page's own files: never node_modules, package files or anything hidden.
-    parts = Path(name).parts
-    if Path(name).suffix not in STATIC_SUFFIXES or any(
-        p.startswith(".") or p == "node_modules" for p in parts
-    ):
+    suffix = Path(name).suffix
+    hidden = any(p.startswith(".") or p == "node_modules" for p in Path(name).parts)
+    if hidden or suffix not in MIMETYPES:
         abort(404)
-    return send_from_directory(ADMIN_DIR, name)
+    return send_from_directory(ADMIN_DIR, name, mimetype=MIMETYPES[suffix])
 
 
 def init_app(app: Flask) -> None:

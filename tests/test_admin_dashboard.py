@@ -525,6 +525,9 @@ def test_two_thousand_orders_load_and_render(page, system: System, tmp_path: Pat
                     ),
                 )
     db.close()
+    deadline = time.monotonic() + 60  # the relay publishes them all (retained) before the page opens
+    while system.admin.request("GET", "/readyz")["outbox_pending"] and time.monotonic() < deadline:
+        time.sleep(0.2)
     started = time.monotonic()
     open_dashboard(page, system)
     page.wait_for_function("() => document.querySelectorAll('#orders li').length >= 2000", timeout=30000)

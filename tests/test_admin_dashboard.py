@@ -462,6 +462,16 @@ def test_keyboard_tablet_layout_and_logout(browser, system: System) -> None:
         with pytest.raises(AssertionError, match="subscription not acknowledged"):
             refused.start(timeout=3)
         refused.stop()
+
+        # Logging in again in the same tab: one board, and actions use the new token only.
+        page.fill("#login-password", system.password)
+        page.click("#login-submit")
+        page.wait_for_selector('#conn[data-state="connected"]', timeout=15000)
+        converges(page, system)
+        page.click(f'#orders li[data-id="{orders[0]["id"]}"] button')
+        page.click('#action-buttons [data-move="confirmed"]')
+        wait_row(page, orders[0]["id"], "confirmed", time.monotonic(), within=5)
+        assert page.is_visible("#app-view") and page.is_hidden("#action-error")
     finally:
         context.close()
 

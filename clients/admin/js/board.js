@@ -42,11 +42,12 @@ export class Board {
     this.selected = null;
     this.tabButtons = new Map();
     this.renderTabs();
-    list.addEventListener("click", (e) => {
+    // Handlers as properties: a new session's board replaces the last one's.
+    list.onclick = (e) => {
       const row = e.target.closest("li[data-id]");
       if (row) this.onSelect(row.dataset.id);
-    });
-    list.addEventListener("keydown", (e) => this.onKey(e));
+    };
+    list.onkeydown = (e) => this.onKey(e);
   }
 
   renderTabs() {

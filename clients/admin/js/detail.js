@@ -17,11 +17,16 @@ export class Detail {
     this.order = null;
     this.historyVersion = 0;
     this.busy = false;
-    $("assign-btn").addEventListener("click", () => this.assign(false));
-    $("offer-btn").addEventListener("click", () => this.assign(true));
-    $("unassign-btn").addEventListener("click", () => this.run(() => this.api.unassign(this.order)));
-    $("detail-close").addEventListener("click", () => this.close());
-    $("detail").addEventListener("keydown", (e) => e.key === "Escape" && this.close());
+    // Handlers as properties: a new session's pane replaces the last one's.
+    $("assign-btn").onclick = () => this.assign(false);
+    $("offer-btn").onclick = () => this.assign(true);
+    $("unassign-btn").onclick = () => this.run(() => this.api.unassign(this.order));
+    $("detail-close").onclick = () => this.close();
+    $("detail").onkeydown = (e) => e.key === "Escape" && this.close();
+    $("detail-title").textContent = "Select an order";
+    $("detail-hint").hidden = false;
+    $("detail-body").hidden = true;
+    $("detail").classList.remove("open");
   }
 
   /** On a narrow screen the detail is a sheet over the board: closing it returns to the row. */

@@ -37,7 +37,10 @@ async function onLogin(event) {
   $("login-submit").disabled = true;
   try {
     const body = await request("POST", "/auth/token", { body: { username, password } });
-    if (!body.mqtt) throw new ApiError(403, { detail: "This account is not an admin: the dashboard is for admins." });
+    if (!body.mqtt) {
+      await request("DELETE", "/auth/token", { token: body.access_token }).catch(() => {});
+      throw new ApiError(403, { detail: "This account is not an admin: the dashboard is for admins." });
+    }
     session = { token: body.access_token, user: body.user, mqtt: body.mqtt };
     sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
     $("login-password").value = "";
@@ -58,18 +61,24 @@ function endSession(message) {
   // The board belongs to the session: start from a clean page next time.
   $("orders").replaceChildren();
   $("tabs").replaceChildren();
+  $("agents").replaceChildren();
+  $("toasts").replaceChildren();
 }
 
 // -- the dashboard ------------------------------------------------------------
 async function startDashboard() {
-  const api = new Api(session.token, () => endSession("Your session ended: log in again."));
+  const token = session.token;
+  const current = () => session?.token === token; // false once this session has ended
+  const api = new Api(token, () => current() && endSession("Your session ended: log in again."));
   const lifecycle = await api.lifecycle();
   const store = new Store();
   const board = new Board({
     list: $("orders"), empty: $("board-empty"), tabs: $("tabs"), store,
     onSelect: (id) => select(id),
   });
-  const detail = new Detail({ store, api, lifecycle, me: session.user.id, onChanged: (order) => queueOrder(order, { live: false }) });
+  const detail = new Detail({
+    store, api, lifecycle, me: session.user.id, onChanged: (order) => queueOrder(order, { live: false }),
+  });
   $("who").textContent = session.user.display_name || session.user.username;
   $("login-view").hidden = true;
   $("app-view").hidden = false;
@@ -102,6 +111,7 @@ async function startDashboard() {
 
   function flush() {
     flushTimer = null;
+    if (!current()) return;
     const batch = [...pending.values()].map((change) => ({ ...change, order: store.orders.get(change.order.id) }));
     pending = new Map();
     const started = performance.now();
@@ -128,6 +138,7 @@ async function startDashboard() {
   }
 
   function renderAgents() {
+    if (!current()) return;
     const agents = [...store.agents.values()];
     $("agents").replaceChildren(...agents.map((a) => {
       const item = el("li", `agent presence-${a.presence.state}`);
@@ -158,7 +169,9 @@ async function startDashboard() {
       onOrder: queueOrder,
       onWorklist(worklist, meta) {
         if (!store.agents.has(worklist.agent_id)) return refreshAgentsSoon();
-        for (const order of worklist.orders) queueOrder(order, { ...meta, event: "order.updated" });
+        for (const order of [...worklist.orders, ...(worklist.offers || [])]) {
+          queueOrder(order, { ...meta, event: "order.updated" });
+        }
         if (store.applyWorklist(worklist)) renderAgents();
       },
       onPresence(message) {

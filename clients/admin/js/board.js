@@ -56,7 +56,7 @@ export class Board {
       button.type = "button";
       button.setAttribute("role", "tab");
       button.dataset.tab = tab.id;
-      button.setAttribute("aria-controls", "orders");
+      button.setAttribute("aria-controls", "board");
       button.append(el("span", "tab-label", tab.label), " ", el("span", "count", "0"));
       button.addEventListener("click", () => this.setTab(tab.id));
       button.addEventListener("keydown", (e) => this.onTabKey(e));

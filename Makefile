@@ -14,7 +14,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -38,7 +38,7 @@ install: $(STAMP)
 migrate: install
 	$(PY) -m order_service migrate
 
-run: install
+run: install admin-deps
 	@$(PY) -m order_service preflight $(PREFLIGHT)
 	@$(PY) -m order_service migrate
 	@$(PY) -m order_service bootstrap
@@ -62,6 +62,15 @@ $(NODE_TEST)/node_modules/.package-lock.json: $(NODE_TEST)/package-lock.json
 
 node-test-deps: $(NODE_TEST)/node_modules/.package-lock.json
 
+# The admin dashboard's mqtt.js (served at /admin/vendor/), from the committed lock file.
+ADMIN := clients/admin
+$(ADMIN)/node_modules/.package-lock.json: $(ADMIN)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed for the admin dashboard's mqtt.js:" \
+	  "install Node.js and npm (Debian: apt-get install npm), then run make again" >&2; exit 1; }
+	cd $(ADMIN) && npm ci --no-audit --no-fund --loglevel=error
+
+admin-deps: $(ADMIN)/node_modules/.package-lock.json
+
 # The suite on SQLite, then every database test again on PostgreSQL (ORDERBUS_TEST_POSTGRES_URL,
 # default postgresql://postgres@127.0.0.1:5432/postgres; skipped if unreachable, unless CI=true).
 # One backend only: make test-sqlite / make test-postgresql.
@@ -70,12 +79,12 @@ node-test-deps: $(NODE_TEST)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
-test: install node-test-deps
+test: install node-test-deps admin-deps
 	$(BIN)/ruff check .
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) $(PYTEST_ARGS)
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=postgresql $(PYTEST) $(PYTEST_ARGS)
 
-test-sqlite test-postgresql: test-%: install node-test-deps
+test-sqlite test-postgresql: test-%: install node-test-deps admin-deps
 	$(BIN)/ruff check .
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
 
@@ -88,4 +97,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(NODE_TEST)/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(NODE_TEST)/node_modules $(ADMIN)/node_modules

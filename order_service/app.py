@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, request
 from flask_openapi3 import Info, OpenAPI
 
-from . import api, db, problems
+from . import api, dashboard, db, problems
 from .config import load_settings
 from .wakeup import Notifier
 
@@ -37,6 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     db.init_app(app)
     problems.init_app(app)
     api.init_app(app)
+    dashboard.init_app(app)
 
     notifier = Notifier(settings.wakeup_socket)
     app.extensions["orderbus.notifier"] = notifier

@@ -1,86 +1,109 @@
-"""A TCP proxy on 127.0.0.1 that a test can cut and restore: a network fault between two processes.
+"""A TCP proxy for fault tests: forwards 127.0.0.1:<port> to a target, and can misbehave.
 
-proxy = TcpProxy(("127.0.0.1", broker.port)).start()
-...connect a process to proxy.port...
-proxy.cut()       # close every connection through it and refuse new ones
-proxy.restore()   # accept (and forward) again
-proxy.stop()
+``pause()`` stops forwarding in both directions (bytes already read are held, the rest
+waits in the kernel: TCP back-pressure, as on a stalled network path); ``resume()``
+releases them; ``drop()`` cuts every connection at once (both sides see a reset).
+New connections are accepted while paused and stall like the others. ``cut()`` is an
+outage: every connection dropped and new ones refused until ``restore()``. It runs its
+own event loop on a thread, so synchronous tests can drive it.
 """
 
 from __future__ import annotations
 
-import socket
+import asyncio
 import threading
 
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._open = threading.Event()
-        self._open.set()
-        self._stopped = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self.connections = 0  # accepted and forwarded, over the proxy's life
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.host = host
+        self.port = 0
+        self.connections = 0  # accepted since start
+        self._loop = asyncio.new_event_loop()
+        self._open = asyncio.Event()
+        self._refusing = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
 
     def start(self) -> TcpProxy:
-        threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
 
-    def cut(self) -> None:
-        self._open.clear()
-        with self._lock:
-            for sock in self._sockets:
-                _close(sock)
-            self._sockets.clear()
-
-    def restore(self) -> None:
+    async def _start(self) -> None:
         self._open.set()
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self.cut()
-        _close(self._listener)
-
-    def _accept(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if not self._open.is_set():
-                _close(client)  # cut: the peer sees its connection refused at once
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                _close(client)
-                continue
-            with self._lock:
-                self._sockets.update((client, upstream))
-                self.connections += 1
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            writer.transport.abort()
+            return
+        self.connections += 1
         try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._open.wait()
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
             pass
         finally:
-            _close(src)
-            _close(dst)
-            with self._lock:
-                self._sockets.discard(src)
-                self._sockets.discard(dst)
+            writer.transport.abort()
 
+    def _call(self, func) -> None:
+        self._loop.call_soon_threadsafe(func)
 
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
+    def pause(self) -> None:
+        self._call(self._open.clear)
+
+    def resume(self) -> None:
+        self._call(self._open.set)
+
+    def drop(self) -> None:
+        """Reset every open connection (the proxy keeps accepting new ones)."""
+
+        def cut() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._call(cut)
+
+    def cut(self) -> None:
+        """An outage: reset every connection and refuse new ones until ``restore()``."""
+
+        def refuse() -> None:
+            self._refusing = True
+
+        self._call(refuse)
+        self.drop()
+
+    def restore(self) -> None:
+        def accept() -> None:
+            self._refusing = False
+
+        self._call(accept)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()

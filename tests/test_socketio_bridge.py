@@ -37,7 +37,7 @@ def secured_broker(app, settings_overrides: dict):
 @pytest.fixture
 def proxy(secured_broker):
     """The bridge's way to the broker, which a test may cut (the relay connects directly)."""
-    proxy = TcpProxy(("127.0.0.1", secured_broker.port)).start()
+    proxy = TcpProxy("127.0.0.1", secured_broker.port).start()
     yield proxy
     proxy.stop()
 

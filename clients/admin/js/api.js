@@ -1,0 +1,88 @@
+// REST calls to the order service (same origin), with the admin's bearer token.
+
+export const API = "/api/v1";
+
+/** A refused request: `problem` is the server's application/problem+json body. */
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+
+  /** What to tell the admin: the server's detail, and the allowed next states for a 409. */
+  explain() {
+    const allowed = this.problem.allowed;
+    const extra = Array.isArray(allowed) ? ` Allowed next: ${allowed.join(", ") || "none"}.` : "";
+    return `${this.message}${extra}`;
+  }
+}
+
+export async function request(method, path, { token, body, headers = {} } = {}) {
+  const init = { method, headers: { Accept: "application/json", ...headers } };
+  if (token) init.headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(API + path, init);
+  } catch (err) {
+    throw new ApiError(0, { title: "Unreachable", detail: `the order service did not answer (${err.message})` });
+  }
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export class Api {
+  constructor(token, onUnauthorized) {
+    this.token = token;
+    this.onUnauthorized = onUnauthorized;
+  }
+
+  async call(method, path, body, headers) {
+    try {
+      return await request(method, path, { token: this.token, body, headers });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) this.onUnauthorized(err);
+      throw err;
+    }
+  }
+
+  /** Every order, newest first, page by page (at most `cap`). */
+  async allOrders(cap = 20000) {
+    const orders = [];
+    let cursor = null;
+    do {
+      const query = `?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const page = await this.call("GET", `/orders${query}`);
+      orders.push(...page.orders);
+      cursor = page.next_cursor;
+    } while (cursor && orders.length < cap);
+    return orders;
+  }
+
+  agents() { return this.call("GET", "/agents").then((r) => r.agents); }
+  lifecycle() { return this.call("GET", "/lifecycle"); }
+  history(id) { return this.call("GET", `/orders/${encodeURIComponent(id)}/history`).then((r) => r.history); }
+
+  setStatus(order, status, reason) {
+    const body = { status };
+    if (reason) body.reason = reason;
+    return this.call("PATCH", `/orders/${encodeURIComponent(order.id)}/status`, body, { "If-Match": `"${order.version}"` });
+  }
+
+  assign(order, agentId, offer) {
+    return this.call("PUT", `/orders/${encodeURIComponent(order.id)}/agent`, { agent_id: agentId, offer },
+      { "If-Match": `"${order.version}"` });
+  }
+
+  unassign(order) {
+    return this.call("DELETE", `/orders/${encodeURIComponent(order.id)}/agent`, undefined, { "If-Match": `"${order.version}"` });
+  }
+
+  logout() { return this.call("DELETE", "/auth/token"); }
+}

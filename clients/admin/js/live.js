@@ -1,0 +1,102 @@
+// The live feed: MQTT over WebSocket (mqtt.js), and the resync that follows every (re)connect.
+//
+// On each connect the page subscribes to orders/# and agents/#, then reloads the order
+// list and the agents over REST; retained messages and REST answers are applied alike,
+// newest version wins. Until that resync is done nothing counts as news (no toast, no
+// sound): state merely synced is not news.
+
+import mqtt from "../vendor/mqtt.esm.js";
+
+const FILTERS = ["orders/#", "agents/#"];
+const decoder = new TextDecoder();
+
+export class Live {
+  constructor({ login, api, handlers }) {
+    this.login = login; // the "mqtt" of POST /auth/token: {url, username, password}
+    this.api = api;
+    this.h = handlers; // onState(state, detail), onOrder(order, meta), onWorklist, onPresence, onResync(data), onRefused()
+    this.generation = 0;
+    this.syncing = true;
+    this.client = null;
+    this.everSynced = false;
+  }
+
+  start() {
+    this.h.onState("connecting");
+    this.client = mqtt.connect(this.login.url, {
+      clientId: `dash-${crypto.randomUUID().slice(0, 18)}`,
+      username: this.login.username,
+      password: this.login.password,
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 60, // native timers: a background tab's are throttled to once a minute
+      timerVariant: "native", // the worker variant needs a blob: worker, which the page's CSP forbids
+      reconnectPeriod: 1000,
+      connectTimeout: 5000,
+      resubscribe: false, // subscribed on every connect, followed by a resync
+    });
+    this.client.on("connect", () => this.onConnect());
+    this.client.on("message", (topic, payload) => this.onMessage(topic, payload));
+    this.client.on("close", () => this.onDown());
+    this.client.on("offline", () => this.onDown());
+    this.client.on("error", (err) => {
+      // CONNACK 4 (bad user name or password) / 5 (not authorised): the login ended.
+      if (err && (err.code === 4 || err.code === 5)) this.h.onRefused();
+    });
+  }
+
+  stop() {
+    this.generation += 1;
+    this.client?.end(true);
+    this.client = null;
+  }
+
+  onDown() {
+    if (!this.client) return;
+    this.generation += 1;
+    this.syncing = true;
+    this.h.onState("reconnecting");
+  }
+
+  async onConnect() {
+    const generation = ++this.generation;
+    this.syncing = true;
+    this.h.onState("resyncing");
+    const subscribed = this.client.subscribeAsync(Object.fromEntries(FILTERS.map((topic) => [topic, { qos: 1 }])))
+      .then((granted) => {
+        const refused = granted.filter((g) => g.qos === 128);
+        if (refused.length) throw new Error(`subscription refused: ${refused.map((g) => g.topic).join(", ")}`);
+      });
+    for (;;) {
+      try {
+        const [orders, agents] = await Promise.all([this.api.allOrders(), this.api.agents(), subscribed]);
+        if (generation !== this.generation) return;
+        this.h.onResync({ orders, agents, first: !this.everSynced });
+        break;
+      } catch (err) {
+        if (generation !== this.generation) return;
+        this.h.onState("resyncing", err.message || String(err));
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        if (generation !== this.generation) return;
+      }
+    }
+    this.everSynced = true;
+    this.syncing = false;
+    this.h.onState("connected");
+  }
+
+  onMessage(topic, payload) {
+    if (!payload || payload.length === 0) return; // a finished order's cleared retained state
+    let body;
+    try {
+      body = JSON.parse(decoder.decode(payload));
+    } catch {
+      console.warn("orderbus: not JSON on", topic);
+      return;
+    }
+    const meta = { live: !this.syncing, firstSync: !this.everSynced, event: body.event, reason: body.reason, delay: body.delay };
+    if (topic.startsWith("orders/") && body.order) this.h.onOrder(body.order, meta);
+    else if (topic.endsWith("/assigned") && body.event === "agent.worklist") this.h.onWorklist(body, meta);
+    else if (topic.endsWith("/presence") && body.agent_id) this.h.onPresence(body, meta);
+  }
+}

@@ -1,0 +1,254 @@
+// The admin dashboard: log in over REST, then follow the order bus live over MQTT.
+
+import { Api, ApiError, request } from "./api.js";
+import { Board } from "./board.js";
+import { Detail } from "./detail.js";
+import { el, presenceLabel } from "./format.js";
+import { Live } from "./live.js";
+import { Sound } from "./sound.js";
+import { Store } from "./store.js";
+
+const $ = (id) => document.getElementById(id);
+const SESSION_KEY = "orderbus.admin.session";
+const STATE_TEXT = {
+  connecting: "Connecting…", resyncing: "Resyncing…", connected: "Live", reconnecting: "Reconnecting…",
+};
+
+let session = null; // {token, user, mqtt}
+let live = null;
+const sound = new Sound();
+
+// -- log in / out ---------------------------------------------------------------
+function showLogin(message) {
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  const error = $("login-error");
+  error.textContent = message || "";
+  error.hidden = !message;
+  $(message ? "login-password" : "login-username").focus();
+}
+
+async function onLogin(event) {
+  event.preventDefault();
+  sound.unlock(); // a user gesture: the browser lets the page play sound from now on
+  const username = $("login-username").value.trim();
+  const password = $("login-password").value;
+  if (!username || !password) return showLogin("Enter your username and password.");
+  $("login-submit").disabled = true;
+  try {
+    const body = await request("POST", "/auth/token", { body: { username, password } });
+    if (!body.mqtt) {
+      await request("DELETE", "/auth/token", { token: body.access_token }).catch(() => {});
+      throw new ApiError(403, { detail: "This account is not an admin: the dashboard is for admins." });
+    }
+    session = { token: body.access_token, user: body.user, mqtt: body.mqtt };
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    $("login-password").value = "";
+    await startDashboard();
+  } catch (err) {
+    showLogin(err instanceof ApiError ? err.explain() : String(err));
+  } finally {
+    $("login-submit").disabled = false;
+  }
+}
+
+function endSession(message) {
+  live?.stop();
+  live = null;
+  session = null;
+  sessionStorage.removeItem(SESSION_KEY);
+  showLogin(message);
+  // The board belongs to the session: start from a clean page next time.
+  $("orders").replaceChildren();
+  $("tabs").replaceChildren();
+  $("agents").replaceChildren();
+  $("toasts").replaceChildren();
+}
+
+// -- the dashboard ------------------------------------------------------------
+async function startDashboard() {
+  const token = session.token;
+  const current = () => session?.token === token; // false once this session has ended
+  const api = new Api(token, () => current() && endSession("Your session ended: log in again."));
+  const lifecycle = await api.lifecycle();
+  const store = new Store();
+  const board = new Board({
+    list: $("orders"), empty: $("board-empty"), tabs: $("tabs"), store,
+    onSelect: (id) => select(id),
+  });
+  const detail = new Detail({
+    store, api, lifecycle, me: session.user.id, onChanged: (order) => queueOrder(order, { live: false }),
+  });
+  $("who").textContent = session.user.display_name || session.user.username;
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+
+  function select(id) {
+    board.select(id);
+    detail.show(id);
+  }
+
+  // Changes are applied in batches: a burst of messages costs one DOM pass.
+  let pending = new Map(); // order id -> {order, fresh}
+  let flushTimer = null;
+  function queueOrder(order, meta) {
+    const accepted = store.apply(order);
+    if (!accepted) return; // already seen this version or a newer one
+    const isNew = !accepted.previous;
+    const fresh = isNew && !meta.firstSync;
+    const before = pending.get(order.id);
+    pending.set(order.id, { order, fresh: fresh || before?.fresh });
+    if (isNew && meta.live && meta.event === "order.created") notifyNew(order);
+    else if (meta.live && meta.event === "order.delayed") {
+      toast(`Order ${order.id} is late: ${meta.reason || meta.delay}`, "warn");
+    } else if (meta.live && order.status === "failed" && accepted.previous?.status !== "failed") {
+      toast(`Delivery of ${order.id} failed: ${order.failure?.reason?.replace(/_/g, " ") || ""}`, "warn");
+    } else if (meta.live && (meta.event === "order.offer_declined" || meta.event === "order.offer_expired")) {
+      toast(`Order ${order.id}: ${meta.reason || "offer ended"}`, "info");
+    }
+    if (!flushTimer) flushTimer = setTimeout(flush, 16);
+  }
+
+  function flush() {
+    flushTimer = null;
+    if (!current()) return;
+    const batch = [...pending.values()].map((change) => ({ ...change, order: store.orders.get(change.order.id) }));
+    pending = new Map();
+    const started = performance.now();
+    board.applyBatch(batch);
+    if (board.selected && batch.some((c) => c.order.id === board.selected)) detail.update();
+    performance.measure("orderbus:render", { start: started, end: performance.now(), detail: batch.length });
+  }
+
+  function notifyNew(order) {
+    toast(`New order ${order.id} from ${order.customer.name}`, "new", () => select(order.id));
+    sound.play();
+  }
+
+  let agentsTimer = null;
+  function refreshAgentsSoon() {
+    // A message about an agent we do not know (created after our last load): reload the list.
+    clearTimeout(agentsTimer);
+    agentsTimer = setTimeout(async () => {
+      try {
+        store.setAgents(await api.agents());
+        renderAgents();
+      } catch { /* the next resync will load them */ }
+    }, 300);
+  }
+
+  function renderAgents() {
+    if (!current()) return;
+    const agents = [...store.agents.values()];
+    $("agents").replaceChildren(...agents.map((a) => {
+      const item = el("li", `agent presence-${a.presence.state}`);
+      item.dataset.agent = a.id;
+      item.dataset.presence = a.presence.state;
+      const load = `${a.active_orders} active${a.offers ? `, ${a.offers} offered` : ""}${a.active ? "" : ", deactivated"}`;
+      item.append(el("span", "dot", ""), el("span", "agent-name", a.name),
+        el("span", "agent-state", presenceLabel(a.presence)), el("span", "agent-load", load));
+      item.querySelector(".dot").setAttribute("aria-hidden", "true");
+      return item;
+    }));
+    if (!agents.length) $("agents").append(el("li", "hint", "No agents yet."));
+    board.refreshAgents();
+    if (detail.order) detail.renderAssign();
+  }
+
+  function onState(state, detailText) {
+    const conn = $("conn");
+    conn.dataset.state = state;
+    conn.textContent = STATE_TEXT[state] + (detailText ? ` (${detailText})` : "");
+  }
+
+  live = new Live({
+    login: session.mqtt,
+    api,
+    handlers: {
+      onState,
+      onOrder: queueOrder,
+      onWorklist(worklist, meta) {
+        if (!store.agents.has(worklist.agent_id)) return refreshAgentsSoon();
+        for (const order of [...worklist.orders, ...(worklist.offers || [])]) {
+          queueOrder(order, { ...meta, event: "order.updated" });
+        }
+        if (store.applyWorklist(worklist)) renderAgents();
+      },
+      onPresence(message) {
+        if (!store.agents.has(message.agent_id)) return refreshAgentsSoon();
+        if (store.applyPresence(message)) renderAgents();
+      },
+      onResync({ orders, agents, first }) {
+        const started = performance.now();
+        store.setAgents(agents);
+        for (const order of orders) queueOrder(order, { live: false, firstSync: first });
+        renderAgents();
+        clearTimeout(flushTimer);
+        flush();
+        performance.measure("orderbus:resync", { start: started, end: performance.now(), detail: orders.length });
+      },
+      onRefused: async () => {
+        try {
+          await api.call("GET", "/auth/me");
+        } catch { /* a 401 ends the session through the Api */ }
+      },
+    },
+  });
+  $("search").value = "";
+  $("search").oninput = (e) => board.setSearch(e.target.value);
+  live.start();
+}
+
+// -- toasts ---------------------------------------------------------------------
+function toast(text, kind, onOpen) {
+  const item = el("div", `toast toast-${kind}`);
+  const message = el("span", "toast-text", text);
+  item.append(message);
+  if (onOpen) {
+    const open = el("button", "ghost", "Open");
+    open.type = "button";
+    open.addEventListener("click", () => { onOpen(); item.remove(); });
+    item.append(open);
+  }
+  const close = el("button", "ghost", "×");
+  close.type = "button";
+  close.setAttribute("aria-label", "Dismiss");
+  close.addEventListener("click", () => item.remove());
+  item.append(close);
+  const box = $("toasts");
+  box.append(item);
+  while (box.children.length > 5) box.firstElementChild.remove();
+  setTimeout(() => item.remove(), 8000);
+}
+
+// -- page setup -------------------------------------------------------------------
+function setup() {
+  $("login-form").addEventListener("submit", onLogin);
+  $("logout").addEventListener("click", async () => {
+    const api = new Api(session?.token, () => {});
+    try { await api.logout(); } catch { /* ended anyway */ }
+    endSession("You are logged out.");
+  });
+  $("mute").addEventListener("click", () => sound.setMuted(!sound.muted));
+  for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, () => sound.unlock(), { once: true });
+  sound.onChange = (muted) => {
+    $("mute").setAttribute("aria-pressed", String(muted));
+    $("mute").textContent = muted ? "Sound off" : "Sound on";
+  };
+  sound.onChange(sound.muted);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "/" && !["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName)) {
+      e.preventDefault();
+      $("search").focus();
+    }
+  });
+  const saved = sessionStorage.getItem(SESSION_KEY);
+  if (saved) {
+    session = JSON.parse(saved);
+    startDashboard().catch((err) => endSession(err instanceof ApiError ? err.explain() : String(err)));
+  } else {
+    showLogin();
+  }
+}
+
+setup();

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import peewee
 
-from . import dispatch, mqtt_auth, presence, topics
+from . import dispatch, faults, mqtt_auth, presence, topics
 from .config import Settings, load_settings
 from .db import db, init_db
 from .lifecycle import TERMINAL
@@ -143,6 +143,7 @@ class Relay:
         """Publish; hand the acknowledged prefix to ``on_acked``; a shortfall ends the connection."""
         acked = link.publish_batch(messages)
         if acked and on_acked:
+            faults.kill_point("relay.after_publish")  # acknowledged, not yet marked published
             on_acked(acked)
         if acked < len(messages):
             raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")

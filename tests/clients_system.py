@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -122,7 +121,9 @@ class System:
         return self.admin.request("PUT", f"/orders/{order_id}/agent", {"agent_id": agent_id, "offer": False})
 
 
-def make_system(tmp_path: Path, **extra_env: str) -> Callable[[], System]:
+def make_system(
+    tmp_path: Path, procs: tuple[str, ...] = ("broker", "relay", "api"), **extra_env: str
+) -> System:
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -137,7 +138,7 @@ def make_system(tmp_path: Path, **extra_env: str) -> Callable[[], System]:
         result = cli(env, step)
         assert result.returncode == 0, result.stderr
     system = System(env, tmp_path)
-    for name in ("broker", "relay", "api"):
+    for name in procs:
         system.start(name)
     password = (tmp_path / "var" / "admin-password").read_text().strip()
     system.admin.login("admin", password)

@@ -44,7 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="SQLite-specific (the database file itself)")
     keep, without_db = [], []
     for item in items:
-        (keep if "database_url" in getattr(item, "fixturenames", ()) else without_db).append(item)
+        uses_db = "database_url" in getattr(item, "fixturenames", ())
+        (keep if uses_db and not item.get_closest_marker("chaos") else without_db).append(item)
         if item.get_closest_marker("sqlite_only"):
             item.add_marker(skip)
     if without_db:  # backend-independent: the SQLite run covers them

@@ -189,7 +189,20 @@ class AgentPatch(Strict):
 # --- headers (parsed in common.py, so a malformed one is a 400 naming it) ----
 
 
-class IdempotencyHeader(BaseModel):
+def _no_null_defaults(schema: dict) -> None:
+    # An absent parameter is not null: a "default": null beside "type": "string" is invalid.
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class Parameters(BaseModel):
+    """Query or header parameters: optional ones are documented as absent, never null."""
+
+    model_config = ConfigDict(json_schema_extra=_no_null_defaults)
+
+
+class IdempotencyHeader(Parameters):
     idempotency_key: OptionalStr = Field(
         None,
         alias="Idempotency-Key",
@@ -199,7 +212,7 @@ class IdempotencyHeader(BaseModel):
     )
 
 
-class IfMatchHeader(BaseModel):
+class IfMatchHeader(Parameters):
     if_match: OptionalStr = Field(
         None,
         alias="If-Match",
@@ -219,8 +232,8 @@ class AgentPath(BaseModel):
     agent_id: str = Field(max_length=32, pattern=NO_NUL)
 
 
-class OrderListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OrderListQuery(Parameters):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
 
     status: OptionalStr = Field(
         None, description="one status or several, comma-separated", json_schema_extra={"pattern": STATUS_LIST}

@@ -189,3 +189,24 @@ def test_a_flood_of_random_bytes_from_many_connections(served):
     for sock in socks:
         sock.close()
     _still_serving(broker, sub, publisher, "after-flood")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_publish(b"probe/\xc3\x28"), bytes([PUBLISH << 4]) + b"\xff\xff\xff\x7f" + b"\x00" * 1024],
+    ids=["invalid UTF-8 topic", "oversized packet"],
+)
+def test_the_websocket_listener_applies_the_same_checks(served, data):
+    """Over MQTT-over-WebSocket (the dashboards' path) a malformed packet closes that
+    connection too, and the subscriber keeps receiving."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    broker, sub, publisher = served
+    with connect(f"ws://{HOST}:{broker.ws_port}/mqtt", subprotocols=["mqtt"], open_timeout=5) as ws:
+        ws.send(_packet(CONNECT, 0, _connect_body(client_id="ws-offender")))
+        assert ws.recv(timeout=5)[:2] == b"\x20\x02"  # CONNACK
+        ws.send(data)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=CLOSE_WITHIN)
+    _still_serving(broker, sub, publisher, "after-ws")

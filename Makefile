@@ -14,7 +14,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -87,6 +87,15 @@ test: install node-test-deps admin-deps
 test-sqlite test-postgresql: test-%: install node-test-deps admin-deps
 	$(BIN)/ruff check .
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
+
+# Fault tests (kills, restarts, stalls) and fuzzing at full length; make test runs them short.
+# Bounded: about 10 minutes. See README, "Fault tests and fuzzing".
+CHAOS_SCALE ?= 4
+FUZZ_EXAMPLES ?= 50
+chaos: install
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite ORDERBUS_CHAOS_SCALE=$(CHAOS_SCALE) \
+	  ORDERBUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s \
+	  tests/test_chaos.py tests/test_broker_malformed.py tests/test_fuzz_api.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -28,6 +28,11 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
   Taking over a live connection waits until the old one has finished (will included).
 - A client publishing to an invalid or $ topic is disconnected (stock amqtt stopped
   serving it but left the connection open).
+- Every packet a client sends is framed and checked (:mod:`broker.framing`) before amqtt
+  decodes it: at most ``max_packet_bytes`` (1 MiB, as mosquitto.conf's
+  message_size_limit), CONNECT first and only once, valid UTF-8 strings, valid flags,
+  no bytes past a packet's fields; a violation closes the connection. So does anything
+  but a valid CONNECT within ``CONNECT_TIMEOUT`` of connecting (tests/test_broker_malformed.py).
 
 $-topics needed nothing: amqtt's matcher already keeps # and +/... off them.
 
@@ -50,7 +55,7 @@ import amqtt
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WebSocketsReader, WriterAdapter
 from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, Server
 from amqtt.contexts import Action, BrokerConfig
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import AMQTTError, MQTTError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.constants import QOS_0
 from amqtt.mqtt.disconnect import DisconnectPacket
@@ -59,6 +64,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, HardenedHandler, outbox
+from broker.framing import FramedReader
 from broker.outbox import Outbox, Queued
 
 __all__ = ["HardenedBroker", "Outbox", "Queued", "check_amqtt_version"]
@@ -68,7 +74,9 @@ logger = logging.getLogger(__name__)
 PINNED_AMQTT_VERSION = "0.12.1"
 DEFAULT_MAX_QUEUED_MESSAGES = 1000  # per client, as Mosquitto's max_queued_messages
 DEFAULT_MAX_INFLIGHT_MESSAGES = 20  # per client, as Mosquitto's max_inflight_messages
+DEFAULT_MAX_PACKET_BYTES = 1_048_576  # per packet, as mosquitto.conf's message_size_limit
 KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]
+CONNECT_TIMEOUT = 10.0  # seconds a new connection has to send its CONNECT
 TAKEOVER_TIMEOUT = 3.0  # seconds to wait for a replaced connection to finish
 _YIELD_EVERY = 64  # a sender with a long queue lets other tasks run this often
 
@@ -98,12 +106,14 @@ class HardenedBroker(Broker):
         *,
         max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
         max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
+        max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
     ) -> None:
-        if max_queued_messages < 1 or max_inflight_messages < 1:
-            raise ValueError("max_queued_messages and max_inflight_messages must be at least 1")
+        if min(max_queued_messages, max_inflight_messages, max_packet_bytes) < 1:
+            raise ValueError("the queue, in-flight and packet size limits must be at least 1")
         super().__init__(config)
         self.max_queued_messages = max_queued_messages
         self.max_inflight_messages = max_inflight_messages
+        self.max_packet_bytes = max_packet_bytes
         self.dropped_messages = 0  # queue overflow drops, all clients, since start
         self.client_transports: set[asyncio.BaseTransport] = set()
         self._live: dict[str, tuple[HardenedHandler, asyncio.Event]] = {}  # client id -> connection
@@ -112,12 +122,15 @@ class HardenedBroker(Broker):
     async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
         with self._tracked(writer.transport):
             await self._client_connected(
-                listener_name, StreamReaderAdapter(reader), BoundedStreamWriter(writer)
+                listener_name,
+                FramedReader(StreamReaderAdapter(reader), self.max_packet_bytes),
+                BoundedStreamWriter(writer),
             )
 
     async def ws_connected(self, websocket: Any, listener_name: str) -> None:
         with self._tracked(websocket.transport):
-            reader, writer = WebSocketsReader(websocket), BoundedWebSocketsWriter(websocket)
+            reader = FramedReader(WebSocketsReader(websocket), self.max_packet_bytes)
+            writer = BoundedWebSocketsWriter(websocket)
             await self._client_connected(listener_name, reader, writer)
 
     @contextmanager
@@ -132,14 +145,20 @@ class HardenedBroker(Broker):
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
         # Only read and validate CONNECT: which session it gets is decided after authentication.
+        # Whatever goes wrong before a valid CONNECT closes the connection: stock amqtt left
+        # it open after garbage, a PUBLISH first or an undecodable CONNECT, and waited
+        # forever for a CONNECT that never came.
         try:
-            return await HardenedHandler.init_from_connect(reader, writer, self.plugins_manager)
-        except (AMQTTError, NoDataError) as exc:
-            logger.debug("%s:%s: no valid CONNECT: %s", remote_address, remote_port, exc)
-            raise AMQTTError(exc) from exc
+            return await asyncio.wait_for(
+                HardenedHandler.init_from_connect(reader, writer, self.plugins_manager), CONNECT_TIMEOUT
+            )
         except MQTTError:
             await writer.close()
             raise
+        except Exception as exc:  # garbage can fail anywhere in amqtt's decoder
+            logger.debug("%s:%s: no valid CONNECT: %r", remote_address, remote_port, exc)
+            await writer.close()
+            raise AMQTTError(exc) from exc
 
     async def _handle_client_session(
         self,

@@ -7,8 +7,10 @@ timeout), :class:`ApiError` with the status and the problem+json body otherwise.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 DEFAULT_API = "http://127.0.0.1:5000/api/v1"
@@ -83,3 +85,23 @@ class Api:
         answer = self.request("POST", "/auth/token", {"username": username, "password": password})
         self.token = answer["access_token"]
         return answer
+
+
+def place_order(
+    api: Api, body: dict, *, key: str | None = None, attempts: int = 5, backoff: float = 0.3
+) -> dict[str, Any]:
+    """POST /orders, safe to retry: one Idempotency-Key for every attempt, so an answer lost
+    on the way back (a dropped connection, a crashed worker, a 502/503) is retried without
+    placing the order twice; the server returns the original order instead."""
+    key = key or str(uuid.uuid4())
+    for attempt in range(1, attempts + 1):
+        try:
+            return api.request("POST", "/orders", body, headers={"Idempotency-Key": key})
+        except ApiUnreachable:
+            if attempt == attempts:
+                raise
+        except ApiError as exc:
+            if exc.status not in (502, 503, 504) or attempt == attempts:
+                raise
+        time.sleep(backoff * attempt)
+    raise AssertionError("not reached: the last attempt returns or raises")

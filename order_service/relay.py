@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import peewee
 
-from . import dispatch, leader, mqtt_auth, presence, topics
+from . import dispatch, faults, leader, mqtt_auth, presence, topics
 from .config import Settings, load_settings
 from .db import db, init_db
 from .lifecycle import TERMINAL
@@ -195,6 +195,7 @@ class Relay:
         self._check_lock()
         acked = link.publish_batch(messages)
         if acked and on_acked:
+            faults.kill_point("relay.after_publish")  # acknowledged, not yet marked published
             on_acked(acked)
         if acked < len(messages):
             raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")

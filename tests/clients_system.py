@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,7 @@ class System:
         return self.admin.request("PUT", f"/orders/{order_id}/agent", {"agent_id": agent_id, "offer": False})
 
 
-def make_system(tmp_path: Path, broker: str = "amqtt", **extra_env: str) -> Callable[[], System]:
+def make_system(tmp_path: Path, broker: str = "amqtt", **extra_env: str) -> System:
     """The system on the embedded broker (``python -m broker``) or on a Mosquitto started from
     the repository's mosquitto.conf (tests/mosquitto.py); either way on ephemeral ports."""
     data_dir = tmp_path / "var"

@@ -45,8 +45,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, without_db = [], []
     for item in items:
         uses_db = "database_url" in getattr(item, "fixturenames", ())
-        # Browser tests (the dashboard) do not depend on the backend: they run once, on SQLite.
-        (keep if uses_db and not item.get_closest_marker("browser") else without_db).append(item)
+        # Browser tests (the dashboard) and fault tests do not depend on the backend: they run
+        # once, on SQLite.
+        once = item.get_closest_marker("browser") or item.get_closest_marker("chaos")
+        (keep if uses_db and not once else without_db).append(item)
         if item.get_closest_marker("sqlite_only"):
             item.add_marker(skip)
     if without_db:  # backend-independent: the SQLite run covers them

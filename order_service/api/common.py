@@ -84,7 +84,7 @@ def init_app(app: Flask) -> None:
         _check_body()
 
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]{1,9})"?\s*$', re.ASCII)
 
 
 def if_match(raw: str | None) -> int | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from ..events import ORDER_EVENTS
 from ..lifecycle import FAILURE_REASONS, STATUSES
@@ -12,6 +13,8 @@ from ..lifecycle import FAILURE_REASONS, STATUSES
 # No control characters in one-line fields; multi-line fields may hold newlines and tabs.
 ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
 MULTI_LINE = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+# Anything else a client names (ids, search text): no NUL, which PostgreSQL cannot hold in text.
+NO_NUL = r"^[^\x00]*$"
 Text200 = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE)
 ]
@@ -22,17 +25,38 @@ Phone = Annotated[
 Address = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=MULTI_LINE)
 ]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500, pattern=MULTI_LINE)]
 Username = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=ONE_LINE)]
+AgentPhone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=40, pattern=ONE_LINE)]
 Status = Literal[
     "placed", "confirmed", "preparing", "ready", "picked_up", "delivered", "failed", "cancelled", "rejected"
 ]
 assert set(Status.__args__) == set(STATUSES)  # type: ignore[attr-defined]
 FailureReason = Literal["customer_absent", "wrong_address", "refused", "damaged", "other"]
 assert FailureReason.__args__ == FAILURE_REASONS  # type: ignore[attr-defined]
+
+
+def _whole_number(value: object) -> object:
+    # JSON has one number type: 2.0 is the integer 2 (OpenAPI 3.1 / JSON Schema "integer"), while
+    # "2", true and 2.5 are still refused by the strict int check that follows.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_whole_number)]
+OptionalInt = Annotated[int | None, BeforeValidator(_whole_number)]
+
+# An optional query parameter or header: absent or a string, never JSON null (a client cannot
+# send null in a URL or a header, so the document does not offer it).
+OptionalStr = str | SkipJsonSchema[None]
+
+STATUS_NAMES = "(placed|confirmed|preparing|ready|picked_up|delivered|failed|cancelled|rejected)"
+# status= in GET /orders: one status or a comma-separated list; spaces and empty items are
+# ignored, and an empty value filters nothing.
+STATUS_LIST = rf"^([ ,]*{STATUS_NAMES}( *(,[ ,]*){STATUS_NAMES})*[ ,]*)?$"
 
 
 class Strict(BaseModel):
@@ -52,8 +76,8 @@ class CustomerIn(Strict):
 
 class ItemIn(Strict):
     name: Text200
-    quantity: int = Field(ge=1, le=1000)
-    unit_price_cents: int = Field(ge=0, le=10_000_000)
+    quantity: Int = Field(ge=1, le=1000)
+    unit_price_cents: Int = Field(ge=0, le=10_000_000)
 
 
 class LocationIn(Strict):
@@ -83,14 +107,14 @@ class StatusChange(Strict):
     status: Status
     reason: Reason = ""
     force: bool = Field(False, description="admin only: make an agent's move on its behalf")
-    prep_minutes: int | None = Field(
+    prep_minutes: OptionalInt = Field(
         None, ge=0, le=1440, description="with confirmed: preparation minutes (default: the business's)"
     )
     failure: FailureIn | None = Field(None, description="with failed (required): why the delivery failed")
 
 
 class AgentAssign(Strict):
-    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NO_NUL)]
     reason: Reason = ""
     offer: bool | None = Field(
         None,
@@ -98,12 +122,12 @@ class AgentAssign(Strict):
     )
 
 
-AgentIdIn = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+AgentIdIn = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NO_NUL)]
 
 
 class OfferCreate(Strict):
     agent_ids: list[AgentIdIn] = Field(min_length=1, max_length=20)
-    expires_in_seconds: int | None = Field(None, ge=5, le=3600, description="default: offer_seconds")
+    expires_in_seconds: OptionalInt = Field(None, ge=5, le=3600, description="default: offer_seconds")
     reason: Reason = ""
 
 
@@ -120,29 +144,29 @@ class DispatchSettingsPatch(Strict):
     """Each field given overrides its ORDERBUS_DISPATCH_* default; null returns it to the default."""
 
     offer_required: bool | None = None
-    offer_seconds: int | None = Field(None, ge=5, le=3600)
+    offer_seconds: OptionalInt = Field(None, ge=5, le=3600)
     auto_assign: bool | None = None
     auto_assign_on: Literal["confirmed", "ready"] | None = None
-    agent_cap: int | None = Field(None, ge=1, le=100)
-    prep_minutes: int | None = Field(None, ge=0, le=1440)
-    travel_minutes: int | None = Field(None, ge=0, le=1440)
+    agent_cap: OptionalInt = Field(None, ge=1, le=100)
+    prep_minutes: OptionalInt = Field(None, ge=0, le=1440)
+    travel_minutes: OptionalInt = Field(None, ge=0, le=1440)
     travel_speed_kmh: float | None = Field(None, gt=0, le=200)
     origin_lat: float | None = Field(None, ge=-90, le=90)
     origin_lon: float | None = Field(None, ge=-180, le=180)
-    delay_unconfirmed_seconds: int | None = Field(None, ge=0, le=86400)
-    delay_unassigned_seconds: int | None = Field(None, ge=0, le=86400)
-    delay_late_grace_seconds: int | None = Field(None, ge=0, le=86400)
+    delay_unconfirmed_seconds: OptionalInt = Field(None, ge=0, le=86400)
+    delay_unassigned_seconds: OptionalInt = Field(None, ge=0, le=86400)
+    delay_late_grace_seconds: OptionalInt = Field(None, ge=0, le=86400)
 
 
 class TokenRequest(Strict):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ONE_LINE)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 class SignupRequest(Strict):
     username: Username
     password: Password
-    display_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    display_name: DisplayName = ""
 
 
 class UserCreate(SignupRequest):
@@ -151,22 +175,35 @@ class UserCreate(SignupRequest):
 
 class AgentCreate(Strict):
     name: Text200
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] = ""
+    phone: AgentPhone = ""
     username: Username
     password: Password
 
 
 class AgentPatch(Strict):
     name: Text200 | None = None
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = None
+    phone: AgentPhone | None = None
     active: bool | None = None
 
 
 # --- headers (parsed in common.py, so a malformed one is a 400 naming it) ----
 
 
-class IdempotencyHeader(BaseModel):
-    idempotency_key: str | None = Field(
+def _no_null_defaults(schema: dict) -> None:
+    # An absent parameter is not null: a "default": null beside "type": "string" is invalid.
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class Parameters(BaseModel):
+    """Query or header parameters: optional ones are documented as absent, never null."""
+
+    model_config = ConfigDict(json_schema_extra=_no_null_defaults)
+
+
+class IdempotencyHeader(Parameters):
+    idempotency_key: OptionalStr = Field(
         None,
         alias="Idempotency-Key",
         json_schema_extra={"minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
@@ -175,8 +212,8 @@ class IdempotencyHeader(BaseModel):
     )
 
 
-class IfMatchHeader(BaseModel):
-    if_match: str | None = Field(
+class IfMatchHeader(Parameters):
+    if_match: OptionalStr = Field(
         None,
         alias="If-Match",
         json_schema_extra={"pattern": '^\\s*(\\*|(W/)?"?[0-9]{1,9}"?)\\s*$'},
@@ -188,21 +225,25 @@ class IfMatchHeader(BaseModel):
 
 
 class OrderPath(BaseModel):
-    order_id: str = Field(max_length=32)
+    order_id: str = Field(max_length=32, pattern=NO_NUL)
 
 
 class AgentPath(BaseModel):
-    agent_id: str = Field(max_length=32)
+    agent_id: str = Field(max_length=32, pattern=NO_NUL)
 
 
-class OrderListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OrderListQuery(Parameters):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
 
-    status: str | None = Field(None, description="one status or several, comma-separated")
-    agent_id: str | None = Field(None, max_length=32)
-    q: str | None = Field(None, max_length=200, description="order id, customer name or phone")
+    status: OptionalStr = Field(
+        None, description="one status or several, comma-separated", json_schema_extra={"pattern": STATUS_LIST}
+    )
+    agent_id: OptionalStr = Field(None, max_length=32, pattern=NO_NUL)
+    q: OptionalStr = Field(
+        None, max_length=200, pattern=NO_NUL, description="order id, customer name or phone"
+    )
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: OptionalStr = Field(None, max_length=200, pattern=NO_NUL)
 
 
 class EventQuery(BaseModel):
@@ -389,8 +430,16 @@ class DispatchSettingsOut(BaseModel):
 WebhookEvent = Literal[("*", *ORDER_EVENTS, "agent.worklist")]
 
 
+# What _check_url accepts, for the document: an absolute http(s) URL with a host name.
+WEBHOOK_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#@\s]*@)?[^/?#@:\s\[\]]+"
+
+
 class WebhookCreate(Strict):
-    url: str = Field(max_length=2000, description="http:// or https:// URL the events are POSTed to")
+    url: str = Field(
+        max_length=2000,
+        description="http:// or https:// URL the events are POSTed to",
+        json_schema_extra={"format": "uri", "pattern": WEBHOOK_URL},
+    )
     events: list[WebhookEvent] = Field(min_length=1, max_length=20, description='event types, or ["*"]')
     description: Reason = ""
 
@@ -405,7 +454,7 @@ class WebhookCreate(Strict):
 
 
 class WebhookPath(BaseModel):
-    webhook_id: str = Field(max_length=32)
+    webhook_id: str = Field(max_length=32, pattern=NO_NUL)
 
 
 class DeliveryQuery(BaseModel):

@@ -1,0 +1,218 @@
+"""What every fault test shares: a workload, observers, and the ledger that counts.
+
+The database is the source of truth. After a scenario, :func:`account` reads the
+event log (``GET /events``, commit order) and compares it with what an observer
+received, topic by topic (``orders/<id>/status`` and ``agents/<id>/assigned``;
+``orders/new`` repeats each order's first status event and is left out):
+
+- delivered: events the observer received as themselves (same topic and event id);
+- recovered: events it never received, but whose topic it holds at a later version:
+  the state caught up after the fault (a reconnect, the relay's republish);
+- lost: events whose topic the observer holds at an older version, or not at all;
+- duplicated: copies beyond the first of one event (delivery is at least once);
+- unexpected: messages the log does not account for (unknown event id, a version
+  that differs from the log's), and retained states a fresh subscriber finds that
+  are not the log's newest.
+
+A scenario passes with lost 0 and unexpected 0. ``ORDERBUS_CHAOS_SCALE`` (default 1,
+``make chaos`` uses more) multiplies the event counts and durations.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from clients.rest import Api
+from tests.mqtt_fixtures import Received, Subscriber
+
+SCALE = max(1, int(os.environ.get("ORDERBUS_CHAOS_SCALE", "1")))
+ORDER = {
+    "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
+    "items": [{"name": "Tea", "quantity": 2, "unit_price_cents": 300}],
+}
+FILTERS = ("orders/#", "agents/+/assigned")
+
+
+def accounted(topic: str) -> bool:
+    return (topic.startswith("orders/") and topic.endswith("/status")) or topic.endswith("/assigned")
+
+
+def _version(payload: dict) -> int:
+    return payload["order"]["version"] if "order" in payload else payload["version"]
+
+
+def last_cursor(api: Api) -> int:
+    """The event log's newest cursor: a scenario accounts only for what comes after it."""
+    after = 0
+    while page := api.request("GET", f"/events?after={after}&limit=1000")["events"]:
+        after = page[-1]["cursor"]
+    return after
+
+
+def event_log(api: Api, after: int = 0) -> list[dict]:
+    """Events in commit order: {"topic", "event_id", "version"} (accounted topics only)."""
+    events = []
+    while True:
+        page = api.request("GET", f"/events?after={after}&limit=1000")
+        for row in page["events"]:
+            if accounted(row["topic"]):
+                payload = row["payload"]
+                events.append(
+                    {"topic": row["topic"], "event_id": payload["event_id"], "version": _version(payload)}
+                )
+        if not page["events"]:
+            return events
+        after = page["next_cursor"]
+
+
+def newest(events: list[dict]) -> dict[str, int]:
+    state: dict[str, int] = {}
+    for event in events:
+        state[event["topic"]] = max(state.get(event["topic"], 0), event["version"])
+    return state
+
+
+@dataclass
+class Counts:
+    delivered: int = 0
+    recovered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    events: int = 0
+
+    def report(self, scenario: str) -> str:
+        line = (
+            f"[chaos] {scenario}: events={self.events} delivered={self.delivered} "
+            f"recovered={self.recovered} lost={self.lost} duplicated={self.duplicated} "
+            f"unexpected={self.unexpected}"
+        )
+        print(line)
+        return line
+
+    def check(self, scenario: str) -> None:
+        line = self.report(scenario)
+        assert self.events > 0, f"nothing happened: {line}"
+        assert self.lost == 0 and self.unexpected == 0, line
+
+
+def account(
+    events: list[dict],
+    received: list[Received],
+    retained: dict[str, int] | None = None,
+    known: list[dict] | None = None,
+) -> Counts:
+    """Compare the scenario's events with what one observer received (and, optionally, with
+    the retained state a fresh subscriber read: topic -> version). ``known`` is the whole
+    log, when ``events`` is only the scenario's part of it: older retained states the
+    observer receives are then known, not unexpected."""
+    counts = Counts(events=len(events))
+    by_id = {(e["topic"], e["event_id"]): e for e in (known or events)}
+    copies: Counter[tuple[str, str]] = Counter()
+    held: dict[str, int] = {}
+    for message in received:
+        if not accounted(message.topic) or not message.payload:
+            continue
+        body = message.json
+        key = (message.topic, body["event_id"])
+        match = by_id.get(key)
+        if match is None or match["version"] != _version(body):
+            counts.unexpected += 1
+            continue
+        copies[key] += 1
+        held[message.topic] = max(held.get(message.topic, 0), match["version"])
+    counts.duplicated = sum(n - 1 for n in copies.values())
+    for event in events:
+        if copies[(event["topic"], event["event_id"])]:
+            counts.delivered += 1
+        elif held.get(event["topic"], 0) >= event["version"]:
+            counts.recovered += 1
+        else:
+            counts.lost += 1
+    if retained is not None:
+        for topic, version in newest(events).items():
+            if retained.get(topic, 0) < version:
+                counts.lost += 1
+        counts.unexpected += sum(1 for t, v in retained.items() if v > newest(events).get(t, v))
+    return counts
+
+
+def admin_api(api_url: str, data_dir: Path) -> tuple[Api, dict]:
+    """A logged-in admin client and its dashboard broker login."""
+    api = Api(api_url)
+    login = api.login("admin", (data_dir / "admin-password").read_text().strip())
+    return api, login["mqtt"]
+
+
+def observer(
+    host: str, port: int, login: dict, client_id: str, filters: tuple[str, ...] = FILTERS
+) -> Subscriber:
+    """A dashboard (or a device): a broker login, a persistent session, paho's own reconnects."""
+    sub = Subscriber(host, port, filters, login=login, client_id=client_id, clean_session=False)
+    sub.client.reconnect_delay_set(0.2, 2)
+    return sub.start(15)
+
+
+def wait_converged(
+    sub: Subscriber, api: Api, after: int = 0, topic: str | None = None, timeout: float = 30.0
+) -> list[dict]:
+    """Collect until the observer holds the log's newest version of every topic (of the
+    events after ``after``, on ``topic`` only if given); return those events."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = [e for e in event_log(api, after) if topic in (None, e["topic"])]
+        sub.settle(quiet=0.2, timeout=2)
+        held = {t: r.version for t, r in sub.latest().items() if accounted(t) and r.payload}
+        behind = {t: v for t, v in newest(events).items() if (held.get(t) or 0) < v}
+        if not behind or time.monotonic() > deadline:
+            return events
+
+
+def retained_state(host: str, port: int, login: dict, settle: float = 0.5) -> dict[str, int]:
+    """What a brand-new dashboard finds on the broker: topic -> retained version."""
+    fresh = Subscriber(host, port, FILTERS, login=login).start(15)
+    try:
+        fresh.settle(quiet=settle, timeout=15)
+        return {t: r.version for t, r in fresh.latest().items() if accounted(t) and r.payload}
+    finally:
+        fresh.stop()
+
+
+class Workload:
+    """Orders moved through their lifecycle by an admin, some assigned to an agent.
+
+    ``step()`` makes one change; a scenario interleaves its fault between steps, so the
+    relay is publishing when the fault strikes.
+    """
+
+    PATH = ("confirmed", "preparing", "ready")
+
+    def __init__(self, api: Api, agent_id: str | None = None) -> None:
+        self.api, self.agent_id = api, agent_id
+        self.orders: list[dict] = []
+        self.steps = 0
+
+    def step(self) -> None:
+        self.steps += 1
+        moving = [o for o in self.orders if o["status"] != "ready"]
+        if len(moving) < 3:
+            self.orders.append(self.api.request("POST", "/orders", ORDER))
+            return
+        order = moving[self.steps % len(moving)]
+        nxt = self.PATH[self.PATH.index(order["status"]) + 1] if order["status"] in self.PATH else "confirmed"
+        changed = self.api.request("PATCH", f"/orders/{order['id']}/status", {"status": nxt})
+        if nxt == "confirmed" and self.agent_id:
+            changed = self.api.request(
+                "PUT", f"/orders/{order['id']}/agent", {"agent_id": self.agent_id, "offer": False}
+            )
+        order.update(changed)
+
+    def run(self, count: int, pause: float = 0.0) -> None:
+        for _ in range(count):
+            self.step()
+            if pause:
+                time.sleep(pause)

@@ -392,12 +392,13 @@ def test_a_vanished_agent_goes_offline_by_keepalive(target: Target, connect, mak
         == 0
     )
     started = time.monotonic()
-    # Silent from now on: no PINGREQ, no FIN (the socket stays open until the end).
-    message = watcher.wait_for(f"agents/{agent.agent_id}/presence", timeout=1.5 * 2 + 3)
+    # Silent from now on: no PINGREQ, no FIN (the socket stays open until the end). Expiry is due
+    # at 1.5 x 2 s; the margin is for a busy machine (a test run in parallel with others).
+    message = watcher.wait_for(f"agents/{agent.agent_id}/presence", timeout=1.5 * 2 + 7)
     waited = time.monotonic() - started
     raw.close()
     assert message.payload == b'{"state": "offline"}'
-    assert 2 <= waited <= 1.5 * 2 + 3, waited
+    assert 2 <= waited <= 1.5 * 2 + 7, waited
 
 
 def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, connect) -> None:

@@ -75,7 +75,8 @@ def bootstrap() -> None:
         where = "the password it was created with"
     api = settings.public_api_url
     click.echo(
-        f"\nLog in as {settings.admin_user!r} with the password in {where}:\n"
+        f"\nAdmin dashboard: {api}/admin/ (log in as {settings.admin_user!r}, password in {where})\n"
+        f"Or over REST:\n"
         f"  curl -s -X POST {api}/api/v1/auth/token -H 'Content-Type: application/json' \\\n"
         f'       -d \'{{"username": "{settings.admin_user}", "password": "<password>"}}\'\n'
         f"API docs: {api}/api/v1/docs/swagger\n"

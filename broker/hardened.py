@@ -364,11 +364,18 @@ class HardenedBroker(Broker):
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
     ) -> bool:
         app_message = wait_deliver.result()
+        if app_message is None:
+            return True
+        try:
+            return await self._route(client_session, handler, app_message)
+        finally:
+            # Taken from the session's queue: HardenedHandler.wait_disconnect waits for these.
+            client_session.delivered_message_queue.task_done()
+
+    async def _route(self, client_session: Session, handler: BrokerProtocolHandler, app_message: Any) -> bool:
         await self.plugins_manager.fire_event(
             BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message
         )
-        if app_message is None:
-            return True
         topic = app_message.topic
         if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
             # [MQTT-4.7.3-1], [MQTT-3.3.2-2], [MQTT-4.7.2-1]. amqtt left the loop here, and

@@ -122,7 +122,9 @@ class System:
         return self.admin.request("PUT", f"/orders/{order_id}/agent", {"agent_id": agent_id, "offer": False})
 
 
-def make_system(tmp_path: Path, **extra_env: str) -> Callable[[], System]:
+def make_system(tmp_path: Path, before_start: Callable[[], object] | None = None, **extra_env: str) -> System:
+    """Set up and start broker, relay and API; with ORDERBUS_MQTT_URL in ``extra_env`` no
+    embedded broker is started (``before_start`` runs after bootstrap: start that broker there)."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -136,8 +138,10 @@ def make_system(tmp_path: Path, **extra_env: str) -> Callable[[], System]:
     for step in ("preflight", "migrate", "bootstrap"):
         result = cli(env, step)
         assert result.returncode == 0, result.stderr
+    if before_start is not None:
+        before_start()
     system = System(env, tmp_path)
-    for name in ("broker", "relay", "api"):
+    for name in ("relay", "api") if "ORDERBUS_MQTT_URL" in extra_env else ("broker", "relay", "api"):
         system.start(name)
     password = (tmp_path / "var" / "admin-password").read_text().strip()
     system.admin.login("admin", password)

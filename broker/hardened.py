@@ -60,6 +60,7 @@ from amqtt.utils import gen_client_id
 
 from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, HardenedHandler, outbox
 from broker.outbox import Outbox, Queued
+from broker.plugins import RulesTopicPlugin
 
 __all__ = ["HardenedBroker", "Outbox", "Queued", "check_amqtt_version"]
 
@@ -70,6 +71,7 @@ DEFAULT_MAX_QUEUED_MESSAGES = 1000  # per client, as Mosquitto's max_queued_mess
 DEFAULT_MAX_INFLIGHT_MESSAGES = 20  # per client, as Mosquitto's max_inflight_messages
 KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]
 TAKEOVER_TIMEOUT = 3.0  # seconds to wait for a replaced connection to finish
+_UNKNOWN: Any = object()
 _YIELD_EVERY = 64  # a sender with a long queue lets other tasks run this often
 
 
@@ -107,6 +109,7 @@ class HardenedBroker(Broker):
         self.dropped_messages = 0  # queue overflow drops, all clients, since start
         self.client_transports: set[asyncio.BaseTransport] = set()
         self._live: dict[str, tuple[HardenedHandler, asyncio.Event]] = {}  # client id -> connection
+        self._rules_plugins: list[RulesTopicPlugin] | None = _UNKNOWN
 
     # -- connections -----------------------------------------------------------------------
     async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
@@ -357,7 +360,21 @@ class HardenedBroker(Broker):
 
         The one read check (amqtt's action "receive"), for live and retained delivery.
         """
+        rules = self._rule_plugins()
+        if rules is not None:
+            return all(plugin.may_read(session, topic) for plugin in rules)
         return await self._topic_filtering(session, topic=topic, action=Action.RECEIVE)
+
+    def _rule_plugins(self) -> list[RulesTopicPlugin] | None:
+        """The topic plugins, when all are ours (the usual case): their synchronous read check
+        then answers for each delivery without amqtt's plugin manager, which starts a task
+        per plugin per call (a profile of fan-out to 1,000 subscribers spent a seventh of the
+        broker's time there). ``_topic_plugins`` is amqtt's; its version is pinned."""
+        if self._rules_plugins is _UNKNOWN:  # loaded once, in amqtt's __init__
+            plugins = getattr(self.plugins_manager, "_topic_plugins", None)
+            ours = bool(plugins) and all(isinstance(p, RulesTopicPlugin) for p in plugins)
+            self._rules_plugins = list(plugins) if ours else None
+        return self._rules_plugins
 
     # -- publishing ------------------------------------------------------------------------
     async def _handle_message_delivery(

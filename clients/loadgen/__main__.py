@@ -53,8 +53,18 @@ METHOD = [
 @click.option("--soak-seconds", type=float, help="B6's soak duration (default: the profile's)")
 @click.option("--only", help="comma-separated subset, e.g. B0,B2")
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots (matplotlib not installed)")
-def main(profile: str, out: Path, soak_seconds: float | None, only: str | None, no_plots: bool) -> None:
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help="rewrite the report from --out's results.json (after editing findings.md)",
+)
+def main(
+    profile: str, out: Path, soak_seconds: float | None, only: str | None, no_plots: bool, report_only: bool
+) -> None:
     """Run the benchmarks B0-B6 and write JSON, plots and a markdown report."""
+    if report_only:
+        write(json.loads((out / "results.json").read_text()), out, no_plots)
+        return
     chosen = PROFILES[profile]
     if soak_seconds is not None:
         chosen = dataclasses.replace(chosen, soak_seconds=soak_seconds)
@@ -79,6 +89,12 @@ def main(profile: str, out: Path, soak_seconds: float | None, only: str | None, 
         "machine": report.machine(),
         "results": results,
     }
+    write(doc, out, no_plots)
+
+
+def write(doc: dict, out: Path, no_plots: bool) -> None:
+    """results.json, summary.json, the plots and README.md; findings.md (hand-written) is included."""
+    results = doc["results"]
     doc["targets"] = report.targets(results)
     notes = out / "findings.md"
     doc["notes"] = notes.read_text().splitlines() if notes.exists() else []

@@ -160,15 +160,20 @@ class NodePeer(Peer):
 class SystemPeer(Peer):
     """broker (or Mosquitto), relay and API (gunicorn) as in production; the admin logged in."""
 
-    def __init__(self, workdir: Path, production: bool = False) -> None:
+    def __init__(self, workdir: Path, production: bool = False, env: dict[str, str] | None = None) -> None:
         super().__init__(workdir)
         self.production = production
+        self.env = env or {}
         self.name = "production" if production else "embedded-defaults"
         self.mosquitto: Mosquitto | None = None
         self.database: str | None = None
 
     def start(self) -> SystemPeer:
-        extra = {"ORDERBUS_SOCKETIO_PORT": str(pick_free_port("127.0.0.1")), "ORDERBUS_LOG_LEVEL": "WARNING"}
+        extra = {
+            "ORDERBUS_SOCKETIO_PORT": str(pick_free_port("127.0.0.1")),
+            "ORDERBUS_LOG_LEVEL": "WARNING",
+            **self.env,
+        }
         before = None
         if self.production:
             self.database = f"orderbus_bench_{os.getpid()}"

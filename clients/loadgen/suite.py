@@ -325,26 +325,38 @@ class Bench:
     # -- B1, B3 (and B4 rehydration, B5, B6) on whole systems ---------------------------------
     def systems(self) -> None:
         p = self.profile
-        peers: list[tuple[str, Callable[[], Peer]]] = [
-            ("embedded-defaults", lambda: SystemPeer(self._dir("sys-embedded"))),
-            ("production", lambda: SystemPeer(self._dir("sys-production"), production=True)),
-            ("seed-node", lambda: NodePeer(self._dir("sys-seed"))),
+        peers: list[tuple[str, Callable[[], Peer], set[str]]] = [
+            (
+                "embedded-defaults",
+                lambda: SystemPeer(self._dir("sys-embedded")),
+                {"B1", "B3", "B4", "B5", "B6"},
+            ),
+            # The same with SQLite's synchronous=NORMAL: how much of B3 is the commit's fsync.
+            (
+                "embedded-sync-normal",
+                lambda: SystemPeer(self._dir("sys-normal"), env={"ORDERBUS_SQLITE_SYNCHRONOUS": "NORMAL"}),
+                {"B3"},
+            ),
+            ("production", lambda: SystemPeer(self._dir("sys-production"), production=True), {"B1", "B3"}),
+            ("seed-node", lambda: NodePeer(self._dir("sys-seed")), {"B1", "B3"}),
         ]
         if p.name == "smoke":
             peers = peers[:1]
-        for name, make in peers:
+        for name, make, benches in peers:
+            wanted = benches & set(p.only)
+            if not wanted:
+                continue
             with running(make()) as peer:
-                if "B1" in p.only and p.b1_rates:
+                if "B1" in wanted and p.b1_rates:
                     self._timed("B1", lambda peer=peer, name=name: self._rest(peer, name))
-                if "B3" in p.only:
+                if "B3" in wanted:
                     self._timed("B3", lambda peer=peer, name=name: self._e2e(peer, name))
-                if name == "embedded-defaults":
-                    if "B4" in p.only:
-                        self._timed("B4", lambda peer=peer: self._rehydrate(peer))
-                    if "B6" in p.only and p.soak_clients:
-                        self._timed("B6", lambda peer=peer: self._soak(peer))
-                    if "B5" in p.only and p.backlog:
-                        self._timed("B5", lambda peer=peer: self._backlog(peer))
+                if "B4" in wanted:
+                    self._timed("B4", lambda peer=peer: self._rehydrate(peer))
+                if "B6" in wanted and p.soak_clients:
+                    self._timed("B6", lambda peer=peer: self._soak(peer))
+                if "B5" in wanted and p.backlog:
+                    self._timed("B5", lambda peer=peer: self._backlog(peer))
 
     def _http(self, peer: Peer, name: str) -> dict:
         if name == "seed-node":

@@ -338,7 +338,7 @@ def _sections(r: dict) -> list[str]:
             "subscribers",
             "publishes/s",
             "latency p50 / p99 / max, ms",
-            "lost",
+            "not received in time",
             "dup",
         ]
         rows = [

@@ -253,7 +253,7 @@ class Bench:
                         "seconds": p.fanout_seconds,
                         "warmup_seconds": p.warmup_seconds,
                         "reps": p.reps,
-                        "drain_seconds": p.timeout_seconds / 3,
+                        "drain_seconds": p.timeout_seconds,
                         "payload_bytes": 600,
                     }
                     for row in swarm(config):

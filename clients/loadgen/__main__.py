@@ -74,7 +74,9 @@ def main(
     started = time.monotonic()
     log = lambda line: click.echo(f"[{time.monotonic() - started:6.0f} s] {line}", err=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="orderbus-bench-") as tmp:
-        results = Bench(chosen, Path(tmp), log).run()
+        partial = out / "results.partial.json"
+        results = Bench(chosen, Path(tmp), log, lambda r: partial.write_text(json.dumps(r, indent=1))).run()
+        partial.unlink(missing_ok=True)
     settings = {
         **dataclasses.asdict(chosen),
         "server_cpus": sorted(SERVER_CPUS),

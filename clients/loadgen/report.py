@@ -177,7 +177,7 @@ def plots(results: dict, out: Path) -> list[str]:
                     [r["subscribers"] for r in rows],
                     [r["latency_ms"][stat] for r in rows],
                     marker="o",
-                    label=" ".join(series),
+                    label=series[0] if series[1] == "socketio" else " ".join(series),
                 )
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -319,8 +319,12 @@ def _backlog_state(x: dict) -> str:
     return "yes" if x["complete"] else "no"
 
 
-def _sections(r: dict) -> list[str]:
+def _sections(results: dict) -> list[str]:
     out: list[str] = []
+    r = {name: block for name, block in results.items() if "summary" in block}
+    for name, block in results.items():
+        for error in block.get("errors", []):
+            out += [f"**{name} failed** (its other figures, if any, are below): `{error[:300]}`", ""]
     if "B0" in r:
         rows = [[k, _ms(v)] for k, v in r["B0"]["summary"].items()]
         out += _table("B0 floors", r["B0"], ["what", "p50 / p99 / max, ms"], rows)

@@ -185,8 +185,15 @@ def median_of(rows: list[dict], key: str) -> float | None:
 class Bench:
     """One run of the suite; ``results[name]`` holds each benchmark's raw rows and summary."""
 
-    def __init__(self, profile: Profile, workdir: Path, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        workdir: Path,
+        log: Callable[[str], None] = print,
+        save: Callable[[dict], None] | None = None,
+    ) -> None:
         self.profile, self.workdir, self.log = profile, workdir, log
+        self.save = save  # called with the results so far after each benchmark
         self.results: dict[str, dict] = {}
 
     def _dir(self, name: str) -> Path:
@@ -206,11 +213,17 @@ class Bench:
     def _timed(self, name: str, step: Callable[[], dict]) -> None:
         self.log(f"{name} ...")
         start, t0 = load_average(), time.monotonic()
-        body = step()
+        try:
+            body = step()
+        except Exception as exc:  # one benchmark's failure is reported; the others still run
+            self.log(f"{name} failed: {exc!r}")
+            body = {"errors": [*self.results.get(name, {}).get("errors", []), repr(exc)[:2000]]}
         self.results.setdefault(name, {}).update(body)
         self.results[name].setdefault("load_average", []).append(
             {"start": start, "end": load_average(), "seconds": round(time.monotonic() - t0, 1)}
         )
+        if self.save is not None:
+            self.save(self.results)
 
     # -- B0 floors -------------------------------------------------------------------------
     def b0(self) -> dict:
@@ -544,8 +557,9 @@ class Bench:
         rows: list[dict] = []
         budget = time.monotonic() + self.profile.backlog_budget_seconds
         for k in self.profile.backlog:
-            if rows:  # each assignment republishes the agent's whole worklist: cost grows with k squared
-                last = rows[-1]
+            measured = [r for r in rows if r["assign_seconds"] is not None]
+            if measured:  # each assignment republishes the agent's whole worklist: cost grows with k squared
+                last = measured[-1]
                 estimate = last["assign_seconds"] * (k / last["assignments"]) ** 2
                 if time.monotonic() + estimate > budget:
                     self.log(f"  B5 skipping {k}: about {estimate:.0f} s to assign, over the budget")

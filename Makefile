@@ -77,7 +77,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(NODE_TEST)/node_modules $(LOADGEN)/node_modules
 
 # Benchmarks (docs/benchmarks/README.md). make bench: the full suite, rewrites docs/benchmarks/;
-# make bench BENCH_PROFILE=quick: a 3-minute run into var/benchmarks/; BENCH_SOAK_SECONDS=N shortens B6.
+# make bench BENCH_PROFILE=quick: a run of a few minutes into var/benchmarks/; BENCH_SOAK_SECONDS=N shortens B6.
 BENCH_PROFILE ?= full
 BENCH_OUT ?= $(if $(filter full,$(BENCH_PROFILE)),docs/benchmarks,var/benchmarks)
 LOADGEN := clients/loadgen/node

@@ -100,7 +100,7 @@ def targets(results: dict) -> list[dict]:
     fan = _find(b2, peer="embedded", transport="tcp", subscribers=1000)
     reconnect = _find(b4, peer="embedded", case="1000 agents reconnecting")
     rehydrate = next(
-        (r for r in b4 if r["case"].startswith("rehydrate 1") and len(r["case"].split()[1]) >= 5), None
+        (r for r in b4 if r["case"].startswith("rehydrate") and int(r["case"].split()[1]) >= 10_000), None
     )
     got = {
         "c1_p50": c1 and c1["receipt_ms"]["p50"],
@@ -265,8 +265,8 @@ def markdown(doc: dict, images: list[str]) -> str:
         "## Reproduce",
         "",
         "```sh",
-        "make bench                        # the full suite (about 25 minutes), rewrites this page",
-        "make bench BENCH_PROFILE=quick    # a smaller run in about 3 minutes, written to var/benchmarks/",
+        "make bench                        # the full suite (about 30 minutes), rewrites this page",
+        "make bench BENCH_PROFILE=quick    # a smaller run (a few minutes), written to var/benchmarks/",
         "make bench BENCH_SOAK_SECONDS=120 # a shorter B6 soak",
         "```",
         "",

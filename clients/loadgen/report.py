@@ -88,14 +88,10 @@ def targets(results: dict) -> list[dict]:
     b4 = results.get("B4", {}).get("summary", [])
     c1 = _find(b3, peer="embedded-defaults", rate=None)
     seed = _find(b3, peer="seed-node", rate=None)
-    clean = [
+    clean = [  # rates served with nothing lost: their achieved throughput
         r
         for r in b3
-        if r["peer"] == "embedded-defaults"
-        and r["rate"]
-        and r["lost"] == 0
-        and r["errors"] == 0
-        and r["achieved_per_second"] >= 0.95 * r["rate"]
+        if r["peer"] == "embedded-defaults" and r["rate"] and r["lost"] == 0 and r["errors"] == 0
     ]
     fan = _find(b2, peer="embedded", transport="tcp", subscribers=1000)
     reconnect = _find(b4, peer="embedded", case="1000 agents reconnecting")
@@ -105,7 +101,7 @@ def targets(results: dict) -> list[dict]:
     got = {
         "c1_p50": c1 and c1["receipt_ms"]["p50"],
         "c1_p99": c1 and c1["receipt_ms"]["p99"],
-        "sustained": max((r["rate"] for r in clean), default=0) if b3 else None,
+        "sustained": max((round(r["achieved_per_second"]) for r in clean), default=0) if b3 else None,
         "fanout_p99": fan and fan["latency_ms"]["p99"],
         "reconnect": reconnect and reconnect["converged_seconds"],
         "rehydrate": rehydrate and rehydrate["converged_seconds"],
@@ -248,7 +244,9 @@ def _ms(stats: dict | None) -> str:
 def _value(v: object) -> str:
     if v is None:
         return "–"
-    return f"{v:,.3g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def markdown(doc: dict, images: list[str]) -> str:

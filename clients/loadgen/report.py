@@ -152,6 +152,11 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
+def _bar_label(row: dict) -> str:
+    peer = row["peer"].replace("-", "-\n", 1)  # two lines: the names are long for a bar
+    return f"{peer}\n{'c=1' if row['rate'] is None else str(row['rate']) + '/s'}"
+
+
 def plots(results: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -187,7 +192,7 @@ def plots(results: dict, out: Path) -> list[str]:
     b3 = results.get("B3", {}).get("summary", [])
     if b3:
         fig, ax = plt.subplots(figsize=(11, 4.2))
-        labels = [f"{r['peer']}\n{'c=1' if r['rate'] is None else str(r['rate']) + '/s'}" for r in b3]
+        labels = [_bar_label(r) for r in b3]
         xs = range(len(b3))
         ax.bar([x - 0.2 for x in xs], [r["receipt_ms"]["p50"] or 0 for r in b3], width=0.4, label="p50")
         ax.bar([x + 0.2 for x in xs], [r["receipt_ms"]["p99"] or 0 for r in b3], width=0.4, label="p99")

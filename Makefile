@@ -106,4 +106,21 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(NODE_TEST)/node_modules $(ADMIN)/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(NODE_TEST)/node_modules $(ADMIN)/node_modules $(LOADGEN)/node_modules
+
+# Benchmarks (docs/benchmarks/README.md). make bench: the full suite, rewrites docs/benchmarks/;
+# make bench BENCH_PROFILE=quick: a run of a few minutes into var/benchmarks/; BENCH_SOAK_SECONDS=N shortens B6.
+BENCH_PROFILE ?= full
+BENCH_OUT ?= $(if $(filter full,$(BENCH_PROFILE)),docs/benchmarks,var/benchmarks)
+LOADGEN := clients/loadgen/node
+.PHONY: bench
+$(LOADGEN)/node_modules/.package-lock.json: $(LOADGEN)/package-lock.json
+	@if command -v npm >/dev/null; then cd $(LOADGEN) && npm ci --no-audit --no-fund --loglevel=error; \
+	elif [ "$$CI" = true ]; then echo "error: npm is required in CI (the benchmark smoke test)" >&2; exit 1; \
+	else echo "npm not found: the benchmark smoke test will be skipped" >&2; fi
+node-test-deps: $(LOADGEN)/node_modules/.package-lock.json
+
+bench: install $(LOADGEN)/node_modules/.package-lock.json
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	PATH="$(BIN):$$PATH" $(PY) -m clients.loadgen --profile $(BENCH_PROFILE) --out $(BENCH_OUT) \
+	  $(if $(BENCH_SOAK_SECONDS),--soak-seconds $(BENCH_SOAK_SECONDS))

@@ -83,6 +83,20 @@ class HardenedHandler(BrokerProtocolHandler):
         if isinstance(self.connection, BoundedStreamWriter | BoundedWebSocketsWriter):
             self.connection.abort()
 
+    async def wait_disconnect(self) -> Any:
+        """The DISCONNECT (or None for a dropped connection), once every message this client
+        published and we acknowledged has been routed.
+
+        amqtt sends the PUBACK when it queues an incoming message, and left the queue
+        behind when the client went away: a publisher that disconnected right after its
+        last PUBACK lost what was still queued. The broker's loop keeps routing while
+        this waits; HardenedBroker._handle_message_delivery marks each one done.
+        """
+        result = await super().wait_disconnect()
+        if self.session is not None:
+            await self.session.delivered_message_queue.join()
+        return result
+
     # -- keep-alive: amqtt's reader waits session.keep_alive for each packet, then only logged
     def handle_read_timeout(self) -> None:
         if self.expired or self.session is None:

@@ -148,6 +148,9 @@ class Rule:
         return not self.access
 
 
+RULES_CACHE_SIZE = 50_000  # (user, client id) pairs whose rules an Acl keeps worked out
+
+
 class AclSyntaxError(ValueError):
     pass
 
@@ -159,6 +162,9 @@ class Acl:
     anonymous: list[Rule] = field(default_factory=list)
     users: dict[str, list[Rule]] = field(default_factory=dict)
     patterns: list[Rule] = field(default_factory=list)
+    _rules: dict[tuple[str | None, str], list[Rule]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def parse(cls, text: str) -> Acl:
@@ -182,7 +188,19 @@ class Acl:
         return acl
 
     def rules_for(self, username: str | None, client_id: str) -> list[Rule]:
-        """The user's own rules, then the patterns with %u and %c substituted."""
+        """The user's own rules, then the patterns with %u and %c substituted.
+
+        Memoised: every delivery asks (an Acl is never changed once parsed; a changed
+        file gives a new one)."""
+        key = (username, client_id)
+        found = self._rules.get(key)
+        if found is None:
+            if len(self._rules) >= RULES_CACHE_SIZE:
+                self._rules.clear()
+            found = self._rules[key] = self._rules_for(username, client_id)
+        return found
+
+    def _rules_for(self, username: str | None, client_id: str) -> list[Rule]:
         own = self.anonymous if username is None else self.users.get(username, [])
         rules = list(own)
         unsafe = any(c in value for value in (username or "", client_id) for c in "+#/")

@@ -178,7 +178,7 @@ class OpenRules:
         return not any(filter_covered(filter_, d) for d in self.deny)
 
 
-class _RulesTopicPlugin(BaseTopicPlugin):
+class RulesTopicPlugin(BaseTopicPlugin):
     """Answers amqtt's three actions from :meth:`rules` and gates every delivery."""
 
     def rules(self) -> Rules:
@@ -236,7 +236,7 @@ def _gate_deliveries(handler: Any, session: Session, may_read: Callable[[Session
     handler.mqtt_publish = gated
 
 
-class AclFileTopicPlugin(_RulesTopicPlugin):
+class AclFileTopicPlugin(RulesTopicPlugin):
     """PUBLISH needs ``write``, SUBSCRIBE :meth:`Acl.may_subscribe`, every delivery ``read``."""
 
     Config = FilesConfig
@@ -259,7 +259,7 @@ class AclFileTopicPlugin(_RulesTopicPlugin):
         self.files.stop_watching()
 
 
-class DenyTopicsPlugin(_RulesTopicPlugin):
+class DenyTopicsPlugin(RulesTopicPlugin):
     """Dev/conformance mode: every topic readable and writable except ``deny_topics``."""
 
     @dataclass

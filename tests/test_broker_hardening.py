@@ -610,3 +610,28 @@ def test_version_guard_refuses_any_other_amqtt_version() -> None:
     hardened.check_amqtt_version("0.12.1")
     with pytest.raises(ImportError, match=r"0\.12\.1.*0\.13\.0|0\.13\.0.*0\.12\.1"):
         hardened.check_amqtt_version("0.13.0")
+
+
+# -- 7. acknowledged means routed --------------------------------------------------------
+
+
+@pytest.mark.parametrize("leave", ["disconnect", "close"])
+def test_messages_acknowledged_before_the_publisher_leaves_are_all_delivered(broker, devices, leave) -> None:
+    """Every QoS 1 message the broker PUBACKed is routed, even if its publisher leaves (DISCONNECT
+    or a dropped socket) right after the last PUBACK, while messages still wait to be routed."""
+    watcher = devices(broker.port)
+    watcher.connect()
+    watcher.subscribe("burst/#")
+    count = 500
+    publisher = RawClient(HOST, broker.port)
+    publisher.connect(_id("burst"))
+    for n in range(1, count + 1):
+        publisher.publish(f"burst/{n}", b"x" * 200, qos=1, packet_id=n)
+    acked = {publisher.read_packet()[0] for _ in range(count)}
+    assert acked == {4}  # PUBACK, for every one of them
+    getattr(publisher, leave)()
+    publisher.close()
+    got = []
+    while len(got) < count:
+        got.append(watcher.messages.get(timeout=TIMEOUT).topic)
+    assert got == [f"burst/{n}" for n in range(1, count + 1)]

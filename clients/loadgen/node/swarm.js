@@ -1,0 +1,300 @@
+// The load generator's client side: many MQTT (mqtt.js) or Socket.IO clients in one
+// process, so that every peer of a benchmark is driven by the same event loop.
+//
+//   node swarm.js '<json config>'      -> one JSON result on stdout
+//
+// Modes: "fanout" (B2), "storm" (B4/B6), "e2e" (B1/B3). Times come from
+// process.hrtime (CLOCK_MONOTONIC); latency is measured from each message's
+// *scheduled* send time (open loop), so a late sender shows up as latency.
+"use strict";
+const http = require("http");
+const mqtt = require("mqtt");
+const { io } = require("socket.io-client");
+
+const cfg = JSON.parse(process.argv[2]);
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+function summary(values) {
+  if (values.length === 0) return { n: 0, p50: null, p99: null, max: null };
+  const s = Float64Array.from(values).sort();
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { n: s.length, p50: q(0.5), p99: q(0.99), max: s[s.length - 1] };
+}
+
+function mqttUrl(c) {
+  return c.proto === "ws" ? `ws://${c.host}:${c.port}/mqtt` : `mqtt://${c.host}:${c.port}`;
+}
+
+function connectMqtt(c, login, clientId, extra = {}) {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(mqttUrl(c), {
+      clientId, username: login.username, password: login.password, protocolVersion: 4,
+      reconnectPeriod: 0, connectTimeout: 60000, keepalive: 120, clean: true, ...extra,
+    });
+    client.once("connect", () => resolve(client));
+    client.once("error", reject);
+  });
+}
+
+function connectSio(c) {
+  return new Promise((resolve, reject) => {
+    const socket = io(`http://${c.host}:${c.port}`, { transports: ["websocket"], forceNew: true, reconnection: false });
+    socket.once("connect", () => resolve(socket));
+    socket.once("connect_error", reject);
+  });
+}
+
+async function inBatches(count, batch, make) {
+  const out = [];
+  for (let i = 0; i < count; i += batch) {
+    const n = Math.min(batch, count - i);
+    out.push(...(await Promise.all(Array.from({ length: n }, (_, k) => make(i + k)))));
+  }
+  return out;
+}
+
+// Send `count` messages at `rate` per second from t0; send(i, scheduledMs).
+async function schedule(count, rate, send) {
+  const t0 = nowMs() + 5;
+  for (let i = 0; i < count; i++) {
+    const at = t0 + (i * 1000) / rate;
+    const wait = at - nowMs();
+    if (wait > 1) await sleep(wait);
+    send(i, at);
+  }
+}
+
+async function fanout() {
+  const subsMax = Math.max(...cfg.levels);
+  const pad = "x".repeat(Math.max(0, cfg.payload_bytes - 40));
+  let phase = null; // {id, level, latencies, seen:Set, received}
+  const onMessage = (i, text) => {
+    const [id, seq, at] = text.split(" ", 3);
+    if (!phase || Number(id) !== phase.id) return;
+    const key = `${i}:${seq}`;
+    if (phase.seen.has(key)) { phase.duplicates++; return; }
+    phase.seen.add(key);
+    if (phase.record) phase.latencies.push(nowMs() - Number(at));
+    phase.received++;
+  };
+  const topicOf = (level) => (cfg.proto === "socketio" ? `fanout-${level}` : `orders/fanout-${level}/status`);
+  let publish, closeAll;
+  if (cfg.proto === "socketio") {
+    const subs = await inBatches(subsMax, 100, async (i) => {
+      const s = await connectSio(cfg);
+      s.on("m", (text) => onMessage(i, text));
+      await new Promise((r) => s.emit("join", cfg.levels.filter((l) => i < l).map(topicOf), r));
+      return s;
+    });
+    const pub = await connectSio(cfg);
+    publish = (level, text) => pub.emit("publish", topicOf(level), text);
+    closeAll = () => [...subs, pub].forEach((s) => s.close());
+  } else {
+    const subs = await inBatches(subsMax, 50, async (i) => {
+      const c = await connectMqtt(cfg, cfg.sub, `bench-sub-${i}-${process.pid}`);
+      c.on("message", (_t, payload) => onMessage(i, payload.toString()));
+      await c.subscribeAsync(cfg.levels.filter((l) => i < l).map(topicOf), { qos: 1 });
+      return c;
+    });
+    const pub = await connectMqtt(cfg, cfg.pub, `bench-pub-${process.pid}`);
+    publish = (level, text) => pub.publish(topicOf(level), text, { qos: 1 });
+    closeAll = () => [...subs, pub].forEach((c) => c.end(true));
+  }
+  const results = [];
+  let nextId = 1;
+  for (const level of cfg.levels) {
+    const rate = cfg.rates[String(level)];
+    const runPhase = async (seconds, record) => {
+      const count = Math.max(1, Math.round(seconds * rate));
+      phase = { id: nextId++, level, latencies: [], seen: new Set(), received: 0, duplicates: 0, record };
+      const started = nowMs();
+      await schedule(count, rate, (seq, at) => publish(level, `${phase.id} ${seq} ${at} ${pad}`));
+      const expected = count * level;
+      const deadline = nowMs() + cfg.drain_seconds * 1000;
+      while (phase.received < expected && nowMs() < deadline) await sleep(10);
+      return { expected, received: phase.received, duplicates: phase.duplicates,
+               seconds: (nowMs() - started) / 1000, latency_ms: summary(phase.latencies) };
+    };
+    await runPhase(cfg.warmup_seconds, false);
+    for (let rep = 0; rep < cfg.reps; rep++) {
+      results.push({ subscribers: level, rate, rep, ...(await runPhase(cfg.seconds, true)) });
+    }
+  }
+  closeAll();
+  return { results };
+}
+
+// B4/B6: publish retained state, then `clients` connect at once and must each get `expect` messages.
+async function storm() {
+  const pad = "x".repeat(Math.max(0, cfg.payload_bytes - 60));
+  if (cfg.retained) {
+    const pub = await connectMqtt(cfg, cfg.pub, `bench-retain-${process.pid}`);
+    const jobs = [];
+    for (let i = 0; i < cfg.retained.orders; i++) {
+      jobs.push(pub.publishAsync(`orders/bench-${i}/status`, JSON.stringify({ order: { id: i, version: 1 }, pad }), { qos: 1, retain: true }));
+      if (jobs.length >= 500) await Promise.all(jobs.splice(0));
+    }
+    for (let i = 0; i < cfg.retained.agents; i++) {
+      jobs.push(pub.publishAsync(`agents/bench-${i}/assigned`, JSON.stringify({ version: 1, orders: [], pad }), { qos: 1, retain: true }));
+      if (jobs.length >= 500) await Promise.all(jobs.splice(0));
+    }
+    await Promise.all(jobs);
+    pub.end(true);
+  }
+  const filterOf = (i) => cfg.filter.replace("{i}", String(i));
+  const runs = [];
+  const persistent = cfg.clean === false;
+  let clients = [];
+  const once = async (rep) => {
+    const counts = new Array(cfg.clients).fill(0);
+    const topics = Array.from({ length: cfg.clients }, () => new Set());
+    let done = 0;
+    const started = nowMs();
+    let convergedAt = null;
+    const make = async (i) => {
+      const id = cfg.client_ids ? cfg.client_ids[i] : `${cfg.client_prefix}-${i}`;
+      const c = await connectMqtt(cfg, cfg.sub, id, { clean: !persistent });
+      let finished = false;
+      c.on("message", (topic, payload) => {
+        counts[i]++;
+        topics[i].add(topic);
+        // Converged: every expected topic seen, or (an agent's backlog) a worklist holding
+        // every expected order.
+        const whole = cfg.expect_orders
+          ? payload.length > 0 && JSON.parse(payload.toString()).orders.length >= cfg.expect_orders
+          : topics[i].size >= cfg.expect;
+        if (whole && !finished) {
+          finished = true;
+          done++;
+          if (done === cfg.clients) convergedAt = nowMs();
+        }
+      });
+      await c.subscribeAsync(filterOf(i), { qos: 1 });
+      return c;
+    };
+    clients = await Promise.all(Array.from({ length: cfg.clients }, (_, i) => make(i)));
+    const connectedAt = nowMs();
+    const deadline = started + cfg.timeout_seconds * 1000;
+    while (convergedAt === null && nowMs() < deadline) await sleep(5);
+    await sleep(cfg.settle_ms || 300); // late duplicates
+    const complete = cfg.expect_orders ? done : topics.filter((t) => t.size >= cfg.expect).length;
+    const duplicates = counts.reduce((sum, n, i) => sum + Math.max(0, n - topics[i].size), 0);
+    runs.push({ rep, clients: cfg.clients, expect: cfg.expect, complete,
+                connected_seconds: (connectedAt - started) / 1000,
+                converged_seconds: convergedAt === null ? null : (convergedAt - started) / 1000,
+                converged_at_ms: convergedAt, started_at_ms: started,
+                messages: counts.reduce((a, b) => a + b, 0), duplicates });
+  };
+  if (persistent) { // first visit creates the sessions (not timed), then everyone drops at once
+    await once(-1);
+    runs.pop();
+    clients.forEach((c) => c.end(true));
+    await sleep(500);
+  }
+  for (let rep = 0; rep < cfg.reps; rep++) {
+    await once(rep);
+    if (cfg.hold_seconds && rep === cfg.reps - 1) {
+      process.stderr.write("holding\n");
+      await sleep(cfg.hold_seconds * 1000);
+    }
+    clients.forEach((c) => c.end(true));
+    await sleep(500);
+  }
+  return { results: runs };
+}
+
+// B1/B3: POST orders (closed loop at concurrency 1, or open loop at a rate); time receipts.
+async function e2e() {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: cfg.sockets || 32 });
+  const url = new URL(cfg.api);
+  const pending = new Map(); // note -> {at, resolve}
+  const received = (note) => {
+    const p = pending.get(note);
+    if (p && p.receivedAt === undefined) { p.receivedAt = nowMs(); if (p.wake) p.wake(); }
+    else if (p) p.duplicates++;
+  };
+  let close = () => {};
+  if (cfg.sub && cfg.sub.kind === "mqtt") {
+    const c = await connectMqtt(cfg.sub, cfg.sub, `bench-admin-${process.pid}`);
+    c.on("message", (_t, payload) => {
+      if (payload.length) received(JSON.parse(payload.toString()).order.notes);
+    });
+    await c.subscribeAsync(cfg.sub.topic, { qos: 1 });
+    close = () => c.end(true);
+  } else if (cfg.sub && cfg.sub.kind === "socketio") {
+    const s = await connectSio(cfg.sub);
+    s.on(cfg.sub.event, (order) => received(order.notes));
+    await new Promise((r) => s.emit("join", [cfg.sub.room], r));
+    close = () => s.close();
+  }
+  const post = (note) => new Promise((resolve) => {
+    const body = JSON.stringify({ ...cfg.order, notes: note });
+    const req = http.request({ agent, method: "POST", hostname: url.hostname, port: url.port, path: url.pathname,
+      headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body), ...cfg.headers } },
+      (res) => { res.resume(); res.on("end", () => resolve(res.statusCode)); });
+    req.on("error", () => resolve(0));
+    req.end(body);
+  });
+  let run = 0;
+  const phaseRun = async (rate, count, record) => {
+    run++;
+    const entries = [];
+    const statuses = {};
+    const track = async (seq, at) => {
+      const note = `bench ${process.pid} ${run} ${seq}`;
+      const entry = { at, duplicates: 0 };
+      pending.set(note, entry);
+      entries.push(entry);
+      const arrived = cfg.sub ? new Promise((r) => { entry.wake = r; }) : null;
+      const status = await post(note);
+      entry.answeredAt = nowMs();
+      entry.ok = status >= 200 && status < 300;
+      statuses[status] = (statuses[status] || 0) + 1;
+      return arrived;
+    };
+    const started = nowMs();
+    if (rate === null) {
+      for (let seq = 0; seq < count; seq++) {
+        const arrived = await track(seq, nowMs());
+        if (arrived) await Promise.race([arrived, sleep(cfg.drain_seconds * 1000)]);
+      }
+    } else {
+      const inflight = [];
+      await schedule(count, rate, (seq, at) => inflight.push(track(seq, at)));
+      await Promise.all(inflight);
+    }
+    const lastAnswer = Math.max(...entries.map((e) => e.answeredAt));
+    const deadline = nowMs() + cfg.drain_seconds * 1000;
+    while (cfg.sub && entries.some((e) => e.ok && e.receivedAt === undefined) && nowMs() < deadline) await sleep(10);
+    const ok = entries.filter((e) => e.ok);
+    const got = ok.filter((e) => e.receivedAt !== undefined);
+    const lastReceipt = got.length ? Math.max(...got.map((e) => e.receivedAt)) : lastAnswer;
+    const result = {
+      rate, count, statuses, ok: ok.length,
+      seconds: ((cfg.sub ? lastReceipt : lastAnswer) - started) / 1000,
+      response_ms: summary(entries.map((e) => e.answeredAt - e.at)),
+    };
+    result.achieved_per_second = ok.length / result.seconds;
+    if (cfg.sub) {
+      result.received = got.length;
+      result.lost = ok.length - got.length;
+      result.duplicates = entries.reduce((s, e) => s + e.duplicates, 0);
+      result.receipt_ms = summary(got.map((e) => e.receivedAt - e.at));
+    }
+    return record ? result : null;
+  };
+  const results = [];
+  for (const p of cfg.phases) {
+    if (p.warmup) await phaseRun(p.rate, p.warmup, false);
+    for (let rep = 0; rep < cfg.reps; rep++) results.push({ rep, ...(await phaseRun(p.rate, p.count, true)) });
+  }
+  close();
+  agent.destroy();
+  return { results };
+}
+
+const modes = { fanout, storm, e2e };
+modes[cfg.mode]()
+  .then((out) => { process.stdout.write(JSON.stringify(out) + "\n"); process.exit(0); })
+  .catch((err) => { console.error(err && err.stack ? err.stack : err); process.exit(1); });

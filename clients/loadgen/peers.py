@@ -1,0 +1,234 @@
+"""The peers under test, each started as a real process on ephemeral ports, pinned to a core.
+
+A child inherits the CPU affinity of the process that starts it, so :func:`pinned` narrows
+our own affinity to the server's core while it starts, then gives it back; the load
+generator (this process and the Node swarm) runs on the other core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from broker.credfiles import hash_password, render_acl, render_password_file
+from broker.server import pick_free_port
+from tests.clients_system import COMMANDS, System, make_system, stop_group
+from tests.mosquitto import Mosquitto
+from tests.pg_fixtures import _admin, _drop, database_url
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+ROOT = NODE_DIR.parents[2]
+
+# Two logins for the bare-broker benchmarks, in the same files both brokers read.
+PUBLISHER = {"username": "bench-pub", "password": "bench-pub-secret"}
+SUBSCRIBER = {"username": "bench-sub", "password": "bench-sub-secret"}
+
+
+def cores() -> tuple[set[int], set[int]]:
+    """(server cores, load-generator cores): one each when there are two or more."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return set(available), set(available)
+    return {available[0]}, set(available[1:])
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int]) -> Iterator[None]:
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def wait_port(host: str, port: int, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def write_logins(directory: Path) -> tuple[Path, Path]:
+    """A password file and an ACL (Mosquitto's formats) for the bench publisher and subscriber."""
+    directory.mkdir(parents=True, exist_ok=True)
+    passwd, acl = directory / "passwd", directory / "acl"
+    passwd.write_text(
+        render_password_file({u["username"]: hash_password(u["password"]) for u in (PUBLISHER, SUBSCRIBER)})
+    )
+    acl.write_text(
+        render_acl(
+            [
+                (PUBLISHER["username"], ["write orders/#", "write agents/#"]),
+                (SUBSCRIBER["username"], ["read orders/#", "read agents/#"]),
+            ]
+        )
+    )
+    return passwd, acl
+
+
+class Peer:
+    """A server process under test; ``port``/``ws_port`` for the clients, ``pids()`` for RSS."""
+
+    name = "peer"
+    port = ws_port = 0
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def _spawn(self, argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> None:
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc)
+            self.proc = None
+
+
+class EmbeddedBrokerPeer(Peer):
+    """Our broker, ``python -m broker``, secured by the bench logins."""
+
+    name = "embedded"
+
+    def start(self) -> EmbeddedBrokerPeer:
+        passwd, acl = write_logins(self.workdir / "mqtt")
+        self.port = pick_free_port("127.0.0.1")
+        self.ws_port = pick_free_port("127.0.0.1", avoid=self.port)
+        env = {
+            **os.environ,
+            "ORDERBUS_BROKER_PORT": str(self.port),
+            "ORDERBUS_BROKER_WS_PORT": str(self.ws_port),
+            "ORDERBUS_BROKER_PASSWORD_FILE": str(passwd),
+            "ORDERBUS_BROKER_ACL_FILE": str(acl),
+            "ORDERBUS_LOG_LEVEL": "WARNING",
+        }
+        self._spawn(COMMANDS["broker"], env)
+        for port in (self.port, self.ws_port):
+            wait_port("127.0.0.1", port, self.proc, self.workdir / f"{self.name}.log")
+        return self
+
+
+class MosquittoPeer(Peer):
+    """Mosquitto from the repository's mosquitto.conf (ports and paths rewritten), same logins."""
+
+    name = "mosquitto"
+
+    def start(self) -> MosquittoPeer:
+        passwd, acl = write_logins(self.workdir / "mqtt")
+        self.server = Mosquitto(self.workdir, passwd, acl).start()
+        self.proc, self.port, self.ws_port = self.server.process, self.server.port, self.server.ws_port
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.proc = None
+
+
+class NodePeer(Peer):
+    """node/server.js: the Socket.IO room emit (B2) and the seed-style order server (B3)."""
+
+    name = "socketio"
+
+    def start(self) -> NodePeer:
+        self.port = pick_free_port("127.0.0.1")
+        self._spawn([node(), "server.js", str(self.port), str(self.workdir)], cwd=NODE_DIR)
+        wait_port("127.0.0.1", self.port, self.proc, self.workdir / f"{self.name}.log")
+        return self
+
+
+class SystemPeer(Peer):
+    """broker (or Mosquitto), relay and API (gunicorn) as in production; the admin logged in."""
+
+    def __init__(self, workdir: Path, production: bool = False, env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir)
+        self.production = production
+        self.env = env or {}
+        self.name = "production" if production else "embedded-defaults"
+        self.mosquitto: Mosquitto | None = None
+        self.database: str | None = None
+
+    def start(self) -> SystemPeer:
+        extra = {
+            "ORDERBUS_SOCKETIO_PORT": str(pick_free_port("127.0.0.1")),
+            "ORDERBUS_LOG_LEVEL": "WARNING",
+            **self.env,
+        }
+        if self.production:
+            self.database = f"orderbus_bench_{os.getpid()}"
+            with contextlib.closing(_admin()) as conn, conn.cursor() as cur:
+                _drop(conn, self.database)
+                cur.execute(f'CREATE DATABASE "{self.database}"')
+            extra["ORDERBUS_DATABASE_URL"] = database_url(self.database)
+        # Production: a Mosquitto from the repository's mosquitto.conf, started after bootstrap.
+        self.system: System = make_system(self.workdir, "mosquitto" if self.production else "amqtt", **extra)
+        self.mosquitto = self.system.mosquitto
+        self.port = self.mosquitto.port if self.mosquitto else int(self.system.env["ORDERBUS_BROKER_PORT"])
+        self.login = self.system.admin.login(
+            "admin", (self.workdir / "var" / "admin-password").read_text().strip()
+        )
+        return self
+
+    @property
+    def api(self) -> str:
+        return self.system.api_url
+
+    def pids(self) -> list[int]:
+        found = []
+        for name, proc in self.system.procs.items():
+            found.append(proc.pid)
+            if name == "api":  # gunicorn's workers
+                found += children(proc.pid)
+        if self.mosquitto and self.mosquitto.process:
+            found.append(self.mosquitto.process.pid)
+        return found
+
+    def stop(self) -> None:
+        for name in list(self.system.procs):
+            self.system.stop(name)
+        if self.mosquitto:
+            self.mosquitto.stop()
+        if self.database:
+            with contextlib.closing(_admin()) as conn:
+                _drop(conn, self.database)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        sys.exit("error: the benchmarks need Node.js (node and npm) for the load generator and the Node peer")
+    return found

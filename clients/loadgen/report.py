@@ -1,0 +1,441 @@
+"""Turn a run's results into summary JSON, PNG plots and docs/benchmarks/README.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shutil
+import sqlite3
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+from .peers import NODE_DIR
+
+TARGETS = [
+    # (key, what, unit, first bar, aim, smaller is better)
+    ("c1_p50", "POST -> admin receipt p50 at concurrency 1 (embedded defaults)", "ms", 2, 1, True),
+    ("c1_p99", "POST -> admin receipt p99 at concurrency 1 (embedded defaults)", "ms", 5, 3, True),
+    (
+        "sustained",
+        "orders/s sustained end to end with zero loss (embedded defaults)",
+        "orders/s",
+        1000,
+        1500,
+        False,
+    ),
+    ("fanout_p99", "fan-out 1 -> 1,000 subscribers p99 (embedded broker, TCP)", "ms", 50, 20, True),
+    ("reconnect", "1,000 agents reconnecting at once: time to converge (embedded broker)", "s", 5, 2, True),
+    (
+        "rehydrate",
+        "rehydration of 10,000+ active orders after a broker restart (embedded defaults)",
+        "s",
+        5,
+        2,
+        True,
+    ),
+]
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    mem = (
+        re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
+        if Path("/proc/meminfo").exists()
+        else None
+    )
+    os_release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
+    pretty = re.search(r'PRETTY_NAME="(.+)"', os_release)
+    node_deps = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    return {
+        "cpu": model.group(1) if model else platform.processor(),
+        "cores": len(re.findall(r"^processor", cpuinfo, re.M)),
+        "memory_gb": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
+        "os": f"{pretty.group(1) if pretty else platform.system()}, kernel {platform.release()}",
+        "versions": {
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "amqtt": version("amqtt"),
+            "paho-mqtt": version("paho-mqtt"),
+            "gunicorn": version("gunicorn"),
+            "peewee": version("peewee"),
+            "mosquitto": _run([mosquitto, "-h"]).replace("mosquitto version ", ""),
+            "postgresql": _run(["psql", "--version"]),
+            "node": _run(["node", "--version"]),
+            **{f"npm {k}": v for k, v in node_deps.items()},
+        },
+    }
+
+
+def _find(rows: list[dict], **match) -> dict | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def targets(results: dict) -> list[dict]:
+    b3 = results.get("B3", {}).get("summary", [])
+    b2 = results.get("B2", {}).get("summary", [])
+    b4 = results.get("B4", {}).get("summary", [])
+    c1 = _find(b3, peer="embedded-defaults", rate=None)
+    seed = _find(b3, peer="seed-node", rate=None)
+    clean = [  # rates served with nothing lost: their achieved throughput
+        r
+        for r in b3
+        if r["peer"] == "embedded-defaults" and r["rate"] and r["lost"] == 0 and r["errors"] == 0
+    ]
+    fan = _find(b2, peer="embedded", transport="tcp", subscribers=1000)
+    reconnect = _find(b4, peer="embedded", case="1000 agents reconnecting")
+    rehydrate = next(
+        (r for r in b4 if r["case"].startswith("rehydrate") and int(r["case"].split()[1]) >= 10_000), None
+    )
+    got = {
+        "c1_p50": c1 and c1["receipt_ms"]["p50"],
+        "c1_p99": c1 and c1["receipt_ms"]["p99"],
+        "sustained": max((round(r["achieved_per_second"]) for r in clean), default=0) if b3 else None,
+        "fanout_p99": fan and fan["latency_ms"]["p99"],
+        "reconnect": reconnect and reconnect["converged_seconds"],
+        "rehydrate": rehydrate and rehydrate["converged_seconds"],
+    }
+    out = []
+    for key, what, unit, bar, aim, smaller in TARGETS:
+        value = got[key]
+        if value is None:
+            verdict = (
+                "did not converge"
+                if (key, bool(reconnect or rehydrate)) in (("reconnect", True), ("rehydrate", True))
+                else "not measured"
+            )
+        else:
+            ok = (lambda v, t: v <= t) if smaller else (lambda v, t: v >= t)
+            verdict = "aim met" if ok(value, aim) else "first bar met" if ok(value, bar) else "missed"
+        out.append(
+            {
+                "target": what,
+                "unit": unit,
+                "first_bar": bar,
+                "aim": aim,
+                "measured": value,
+                "verdict": verdict,
+            }
+        )
+    if c1 and seed:
+        ours, theirs = c1["receipt_ms"]["p50"], seed["receipt_ms"]["p50"]
+        out.append(
+            {
+                "target": "end-to-end p50 no worse than the seed-style Node reference (concurrency 1)",
+                "unit": "ms",
+                "first_bar": None,
+                "aim": theirs,
+                "measured": ours,
+                "verdict": "aim met" if ours <= theirs else "missed",
+            }
+        )
+    return out
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _bar_label(row: dict) -> str:
+    peer = row["peer"].replace("-", "-\n", 1)  # two lines: the names are long for a bar
+    return f"{peer}\n{'c=1' if row['rate'] is None else str(row['rate']) + '/s'}"
+
+
+def plots(results: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    b2 = results.get("B2", {}).get("summary", [])
+    if b2:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for stat, ax in zip(("p50", "p99"), axes, strict=True):
+            for series in dict.fromkeys((r["peer"], r["transport"]) for r in b2):
+                rows = [
+                    r
+                    for r in b2
+                    if (r["peer"], r["transport"]) == series and r["latency_ms"][stat] is not None
+                ]
+                ax.plot(
+                    [r["subscribers"] for r in rows],
+                    [r["latency_ms"][stat] for r in rows],
+                    marker="o",
+                    label=series[0] if series[1] == "socketio" else " ".join(series),
+                )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("subscribers")
+            ax.set_ylabel(f"{stat} latency, ms (log)")
+            ax.set_title(f"B2 fan-out, {stat} (median of repetitions)")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1].axhline(50, color="red", ls="--", lw=0.8, label="first bar at 1,000 (50 ms)")
+        axes[1].legend(fontsize=8)
+        made.append(_save(fig, out / "b2-fanout.png"))
+    b3 = results.get("B3", {}).get("summary", [])
+    if b3:
+        fig, ax = plt.subplots(figsize=(11, 4.2))
+        labels = [_bar_label(r) for r in b3]
+        xs = range(len(b3))
+        ax.bar([x - 0.2 for x in xs], [r["receipt_ms"]["p50"] or 0 for r in b3], width=0.4, label="p50")
+        ax.bar([x + 0.2 for x in xs], [r["receipt_ms"]["p99"] or 0 for r in b3], width=0.4, label="p99")
+        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("POST -> admin receipt, ms (log)")
+        ax.set_title("B3 end to end (open loop at a rate; c=1 is one order at a time)")
+        ax.legend()
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        made.append(_save(fig, out / "b3-end-to-end.png"))
+    b1 = results.get("B1", {}).get("summary", [])
+    if b1:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for peer in dict.fromkeys(r["peer"] for r in b1):
+            rows = [r for r in b1 if r["peer"] == peer]
+            axes[0].plot(
+                [r["rate"] for r in rows], [r["achieved_per_second"] for r in rows], marker="o", label=peer
+            )
+            axes[1].plot(
+                [r["rate"] for r in rows], [r["response_ms"]["p99"] for r in rows], marker="o", label=peer
+            )
+        top = max(r["rate"] for r in b1)
+        axes[0].plot([0, top], [0, top], color="grey", ls=":", lw=0.8, label="offered")
+        axes[0].set_xlabel("offered orders/s")
+        axes[0].set_ylabel("achieved orders/s")
+        axes[1].set_xlabel("offered orders/s")
+        axes[1].set_ylabel("POST response p99, ms (log)")
+        axes[1].set_yscale("log")
+        for ax in axes:
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle("B1 REST only: POST /orders")
+        made.append(_save(fig, out / "b1-rest.png"))
+    b6 = results.get("B6", {}).get("raw", [])
+    if b6:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for name in (k for k in b6[0] if k != "seconds"):
+            ax.plot([s["seconds"] for s in b6], [s[name] for s in b6], label=name)
+        ax.set_xlabel("seconds into the soak")
+        ax.set_ylabel("RSS, MB")
+        ax.set_title("B6 memory during the soak")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        made.append(_save(fig, out / "b6-memory.png"))
+    return made
+
+
+def _ms(stats: dict | None) -> str:
+    if not stats:
+        return "–"
+    return " / ".join("–" if stats.get(k) is None else f"{stats[k]:.2f}" for k in ("p50", "p99", "max"))
+
+
+def _value(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def markdown(doc: dict, images: list[str]) -> str:
+    r, m, s = doc["results"], doc["machine"], doc["settings"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Latest run: **{doc['finished_at']}**, profile `{s['name']}` ({doc['seconds'] / 60:.1f} minutes). "
+        "Raw numbers: [results.json](results.json); medians only: [summary.json](summary.json).",
+        "",
+        "**Read these figures as noisy.** The machine was shared with other work while this ran; the load "
+        "average at the start and end of each benchmark is in the tables below and in the JSON.",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench                        # the full suite (about 30 minutes), rewrites this page",
+        "make bench BENCH_PROFILE=quick    # a smaller run (a few minutes), written to var/benchmarks/",
+        "make bench BENCH_SOAK_SECONDS=120 # a shorter B6 soak",
+        "```",
+        "",
+        "It needs Node.js and npm (the load generator and the Node peer), Mosquitto and, for the production "
+        "profile, PostgreSQL on 127.0.0.1:5432 (it creates and drops its own database). Everything else is "
+        "started by the suite on free ports.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GB; {m['os']}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "",
+        "## Targets",
+        "",
+        "| target | first bar | aim | measured | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for t in doc["targets"]:
+        lines.append(
+            f"| {t['target']} | {_value(t['first_bar'])} {t['unit'] if t['first_bar'] is not None else ''} | "
+            f"{_value(t['aim'])} {t['unit']} | {_value(t['measured'])} {t['unit']} | {t['verdict']} |"
+        )
+    lines += ["", "## How it is measured", "", *s["method"], ""]
+    lines += _sections(r)
+    lines += ["## Plots", ""] + [f"![{i}]({i})" for i in images] + [""]
+    if doc.get("notes"):
+        lines += ["## Findings", "", *doc["notes"], ""]
+    return "\n".join(lines) + "\n"
+
+
+def _load(block: dict) -> str:
+    spans = block.get("load_average", [])
+    return "; ".join(f"{a['start'][0]} → {a['end'][0]} over {a['seconds']} s" for a in spans) or "–"
+
+
+def _table(
+    title: str, block: dict, header: list[str], rows: list[list[object]], intro: str = ""
+) -> list[str]:
+    lines = [f"## {title}", "", f"Load average (1 min) at start → end: {_load(block)}.", ""]
+    if intro:
+        lines += [intro, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _backlog_state(x: dict) -> str:
+    if x.get("skipped"):
+        return f"skipped: {x['skipped']}"
+    return "yes" if x["complete"] else "no"
+
+
+def _sections(results: dict) -> list[str]:
+    out: list[str] = []
+    r = {name: block for name, block in results.items() if "summary" in block}
+    for name, block in results.items():
+        for error in block.get("errors", []):
+            out += [f"**{name} failed** (its other figures, if any, are below): `{error[:300]}`", ""]
+    if "B0" in r:
+        rows = [[k, _ms(v)] for k, v in r["B0"]["summary"].items()]
+        out += _table("B0 floors", r["B0"], ["what", "p50 / p99 / max, ms"], rows)
+    if "B1" in r:
+        header = ["peer", "offered/s", "achieved/s", "response p50 / p99 / max, ms", "errors"]
+        rows = [
+            [x["peer"], x["rate"], _value(x["achieved_per_second"]), _ms(x["response_ms"]), x["errors"]]
+            for x in r["B1"]["summary"]
+        ]
+        out += _table("B1 REST only: POST /orders", r["B1"], header, rows)
+    if "B2" in r:
+        header = [
+            "peer",
+            "transport",
+            "subscribers",
+            "publishes/s",
+            "latency p50 / p99 / max, ms",
+            "not received in time",
+            "dup",
+        ]
+        rows = [
+            [
+                x["peer"],
+                x["transport"],
+                x["subscribers"],
+                x["rate"],
+                _ms(x["latency_ms"]),
+                x["lost"],
+                x["duplicates"],
+            ]
+            for x in r["B2"]["summary"]
+        ]
+        out += _table("B2 fan-out 1 → N, QoS 1", r["B2"], header, rows)
+    if "B3" in r:
+        header = [
+            "peer",
+            "offered/s",
+            "achieved/s",
+            "receipt p50 / p99 / max, ms",
+            "POST response, ms",
+            "lost",
+            "dup",
+        ]
+        rows = [
+            [
+                x["peer"],
+                x["rate"] or "c=1",
+                _value(x["achieved_per_second"]),
+                _ms(x["receipt_ms"]),
+                _ms(x.get("response_ms")),
+                x["lost"],
+                x["duplicates"],
+            ]
+            for x in r["B3"]["summary"]
+        ]
+        out += _table("B3 end to end: POST → admin receipt", r["B3"], header, rows)
+    if "B4" in r:
+        header = [
+            "peer",
+            "case",
+            "converged in, s (median)",
+            "reps converged",
+            "clients complete (worst)",
+            "dup",
+        ]
+        rows = [
+            [
+                x["peer"],
+                x["case"],
+                _value(x["converged_seconds"]),
+                f"{x['converged_reps']}/{x['reps']}",
+                f"{x['complete_clients']}/{x['clients']}",
+                x["duplicates"],
+            ]
+            for x in r["B4"]["summary"]
+        ]
+        out += _table("B4 reconnect storms and rehydration", r["B4"], header, rows)
+    if "B5" in r:
+        header = [
+            "assignments while offline",
+            "time to assign, s",
+            "agent holds all",
+            "after reconnect, s",
+            "messages",
+        ]
+        rows = [
+            [
+                x["assignments"],
+                _value(x["assign_seconds"]),
+                _backlog_state(x),
+                _value(x["converged_seconds"]),
+                x["messages"],
+            ]
+            for x in r["B5"]["summary"]
+        ]
+        out += _table("B5 offline agent backlog (embedded defaults)", r["B5"], header, rows)
+    if "B6" in r:
+        b6 = r["B6"]["summary"]
+        intro = (
+            f"{b6['clients']} connected MQTT clients, {b6['active_orders']} active orders, "
+            f"{b6['seconds']:.0f} s soak with 5 new orders/s."
+        )
+        rows = [[k, b6["start_mb"][k], b6["end_mb"][k], b6["growth_mb"][k]] for k in b6["start_mb"]]
+        out += _table(
+            "B6 memory (embedded defaults)",
+            r["B6"],
+            ["process", "RSS at start, MB", "at end, MB", "growth, MB"],
+            rows,
+            intro,
+        )
+    return out

@@ -1,0 +1,741 @@
+"""The benchmarks B0-B6: each starts its peers one after another, drives them with the Node
+swarm (node/swarm.js) and returns raw per-repetition results plus their medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .peers import (
+    NODE_DIR,
+    PUBLISHER,
+    SUBSCRIBER,
+    EmbeddedBrokerPeer,
+    MosquittoPeer,
+    NodePeer,
+    Peer,
+    SystemPeer,
+    cores,
+    node,
+    pinned,
+    rss_mb,
+)
+
+ORDER = {
+    "customer": {"name": "Bench Customer", "phone": "+1 555 0142", "address": "42 Bench Street"},
+    "items": [{"name": "Margherita", "quantity": 1, "unit_price_cents": 1299}],
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    reps: int
+    b0_count: int
+    b1_rates: tuple[int, ...]
+    rate_seconds: float
+    c1_count: int
+    b3_rates: tuple[int, ...]
+    fanout_levels: tuple[int, ...]
+    fanout_rates: dict[int, int]
+    fanout_seconds: float
+    warmup_seconds: float
+    storm_orders: tuple[int, ...]
+    storm_dashboards: tuple[int, ...]
+    storm_agents: int
+    backlog: tuple[int, ...]
+    soak_clients: int
+    soak_orders: int
+    soak_seconds: float
+    timeout_seconds: float
+    backlog_budget_seconds: float = 150
+    only: tuple[str, ...] = ("B0", "B1", "B2", "B3", "B4", "B5", "B6")
+    brokers: tuple[str, ...] = ("embedded", "mosquitto", "socketio")
+    transports: tuple[str, ...] = ("tcp", "ws", "socketio")
+    storms: bool = True  # B4's storms on the bare brokers (its rehydration runs on the system)
+
+
+FANOUT_RATES = {1: 100, 2: 100, 10: 100, 100: 50, 1000: 10}
+PROFILES = {
+    "full": Profile(
+        "full",
+        reps=3,
+        b0_count=2000,
+        b1_rates=(250, 500, 1000, 1500),
+        rate_seconds=3,
+        c1_count=200,
+        b3_rates=(250, 1000, 1500),
+        fanout_levels=(1, 10, 100, 1000),
+        fanout_rates=FANOUT_RATES,
+        fanout_seconds=3,
+        warmup_seconds=1,
+        storm_orders=(1000, 10_000),
+        storm_dashboards=(20, 100),
+        storm_agents=1000,
+        backlog=(10, 1000, 5000),
+        soak_clients=1000,
+        soak_orders=10_000,
+        soak_seconds=600,
+        timeout_seconds=15,
+    ),
+    "quick": Profile(
+        "quick",
+        reps=3,
+        b0_count=300,
+        b1_rates=(250, 1000),
+        rate_seconds=1,
+        c1_count=40,
+        b3_rates=(250,),
+        fanout_levels=(1, 10, 100),
+        fanout_rates=FANOUT_RATES,
+        fanout_seconds=1,
+        warmup_seconds=0.3,
+        storm_orders=(1000,),
+        storm_dashboards=(20,),
+        storm_agents=200,
+        backlog=(10,),
+        soak_clients=200,
+        soak_orders=1000,
+        soak_seconds=10,
+        timeout_seconds=8,
+    ),
+    # For the test suite: the machinery end to end, at the smallest size.
+    "smoke": Profile(
+        "smoke",
+        reps=1,
+        b0_count=50,
+        b1_rates=(),
+        rate_seconds=0.5,
+        c1_count=5,
+        b3_rates=(50,),
+        fanout_levels=(1, 2),
+        fanout_rates=FANOUT_RATES,
+        fanout_seconds=0.3,
+        warmup_seconds=0.1,
+        storm_orders=(20,),
+        storm_dashboards=(2,),
+        storm_agents=5,
+        backlog=(),
+        soak_clients=0,
+        soak_orders=0,
+        soak_seconds=0,
+        timeout_seconds=10,
+        only=("B0", "B2", "B3", "B4"),
+        brokers=("embedded",),
+    ),
+}
+
+SERVER_CPUS, LOAD_CPUS = cores()
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def swarm(config: dict, timeout: float = 900) -> list[dict]:
+    """Run node/swarm.js on the load generator's core; its per-repetition results."""
+    with pinned(LOAD_CPUS):
+        done = subprocess.run(
+            [node(), "swarm.js", json.dumps(config)],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"swarm {config['mode']} failed: {done.stderr[-3000:]}")
+    return json.loads(done.stdout)["results"]
+
+
+@contextmanager
+def running(peer: Peer) -> Iterator[Peer]:
+    with pinned(SERVER_CPUS):
+        peer.start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+def medians(rows: list[dict], key: str) -> dict:
+    """Median over repetitions of each of p50, p99 and max of ``rows[*][key]``."""
+    out = {}
+    for stat in ("p50", "p99", "max"):
+        values = [r[key][stat] for r in rows if r.get(key) and r[key].get(stat) is not None]
+        out[stat] = round(statistics.median(values), 3) if values else None
+    return out
+
+
+def median_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+class Bench:
+    """One run of the suite; ``results[name]`` holds each benchmark's raw rows and summary."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        workdir: Path,
+        log: Callable[[str], None] = print,
+        save: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.profile, self.workdir, self.log = profile, workdir, log
+        self.save = save  # called with the results so far after each benchmark
+        self.results: dict[str, dict] = {}
+
+    def _dir(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def run(self) -> dict:
+        steps = {"B0": self.b0, "B2": self.b2, "B4": self.b4 if self.profile.storms else None}
+        for name, step in steps.items():
+            if step is not None and name in self.profile.only:
+                self._timed(name, step)
+        if {"B1", "B3", "B5", "B6", "B4"} & set(self.profile.only):
+            self.systems()
+        return self.results
+
+    def _timed(self, name: str, step: Callable[[], dict]) -> None:
+        self.log(f"{name} ...")
+        start, t0 = load_average(), time.monotonic()
+        try:
+            body = step()
+        except Exception as exc:  # one benchmark's failure is reported; the others still run
+            self.log(f"{name} failed: {exc!r}")
+            body = {"errors": [*self.results.get(name, {}).get("errors", []), repr(exc)[:2000]]}
+        self.results.setdefault(name, {}).update(body)
+        self.results[name].setdefault("load_average", []).append(
+            {"start": start, "end": load_average(), "seconds": round(time.monotonic() - t0, 1)}
+        )
+        if self.save is not None:
+            self.save(self.results)
+
+    # -- B0 floors -------------------------------------------------------------------------
+    def b0(self) -> dict:
+        n = self.profile.b0_count
+        rows = []
+        for rep in range(self.profile.reps):
+            rows.append({"what": "loopback TCP round trip", "rep": rep, "latency_ms": _loopback(n)})
+            for sync in ("NORMAL", "FULL"):
+                path = self._dir("b0") / f"floor-{sync}-{rep}.db"
+                rows.append(
+                    {"what": f"SQLite commit WAL+{sync}", "rep": rep, "latency_ms": _sqlite(path, sync, n)}
+                )
+        summary = {
+            what: medians([r for r in rows if r["what"] == what], "latency_ms")
+            for what in dict.fromkeys(r["what"] for r in rows)
+        }
+        return {"raw": rows, "summary": summary, "settings": {"operations": n, "reps": self.profile.reps}}
+
+    # -- B2 fan-out ------------------------------------------------------------------------
+    def b2(self) -> dict:
+        p = self.profile
+        rows = []
+        for peer_type, transports in (
+            (EmbeddedBrokerPeer, ("tcp", "ws")),
+            (MosquittoPeer, ("tcp", "ws")),
+            (NodePeer, ("socketio",)),
+        ):
+            for transport in [t for t in transports if peer_type.name in p.brokers and t in p.transports]:
+                with running(peer_type(self._dir(f"b2-{peer_type.name}-{transport}"))) as peer:
+                    self.log(f"  B2 {peer.name} {transport}")
+                    config = {
+                        "mode": "fanout",
+                        "proto": "socketio" if transport == "socketio" else transport,
+                        "host": "127.0.0.1",
+                        "port": peer.ws_port if transport == "ws" else peer.port,
+                        "pub": PUBLISHER,
+                        "sub": SUBSCRIBER,
+                        "levels": list(p.fanout_levels),
+                        "rates": {str(k): v for k, v in p.fanout_rates.items()},
+                        "seconds": p.fanout_seconds,
+                        "warmup_seconds": p.warmup_seconds,
+                        "reps": p.reps,
+                        "drain_seconds": p.timeout_seconds,
+                        "payload_bytes": 600,
+                    }
+                    for row in swarm(config):
+                        rows.append({"peer": peer.name, "transport": transport, **row})
+        summary = []
+        for key in dict.fromkeys((r["peer"], r["transport"], r["subscribers"]) for r in rows):
+            group = [r for r in rows if (r["peer"], r["transport"], r["subscribers"]) == key]
+            summary.append(
+                {
+                    "peer": key[0],
+                    "transport": key[1],
+                    "subscribers": key[2],
+                    "rate": group[0]["rate"],
+                    "latency_ms": medians(group, "latency_ms"),
+                    "lost": sum(r["expected"] - r["received"] for r in group),
+                    "duplicates": sum(r["duplicates"] for r in group),
+                }
+            )
+        return {"raw": rows, "summary": summary}
+
+    # -- B4 reconnect storms on the bare brokers ---------------------------------------------
+    def b4(self) -> dict:
+        p = self.profile
+        rows = []
+        for peer_type in (EmbeddedBrokerPeer, MosquittoPeer):
+            if peer_type.name not in p.brokers:
+                continue
+            for orders in p.storm_orders:
+                with running(peer_type(self._dir(f"b4-{peer_type.name}-{orders}"))) as peer:
+                    first = True
+                    for dashboards in p.storm_dashboards:
+                        self.log(f"  B4 {peer.name} {orders} retained x {dashboards} dashboards")
+                        config = self._storm(peer, dashboards, "orders/+/status", orders)
+                        config["retained"] = {"orders": orders, "agents": 0} if first else None
+                        first = False
+                        for row in swarm(config):
+                            rows.append(
+                                {
+                                    "peer": peer.name,
+                                    "case": f"{orders} retained orders x {dashboards} dashboards",
+                                    **row,
+                                }
+                            )
+            with running(peer_type(self._dir(f"b4-{peer_type.name}-agents"))) as peer:
+                self.log(f"  B4 {peer.name} {p.storm_agents} agents reconnecting")
+                config = self._storm(peer, p.storm_agents, "agents/bench-{i}/assigned", 1)
+                config |= {"retained": {"orders": 0, "agents": p.storm_agents}, "clean": False}
+                for row in swarm(config):
+                    rows.append({"peer": peer.name, "case": f"{p.storm_agents} agents reconnecting", **row})
+        return {"raw": rows, "summary": _storm_summary(rows)}
+
+    def _storm(self, peer: Peer, clients: int, filter_: str, expect: int) -> dict:
+        return {
+            "mode": "storm",
+            "proto": "tcp",
+            "host": "127.0.0.1",
+            "port": peer.port,
+            "pub": PUBLISHER,
+            "sub": SUBSCRIBER,
+            "clients": clients,
+            "filter": filter_,
+            "expect": expect,
+            "reps": self.profile.reps,
+            "timeout_seconds": self.profile.timeout_seconds,
+            "client_prefix": f"bench-{clients}",
+            "payload_bytes": 600,
+        }
+
+    # -- B1, B3 (and B4 rehydration, B5, B6) on whole systems ---------------------------------
+    def systems(self) -> None:
+        p = self.profile
+        peers: list[tuple[str, Callable[[], Peer], set[str]]] = [
+            (
+                "embedded-defaults",
+                lambda: SystemPeer(self._dir("sys-embedded")),
+                {"B1", "B3", "B4", "B5", "B6"},
+            ),
+            # The same with SQLite's synchronous=NORMAL: how much of B3 is the commit's fsync.
+            (
+                "embedded-sync-normal",
+                lambda: SystemPeer(self._dir("sys-normal"), env={"ORDERBUS_SQLITE_SYNCHRONOUS": "NORMAL"}),
+                {"B3"},
+            ),
+            ("production", lambda: SystemPeer(self._dir("sys-production"), production=True), {"B1", "B3"}),
+            ("seed-node", lambda: NodePeer(self._dir("sys-seed")), {"B1", "B3"}),
+        ]
+        if p.name == "smoke":
+            peers = peers[:1]
+        for name, make, benches in peers:
+            wanted = benches & set(p.only)
+            if not wanted:
+                continue
+            with running(make()) as peer:
+                if "B1" in wanted and p.b1_rates:
+                    self._timed("B1", lambda peer=peer, name=name: self._rest(peer, name))
+                if "B3" in wanted:
+                    self._timed("B3", lambda peer=peer, name=name: self._e2e(peer, name))
+                if "B4" in wanted:
+                    self._timed("B4", lambda peer=peer: self._rehydrate(peer))
+                if "B6" in wanted and p.soak_clients:
+                    self._timed("B6", lambda peer=peer: self._soak(peer))
+                if "B5" in wanted and p.backlog:
+                    self._timed("B5", lambda peer=peer: self._backlog(peer))
+
+    def _http(self, peer: Peer, name: str) -> dict:
+        if name == "seed-node":
+            return {"api": f"http://127.0.0.1:{peer.port}/api/orders", "headers": {}}
+        return {
+            "api": f"{peer.api}/orders",
+            "headers": {"Authorization": f"Bearer {peer.login['access_token']}"},
+        }
+
+    def _sub(self, peer: Peer, name: str) -> dict:
+        if name == "seed-node":
+            return {
+                "kind": "socketio",
+                "host": "127.0.0.1",
+                "port": peer.port,
+                "event": "order:new",
+                "room": "admin",
+            }
+        login = peer.login["mqtt"]
+        return {
+            "kind": "mqtt",
+            "proto": "tcp",
+            "host": "127.0.0.1",
+            "port": peer.port,
+            "topic": "orders/new",
+            "username": login["username"],
+            "password": login["password"],
+        }
+
+    def _rest(self, peer: Peer, name: str) -> dict:
+        return self._orders("B1", peer, name, self.profile.b1_rates, subscribe=False)
+
+    def _e2e(self, peer: Peer, name: str) -> dict:
+        if name != "seed-node":
+            time.sleep(0.5)  # Mosquitto re-reads its password file (the admin's new login) on SIGHUP
+        return self._orders("B3", peer, name, self.profile.b3_rates, subscribe=True)
+
+    def _orders(self, bench: str, peer: Peer, name: str, rates: tuple[int, ...], subscribe: bool) -> dict:
+        """POST /orders at each rate (B3 also one at a time first), with or without a subscriber."""
+        p = self.profile
+        self.log(f"  {bench} {name}")
+        phases = (
+            [{"rate": None, "count": p.c1_count, "warmup": max(5, p.c1_count // 10)}] if subscribe else []
+        )
+        phases += [
+            {"rate": r, "count": int(r * p.rate_seconds), "warmup": int(r * p.warmup_seconds)} for r in rates
+        ]
+        config = {
+            "mode": "e2e",
+            **self._http(peer, name),
+            "order": ORDER,
+            "sub": self._sub(peer, name) if subscribe else None,
+            "reps": p.reps,
+            "drain_seconds": p.timeout_seconds,
+            "sockets": 64,
+        }
+        rows: list[dict] = []
+        for phase in phases:
+            got = [{"peer": name, **r} for r in swarm({**config, "phases": [phase]})]
+            rows += got
+            if phase["rate"] and (median_of(got, "achieved_per_second") or 0) < 0.8 * phase["rate"]:
+                self.log(f"  {bench} {name} saturated at {phase['rate']}/s: higher rates skipped")
+                break
+        earlier = self.results.get(bench, {})
+        key = "receipt_ms" if subscribe else "response_ms"
+        return {
+            "raw": earlier.get("raw", []) + rows,
+            "summary": earlier.get("summary", []) + _rate_summary(rows, key),
+        }
+
+    def _top_up(self, peer: SystemPeer, wanted: int) -> None:
+        """Place orders until ``wanted`` are active (B3 has placed some already)."""
+        missing = wanted - _active_orders(peer)
+        if missing > 0:
+            self.log(f"  placing {missing} more orders first")
+            config = {"mode": "e2e", **self._http(peer, "embedded-defaults"), "order": ORDER, "sub": None}
+            phases = [{"rate": 500, "count": missing}]
+            swarm({**config, "phases": phases, "reps": 1, "drain_seconds": 30, "sockets": 32})
+
+    def _rehydrate(self, peer: SystemPeer) -> dict:
+        """Restart the embedded broker; time until a dashboard holds every active order again."""
+        self._top_up(peer, self.profile.soak_orders)
+        active = _active_orders(peer)
+        login = peer.login["mqtt"]
+        rows = []
+        for rep in range(self.profile.reps):
+            self.log(f"  B4 rehydration of {active} active orders, rep {rep}")
+            peer.system.stop("broker")
+            with pinned(SERVER_CPUS):
+                restarted = time.monotonic() * 1000
+                peer.system.start("broker")
+            time.sleep(0.2)
+            row = swarm(
+                {
+                    **self._storm(peer, 1, "orders/+/status", active),
+                    "sub": login,
+                    "reps": 1,
+                    "client_prefix": f"rehydrate-{rep}",
+                }
+            )[0]
+            converged = row["converged_at_ms"]
+            row["converged_seconds"] = None if converged is None else round((converged - restarted) / 1000, 3)
+            rows.append(
+                {
+                    "peer": "embedded-defaults",
+                    "case": f"rehydrate {active} active orders after a broker restart",
+                    **row,
+                    "rep": rep,
+                }
+            )
+        return {
+            "raw": self.results["B4"]["raw"] + rows if "B4" in self.results else rows,
+            "summary": _storm_summary((self.results.get("B4", {}).get("raw", [])) + rows),
+        }
+
+    def _soak(self, peer: SystemPeer) -> dict:
+        """B6: RSS of broker, relay and API with many clients connected, while orders flow."""
+        p = self.profile
+        self._top_up(peer, p.soak_orders)
+        self.log(f"  B6 soak: {p.soak_clients} clients for {p.soak_seconds:.0f} s")
+        config = {
+            **self._storm(peer, p.soak_clients, "agents/soak-{i}/assigned", 0),
+            "sub": peer.login["mqtt"],
+            "reps": 1,
+            "hold_seconds": p.soak_seconds,
+            "client_prefix": "soak",
+            "timeout_seconds": 1,
+        }
+        samples: list[dict] = []
+        with pinned(LOAD_CPUS):
+            proc = subprocess.Popen(
+                [node(), "swarm.js", json.dumps(config)],
+                cwd=NODE_DIR,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        holding = threading.Event()
+        threading.Thread(
+            target=lambda: [holding.set() for line in proc.stderr if "holding" in line], daemon=True
+        ).start()
+        holding.wait(120)
+        trickle = threading.Thread(
+            target=swarm,
+            daemon=True,
+            args=(
+                {
+                    "mode": "e2e",
+                    **self._http(peer, "embedded-defaults"),
+                    "order": ORDER,
+                    "sub": None,
+                    "phases": [{"rate": 5, "count": int(5 * p.soak_seconds * 0.95)}],
+                    "reps": 1,
+                    "drain_seconds": 10,
+                    "sockets": 4,
+                },
+            ),
+        )
+        trickle.start()
+        t0 = time.monotonic()
+        interval = max(1.0, p.soak_seconds / 30)
+        while proc.poll() is None:
+            sample = {"seconds": round(time.monotonic() - t0, 1)}
+            for name, proc_ in peer.system.procs.items():
+                pids = [proc_.pid] + (list(_children(proc_.pid)) if name == "api" else [])
+                sample[name] = round(sum(rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists()), 1)
+            samples.append(sample)
+            time.sleep(interval)
+        trickle.join(30)
+        growth = {k: round(samples[-1][k] - samples[0][k], 1) for k in samples[0] if k != "seconds"}
+        return {
+            "raw": samples,
+            "summary": {
+                "clients": p.soak_clients,
+                "active_orders": _active_orders(peer),
+                "seconds": p.soak_seconds,
+                "start_mb": {k: v for k, v in samples[0].items() if k != "seconds"},
+                "end_mb": {k: v for k, v in samples[-1].items() if k != "seconds"},
+                "growth_mb": growth,
+            },
+        }
+
+    def _backlog(self, peer: SystemPeer) -> dict:
+        """B5: K assignments while the agent is offline; time until it holds all K after reconnecting."""
+        rows: list[dict] = []
+        budget = time.monotonic() + self.profile.backlog_budget_seconds
+        for k in self.profile.backlog:
+            measured = [r for r in rows if r["assign_seconds"] is not None]
+            if measured:
+                # At least linear in k (three requests per order); each assignment also republishes
+                # the agent's whole worklist, which adds a part growing with k squared on top.
+                last = measured[-1]
+                estimate = last["assign_seconds"] * k / last["assignments"]
+                if time.monotonic() + estimate > budget:
+                    self.log(f"  B5 skipping {k}: about {estimate:.0f} s to assign, over the budget")
+                    rows.append(
+                        {
+                            "assignments": k,
+                            "skipped": f"estimated {estimate:.0f} s to assign",
+                            "assign_seconds": None,
+                            "complete": 0,
+                            "converged_seconds": None,
+                            "messages": 0,
+                        }
+                    )
+                    continue
+            agent = peer.system.make_agent()
+            login = agent["mqtt"]
+            base = {
+                **self._storm(peer, 1, f"agents/{agent['id']}/assigned", 1),
+                "sub": login,
+                "reps": 1,
+                "client_ids": [agent["id"]],
+                "clean": False,
+                "expect_orders": 0,
+            }
+            swarm({**base, "timeout_seconds": 5})  # creates its persistent session, then leaves
+            self.log(f"  B5 assigning {k} orders to an offline agent")
+            t0 = time.monotonic()
+            _assign_many(peer, agent["id"], k)
+            assigned_seconds = time.monotonic() - t0
+            row = swarm(
+                {
+                    **base,
+                    "expect_orders": k,
+                    "clean": False,
+                    "timeout_seconds": self.profile.timeout_seconds * 4,
+                }
+            )[0]
+            rows.append({"assignments": k, "assign_seconds": round(assigned_seconds, 1), **row})
+            self.log(f"  B5 {k}: assigned in {assigned_seconds:.1f} s, converged {row['converged_seconds']}")
+        return {
+            "raw": rows,
+            "summary": [
+                {
+                    "assignments": r["assignments"],
+                    "complete": r["complete"] == 1,
+                    "assign_seconds": r["assign_seconds"],
+                    "skipped": r.get("skipped"),
+                    "converged_seconds": r["converged_seconds"],
+                    "messages": r["messages"],
+                }
+                for r in rows
+            ],
+        }
+
+
+def _children(pid: int) -> list[int]:
+    from .peers import children
+
+    return children(pid)
+
+
+def _active_orders(peer: SystemPeer) -> int:
+    with sqlite3.connect(peer.workdir / "var" / "orderbus.db") as conn:
+        return conn.execute(
+            "SELECT count(*) FROM orders WHERE status NOT IN ('delivered', 'cancelled', 'rejected')"
+        ).fetchone()[0]
+
+
+def _assign_many(peer: SystemPeer, agent_id: str, count: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> None:
+        order = peer.system.ready_order("confirmed")
+        peer.system.assign(order["id"], agent_id)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(count)))
+
+
+def _rate_summary(rows: list[dict], key: str) -> list[dict]:
+    summary = []
+    for peer_name, rate in dict.fromkeys((r["peer"], r["rate"]) for r in rows):
+        group = [r for r in rows if (r["peer"], r["rate"]) == (peer_name, rate)]
+        entry = {
+            "peer": peer_name,
+            "rate": rate,
+            "count": group[0]["count"],
+            key: medians(group, key),
+            "achieved_per_second": median_of(group, "achieved_per_second"),
+            "errors": sum(r["count"] - r["ok"] for r in group),
+        }
+        if "lost" in group[0]:
+            entry |= {
+                "lost": sum(r["lost"] for r in group),
+                "duplicates": sum(r["duplicates"] for r in group),
+            }
+            entry["response_ms"] = medians(group, "response_ms")
+        summary.append(entry)
+    return summary
+
+
+def _storm_summary(rows: list[dict]) -> list[dict]:
+    summary = []
+    for peer_name, case in dict.fromkeys((r["peer"], r["case"]) for r in rows):
+        group = [r for r in rows if (r["peer"], r["case"]) == (peer_name, case)]
+        summary.append(
+            {
+                "peer": peer_name,
+                "case": case,
+                "converged_seconds": median_of(group, "converged_seconds")
+                if all(r["converged_seconds"] is not None for r in group)
+                else None,
+                "converged_reps": sum(r["converged_seconds"] is not None for r in group),
+                "reps": len(group),
+                "complete_clients": min(r["complete"] for r in group),
+                "clients": group[0]["clients"],
+                "duplicates": sum(r["duplicates"] for r in group),
+            }
+        )
+    return summary
+
+
+def _loopback(count: int) -> dict:
+    """Ping-pong of 64 bytes over a loopback TCP connection (an echo thread)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(64):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    client = socket.create_connection(("127.0.0.1", port))
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    samples = []
+    for _ in range(count):
+        t = time.perf_counter()
+        client.sendall(b"x" * 64)
+        got = 0
+        while got < 64:
+            got += len(client.recv(64 - got))
+        samples.append((time.perf_counter() - t) * 1000)
+    client.close()
+    server.close()
+    thread.join(5)
+    return _summary(samples)
+
+
+def _sqlite(path: Path, synchronous: str, count: int) -> dict:
+    """One INSERT + COMMIT per operation, WAL mode, as the service's SQLite writes are."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, body TEXT)")
+    body = "x" * 600
+    samples = []
+    for _ in range(count):
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t (body) VALUES (?)", (body,))
+        conn.execute("COMMIT")
+        samples.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    return _summary(samples)
+
+
+def _summary(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    return {
+        "n": len(ordered),
+        "p50": ordered[len(ordered) // 2],
+        "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "max": ordered[-1],
+    }

@@ -1,0 +1,49 @@
+"""The benchmark machinery (`make bench`) at its smallest size, so that it cannot rot.
+
+Speed is not asserted here (that is the benchmarks' job): only that every step runs on
+the real peers and the report names what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.mosquitto import REPO
+
+pytestmark = pytest.mark.e2e
+
+NODE_MODULES = REPO / "clients" / "loadgen" / "node" / "node_modules"
+
+
+def test_bench_smoke_profile_writes_a_report(tmp_path: Path) -> None:
+    """The smoke profile runs B0, B2, B3 and B4 (rehydration) end to end and writes JSON and markdown."""
+    if shutil.which("node") is None or not NODE_MODULES.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the benchmark load generator needs node and `npm ci` in clients/loadgen/node")
+        pytest.skip("node or clients/loadgen/node/node_modules missing (make node-test-deps)")
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.loadgen", "--profile", "smoke", "--out", str(tmp_path), "--no-plots"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    results = summary["results"]
+    assert set(results) == {"B0", "B2", "B3", "B4"}
+    assert all(row["lost"] == 0 for row in results["B2"]["summary"])
+    c1 = next(row for row in results["B3"]["summary"] if row["rate"] is None)
+    assert c1["lost"] == 0 and c1["errors"] == 0 and c1["receipt_ms"]["p50"] > 0
+    rehydration = results["B4"]["summary"][0]
+    assert rehydration["converged_reps"] == rehydration["reps"] == 1
+    assert all("start" in span and "end" in span for span in results["B0"]["load_average"])
+    report = (tmp_path / "README.md").read_text()
+    assert "## Targets" in report and "## B2 fan-out" in report

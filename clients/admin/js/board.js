@@ -161,7 +161,8 @@ export class Board {
     this.updateCounts();
   }
 
-  indexOf(order) {
+  /** Where `order` stands (or would stand) in `this.sorted`, newest first: a binary search. */
+  position(order) {
     let lo = 0;
     let hi = this.sorted.length;
     while (lo < hi) {
@@ -169,17 +170,16 @@ export class Board {
       if (newerFirst(this.sorted[mid], order) < 0) lo = mid + 1;
       else hi = mid;
     }
-    return this.sorted[lo]?.id === order.id ? lo : -1;
+    return lo;
+  }
+
+  indexOf(order) {
+    const at = this.position(order);
+    return this.sorted[at]?.id === order.id ? at : -1;
   }
 
   insertSorted(order) {
-    let lo = 0;
-    let hi = this.sorted.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (newerFirst(this.sorted[mid], order) < 0) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = this.position(order);
     const before = this.sorted[lo];
     this.sorted.splice(lo, 0, order);
     this.list.insertBefore(this.rows.get(order.id), before ? this.rows.get(before.id) : null);

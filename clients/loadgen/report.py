@@ -262,8 +262,9 @@ def markdown(doc: dict, images: list[str]) -> str:
         f"Latest run: **{doc['finished_at']}**, profile `{s['name']}` ({doc['seconds'] / 60:.1f} minutes). "
         "Raw numbers: [results.json](results.json); medians only: [summary.json](summary.json).",
         "",
-        "**Read these figures as noisy.** The machine was shared with other work while this ran; the load "
-        "average at the start and end of each benchmark is in the tables below and in the JSON.",
+        "**How busy the machine was** shows in the load average at the start and end of each benchmark, "
+        "in the tables below and in the JSON; on 2 cores, figures taken above a load of about 2 are "
+        "noisy (see Findings).",
         "",
         "## Reproduce",
         "",

@@ -99,7 +99,9 @@ def _holding_the_migrate_lock(url: str) -> Iterator[Callable[[], int]]:
     def waiting() -> int:
         cur.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            " AND ((classid::bigint << 32) | objid::bigint) = %s",
+            " AND ((classid::bigint << 32) | objid::bigint) = %s"
+            # This test's database only: tests running in parallel migrate databases of their own.
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (MIGRATE_LOCK,),
         )
         return cur.fetchone()[0]

@@ -214,7 +214,9 @@ def test_relay_that_loses_its_lock_session_stops_publishing(start_relay, client,
         (pid,) = db.execute_sql(
             "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s"
-            " AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
+            " AND ((l.classid::bigint << 32) | l.objid::bigint) = %s"
+            # This test's database only: tests running in parallel have relays of their own.
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (APPLICATION_NAME, RELAY_LOCK),
         ).fetchone()
         db.execute_sql("SELECT pg_terminate_backend(%s)", (pid,))

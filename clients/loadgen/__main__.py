@@ -36,7 +36,10 @@ METHOD = [
     "mosquitto.conf (persistence on, as shipped); both read the same password file and ACL and every client "
     "logs in. The Socket.IO peer (`node/server.js`) has no login and speaks WebSocket only.",
     "- *Embedded defaults*: broker, relay and API (gunicorn, 2 workers × 4 threads) on SQLite (WAL, "
-    "synchronous=FULL). *Production*: the same on PostgreSQL with Mosquitto. *seed-node*: Express + "
+    "synchronous=FULL), pinned to one core; *embedded-all-cores* is the same system left on both cores "
+    "(which it then shares with the load generator). B4's rehydration, B5 and B6 run on a fresh embedded "
+    "system holding exactly the profile's number of active orders. "
+    "*Production*: the same on PostgreSQL with Mosquitto. *seed-node*: Express + "
     "socket.io in the seed's style, persisting each order with sql.js (SQLite compiled to WebAssembly; "
     "better-sqlite3 needs a native build or a binary downloaded from outside the npm registry) plus an "
     "fsync'ed journal line, then emitting to the `admin` room.",

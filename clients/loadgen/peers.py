@@ -85,6 +85,7 @@ class Peer:
 
     name = "peer"
     port = ws_port = 0
+    all_cores = False  # True: not pinned to the server's core (the whole machine, shared with the load)
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -160,11 +161,19 @@ class NodePeer(Peer):
 class SystemPeer(Peer):
     """broker (or Mosquitto), relay and API (gunicorn) as in production; the admin logged in."""
 
-    def __init__(self, workdir: Path, production: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        production: bool = False,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+        all_cores: bool = False,
+    ) -> None:
         super().__init__(workdir)
         self.production = production
         self.env = env or {}
-        self.name = "production" if production else "embedded-defaults"
+        self.name = name or ("production" if production else "embedded-defaults")
+        self.all_cores = all_cores
         self.mosquitto: Mosquitto | None = None
         self.database: str | None = None
 

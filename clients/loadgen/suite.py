@@ -72,10 +72,10 @@ PROFILES = {
         "full",
         reps=3,
         b0_count=2000,
-        b1_rates=(250, 500, 1000, 1500),
+        b1_rates=(250, 500, 750, 1000, 1500),
         rate_seconds=3,
         c1_count=200,
-        b3_rates=(250, 1000, 1500),
+        b3_rates=(250, 500, 750, 1000, 1500),
         fanout_levels=(1, 10, 100, 1000),
         fanout_rates=FANOUT_RATES,
         fanout_seconds=3,
@@ -128,7 +128,7 @@ PROFILES = {
         storm_agents=5,
         backlog=(),
         soak_clients=0,
-        soak_orders=0,
+        soak_orders=20,
         soak_seconds=0,
         timeout_seconds=10,
         only=("B0", "B2", "B3", "B4"),
@@ -160,7 +160,7 @@ def swarm(config: dict, timeout: float = 900) -> list[dict]:
 
 @contextmanager
 def running(peer: Peer) -> Iterator[Peer]:
-    with pinned(SERVER_CPUS):
+    with pinned(SERVER_CPUS | LOAD_CPUS if peer.all_cores else SERVER_CPUS):
         peer.start()
     try:
         yield peer
@@ -339,22 +339,27 @@ class Bench:
     def systems(self) -> None:
         p = self.profile
         peers: list[tuple[str, Callable[[], Peer], set[str]]] = [
-            (
-                "embedded-defaults",
-                lambda: SystemPeer(self._dir("sys-embedded")),
-                {"B1", "B3", "B4", "B5", "B6"},
-            ),
+            ("embedded-defaults", lambda: SystemPeer(self._dir("sys-embedded")), {"B1", "B3"}),
             # The same with SQLite's synchronous=NORMAL: how much of B3 is the commit's fsync.
             (
                 "embedded-sync-normal",
                 lambda: SystemPeer(self._dir("sys-normal"), env={"ORDERBUS_SQLITE_SYNCHRONOUS": "NORMAL"}),
                 {"B3"},
             ),
+            # The same on both cores (shared with the load generator): the machine the targets name.
+            (
+                "embedded-all-cores",
+                lambda: SystemPeer(self._dir("sys-all-cores"), name="embedded-all-cores", all_cores=True),
+                {"B3"},
+            ),
+            # A fresh system holding exactly the profile's number of active orders (B3 leaves
+            # however many its rates placed): rehydration, the soak and the offline backlog.
+            ("embedded-defaults", lambda: SystemPeer(self._dir("sys-state")), {"B4", "B5", "B6"}),
             ("production", lambda: SystemPeer(self._dir("sys-production"), production=True), {"B1", "B3"}),
             ("seed-node", lambda: NodePeer(self._dir("sys-seed")), {"B1", "B3"}),
         ]
         if p.name == "smoke":
-            peers = peers[:1]
+            peers = peers[:1] + peers[-1:]
         for name, make, benches in peers:
             wanted = benches & set(p.only)
             if not wanted:

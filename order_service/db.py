@@ -30,6 +30,7 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -158,18 +159,39 @@ class OrderbusSqliteDatabase(PooledSqliteDatabase):
             self._let_go()  # a connection handed back mid-transaction (the pool rolls it back)
 
 
+# Called once after each COMMIT of a transaction that wrote outbox rows (the API: wake the relay).
+_outbox_listener: Callable[[], None] | None = None
+
+
+def on_outbox_commit(listener: Callable[[], None] | None) -> None:
+    """Have ``listener`` called right after every commit that wrote outbox rows (this process)."""
+    global _outbox_listener
+    _outbox_listener = listener
+
+
+def _after_outbox_commit() -> None:
+    if _outbox_listener is not None:
+        _outbox_listener()
+
+
 def hold_writer_lock() -> None:
     """Check that this transaction holds the writer lock before it writes outbox rows.
 
     On PostgreSQL every transaction takes the lock at ``BEGIN``; the outbox writers
     call this as well (re-taking a held advisory lock returns at once), and an outbox
     row written outside a transaction is refused: in autocommit it would get an id
-    while another transaction's smaller id is still uncommitted. No-op on SQLite.
+    while another transaction's smaller id is still uncommitted. On both backends it
+    also has the :func:`on_outbox_commit` listener called once the transaction commits.
     """
     if isinstance(db.obj, OrderbusPostgresqlDatabase):
         if not db.in_transaction():
             raise RuntimeError("outbox rows must be written inside db.atomic()")
         db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+    # The relay hears of the rows the moment they commit, before the response is even built.
+    if _outbox_listener is not None and db.in_transaction():
+        pending = db._state.commit_callbacks  # (peewee's list for this transaction)
+        if _after_outbox_commit not in pending:
+            db.after_commit(_after_outbox_commit)
 
 
 def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:

@@ -26,18 +26,10 @@ def commits(app):
     dbmod.on_outbox_commit(previous)
 
 
-def test_posting_an_order_wakes_the_relay(app, client, admin, settings_overrides):
+def test_posting_an_order_wakes_the_relay(app, place_order):
     waiter = Waiter(app.config["ORDERBUS"].wakeup_socket)
     try:
-        response = client.post(
-            "/api/v1/orders",
-            json={
-                "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
-                "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
-            },
-            headers=admin.headers,
-        )
-        assert response.status_code == 201
+        place_order()
         assert waiter.wait(5)
     finally:
         waiter.close()

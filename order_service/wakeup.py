@@ -31,6 +31,13 @@ class Notifier:
             self._sock, self._pid = sock, os.getpid()
         return self._sock
 
+    def close(self) -> None:
+        if self._sock is not None and self._pid == os.getpid():
+            self._sock.close()
+        self._sock = None
+
+    __del__ = close
+
     def notify(self) -> None:
         try:
             self._socket().sendto(b"!", self.path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Response, request
 from flask_openapi3 import Info, OpenAPI
 
 from . import api, dashboard, db, problems
@@ -41,12 +40,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
 
     notifier = Notifier(settings.wakeup_socket)
     app.extensions["orderbus.notifier"] = notifier
-
-    @app.after_request
-    def _wake_relay(response: Response) -> Response:
-        # Any successful write may have added outbox rows: tell the relay now.
-        if request.method != "GET" and response.status_code < 400:
-            notifier.notify()
-        return response
+    # Every transaction that wrote outbox rows wakes the relay right after its COMMIT,
+    # before the response is encoded and sent.
+    db.on_outbox_commit(notifier.notify)
 
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
@@ -133,11 +133,40 @@ def current_user() -> User:
     token = bearer_token()
     if token is None:
         raise _unauthorized("send 'Authorization: Bearer <token>' (POST /api/v1/auth/token)")
-    row = Token.select(Token, User).join(User).where(Token.token_hash == token_digest(token)).first()
-    if row is None or row.expires_at <= utcnow() or not row.user.active:
+    found = _token_user(token_digest(token))
+    if found is None or found[0] <= utcnow() or not found[1].active:
         raise _unauthorized("the token is invalid, expired or revoked; log in again")
-    g.user = row.user
-    return row.user
+    g.user = found[1]
+    return found[1]
+
+
+# Every authenticated request looks its token up: one statement, its SQL built once per database.
+_USER_FIELDS = User._meta.sorted_fields
+_TOKEN_SQL: dict[int, tuple[object, str]] = {}
+
+
+def _token_user(digest: str) -> tuple[datetime, User] | None:
+    """(expires_at, user) of a stored token, read from the database every time: a token
+    revoked or a user deactivated by any process is refused at once."""
+    database = db.obj
+    cached = _TOKEN_SQL.get(id(database))
+    if cached is None or cached[0] is not database:
+        quote = database.quote
+        name = lambda entity: entity.join(quote)  # noqa: E731
+        columns = ", ".join("u." + name(f.column_name) for f in _USER_FIELDS)
+        sql = (
+            f"SELECT t.{name(Token.expires_at.column_name)}, {columns} FROM {name(Token._meta.table_name)} t"
+            f" JOIN {name(User._meta.table_name)} u"
+            f" ON u.{name(User.id.column_name)} = t.{name(Token.user.column_name)}"
+            f" WHERE t.{name(Token.token_hash.column_name)} = {database.param}"
+        )
+        cached = _TOKEN_SQL[id(database)] = (database, sql)
+    row = db.execute_sql(cached[1], (digest,)).fetchone()
+    if row is None:
+        return None
+    user = User(**{f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)})
+    user._dirty.clear()
+    return Token.expires_at.python_value(row[0]), user
 
 
 def require(*roles: str) -> Callable:

@@ -3,6 +3,8 @@
 gunicorn --config python:order_service.gunicorn_conf "order_service.app:create_app()"
 """
 
+import os
+
 from order_service.config import load_settings
 
 _settings = load_settings()
@@ -20,3 +22,6 @@ loglevel = _settings.log_level.lower()
 # No MQTT client lives in the workers: they only write the database and wake the relay.
 # gunicorn's control socket defaults to one path per user; keep it per deployment.
 control_socket = str((_settings.data_dir / "gunicorn.ctl").resolve())
+# gunicorn touches a heartbeat file on every loop of a worker; on a disk-backed /tmp that can
+# block the worker (gunicorn's own advice): keep it in memory.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

@@ -21,6 +21,7 @@ from . import access, eta, lifecycle
 from .db import db, is_sqlite
 from .dispatch_config import DispatchConfig
 from .events import record_order_event, record_worklists
+from .inserts import Insert
 from .models import (
     Agent,
     IdempotencyKey,
@@ -188,38 +189,71 @@ def _replay(user: User, key: str, fingerprint: str) -> Order | None:
     return row.order
 
 
+_ORDER_FIELDS = (
+    "id",
+    "version",
+    "status",
+    "owner",
+    "customer_name",
+    "customer_phone",
+    "customer_address",
+    "notes",
+    "currency",
+    "delivery_lat",
+    "delivery_lon",
+    "total_cents",
+    "status_times",
+    "created_at",
+    "updated_at",
+)
+_INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
+_INSERT_ITEMS = Insert(OrderItem, ("order", "position", "name", "quantity", "unit_price_cents"))
+_INSERT_HISTORY = Insert(
+    OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status")
+)
+
+
 def _insert_order(user: User, new: NewOrder) -> Order:
+    """Three statements (order, its items, its history row) with SQL built once; the order
+    keeps its items in memory, so the event and the response read none back."""
     now = utcnow()
     total = sum(item["quantity"] * item["unit_price_cents"] for item in new.items)
-    order = Order.create(
-        id=new_id("ord"),
-        version=1,
-        status="placed",
-        owner=user if user.role == "customer" else None,
-        customer_name=new.customer["name"],
-        customer_phone=new.customer["phone"],
-        customer_address=new.customer["address"],
-        notes=new.notes,
-        currency=new.currency,
-        delivery_lat=new.delivery_location["lat"] if new.delivery_location else None,
-        delivery_lon=new.delivery_location["lon"] if new.delivery_location else None,
-        total_cents=total,
-        status_times={"placed": rfc3339(now)},
-        created_at=now,
-        updated_at=now,
+    location = new.delivery_location
+    values: dict[str, Any] = {
+        "id": new_id("ord"),
+        "version": 1,
+        "status": "placed",
+        "owner": user.id if user.role == "customer" else None,
+        "customer_name": new.customer["name"],
+        "customer_phone": new.customer["phone"],
+        "customer_address": new.customer["address"],
+        "notes": new.notes,
+        "currency": new.currency,
+        "delivery_lat": location["lat"] if location else None,
+        "delivery_lon": location["lon"] if location else None,
+        "total_cents": total,
+        "status_times": {"placed": rfc3339(now)},
+        "created_at": now,
+        "updated_at": now,
+    }
+    _INSERT_ORDER.rows([values])
+    items = [{"order": values["id"], "position": i, **item} for i, item in enumerate(new.items)]
+    _INSERT_ITEMS.rows(items)
+    _INSERT_HISTORY.rows(
+        [
+            {
+                "order": values["id"],
+                "version": 1,
+                "event": "order.created",
+                "at": now,
+                "actor": user.id,
+                "actor_role": user.role,
+                "to_status": "placed",
+            }
+        ]
     )
-    OrderItem.insert_many(
-        [{"order": order.id, "position": i, **item} for i, item in enumerate(new.items)]
-    ).execute()
-    OrderHistory.create(
-        order=order,
-        version=1,
-        event="order.created",
-        at=now,
-        actor=user,
-        actor_role=user.role,
-        to_status="placed",
-    )
+    order = Order(**values)
+    order.items = [OrderItem(**item) for item in items]  # what order_dict reads (as prefetch() does)
     record_order_event(order, "order.created")
     return order
 

@@ -20,13 +20,27 @@ logger = logging.getLogger(__name__)
 class Notifier:
     def __init__(self, path: Path) -> None:
         self.path = str(path)
+        self._sock: socket.socket | None = None
+        self._pid = 0
+
+    def _socket(self) -> socket.socket:
+        # One unbound, non-blocking socket per process: sendto is atomic, so threads share it.
+        if self._sock is None or self._pid != os.getpid():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self._sock, self._pid = sock, os.getpid()
+        return self._sock
+
+    def close(self) -> None:
+        if self._sock is not None and self._pid == os.getpid():
+            self._sock.close()
+        self._sock = None
+
+    __del__ = close
 
     def notify(self) -> None:
-        # A socket per call (microseconds): nothing to close or share between threads.
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.setblocking(False)
-                sock.sendto(b"!", self.path)
+            self._socket().sendto(b"!", self.path)
         except (FileNotFoundError, ConnectionRefusedError, BlockingIOError):
             pass  # relay not listening, or a wake-up is already queued
         except OSError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -196,10 +196,24 @@ def _no_null_defaults(schema: dict) -> None:
             del prop["default"]
 
 
+# flask-openapi3 asks a header or query model for its JSON Schema on every request it
+# validates (only to read each field's type); the schema never changes, so build it once.
+_PLAIN_SCHEMAS: dict[type, dict[str, Any]] = {}
+
+
 class Parameters(BaseModel):
     """Query or header parameters: optional ones are documented as absent, never null."""
 
     model_config = ConfigDict(json_schema_extra=_no_null_defaults)
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if args or kwargs:  # the OpenAPI document's calls (ref templates, modes): as built
+            return super().model_json_schema(*args, **kwargs)
+        schema = _PLAIN_SCHEMAS.get(cls)
+        if schema is None:
+            schema = _PLAIN_SCHEMAS[cls] = super().model_json_schema()
+        return schema
 
 
 class IdempotencyHeader(Parameters):

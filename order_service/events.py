@@ -32,8 +32,13 @@ ORDER_EVENTS = (
 )
 
 
-def order_dict(order: Order) -> dict:
-    items = sorted(order.items, key=lambda i: i.position)
+def order_dict(order: Order, items: list[dict] | None = None) -> dict:
+    """The order as published; ``items`` (already in position order) saves a query when known."""
+    if items is None:
+        items = [
+            {"name": i.name, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents}
+            for i in sorted(order.items, key=lambda i: i.position)
+        ]
     return {
         "id": order.id,
         "version": order.version,
@@ -44,9 +49,7 @@ def order_dict(order: Order) -> dict:
             "phone": order.customer_phone,
             "address": order.customer_address,
         },
-        "items": [
-            {"name": i.name, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents} for i in items
-        ],
+        "items": items,
         "total_cents": order.total_cents,
         "currency": order.currency,
         "notes": order.notes,
@@ -81,9 +84,21 @@ def dispatch_fields(order: Order) -> dict:
 
 
 def _order_dicts(query: peewee.ModelSelect) -> list[dict]:
-    """``order_dict`` of every order of a query, in its order: two queries (orders, then all
-    their items), not one more per order."""
-    return [order_dict(o) for o in peewee.prefetch(query, OrderItem)]
+    """``order_dict`` of every order of a query, in its order: two queries (the orders, then
+    all their items), not one more per order as ``order.items`` would make."""
+    orders = list(query)
+    if not orders:
+        return []
+    items: dict[str, list[dict]] = {o.id: [] for o in orders}
+    rows = (
+        OrderItem.select(OrderItem.order, OrderItem.name, OrderItem.quantity, OrderItem.unit_price_cents)
+        .where(OrderItem.order.in_(query.select(Order.id).order_by()))
+        .order_by(OrderItem.order, OrderItem.position)
+        .tuples()
+    )
+    for order_id, name, quantity, price in rows:
+        items[order_id].append({"name": name, "quantity": quantity, "unit_price_cents": price})
+    return [order_dict(o, items[o.id]) for o in orders]
 
 
 def _envelope(event: str) -> dict:

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 logger = logging.getLogger(__name__)
 
-# Unacknowledged QoS 1 publishes in flight at once (paho's own limit is set to match).
+# Unacknowledged QoS 1 publishes in flight at once.
 # Well under 65,535 message ids; large enough that the broker, not the round trip,
 # sets the pace of a rehydration.
 WINDOW = 1000
@@ -85,6 +85,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._cond = threading.Condition()
         self._acked: set[int] = set()
+        self._awaited: int | None = None  # the message id publish_batch is blocked on
         self._connack: mqtt.ReasonCode | None = None
         self.lost = False
         client = mqtt.Client(
@@ -98,7 +99,9 @@ class MqttLink:
             client.ws_set_options(path=address.path)
         if address.username is not None:
             client.username_pw_set(address.username, address.password)
-        client.max_inflight_messages_set(WINDOW)
+        # No limit in paho: publish_batch keeps its own window. paho's limit would cost a
+        # scan of every message in flight on each PUBACK (its _update_inflight).
+        client.max_inflight_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -127,7 +130,8 @@ class MqttLink:
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
             self._acked.add(mid)
-            self._cond.notify_all()
+            if mid == self._awaited:  # wake the relay only for the acknowledgement it waits for
+                self._cond.notify_all()
 
     def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         if self._on_message:
@@ -163,7 +167,7 @@ class MqttLink:
         next one goes out as soon as the oldest is acknowledged, so a long batch (a
         rehydration) never stops to wait for a whole chunk. ``check`` runs before
         the first message and then every ``check_every`` (the relay lock); it stops
-        the batch by raising. ``timeout`` bounds the wait for any one acknowledgement.
+        the batch by raising. ``timeout`` bounds the wait for the oldest acknowledgement.
         """
         outstanding: deque[int] = deque()
         done = 0
@@ -189,7 +193,7 @@ class MqttLink:
     def _await_acks(self, outstanding: deque[int], keep: int, timeout: float) -> int:
         """Wait until at most ``keep`` of ``outstanding`` (oldest first) are unacknowledged; pop
         the acknowledged prefix and return its length. Gives up when the connection drops or
-        no acknowledgement arrives for ``timeout`` seconds."""
+        the oldest is not acknowledged within ``timeout`` seconds."""
         popped = 0
         with self._cond:
             while True:
@@ -197,10 +201,12 @@ class MqttLink:
                     self._acked.discard(outstanding.popleft())
                     popped += 1
                 if len(outstanding) <= keep or self.lost:
+                    self._awaited = None
                     return popped
-                before = len(self._acked)
-                if not self._cond.wait(timeout) and len(self._acked) == before:
-                    return popped  # nothing acknowledged for ``timeout`` seconds
+                self._awaited = outstanding[0]
+                if not self._cond.wait(timeout) and outstanding[0] not in self._acked:
+                    self._awaited = None
+                    return popped  # the oldest not acknowledged within ``timeout`` seconds
 
     def close(self) -> None:
         try:

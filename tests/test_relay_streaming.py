@@ -10,6 +10,7 @@ import pytest
 
 from order_service import dispatch
 from order_service.mqtt_link import WINDOW, MqttLink
+from tests.test_relay import _body
 
 
 class Stop(Exception):
@@ -70,13 +71,6 @@ def test_a_slow_dispatch_tick_does_not_hold_up_publishing(client, admin, start_r
     assert ticking.wait(10)  # a tick has just started its 3 s
     live = subscribe("orders/+/status")
     started = time.monotonic()
-    order = client.post(
-        "/api/v1/orders",
-        json={
-            "customer": {"name": "Ann", "phone": "+1 555 0101", "address": "2 High St"},
-            "items": [{"name": "Soup", "quantity": 1, "unit_price_cents": 500}],
-        },
-        headers=admin.headers,
-    ).json
+    order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
     live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"], timeout=2.5)
     assert time.monotonic() - started < 2.5

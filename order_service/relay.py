@@ -71,6 +71,7 @@ class Relay:
             queue.SimpleQueue()
         )
         self._next_tick = 0.0
+        self._statements: dict[tuple[str, int], _Statement] = {}
         self._timers_wake = threading.Event()  # presence heard, or the relay stops being active
         self.connected = threading.Event()
 
@@ -113,6 +114,7 @@ class Relay:
     def _run_active(self, stop: threading.Event) -> None:
         backoff = 0.2
         self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
+        self._statements.clear()  # built for the database of this run
         db.connect(reuse_if_open=True)
         timers_done = threading.Event()
         timers = threading.Thread(target=self._run_timers, args=(timers_done,), name="relay-timers")
@@ -172,8 +174,7 @@ class Relay:
         while not stop.is_set():
             if link.lost:
                 raise ConnectionLost("disconnected")
-            if self._drain(link):
-                continue  # more may have come in while publishing
+            self._drain(link)
             if time.monotonic() >= next_sweep:
                 self._check_lock()  # publishing checks it too; this notices a loss while idle
                 self._clear_finished(link)
@@ -242,19 +243,33 @@ class Relay:
         """Publish every pending outbox row in id order; return how many went out."""
         total = 0
         while True:
-            rows = list(_pending(self.settings.relay_batch))
+            rows = self._statement("pending", 0).execute()
             if not rows:
                 return total
-            messages = [(r.topic, r.payload.encode(), bool(r.newest)) for r in rows]
+            messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
 
-            def mark(acked: int, rows: list[Outbox] = rows) -> None:
+            def mark(acked: int, rows: list[tuple] = rows) -> None:
                 with db.atomic():
-                    Outbox.update(published_at=utcnow()).where(
-                        Outbox.id.in_([r.id for r in rows[:acked]])
-                    ).execute()
+                    self._statement("mark", acked).execute(utcnow(), *(r[0] for r in rows[:acked]))
 
             self._send(link, messages, mark)
             total += len(rows)
+            if len(rows) < self.settings.relay_batch:
+                # All there was. A row committed since then has sent its wake-up datagram,
+                # which ends the relay's next wait at once: no need to ask again now.
+                return total
+
+    def _statement(self, name: str, size: int) -> _Statement:
+        """The outbox statements of the hot path, their SQL built once (peewee's SQL building
+        took longer than running them)."""
+        key = (name, size)
+        if key not in self._statements:
+            if name == "pending":
+                query = _pending(self.settings.relay_batch)
+            else:  # mark ``size`` rows published; parameters: the time, then the ids
+                query = Outbox.update(published_at=utcnow()).where(Outbox.id.in_([0] * size))
+            self._statements[key] = _Statement(*query.sql())
+        return self._statements[key]
 
     def _latest_published(self, kind: str, group: peewee.Field, among: peewee.Query | None) -> list[Outbox]:
         newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
@@ -352,6 +367,17 @@ class Relay:
         except Exception:  # a dispatch bug must not stop the outbox from being published
             logger.exception("dispatch tick failed")
         return True  # it may have committed part of its work
+
+
+@dataclasses.dataclass(frozen=True)
+class _Statement:
+    sql: str
+    params: list
+
+    def execute(self, *params: object) -> list[tuple]:
+        """Run with these parameters (default: the ones it was built with); the rows, if any."""
+        cursor = db.execute_sql(self.sql, params or self.params)
+        return cursor.fetchall() if cursor.description else []
 
 
 def _pending(limit: int) -> peewee.ModelSelect:

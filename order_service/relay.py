@@ -271,13 +271,21 @@ class Relay:
             self._statements[key] = _Statement(*query.sql())
         return self._statements[key]
 
-    def _latest_published(self, kind: str, group: peewee.Field, among: peewee.Query | None) -> list[Outbox]:
+    def _latest_published(
+        self, kind: str, group: peewee.Field, among: peewee.Query | None
+    ) -> list[tuple[str, str]]:
+        """(topic, payload) of the newest published row of each ``group`` (order or agent)."""
         newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
             (Outbox.kind == kind) & Outbox.published_at.is_null(False)
         )
         if among is not None:
             newest = newest.where(group.in_(among))
-        return list(Outbox.select().where(Outbox.id.in_(newest.group_by(group))).order_by(Outbox.id))
+        return list(
+            Outbox.select(Outbox.topic, Outbox.payload)
+            .where(Outbox.id.in_(newest.group_by(group)))
+            .order_by(Outbox.id)
+            .tuples()
+        )
 
     def _rehydrate(self, link: MqttLink) -> None:
         """Republish, retained, the last published state of every live order and every worklist."""
@@ -286,7 +294,7 @@ class Relay:
         rows = self._latest_published("status", Outbox.order_id, live)
         rows += self._latest_published("worklist", Outbox.agent_id, None)
         # One stream: publish_batch keeps its window of unacknowledged messages full.
-        self._send(link, [(r.topic, r.payload.encode(), True) for r in rows])
+        self._send(link, [(topic, payload.encode(), True) for topic, payload in rows])
         logger.info(
             "republished the state of %d orders and worklists in %.0f ms",
             len(rows),

@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
@@ -107,6 +108,8 @@ class AdvisoryLock:
         self.params = {**params, **KEEPALIVES, "application_name": APPLICATION_NAME}
         self._conn = None
         self._held = False
+        # The relay's publishing thread and its timers thread both ask ``held()``.
+        self._mutex = threading.RLock()
 
     def _query(self, sql: str, *args: object) -> object:
         if self._conn is None:
@@ -117,32 +120,35 @@ class AdvisoryLock:
             return cur.fetchone()[0]
 
     def acquire(self) -> bool:
-        if self._held:
-            return self.held()
-        try:
-            self._held = bool(self._query("SELECT pg_try_advisory_lock(%s)", RELAY_LOCK))
-        except psycopg2.Error as exc:
-            logger.warning("relay lock: database unreachable (%s)", str(exc).strip())
-            self.release()
-        return self._held
+        with self._mutex:
+            if self._held:
+                return self.held()
+            try:
+                self._held = bool(self._query("SELECT pg_try_advisory_lock(%s)", RELAY_LOCK))
+            except psycopg2.Error as exc:
+                logger.warning("relay lock: database unreachable (%s)", str(exc).strip())
+                self.release()
+            return self._held
 
     def held(self) -> bool:
-        if not self._held:
-            return False
-        try:
-            self._query("SELECT 1")
-            return True
-        except psycopg2.Error as exc:
-            logger.error("relay lock connection lost (%s): this relay is no longer active", exc)
-            self.release()
-            return False
+        with self._mutex:
+            if not self._held:
+                return False
+            try:
+                self._query("SELECT 1")
+                return True
+            except psycopg2.Error as exc:
+                logger.error("relay lock connection lost (%s): this relay is no longer active", exc)
+                self.release()
+                return False
 
     def release(self) -> None:
-        self._held = False
-        if self._conn is not None:
-            with contextlib.suppress(psycopg2.Error):
-                self._conn.close()  # ends the session: the server releases the lock
-            self._conn = None
+        with self._mutex:
+            self._held = False
+            if self._conn is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    self._conn.close()  # ends the session: the server releases the lock
+                self._conn = None
 
 
 def lock_for(database_url: str) -> LeaderLock:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
 logger = logging.getLogger(__name__)
+
+# Unacknowledged QoS 1 publishes in flight at once.
+# Well under 65,535 message ids; large enough that the broker, not the round trip,
+# sets the pace of a rehydration.
+WINDOW = 1000
 
 
 class BrokerUnavailable(Exception):
@@ -80,6 +85,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._cond = threading.Condition()
         self._acked: set[int] = set()
+        self._awaited: int | None = None  # the message id publish_batch is blocked on
         self._connack: mqtt.ReasonCode | None = None
         self.lost = False
         client = mqtt.Client(
@@ -93,7 +99,9 @@ class MqttLink:
             client.ws_set_options(path=address.path)
         if address.username is not None:
             client.username_pw_set(address.username, address.password)
-        client.max_inflight_messages_set(100)
+        # No limit in paho: publish_batch keeps its own window. paho's limit would cost a
+        # scan of every message in flight on each PUBACK (its _update_inflight).
+        client.max_inflight_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -122,7 +130,8 @@ class MqttLink:
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
             self._acked.add(mid)
-            self._cond.notify_all()
+            if mid == self._awaited:  # wake the relay only for the acknowledgement it waits for
+                self._cond.notify_all()
 
     def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         if self._on_message:
@@ -144,28 +153,60 @@ class MqttLink:
         if connack.is_failure:
             raise BrokerUnavailable(f"{self.address} refused the connection: {connack}")
 
-    def publish_batch(self, messages: list[tuple[str, bytes, bool]], timeout: float = 10.0) -> int:
-        """Publish QoS 1 in order; return how many, from the first, the broker acknowledged."""
-        mids: list[int] = []
-        for topic, payload, retain in messages:
-            info = self.client.publish(topic, payload, qos=1, retain=retain)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                logger.warning("publish to %s not sent: %s", topic, mqtt.error_string(info.rc))
-                break
-            mids.append(info.mid)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._cond.wait_for(
-                lambda: self.lost or all(m in self._acked for m in mids),
-                max(0.0, deadline - time.monotonic()),
-            )
-            done = 0
-            for mid in mids:
-                if mid not in self._acked:
+    def publish_batch(
+        self,
+        messages: Iterable[tuple[str, bytes, bool]],
+        timeout: float = 10.0,
+        *,
+        check: Callable[[], None] | None = None,
+        check_every: int = 500,
+    ) -> int:
+        """Publish QoS 1 in order; return how many, from the first, the broker acknowledged.
+
+        Streams: up to :data:`WINDOW` messages are unacknowledged at a time, and the
+        next one goes out as soon as the oldest is acknowledged, so a long batch (a
+        rehydration) never stops to wait for a whole chunk. ``check`` runs before
+        the first message and then every ``check_every`` (the relay lock); it stops
+        the batch by raising. ``timeout`` bounds the wait for the oldest acknowledgement.
+        """
+        outstanding: deque[int] = deque()
+        done = 0
+        try:
+            for sent, (topic, payload, retain) in enumerate(messages):
+                if check is not None and sent % check_every == 0:
+                    check()
+                if len(outstanding) >= WINDOW:
+                    done += self._await_acks(outstanding, WINDOW - 1, timeout)
+                    if len(outstanding) >= WINDOW:
+                        return done  # the oldest was never acknowledged
+                info = self.client.publish(topic, payload, qos=1, retain=retain)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    logger.warning("publish to %s not sent: %s", topic, mqtt.error_string(info.rc))
                     break
-                done += 1
-            self._acked.difference_update(mids)
-        return done
+                outstanding.append(info.mid)
+            done += self._await_acks(outstanding, 0, timeout)
+            return done
+        finally:
+            with self._cond:
+                self._acked.difference_update(outstanding)
+
+    def _await_acks(self, outstanding: deque[int], keep: int, timeout: float) -> int:
+        """Wait until at most ``keep`` of ``outstanding`` (oldest first) are unacknowledged; pop
+        the acknowledged prefix and return its length. Gives up when the connection drops or
+        the oldest is not acknowledged within ``timeout`` seconds."""
+        popped = 0
+        with self._cond:
+            while True:
+                while outstanding and outstanding[0] in self._acked:
+                    self._acked.discard(outstanding.popleft())
+                    popped += 1
+                if len(outstanding) <= keep or self.lost:
+                    self._awaited = None
+                    return popped
+                self._awaited = outstanding[0]
+                if not self._cond.wait(timeout) and outstanding[0] not in self._acked:
+                    self._awaited = None
+                    return popped  # the oldest not acknowledged within ``timeout`` seconds
 
     def close(self) -> None:
         try:

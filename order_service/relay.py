@@ -9,6 +9,9 @@ every agent's worklist, so a broker that lost its retained store is whole again.
 It is also the one process that runs the dispatch timers (``dispatch.tick``:
 presence timeouts, offer expiry, auto-assignment, late-order alerts), about once
 a second and right after an agent comes online, connected to the broker or not.
+They run on a thread of their own while the relay is active, so that a tick (or
+the rewrite of the broker's login files) never holds up a publish: the
+publishing thread wakes on the API's datagram and publishes first.
 
 Retained state never goes backwards: there is one publisher, it publishes in
 id (commit) order, and a row is published *retained* only when it is the
@@ -68,6 +71,8 @@ class Relay:
             queue.SimpleQueue()
         )
         self._next_tick = 0.0
+        self._statements: dict[tuple[str, int], _Statement] = {}
+        self._timers_wake = threading.Event()  # presence heard, or the relay stops being active
         self.connected = threading.Event()
 
     # --- lifetime ---------------------------------------------------------------
@@ -109,7 +114,11 @@ class Relay:
     def _run_active(self, stop: threading.Event) -> None:
         backoff = 0.2
         self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
+        self._statements.clear()  # built for the database of this run
         db.connect(reuse_if_open=True)
+        timers_done = threading.Event()
+        timers = threading.Thread(target=self._run_timers, args=(timers_done,), name="relay-timers")
+        timers.start()
         try:
             while not stop.is_set():
                 link = MqttLink(
@@ -141,10 +150,12 @@ class Relay:
                     link.close()
                 if not self.lock.held():
                     return
-                self._tick()  # the timers run while the broker is away too
-                stop.wait(backoff)
+                stop.wait(backoff)  # the timers thread goes on while the broker is away
                 backoff = min(backoff * 2, 5.0)
         finally:
+            timers_done.set()
+            self._timers_wake.set()
+            timers.join()
             self.waiter.close()
             self.waiter = None
             db.close()
@@ -155,25 +166,51 @@ class Relay:
             raise LockLost("the relay lock is gone")
 
     def _serve(self, link: MqttLink, stop: threading.Event) -> None:
+        """Publish on every wake-up, first thing; the timers run on their own thread
+        (:meth:`_run_timers`) so that a dispatch tick never holds up a publish."""
         self._drain(link)
         self._rehydrate(link)
-        next_sweep = next_files = 0.0
+        next_sweep = 0.0
         while not stop.is_set():
             if link.lost:
                 raise ConnectionLost("disconnected")
-            self._check_lock()
-            came_online = self._apply_presence()
-            if came_online or time.monotonic() >= self._next_tick:
-                self._tick()
-            sent = self._drain(link)
+            self._drain(link)
             if time.monotonic() >= next_sweep:
+                self._check_lock()  # publishing checks it too; this notices a loss while idle
                 self._clear_finished(link)
                 next_sweep = time.monotonic() + 1.0
-            if time.monotonic() >= next_files:
-                self._sync_files()
-                next_files = time.monotonic() + FILES_SYNC_SECONDS
-            if not sent and self.waiter is not None:
-                self.waiter.wait(min(self.settings.relay_poll_seconds, self.settings.dispatch_tick_seconds))
+            if self.waiter is not None:
+                self.waiter.wait(
+                    max(0.0, min(self.settings.relay_poll_seconds, next_sweep - time.monotonic()))
+                )
+
+    def _run_timers(self, done: threading.Event) -> None:
+        """The dispatch timers, agent presence and the broker's login files, while this relay is
+        active, connected to the broker or not. Whatever they write to the outbox, the
+        publishing thread is woken for."""
+        next_files = time.monotonic() + FILES_SYNC_SECONDS
+        try:
+            while not done.is_set():
+                self._timers_wake.clear()
+                try:
+                    if not self.lock.held():
+                        return
+                    heard, came_online = self._apply_presence()
+                    ticked = False
+                    if came_online or time.monotonic() >= self._next_tick:
+                        ticked = self._tick()
+                    if heard or ticked:  # they may have written outbox rows
+                        self._poke.notify()
+                    if time.monotonic() >= next_files:
+                        self._sync_files()
+                        next_files = time.monotonic() + FILES_SYNC_SECONDS
+                except peewee.DatabaseError as exc:
+                    logger.error("relay timers: database error: %s", exc)
+                except Exception:  # a bug here must not stop the timers for good
+                    logger.exception("relay timers failed")
+                self._timers_wake.wait(max(0.0, self._next_tick - time.monotonic()))
+        finally:
+            db.close()
 
     def _sync_files(self) -> None:
         """Rewrite the broker's login files if the database changed (e.g. a dashboard login
@@ -191,9 +228,11 @@ class Relay:
         messages: list[tuple[str, bytes, bool]],
         on_acked: Callable[[int], None] | None = None,
     ) -> None:
-        """Publish; hand the acknowledged prefix to ``on_acked``; a shortfall ends the connection."""
-        self._check_lock()
-        acked = link.publish_batch(messages)
+        """Publish; hand the acknowledged prefix to ``on_acked``; a shortfall ends the connection.
+
+        The relay lock is checked before the first message and again every ``relay_batch``
+        messages of a long batch."""
+        acked = link.publish_batch(messages, check=self._check_lock, check_every=self.settings.relay_batch)
         if acked and on_acked:
             faults.kill_point("relay.after_publish")  # acknowledged, not yet marked published
             on_acked(acked)
@@ -204,33 +243,49 @@ class Relay:
         """Publish every pending outbox row in id order; return how many went out."""
         total = 0
         while True:
-            rows = list(Outbox.unpublished(self.settings.relay_batch))
+            rows = self._statement("pending", 0).execute()
             if not rows:
                 return total
-            newest = dict(
-                Outbox.select(Outbox.topic, peewee.fn.MAX(Outbox.id))
-                .where(Outbox.topic.in_({r.topic for r in rows}))
-                .group_by(Outbox.topic)
-                .tuples()
-            )
-            messages = [(r.topic, r.payload.encode(), r.id == newest[r.topic]) for r in rows]
+            messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
 
-            def mark(acked: int, rows: list[Outbox] = rows) -> None:
+            def mark(acked: int, rows: list[tuple] = rows) -> None:
                 with db.atomic():
-                    Outbox.update(published_at=utcnow()).where(
-                        Outbox.id.in_([r.id for r in rows[:acked]])
-                    ).execute()
+                    self._statement("mark", acked).execute(utcnow(), *(r[0] for r in rows[:acked]))
 
             self._send(link, messages, mark)
             total += len(rows)
+            if len(rows) < self.settings.relay_batch:
+                # All there was. A row committed since then has sent its wake-up datagram,
+                # which ends the relay's next wait at once: no need to ask again now.
+                return total
 
-    def _latest_published(self, kind: str, group: peewee.Field, among: peewee.Query | None) -> list[Outbox]:
+    def _statement(self, name: str, size: int) -> _Statement:
+        """The outbox statements of the hot path, their SQL built once (peewee's SQL building
+        took longer than running them)."""
+        key = (name, size)
+        if key not in self._statements:
+            if name == "pending":
+                query = _pending(self.settings.relay_batch)
+            else:  # mark ``size`` rows published; parameters: the time, then the ids
+                query = Outbox.update(published_at=utcnow()).where(Outbox.id.in_([0] * size))
+            self._statements[key] = _Statement(*query.sql())
+        return self._statements[key]
+
+    def _latest_published(
+        self, kind: str, group: peewee.Field, among: peewee.Query | None
+    ) -> list[tuple[str, str]]:
+        """(topic, payload) of the newest published row of each ``group`` (order or agent)."""
         newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
             (Outbox.kind == kind) & Outbox.published_at.is_null(False)
         )
         if among is not None:
             newest = newest.where(group.in_(among))
-        return list(Outbox.select().where(Outbox.id.in_(newest.group_by(group))).order_by(Outbox.id))
+        return list(
+            Outbox.select(Outbox.topic, Outbox.payload)
+            .where(Outbox.id.in_(newest.group_by(group)))
+            .order_by(Outbox.id)
+            .tuples()
+        )
 
     def _rehydrate(self, link: MqttLink) -> None:
         """Republish, retained, the last published state of every live order and every worklist."""
@@ -238,10 +293,8 @@ class Relay:
         live = Order.select(Order.id).where(Order.status.not_in(TERMINAL))
         rows = self._latest_published("status", Outbox.order_id, live)
         rows += self._latest_published("worklist", Outbox.agent_id, None)
-        batch = self.settings.relay_batch
-        for start in range(0, len(rows), batch):
-            chunk = rows[start : start + batch]
-            self._send(link, [(r.topic, r.payload.encode(), True) for r in chunk])
+        # One stream: publish_batch keeps its window of unacknowledged messages full.
+        self._send(link, [(topic, payload.encode(), True) for topic, payload in rows])
         logger.info(
             "republished the state of %d orders and worklists in %.0f ms",
             len(rows),
@@ -288,16 +341,17 @@ class Relay:
             return
         if agent_id and state in PRESENCE_STATES:
             self._presence.put((agent_id, state, utcnow(), _sent_at(body), bool(message.retain)))
-            self._poke.notify()
+            self._timers_wake.set()
 
-    def _apply_presence(self) -> bool:
-        """Record queued presence messages; True when an agent came online."""
-        came_online = False
+    def _apply_presence(self) -> tuple[bool, bool]:
+        """Record queued presence messages; (any recorded, an agent came online)."""
+        heard = came_online = False
         while True:
             try:
                 agent_id, state, heard_at, sent_at, retained = self._presence.get_nowait()
             except queue.Empty:
-                return came_online
+                return heard, came_online
+            heard = True
             came_online |= presence.record(
                 agent_id,
                 state,
@@ -309,16 +363,44 @@ class Relay:
 
     # --- dispatch timers ----------------------------------------------------------
 
-    def _tick(self) -> None:
+    def _tick(self) -> bool:
+        """Run the dispatch timers once; True when they changed something."""
         self._next_tick = time.monotonic() + self.settings.dispatch_tick_seconds
         try:
-            dispatch.tick(self.settings)
+            return bool(dispatch.tick(self.settings))
         except peewee.DatabaseError as exc:
             logger.error(
                 "dispatch tick failed: %s; next one in %.1f s", exc, self.settings.dispatch_tick_seconds
             )
         except Exception:  # a dispatch bug must not stop the outbox from being published
             logger.exception("dispatch tick failed")
+        return True  # it may have committed part of its work
+
+
+@dataclasses.dataclass(frozen=True)
+class _Statement:
+    sql: str
+    params: list
+
+    def execute(self, *params: object) -> list[tuple]:
+        """Run with these parameters (default: the ones it was built with); the rows, if any."""
+        cursor = db.execute_sql(self.sql, params or self.params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _pending(limit: int) -> peewee.ModelSelect:
+    """The oldest unpublished rows, each with ``newest``: no later row of its topic exists
+    (published retained only then; an older one would overwrite a newer state). One query."""
+    later = Outbox.alias()
+    superseded = peewee.fn.EXISTS(
+        later.select(peewee.SQL("1")).where((later.topic == Outbox.topic) & (later.id > Outbox.id))
+    )
+    return (
+        Outbox.select(Outbox.id, Outbox.topic, Outbox.payload, (~superseded).alias("newest"))
+        .where(Outbox.published_at.is_null())
+        .order_by(Outbox.id)
+        .limit(limit)
+    )
 
 
 def _sent_at(body: dict) -> datetime | None:

@@ -46,15 +46,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import lru_cache, partial
 from typing import Any
 
 import amqtt
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WebSocketsReader, WriterAdapter
 from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, Server
-from amqtt.contexts import Action, BrokerConfig
+from amqtt.contexts import Action, BrokerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.constants import QOS_0
@@ -67,6 +69,7 @@ from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, Hard
 from broker.framing import FramedReader
 from broker.outbox import Outbox, Queued
 from broker.plugins import RulesTopicPlugin
+from broker.wire import Publication
 
 __all__ = ["HardenedBroker", "Outbox", "Queued", "check_amqtt_version"]
 
@@ -120,6 +123,8 @@ class HardenedBroker(Broker):
         self.client_transports: set[asyncio.BaseTransport] = set()
         self._live: dict[str, tuple[HardenedHandler, asyncio.Event]] = {}  # client id -> connection
         self._rules_plugins: list[RulesTopicPlugin] | None = _UNKNOWN
+        # Each retained message's encoded PUBLISH, shared by every SUBSCRIBE that replays it.
+        self._retained_publications: dict[str, tuple[Any, Publication]] = {}
 
     # -- connections -----------------------------------------------------------------------
     async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
@@ -135,6 +140,25 @@ class HardenedBroker(Broker):
             reader = FramedReader(WebSocketsReader(websocket), self.max_packet_bytes)
             writer = BoundedWebSocketsWriter(websocket)
             await self._client_connected(listener_name, reader, writer)
+
+    async def _create_server_instance(
+        self, listener_name: str, kind: ListenerType, address: str | None, port: int, ssl_context: Any
+    ) -> Any:
+        if kind != ListenerType.WS:
+            return await super()._create_server_instance(listener_name, kind, address, port, ssl_context)
+        import websockets  # amqtt's WebSocket library
+
+        # amqtt's call, without permessage-deflate: browsers and mqtt.js offer it, and it
+        # compressed each small PUBLISH once per subscriber (most of the broker's CPU in a
+        # fan-out over WebSocket) to save little on a LAN.
+        return await websockets.serve(
+            partial(self.ws_connected, listener_name=listener_name),
+            address,
+            port,
+            ssl=ssl_context,
+            subprotocols=[websockets.Subprotocol("mqtt")],
+            compression=None,
+        )
 
     @contextmanager
     def _tracked(self, transport: asyncio.BaseTransport) -> Iterator[None]:
@@ -363,16 +387,42 @@ class HardenedBroker(Broker):
 
     async def _send_retained(self, session: Session, filters: list[tuple[str, int]]) -> None:
         """Queue, once each, the retained messages matching this SUBSCRIBE's accepted filters."""
+        retained_messages = self._retained_messages
         matches: dict[str, tuple[Any, int]] = {}
-        for topic, retained in self._retained_messages.items():
-            for topic_filter, granted in filters:
-                if self._matches(topic, topic_filter):
-                    qos = granted if retained.qos is None else min(granted, retained.qos)
-                    if topic not in matches or qos > matches[topic][1]:
-                        matches[topic] = (retained, qos)
+        for topic_filter, granted in filters:
+            if "+" in topic_filter or "#" in topic_filter:
+                matching = filter_matcher(topic_filter)
+                topics: Any = (topic for topic in retained_messages if matching(topic))
+            else:
+                topics = (topic_filter,) if topic_filter in retained_messages else ()
+            for topic in topics:
+                retained = retained_messages[topic]
+                qos = granted if retained.qos is None else min(granted, retained.qos)
+                if topic not in matches or qos > matches[topic][1]:
+                    matches[topic] = (retained, qos)
         for topic, (retained, qos) in matches.items():
             if await self.may_receive(session, topic):
-                self._enqueue(session, Queued(topic, retained.data, qos, True), exempt=True)
+                publication = self._retained_publication(topic, retained)
+                self._enqueue(session, Queued(topic, retained.data, qos, True, publication), exempt=True)
+
+    def _retained_publication(self, topic: str, retained: Any) -> Publication:
+        cached = self._retained_publications.get(topic)
+        if cached is None or cached[0] is not retained or cached[1].data is not retained.data:
+            cached = self._retained_publications[topic] = (retained, Publication(topic, retained.data))
+        return cached[1]
+
+    async def retain_message(
+        self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
+    ) -> None:
+        await super().retain_message(source_session, topic_name, data, qos)
+        if topic_name is not None and not data:
+            self._retained_publications.pop(topic_name, None)
+
+    def _matches(self, topic: str, a_filter: str) -> bool:
+        # amqtt split both strings on each call; the same rules, as one compiled regex per filter.
+        if "+" not in a_filter and "#" not in a_filter:
+            return a_filter == topic
+        return bool(filter_matcher(a_filter)(topic))
 
     async def may_receive(self, session: Session, topic: str) -> bool:
         """Whether the topic plugins let ``session`` receive a message on ``topic``.
@@ -383,6 +433,13 @@ class HardenedBroker(Broker):
         if rules is not None:
             return all(plugin.may_read(session, topic) for plugin in rules)
         return await self._topic_filtering(session, topic=topic, action=Action.RECEIVE)
+
+    async def may_publish(self, session: Session, topic: str) -> bool:
+        """Whether the topic plugins let ``session`` publish on ``topic`` (amqtt's "publish")."""
+        rules = self._rule_plugins()
+        if rules is not None:
+            return all(plugin.may_write(session, topic) for plugin in rules)
+        return await self._topic_filtering(session, topic=topic, action=Action.PUBLISH)
 
     def _rule_plugins(self) -> list[RulesTopicPlugin] | None:
         """The topic plugins, when all are ours (the usual case): their synchronous read check
@@ -421,7 +478,7 @@ class HardenedBroker(Broker):
             )
             await handler.handle_connection_closed()
             return True
-        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+        if not await self.may_publish(client_session, topic):
             logger.info("client %s may not publish to %s; message dropped", client_session.client_id, topic)
             return True
         await self.plugins_manager.fire_event(
@@ -439,6 +496,7 @@ class HardenedBroker(Broker):
         topic, data, publish_qos = broadcast["topic"], broadcast["data"], broadcast.get("qos")
         if not topic or data is None:
             return
+        publication = Publication(topic, data)  # encoded once, for every subscriber
         targets: dict[str, tuple[Session, int]] = {}
         for topic_filter, subscribers in self._subscriptions.items():
             if self._matches(topic, topic_filter):
@@ -451,12 +509,14 @@ class HardenedBroker(Broker):
                 logger.debug("client %s may not receive %s", session.client_id, topic)
                 continue
             qos = granted if publish_qos is None else min(publish_qos, granted)
-            self._enqueue(session, Queued(topic, data, qos, False))
+            self._enqueue(session, Queued(topic, data, qos, False, publication))
 
     def _enqueue(self, session: Session, item: Queued, *, exempt: bool = False) -> None:
         if session.transitions.state != "connected" and (session.clean_session or item.qos == QOS_0):
             return  # kept for an absent client: QoS 1/2, clean session off [MQTT-3.1.2-5]
         box = outbox(session)
+        if box.direct is not None and box.direct(item):
+            return  # an idle connection: written at once, no task switch
         if box.push(item, limit=self.max_queued_messages, exempt=exempt):
             self.dropped_messages += 1
             if not box.overflowing:
@@ -469,29 +529,65 @@ class HardenedBroker(Broker):
                 )
 
     async def _deliver(self, session: Session, handler: HardenedHandler) -> None:
-        """One connection's sender: unacknowledged messages again, then the queue, in order."""
+        """One connection's sender: unacknowledged messages again, then the queue, in order.
+
+        While it waits with nothing queued, routing writes a message straight to the
+        socket (``Outbox.direct``) when the window has room and the socket keeps up."""
         box = outbox(session)
         ready = asyncio.Event()
+        window = self.max_inflight_messages
+        inflight = session.inflight_out
+
+        def direct(item: Queued) -> bool:
+            if len(box) or len(inflight) >= window or not handler.writable_now():
+                return False
+            handler.send_now(item)
+            return True
+
         box.wakeup = ready.set
         try:
             await handler.resend_inflight()
             while True:
                 sent = 0
-                while len(session.inflight_out) < self.max_inflight_messages and (item := box.pop()):
-                    await handler.send_queued(item)
+                while len(inflight) < window and (item := box.pop()):
+                    handler.send_now(item)
                     sent += 1
                     if sent % _YIELD_EVERY == 0:
+                        await handler.flush()
                         await asyncio.sleep(0)
+                if sent:
+                    await handler.flush()
                 if box.overflowing and not len(box):
                     box.overflowing = False
                     logger.info(
                         "client %s caught up; %d messages dropped so far", session.client_id, box.dropped
                     )
                 ready.clear()
-                await ready.wait()  # a new message, or an acknowledgement freeing the window
+                box.direct = direct
+                try:
+                    await ready.wait()  # a new message, or an acknowledgement freeing the window
+                finally:
+                    box.direct = None
         finally:
             if box.wakeup == ready.set:
                 box.wakeup = None
+
+
+@lru_cache(maxsize=4096)
+def filter_matcher(topic_filter: str) -> Any:
+    """A function telling whether a topic matches ``topic_filter`` [MQTT-4.7], as amqtt's
+    Broker._matches decides: ``+`` is one level, a trailing ``#`` the parent and every
+    level below, and a filter starting with a wildcard never matches a $ topic."""
+    levels = topic_filter.split("/")
+    if any(("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
+        return lambda topic: False
+    multi = levels[-1] == "#"
+    parts = ["[^/]*" if lv == "+" else re.escape(lv) for lv in (levels[:-1] if multi else levels)]
+    pattern = "/".join(parts) + ("(?:/.*)?" if parts else ".*") if multi else "/".join(parts)
+    match = re.compile(pattern, re.DOTALL).fullmatch
+    if topic_filter[0] in "+#":
+        return lambda topic: not topic.startswith("$") and match(topic) is not None
+    return lambda topic: match(topic) is not None
 
 
 def _forget(session: Session) -> None:

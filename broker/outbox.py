@@ -28,18 +28,32 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broker.wire import Publication
 
 
 class Queued:
-    """One message for one client: what to send and with which flags."""
+    """One message for one client: what to send and with which flags.
 
-    __slots__ = ("data", "dropped", "exempt", "qos", "retain", "topic")
+    ``publication``, shared by every client's copy of a message, encodes it once."""
 
-    def __init__(self, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> None:
+    __slots__ = ("data", "dropped", "exempt", "publication", "qos", "retain", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        data: bytes | bytearray,
+        qos: int,
+        retain: bool,
+        publication: Publication | None = None,
+    ) -> None:
         self.topic = topic
         self.data = data
         self.qos = qos
         self.retain = retain
+        self.publication = publication
         self.dropped = False
         self.exempt = False
 
@@ -61,6 +75,8 @@ class Outbox:
         self.dropped = 0  # messages dropped over this session's lifetime
         self.overflowing = False  # inside an overflow episode (set and cleared by the broker)
         self.wakeup: Callable[[], None] | None = None  # the connected sender's "something changed"
+        # The connected sender, while idle: sends a message at once if it can (True).
+        self.direct: Callable[[Queued], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._qos0) + len(self._qos12) + self._exempt
@@ -112,6 +128,7 @@ class Outbox:
     def _bury(self, victim: Queued) -> None:
         victim.dropped = True
         victim.data = b""  # free the payload now, not when the tombstone is popped
+        victim.publication = None
         self._tombstones += 1
         if self._tombstones > max(64, len(self)):  # an offline client under a flood
             self._order = deque(item for item in self._order if not item.dropped)

@@ -30,11 +30,13 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; see the module docstring
@@ -104,8 +106,30 @@ def render_password_file(entries: Mapping[str, str]) -> str:
 # --- topics ---------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8192)
+def filter_matcher(filter_: str) -> Callable[[str], bool] | None:
+    """A valid filter's matching as one compiled pattern (every delivery checks the ACL's
+    filters, and splitting both strings each time was a fan-out's main ACL cost); None
+    for an invalid filter. ``+`` is one level, a trailing ``#`` the parent level and
+    everything below, and a filter starting with a wildcard never matches a $ topic."""
+    levels = filter_.split("/")
+    if not filter_ or "#" in levels[:-1] or any(len(lv) > 1 and ("+" in lv or "#" in lv) for lv in levels):
+        return None
+    multi = levels[-1] == "#"
+    parts = ["[^/]*" if lv == "+" else re.escape(lv) for lv in (levels[:-1] if multi else levels)]
+    pattern = "/".join(parts)
+    if multi:
+        pattern = pattern + "(?:/.*)?" if parts else ".*"
+    match = re.compile(pattern, re.DOTALL).fullmatch
+    if filter_[0] in "+#":
+        return lambda topic: not topic.startswith("$") and match(topic) is not None
+    return lambda topic: match(topic) is not None
+
+
 def topic_matches(filter_: str, topic: str) -> bool:
     """MQTT 3.1.1 matching of a concrete topic against a filter (``+``, ``#``, ``$`` rule)."""
+    if (matcher := filter_matcher(filter_)) is not None:
+        return matcher(topic)
     if topic.startswith("$") and filter_[:1] in ("+", "#"):
         return False  # §4.7.2: wildcards at the first level never match $-topics
     f_levels, t_levels = filter_.split("/"), topic.split("/")

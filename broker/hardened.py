@@ -46,11 +46,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import amqtt
@@ -66,6 +65,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, HardenedHandler, outbox
+from broker.credfiles import filter_matcher
 from broker.framing import FramedReader
 from broker.outbox import Outbox, Queued
 from broker.plugins import RulesTopicPlugin
@@ -239,6 +239,53 @@ class HardenedBroker(Broker):
                 del self._live[client_id]
             finished.set()
 
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        """amqtt's loop for one connection's PUBLISH, SUBSCRIBE, UNSUBSCRIBE and DISCONNECT.
+
+        Two changes: messages already queued are routed one after another without an
+        ``asyncio.wait`` over four futures for each, and a SUBSCRIBE no longer formats
+        every subscription of the broker into a debug message nobody reads (amqtt built
+        that string each time: quadratic in the clients of a reconnect storm)."""
+        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
+        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        delivered = client_session.delivered_message_queue
+        connected = True
+        while connected:
+            try:
+                done, _ = await asyncio.wait(
+                    [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if disconnect_waiter in done:
+                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
+                    connected = False
+                if subscribe_waiter in done:
+                    await self._handle_subscription(client_session, handler, subscribe_waiter)
+                    subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+                if unsubscribe_waiter in done:
+                    await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+                    unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+                if wait_deliver in done:
+                    if not await self._handle_message_delivery(client_session, handler, wait_deliver):
+                        break
+                    routed = 0
+                    while not (disconnect_waiter.done() or delivered.empty()) and routed < _YIELD_EVERY:
+                        message = delivered.get_nowait()
+                        try:
+                            await self._route(client_session, handler, message)
+                        finally:
+                            delivered.task_done()
+                        routed += 1
+                    wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+            except asyncio.CancelledError:
+                break
+        waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
     async def _take_over(self, client_id: str, handler: HardenedHandler, finished: asyncio.Event) -> None:
         """End any live connection with this client id [MQTT-3.1.4-2], then register ours."""
         while (live := self._live.get(client_id)) is not None:
@@ -392,7 +439,7 @@ class HardenedBroker(Broker):
         for topic_filter, granted in filters:
             if "+" in topic_filter or "#" in topic_filter:
                 matching = filter_matcher(topic_filter)
-                topics: Any = (topic for topic in retained_messages if matching(topic))
+                topics: Any = [topic for topic in retained_messages if matching(topic)] if matching else ()
             else:
                 topics = (topic_filter,) if topic_filter in retained_messages else ()
             for topic in topics:
@@ -422,7 +469,8 @@ class HardenedBroker(Broker):
         # amqtt split both strings on each call; the same rules, as one compiled regex per filter.
         if "+" not in a_filter and "#" not in a_filter:
             return a_filter == topic
-        return bool(filter_matcher(a_filter)(topic))
+        matcher = filter_matcher(a_filter)
+        return matcher is not None and matcher(topic)
 
     async def may_receive(self, session: Session, topic: str) -> bool:
         """Whether the topic plugins let ``session`` receive a message on ``topic``.
@@ -490,9 +538,39 @@ class HardenedBroker(Broker):
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return True
 
+    async def _broadcast_loop(self) -> None:
+        """amqtt's loop, routing each message in order, without a task and an
+        ``asyncio.wait`` per message (routing only queues and writes)."""
+        queue, shutdown = self._broadcast_queue, self._broadcast_shutdown_waiter
+        routed = 0
+        try:
+            while not shutdown.done():
+                if queue.empty():
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait([getter, shutdown], return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        break
+                    broadcast = getter.result()
+                else:
+                    broadcast = queue.get_nowait()
+                try:
+                    await self._fan_out(broadcast)
+                except Exception:
+                    logger.exception("routing a message to %r failed; skipped", broadcast.get("topic"))
+                routed += 1
+                if routed % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a backlog of messages must not starve the connections
+        except BaseException:
+            logger.exception("Broadcast loop stopped by exception")
+            raise
+
     async def _run_broadcast(self, running_tasks: Any) -> None:
-        # Called by amqtt's _broadcast_loop for each message, in order. Routing only queues.
-        broadcast = await self._broadcast_queue.get()
+        # amqtt's step, one message; the loop above calls _fan_out itself.
+        await self._fan_out(await self._broadcast_queue.get())
+
+    async def _fan_out(self, broadcast: Any) -> None:
+        """Queue (or write) one message for each matching subscriber that may read it."""
         topic, data, publish_qos = broadcast["topic"], broadcast["data"], broadcast.get("qos")
         if not topic or data is None:
             return
@@ -504,8 +582,13 @@ class HardenedBroker(Broker):
                     known = targets.get(session.client_id or "")
                     if known is None or granted > known[1]:
                         targets[session.client_id or ""] = (session, granted)
+        rules = self._rule_plugins()
         for session, granted in targets.values():
-            if not await self.may_receive(session, topic):
+            if not (
+                all(plugin.may_read(session, topic) for plugin in rules)
+                if rules is not None
+                else await self.may_receive(session, topic)
+            ):
                 logger.debug("client %s may not receive %s", session.client_id, topic)
                 continue
             qos = granted if publish_qos is None else min(publish_qos, granted)
@@ -571,23 +654,6 @@ class HardenedBroker(Broker):
         finally:
             if box.wakeup == ready.set:
                 box.wakeup = None
-
-
-@lru_cache(maxsize=4096)
-def filter_matcher(topic_filter: str) -> Any:
-    """A function telling whether a topic matches ``topic_filter`` [MQTT-4.7], as amqtt's
-    Broker._matches decides: ``+`` is one level, a trailing ``#`` the parent and every
-    level below, and a filter starting with a wildcard never matches a $ topic."""
-    levels = topic_filter.split("/")
-    if any(("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
-        return lambda topic: False
-    multi = levels[-1] == "#"
-    parts = ["[^/]*" if lv == "+" else re.escape(lv) for lv in (levels[:-1] if multi else levels)]
-    pattern = "/".join(parts) + ("(?:/.*)?" if parts else ".*") if multi else "/".join(parts)
-    match = re.compile(pattern, re.DOTALL).fullmatch
-    if topic_filter[0] in "+#":
-        return lambda topic: not topic.startswith("$") and match(topic) is not None
-    return lambda topic: match(topic) is not None
 
 
 def _forget(session: Session) -> None:

@@ -60,11 +60,18 @@ from amqtt.errors import AMQTTError, MQTTError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.constants import QOS_0
 from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol import broker_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
-from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, HardenedHandler, outbox
+from broker.connection import (
+    BoundedStreamWriter,
+    BoundedWebSocketsWriter,
+    HardenedHandler,
+    HardenedSession,
+    outbox,
+)
 from broker.credfiles import filter_matcher
 from broker.framing import FramedReader
 from broker.outbox import Outbox, Queued
@@ -97,6 +104,9 @@ def check_amqtt_version(installed: str) -> None:
 
 
 check_amqtt_version(getattr(amqtt, "__version__", "unknown"))
+# amqtt's BrokerProtocolHandler.init_from_connect builds the Session of every CONNECT
+# from this module global: ours keeps its state without a transitions Machine.
+broker_handler.Session = HardenedSession  # type: ignore[misc]
 
 
 class HardenedBroker(Broker):

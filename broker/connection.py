@@ -180,6 +180,7 @@ class HardenedHandler(BrokerProtocolHandler):
         self._last_read = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._ended: asyncio.Future[Any] | None = None  # the disconnect waiter, once answered
+        self._corked: list[bytes | bytearray] | None = None  # see cork()
 
     def abort(self) -> None:
         """Cut the connection without a goodbye (a takeover)."""
@@ -372,12 +373,25 @@ class HardenedHandler(BrokerProtocolHandler):
         assert self.session is not None and self.writer is not None
         publication = item.publication or Publication(item.topic, item.data)
         if item.qos == QOS_0:
-            self.writer.write(publication.packet(QOS_0, item.retain, None))  # type: ignore[arg-type]
-            return
-        packet_id = self.session.next_packet_id
-        message = OutgoingApplicationMessage(packet_id, item.topic, item.qos, item.data, item.retain)
-        self.session.inflight_out[packet_id] = message  # before sending: the ack may be quick
-        self.writer.write(publication.packet(item.qos, item.retain, packet_id))  # type: ignore[arg-type]
+            packet = publication.packet(QOS_0, item.retain, None)
+        else:
+            packet_id = self.session.next_packet_id
+            message = OutgoingApplicationMessage(packet_id, item.topic, item.qos, item.data, item.retain)
+            self.session.inflight_out[packet_id] = message  # before sending: the ack may be quick
+            packet = publication.packet(item.qos, item.retain, packet_id)
+        if self._corked is not None:
+            self._corked.append(packet)
+        else:
+            self.writer.write(packet)  # type: ignore[arg-type]
+
+    def cork(self) -> None:
+        """Collect what send_now() writes until uncork(): one write (one send) for a batch."""
+        self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and self.writer is not None:
+            self.writer.write(corked[0] if len(corked) == 1 else b"".join(corked))  # type: ignore[arg-type]
 
     async def flush(self) -> None:
         """Send what send_now() wrote (WebSocket), or wait while the socket is backed up (TCP)."""

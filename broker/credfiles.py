@@ -173,6 +173,7 @@ class Rule:
 
 
 RULES_CACHE_SIZE = 50_000  # (user, client id) pairs whose rules an Acl keeps worked out
+ANSWERS_CACHE_SIZE = 100_000  # (rule set, access, topic) answers an Acl remembers
 
 
 class AclSyntaxError(ValueError):
@@ -186,7 +187,13 @@ class Acl:
     anonymous: list[Rule] = field(default_factory=list)
     users: dict[str, list[Rule]] = field(default_factory=dict)
     patterns: list[Rule] = field(default_factory=list)
-    _rules: dict[tuple[str | None, str], list[Rule]] = field(
+    _rules: dict[tuple[str | None, str], tuple[Rule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _interned: dict[tuple[Rule, ...], tuple[Rule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _answers: dict[tuple[int, str, str], bool] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -211,17 +218,21 @@ class Acl:
                 raise AclSyntaxError(f"line {number}: unknown keyword {keyword!r}")
         return acl
 
-    def rules_for(self, username: str | None, client_id: str) -> list[Rule]:
+    def rules_for(self, username: str | None, client_id: str) -> tuple[Rule, ...]:
         """The user's own rules, then the patterns with %u and %c substituted.
 
         Memoised: every delivery asks (an Acl is never changed once parsed; a changed
-        file gives a new one)."""
+        file gives a new one). Equal rule sets are one object, so that :meth:`allowed`
+        can remember its answers per rule set: 1,000 dashboards of one user share one."""
         key = (username, client_id)
         found = self._rules.get(key)
         if found is None:
             if len(self._rules) >= RULES_CACHE_SIZE:
                 self._rules.clear()
-            found = self._rules[key] = self._rules_for(username, client_id)
+                self._interned.clear()
+                self._answers.clear()  # keyed by the interned sets' ids
+            rules = tuple(self._rules_for(username, client_id))
+            found = self._rules[key] = self._interned.setdefault(rules, rules)
         return found
 
     def _rules_for(self, username: str | None, client_id: str) -> list[Rule]:
@@ -239,9 +250,15 @@ class Acl:
     def allowed(self, username: str | None, client_id: str, access: str, topic: str) -> bool:
         """May this client publish (``write``) to or receive (``read``) this concrete topic?"""
         rules = self.rules_for(username, client_id)
-        if any(r.deny and topic_matches(r.filter, topic) for r in rules):
-            return False
-        return any(access in r.access and topic_matches(r.filter, topic) for r in rules)
+        key = (id(rules), access, topic)  # the interned set lives as long as this entry
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) >= ANSWERS_CACHE_SIZE:
+                self._answers.clear()
+            answer = self._answers[key] = not any(
+                r.deny and topic_matches(r.filter, topic) for r in rules
+            ) and any(access in r.access and topic_matches(r.filter, topic) for r in rules)
+        return answer
 
     def may_subscribe(self, username: str | None, client_id: str, filter_: str) -> bool:
         """Stricter than Mosquitto (which accepts every SUBSCRIBE and filters delivery):

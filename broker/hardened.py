@@ -642,12 +642,18 @@ class HardenedBroker(Broker):
             await handler.resend_inflight()
             while True:
                 sent = 0
-                while len(inflight) < window and (item := box.pop()):
-                    handler.send_now(item)
-                    sent += 1
-                    if sent % _YIELD_EVERY == 0:
-                        await handler.flush()
-                        await asyncio.sleep(0)
+                handler.cork()
+                try:
+                    while len(inflight) < window and (item := box.pop()):
+                        handler.send_now(item)
+                        sent += 1
+                        if sent % _YIELD_EVERY == 0:
+                            handler.uncork()
+                            await handler.flush()
+                            await asyncio.sleep(0)
+                            handler.cork()
+                finally:
+                    handler.uncork()
                 if sent:
                     await handler.flush()
                 if box.overflowing and not len(box):

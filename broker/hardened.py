@@ -610,7 +610,9 @@ class HardenedBroker(Broker):
         box = outbox(session)
         if box.direct is not None and box.direct(item):
             return  # an idle connection: written at once, no task switch
-        if box.push(item, limit=self.max_queued_messages, exempt=exempt):
+        # While a retained replay is queued, live messages behind it may use its room.
+        allowance = len(self._retained_messages)
+        if box.push(item, limit=self.max_queued_messages, exempt=exempt, allowance=allowance):
             self.dropped_messages += 1
             if not box.overflowing:
                 box.overflowing = True

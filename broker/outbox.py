@@ -22,6 +22,14 @@ Exempt messages (the retained messages answering a SUBSCRIBE) are not counted ag
 the limit: they are copies of the broker's retained store (at most its size per
 SUBSCRIBE), and a SUBSCRIBE answered only in part would leave the client with a
 partial picture, the failure Mosquitto users report for large retained sets.
+
+While exempt messages are still waiting, the limit grows by ``allowance`` (the broker
+passes its retained store's size): live messages queue behind the replay through no
+fault of the client, and dropping them there lost state for good. A dashboard that
+subscribed while the relay republished 10,000 retained orders got the replay of what
+was stored at its SUBSCRIBE, and the orders stored a moment later only live, where the
+limit dropped them: it kept an old status while the broker held the new one. So a
+client holds at most its replay plus ``limit + allowance`` messages.
 """
 
 from __future__ import annotations
@@ -81,14 +89,16 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._qos0) + len(self._qos12) + self._exempt
 
-    def push(self, item: Queued, *, limit: int, exempt: bool = False) -> int:
-        """Queue ``item``; return how many messages were dropped to respect ``limit`` (0 or 1)."""
+    def push(self, item: Queued, *, limit: int, exempt: bool = False, allowance: int = 0) -> int:
+        """Queue ``item``; return how many messages were dropped to respect ``limit`` (0 or 1).
+
+        ``allowance`` raises the limit while exempt messages are waiting."""
         dropped = 0
         if exempt:
             item.exempt = True
             self._exempt += 1
         else:
-            if len(self._qos0) + len(self._qos12) >= limit:
+            if len(self._qos0) + len(self._qos12) >= limit + (allowance if self._exempt else 0):
                 dropped = 1
                 self.dropped += 1
                 if self._qos0:

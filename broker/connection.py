@@ -27,6 +27,7 @@ from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage, Session
 from transitions import MachineError
+from websockets.protocol import State
 
 from broker.framing import CONNECT, DISCONNECT, PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE, FramedReader
 from broker.outbox import Outbox, Queued
@@ -133,6 +134,9 @@ class BoundedStreamWriter(_BoundedClose, StreamWriterAdapter):
             and transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
         )
 
+    def push(self) -> None:
+        """Nothing to do: write() went to the transport."""
+
     async def flush(self) -> None:
         """Wait for the socket only while the transport holds more than its high-water mark."""
         transport = self._writer.transport
@@ -165,7 +169,31 @@ class BoundedWebSocketsWriter(_BoundedClose, WebSocketsWriter):
     flush = drain
 
     def writable_now(self) -> bool:
-        return False  # a WebSocket message is sent by a coroutine
+        """Whether push() may send now: open, nothing pending, the socket keeping up."""
+        connection = self._protocol
+        transport = connection.transport
+        return (
+            not self._chunks
+            and connection.fragmented_send_waiter is None
+            and connection.protocol.state is State.OPEN
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
+        )
+
+    def push(self) -> None:
+        """Send what was written as one message, without a coroutine: what websockets'
+        send() does for one unfragmented binary message when the connection is open and
+        its socket keeps up (call only after writable_now())."""
+        if not self._chunks:
+            return
+        chunks, self._chunks = self._chunks, []
+        connection = self._protocol
+        try:
+            connection.protocol.send_binary(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            connection.send_data()
+        except Exception as exc:  # the connection is broken; its reader sees it end
+            logger.debug("WebSocket send failed: %r", exc)
+            connection.transport.abort()
 
 
 class HardenedHandler(BrokerProtocolHandler):
@@ -392,6 +420,12 @@ class HardenedHandler(BrokerProtocolHandler):
         corked, self._corked = self._corked, None
         if corked and self.writer is not None:
             self.writer.write(corked[0] if len(corked) == 1 else b"".join(corked))  # type: ignore[arg-type]
+
+    def push(self) -> None:
+        """Send what send_now() wrote without waiting (after writable_now())."""
+        push = getattr(self.writer, "push", None)
+        if push is not None:
+            push()
 
     async def flush(self) -> None:
         """Send what send_now() wrote (WebSocket), or wait while the socket is backed up (TCP)."""

@@ -637,6 +637,7 @@ class HardenedBroker(Broker):
             if len(box) or len(inflight) >= window or not handler.writable_now():
                 return False
             handler.send_now(item)
+            handler.push()
             return True
 
         box.wakeup = ready.set

@@ -36,10 +36,18 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
 
 $-topics needed nothing: amqtt's matcher already keeps # and +/... off them.
 
-Nothing here blocks the event loop: routing only appends to queues, and each sender
-awaits its own socket. Plugins' authenticate and topic_filtering still run on this
-loop and must not block it. The checks run when a message is routed, not when a
-queued message is finally sent.
+Nothing here blocks the event loop: routing only appends to queues, or writes to an
+idle connection whose socket keeps up (never waiting for it), and each sender awaits
+its own socket. Plugins' authenticate and topic_filtering still run on this loop and
+must not block it. The checks run when a message is routed, not when a queued message
+is finally sent.
+
+Speed (fan-out to 1,000 subscribers, reconnect storms, retained replay): each PUBLISH
+is encoded once per message (:mod:`broker.wire`); the reader handles PUBACK, PINGREQ
+and QoS 0/1 PUBLISH without a task per packet (:class:`HardenedHandler`); routing and
+the per-connection loop take queued messages without a task or an ``asyncio.wait``
+per message; the read checks of our topic plugins are synchronous and remembered per
+rule set; sessions keep their state without a ``transitions`` Machine.
 """
 
 from __future__ import annotations

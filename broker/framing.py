@@ -138,7 +138,7 @@ class FramedReader(ReaderAdapter):
             raise asyncio.IncompleteReadError(data, count)
         return data
 
-    async def _next_packet(self) -> None:
+    async def _next_packet(self) -> tuple[int, bytes]:
         header = await self._exactly(1)
         length, shift = 0, 0
         for _ in range(4):
@@ -156,6 +156,20 @@ class FramedReader(ReaderAdapter):
         check_packet(header[0] >> 4, header[0] & 0x0F, body, first=self._packets == 0)
         self._packets += 1
         self._packet, self._pos = header + body, 0
+        return header[0], body
+
+    async def next_packet(self) -> tuple[int, bytes]:
+        """The next whole, checked packet: its first byte and its body.
+
+        amqtt can still decode it through :meth:`read`; :meth:`skip` marks it handled.
+        Whatever an earlier packet left unread is discarded first.
+        """
+        self._pos = len(self._packet)
+        return await self._next_packet()
+
+    def skip(self) -> None:
+        """The current packet was handled without amqtt's decoder."""
+        self._pos = len(self._packet)
 
     async def read(self, n: int = -1) -> bytes:
         if self._pos == len(self._packet):

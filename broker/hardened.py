@@ -36,10 +36,18 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
 
 $-topics needed nothing: amqtt's matcher already keeps # and +/... off them.
 
-Nothing here blocks the event loop: routing only appends to queues, and each sender
-awaits its own socket. Plugins' authenticate and topic_filtering still run on this
-loop and must not block it. The checks run when a message is routed, not when a
-queued message is finally sent.
+Nothing here blocks the event loop: routing only appends to queues, or writes to an
+idle connection whose socket keeps up (never waiting for it), and each sender awaits
+its own socket. Plugins' authenticate and topic_filtering still run on this loop and
+must not block it. The checks run when a message is routed, not when a queued message
+is finally sent.
+
+Speed (fan-out to 1,000 subscribers, reconnect storms, retained replay): each PUBLISH
+is encoded once per message (:mod:`broker.wire`); the reader handles PUBACK, PINGREQ
+and QoS 0/1 PUBLISH without a task per packet (:class:`HardenedHandler`); routing and
+the per-connection loop take queued messages without a task or an ``asyncio.wait``
+per message; the read checks of our topic plugins are synchronous and remembered per
+rule set; sessions keep their state without a ``transitions`` Machine.
 """
 
 from __future__ import annotations
@@ -49,24 +57,34 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Any
 
 import amqtt
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WebSocketsReader, WriterAdapter
 from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, Server
-from amqtt.contexts import Action, BrokerConfig
+from amqtt.contexts import Action, BrokerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.constants import QOS_0
 from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol import broker_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
-from broker.connection import BoundedStreamWriter, BoundedWebSocketsWriter, HardenedHandler, outbox
+from broker.connection import (
+    BoundedStreamWriter,
+    BoundedWebSocketsWriter,
+    HardenedHandler,
+    HardenedSession,
+    outbox,
+)
+from broker.credfiles import filter_matcher
 from broker.framing import FramedReader
 from broker.outbox import Outbox, Queued
 from broker.plugins import RulesTopicPlugin
+from broker.wire import Publication
 
 __all__ = ["HardenedBroker", "Outbox", "Queued", "check_amqtt_version"]
 
@@ -94,6 +112,9 @@ def check_amqtt_version(installed: str) -> None:
 
 
 check_amqtt_version(getattr(amqtt, "__version__", "unknown"))
+# amqtt's BrokerProtocolHandler.init_from_connect builds the Session of every CONNECT
+# from this module global: ours keeps its state without a transitions Machine.
+broker_handler.Session = HardenedSession  # type: ignore[misc]
 
 
 class HardenedBroker(Broker):
@@ -120,6 +141,8 @@ class HardenedBroker(Broker):
         self.client_transports: set[asyncio.BaseTransport] = set()
         self._live: dict[str, tuple[HardenedHandler, asyncio.Event]] = {}  # client id -> connection
         self._rules_plugins: list[RulesTopicPlugin] | None = _UNKNOWN
+        # Each retained message's encoded PUBLISH, shared by every SUBSCRIBE that replays it.
+        self._retained_publications: dict[str, tuple[Any, Publication]] = {}
 
     # -- connections -----------------------------------------------------------------------
     async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
@@ -135,6 +158,25 @@ class HardenedBroker(Broker):
             reader = FramedReader(WebSocketsReader(websocket), self.max_packet_bytes)
             writer = BoundedWebSocketsWriter(websocket)
             await self._client_connected(listener_name, reader, writer)
+
+    async def _create_server_instance(
+        self, listener_name: str, kind: ListenerType, address: str | None, port: int, ssl_context: Any
+    ) -> Any:
+        if kind != ListenerType.WS:
+            return await super()._create_server_instance(listener_name, kind, address, port, ssl_context)
+        import websockets  # amqtt's WebSocket library
+
+        # amqtt's call, without permessage-deflate: browsers and mqtt.js offer it, and it
+        # compressed each small PUBLISH once per subscriber (most of the broker's CPU in a
+        # fan-out over WebSocket) to save little on a LAN.
+        return await websockets.serve(
+            partial(self.ws_connected, listener_name=listener_name),
+            address,
+            port,
+            ssl=ssl_context,
+            subprotocols=[websockets.Subprotocol("mqtt")],
+            compression=None,
+        )
 
     @contextmanager
     def _tracked(self, transport: asyncio.BaseTransport) -> Iterator[None]:
@@ -214,6 +256,53 @@ class HardenedBroker(Broker):
             if self._live.get(client_id, (None,))[0] is handler:
                 del self._live[client_id]
             finished.set()
+
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        """amqtt's loop for one connection's PUBLISH, SUBSCRIBE, UNSUBSCRIBE and DISCONNECT.
+
+        Two changes: messages already queued are routed one after another without an
+        ``asyncio.wait`` over four futures for each, and a SUBSCRIBE no longer formats
+        every subscription of the broker into a debug message nobody reads (amqtt built
+        that string each time: quadratic in the clients of a reconnect storm)."""
+        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
+        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        delivered = client_session.delivered_message_queue
+        connected = True
+        while connected:
+            try:
+                done, _ = await asyncio.wait(
+                    [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if disconnect_waiter in done:
+                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
+                    connected = False
+                if subscribe_waiter in done:
+                    await self._handle_subscription(client_session, handler, subscribe_waiter)
+                    subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+                if unsubscribe_waiter in done:
+                    await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+                    unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+                if wait_deliver in done:
+                    if not await self._handle_message_delivery(client_session, handler, wait_deliver):
+                        break
+                    routed = 0
+                    while not (disconnect_waiter.done() or delivered.empty()) and routed < _YIELD_EVERY:
+                        message = delivered.get_nowait()
+                        try:
+                            await self._route(client_session, handler, message)
+                        finally:
+                            delivered.task_done()
+                        routed += 1
+                    wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+            except asyncio.CancelledError:
+                break
+        waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _take_over(self, client_id: str, handler: HardenedHandler, finished: asyncio.Event) -> None:
         """End any live connection with this client id [MQTT-3.1.4-2], then register ours."""
@@ -363,16 +452,43 @@ class HardenedBroker(Broker):
 
     async def _send_retained(self, session: Session, filters: list[tuple[str, int]]) -> None:
         """Queue, once each, the retained messages matching this SUBSCRIBE's accepted filters."""
+        retained_messages = self._retained_messages
         matches: dict[str, tuple[Any, int]] = {}
-        for topic, retained in self._retained_messages.items():
-            for topic_filter, granted in filters:
-                if self._matches(topic, topic_filter):
-                    qos = granted if retained.qos is None else min(granted, retained.qos)
-                    if topic not in matches or qos > matches[topic][1]:
-                        matches[topic] = (retained, qos)
+        for topic_filter, granted in filters:
+            if "+" in topic_filter or "#" in topic_filter:
+                matching = filter_matcher(topic_filter)
+                topics: Any = [topic for topic in retained_messages if matching(topic)] if matching else ()
+            else:
+                topics = (topic_filter,) if topic_filter in retained_messages else ()
+            for topic in topics:
+                retained = retained_messages[topic]
+                qos = granted if retained.qos is None else min(granted, retained.qos)
+                if topic not in matches or qos > matches[topic][1]:
+                    matches[topic] = (retained, qos)
         for topic, (retained, qos) in matches.items():
             if await self.may_receive(session, topic):
-                self._enqueue(session, Queued(topic, retained.data, qos, True), exempt=True)
+                publication = self._retained_publication(topic, retained)
+                self._enqueue(session, Queued(topic, retained.data, qos, True, publication), exempt=True)
+
+    def _retained_publication(self, topic: str, retained: Any) -> Publication:
+        cached = self._retained_publications.get(topic)
+        if cached is None or cached[0] is not retained or cached[1].data is not retained.data:
+            cached = self._retained_publications[topic] = (retained, Publication(topic, retained.data))
+        return cached[1]
+
+    async def retain_message(
+        self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
+    ) -> None:
+        await super().retain_message(source_session, topic_name, data, qos)
+        if topic_name is not None and not data:
+            self._retained_publications.pop(topic_name, None)
+
+    def _matches(self, topic: str, a_filter: str) -> bool:
+        # amqtt split both strings on each call; the same rules, as one compiled regex per filter.
+        if "+" not in a_filter and "#" not in a_filter:
+            return a_filter == topic
+        matcher = filter_matcher(a_filter)
+        return matcher is not None and matcher(topic)
 
     async def may_receive(self, session: Session, topic: str) -> bool:
         """Whether the topic plugins let ``session`` receive a message on ``topic``.
@@ -383,6 +499,13 @@ class HardenedBroker(Broker):
         if rules is not None:
             return all(plugin.may_read(session, topic) for plugin in rules)
         return await self._topic_filtering(session, topic=topic, action=Action.RECEIVE)
+
+    async def may_publish(self, session: Session, topic: str) -> bool:
+        """Whether the topic plugins let ``session`` publish on ``topic`` (amqtt's "publish")."""
+        rules = self._rule_plugins()
+        if rules is not None:
+            return all(plugin.may_write(session, topic) for plugin in rules)
+        return await self._topic_filtering(session, topic=topic, action=Action.PUBLISH)
 
     def _rule_plugins(self) -> list[RulesTopicPlugin] | None:
         """The topic plugins, when all are ours (the usual case): their synchronous read check
@@ -421,7 +544,7 @@ class HardenedBroker(Broker):
             )
             await handler.handle_connection_closed()
             return True
-        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+        if not await self.may_publish(client_session, topic):
             logger.info("client %s may not publish to %s; message dropped", client_session.client_id, topic)
             return True
         await self.plugins_manager.fire_event(
@@ -433,12 +556,43 @@ class HardenedBroker(Broker):
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return True
 
+    async def _broadcast_loop(self) -> None:
+        """amqtt's loop, routing each message in order, without a task and an
+        ``asyncio.wait`` per message (routing only queues and writes)."""
+        queue, shutdown = self._broadcast_queue, self._broadcast_shutdown_waiter
+        routed = 0
+        try:
+            while not shutdown.done():
+                if queue.empty():
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait([getter, shutdown], return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        break
+                    broadcast = getter.result()
+                else:
+                    broadcast = queue.get_nowait()
+                try:
+                    await self._fan_out(broadcast)
+                except Exception:
+                    logger.exception("routing a message to %r failed; skipped", broadcast.get("topic"))
+                routed += 1
+                if routed % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a backlog of messages must not starve the connections
+        except BaseException:
+            logger.exception("Broadcast loop stopped by exception")
+            raise
+
     async def _run_broadcast(self, running_tasks: Any) -> None:
-        # Called by amqtt's _broadcast_loop for each message, in order. Routing only queues.
-        broadcast = await self._broadcast_queue.get()
+        # amqtt's step, one message; the loop above calls _fan_out itself.
+        await self._fan_out(await self._broadcast_queue.get())
+
+    async def _fan_out(self, broadcast: Any) -> None:
+        """Queue (or write) one message for each matching subscriber that may read it."""
         topic, data, publish_qos = broadcast["topic"], broadcast["data"], broadcast.get("qos")
         if not topic or data is None:
             return
+        publication = Publication(topic, data)  # encoded once, for every subscriber
         targets: dict[str, tuple[Session, int]] = {}
         for topic_filter, subscribers in self._subscriptions.items():
             if self._matches(topic, topic_filter):
@@ -446,18 +600,27 @@ class HardenedBroker(Broker):
                     known = targets.get(session.client_id or "")
                     if known is None or granted > known[1]:
                         targets[session.client_id or ""] = (session, granted)
+        rules = self._rule_plugins()
         for session, granted in targets.values():
-            if not await self.may_receive(session, topic):
+            if not (
+                all(plugin.may_read(session, topic) for plugin in rules)
+                if rules is not None
+                else await self.may_receive(session, topic)
+            ):
                 logger.debug("client %s may not receive %s", session.client_id, topic)
                 continue
             qos = granted if publish_qos is None else min(publish_qos, granted)
-            self._enqueue(session, Queued(topic, data, qos, False))
+            self._enqueue(session, Queued(topic, data, qos, False, publication))
 
     def _enqueue(self, session: Session, item: Queued, *, exempt: bool = False) -> None:
         if session.transitions.state != "connected" and (session.clean_session or item.qos == QOS_0):
             return  # kept for an absent client: QoS 1/2, clean session off [MQTT-3.1.2-5]
         box = outbox(session)
-        if box.push(item, limit=self.max_queued_messages, exempt=exempt):
+        if box.direct is not None and box.direct(item):
+            return  # an idle connection: written at once, no task switch
+        # While a retained replay is queued, live messages behind it may use its room.
+        allowance = len(self._retained_messages)
+        if box.push(item, limit=self.max_queued_messages, exempt=exempt, allowance=allowance):
             self.dropped_messages += 1
             if not box.overflowing:
                 box.overflowing = True
@@ -469,26 +632,52 @@ class HardenedBroker(Broker):
                 )
 
     async def _deliver(self, session: Session, handler: HardenedHandler) -> None:
-        """One connection's sender: unacknowledged messages again, then the queue, in order."""
+        """One connection's sender: unacknowledged messages again, then the queue, in order.
+
+        While it waits with nothing queued, routing writes a message straight to the
+        socket (``Outbox.direct``) when the window has room and the socket keeps up."""
         box = outbox(session)
         ready = asyncio.Event()
+        window = self.max_inflight_messages
+        inflight = session.inflight_out
+
+        def direct(item: Queued) -> bool:
+            if len(box) or len(inflight) >= window or not handler.writable_now():
+                return False
+            handler.send_now(item)
+            handler.push()
+            return True
+
         box.wakeup = ready.set
         try:
             await handler.resend_inflight()
             while True:
                 sent = 0
-                while len(session.inflight_out) < self.max_inflight_messages and (item := box.pop()):
-                    await handler.send_queued(item)
-                    sent += 1
-                    if sent % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
+                handler.cork()
+                try:
+                    while len(inflight) < window and (item := box.pop()):
+                        handler.send_now(item)
+                        sent += 1
+                        if sent % _YIELD_EVERY == 0:
+                            handler.uncork()
+                            await handler.flush()
+                            await asyncio.sleep(0)
+                            handler.cork()
+                finally:
+                    handler.uncork()
+                if sent:
+                    await handler.flush()
                 if box.overflowing and not len(box):
                     box.overflowing = False
                     logger.info(
                         "client %s caught up; %d messages dropped so far", session.client_id, box.dropped
                     )
                 ready.clear()
-                await ready.wait()  # a new message, or an acknowledgement freeing the window
+                box.direct = direct
+                try:
+                    await ready.wait()  # a new message, or an acknowledgement freeing the window
+                finally:
+                    box.direct = None
         finally:
             if box.wakeup == ready.set:
                 box.wakeup = None

@@ -22,24 +22,46 @@ Exempt messages (the retained messages answering a SUBSCRIBE) are not counted ag
 the limit: they are copies of the broker's retained store (at most its size per
 SUBSCRIBE), and a SUBSCRIBE answered only in part would leave the client with a
 partial picture, the failure Mosquitto users report for large retained sets.
+
+While exempt messages are still waiting, the limit grows by ``allowance`` (the broker
+passes its retained store's size): live messages queue behind the replay through no
+fault of the client, and dropping them there lost state for good. A dashboard that
+subscribed while the relay republished 10,000 retained orders got the replay of what
+was stored at its SUBSCRIBE, and the orders stored a moment later only live, where the
+limit dropped them: it kept an old status while the broker held the new one. So a
+client holds at most its replay plus ``limit + allowance`` messages.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broker.wire import Publication
 
 
 class Queued:
-    """One message for one client: what to send and with which flags."""
+    """One message for one client: what to send and with which flags.
 
-    __slots__ = ("data", "dropped", "exempt", "qos", "retain", "topic")
+    ``publication``, shared by every client's copy of a message, encodes it once."""
 
-    def __init__(self, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> None:
+    __slots__ = ("data", "dropped", "exempt", "publication", "qos", "retain", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        data: bytes | bytearray,
+        qos: int,
+        retain: bool,
+        publication: Publication | None = None,
+    ) -> None:
         self.topic = topic
         self.data = data
         self.qos = qos
         self.retain = retain
+        self.publication = publication
         self.dropped = False
         self.exempt = False
 
@@ -61,18 +83,22 @@ class Outbox:
         self.dropped = 0  # messages dropped over this session's lifetime
         self.overflowing = False  # inside an overflow episode (set and cleared by the broker)
         self.wakeup: Callable[[], None] | None = None  # the connected sender's "something changed"
+        # The connected sender, while idle: sends a message at once if it can (True).
+        self.direct: Callable[[Queued], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._qos0) + len(self._qos12) + self._exempt
 
-    def push(self, item: Queued, *, limit: int, exempt: bool = False) -> int:
-        """Queue ``item``; return how many messages were dropped to respect ``limit`` (0 or 1)."""
+    def push(self, item: Queued, *, limit: int, exempt: bool = False, allowance: int = 0) -> int:
+        """Queue ``item``; return how many messages were dropped to respect ``limit`` (0 or 1).
+
+        ``allowance`` raises the limit while exempt messages are waiting."""
         dropped = 0
         if exempt:
             item.exempt = True
             self._exempt += 1
         else:
-            if len(self._qos0) + len(self._qos12) >= limit:
+            if len(self._qos0) + len(self._qos12) >= limit + (allowance if self._exempt else 0):
                 dropped = 1
                 self.dropped += 1
                 if self._qos0:
@@ -112,6 +138,7 @@ class Outbox:
     def _bury(self, victim: Queued) -> None:
         victim.dropped = True
         victim.data = b""  # free the payload now, not when the tombstone is popped
+        victim.publication = None
         self._tombstones += 1
         if self._tombstones > max(64, len(self)):  # an offline client under a flood
             self._order = deque(item for item in self._order if not item.dropped)

@@ -207,6 +207,14 @@ class RulesTopicPlugin(BaseTopicPlugin):
             session.username, session.client_id or "", READ, topic
         )
 
+    def may_write(self, session: Session, topic: str) -> bool:
+        """topic_filtering's answer for Action.PUBLISH, without a coroutine."""
+        return (
+            bool(topic)
+            and self.current(session)
+            and self.rules().allowed(session.username, session.client_id or "", WRITE, topic)
+        )
+
     async def on_broker_client_connected(self, *, client_id: str, client_session: Session) -> None:
         # Synchronous up to here on purpose: this runs before amqtt replays anything.
         if client_session.will_flag and not self.rules().allowed(

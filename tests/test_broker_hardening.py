@@ -445,6 +445,37 @@ def test_offline_queue_is_bounded_and_drops_the_oldest(make_broker, devices, cap
     assert len(warnings) == 1 and device_id in warnings[0].getMessage()
 
 
+def test_live_messages_queued_behind_a_retained_replay_are_not_dropped(make_broker, devices) -> None:
+    """A client subscribing while retained state changes gets the replay of what was
+    stored, then the changes live, queued behind the replay: those must not fall to the
+    queue limit (they did, and the client kept old states while the broker held new ones)."""
+    broker = make_broker(
+        max_queued_messages=5, max_inflight_messages=1, plugins={f"{__name__}.EveryoneByName": {}}
+    )
+    publisher = devices(broker.port)
+    publisher.connect()
+    for n in range(20):
+        publisher.publish(f"orders/o-{n}/status", b"v1", retain=True)
+    dashboard = RawClient(HOST, broker.port)
+    try:
+        dashboard.connect(_id("dash"))
+        assert dashboard.subscribe(("orders/+/status", 1)) == [1]
+        first = dashboard.read_publish()  # the window (1) is full until this is acknowledged
+        for n in range(10):
+            publisher.publish(f"orders/o-{n}/status", b"v2", retain=True)
+        time.sleep(0.5)  # routed into the dashboard's queue, behind 19 replayed messages
+        latest = {first.topic: first.payload}
+        dashboard.puback(first.packet_id)
+        for _ in range(19 + 10):
+            message = dashboard.read_publish()
+            latest[message.topic] = message.payload
+            dashboard.puback(message.packet_id)
+    finally:
+        dashboard.close()
+    assert latest == {f"orders/o-{n}/status": b"v2" if n < 10 else b"v1" for n in range(20)}
+    assert broker.dropped_messages == 0
+
+
 def test_queue_overflow_drops_oldest_qos0_first_then_oldest() -> None:
     """The overflow policy, on the queue itself: QoS 0 goes first, then the oldest."""
     box = hardened.Outbox()

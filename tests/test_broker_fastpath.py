@@ -1,0 +1,150 @@
+"""The broker's fast paths give the answers of the slow ones they replaced.
+
+PUBLISH encoded once per message (broker.wire), topic filters as compiled patterns,
+ACL answers remembered per rule set, WebSocket sends batched and uncompressed, and the
+reader loop that handles PUBACK, PINGREQ and QoS 0/1 PUBLISH itself: real brokers and
+real paho clients where a connection is involved.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from amqtt.broker import Broker
+from amqtt.mqtt.publish import PublishPacket
+from websockets.sync.client import connect as ws_connect
+
+from broker.credfiles import READ, Acl, topic_matches
+from broker.hardened import HardenedBroker
+from broker.server import EmbeddedBroker
+from broker.wire import Publication
+from tests.mqtt_fixtures import broker  # noqa: F401 - the fixture
+from tests.mqtt_raw import RawClient
+
+HOST = "127.0.0.1"
+TIMEOUT = 10.0
+FILTERS = ["#", "+", "a/#", "a/+", "+/+", "a/+/c", "a/b", "+/b/#", "$SYS/#", "a//b", "a/+/#", "/#", "+/#"]
+TOPICS = ["a", "a/b", "a/b/c", "$SYS/x", "b", "a//b", "/x", "a/", "x/b/c", "orders/1/status"]
+
+
+@pytest.mark.parametrize("topic", ["a/b", "ü/x", "orders/o-1/status"])
+@pytest.mark.parametrize("size", [0, 600, 200_000])
+def test_publication_encodes_what_amqtt_encodes(topic: str, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    publication = Publication(topic, data)
+    for qos in (0, 1, 2):
+        for retain in (False, True):
+            for dup in (False, True) if qos else (False,):
+                packet_id = 0x1234 if qos else None
+                expected = PublishPacket.build(topic, data, packet_id, dup, qos, retain).to_bytes()
+                assert bytes(publication.packet(qos, retain, packet_id, dup=dup)) == expected
+
+
+def test_each_copy_gets_its_own_packet_id() -> None:
+    publication = Publication("t", b"payload")
+    first, second = publication.packet(1, False, 1), publication.packet(1, False, 2)
+    assert first[-9:-7] == b"\x00\x01" and second[-9:-7] == b"\x00\x02"
+
+
+def test_filter_matching_agrees_with_amqtt() -> None:
+    class Quiet:
+        import logging
+
+        logger = logging.getLogger("amqtt-reference")
+
+    for topic_filter in FILTERS:
+        for topic in TOPICS:
+            expected = Broker._matches(Quiet, topic, topic_filter)  # type: ignore[arg-type]
+            assert HardenedBroker._matches(Quiet, topic, topic_filter) == expected, (topic_filter, topic)  # type: ignore[arg-type]
+            assert topic_matches(topic_filter, topic) == expected, (topic_filter, topic)
+
+
+def test_remembered_acl_answers_still_depend_on_the_client() -> None:
+    acl = Acl.parse("user dash\ntopic read orders/#\npattern read agents/%c/#\n")
+    for _ in range(2):  # the second round is answered from memory
+        assert acl.allowed("dash", "a-1", READ, "agents/a-1/assigned")
+        assert not acl.allowed("dash", "a-2", READ, "agents/a-1/assigned")
+        assert acl.allowed("dash", "a-2", READ, "orders/o-1/status")
+        assert not acl.allowed("other", "a-3", READ, "orders/o-1/status")
+    # Clients whose rules come out equal share one rule set, so one remembered answer.
+    assert acl.rules_for("dash", "x") is not acl.rules_for("dash", "y")
+    assert acl.rules_for("other", "x") is acl.rules_for("other", "x")
+
+
+def _client(port: int, transport: str = "tcp") -> mqtt.Client:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"fast-{uuid.uuid4().hex[:8]}", transport=transport
+    )
+    if transport == "websockets":
+        client.ws_set_options(path="/mqtt")
+    connected: queue.Queue[object] = queue.Queue()
+    client.on_connect = lambda *args: connected.put(args[3])
+    client.connect(HOST, port)
+    client.loop_start()
+    assert not connected.get(timeout=TIMEOUT).is_failure  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+def test_a_burst_arrives_whole_and_in_order(broker: EmbeddedBroker, transport: str) -> None:  # noqa: F811
+    """More messages than the in-flight window, sent as fast as paho can: the sender's
+    batches (one WebSocket message for several packets) lose and reorder nothing."""
+    received: queue.Queue[bytes] = queue.Queue()
+    subscribed: queue.Queue[object] = queue.Queue()
+    subscriber = _client(broker.ws_port if transport == "websockets" else broker.port, transport)
+    subscriber.on_message = lambda _c, _u, message: received.put(message.payload)
+    subscriber.on_subscribe = lambda *args: subscribed.put(args)
+    subscriber.subscribe("burst/#", qos=1)
+    subscribed.get(timeout=TIMEOUT)
+    publisher = _client(broker.port)
+    try:
+        count = 300
+        infos = [publisher.publish(f"burst/{n % 7}", str(n).encode(), qos=1) for n in range(count)]
+        for info in infos:
+            info.wait_for_publish(TIMEOUT)
+        got = [int(received.get(timeout=TIMEOUT)) for _ in range(count)]
+        assert got == list(range(count))
+        time.sleep(0.3)
+        assert received.empty()  # no duplicates
+    finally:
+        for client in (subscriber, publisher):
+            client.disconnect()
+            client.loop_stop()
+
+
+def test_websocket_listener_does_not_compress(broker: EmbeddedBroker) -> None:  # noqa: F811
+    """permessage-deflate cost a compression per subscriber per message."""
+    with ws_connect(f"ws://{HOST}:{broker.ws_port}/mqtt", subprotocols=["mqtt"], compression="deflate") as ws:
+        assert ws.subprotocol == "mqtt"
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+def test_pings_keep_a_connection_alive_and_silence_ends_it(broker: EmbeddedBroker) -> None:  # noqa: F811
+    """Keep-alive 1 s: PINGREQs every 0.5 s for 2.5 s keep it open (each answered); then
+    silence closes it within 1.5 x the keep-alive (and a little)."""
+    client = RawClient(HOST, broker.port)
+    try:
+        client.connect(f"ping-{uuid.uuid4().hex[:8]}", keepalive=1)
+        for _ in range(5):
+            client.sock.sendall(b"\xc0\x00")
+            assert client.read_packet(TIMEOUT)[0] == 13  # PINGRESP
+            time.sleep(0.5)
+        started = time.monotonic()
+        assert client.wait_closed(TIMEOUT)
+        assert time.monotonic() - started < 1.5 + 1.0
+    finally:
+        client.close()
+
+
+def test_garbage_after_connect_still_closes_the_connection(broker: EmbeddedBroker) -> None:  # noqa: F811
+    client = RawClient(HOST, broker.port)
+    try:
+        client.connect(f"bad-{uuid.uuid4().hex[:8]}")
+        client.sock.sendall(b"\x40\x03\x00\x01\x00")  # a PUBACK one byte too long
+        assert client.wait_closed(TIMEOUT)
+    finally:
+        client.close()

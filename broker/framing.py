@@ -25,6 +25,7 @@ CLIENT_PACKETS: dict[int, int | None] = {
     SUBSCRIBE: 2, UNSUBSCRIBE: 2, PINGREQ: 0, DISCONNECT: 0,
 }  # fmt: skip
 FIXED_LENGTH = {4: 2, 5: 2, PUBREL: 2, 7: 2, PINGREQ: 0, DISCONNECT: 0}
+_PUBACK_HEADER = b"\x40\x02"  # PUBACK, flags 0, two bytes long: what check_packet accepts
 
 
 class ProtocolViolation(Exception):
@@ -139,21 +140,24 @@ class FramedReader(ReaderAdapter):
         return data
 
     async def _next_packet(self) -> tuple[int, bytes]:
-        header = await self._exactly(1)
-        length, shift = 0, 0
-        for _ in range(4):
+        # Every packet has its type and at least one length byte: one read for both.
+        header = await self._exactly(2)
+        length, shift, digit = header[1] & 0x7F, 7, header[1]
+        for _ in range(3):
+            if not digit & 0x80:
+                break
             digit = (await self._exactly(1))[0]
             header += bytes([digit])
             length += (digit & 0x7F) << shift
             shift += 7
-            if not digit & 0x80:
-                break
         else:
-            raise ProtocolViolation("a remaining length longer than four bytes [MQTT-2.2.3]")
+            if digit & 0x80:
+                raise ProtocolViolation("a remaining length longer than four bytes [MQTT-2.2.3]")
         if length > self.max_packet_bytes:
             raise ProtocolViolation(f"a packet of {length} bytes; the limit is {self.max_packet_bytes}")
         body = await self._exactly(length)
-        check_packet(header[0] >> 4, header[0] & 0x0F, body, first=self._packets == 0)
+        if header != _PUBACK_HEADER or not self._packets:  # a well-formed PUBACK needs no check
+            check_packet(header[0] >> 4, header[0] & 0x0F, body, first=self._packets == 0)
         self._packets += 1
         self._packet, self._pos = header + body, 0
         return header[0], body

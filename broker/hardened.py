@@ -610,7 +610,10 @@ class HardenedBroker(Broker):
                 logger.debug("client %s may not receive %s", session.client_id, topic)
                 continue
             qos = granted if publish_qos is None else min(publish_qos, granted)
-            self._enqueue(session, Queued(topic, data, qos, False, publication))
+            try:
+                self._enqueue(session, Queued(topic, data, qos, False, publication))
+            except Exception:  # one broken connection must not cost the others this message
+                logger.exception("queueing %s for client %s failed", topic, session.client_id)
 
     def _enqueue(self, session: Session, item: Queued, *, exempt: bool = False) -> None:
         if session.transitions.state != "connected" and (session.clean_session or item.qos == QOS_0):
@@ -642,7 +645,12 @@ class HardenedBroker(Broker):
         inflight = session.inflight_out
 
         def direct(item: Queued) -> bool:
-            if len(box) or len(inflight) >= window or not handler.writable_now():
+            if (
+                len(box)
+                or len(inflight) >= window
+                or handler.session is not session
+                or not handler.writable_now()
+            ):
                 return False
             handler.send_now(item)
             handler.push()

@@ -92,7 +92,7 @@ logger = logging.getLogger(__name__)
 
 PINNED_AMQTT_VERSION = "0.12.1"
 DEFAULT_MAX_QUEUED_MESSAGES = 1000  # per client, as Mosquitto's max_queued_messages
-DEFAULT_MAX_INFLIGHT_MESSAGES = 20  # per client, as Mosquitto's max_inflight_messages
+DEFAULT_MAX_INFLIGHT_MESSAGES = 100  # per client, as max_inflight_messages in mosquitto.conf
 DEFAULT_MAX_PACKET_BYTES = 1_048_576  # per packet, as mosquitto.conf's message_size_limit
 KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]
 CONNECT_TIMEOUT = 10.0  # seconds a new connection has to send its CONNECT

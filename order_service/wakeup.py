@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+from os import getpid
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ class Notifier:
             self._sock, self._pid = sock, os.getpid()
         return self._sock
 
-    def close(self) -> None:
-        if self._sock is not None and self._pid == os.getpid():
+    def close(self, _getpid=getpid) -> None:  # bound early: __del__ may run at interpreter exit
+        if self._sock is not None and self._pid == _getpid():
             self._sock.close()
         self._sock = None
 

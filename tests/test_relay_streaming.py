@@ -5,9 +5,11 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from broker.server import EmbeddedBroker
 from order_service import dispatch
 from order_service.mqtt_link import WINDOW, MqttLink
 from tests.test_relay import _body
@@ -17,7 +19,18 @@ class Stop(Exception):
     pass
 
 
-def test_a_long_batch_streams_and_checks_the_lock_as_it_goes(relay, subscribe):
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """Room for the whole stream in the subscriber's queue: the broker takes the relay's
+    stream faster than this process's subscriber reads it, and past its queue limit
+    (1,000) it would drop the oldest, which is the broker's policy, not the relay's order."""
+    instance = EmbeddedBroker(max_queued_messages=10_000)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def test_a_long_batch_streams_and_checks_the_lock_as_it_goes(broker, relay, subscribe):
     """publish_batch sends more than its window in one stream, in order, and runs its check
     every ``check_every`` messages: a check that fails stops the batch there."""
     base = secrets.randbits(32) << 16  # order ids of this test only: ord_ + 12 hex digits
@@ -45,6 +58,7 @@ def test_a_long_batch_streams_and_checks_the_lock_as_it_goes(relay, subscribe):
     finally:
         link.close()
     live.settle(quiet=0.5)
+    assert broker.dropped_messages == 0
     ours = set(topics)
     got = [r.topic for r in live.seen if r.topic in ours]
     assert got[: len(topics)] == topics

@@ -11,7 +11,9 @@ import pytest
 
 from broker.server import EmbeddedBroker
 from order_service import dispatch
+from order_service.db import db, is_sqlite
 from order_service.mqtt_link import WINDOW, MqttLink
+from order_service.relay import Relay
 from tests.test_relay import _body
 
 
@@ -88,3 +90,30 @@ def test_a_slow_dispatch_tick_does_not_hold_up_publishing(client, admin, start_r
     order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
     live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"], timeout=2.5)
     assert time.monotonic() - started < 2.5
+
+
+def test_only_the_relays_own_commits_skip_the_fsync(client, admin, start_relay, subscribe, monkeypatch):
+    """SQLite: the publishing thread marks rows published with synchronous=NORMAL on its own
+    connection; every other connection (orders, the timers) keeps the configured FULL, and
+    the relay's connection goes back to the pool with FULL when the relay stops."""
+    if not is_sqlite():
+        pytest.skip("synchronous is SQLite's")
+    normal, full = 1, 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL
+    seen = []
+    original = Relay._lazy_commits
+
+    def spy(self: Relay, on: bool) -> None:
+        original(self, on)
+        seen.append((on, db.execute_sql("PRAGMA synchronous").fetchone()[0]))
+
+    monkeypatch.setattr(Relay, "_lazy_commits", spy)
+    start_relay()
+    live = subscribe("orders/+/status")
+    order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
+    live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"], timeout=5)
+    with db.connection_context():
+        assert db.execute_sql("PRAGMA synchronous").fetchone()[0] == full
+    start_relay.stop_all()
+    assert seen == [(True, normal), (False, full)]
+    pooled = [conn for _, _, conn in db.obj._connections]
+    assert pooled and all(conn.execute("PRAGMA synchronous").fetchone()[0] == full for conn in pooled)

@@ -445,7 +445,8 @@ def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, con
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     print(f"\n{target.kind}: 500 logins in {burst:.2f} s; longest delivery gap {max(gaps) * 1000:.0f} ms")
     assert codes == [0] * 500
-    assert max(gaps) < 1.5, max(gaps)  # measured: Mosquitto 25 ms; ours 130-600 ms (README)
+    # A stall check, not a speed target: Mosquitto ~25 ms; ours 130-600 ms before its fast paths.
+    assert max(gaps) < 1.5, max(gaps)
 
 
 def test_the_relay_restores_deleted_login_files(target: Target, relays) -> None:

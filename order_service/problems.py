@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import peewee
 from flask import Flask, Response, json
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -99,6 +100,22 @@ def init_app(app: Flask) -> None:
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return render(Problem(status, exc.name, exc.description or "", headers=headers))
+
+    @app.errorhandler(peewee.OperationalError)
+    def _database_busy(exc: peewee.OperationalError) -> Response:
+        # The database is busy (no turn to write in time) or unreachable. The transaction
+        # did not commit, so nothing was written: the client may retry (POST /orders with
+        # its Idempotency-Key). A fault of the service, not of the request.
+        logger.warning("database unavailable: %s", exc)
+        return render(
+            Problem(
+                503,
+                "Service Unavailable",
+                "the database is busy or unreachable; nothing was written, retry shortly",
+                slug="database-unavailable",
+                headers={"Retry-After": "1"},
+            )
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

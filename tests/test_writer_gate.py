@@ -120,3 +120,28 @@ def test_the_gate_is_let_go_after_rollback_and_failed_commit(tmp_path):
     with database.connection_context():
         (value,) = database.execute_sql("SELECT value FROM counter").fetchone()
     assert value == 2  # the failed transactions wrote nothing
+
+
+def test_no_turn_to_write_in_time_is_a_503_and_writes_nothing(client, admin, monkeypatch):
+    """A writer that waits longer than GATE_TIMEOUT for its turn gets 503 problem+json with
+    Retry-After (not a 500), nothing is written, and the same request succeeds afterwards."""
+    from order_service import db as db_module
+    from order_service.models import Order
+    from tests.test_relay import _body
+
+    monkeypatch.setattr(db_module, "GATE_TIMEOUT", 0.3)
+    gate = db_module.db.obj.gate
+    with db_module.db.connection_context():
+        before = Order.select().count()
+    gate.acquire()  # another writer holds the gate for longer than the timeout
+    try:
+        response = client.post("/api/v1/orders", json=_body(), headers=admin.headers)
+    finally:
+        gate.release()
+    assert response.status_code == 503, response.json
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"] == "1"
+    assert response.json["type"].endswith("/database-unavailable")
+    with db_module.db.connection_context():
+        assert Order.select().count() == before
+    assert client.post("/api/v1/orders", json=_body(), headers=admin.headers).status_code == 201

@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, request
 
-from .db import db
+from .db import Prepared, db
 from .models import LoginFailure, Token, User, new_id, utcnow
 from .problems import Problem
 
@@ -142,26 +142,16 @@ def current_user() -> User:
 
 # Every authenticated request looks its token up: one statement, its SQL built once per database.
 _USER_FIELDS = User._meta.sorted_fields
-_TOKEN_SQL: dict[int, tuple[object, str]] = {}
+_TOKEN_USER = Prepared(
+    lambda: Token.select(Token.expires_at, *_USER_FIELDS).join(User).where(Token.token_hash == "")
+)
 
 
 def _token_user(digest: str) -> tuple[datetime, User] | None:
     """(expires_at, user) of a stored token, read from the database every time: a token
     revoked or a user deactivated by any process is refused at once."""
-    database = db.obj
-    cached = _TOKEN_SQL.get(id(database))
-    if cached is None or cached[0] is not database:
-        quote = database.quote
-        name = lambda entity: entity.join(quote)  # noqa: E731
-        columns = ", ".join("u." + name(f.column_name) for f in _USER_FIELDS)
-        sql = (
-            f"SELECT t.{name(Token.expires_at.column_name)}, {columns} FROM {name(Token._meta.table_name)} t"
-            f" JOIN {name(User._meta.table_name)} u"
-            f" ON u.{name(User.id.column_name)} = t.{name(Token.user.column_name)}"
-            f" WHERE t.{name(Token.token_hash.column_name)} = {database.param}"
-        )
-        cached = _TOKEN_SQL[id(database)] = (database, sql)
-    row = db.execute_sql(cached[1], (digest,)).fetchone()
+    rows = _TOKEN_USER.execute(digest)
+    row = rows[0] if rows else None
     if row is None:
         return None
     user = User(**{f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)})

@@ -159,6 +159,29 @@ class OrderbusSqliteDatabase(PooledSqliteDatabase):
             self._let_go()  # a connection handed back mid-transaction (the pool rolls it back)
 
 
+class Prepared:
+    """A hot-path query whose SQL is built once per database and run with new parameters.
+
+    peewee builds a query's SQL text anew on every execution, which took longer than
+    SQLite took to run the statements of the hot paths (the relay's outbox queries, the
+    token lookup). ``build`` returns the query with placeholder values; ``execute`` runs
+    its SQL with the given parameters (default: the placeholders) and returns the rows.
+    """
+
+    def __init__(self, build: Callable[[], peewee.Query]) -> None:
+        self._build = build
+        self._built: tuple[peewee.Database, str, list] | None = None
+
+    def execute(self, *params: object) -> list[tuple]:
+        database = db.obj
+        built = self._built
+        if built is None or built[0] is not database:
+            sql, placeholders = self._build().sql()
+            built = self._built = (database, sql, placeholders)
+        cursor = db.execute_sql(built[1], params or built[2])
+        return cursor.fetchall() if cursor.description else []
+
+
 # Called once after each COMMIT of a transaction that wrote outbox rows (the API: wake the relay).
 _outbox_listener: Callable[[], None] | None = None
 

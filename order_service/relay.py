@@ -38,7 +38,7 @@ import peewee
 
 from . import dispatch, faults, leader, mqtt_auth, presence, topics
 from .config import Settings, load_settings
-from .db import db, init_db, is_sqlite
+from .db import Prepared, db, init_db, is_sqlite
 from .lifecycle import TERMINAL
 from .models import Order, Outbox, utcnow
 from .mqtt_link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
@@ -71,7 +71,7 @@ class Relay:
             queue.SimpleQueue()
         )
         self._next_tick = 0.0
-        self._statements: dict[tuple[str, int], _Statement] = {}
+        self._statements: dict[tuple[str, int], Prepared] = {}
         self._timers_wake = threading.Event()  # presence heard, or the relay stops being active
         self.connected = threading.Event()
 
@@ -114,7 +114,6 @@ class Relay:
     def _run_active(self, stop: threading.Event) -> None:
         backoff = 0.2
         self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
-        self._statements.clear()  # built for the database of this run
         db.connect(reuse_if_open=True)
         self._lazy_commits(True)
         timers_done = threading.Event()
@@ -279,16 +278,17 @@ class Relay:
                 # which ends the relay's next wait at once: no need to ask again now.
                 return total
 
-    def _statement(self, name: str, size: int) -> _Statement:
+    def _statement(self, name: str, size: int) -> Prepared:
         """The outbox statements of the hot path, their SQL built once (peewee's SQL building
         took longer than running them)."""
         key = (name, size)
         if key not in self._statements:
             if name == "pending":
-                query = _pending(self.settings.relay_batch)
+                self._statements[key] = Prepared(lambda: _pending(self.settings.relay_batch))
             else:  # mark ``size`` rows published; parameters: the time, then the ids
-                query = Outbox.update(published_at=utcnow()).where(Outbox.id.in_([0] * size))
-            self._statements[key] = _Statement(*query.sql())
+                self._statements[key] = Prepared(
+                    lambda: Outbox.update(published_at=utcnow()).where(Outbox.id.in_([0] * size))
+                )
         return self._statements[key]
 
     def _latest_published(
@@ -395,17 +395,6 @@ class Relay:
         except Exception:  # a dispatch bug must not stop the outbox from being published
             logger.exception("dispatch tick failed")
         return True  # it may have committed part of its work
-
-
-@dataclasses.dataclass(frozen=True)
-class _Statement:
-    sql: str
-    params: list
-
-    def execute(self, *params: object) -> list[tuple]:
-        """Run with these parameters (default: the ones it was built with); the rows, if any."""
-        cursor = db.execute_sql(self.sql, params or self.params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def _pending(limit: int) -> peewee.ModelSelect:

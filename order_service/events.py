@@ -16,6 +16,7 @@ import peewee
 
 from . import topics
 from .db import hold_writer_lock
+from .inserts import Insert
 from .models import Agent, Order, OrderItem, Outbox, rfc3339, utcnow
 
 SCHEMA = 1
@@ -135,17 +136,25 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
     if event == "order.created":
         kinds.insert(0, ("new", topics.ORDERS_NEW))
     hold_writer_lock()  # outbox id order = commit order (see db.py)
-    for kind, topic in kinds:
-        Outbox.create(
-            event_id=payload["event_id"],
-            event=event,
-            kind=kind,
-            topic=topic,
-            payload=text,
-            order_id=order.id,
-            agent_id=order.agent_id,
+    for kind, topic in kinds:  # one statement each: ids in this order on every backend
+        _INSERT_OUTBOX.rows(
+            [
+                {
+                    "event_id": payload["event_id"],
+                    "event": event,
+                    "kind": kind,
+                    "topic": topic,
+                    "payload": text,
+                    "order_id": order.id,
+                    "agent_id": order.agent_id,
+                }
+            ]
         )
     return payload
+
+
+# Every order event writes these rows: their SQL is built once (inserts.py).
+_INSERT_OUTBOX = Insert(Outbox, ("event_id", "event", "kind", "topic", "payload", "order_id", "agent_id"))
 
 
 def record_worklists(agent_ids: Iterable[str | None]) -> None:

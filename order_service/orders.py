@@ -163,7 +163,9 @@ def create_order(user: User, new: NewOrder, idempotency_key: str | None = None) 
                     return prior, False
             order = _insert_order(user, new)
             if idempotency_key:
-                IdempotencyKey.create(user=user, key=idempotency_key, request_hash=fingerprint, order=order)
+                _INSERT_KEY.rows(
+                    [{"user": user.id, "key": idempotency_key, "request_hash": fingerprint, "order": order}]
+                )
             return order, True
     except peewee.IntegrityError:
         # A concurrent request with the same key won the race (PostgreSQL).
@@ -208,6 +210,7 @@ _ORDER_FIELDS = (
 )
 _INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
 _INSERT_ITEMS = Insert(OrderItem, ("order", "position", "name", "quantity", "unit_price_cents"))
+_INSERT_KEY = Insert(IdempotencyKey, ("user", "key", "request_hash", "order"))
 _INSERT_HISTORY = Insert(
     OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status")
 )

@@ -61,9 +61,9 @@ async function schedule(count, rate, send) {
     const at = t0 + (i * 1000) / rate;
     const wait = at - nowMs();
     if (wait > 1) await sleep(wait);
-    // A timer may fire up to 1 ms early: latency then counts from the actual send (never
-    // negative); a late send still counts from its scheduled time (open loop).
-    send(i, Math.max(at, nowMs()));
+    // Sent early (no sleep under 1 ms, or a timer firing early): latency counts from the
+    // actual send, so it is never negative; sent late: from the scheduled time (open loop).
+    send(i, Math.min(at, nowMs()));
   }
 }
 

@@ -11,8 +11,8 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
   messages, messages in flight), anonymous ones included; clean session on discards
   the old session at CONNECT and its own at disconnect. A session is resumed only by
   the same username; another user with that client id starts a new one.
-- Each session has one queue, bounded by ``max_queued_messages`` online and offline
-  (:mod:`broker.outbox`: overflow policy and why), with a warning naming the client
+- Each session has one queue, bounded by ``max_queued_messages`` and ``max_queued_bytes``
+  online and offline (:mod:`broker.outbox`: overflow policy and why), with a warning naming the client
   once per overflow episode and a count (``dropped_messages``); each connection has
   one sender task that sends it in order with at most
   ``max_inflight_messages`` unacknowledged. A message in flight stays in flight until
@@ -91,7 +91,10 @@ __all__ = ["HardenedBroker", "Outbox", "Queued", "check_amqtt_version"]
 logger = logging.getLogger(__name__)
 
 PINNED_AMQTT_VERSION = "0.12.1"
-DEFAULT_MAX_QUEUED_MESSAGES = 1000  # per client, as Mosquitto's max_queued_messages
+# Per client, as mosquitto.conf's max_queued_messages and max_queued_bytes (broker/outbox.py:
+# the count must hold a burst the size of the whole retained state; the size bounds memory).
+DEFAULT_MAX_QUEUED_MESSAGES = 100_000
+DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_INFLIGHT_MESSAGES = 100  # per client, as max_inflight_messages in mosquitto.conf
 DEFAULT_MAX_PACKET_BYTES = 1_048_576  # per packet, as mosquitto.conf's message_size_limit
 KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]
@@ -128,13 +131,15 @@ class HardenedBroker(Broker):
         config: BrokerConfig | dict[str, Any],
         *,
         max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
         max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
     ) -> None:
-        if min(max_queued_messages, max_inflight_messages, max_packet_bytes) < 1:
+        if min(max_queued_messages, max_queued_bytes, max_inflight_messages, max_packet_bytes) < 1:
             raise ValueError("the queue, in-flight and packet size limits must be at least 1")
         super().__init__(config)
         self.max_queued_messages = max_queued_messages
+        self.max_queued_bytes = max_queued_bytes
         self.max_inflight_messages = max_inflight_messages
         self.max_packet_bytes = max_packet_bytes
         self.dropped_messages = 0  # queue overflow drops, all clients, since start
@@ -623,15 +628,25 @@ class HardenedBroker(Broker):
             return  # an idle connection: written at once, no task switch
         # While a retained replay is queued, live messages behind it may use its room.
         allowance = len(self._retained_messages)
-        if box.push(item, limit=self.max_queued_messages, exempt=exempt, allowance=allowance):
-            self.dropped_messages += 1
+        dropped = box.push(
+            item,
+            limit=self.max_queued_messages,
+            limit_bytes=self.max_queued_bytes,
+            exempt=exempt,
+            allowance=allowance,
+        )
+        if dropped:
+            self.dropped_messages += dropped
             if not box.overflowing:
                 box.overflowing = True
                 logger.warning(
-                    "client %s has %d messages queued, the limit: dropping the oldest (QoS 0 first) "
-                    "until it catches up",
+                    "client %s has %d messages (%d bytes) queued, at the limit of %d messages or "
+                    "%d bytes: dropping the oldest (QoS 0 first) until it catches up",
                     session.client_id,
+                    len(box),
+                    box.queued_bytes,
                     self.max_queued_messages,
+                    self.max_queued_bytes,
                 )
 
     async def _deliver(self, session: Session, handler: HardenedHandler) -> None:

@@ -5,10 +5,16 @@ and while it is connected but its in-flight window is full (a slow reader). The 
 counts both, as Mosquitto's max_queued_messages does, so a client that reads slowly
 cannot grow the broker's memory without bound either.
 
-Overflow policy, applied when a message arrives and ``limit`` messages are already
-waiting: drop the oldest waiting QoS 0 message (the new one, if it is QoS 0 and none
-older is waiting); with no QoS 0 message, drop the oldest. Every topic in this system
-carries state that a newer message supersedes (an order's status, an agent's whole
+The limit is a count and a size (``limit_bytes``, the payloads' bytes), both as in
+mosquitto.conf (``max_queued_messages`` and ``max_queued_bytes``): the count is large
+enough for a burst the size of the whole retained state (a relay republishing 10,000
+orders to a dashboard that subscribed a moment before; a limit of 1,000 dropped most
+of them), and the size is what bounds a client that stops reading.
+
+Overflow policy, applied when a message arrives and ``limit`` messages (or
+``limit_bytes``) are already waiting: drop the oldest waiting QoS 0 message (the new
+one, if it is QoS 0 and none older is waiting); with no QoS 0 message, drop the oldest.
+Every topic in this system carries state that a newer message supersedes (an order's status, an agent's whole
 worklist, each with a version), so after an outage the newest messages are the ones
 worth keeping; Mosquitto's choice, dropping the newest, would leave a device holding
 stale state until the next change. QoS 0 goes first because its sender asked for no
@@ -80,6 +86,7 @@ class Outbox:
         self._qos12: deque[Queued] = deque()
         self._exempt = 0
         self._tombstones = 0
+        self._bytes = 0  # payload bytes of the counted (not exempt) messages waiting
         self.dropped = 0  # messages dropped over this session's lifetime
         self.overflowing = False  # inside an overflow episode (set and cleared by the broker)
         self.wakeup: Callable[[], None] | None = None  # the connected sender's "something changed"
@@ -89,17 +96,39 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._qos0) + len(self._qos12) + self._exempt
 
-    def push(self, item: Queued, *, limit: int, exempt: bool = False, allowance: int = 0) -> int:
-        """Queue ``item``; return how many messages were dropped to respect ``limit`` (0 or 1).
+    @property
+    def queued_bytes(self) -> int:
+        """Payload bytes of the waiting messages that count against the limit."""
+        return self._bytes
 
-        ``allowance`` raises the limit while exempt messages are waiting."""
+    def push(
+        self,
+        item: Queued,
+        *,
+        limit: int,
+        limit_bytes: int | None = None,
+        exempt: bool = False,
+        allowance: int = 0,
+    ) -> int:
+        """Queue ``item``; return how many messages were dropped to respect ``limit`` messages
+        and ``limit_bytes`` payload bytes (None: no size limit).
+
+        ``allowance`` raises the message limit while exempt messages are waiting. A message
+        larger than ``limit_bytes`` on its own still queues, alone; every older counted one
+        goes first."""
         dropped = 0
         if exempt:
             item.exempt = True
             self._exempt += 1
         else:
-            if len(self._qos0) + len(self._qos12) >= limit + (allowance if self._exempt else 0):
-                dropped = 1
+            count_limit = limit + (allowance if self._exempt else 0)
+            size = len(item.data)
+            while self._qos0 or self._qos12:
+                over_count = len(self._qos0) + len(self._qos12) >= count_limit
+                over_size = limit_bytes is not None and self._bytes + size > limit_bytes
+                if not (over_count or over_size):
+                    break
+                dropped += 1
                 self.dropped += 1
                 if self._qos0:
                     self._bury(self._qos0.popleft())
@@ -108,6 +137,7 @@ class Outbox:
                 else:
                     self._bury(self._qos12.popleft())
             (self._qos0 if item.qos == 0 else self._qos12).append(item)
+            self._bytes += size
         self._order.append(item)
         if self.wakeup is not None:
             self.wakeup()
@@ -125,6 +155,7 @@ class Outbox:
             else:
                 # Both sequences keep arrival order, so the oldest live message is its class's head.
                 (self._qos0 if item.qos == 0 else self._qos12).popleft()
+                self._bytes -= len(item.data)
             return item
         return None
 
@@ -132,11 +163,12 @@ class Outbox:
         self._order.clear()
         self._qos0.clear()
         self._qos12.clear()
-        self._exempt = self._tombstones = 0
+        self._exempt = self._tombstones = self._bytes = 0
         self.overflowing = False
 
     def _bury(self, victim: Queued) -> None:
         victim.dropped = True
+        self._bytes -= len(victim.data)
         victim.data = b""  # free the payload now, not when the tombstone is popped
         victim.publication = None
         self._tombstones += 1

@@ -21,7 +21,12 @@ from typing import Any
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
-from broker.hardened import DEFAULT_MAX_INFLIGHT_MESSAGES, DEFAULT_MAX_QUEUED_MESSAGES, HardenedBroker
+from broker.hardened import (
+    DEFAULT_MAX_INFLIGHT_MESSAGES,
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_QUEUED_MESSAGES,
+    HardenedBroker,
+)
 from broker.plugins import plugin_config
 
 logger = logging.getLogger(__name__)
@@ -145,8 +150,8 @@ class EmbeddedBroker:
     or giving neither file, is the dev/conformance mode: anyone connects and every topic is
     open except ``deny_topics``. Bad combinations raise ValueError. ``plugins`` replaces
     amqtt's whole plugins section instead (tests of amqtt itself).
-    ``max_queued_messages`` bounds each client's queue, ``max_inflight_messages`` its
-    unacknowledged QoS 1/2 messages.
+    ``max_queued_messages`` and ``max_queued_bytes`` bound each client's queue (as in
+    mosquitto.conf), ``max_inflight_messages`` its unacknowledged QoS 1/2 messages.
     """
 
     def __init__(
@@ -161,6 +166,7 @@ class EmbeddedBroker:
         deny_topics: Iterable[str] = (),
         plugins: dict[str, dict[str, Any]] | None = None,
         max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
     ) -> None:
         if plugins is None:
@@ -177,6 +183,7 @@ class EmbeddedBroker:
         self._plugins = plugins
         self._limits = {
             "max_queued_messages": max_queued_messages,
+            "max_queued_bytes": max_queued_bytes,
             "max_inflight_messages": max_inflight_messages,
         }
         self._broker: HardenedBroker | None = None

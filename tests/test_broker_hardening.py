@@ -492,6 +492,57 @@ def test_queue_overflow_drops_oldest_qos0_first_then_oldest() -> None:
     assert box.dropped == 5
 
 
+def test_queue_is_bounded_by_payload_bytes_too() -> None:
+    """max_queued_bytes, as mosquitto.conf's: past the size, the oldest go (QoS 0 first)
+    however few messages wait; a message larger than the limit on its own still queues,
+    alone; a replay's messages are not counted; popping gives the bytes back."""
+    box = hardened.Outbox()
+
+    def push(topic: str, size: int, qos: int = 1, exempt: bool = False) -> int:
+        item = hardened.Queued(topic, b"x" * size, qos, exempt)
+        return box.push(item, limit=100, limit_bytes=100, exempt=exempt)
+
+    assert push("t/0", 40, qos=0) == 0
+    assert push("t/1", 40) == 0
+    assert box.queued_bytes == 80
+    assert push("t/2", 40) == 1  # 120 > 100 bytes, 3 messages: t/0 goes (QoS 0 first)
+    assert box.queued_bytes == 80
+    assert push("r/1", 500, exempt=True) == 0  # a replay's message is not counted
+    assert box.queued_bytes == 80
+    assert push("big", 300) == 2  # larger than the limit alone: every older one goes
+    assert box.queued_bytes == 300
+    assert [box.pop().topic for _ in range(len(box))] == ["r/1", "big"]
+    assert box.queued_bytes == 0 and box.dropped == 3
+
+
+def test_a_burst_of_the_whole_retained_state_reaches_a_slow_dashboard(make_broker, devices) -> None:
+    """A dashboard that subscribes just before the relay republishes every order (a broker
+    restart) gets them live, not as a retained replay; with the default limits a burst of
+    10,000, ten times the old queue limit of 1,000, arrives whole behind a full window."""
+    broker = make_broker(plugins={f"{__name__}.EveryoneByName": {}})
+    dashboard = RawClient(HOST, broker.port)
+    try:
+        dashboard.connect(_id("dash"))
+        assert dashboard.subscribe(("orders/+/status", 1)) == [1]  # nothing retained yet
+        publisher = devices(broker.port)
+        publisher.connect()
+        burst = 10_000
+        for n in range(burst):  # not waiting for each PUBACK: a relay streams its republish
+            assert publisher.paho.publish(f"orders/o-{n}/status", b"%d" % n, qos=1, retain=True).rc == 0
+        publisher.publish("orders/last/status", b"end", retain=True)  # acknowledged: all routed
+        seen = set()
+        while True:  # only now does the dashboard read: 100 in flight, the rest queued
+            message = dashboard.read_publish()
+            dashboard.puback(message.packet_id)
+            if message.topic == "orders/last/status":
+                break  # the newest: dropping the oldest would never take it
+            seen.add(message.topic)
+    finally:
+        dashboard.close()
+    assert len(seen) == burst
+    assert broker.dropped_messages == 0
+
+
 def test_a_client_that_stops_acknowledging_is_bounded_and_stalls_no_one(make_broker, devices) -> None:
     """A connected client that stops sending PUBACKs gets max_inflight_messages in flight
     and max_queued_messages queued (oldest dropped); everyone else gets every message,

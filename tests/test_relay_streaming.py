@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +24,9 @@ class Stop(Exception):
 
 @pytest.fixture
 def broker() -> Iterator[EmbeddedBroker]:
-    """Room for the whole stream in the subscriber's queue: the broker takes the relay's
-    stream faster than this process's subscriber reads it, and past its queue limit
-    (1,000) it would drop the oldest, which is the broker's policy, not the relay's order."""
-    instance = EmbeddedBroker(max_queued_messages=10_000)
+    """The broker with its default queue limits, which hold the whole stream: it takes the
+    relay's stream faster than this process's subscriber reads it."""
+    instance = EmbeddedBroker()
     instance.start()
     yield instance
     instance.stop()
@@ -66,6 +66,18 @@ def test_a_long_batch_streams_and_checks_the_lock_as_it_goes(broker, relay, subs
     assert got[: len(topics)] == topics
     rest = got[len(topics) :]  # unacknowledged when the check failed: some may be lost with the link
     assert rest == topics[: len(rest)] and len(rest) <= 700  # in order; nothing past the failed check
+
+
+def test_the_relays_connection_sends_without_nagle_delay(broker, relay):
+    """The relay's publishes come in bursts (an order's ``orders/new`` and its status): its
+    socket has Nagle's algorithm off, so the second never waits for the broker's TCP
+    acknowledgement of the first (paho leaves it on)."""
+    link = MqttLink(relay.address, f"nodelay-{secrets.token_hex(4)}")
+    link.connect()
+    try:
+        assert link.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        link.close()
 
 
 def test_a_slow_dispatch_tick_does_not_hold_up_publishing(client, admin, start_relay, subscribe, monkeypatch):

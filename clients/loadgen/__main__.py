@@ -55,6 +55,10 @@ METHOD = [
 @click.option("--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks"), show_default=True)
 @click.option("--soak-seconds", type=float, help="B6's soak duration (default: the profile's)")
 @click.option("--only", help="comma-separated subset, e.g. B0,B2")
+@click.option(
+    "--brokers",
+    help="B2 and B4's brokers, a comma-separated subset of embedded,mosquitto,socketio (default: all)",
+)
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots (matplotlib not installed)")
 @click.option(
     "--report-only",
@@ -62,7 +66,13 @@ METHOD = [
     help="rewrite the report from --out's results.json (after editing findings.md)",
 )
 def main(
-    profile: str, out: Path, soak_seconds: float | None, only: str | None, no_plots: bool, report_only: bool
+    profile: str,
+    out: Path,
+    soak_seconds: float | None,
+    only: str | None,
+    brokers: str | None,
+    no_plots: bool,
+    report_only: bool,
 ) -> None:
     """Run the benchmarks B0-B6 and write JSON, plots and a markdown report."""
     if report_only:
@@ -73,6 +83,12 @@ def main(
         chosen = dataclasses.replace(chosen, soak_seconds=soak_seconds)
     if only:
         chosen = dataclasses.replace(chosen, only=tuple(x.strip().upper() for x in only.split(",")))
+    if brokers:
+        names = tuple(x.strip().lower() for x in brokers.split(",") if x.strip())
+        unknown = sorted(set(names) - {"embedded", "mosquitto", "socketio"})
+        if unknown:
+            raise click.BadParameter(f"unknown broker {unknown[0]!r}", param_hint="--brokers")
+        chosen = dataclasses.replace(chosen, brokers=names)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log = lambda line: click.echo(f"[{time.monotonic() - started:6.0f} s] {line}", err=True)  # noqa: E731

@@ -14,9 +14,9 @@ of them), and the size is what bounds a client that stops reading.
 Overflow policy, applied when a message arrives and ``limit`` messages (or
 ``limit_bytes``) are already waiting: drop the oldest waiting QoS 0 message (the new
 one, if it is QoS 0 and none older is waiting); with no QoS 0 message, drop the oldest.
-Every topic in this system carries state that a newer message supersedes (an order's status, an agent's whole
-worklist, each with a version), so after an outage the newest messages are the ones
-worth keeping; Mosquitto's choice, dropping the newest, would leave a device holding
+Every topic in this system carries state that a newer message supersedes (an order's
+status, an agent's whole worklist, each with a version), so after an outage the newest
+messages are the ones worth keeping; Mosquitto's choice, dropping the newest, would leave a device holding
 stale state until the next change. QoS 0 goes first because its sender asked for no
 guarantee. Messages already sent and awaiting acknowledgement are not in the queue
 and are never dropped.

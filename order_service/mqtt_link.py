@@ -216,7 +216,12 @@ class MqttLink:
                 if len(outstanding) <= keep or self.lost:
                     self._awaited = None
                     return popped
-                self._awaited = outstanding[0]
+                # A broker acknowledges QoS 1 publishes in the order it received them
+                # [MQTT-4.6.0-2], so the one that ends this wait is the last it needs (the
+                # whole batch, when keep is 0): one wake-up, not one per message. Should
+                # an earlier one still be missing then, the wait goes on for the oldest.
+                last = outstanding[len(outstanding) - keep - 1]
+                self._awaited = last if last not in self._acked else outstanding[0]
                 if not self._cond.wait(timeout) and outstanding[0] not in self._acked:
                     self._awaited = None
                     return popped  # the oldest not acknowledged within ``timeout`` seconds

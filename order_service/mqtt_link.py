@@ -10,7 +10,6 @@ unpublished in the outbox and is sent again, in order, by the relay.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -66,17 +65,6 @@ class BrokerAddress:
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
 
 
-def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
-    """Turn Nagle's algorithm off (paho leaves it on): a publish that follows another before
-    the broker's TCP acknowledgement would otherwise wait for it, and the relay's publishes
-    come in bursts (an order's ``orders/new`` and its status, a worklist)."""
-    raw = getattr(sock, "_socket", sock)  # a WebSocket connection wraps the TCP socket
-    try:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
-    except (AttributeError, OSError):  # not TCP (a Unix socket)
-        pass
-
-
 class MqttLink:
     def __init__(
         self,
@@ -118,7 +106,6 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
-        client.on_socket_open = _no_delay
         self.client = client
 
     # --- paho's network thread: record and notify, never block -----------------

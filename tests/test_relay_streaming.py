@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -66,18 +65,6 @@ def test_a_long_batch_streams_and_checks_the_lock_as_it_goes(broker, relay, subs
     assert got[: len(topics)] == topics
     rest = got[len(topics) :]  # unacknowledged when the check failed: some may be lost with the link
     assert rest == topics[: len(rest)] and len(rest) <= 700  # in order; nothing past the failed check
-
-
-def test_the_relays_connection_sends_without_nagle_delay(broker, relay):
-    """The relay's publishes come in bursts (an order's ``orders/new`` and its status): its
-    socket has Nagle's algorithm off, so the second never waits for the broker's TCP
-    acknowledgement of the first (paho leaves it on)."""
-    link = MqttLink(relay.address, f"nodelay-{secrets.token_hex(4)}")
-    link.connect()
-    try:
-        assert link.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-    finally:
-        link.close()
 
 
 def test_a_slow_dispatch_tick_does_not_hold_up_publishing(client, admin, start_relay, subscribe, monkeypatch):

@@ -253,12 +253,15 @@ async function e2e() {
       entry.answeredAt = nowMs();
       entry.ok = status >= 200 && status < 300;
       statuses[status] = (statuses[status] || 0) + 1;
-      return arrived;
+      // Wrapped: an async function returning the promise itself would wait for the receipt,
+      // and a receipt that never comes (a lost message) would hang the run instead of
+      // being counted as lost after drain_seconds below.
+      return { arrived };
     };
     const started = nowMs();
     if (rate === null) {
       for (let seq = 0; seq < count; seq++) {
-        const arrived = await track(seq, nowMs());
+        const { arrived } = await track(seq, nowMs());
         if (arrived) await Promise.race([arrived, sleep(cfg.drain_seconds * 1000)]);
       }
     } else {

@@ -569,11 +569,11 @@ class Bench:
                 last = measured[-1]
                 estimate = last["assign_seconds"] * k / last["assignments"]
                 if time.monotonic() + estimate > budget:
-                    self.log(f"  B5 skipping {k}: about {estimate:.0f} s to assign, over the budget")
+                    self.log(f"  B5 skipping {k}: at least {estimate:.0f} s to assign, over the budget")
                     rows.append(
                         {
                             "assignments": k,
-                            "skipped": f"estimated {estimate:.0f} s to assign",
+                            "skipped": f"estimated at least {estimate:.0f} s to assign",
                             "assign_seconds": None,
                             "complete": 0,
                             "converged_seconds": None,

@@ -11,9 +11,10 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
   messages, messages in flight), anonymous ones included; clean session on discards
   the old session at CONNECT and its own at disconnect. A session is resumed only by
   the same username; another user with that client id starts a new one.
-- Each session has one queue, bounded by ``max_queued_messages`` and ``max_queued_bytes``
-  online and offline (:mod:`broker.outbox`: overflow policy and why), with a warning naming the client
-  once per overflow episode and a count (``dropped_messages``); each connection has
+- Each session has one queue, bounded by ``max_queued_messages`` and
+  ``max_queued_bytes`` online and offline (:mod:`broker.outbox`: overflow policy and
+  why), with a warning naming the client once per overflow episode and a count
+  (``dropped_messages``); each connection has
   one sender task that sends it in order with at most
   ``max_inflight_messages`` unacknowledged. A message in flight stays in flight until
   acknowledged or the session ends (stock amqtt dropped it after 5 s or on a drop) and

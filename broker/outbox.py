@@ -16,8 +16,8 @@ Overflow policy, applied when a message arrives and ``limit`` messages (or
 one, if it is QoS 0 and none older is waiting); with no QoS 0 message, drop the oldest.
 Every topic in this system carries state that a newer message supersedes (an order's
 status, an agent's whole worklist, each with a version), so after an outage the newest
-messages are the ones worth keeping; Mosquitto's choice, dropping the newest, would leave a device holding
-stale state until the next change. QoS 0 goes first because its sender asked for no
+messages are the ones worth keeping; Mosquitto's choice, dropping the newest, would
+leave a device holding stale state until the next change. QoS 0 goes first because its sender asked for no
 guarantee. Messages already sent and awaiting acknowledgement are not in the queue
 and are never dropped.
 

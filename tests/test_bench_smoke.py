@@ -50,3 +50,31 @@ def test_bench_smoke_profile_writes_a_report(tmp_path: Path) -> None:
     assert all("start" in span and "end" in span for span in results["B0"]["load_average"])
     report = (tmp_path / "README.md").read_text()
     assert "## Targets" in report and "## B2 fan-out" in report
+
+
+def test_cpu_tool_reports_each_process_per_request() -> None:
+    """python -m clients.loadgen.cpu runs the real system and names the CPU time of the API
+    worker, the relay and the broker for an order."""
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.loadgen.cpu", "-n", "30"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    post = done.stdout.split("POST /api/v1/orders", 1)[1]
+    for process in ("api worker", "relay", "broker", "total"):
+        assert process in post, done.stdout
+
+
+def test_brokers_option_refuses_an_unknown_broker(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.loadgen", "--brokers", "embedded,rabbit", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "unknown broker 'rabbit'" in done.stderr
+    assert not (tmp_path / "results.json").exists()

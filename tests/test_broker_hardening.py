@@ -445,6 +445,27 @@ def test_offline_queue_is_bounded_and_drops_the_oldest(make_broker, devices, cap
     assert len(warnings) == 1 and device_id in warnings[0].getMessage()
 
 
+def test_offline_queue_is_bounded_by_payload_bytes(make_broker, devices) -> None:
+    """Past max_queued_bytes (mosquitto.conf's max_queued_bytes) the oldest queued messages
+    are dropped however few they are; the newest that fit arrive in order."""
+    broker = make_broker(max_queued_bytes=306, plugins={f"{__name__}.EveryoneByName": {}})
+    device_id = _id("agent")
+    device = devices(broker.port, device_id, clean=False)
+    device.connect()
+    device.subscribe("agents/a-1/#")
+    device.close()
+
+    publisher = devices(broker.port)
+    publisher.connect()
+    for n in range(8):  # 100 bytes each: three fit, with the 6-byte marker behind them
+        publisher.publish("agents/a-1/assigned", b"%d" % n * 100)
+    back = devices(broker.port, device_id, clean=False)
+    back.connect()
+    received = back.until(_mark(publisher, "agents/a-1/marker"))
+    assert [m.payload[:1] for m in received] == [b"5", b"6", b"7"]
+    assert broker.dropped_messages == 5
+
+
 def test_live_messages_queued_behind_a_retained_replay_are_not_dropped(make_broker, devices) -> None:
     """A client subscribing while retained state changes gets the replay of what was
     stored, then the changes live, queued behind the replay: those must not fall to the

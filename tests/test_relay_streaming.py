@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from broker.server import EmbeddedBroker
 from order_service import dispatch
 from order_service.db import db, is_sqlite
-from order_service.mqtt_link import WINDOW, MqttLink
+from order_service.mqtt_link import WINDOW, BrokerAddress, MqttLink
 from order_service.relay import Relay
 from tests.test_relay import _body
 
@@ -65,6 +66,28 @@ def test_a_long_batch_streams_and_checks_the_lock_as_it_goes(broker, relay, subs
     assert got[: len(topics)] == topics
     rest = got[len(topics) :]  # unacknowledged when the check failed: some may be lost with the link
     assert rest == topics[: len(rest)] and len(rest) <= 700  # in order; nothing past the failed check
+
+
+@pytest.mark.parametrize("order", [[1, 2, 3], [3, 2, 1], [2, 3, 1]])
+def test_waiting_for_a_batch_ends_with_its_acknowledgements_in_any_order(order):
+    """The wait for a whole batch is woken by its last PUBACK (brokers acknowledge in
+    order); acknowledgements out of order still end it at once, not at the timeout."""
+    link = MqttLink(BrokerAddress.parse("mqtt://127.0.0.1:1"), "no-connection")
+    outstanding = deque([1, 2, 3])
+
+    def acknowledge() -> None:
+        for mid in order:
+            time.sleep(0.05)
+            link._handle_publish(None, None, mid, None, None)
+
+    acker = threading.Thread(target=acknowledge)
+    started = time.monotonic()
+    acker.start()
+    try:
+        assert link._await_acks(outstanding, 0, timeout=5) == 3
+    finally:
+        acker.join()
+    assert not outstanding and time.monotonic() - started < 2
 
 
 def test_a_slow_dispatch_tick_does_not_hold_up_publishing(client, admin, start_relay, subscribe, monkeypatch):

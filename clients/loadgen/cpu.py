@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -45,8 +46,8 @@ def main(count: int) -> None:
     with tempfile.TemporaryDirectory(prefix="orderbus-cpu-") as tmp:
         peer = SystemPeer(Path(tmp)).start()
         try:
-            host, port = peer.api.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            api = urlsplit(peer.api)
+            conn = http.client.HTTPConnection(api.hostname, api.port, timeout=10)
             headers = {
                 "Authorization": f"Bearer {peer.login['access_token']}",
                 "Content-Type": "application/json",

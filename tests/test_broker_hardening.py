@@ -421,18 +421,24 @@ def test_a_client_publishing_to_a_dollar_topic_is_disconnected(broker) -> None:
 # -- 6. bounded queues -----------------------------------------------------------------------
 
 
-def test_offline_queue_is_bounded_and_drops_the_oldest(make_broker, devices, caplog) -> None:
-    """Past max_queued_messages the oldest queued messages are dropped, counted, and one
-    warning names the client; the newest arrive in order."""
-    broker = make_broker(max_queued_messages=5, plugins={f"{__name__}.EveryoneByName": {}})
+def _offline_agent(broker: EmbeddedBroker, devices) -> tuple[str, Device]:
+    """An agent device with a persistent session on agents/a-1/#, now offline, and a
+    connected publisher."""
     device_id = _id("agent")
     device = devices(broker.port, device_id, clean=False)
     device.connect()
     device.subscribe("agents/a-1/#")
     device.close()
-
     publisher = devices(broker.port)
     publisher.connect()
+    return device_id, publisher
+
+
+def test_offline_queue_is_bounded_and_drops_the_oldest(make_broker, devices, caplog) -> None:
+    """Past max_queued_messages the oldest queued messages are dropped, counted, and one
+    warning names the client; the newest arrive in order."""
+    broker = make_broker(max_queued_messages=5, plugins={f"{__name__}.EveryoneByName": {}})
+    device_id, publisher = _offline_agent(broker, devices)
     with caplog.at_level(logging.WARNING, logger="broker.hardened"):
         for n in range(8):
             publisher.publish("agents/a-1/assigned", b"%d" % n)
@@ -449,14 +455,7 @@ def test_offline_queue_is_bounded_by_payload_bytes(make_broker, devices) -> None
     """Past max_queued_bytes (mosquitto.conf's max_queued_bytes) the oldest queued messages
     are dropped however few they are; the newest that fit arrive in order."""
     broker = make_broker(max_queued_bytes=306, plugins={f"{__name__}.EveryoneByName": {}})
-    device_id = _id("agent")
-    device = devices(broker.port, device_id, clean=False)
-    device.connect()
-    device.subscribe("agents/a-1/#")
-    device.close()
-
-    publisher = devices(broker.port)
-    publisher.connect()
+    device_id, publisher = _offline_agent(broker, devices)
     for n in range(8):  # 100 bytes each: three fit, with the 6-byte marker behind them
         publisher.publish("agents/a-1/assigned", b"%d" % n * 100)
     back = devices(broker.port, device_id, clean=False)

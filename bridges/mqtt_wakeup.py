@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import Settings
-from order_service.mqtt_link import BrokerAddress, BrokerUnavailable, MqttLink
+from order_service.outbox.link import BrokerAddress, BrokerUnavailable, MqttLink
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ FILTERS = ("orders/#", "agents/#")
 def bridge_address(settings: Settings) -> BrokerAddress:
     """The broker of ORDERBUS_MQTT_URL, logged in as the bridge account (not the relay's)."""
     address = BrokerAddress.parse(settings.mqtt_url)
-    username, secret = mqtt_auth.bridge_login(settings)
+    username, secret = broker_logins.bridge_login(settings)
     return dataclasses.replace(address, username=username, password=secret)
 
 

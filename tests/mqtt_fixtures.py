@@ -18,10 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
-from order_service.relay import Relay
+from order_service.outbox.relay import Relay
+from order_service.store.db import db
 
 _ids = itertools.count(1)
 
@@ -187,8 +187,8 @@ def start_relay(app, relay_settings: dict) -> Iterator[RelayRunner]:
     """Start relays in threads (after the app has migrated the database)."""
     settings = load_settings(relay_settings)
     with db.connection_context():  # what `python -m order_service bootstrap` does
-        mqtt_auth.ensure_service(settings)
-        mqtt_auth.sync_files(settings)
+        broker_logins.ensure_service(settings)
+        broker_logins.sync_files(settings)
     runner = RelayRunner(relay_settings)
     yield runner
     runner.stop_all()

@@ -10,9 +10,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
-from order_service import events, lifecycle, topics
-from order_service.db import db
-from order_service.models import Outbox
+from contract import topics
+from order_service.orders import events, lifecycle
+from order_service.store.db import db
+from order_service.store.models import Outbox
 from tests import contract
 
 CHANNELS = {

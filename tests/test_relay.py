@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from order_service.db import db
-from order_service.models import Order, Outbox
+from order_service.store.db import db
+from order_service.store.models import Order, Outbox
 
 
 def status_topic(order_id: str) -> str:
@@ -290,7 +290,7 @@ def test_one_idempotent_order_one_event_on_the_bus(client, admin, relay, subscri
 
 def test_every_allowed_transition_is_published(client, admin, make_agent, place_order, relay, subscribe):
     """Each move of the lifecycle table, made by a role allowed to make it, reaches orders/<id>/status."""
-    from order_service.lifecycle import TRANSITIONS
+    from order_service.orders.lifecycle import TRANSITIONS
 
     agent = make_agent()
     live = subscribe("orders/+/status")

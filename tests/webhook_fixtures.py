@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bridges.webhooks import WebhookBridge
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
+from order_service.store.db import db
+from order_service.webhooks.worker import WebhookBridge
 
 
 @dataclass
@@ -82,8 +82,8 @@ class BridgeRunner:
         self.running: list[tuple[WebhookBridge, threading.Event, threading.Thread]] = []
         with db.connection_context():  # what `python -m order_service bootstrap` does
             loaded = load_settings(settings)
-            mqtt_auth.ensure_bridge(loaded)
-            mqtt_auth.sync_files(loaded)
+            broker_logins.ensure_bridge(loaded)
+            broker_logins.sync_files(loaded)
 
     def __call__(self, mqtt: bool = True, **overrides) -> WebhookBridge:
         bridge = WebhookBridge(load_settings({**self.settings, **overrides}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_openapi3 import OpenAPI
 from flask_openapi3.models import Schema
 
-from . import agents, auth, common, dispatch, orders, schemas, system, webhooks
+from order_service.api import agents, auth, common, dispatch, orders, schemas, system, webhooks
 
 
 def init_app(app: OpenAPI) -> None:

@@ -19,14 +19,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from order_service import webhooks
+from bridges.mqtt_wakeup import MqttFeed, bridge_address
+from order_service.accounts.broker_logins import MissingServiceSecret
 from order_service.config import Settings, load_settings
-from order_service.db import db, init_db
-from order_service.models import utcnow
-from order_service.mqtt_auth import MissingServiceSecret
-from order_service.webhooks import WebhookDelivery
-
-from .mqtt_wakeup import MqttFeed, bridge_address
+from order_service.store.db import db, init_db
+from order_service.store.models import utcnow
+from order_service.webhooks import model as webhooks
+from order_service.webhooks.model import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import cast
 
 import peewee
 
-from . import topics
-from .db import hold_writer_lock
-from .inserts import Insert
-from .models import Agent, Order, OrderItem, Outbox, rfc3339, utcnow
+from contract import topics
+from order_service.store.db import hold_writer_lock
+from order_service.store.inserts import Insert
+from order_service.store.models import Agent, Order, OrderItem, Outbox, rfc3339, utcnow
 
 SCHEMA = 1
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee
 
-from .db import db
+from order_service.store.db import db
 
 
 class Insert:

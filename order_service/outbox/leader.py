@@ -36,7 +36,7 @@ import peewee
 import psycopg2
 from playhouse.db_url import parse as parse_db_url
 
-from .db import db
+from order_service.store.db import db
 
 logger = logging.getLogger(__name__)
 

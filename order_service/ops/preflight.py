@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import psycopg2
 
-from . import mqtt_auth
-from .config import Settings
-from .mqtt_link import BrokerAddress, BrokerUnavailable, MqttLink
+from order_service.accounts import broker_logins
+from order_service.config import Settings
+from order_service.outbox.link import BrokerAddress, BrokerUnavailable, MqttLink
 
 
 class PreflightError(Exception):
@@ -96,8 +96,8 @@ def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
     background. Connects with client ids of its own, so a running relay is not disturbed.
     """
     accounts = [
-        ("the relay's", mqtt_auth.service_login(settings)),
-        ("the bridges'", mqtt_auth.bridge_login(settings)),
+        ("the relay's", broker_logins.service_login(settings)),
+        ("the bridges'", broker_logins.bridge_login(settings)),
     ]
     base = BrokerAddress.parse(settings.mqtt_url)
     for who, (username, secret) in accounts:

@@ -7,9 +7,11 @@ from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
 
-from . import api, dashboard, db, problems
-from .config import load_settings
-from .wakeup import Notifier
+from order_service import api
+from order_service.api import dashboard, problems
+from order_service.config import load_settings
+from order_service.outbox.wakeup import Notifier
+from order_service.store import db
 
 logger = logging.getLogger(__name__)
 

@@ -44,12 +44,14 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from . import dispatch_config, lifecycle, offers, presence
-from .config import Settings
-from .db import db
-from .dispatch_config import DispatchConfig
-from .models import Agent, Order, OrderAlert, OrderHistory, OrderOffer, rfc3339, utcnow
-from .orders import _bump, _locked
+from order_service.config import Settings
+from order_service.dispatch import offers, presence
+from order_service.dispatch import settings as dispatch_config
+from order_service.dispatch.settings import DispatchConfig
+from order_service.orders import lifecycle
+from order_service.orders.service import bump, locked
+from order_service.store.db import db
+from order_service.store.models import Agent, Order, OrderAlert, OrderHistory, OrderOffer, rfc3339, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -246,13 +248,13 @@ def raise_delays(config: DispatchConfig, now: datetime) -> list[tuple[str, str]]
                 continue
             try:
                 with db.atomic():
-                    order = _locked(candidate.id)
+                    order = locked(candidate.id)
                     reason = check(order)
                     if reason is None or OrderAlert.get_or_none(order=order.id, rule=rule):
                         continue  # changed, or fired by another tick, since the scan
                     OrderAlert.create(order=order.id, rule=rule, fired_at=now)
                     delays = {**(order.delays or {}), rule: rfc3339(now)}
-                    _bump(order, None, "order.delayed", reason=reason, delay=rule, now=now, delays=delays)
+                    bump(order, None, "order.delayed", reason=reason, delay=rule, now=now, delays=delays)
                     fired.append((order.id, rule))
             except peewee.IntegrityError:
                 continue  # PostgreSQL: another relay inserted the same alert first

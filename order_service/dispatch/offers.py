@@ -18,11 +18,19 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from . import access, lifecycle
-from .db import db, is_sqlite
-from .models import Agent, Order, OrderOffer, User, rfc3339, utcnow
-from .orders import NO_OFFER, _bump, _check_version, _close_offers, _locked, _require_assignable
-from .problems import Problem, field_problem
+from order_service.errors import Conflict, NotFound
+from order_service.orders import access, lifecycle
+from order_service.orders.service import (
+    NO_OFFER,
+    active_agent,
+    bump,
+    check_version,
+    close_offers,
+    locked,
+    require_assignable,
+)
+from order_service.store.db import db, is_sqlite
+from order_service.store.models import Agent, Order, OrderOffer, User, rfc3339, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +60,11 @@ def offer(
     now = now or utcnow()
     ids = list(dict.fromkeys(agent_ids))
     with db.atomic():
-        order = _locked(order_id)
-        _check_version(order, if_match)
+        order = locked(order_id)
+        check_version(order, if_match)
         for agent_id in ids:
-            agent = Agent.get_or_none(Agent.id == agent_id)
-            if agent is None:
-                raise field_problem(field, f"no agent {agent_id!r}")
-            if not agent.active:
-                raise field_problem(field, f"agent {agent_id!r} is deactivated")
-        _require_assignable(order)
+            active_agent(agent_id, field)
+        require_assignable(order)
         if ids == [order.agent_id] and not order.offer_agents:
             return order  # already this agent's: nothing to offer, nothing is published
         return _make_offer(user, order, ids, seconds=seconds, reason=reason, now=now)
@@ -70,11 +74,11 @@ def _make_offer(
     user: User | None, order: Order, ids: list[str], *, seconds: int, reason: str, now: datetime
 ) -> Order:
     expires = now + timedelta(seconds=seconds)
-    replaced = _close_offers(order, "withdrawn", reason="offered again", now=now)
+    replaced = close_offers(order, "withdrawn", reason="offered again", now=now)
     for agent_id in ids:
         OrderOffer.create(order=order, agent=agent_id, offered_at=now, expires_at=expires)
     said = f"offered to {', '.join(ids)} until {rfc3339(expires)}"
-    _bump(
+    bump(
         order,
         user,
         "order.offered",
@@ -95,7 +99,7 @@ def offer_if_waiting(
     """Auto-assignment's offer: only if the order still waits (no agent, no offer) and the
     agent is still online, active and under the cap, all checked inside the transaction."""
     with db.atomic():
-        order = _locked(order_id)
+        order = locked(order_id)
         if order.agent_id or order.offer_agents or order.status not in lifecycle.ASSIGNABLE:
             return None
         agent_query = Agent.select().where(Agent.id == agent_id)
@@ -118,12 +122,12 @@ def load(agent_id: str) -> int:
 
 def _answerable(user: User, order_id: str) -> tuple[Order, OrderOffer, str]:
     """The locked order and this agent's latest offer row for it; 404 when it never had one."""
-    order = _locked(order_id)
+    order = locked(order_id)
     agent_id = access.agent_id_of(user)
     row = OrderOffer.latest(order_id, agent_id) if agent_id else None
     if row is None or agent_id is None:
         # Never offered to this agent: as for any order it may not see.
-        raise Problem(404, "Not Found", f"no order {order_id!r}", slug="order-not-found")
+        raise NotFound("order", order_id)
     return order, row, agent_id
 
 
@@ -131,7 +135,7 @@ def _require_pending(row: OrderOffer, now: datetime) -> None:
     state = "expired" if row.state == "pending" and row.expires_at <= now else row.state
     if state != "pending":
         title, detail = _ENDED[state]
-        raise Problem(409, title, detail, slug=f"offer-{state}", offer_state=state)
+        raise Conflict(detail, title=title, slug=f"offer-{state}", offer_state=state)
 
 
 def accept(user: User, order_id: str, *, now: datetime | None = None) -> Order:
@@ -143,8 +147,8 @@ def accept(user: User, order_id: str, *, now: datetime | None = None) -> Order:
             return order  # a retry of a successful accept: same answer, nothing written
         _require_pending(row, now)
         OrderOffer.update(state="accepted", answered_at=now).where(OrderOffer.id == row.id).execute()
-        others = _close_offers(order, "taken", reason=f"accepted by {agent_id}", now=now)
-        _bump(
+        others = close_offers(order, "taken", reason=f"accepted by {agent_id}", now=now)
+        bump(
             order,
             user,
             "order.assigned",
@@ -171,7 +175,7 @@ def decline(user: User, order_id: str, *, reason: str = "", now: datetime | None
         if not remaining:
             said += "; the order is unassigned again"
         change = {"offer_agents": remaining} if remaining else NO_OFFER
-        _bump(order, user, "order.offer_declined", reason=said, touch=[agent_id], now=now, **change)
+        bump(order, user, "order.offer_declined", reason=said, touch=[agent_id], now=now, **change)
         return order
 
 
@@ -186,12 +190,12 @@ def expire_due(now: datetime) -> list[str]:
     expired = []
     for order_id in due:
         with db.atomic():
-            order = _locked(order_id)
+            order = locked(order_id)
             if not order.offer_agents or order.offer_expires_at is None or order.offer_expires_at > now:
                 continue  # answered, withdrawn or offered again since the scan
-            agents = _close_offers(order, "expired", reason="no answer in time", now=now)
+            agents = close_offers(order, "expired", reason="no answer in time", now=now)
             said = f"offer to {', '.join(agents)} expired unanswered; the order is unassigned again"
-            _bump(order, None, "order.offer_expired", reason=said, touch=agents, now=now, **NO_OFFER)
+            bump(order, None, "order.offer_expired", reason=said, touch=agents, now=now, **NO_OFFER)
             expired.append(order_id)
     return expired
 
@@ -202,15 +206,15 @@ def expire_for_agent(agent_id: str, why: str, now: datetime) -> list[str]:
     ended = []
     for order_id in concerned:
         with db.atomic():
-            order = _locked(order_id)
+            order = locked(order_id)
             if agent_id not in (order.offer_agents or []):
                 continue
-            _close_offers(order, "expired", agents=[agent_id], reason=why, now=now)
+            close_offers(order, "expired", agents=[agent_id], reason=why, now=now)
             remaining = [a for a in order.offer_agents if a != agent_id]
             said = f"offer to {agent_id} ended: {why}"
             if not remaining:
                 said += "; the order is unassigned again"
             change = {"offer_agents": remaining} if remaining else NO_OFFER
-            _bump(order, None, "order.offer_expired", reason=said, touch=[agent_id], now=now, **change)
+            bump(order, None, "order.offer_expired", reason=said, touch=[agent_id], now=now, **change)
             ended.append(order_id)
     return ended

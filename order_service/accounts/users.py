@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import wraps
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app, g, request
 
-from .db import Prepared, db
-from .models import LoginFailure, Token, User, new_id, utcnow
-from .problems import Problem
+from order_service.errors import TooManyAttempts
+from order_service.store.db import Prepared, db
+from order_service.store.models import LoginFailure, Token, User, new_id, utcnow
 
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so timing does not reveal it.
@@ -66,13 +62,12 @@ def check_throttle(username: str, max_failures: int, window_seconds: int) -> Non
     times = [row.at for row in recent]
     if len(times) >= max_failures:
         retry = max(1, int((times[-1] - since).total_seconds()) + 1)
-        raise Problem(
-            429,
-            "Too many failed logins",
+        raise TooManyAttempts(
             f"{max_failures} failed logins for {username!r} within {window_seconds} s; "
             f"try again in {retry} s",
+            title="Too many failed logins",
             slug="login-throttled",
-            headers={"Retry-After": str(retry)},
+            retry_after=retry,
         )
 
 
@@ -114,32 +109,6 @@ def revoke_all(user: User) -> None:
     Token.delete().where(Token.user == user).execute()
 
 
-def _unauthorized(detail: str) -> Problem:
-    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="orderbus"'})
-
-
-def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
-
-
-def current_user() -> User:
-    """The authenticated user of this request, or a 401 problem."""
-    if "user" in g:
-        return g.user
-    token = bearer_token()
-    if token is None:
-        raise _unauthorized("send 'Authorization: Bearer <token>' (POST /api/v1/auth/token)")
-    found = _token_user(token_digest(token))
-    if found is None or found[0] <= utcnow() or not found[1].active:
-        raise _unauthorized("the token is invalid, expired or revoked; log in again")
-    g.user = found[1]
-    return found[1]
-
-
 # Every authenticated request looks its token up: one statement, its SQL built once per database.
 _USER_FIELDS = User._meta.sorted_fields
 _TOKEN_USER = Prepared(
@@ -159,23 +128,10 @@ def _token_user(digest: str) -> tuple[datetime, User] | None:
     return Token.expires_at.python_value(row[0]), user
 
 
-def require(*roles: str) -> Callable:
-    """View decorator: authenticate, then require one of ``roles`` (any role when empty)."""
-
-    def decorator(view: Callable) -> Callable:
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user = current_user()
-            if roles and user.role not in roles:
-                raise Problem(
-                    403, "Forbidden", f"this needs the role {' or '.join(roles)}; you are {user.role}"
-                )
-            return view(*args, **kwargs)
-
-        return wrapper
-
-    return decorator
-
-
-def token_ttl() -> int:
-    return current_app.config["ORDERBUS"].token_ttl_seconds
+def user_for_token(token: str) -> User | None:
+    """The active user a bearer token belongs to, or None when it is unknown, expired or
+    revoked, or its user is deactivated. Read from the database every time."""
+    found = _token_user(token_digest(token))
+    if found is None or found[0] <= utcnow() or not found[1].active:
+        return None
+    return found[1]

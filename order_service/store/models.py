@@ -14,8 +14,8 @@ from typing import Any
 
 import peewee as pw
 
-from .db import db
-from .lifecycle import TERMINAL
+from order_service.orders.lifecycle import TERMINAL
+from order_service.store.db import db
 
 ROLES = ("admin", "agent", "customer")
 

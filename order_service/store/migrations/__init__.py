@@ -28,7 +28,7 @@ from pathlib import Path
 
 import peewee
 
-from ..backup import copy_sqlite
+from order_service.store.backup import copy_sqlite
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from . import offers
-from .db import db
-from .models import Agent, rfc3339
+from order_service.dispatch import offers
+from order_service.store.db import db
+from order_service.store.models import Agent, rfc3339
 
 logger = logging.getLogger(__name__)
 

@@ -36,13 +36,18 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import peewee
 
-from . import dispatch, faults, leader, mqtt_auth, presence, topics
-from .config import Settings, load_settings
-from .db import Prepared, db, init_db, is_sqlite
-from .lifecycle import TERMINAL
-from .models import Order, Outbox, utcnow
-from .mqtt_link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
-from .wakeup import Notifier, Waiter
+from contract import topics
+from order_service.accounts import broker_logins
+from order_service.config import Settings, load_settings
+from order_service.dispatch import auto as dispatch
+from order_service.dispatch import presence
+from order_service.ops import faults
+from order_service.orders.lifecycle import TERMINAL
+from order_service.outbox import leader
+from order_service.outbox.link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
+from order_service.outbox.wakeup import Notifier, Waiter
+from order_service.store.db import Prepared, db, init_db, is_sqlite
+from order_service.store.models import Order, Outbox, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +64,7 @@ class Relay:
         self.settings = settings
         self.address = BrokerAddress.parse(settings.mqtt_url)
         if self.address.username is None:  # the usual case: the service account's issued secret
-            username, secret = mqtt_auth.service_login(settings)
+            username, secret = broker_logins.service_login(settings)
             self.address = dataclasses.replace(self.address, username=username, password=secret)
         self.lock = leader.lock_for(settings.database_url)
         self.role = "starting"
@@ -235,7 +240,7 @@ class Relay:
         """Rewrite the broker's login files if the database changed (e.g. a dashboard login
         expired). Writes only on change; a failure is logged, never fatal to publishing."""
         try:
-            mqtt_auth.sync_files(self.settings)
+            broker_logins.sync_files(self.settings)
         except OSError as exc:
             logger.error("cannot write the broker's password/ACL files: %s", exc)
 
@@ -430,7 +435,7 @@ def main() -> None:
     stop = threading.Event()
     try:
         relay = Relay(settings)
-    except mqtt_auth.MissingServiceSecret as exc:
+    except broker_logins.MissingServiceSecret as exc:
         raise SystemExit(f"error: {exc}") from None
 
     def on_signal(*_: object) -> None:

@@ -1,7 +1,9 @@
 """One error shape for the whole API: RFC 9457 ``application/problem+json``.
 
-Views raise :class:`Problem`; one handler renders it. Validation errors name
-the field (``errors[].field`` as a dotted path, e.g. ``items.0.quantity``).
+Domain code raises the typed errors of ``order_service.errors``; views raise those or a
+:class:`Problem` for what is about HTTP itself. This module is the one place that maps
+both to a response. Validation errors name the field (``errors[].field`` as a dotted
+path, e.g. ``items.0.quantity``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import peewee
 from flask import Flask, Response, json
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from order_service import errors
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +53,34 @@ class Problem(Exception):
         return body
 
 
+# Each kind of domain refusal, as HTTP says it.
+STATUS: dict[type[errors.DomainError], int] = {
+    errors.NotFound: 404,
+    errors.InvalidField: 422,
+    errors.IllegalTransition: 409,
+    errors.StaleVersion: 412,
+    errors.Forbidden: 403,
+    errors.Conflict: 409,
+    errors.Unprocessable: 422,
+    errors.Unauthorized: 401,
+    errors.TooManyAttempts: 429,
+}
+
+
+def from_domain(exc: errors.DomainError) -> Problem:
+    status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+    headers = {}
+    if isinstance(exc, errors.Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="orderbus"'
+    elif isinstance(exc, errors.TooManyAttempts):
+        headers["Retry-After"] = str(exc.retry_after)
+    return Problem(status, exc.title, exc.detail, slug=exc.slug, headers=headers, **exc.extra)
+
+
 def field_problem(field: str, message: str, status: int = 422) -> Problem:
-    return Problem(
-        status,
-        "Invalid request",
-        f"{field}: {message}",
-        slug="validation-error",
-        errors=[{"field": field, "message": message}],
-    )
+    problem = from_domain(errors.InvalidField(field, message))
+    problem.status = status
+    return problem
 
 
 def render(problem: Problem) -> Response:
@@ -90,6 +114,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
         return render(exc)
+
+    @app.errorhandler(errors.DomainError)
+    def _domain(exc: errors.DomainError) -> Response:
+        return render(from_domain(exc))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import click
 
-from . import auth, mqtt_auth
-from . import backup as backups
-from . import preflight as preflight_checks
-from .config import Settings, load_settings
-from .db import db, init_db
-from .migrations import migrate as run_migrations
-from .models import User
+from order_service.accounts import broker_logins, users
+from order_service.config import Settings, load_settings
+from order_service.ops import preflight as preflight_checks
+from order_service.store import backup as backups
+from order_service.store.db import db, init_db
+from order_service.store.migrations import migrate as run_migrations
+from order_service.store.models import User
 
 
 def _settings() -> Settings:
@@ -58,17 +58,17 @@ def bootstrap() -> None:
             if not settings.admin_password:
                 _write_secret(password_file, password)
             with db.atomic():
-                auth.create_user(settings.admin_user, password, "admin", "Administrator")
+                users.create_user(settings.admin_user, password, "admin", "Administrator")
             click.echo(f"created admin user {settings.admin_user!r}")
         elif user.role != "admin":
             raise click.ClickException(f"user {settings.admin_user!r} exists and is not an admin")
         else:
             click.echo(f"admin user {settings.admin_user!r} exists; its password is unchanged")
-        if mqtt_auth.ensure_service(settings):
+        if broker_logins.ensure_service(settings):
             click.echo(f"issued the broker login {settings.mqtt_username!r} for the relay")
-        if mqtt_auth.ensure_bridge(settings):
+        if broker_logins.ensure_bridge(settings):
             click.echo(f"issued the broker login {settings.bridge_mqtt_username!r} for the bridges")
-        mqtt_auth.sync_files(settings)
+        broker_logins.sync_files(settings)
     click.echo(f"broker logins written to {settings.mqtt_password_path} and {settings.mqtt_acl_path}")
     where = "ORDERBUS_ADMIN_PASSWORD" if settings.admin_password else str(password_file)
     if user is not None and not password_file.exists() and not settings.admin_password:
@@ -123,7 +123,7 @@ def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> Non
     for check in checks:
         try:
             click.echo(check(settings))
-        except (preflight_checks.PreflightError, mqtt_auth.MissingServiceSecret) as exc:
+        except (preflight_checks.PreflightError, broker_logins.MissingServiceSecret) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
     if broker_only:
@@ -173,7 +173,7 @@ def mqtt_files() -> None:
     settings = _settings()
     init_db(settings.database_url)
     with db.connection_context():
-        changed = mqtt_auth.sync_files(settings)
+        changed = broker_logins.sync_files(settings)
     state = "rewritten" if changed else "already up to date"
     click.echo(f"{settings.mqtt_password_path} and {settings.mqtt_acl_path}: {state}")
 
@@ -189,7 +189,7 @@ def create_user(username: str, role: str, password: str) -> None:
     with db.connection_context(), db.atomic():
         if User.get_or_none(User.username == username):
             raise click.ClickException(f"user {username!r} exists")
-        auth.create_user(username, password, role)
+        users.create_user(username, password, role)
     click.echo(f"created {role} {username!r}")
 
 
@@ -206,7 +206,7 @@ def set_password(username: str, password: str) -> None:
             user = User.get_or_none(User.username == username)
             if user is None:
                 raise click.ClickException(f"no user {username!r}")
-            User.update(password_hash=auth.hash_password(password)).where(User.id == user.id).execute()
-            auth.revoke_all(user)
-        mqtt_auth.sync_files(settings)
+            User.update(password_hash=users.hash_password(password)).where(User.id == user.id).execute()
+            users.revoke_all(user)
+        broker_logins.sync_files(settings)
     click.echo(f"password of {username!r} changed; its sessions are signed out")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from .dispatch_config import DispatchConfig
+from order_service.dispatch.settings import DispatchConfig
 
 EARTH_RADIUS_KM = 6371.0088
 

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 import peewee as pw
 
-from .db import db
-from .events import ORDER_EVENTS
-from .models import BaseModel, JSONField, Outbox, new_id, utcnow
+from order_service.orders.events import ORDER_EVENTS
+from order_service.store.db import db
+from order_service.store.models import BaseModel, JSONField, Outbox, new_id, utcnow
 
 EVENT_TYPES = (*ORDER_EVENTS, "agent.worklist")
 SIGNATURE_HEADER = "X-Orderbus-Signature"
@@ -150,7 +150,7 @@ def register(url: str, events: list[str], description: str, user_id: str | None)
 
 
 def endpoint_dict(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict:
-    from .models import rfc3339
+    from order_service.store.models import rfc3339
 
     body = {
         "id": endpoint.id,
@@ -167,7 +167,7 @@ def endpoint_dict(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> di
 
 
 def delivery_dict(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict:
-    from .models import rfc3339
+    from order_service.store.models import rfc3339
 
     return {
         "id": delivery.id,

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import Settings
-from .models import DispatchSettingsRow, User, rfc3339, utcnow
+from order_service.config import Settings
+from order_service.store.models import DispatchSettingsRow, User, rfc3339, utcnow
 
 
 class DispatchConfig(BaseModel):

@@ -17,12 +17,22 @@ from typing import Any
 
 import peewee
 
-from . import access, eta, lifecycle
-from .db import db, is_sqlite
-from .dispatch_config import DispatchConfig
-from .events import record_order_event, record_worklists
-from .inserts import Insert
-from .models import (
+from order_service.dispatch import eta
+from order_service.dispatch.settings import DispatchConfig
+from order_service.errors import (
+    Conflict,
+    Forbidden,
+    IllegalTransition,
+    InvalidField,
+    NotFound,
+    StaleVersion,
+    Unprocessable,
+)
+from order_service.orders import access, lifecycle
+from order_service.orders.events import record_order_event, record_worklists
+from order_service.store.db import db, is_sqlite
+from order_service.store.inserts import Insert
+from order_service.store.models import (
     Agent,
     IdempotencyKey,
     Order,
@@ -34,7 +44,6 @@ from .models import (
     rfc3339,
     utcnow,
 )
-from .problems import Problem, field_problem
 
 logger = logging.getLogger(__name__)
 
@@ -60,33 +69,28 @@ class NewOrder:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _locked(order_id: str) -> Order:
+def locked(order_id: str) -> Order:
     """The order, locked for this transaction (SQLite's BEGIN IMMEDIATE already is)."""
     query = Order.select().where(Order.id == order_id)
     if not is_sqlite():
         query = query.for_update()
     order = query.first()
     if order is None:
-        raise Problem(404, "Not Found", f"no order {order_id!r}", slug="order-not-found")
+        raise NotFound("order", order_id)
     return order
 
 
-def _check_version(order: Order, if_match: int | None) -> None:
+def check_version(order: Order, if_match: int | None) -> None:
+    """Refuse a write made against an older version of the order (``If-Match``)."""
     if if_match is not None and if_match != order.version:
-        raise Problem(
-            412,
-            "Precondition Failed",
-            f"order {order.id} is at version {order.version}, not {if_match}; reload it and retry",
-            slug="stale-version",
-            current_version=order.version,
-        )
+        raise StaleVersion(order.id, order.version, if_match)
 
 
 # The order fields of "no pending offer" (see offers.py).
 NO_OFFER: dict[str, Any] = {"offer_agents": None, "offered_at": None, "offer_expires_at": None}
 
 
-def _close_offers(
+def close_offers(
     order: Order,
     state: str,
     *,
@@ -106,7 +110,7 @@ def _close_offers(
     return [r.agent_id for r in rows]
 
 
-def _bump(
+def bump(
     order: Order,
     actor: User | None,
     event: str,
@@ -181,10 +185,9 @@ def _replay(user: User, key: str, fingerprint: str) -> Order | None:
     if row is None:
         return None
     if row.request_hash != fingerprint:
-        raise Problem(
-            422,
-            "Idempotency key reused",
+        raise Unprocessable(
             "this Idempotency-Key was already used with a different request body",
+            title="Idempotency key reused",
             slug="idempotency-key-reused",
             errors=[{"field": "Idempotency-Key", "message": "already used with another body"}],
         )
@@ -277,34 +280,24 @@ def change_status(
     ``failure`` (reason code, note) is required with ``failed`` and refused otherwise."""
     _check_dispatch_fields(target, prep_minutes, failure)
     with db.atomic():
-        order = _locked(order_id)
+        order = locked(order_id)
         access.require_visible(user, order)
-        _check_version(order, if_match)
+        check_version(order, if_match)
         if not lifecycle.is_transition(order.status, target):
-            raise Problem(
-                409,
-                "Transition not allowed",
-                f"an order in {order.status!r} cannot move to {target!r}",
-                slug="invalid-transition",
-                status_now=order.status,
-                allowed=lifecycle.next_statuses(order.status),
-            )
+            raise IllegalTransition(order.status, target, lifecycle.next_statuses(order.status))
         if force and user.role != "admin":
-            raise field_problem("force", "only an admin may force a transition")
+            raise InvalidField("force", "only an admin may force a transition")
         if not lifecycle.role_may_move(user.role, order.status, target, force=force):
             hint = ' (an admin may send "force": true)' if user.role == "admin" else ""
-            raise Problem(
-                403,
-                "Forbidden",
+            raise Forbidden(
                 f"a {user.role} may not move an order from {order.status!r} to {target!r}{hint}",
                 slug="move-forbidden",
                 allowed=lifecycle.moves_for(user.role, order.status),
             )
         if target in lifecycle.NEEDS_AGENT and order.agent_id is None:
-            raise Problem(
-                409,
-                "No agent assigned",
+            raise Conflict(
                 f"order {order.id} needs an assigned agent before it can be {target!r}",
+                title="No agent assigned",
                 slug="no-agent",
                 allowed=lifecycle.next_statuses(order.status),
             )
@@ -322,74 +315,79 @@ def change_status(
             reason = reason or said  # the client's own words win; the order keeps the code
         touched: list[str] = []
         if order.offer_agents and target not in lifecycle.ASSIGNABLE:
-            touched = _close_offers(order, "withdrawn", reason=f"order {target}", now=now)
+            touched = close_offers(order, "withdrawn", reason=f"order {target}", now=now)
             change.update(NO_OFFER)
-        _bump(order, user, "order.status_changed", reason=reason, touch=touched, now=now, **change)
+        bump(order, user, "order.status_changed", reason=reason, touch=touched, now=now, **change)
         return order
 
 
 def _check_dispatch_fields(target: str, prep_minutes: int | None, failure: tuple[str, str] | None) -> None:
     if prep_minutes is not None and target != "confirmed":
-        raise field_problem("prep_minutes", "only with status confirmed")
+        raise InvalidField("prep_minutes", "only with status confirmed")
     if failure is not None and target != "failed":
-        raise field_problem("failure", "only with status failed")
+        raise InvalidField("failure", "only with status failed")
     if failure is not None:
         code, note = failure
         if code not in lifecycle.FAILURE_REASONS:
-            raise field_problem("failure.reason", f"one of {list(lifecycle.FAILURE_REASONS)}")
+            raise InvalidField("failure.reason", f"one of {list(lifecycle.FAILURE_REASONS)}")
         if code == "other" and not note.strip():
-            raise field_problem("failure.note", "required when the reason is other")
+            raise InvalidField("failure.note", "required when the reason is other")
 
 
 def _require_failure(failure: tuple[str, str] | None) -> None:
     """After the move itself is allowed: a failed delivery must say why."""
     if failure is None:
-        raise field_problem(
+        raise InvalidField(
             "failure", f"a failed delivery needs a reason, one of {list(lifecycle.FAILURE_REASONS)}"
         )
 
 
-def _require_assignable(order: Order) -> None:
+def require_assignable(order: Order) -> None:
     if order.status not in lifecycle.ASSIGNABLE:
-        raise Problem(
-            409,
-            "Not assignable",
+        raise Conflict(
             f"an order in {order.status!r} cannot be (re)assigned or unassigned; "
             f"allowed in {sorted(lifecycle.ASSIGNABLE)}",
+            title="Not assignable",
             slug="not-assignable",
             status_now=order.status,
             allowed=lifecycle.next_statuses(order.status),
         )
 
 
+def active_agent(agent_id: str, field: str) -> Agent:
+    """The agent an order may go to; a missing or deactivated one is refused, naming ``field``."""
+    agent = Agent.get_or_none(Agent.id == agent_id)
+    if agent is None:
+        raise InvalidField(field, f"no agent {agent_id!r}")
+    if not agent.active:
+        raise InvalidField(field, f"agent {agent_id!r} is deactivated")
+    return agent
+
+
 def assign(
     user: User, order_id: str, agent_id: str, *, reason: str = "", if_match: int | None = None
 ) -> Order:
     with db.atomic():
-        order = _locked(order_id)
-        _check_version(order, if_match)
-        agent = Agent.get_or_none(Agent.id == agent_id)
-        if agent is None:
-            raise field_problem("agent_id", f"no agent {agent_id!r}")
-        if not agent.active:
-            raise field_problem("agent_id", f"agent {agent_id!r} is deactivated")
-        _require_assignable(order)
+        order = locked(order_id)
+        check_version(order, if_match)
+        agent = active_agent(agent_id, "agent_id")
+        require_assignable(order)
         if order.agent_id == agent.id and not order.offer_agents:
             return order  # already assigned: nothing changes, nothing is published
         # A direct assignment ends any pending offer.
-        withdrawn = _close_offers(order, "withdrawn", reason=f"assigned to {agent.id}")
-        _bump(order, user, "order.assigned", reason=reason, touch=withdrawn, agent=agent.id, **NO_OFFER)
+        withdrawn = close_offers(order, "withdrawn", reason=f"assigned to {agent.id}")
+        bump(order, user, "order.assigned", reason=reason, touch=withdrawn, agent=agent.id, **NO_OFFER)
         return order
 
 
 def unassign(user: User, order_id: str, *, reason: str = "", if_match: int | None = None) -> Order:
     with db.atomic():
-        order = _locked(order_id)
-        _check_version(order, if_match)
-        _require_assignable(order)
+        order = locked(order_id)
+        check_version(order, if_match)
+        require_assignable(order)
         if order.agent_id is None and not order.offer_agents:
             return order
         # Unassigning also withdraws a pending offer.
-        withdrawn = _close_offers(order, "withdrawn", reason="unassigned")
-        _bump(order, user, "order.unassigned", reason=reason, touch=withdrawn, agent=None, **NO_OFFER)
+        withdrawn = close_offers(order, "withdrawn", reason="unassigned")
+        bump(order, user, "order.unassigned", reason=reason, touch=withdrawn, agent=None, **NO_OFFER)
         return order

@@ -1,6 +1,6 @@
 """gunicorn settings for the API, derived from the same ORDERBUS_* variables.
 
-gunicorn --config python:order_service.gunicorn_conf "order_service.app:create_app()"
+gunicorn --config python:order_service.gunicorn_conf "order_service.api.app:create_app()"
 """
 
 import os

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import peewee
 
-from .models import Agent, Order, User
-from .problems import Problem
+from order_service.errors import NotFound
+from order_service.store.models import Agent, Order, User
 
 
 def agent_id_of(user: User) -> str | None:
@@ -34,7 +34,7 @@ def can_see(user: User, order: Order) -> bool:
 
 def require_visible(user: User, order: Order) -> None:
     if not can_see(user, order):
-        raise Problem(404, "Not Found", f"no order {order.id!r}", slug="order-not-found")
+        raise NotFound("order", order.id)
 
 
 def visible_orders(user: User) -> peewee.ModelSelect:

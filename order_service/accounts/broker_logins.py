@@ -31,10 +31,9 @@ from pathlib import Path
 import peewee
 
 from broker import credfiles
-
-from .config import Settings
-from .db import db
-from .models import Agent, MqttCredential, User, new_id, utcnow
+from order_service.config import Settings
+from order_service.store.db import db
+from order_service.store.models import Agent, MqttCredential, User, new_id, utcnow
 
 logger = logging.getLogger(__name__)
 

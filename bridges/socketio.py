@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import socketio
 import uvicorn
 
-from bridges.mqtt_wakeup import MqttFeed, bridge_address
-from order_service.accounts.broker_logins import MissingServiceSecret
+from contract.link import MqttFeed
+from order_service.accounts.broker_logins import MissingServiceSecret, bridge_address
 from order_service.accounts.users import token_digest
 from order_service.config import Settings, load_settings
 from order_service.orders.access import agent_id_of

@@ -30,7 +30,7 @@ COMMANDS = {
         "python:order_service.api.gunicorn_conf",
         "order_service.api.app:create_app()",
     ],
-    "relay": [sys.executable, "-m", "order_service.outbox.relay"],
+    "relay": [sys.executable, "-m", "order_service.relay"],
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from order_service.orders import lifecycle
+from order_service import lifecycle
 from order_service.store.db import db
 from order_service.store.models import (
     Agent,

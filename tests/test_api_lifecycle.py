@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from order_service.orders import lifecycle
+from order_service import lifecycle
 from tests.helpers import (
     API,
     MOVE_EXTRA,

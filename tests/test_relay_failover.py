@@ -36,7 +36,7 @@ class RelayProcess:
         self.name, self.log_path = name, tmp / f"{name}.log"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "order_service.outbox.relay"],
+                [sys.executable, "-m", "order_service.relay"],
                 env=env,
                 cwd=ROOT,
                 stdout=log,

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from broker.server import EmbeddedBroker
+from contract.link import WINDOW, BrokerAddress, MqttLink
 from order_service.dispatch import auto as dispatch
-from order_service.outbox.link import WINDOW, BrokerAddress, MqttLink
 from order_service.outbox.relay import Relay
 from order_service.store.db import db, is_sqlite
 from tests.test_relay import _body

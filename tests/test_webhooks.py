@@ -192,7 +192,7 @@ def _bridge_process(webhook_settings: dict) -> subprocess.Popen:
         "ORDERBUS_LOG_LEVEL": "INFO",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "order_service.webhooks.worker"],
+        [sys.executable, "-m", "order_service.webhooks"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

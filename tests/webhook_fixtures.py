@@ -1,4 +1,4 @@
-"""A real webhook receiver on 127.0.0.1 and webhook bridges in threads or processes."""
+"""A real webhook receiver on 127.0.0.1 and webhook workers in threads or processes."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class Receiver:
 
 
 class BridgeRunner:
-    """Webhook bridges in threads, as ``python -m bridges.webhooks`` runs them."""
+    """Webhook bridges in threads, as ``python -m order_service.webhooks`` runs them."""
 
     def __init__(self, settings: dict) -> None:
         self.settings = settings
@@ -98,5 +98,5 @@ class BridgeRunner:
             stop.set()
             bridge.wake()
             thread.join(15)
-            assert not thread.is_alive(), "webhook bridge did not stop"
+            assert not thread.is_alive(), "webhook worker did not stop"
         self.running.clear()

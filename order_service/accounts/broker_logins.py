@@ -10,7 +10,7 @@ password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
   writes only ``agents/<id>/presence``;
 - each **dashboard** login (one per admin bearer token, expiring and revoked with
   it) reads ``orders/#`` and ``agents/#`` and writes nothing;
-- the **bridge** account (``python -m bridges.webhooks`` and ``bridges.socketio``)
+- the **bridge** account (``python -m order_service.webhooks`` and ``bridges.socketio``)
   reads ``orders/#`` and ``agents/#`` and writes nothing.
 
 Secrets are 256-bit random strings returned once and stored only as hashes; they
@@ -21,6 +21,7 @@ send it); the embedded broker notices the change by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 import peewee
 
 from broker import credfiles
+from contract.link import BrokerAddress
 from order_service.config import Settings
 from order_service.store.db import db
 from order_service.store.models import Agent, MqttCredential, User, new_id, utcnow
@@ -224,3 +226,10 @@ def reload_mosquitto(settings: Settings) -> None:
             settings.mosquitto_pid_file,
             exc,
         )
+
+
+def bridge_address(settings: Settings) -> BrokerAddress:
+    """The broker of ORDERBUS_MQTT_URL, logged in as the bridge account (not the relay's)."""
+    address = BrokerAddress.parse(settings.mqtt_url)
+    username, secret = bridge_login(settings)
+    return dataclasses.replace(address, username=username, password=secret)

@@ -10,6 +10,7 @@ from datetime import datetime
 from flask import current_app, jsonify
 from peewee import Tuple, prefetch
 
+from order_service import faults
 from order_service.api import schemas
 from order_service.api.common import BEARER, blueprint, idempotency_key, if_match
 from order_service.api.problems import field_problem
@@ -17,11 +18,10 @@ from order_service.api.security import current_user, require
 from order_service.dispatch import offers
 from order_service.dispatch import settings as dispatch_config
 from order_service.errors import NotFound
-from order_service.ops import faults
+from order_service.lifecycle import STATUSES
 from order_service.orders import access
 from order_service.orders import service as orders
 from order_service.orders.events import order_dict
-from order_service.orders.lifecycle import STATUSES
 from order_service.store.models import Order, OrderHistory, OrderItem, rfc3339
 
 bp = blueprint("orders", "Orders and their lifecycle")

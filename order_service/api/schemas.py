@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from order_service.lifecycle import FAILURE_REASONS, STATUSES
 from order_service.orders.events import ORDER_EVENTS
-from order_service.orders.lifecycle import FAILURE_REASONS, STATUSES
 
 # No control characters in one-line fields; multi-line fields may hold newlines and tabs.
 ONE_LINE = r"^[^\x00-\x1f\x7f]*$"

@@ -9,10 +9,10 @@ from flask import Response, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from order_service import lifecycle
 from order_service.api import schemas
 from order_service.api.common import BEARER, blueprint, public
 from order_service.api.security import require
-from order_service.orders import lifecycle
 from order_service.outbox import leader
 from order_service.store.db import db
 from order_service.store.migrations import discover

@@ -12,7 +12,7 @@ from order_service.store.db import db
 from order_service.webhooks import model as webhooks
 from order_service.webhooks.model import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-bp = blueprint("webhooks", "Webhook endpoints fed by python -m bridges.webhooks")
+bp = blueprint("webhooks", "Webhook endpoints fed by python -m order_service.webhooks")
 
 
 def _endpoint(webhook_id: str) -> WebhookEndpoint:

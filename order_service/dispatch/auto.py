@@ -44,11 +44,11 @@ from datetime import datetime, timedelta
 
 import peewee
 
+from order_service import lifecycle
 from order_service.config import Settings
 from order_service.dispatch import offers, presence
 from order_service.dispatch import settings as dispatch_config
 from order_service.dispatch.settings import DispatchConfig
-from order_service.orders import lifecycle
 from order_service.orders.service import bump, locked
 from order_service.store.db import db
 from order_service.store.models import Agent, Order, OrderAlert, OrderHistory, OrderOffer, rfc3339, utcnow

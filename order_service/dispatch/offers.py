@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from order_service import lifecycle
 from order_service.errors import Conflict, NotFound
-from order_service.orders import access, lifecycle
+from order_service.orders import access
 from order_service.orders.service import (
     NO_OFFER,
     active_agent,

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import psycopg2
 
+from contract.link import BrokerAddress, BrokerUnavailable, MqttLink
 from order_service.accounts import broker_logins
 from order_service.config import Settings
-from order_service.outbox.link import BrokerAddress, BrokerUnavailable, MqttLink
 
 
 class PreflightError(Exception):

@@ -6,20 +6,18 @@ transaction, so an event exists if and only if the change committed.
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import cast
 
 import peewee
 
-from contract import topics
+import contract
 from order_service.store.db import hold_writer_lock
 from order_service.store.inserts import Insert
 from order_service.store.models import Agent, Order, OrderItem, Outbox, rfc3339, utcnow
 
-SCHEMA = 1
+SCHEMA = contract.SCHEMA
 
 ORDER_EVENTS = (
     "order.created",
@@ -107,16 +105,7 @@ def _order_dicts(query: peewee.ModelSelect) -> list[dict]:
 
 
 def _envelope(event: str) -> dict:
-    return {
-        "schema": SCHEMA,
-        "event": event,
-        "event_id": uuid.uuid4().hex,
-        "occurred_at": rfc3339(utcnow()),
-    }
-
-
-def _dumps(payload: dict) -> str:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return contract.envelope(event, rfc3339(utcnow()))
 
 
 def record_order_event(order: Order, event: str, *, reason: str = "", delay: str | None = None) -> dict:
@@ -131,10 +120,10 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
         payload["reason"] = reason
     if delay:
         payload["delay"] = delay
-    text = _dumps(payload)
-    kinds = [("status", topics.order_status(order.id))]
+    text = contract.dumps(payload)
+    kinds = [("status", contract.order_status(order.id))]
     if event == "order.created":
-        kinds.insert(0, ("new", topics.ORDERS_NEW))
+        kinds.insert(0, ("new", contract.ORDERS_NEW))
     hold_writer_lock()  # outbox id order = commit order (see db.py)
     for kind, topic in kinds:  # one statement each: ids in this order on every backend
         _INSERT_OUTBOX.rows(
@@ -179,7 +168,7 @@ def record_worklists(agent_ids: Iterable[str | None]) -> None:
             event_id=payload["event_id"],
             event="agent.worklist",
             kind="worklist",
-            topic=topics.agent_assigned(agent_id),
-            payload=_dumps(payload),
+            topic=contract.agent_assigned(agent_id),
+            payload=contract.dumps(payload),
             agent_id=agent_id,
         )

@@ -17,8 +17,7 @@ from typing import Any
 
 import peewee
 
-from order_service.dispatch import eta
-from order_service.dispatch.settings import DispatchConfig
+from order_service import lifecycle
 from order_service.errors import (
     Conflict,
     Forbidden,
@@ -28,7 +27,8 @@ from order_service.errors import (
     StaleVersion,
     Unprocessable,
 )
-from order_service.orders import access, lifecycle
+from order_service.orders import access, eta
+from order_service.orders.eta import DispatchConfig
 from order_service.orders.events import record_order_event, record_worklists
 from order_service.store.db import db, is_sqlite
 from order_service.store.inserts import Insert

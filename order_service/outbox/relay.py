@@ -1,17 +1,17 @@
-"""The outbox relay: ``python -m order_service.relay``.
+"""The outbox publisher: every outbox row to the broker, in commit order.
 
-Publishes outbox rows to the broker in commit order, QoS 1, and marks a row
-published only after the broker's PUBACK. While the broker is away rows wait
-in the database; nothing is lost. On every (re)connect it first sends what is
-pending, then republishes the current state of every non-terminal order and
-every agent's worklist, so a broker that lost its retained store is whole again.
+Publishes outbox rows QoS 1 and marks a row published only after the broker's PUBACK.
+While the broker is away rows wait in the database; nothing is lost. On every
+(re)connect it first sends what is pending, then republishes the current state of every
+non-terminal order and every agent's worklist, so a broker that lost its retained store
+is whole again.
 
-It is also the one process that runs the dispatch timers (``dispatch.tick``:
-presence timeouts, offer expiry, auto-assignment, late-order alerts), about once
-a second and right after an agent comes online, connected to the broker or not.
-They run on a thread of their own while the relay is active, so that a tick (or
-the rewrite of the broker's login files) never holds up a publish: the
-publishing thread wakes on the API's datagram and publishes first.
+Only the relay holding the relay lock (``leader.py``) publishes. Work that must also run
+in exactly one process (the dispatch timers, the broker's login files) runs beside it as
+*companions*: units of their own, started on their own threads while this relay is
+active (``order_service.relay`` puts the process together). Messages the service reads
+from the broker (agent presence) come in on the relay's connection and are handed to
+the unit that subscribed to them.
 
 Retained state never goes backwards: there is one publisher, it publishes in
 id (commit) order, and a row is published *retained* only when it is the
@@ -23,36 +23,43 @@ live subscribers still see it but the broker keeps the newer state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import queue
-import signal
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 import peewee
 
-from contract import topics
+import contract
+from contract.link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
+from order_service import faults
 from order_service.accounts import broker_logins
-from order_service.config import Settings, load_settings
-from order_service.dispatch import auto as dispatch
-from order_service.dispatch import presence
-from order_service.ops import faults
-from order_service.orders.lifecycle import TERMINAL
+from order_service.config import Settings
+from order_service.lifecycle import TERMINAL
 from order_service.outbox import leader
-from order_service.outbox.link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
 from order_service.outbox.wakeup import Notifier, Waiter
-from order_service.store.db import Prepared, db, init_db, is_sqlite
+from order_service.store.db import Prepared, db, is_sqlite
 from order_service.store.models import Order, Outbox, utcnow
 
 logger = logging.getLogger(__name__)
 
-PRESENCE_STATES = ("online", "offline")
-FILES_SYNC_SECONDS = 10.0
+Handler = Callable[[mqtt.MQTTMessage], None]
+
+
+class Companion(Protocol):
+    """A unit that runs beside the publisher, in the active relay only."""
+
+    name: str
+
+    def run(self, done: threading.Event, still_active: Callable[[], bool]) -> None:
+        """Work until ``done`` is set or ``still_active()`` says the relay lock is gone."""
+
+    def wake(self) -> None:
+        """Cut short the unit's current wait (``done`` was just set)."""
 
 
 class LockLost(Exception):
@@ -60,7 +67,18 @@ class LockLost(Exception):
 
 
 class Relay:
-    def __init__(self, settings: Settings) -> None:
+    """``inbound``: topic filter -> handler (paho's thread) for what the service reads from
+    the broker; ``before_connect`` runs before every connection attempt; ``companions`` run
+    while this relay is active."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        inbound: Mapping[str, Handler] | None = None,
+        before_connect: Callable[[], None] | None = None,
+        companions: Sequence[Companion] = (),
+    ) -> None:
         self.settings = settings
         self.address = BrokerAddress.parse(settings.mqtt_url)
         if self.address.username is None:  # the usual case: the service account's issued secret
@@ -71,13 +89,10 @@ class Relay:
         self.active = threading.Event()
         self.waiter: Waiter | None = None
         self._poke = Notifier(settings.wakeup_socket)
-        # (agent id, state, heard at, sent at per the payload, retained flag)
-        self._presence: queue.SimpleQueue[tuple[str, str, datetime, datetime | None, bool]] = (
-            queue.SimpleQueue()
-        )
-        self._next_tick = 0.0
+        self.inbound = dict(inbound or {})
+        self.before_connect = before_connect
+        self.companions = tuple(companions)
         self._statements: dict[tuple[str, int], Prepared] = {}
-        self._timers_wake = threading.Event()  # presence heard, or the relay stops being active
         self.connected = threading.Event()
 
     # --- lifetime ---------------------------------------------------------------
@@ -121,22 +136,27 @@ class Relay:
         self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
         db.connect(reuse_if_open=True)
         self._lazy_commits(True)
-        timers_done = threading.Event()
-        timers = threading.Thread(target=self._run_timers, args=(timers_done,), name="relay-timers")
-        timers.start()
+        done = threading.Event()
+        threads = [
+            threading.Thread(target=unit.run, args=(done, self.lock.held), name=f"relay-{unit.name}")
+            for unit in self.companions
+        ]
+        for thread in threads:
+            thread.start()
         try:
             while not stop.is_set():
                 link = MqttLink(
                     self.address,
                     self.settings.mqtt_client_id,
                     self.settings.mqtt_keepalive,
-                    subscriptions=(topics.AGENT_PRESENCE_FILTER,),
+                    subscriptions=tuple(self.inbound),
                     on_message=self._on_message,
                     on_lost=self._poke.notify,
                 )
                 try:
                     self._check_lock()
-                    self._sync_files()  # a broker refusing us may be missing its files
+                    if self.before_connect is not None:
+                        self.before_connect()
                     link.connect()
                     backoff = 0.2
                     self.connected.set()
@@ -155,12 +175,14 @@ class Relay:
                     link.close()
                 if not self.lock.held():
                     return
-                stop.wait(backoff)  # the timers thread goes on while the broker is away
+                stop.wait(backoff)  # the companions go on while the broker is away
                 backoff = min(backoff * 2, 5.0)
         finally:
-            timers_done.set()
-            self._timers_wake.set()
-            timers.join()
+            done.set()
+            for unit in self.companions:
+                unit.wake()
+            for thread in threads:
+                thread.join()
             self.waiter.close()
             self.waiter = None
             self._lazy_commits(False)
@@ -175,7 +197,7 @@ class Relay:
         WAL keeps them atomic and in order, a crash of the relay or the service loses none
         (only a power cut can), and an unmarked row is published again, in order, which
         at-least-once delivery and the clients' version check absorb. Orders, events and
-        the timers' writes (another thread, another connection) keep their fsync."""
+        the companions' writes (other threads, other connections) keep their fsync."""
         if not is_sqlite():
             return
         mode = "NORMAL" if on else self.settings.sqlite_synchronous
@@ -190,8 +212,8 @@ class Relay:
             raise LockLost("the relay lock is gone")
 
     def _serve(self, link: MqttLink, stop: threading.Event) -> None:
-        """Publish on every wake-up, first thing; the timers run on their own thread
-        (:meth:`_run_timers`) so that a dispatch tick never holds up a publish."""
+        """Publish on every wake-up, first thing; the companions run on threads of their own,
+        so that a dispatch tick never holds up a publish."""
         self._drain(link)
         self._rehydrate(link)
         next_sweep = 0.0
@@ -207,42 +229,6 @@ class Relay:
                 self.waiter.wait(
                     max(0.0, min(self.settings.relay_poll_seconds, next_sweep - time.monotonic()))
                 )
-
-    def _run_timers(self, done: threading.Event) -> None:
-        """The dispatch timers, agent presence and the broker's login files, while this relay is
-        active, connected to the broker or not. Whatever they write to the outbox, the
-        publishing thread is woken for."""
-        next_files = time.monotonic() + FILES_SYNC_SECONDS
-        try:
-            while not done.is_set():
-                self._timers_wake.clear()
-                try:
-                    if not self.lock.held():
-                        return
-                    heard, came_online = self._apply_presence()
-                    ticked = False
-                    if came_online or time.monotonic() >= self._next_tick:
-                        ticked = self._tick()
-                    if heard or ticked:  # they may have written outbox rows
-                        self._poke.notify()
-                    if time.monotonic() >= next_files:
-                        self._sync_files()
-                        next_files = time.monotonic() + FILES_SYNC_SECONDS
-                except peewee.DatabaseError as exc:
-                    logger.error("relay timers: database error: %s", exc)
-                except Exception:  # a bug here must not stop the timers for good
-                    logger.exception("relay timers failed")
-                self._timers_wake.wait(max(0.0, self._next_tick - time.monotonic()))
-        finally:
-            db.close()
-
-    def _sync_files(self) -> None:
-        """Rewrite the broker's login files if the database changed (e.g. a dashboard login
-        expired). Writes only on change; a failure is logged, never fatal to publishing."""
-        try:
-            broker_logins.sync_files(self.settings)
-        except OSError as exc:
-            logger.error("cannot write the broker's password/ACL files: %s", exc)
 
     # --- publishing ---------------------------------------------------------------
 
@@ -344,62 +330,23 @@ class Relay:
         )
         if not finished:
             return
-        clears = [(topics.order_status(o.id), b"", True) for o in finished]
+        clears = [(contract.order_status(o.id), b"", True) for o in finished]
         # orders/new retains the newest created order: clear it too once that order is finished.
         newest = Outbox.select(Outbox.order_id).where(Outbox.kind == "new").order_by(Outbox.id.desc()).first()
         if newest is not None and newest.order_id in {o.id for o in finished}:
-            clears.append((topics.ORDERS_NEW, b"", True))
+            clears.append((contract.ORDERS_NEW, b"", True))
         self._send(link, clears)
         with db.atomic():
             Order.update(retained_cleared_at=utcnow()).where(Order.id.in_([o.id for o in finished])).execute()
         logger.info("cleared the retained state of %d finished orders", len(finished))
 
-    # --- agent presence -------------------------------------------------------------
+    # --- what the service reads from the broker ----------------------------------------
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
-        """paho's thread: decode and hand off; the relay thread writes the database."""
-        agent_id = topics.agent_from_presence_topic(message.topic)
-        try:
-            body = json.loads(message.payload)
-            state = body["state"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if agent_id and state in PRESENCE_STATES:
-            self._presence.put((agent_id, state, utcnow(), _sent_at(body), bool(message.retain)))
-            self._timers_wake.set()
-
-    def _apply_presence(self) -> tuple[bool, bool]:
-        """Record queued presence messages; (any recorded, an agent came online)."""
-        heard = came_online = False
-        while True:
-            try:
-                agent_id, state, heard_at, sent_at, retained = self._presence.get_nowait()
-            except queue.Empty:
-                return heard, came_online
-            heard = True
-            came_online |= presence.record(
-                agent_id,
-                state,
-                heard_at=heard_at,
-                sent_at=sent_at,
-                retained=retained,
-                timeout_seconds=self.settings.presence_timeout_seconds,
-            )
-
-    # --- dispatch timers ----------------------------------------------------------
-
-    def _tick(self) -> bool:
-        """Run the dispatch timers once; True when they changed something."""
-        self._next_tick = time.monotonic() + self.settings.dispatch_tick_seconds
-        try:
-            return bool(dispatch.tick(self.settings))
-        except peewee.DatabaseError as exc:
-            logger.error(
-                "dispatch tick failed: %s; next one in %.1f s", exc, self.settings.dispatch_tick_seconds
-            )
-        except Exception:  # a dispatch bug must not stop the outbox from being published
-            logger.exception("dispatch tick failed")
-        return True  # it may have committed part of its work
+        """paho's thread: hand the message to the unit that subscribed to its topic."""
+        for topic_filter, handler in self.inbound.items():
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                handler(message)
 
 
 def _pending(limit: int) -> peewee.ModelSelect:
@@ -415,39 +362,3 @@ def _pending(limit: int) -> peewee.ModelSelect:
         .order_by(Outbox.id)
         .limit(limit)
     )
-
-
-def _sent_at(body: dict) -> datetime | None:
-    """The presence payload's ``at`` as naive UTC, or None when missing or malformed."""
-    try:
-        at = datetime.fromisoformat(str(body["at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None
-    if at.tzinfo is None:
-        return None
-    return at.astimezone(UTC).replace(tzinfo=None)
-
-
-def main() -> None:
-    settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s relay %(levelname)s %(message)s")
-    init_db(settings.database_url, settings.sqlite_synchronous)
-    stop = threading.Event()
-    try:
-        relay = Relay(settings)
-    except broker_logins.MissingServiceSecret as exc:
-        raise SystemExit(f"error: {exc}") from None
-
-    def on_signal(*_: object) -> None:
-        stop.set()
-        relay.wake()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    logger.info("relay starting: database %s, broker %s", settings.database_url, relay.address)
-    relay.run(stop)
-    logger.info("relay stopped")
-
-
-if __name__ == "__main__":
-    main()

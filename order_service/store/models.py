@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee as pw
 
-from order_service.orders.lifecycle import TERMINAL
+from order_service.lifecycle import TERMINAL
 from order_service.store.db import db
 
 ROLES = ("admin", "agent", "customer")

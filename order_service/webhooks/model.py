@@ -1,6 +1,6 @@
 """Webhooks (issue #6): endpoints admins register, the deliveries the bridge makes, the signature.
 
-The API registers endpoints; ``python -m bridges.webhooks`` follows the event log
+The API registers endpoints; ``python -m order_service.webhooks`` follows the event log
 (:func:`event_log`, the query behind ``GET /api/v1/events``), fans each event out
 into one delivery row per subscribed endpoint and POSTs it. Signing:
 ``X-Orderbus-Signature: sha256=<hex HMAC-SHA256 of the raw body, keyed by the

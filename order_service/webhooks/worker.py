@@ -1,4 +1,4 @@
-"""The webhook bridge: ``python -m bridges.webhooks``.
+"""The webhook worker: ``python -m order_service.webhooks``.
 
 Follows the service's event log (the query behind ``GET /api/v1/events``) from a
 cursor stored in the database, queues one delivery per subscribed endpoint and
@@ -19,8 +19,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bridges.mqtt_wakeup import MqttFeed, bridge_address
-from order_service.accounts.broker_logins import MissingServiceSecret
+from contract.link import MqttFeed
+from order_service.accounts.broker_logins import MissingServiceSecret, bridge_address
 from order_service.config import Settings, load_settings
 from order_service.store.db import db, init_db
 from order_service.store.models import utcnow
@@ -97,7 +97,7 @@ class WebhookBridge:
                     self.step()
                     timeout = self._idle_seconds()
                 except Exception:  # the database may be briefly locked or away: keep going
-                    logger.exception("webhook bridge step failed; retrying")
+                    logger.exception("webhook worker step failed; retrying")
                     timeout = 1.0
                 self.wakeup.wait(timeout)
                 self.wakeup.clear()

@@ -1,6 +1,6 @@
 """Webhooks (issue #6): endpoints, one delivery row per (endpoint, event), every attempt, the cursor.
 
-The webhook bridge (``python -m bridges.webhooks``) follows the event log with the
+The webhook worker (``python -m order_service.webhooks``) follows the event log with the
 cursor in ``webhook_cursor`` and fans each event out into ``webhook_deliveries`` in
 the same transaction that advances the cursor, so a restart neither skips nor
 re-queues an event. Only adds tables: independent of 0002 and 0003.

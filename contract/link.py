@@ -1,4 +1,9 @@
-"""One MQTT connection for the relay, with delivery confirmed by PUBACK.
+"""How orderbus's processes connect to the broker: the broker URL and two connections.
+
+- :class:`BrokerAddress`: ``mqtt://user:secret@host:port`` parsed once.
+- :class:`MqttLink`: one connection with delivery confirmed by PUBACK (the relay's).
+- :class:`MqttFeed`: a read-only subscription that reconnects by itself, for processes
+  that use MQTT only as a wake-up (the webhook worker, the Socket.IO bridge).
 
 A fresh paho client is made for every connection. paho would otherwise resend
 its in-memory queue after a reconnect, *after* the relay has republished the
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+
+import contract
 
 logger = logging.getLogger(__name__)
 
@@ -218,3 +225,65 @@ class MqttLink:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+
+
+class MqttFeed:
+    """Runs in its own thread: connect, subscribe, hand each message to ``on_message``, reconnect."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        on_message: Callable[[mqtt.MQTTMessage], None],
+        keepalive: int = 30,
+        filters: tuple[str, ...] = (contract.ORDERS_ALL, contract.AGENTS_ALL),
+    ) -> None:
+        self.address, self.client_id, self.keepalive = address, client_id, keepalive
+        self.on_message = on_message
+        self.filters = filters
+        self.connected = threading.Event()
+        # Sessions accepted so far; it moves before the session's first message is handed on, so
+        # ``on_message`` can tell the first session's retained replay from a later one's.
+        self.sessions = 0
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt-feed", daemon=True)
+
+    def start(self) -> MqttFeed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._lost.set()
+        self._thread.join(10)
+
+    def _count_session(self) -> None:
+        self.sessions += 1
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            self._lost.clear()
+            link = MqttLink(
+                self.address,
+                self.client_id,
+                self.keepalive,
+                subscriptions=self.filters,
+                on_message=self.on_message,
+                on_lost=self._lost.set,
+                on_connected=self._count_session,
+            )
+            try:
+                link.connect()
+                backoff = 0.2
+                self.connected.set()
+                logger.info("subscribed to %s on %s", ", ".join(self.filters), self.address)
+                self._lost.wait()
+            except BrokerUnavailable as exc:
+                logger.warning("broker unavailable (%s); retrying in %.1f s", exc, backoff)
+            finally:
+                self.connected.clear()
+                link.close()
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -16,10 +16,19 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-
-from order_service.dispatch.settings import DispatchConfig
+from typing import Protocol
 
 EARTH_RADIUS_KM = 6371.0088
+
+
+class DispatchConfig(Protocol):
+    """The business settings the model reads (``dispatch.settings.DispatchConfig``)."""
+
+    prep_minutes: int
+    travel_minutes: int
+    travel_speed_kmh: float
+    origin_lat: float | None
+    origin_lon: float | None
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

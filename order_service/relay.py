@@ -1,0 +1,61 @@
+"""The relay process: ``python -m order_service.relay``.
+
+Puts three units together in one process, gated by one relay lock (only the active
+relay runs any of them; a standby waits to take over):
+
+- the outbox publisher (``outbox.relay``), on the main thread;
+- the dispatch timers and presence intake (``dispatch.timers``), which read agent
+  presence from the publisher's broker connection;
+- the broker's login files (``accounts.sync``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from order_service.accounts import broker_logins
+from order_service.accounts.sync import LoginFileSync
+from order_service.config import Settings, load_settings
+from order_service.dispatch.timers import DispatchTimers
+from order_service.outbox.relay import Relay
+from order_service.store.db import init_db
+
+logger = logging.getLogger(__name__)
+
+
+def build_relay(settings: Settings) -> Relay:
+    timers = DispatchTimers(settings)
+    files = LoginFileSync(settings)
+    return Relay(
+        settings,
+        inbound={topic: timers.on_presence for topic in timers.subscriptions},
+        before_connect=files.sync_now,
+        companions=(timers, files),
+    )
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s relay %(levelname)s %(message)s")
+    init_db(settings.database_url, settings.sqlite_synchronous)
+    stop = threading.Event()
+    try:
+        relay = build_relay(settings)
+    except broker_logins.MissingServiceSecret as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        relay.wake()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    logger.info("relay starting: database %s, broker %s", settings.database_url, relay.address)
+    relay.run(stop)
+    logger.info("relay stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -106,7 +106,7 @@ def test_contract_enumerations_match_the_code():
 
 
 def test_topics_built_by_the_service_are_in_the_contract():
-    """Every topic order_service.topics builds maps to its channel's payload schema."""
+    """Every topic the contract builds maps to its channel's payload schema."""
     schemas = asyncapi.resolved()["components"]["schemas"]
     assert asyncapi.schema_for_topic(contract.ORDERS_NEW) == schemas["NewOrderEvent"]
     assert asyncapi.schema_for_topic(contract.order_status(ORDER_ID)) == schemas["OrderEvent"]

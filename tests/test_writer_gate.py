@@ -29,7 +29,7 @@ THREADS, ROUNDS = 4, 150
 # One process: THREADS threads, each ROUNDS read-increment-write transactions, busy_timeout 0.
 WORKER = f"""
 import sys, threading
-from order_service.db import make_database
+from order_service.store.db import make_database
 database = make_database("sqlite:///" + sys.argv[1])
 errors = []
 

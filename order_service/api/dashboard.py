@@ -14,7 +14,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, abort, redirect, send_from_directory
 
 # The dashboard lives in the repository next to the service (an editable install).
-ADMIN_DIR = Path(__file__).resolve().parent.parent / "clients" / "admin"
+ADMIN_DIR = Path(__file__).resolve().parents[2] / "clients" / "admin"
 # The only files of node_modules the page needs: name under /admin/vendor/ -> path.
 VENDOR = {"mqtt.esm.js": Path("node_modules/mqtt/dist/mqtt.esm.js")}
 # Browsers run ES modules only when served as JavaScript: do not leave the type to the system's table.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from order_service.api import schemas
+from order_service.api import webhook_schemas as schemas
 from order_service.api.common import BEARER, blueprint
 from order_service.api.security import current_user, require
 from order_service.errors import NotFound

@@ -14,7 +14,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos security
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -96,6 +96,10 @@ chaos: install
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite ORDERBUS_CHAOS_SCALE=$(CHAOS_SCALE) \
 	  ORDERBUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s \
 	  tests/test_chaos.py tests/test_broker_malformed.py tests/test_fuzz_api.py $(PYTEST_ARGS)
+
+# The attack and abuse cases alone (tests marked security; make test runs them too).
+security: install admin-deps
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) -m security $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

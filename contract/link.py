@@ -72,6 +72,19 @@ class BrokerAddress:
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
 
 
+@dataclass
+class _Reading:
+    """What :meth:`MqttLink.read_retained` has seen so far (guarded by the link's lock)."""
+
+    topic: str
+    probe: bytes
+    subscribe_mid: int | None = None
+    granted: bool | None = None
+    probe_mid: int | None = None
+    echoed: bool = False
+    retained: bytes | None = None
+
+
 class MqttLink:
     def __init__(
         self,
@@ -94,6 +107,7 @@ class MqttLink:
         self._acked: set[int] = set()
         self._awaited: int | None = None  # the message id publish_batch is blocked on
         self._connack: mqtt.ReasonCode | None = None
+        self._reading: _Reading | None = None
         self.lost = False
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -113,6 +127,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         self.client = client
 
     # --- paho's network thread: record and notify, never block -----------------
@@ -137,12 +152,29 @@ class MqttLink:
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
             self._acked.add(mid)
-            if mid == self._awaited:  # wake the relay only for the acknowledgement it waits for
+            # Wake the relay only for the acknowledgement it waits for.
+            if mid == self._awaited or (self._reading is not None and mid == self._reading.probe_mid):
                 self._cond.notify_all()
 
     def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        reading = self._reading
+        if reading is not None and message.topic == reading.topic:
+            with self._cond:
+                if message.payload == reading.probe:
+                    reading.echoed = True
+                elif message.retain and not reading.echoed:
+                    reading.retained = bytes(message.payload)
+                self._cond.notify_all()
+            return
         if self._on_message:
             self._on_message(message)
+
+    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._cond:
+            reading = self._reading
+            if reading is not None and mid == reading.subscribe_mid:
+                reading.granted = bool(reason_codes) and not reason_codes[0].is_failure
+                self._cond.notify_all()
 
     # --- the relay's thread -----------------------------------------------------
 
@@ -159,6 +191,50 @@ class MqttLink:
             raise BrokerUnavailable(f"{self.address}: no CONNACK within {timeout:.0f} s")
         if connack.is_failure:
             raise BrokerUnavailable(f"{self.address} refused the connection: {connack}")
+
+    def read_retained(self, topic: str, probe: bytes, timeout: float = 5.0) -> bytes | None:
+        """The message the broker retains on ``topic``, or None when it holds none.
+
+        Subscribes to ``topic``, then publishes ``probe`` (unique to this call) there, QoS 1
+        and not retained. A broker sends a subscription's retained message before anything
+        published after it was acknowledged, so once the probe has come back whatever was
+        retained has come first. Unsubscribes after. Also None when the subscription is
+        refused or the acknowledged probe never comes back (the ACL hides the topic): the
+        caller must then assume nothing is retained. Raises ConnectionLost when the
+        connection drops or the broker does not answer within ``timeout`` seconds.
+        """
+        with self._cond:
+            reading = self._reading = _Reading(topic, probe)
+        try:
+            _rc, mid = self.client.subscribe(topic, qos=1)
+            with self._cond:
+                reading.subscribe_mid = mid
+                self._cond.wait_for(lambda: reading.granted is not None or self.lost, timeout)
+                if self.lost or reading.granted is None:
+                    raise ConnectionLost(f"no SUBACK for {topic} within {timeout:.0f} s")
+                if not reading.granted:
+                    logger.warning("the broker refused the subscription to %s", topic)
+                    return None
+            info = self.client.publish(topic, probe, qos=1, retain=False)
+            with self._cond:
+                reading.probe_mid = info.mid
+
+                def answered() -> bool:
+                    return reading.echoed and info.mid in self._acked
+
+                if not self._cond.wait_for(lambda: answered() or self.lost, timeout) or self.lost:
+                    if self.lost or info.mid not in self._acked:
+                        raise ConnectionLost(f"the probe on {topic} was not acknowledged")
+                    logger.warning("the probe on %s did not come back: may this login read it?", topic)
+                    return None
+                return reading.retained
+        finally:
+            with self._cond:
+                self._reading = None
+                if reading.probe_mid is not None:
+                    self._acked.discard(reading.probe_mid)
+            if not self.lost:
+                self.client.unsubscribe(topic)
 
     def publish_batch(
         self,

@@ -39,8 +39,18 @@ def mosquitto_binary() -> str:
 
 
 class Mosquitto:
-    def __init__(self, data_dir: Path, password_file: Path, acl_file: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        password_file: Path,
+        acl_file: Path,
+        host: str = "127.0.0.1",
+        *,
+        replace: dict[str, str] | None = None,
+    ) -> None:
+        """``replace``: settings of mosquitto.conf to run with another value (key -> value)."""
         self.host = host
+        self.replace = dict(replace or {})
         self.dir = data_dir / "mosquitto"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = pick_free_port(host)
@@ -66,8 +76,11 @@ class Mosquitto:
                 line = f"pid_file {self.pid_file}"
             elif key == "persistence_location":
                 line = f"persistence_location {self.dir}/"
+            elif key in self.replace:
+                line = f"{key} {self.replace.pop(key)}"
             lines.append(line)
         assert next(ports, None) is None, "mosquitto.conf should have a TCP and a WebSocket listener"
+        assert not self.replace, f"not in mosquitto.conf: {sorted(self.replace)}"
         if os.geteuid() == 0:
             lines.append("user root")
         return "\n".join(lines) + "\n"
@@ -118,3 +131,18 @@ class Mosquitto:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+# --- both brokers: a test module that imports these two fixtures runs each test on each ---------
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings_overrides(settings_overrides: dict, broker_kind: str, data_dir: Path) -> dict:
+    if broker_kind == "mosquitto":  # the service signals Mosquitto to re-read the files
+        return {**settings_overrides, "mosquitto_pid_file": data_dir / "mosquitto" / "mosquitto.pid"}
+    return settings_overrides

@@ -22,6 +22,7 @@ CHANNELS = {
     "orders/{orderId}/status": "orderStatus",
     "agents/{agentId}/assigned": "agentAssigned",
     "agents/{agentId}/presence": "agentPresence",
+    "orderbus/relay/epoch": "relayEpoch",
 }
 ORDER_ID = "ord_0123456789ab"
 AGENT_ID = "agt_0123456789ab"
@@ -30,8 +31,9 @@ AGENT_ID = "agt_0123456789ab"
 # --- the document -------------------------------------------------------------
 
 
-def test_document_is_asyncapi_3_with_the_four_channels():
-    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x and the four topics."""
+def test_document_is_asyncapi_3_with_the_five_channels():
+    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the four topics of the
+    contract and the relay's own."""
     with asyncapi.SPEC_PATH.open(encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
     assert str(document["asyncapi"]).startswith("3.")
@@ -51,14 +53,15 @@ def test_servers_are_the_embedded_broker_over_tcp_and_websocket():
 
 
 def test_every_publish_is_qos1_and_retained():
-    """Every send operation is QoS 1 with retain; every receive subscribes with QoS 1."""
+    """Every send operation is QoS 1 with retain (but the relay's probe); every receive
+    subscribes with QoS 1."""
     operations = asyncapi.resolved()["operations"]
     assert {op["channel"]["address"] for op in operations.values()} == set(CHANNELS)
     for name, op in operations.items():
         mqtt = op["bindings"]["mqtt"]
         assert mqtt["qos"] == 1, name
         if op["action"] == "send":
-            assert mqtt["retain"] is True, name
+            assert mqtt["retain"] is (name != "probeRelayEpoch"), name
     senders = {
         op["channel"]["address"]: {t["name"] for t in op["tags"]}
         for op in operations.values()
@@ -69,6 +72,7 @@ def test_every_publish_is_qos1_and_retained():
         "orders/{orderId}/status": {"service"},
         "agents/{agentId}/assigned": {"service"},
         "agents/{agentId}/presence": {"agent"},
+        "orderbus/relay/epoch": {"service"},
     }
 
 
@@ -112,6 +116,11 @@ def test_topics_built_by_the_service_are_in_the_contract():
     assert asyncapi.schema_for_topic(contract.order_status(ORDER_ID)) == schemas["OrderEvent"]
     assert asyncapi.schema_for_topic(contract.agent_assigned(AGENT_ID)) == schemas["Worklist"]
     assert asyncapi.schema_for_topic(contract.agent_presence(AGENT_ID)) == schemas["Presence"]
+    assert asyncapi.schema_for_topic(contract.RELAY_EPOCH) == {
+        "oneOf": [schemas["RelayEpoch"], schemas["RelayProbe"]]
+    }
+    asyncapi.validate_message(contract.RELAY_EPOCH, contract.relay_epoch("0" * 32, 7))
+    asyncapi.validate_message(contract.RELAY_EPOCH, contract.relay_probe("0" * 16))
 
 
 # --- payloads produced by the real code --------------------------------------

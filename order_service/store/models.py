@@ -298,6 +298,16 @@ class DispatchSettingsRow(BaseModel):
         table_name = "dispatch_settings"
 
 
+class RelayEpoch(BaseModel):
+    """The one row: this database's epoch id, in the relay's retained marker (outbox/relay.py)."""
+
+    id = pw.IntegerField(primary_key=True)
+    epoch = pw.CharField(max_length=32)
+
+    class Meta:
+        table_name = "relay_epoch"
+
+
 class LoginFailure(BaseModel):
     """One failed password login for a username (known or not); see auth.check_throttle."""
 
@@ -309,4 +319,4 @@ class LoginFailure(BaseModel):
 
 
 ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey]
-ALL_MODELS += [MqttCredential, OrderOffer, OrderAlert, DispatchSettingsRow, LoginFailure]
+ALL_MODELS += [MqttCredential, OrderOffer, OrderAlert, DispatchSettingsRow, LoginFailure, RelayEpoch]

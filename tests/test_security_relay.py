@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
@@ -278,3 +279,34 @@ def test_only_the_service_reads_or_writes_the_marker(client, admin, make_agent, 
         assert relay.republished == 0
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("broker_kind", ["amqtt"])
+def test_finished_orders_keep_their_retained_state_across_a_broker_restart(
+    client, admin, place_order, broker, start_relay, subscribe
+):
+    """An order finished within ORDERBUS_RETAIN_TERMINAL_SECONDS is republished after the
+    embedded broker restarts empty, so an MQTT-only client still tells "finished" from
+    "unknown"; one past the window (its retained state cleared) stays cleared, and a live
+    one is republished as before."""
+    relay = start_relay(retain_terminal_seconds=3600)
+    live, finished, old = (place_order()["id"] for _ in range(3))
+    set_status(client, admin, finished, "rejected")
+    set_status(client, admin, old, "cancelled")
+    with db.connection_context():  # finished two hours ago: past the window
+        ended = Order.get_by_id(old).terminal_at
+        Order.update(terminal_at=ended - timedelta(hours=2)).where(Order.id == old).execute()
+    watcher = subscribe(contract.order_status(old))
+    watcher.wait_for(lambda r: r.payload == b"", timeout=10)  # cleared by the relay
+    watcher.stop()
+
+    catch_ups = relay.catch_ups
+    broker.stop()
+    broker.start()  # empty: the embedded broker keeps nothing
+    caught_up(relay, catch_ups)
+    late = subscribe("orders/+/status")
+    late.wait_for(lambda r: r.topic == contract.order_status(finished), timeout=10)
+    late.wait_for(lambda r: r.topic == contract.order_status(live))
+    late.settle(quiet=0.5)
+    retained = {r.topic: r.json["order"]["status"] for r in late.seen if r.retain and r.payload}
+    assert retained == {contract.order_status(live): "placed", contract.order_status(finished): "rejected"}

@@ -11,8 +11,9 @@ sends what is pending, and then (:func:`lacking`):
 - no marker, another epoch, or a ``through`` past this database's last row: the broker
   lost its retained store (an embedded broker restarts empty) or holds another
   database's state (``python -m order_service republish`` after a restore renews the
-  epoch). The relay republishes the state of every live order and every worklist, and
-  only then publishes the marker;
+  epoch). The relay republishes the state of every order whose retained state is not
+  cleared (live ones, and finished ones within ``ORDERBUS_RETAIN_TERMINAL_SECONDS``),
+  every worklist and ``orders/new``, and only then publishes the marker;
 - this epoch, ``through`` behind what was published: the broker restored an older
   snapshot (Mosquitto killed between two saves of its persistence file); the relay
   republishes the state of what changed after ``through``;
@@ -23,12 +24,12 @@ sends what is pending, and then (:func:`lacking`):
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 import peewee
 
-from order_service.lifecycle import TERMINAL
 from order_service.store.db import db
-from order_service.store.models import Order, Outbox, RelayEpoch
+from order_service.store.models import Order, Outbox, RelayEpoch, utcnow
 
 
 def database_epoch() -> str:
@@ -74,10 +75,14 @@ def lacking(
 
 
 def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> list[tuple[str, bytes, bool]]:
-    """Retained messages: the last published state of every live order and of every worklist
-    (``since``: only of those changed by a row after it). Left out: a topic whose newest row
-    is past ``upto`` (just drained, so retained already). In id order."""
-    kept = Order.select(Order.id).where(Order.status.not_in(TERMINAL))
+    """Retained messages: the last published state of every order whose retained state is
+    not cleared, of every worklist and of ``orders/new`` (``since``: only of those changed by
+    a row after it). Left out: a topic whose newest row is past ``upto`` (just drained, so
+    retained already). In id order."""
+    cutoff = utcnow() - timedelta(seconds=retain_terminal_seconds)
+    kept = Order.select(Order.id).where(
+        Order.retained_cleared_at.is_null() & (Order.terminal_at.is_null() | (Order.terminal_at > cutoff))
+    )
     agents = None
     if since is not None:
         changed = (Outbox.id > since) & (Outbox.id <= upto)
@@ -85,7 +90,8 @@ def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> li
             Order.id.in_(Outbox.select(Outbox.order_id).where(changed & (Outbox.kind != "worklist")))
         )
         agents = Outbox.select(Outbox.agent_id).where(changed & (Outbox.kind == "worklist"))
-    rows = _latest_published("status", Outbox.order_id, kept)
+    rows = _latest_published("new", None, kept)
+    rows += _latest_published("status", Outbox.order_id, kept)
     rows += _latest_published("worklist", Outbox.agent_id, agents)
     return [(topic, payload.encode(), True) for row, topic, payload in sorted(rows) if row <= upto]
 

@@ -53,8 +53,16 @@ class Settings(BaseSettings):
     admin_password: str = Field("", description="Bootstrap admin password; generated when empty")
 
     token_ttl_seconds: int = Field(12 * 3600, ge=60)
-    login_max_failures: int = Field(10, ge=1, description="failed logins per username within the window")
-    login_window_seconds: int = Field(900, ge=1, description="after that many, 429 until the window passes")
+    login_max_failures: int = Field(
+        5, ge=1, description="failed logins per client address and username before each attempt waits"
+    )
+    login_window_seconds: int = Field(86400, ge=1, description="how long a failed login counts")
+    login_max_delay_seconds: int = Field(
+        900, ge=1, description="the longest wait between attempts (it doubles from 1 s per failure)"
+    )
+    login_username_failures: int = Field(
+        100, ge=1, description="failures per username from every address; past it each address gets one try"
+    )
     allow_signup: bool = True
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     retain_terminal_seconds: int = Field(3600, ge=0)

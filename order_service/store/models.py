@@ -309,9 +309,11 @@ class RelayEpoch(BaseModel):
 
 
 class LoginFailure(BaseModel):
-    """One failed password login for a username (known or not); see auth.check_throttle."""
+    """One failed password login for a username (known or not) from a client address; see
+    accounts.users.check_throttle."""
 
     username = pw.CharField(max_length=64)
+    address = pw.CharField(max_length=64, default="")
     at = pw.DateTimeField(default=utcnow)
 
     class Meta:

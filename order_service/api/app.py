@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.wsgi import LimitedStream, get_content_length
 
 from order_service import api
 from order_service.api import dashboard, problems
@@ -14,6 +16,27 @@ from order_service.outbox.wakeup import Notifier
 from order_service.store import db
 
 logger = logging.getLogger(__name__)
+
+
+class ReadWholeBody:
+    """Reads, before the answer goes, what the application left unread of a request body
+    within ORDERBUS_MAX_BODY_BYTES: an answer given before the body was read (401, 415, 404)
+    must not leave it on a kept-alive connection, where the server would take it for the
+    next request or give up on the connection. A body over the limit is not read: gunicorn
+    answers it with ``Connection: close`` (``gunicorn_conf.pre_request``)."""
+
+    def __init__(self, wsgi_app: Callable, limit: int) -> None:
+        self.wsgi_app, self.limit = wsgi_app, limit
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        length = get_content_length(environ)
+        if not length or length > self.limit:
+            return self.wsgi_app(environ, start_response)
+        body = environ["wsgi.input"] = LimitedStream(environ["wsgi.input"], length)
+        response = self.wsgi_app(environ, start_response)
+        while body.read(65536):
+            pass
+        return response
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
@@ -39,6 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     problems.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
+    app.wsgi_app = ReadWholeBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
 
     notifier = Notifier(settings.wakeup_socket)
     app.extensions["orderbus.notifier"] = notifier

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(600.0, gt=0)
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
     webhook_poll_seconds: float = Field(5.0, gt=0, le=300, description="Event-log scan without wake-up")
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach private, loopback and link-local addresses (refused by default)",
+    )
 
     # Socket.IO bridge (python -m bridges.socketio, issue #6).
     socketio_host: str = "127.0.0.1"

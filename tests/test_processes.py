@@ -78,6 +78,7 @@ def env(tmp_path: Path, database_url: str) -> dict:
         "ORDERBUS_BROKER_WS_PORT": str(free_port()),
         "ORDERBUS_SOCKETIO_PORT": str(free_port()),
         "ORDERBUS_WEBHOOK_POLL_SECONDS": "30",  # the MQTT wake-up must do it
+        "ORDERBUS_WEBHOOKS_ALLOW_PRIVATE": "true",  # the test's receiver is on 127.0.0.1
         "ORDERBUS_API_WORKERS": "2",
     }
 

@@ -14,12 +14,14 @@ import hmac
 import json
 import secrets
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import peewee as pw
 
 from order_service.orders.events import ORDER_EVENTS
 from order_service.store.db import db
 from order_service.store.models import BaseModel, JSONField, Outbox, new_id, utcnow
+from order_service.webhooks import destination
 
 EVENT_TYPES = (*ORDER_EVENTS, "agent.worklist")
 SIGNATURE_HEADER = "X-Orderbus-Signature"
@@ -134,8 +136,12 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
 # --- registration (the API) -------------------------------------------------------
 
 
-def register(url: str, events: list[str], description: str, user_id: str | None) -> WebhookEndpoint:
-    """A new endpoint receives the events committed after it was registered."""
+def register(
+    url: str, events: list[str], description: str, user_id: str | None, *, allow_private: bool = False
+) -> WebhookEndpoint:
+    """A new endpoint receives the events committed after it was registered. InvalidField
+    ("url") for a host that webhooks may not reach (``destination.check_url``)."""
+    destination.check_url(urlsplit(url).hostname or "", allow_private)
     with db.atomic():
         return WebhookEndpoint.create(
             id=new_id("wh"),

@@ -43,6 +43,7 @@ from amqtt.session import OutgoingApplicationMessage, Session
 
 from broker.credfiles import READ, WRITE, filter_covered, topic_matches
 from broker.credstore import CredentialFiles, broker_of
+from broker.framing import shown
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
         self.files.refresh()
         client_id, username = session.client_id or "", session.username
         if not username:
-            logger.info("refused MQTT client %r: no username", client_id)
+            logger.info("refused MQTT client %r: no username", shown(client_id))
             return False
         password = session.password
         if isinstance(password, bytes | bytearray):
@@ -83,7 +84,7 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
         encoded = await self.files.check(username, password or "")
         if encoded is None:
             known = "wrong secret" if username in self.files.users else "unknown user"
-            logger.info("refused MQTT client %r, user %r: %s", client_id, username, known)
+            logger.info("refused MQTT client %r, user %r: %s", shown(client_id), shown(username), known)
             return False
         self._granted[client_id] = (username, encoded, session)
         return True
@@ -220,7 +221,7 @@ class RulesTopicPlugin(BaseTopicPlugin):
         if client_session.will_flag and not self.rules().allowed(
             client_session.username, client_id, WRITE, client_session.will_topic or ""
         ):
-            logger.info("MQTT client %r may not write its will topic; the will is dropped", client_id)
+            logger.info("MQTT client %r may not write its will topic; the will is dropped", shown(client_id))
             client_session.will_flag = False  # Mosquitto also connects it and drops the will
         entry = broker_of(self.context).sessions.get(client_id)
         if entry is not None and entry[0] is client_session:

@@ -4,7 +4,10 @@ How they hook amqtt 0.12.1 (``amqtt/broker.py``):
 
 - ``authenticate(session=...)`` of every auth plugin runs once per CONNECT, after amqtt has
   built the session (client id, username, password, will) and before CONNACK; all must say
-  True, else the client gets CONNACK 5 (not authorised) and is disconnected.
+  True, else the client gets CONNACK 5 (not authorised) and is disconnected. Ours then
+  replaces the session's client id with the username, as Mosquitto does with
+  ``use_username_as_clientid true`` (mosquitto.conf sets it on both listeners): a login
+  can only ever reach its own session, so no client can take over or wipe another's.
 - ``topic_filtering(session=, topic=, action=)`` of every topic plugin runs with
   ``subscribe`` for each filter of a SUBSCRIBE (False: SUBACK 0x80), ``publish`` for each
   PUBLISH received (False: acknowledged, then dropped) and ``receive`` for each subscriber of
@@ -86,7 +89,10 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
             known = "wrong secret" if username in self.files.users else "unknown user"
             logger.info("refused MQTT client %r, user %r: %s", shown(client_id), shown(username), known)
             return False
-        self._granted[client_id] = (username, encoded, session)
+        # The client id is the login's: whatever id a client sends, it gets its username's
+        # session and connection, never another login's (Mosquitto: use_username_as_clientid).
+        session.client_id = username
+        self._granted[username] = (username, encoded, session)
         return True
 
     def _disconnect_revoked(self) -> None:

@@ -235,3 +235,20 @@ def test_unreleased_qos2_messages_do_not_grow_the_broker(broker: BrokerProcess) 
     )
     assert grown < BOUND, f"the broker grew by {grown / MB:.0f} MB"
     broker.login(AGENT).close()  # positive control: the broker still serves that login
+
+
+def test_client_ids_from_a_device_login_do_not_grow_the_broker(broker: BrokerProcess) -> None:
+    """A device connects 3,000 times with distinct 60 KB client ids and clean session off: each
+    was a persistent session kept for ever. The client id is the username now: one session."""
+    before = broker.rss()
+    for i in range(ATTACKS):
+        device = broker.login(AGENT, long_name("device-", i), clean=False)
+        assert device.subscribe((f"agents/{AGENT}/assigned", 1)) == [1]
+        device.disconnect()
+        device.close()
+    grown = broker.rss() - before
+    print(f"\nRSS {before / MB:.0f} MB -> {(before + grown) / MB:.0f} MB after {ATTACKS} client ids")
+    assert grown < BOUND, f"the broker grew by {grown / MB:.0f} MB"
+    device = RawClient(HOST, broker.port)  # positive control: the login's one session was kept
+    assert device.connect(AGENT, username=AGENT, password=SECRET[AGENT], clean=False) == (True, 0)
+    device.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import socketio
 import uvicorn
 
 from contract.link import MqttFeed
-from order_service.accounts.broker_logins import MissingServiceSecret, bridge_address
+from order_service.accounts.broker_logins import SOCKETIO, MissingServiceSecret, bridge_address
 from order_service.accounts.users import token_digest
 from order_service.config import Settings, load_settings
 from order_service.orders.access import agent_id_of
@@ -254,8 +253,8 @@ class SocketBridge:
                 inbox.put_nowait, (message.topic, bytes(message.payload), message.retain, first_session)
             )
 
-        client_id = f"orderbus-socketio-{os.getpid()}"
-        self.feed = MqttFeed(bridge_address(self.settings), client_id, on_message)
+        address = bridge_address(self.settings, SOCKETIO)  # its own login: the username is its client id
+        self.feed = MqttFeed(address, address.username or "", on_message)
         self.feed.start()  # after the assignment: on_message reads the feed's session count
         pump = asyncio.create_task(self._pump(inbox))
         recheck = asyncio.create_task(self._recheck())

@@ -197,6 +197,47 @@ def test_new_order_appears_at_the_top_within_a_second(page, system: System) -> N
     print(f"new order on the page {elapsed * 1000:.0f} ms after its POST returned")
 
 
+STATE_DROPS = """() => {
+  window.orderbusDrops = 0;
+  const conn = document.getElementById("conn");
+  new MutationObserver(() => { if (conn.dataset.state !== "connected") window.orderbusDrops += 1; })
+    .observe(conn, { attributes: true, attributeFilter: ["data-state"] });
+}"""
+
+
+@pytest.mark.security
+def test_a_duplicated_tab_gets_its_own_broker_login_and_both_stay_live(browser, system: System) -> None:
+    """Two pages with one token (a duplicated tab copies the session): the broker uses a login's
+    username as its client id, so sharing one login they took each other's connection every
+    second. Each page asks for a login of its own: both stay connected and both get live orders."""
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    try:
+        first = context.new_page()
+        open_dashboard(first, system)
+        saved = first.evaluate("() => sessionStorage.getItem('orderbus.admin.session')")
+        second = context.new_page()
+        second.add_init_script(f"sessionStorage.setItem('orderbus.admin.session', {json.dumps(saved)})")
+        second.goto(f"{system.base}/admin/")
+        second.wait_for_selector('#conn[data-state="connected"]', timeout=15000)
+        logins = [
+            json.loads(p.evaluate("() => sessionStorage.getItem('orderbus.admin.session')"))["mqtt"][
+                "username"
+            ]
+            for p in (first, second)
+        ]
+        assert logins[0] != logins[1]
+        for p in (first, second):
+            p.evaluate(STATE_DROPS)
+        started = time.monotonic()
+        order = place(system, "Two Tabs")  # positive control: both pages are live
+        for p in (first, second):
+            wait_row(p, order["id"], "placed", started)
+        time.sleep(3)  # a shared login flips both pages to reconnecting within about a second
+        assert [p.evaluate("() => window.orderbusDrops") for p in (first, second)] == [0, 0]
+    finally:
+        context.close()
+
+
 def test_status_changes_by_another_admin_and_by_an_agent(page, system: System) -> None:
     """Changes made elsewhere (another admin; the agent: picked_up, delivered) show within a second."""
     other = Api(system.api_url)

@@ -23,7 +23,7 @@ import pytest
 
 from broker import credfiles
 from broker.server import pick_free_port
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from tests.mqtt_raw import PUBLISH, RawClient
 
 pytestmark = pytest.mark.security
@@ -39,10 +39,10 @@ BOUND = 25 * MB
 
 AGENT, VICTIM, SERVICE, DASHBOARD = "agt_attacker", "agt_victim", "orderbus-service", "dash_attacker"
 LOGINS = {
-    AGENT: mqtt_auth.agent_rules(AGENT),
-    VICTIM: mqtt_auth.agent_rules(VICTIM),
-    SERVICE: mqtt_auth.SERVICE_RULES,
-    DASHBOARD: mqtt_auth.DASHBOARD_RULES,
+    AGENT: broker_logins.agent_rules(AGENT),
+    VICTIM: broker_logins.agent_rules(VICTIM),
+    SERVICE: broker_logins.SERVICE_RULES,
+    DASHBOARD: broker_logins.DASHBOARD_RULES,
 }
 SECRET = {name: f"secret-of-{name}" for name in LOGINS}
 

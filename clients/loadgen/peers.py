@@ -19,6 +19,7 @@ from pathlib import Path
 
 from broker.credfiles import hash_password, render_acl, render_password_file
 from broker.server import pick_free_port
+from clients.rest import Api
 from tests.clients_system import COMMANDS, System, make_system, stop_group
 from tests.mosquitto import Mosquitto
 from tests.pg_fixtures import _admin, _drop, database_url
@@ -26,9 +27,11 @@ from tests.pg_fixtures import _admin, _drop, database_url
 NODE_DIR = Path(__file__).resolve().parent / "node"
 ROOT = NODE_DIR.parents[2]
 
-# Two logins for the bare-broker benchmarks, in the same files both brokers read.
+# Logins for the bare-broker benchmarks, in the same files both brokers read: a publisher
+# and one login per subscriber, as both brokers use a login's username as its client id.
 PUBLISHER = {"username": "bench-pub", "password": "bench-pub-secret"}
-SUBSCRIBER = {"username": "bench-sub", "password": "bench-sub-secret"}
+SUBSCRIBERS = [{"username": f"bench-sub-{i}", "password": f"bench-sub-secret-{i}"} for i in range(1000)]
+DASHBOARD_LOGINS_PER_TOKEN = 16  # the service keeps a bearer token's 16 newest dashboard logins
 
 
 def cores() -> tuple[set[int], set[int]]:
@@ -67,13 +70,13 @@ def write_logins(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     passwd, acl = directory / "passwd", directory / "acl"
     passwd.write_text(
-        render_password_file({u["username"]: hash_password(u["password"]) for u in (PUBLISHER, SUBSCRIBER)})
+        render_password_file({u["username"]: hash_password(u["password"]) for u in (PUBLISHER, *SUBSCRIBERS)})
     )
     acl.write_text(
         render_acl(
             [
                 (PUBLISHER["username"], ["write orders/#", "write agents/#"]),
-                (SUBSCRIBER["username"], ["read orders/#", "read agents/#"]),
+                *((u["username"], ["read orders/#", "read agents/#"]) for u in SUBSCRIBERS),
             ]
         )
     )
@@ -201,6 +204,18 @@ class SystemPeer(Peer):
     @property
     def api(self) -> str:
         return self.system.api_url
+
+    def dashboard_logins(self, count: int) -> list[dict]:
+        """``count`` dashboard broker logins, as that many dashboard pages get them: the admin
+        logs in once per 16 (a token keeps its 16 newest) and asks for the rest."""
+        password = (self.workdir / "var" / "admin-password").read_text().strip()
+        logins: list[dict] = []
+        while len(logins) < count:
+            api = Api(self.api)
+            logins.append(api.login("admin", password)["mqtt"])
+            for _ in range(min(DASHBOARD_LOGINS_PER_TOKEN, count - len(logins) + 1) - 1):
+                logins.append(api.request("POST", "/auth/mqtt-credentials"))
+        return logins
 
     def pids(self) -> list[int]:
         found = []

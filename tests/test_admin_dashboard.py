@@ -238,6 +238,27 @@ def test_a_duplicated_tab_gets_its_own_broker_login_and_both_stay_live(browser, 
         context.close()
 
 
+def test_a_page_whose_broker_login_was_dropped_gets_a_new_one(page, system: System) -> None:
+    """A token keeps its 16 newest page logins: a page whose login went (16 pages opened after
+    it) is disconnected and refused, asks for a new login with its token and is live again."""
+    open_dashboard(page, system)
+    session = json.loads(page.evaluate("() => sessionStorage.getItem('orderbus.admin.session')"))
+    other_pages = Api(system.api_url)
+    other_pages.token = session["token"]
+    for _ in range(16):
+        other_pages.request("POST", "/auth/mqtt-credentials")
+    page.wait_for_function(
+        "old => JSON.parse(sessionStorage.getItem('orderbus.admin.session')).mqtt.username !== old",
+        arg=session["mqtt"]["username"],
+        timeout=15000,
+    )
+    page.wait_for_selector('#conn[data-state="connected"]', timeout=15000)
+    started = time.monotonic()
+    order = place(system, "After Relogin")
+    wait_row(page, order["id"], "placed", started)
+    assert page.is_visible("#app-view")  # the session itself went on
+
+
 def test_status_changes_by_another_admin_and_by_an_agent(page, system: System) -> None:
     """Changes made elsewhere (another admin; the agent: picked_up, delivered) show within a second."""
     other = Api(system.api_url)

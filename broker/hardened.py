@@ -35,6 +35,12 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
   no bytes past a packet's fields; a violation closes the connection. So does anything
   but a valid CONNECT within ``CONNECT_TIMEOUT`` of connecting (tests/test_broker_malformed.py).
 
+- What one client can make the broker keep is bounded (tests/test_security_broker_memory.py):
+  topics and filters longer than ``max_topic_bytes`` are refused like an ACL refusal
+  (PUBLISH dropped, SUBACK 0x80), a client holds at most ``max_subscriptions`` filters,
+  an UNSUBSCRIBE leaves no empty entry behind, at most ``max_inflight_messages`` QoS 2
+  messages (4 MiB) may await PUBREL, and refused publishes are logged per doubling.
+
 $-topics needed nothing: amqtt's matcher already keeps # and +/... off them.
 
 Nothing here blocks the event loop: routing only appends to queues, or writes to an

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from broker.credfiles import hash_password, render_acl, render_password_file
 from broker.server import pick_free_port
-from clients.rest import Api
+from clients.rest import dashboard_logins
 from tests.clients_system import COMMANDS, System, make_system, stop_group
 from tests.mosquitto import Mosquitto
 from tests.pg_fixtures import _admin, _drop, database_url
@@ -31,7 +31,6 @@ ROOT = NODE_DIR.parents[2]
 # and one login per subscriber, as both brokers use a login's username as its client id.
 PUBLISHER = {"username": "bench-pub", "password": "bench-pub-secret"}
 SUBSCRIBERS = [{"username": f"bench-sub-{i}", "password": f"bench-sub-secret-{i}"} for i in range(1000)]
-DASHBOARD_LOGINS_PER_TOKEN = 16  # the service keeps a bearer token's 16 newest dashboard logins
 
 
 def cores() -> tuple[set[int], set[int]]:
@@ -206,16 +205,9 @@ class SystemPeer(Peer):
         return self.system.api_url
 
     def dashboard_logins(self, count: int) -> list[dict]:
-        """``count`` dashboard broker logins, as that many dashboard pages get them: the admin
-        logs in once per 16 (a token keeps its 16 newest) and asks for the rest."""
+        """``count`` dashboard broker logins, one per simulated dashboard."""
         password = (self.workdir / "var" / "admin-password").read_text().strip()
-        logins: list[dict] = []
-        while len(logins) < count:
-            api = Api(self.api)
-            logins.append(api.login("admin", password)["mqtt"])
-            for _ in range(min(DASHBOARD_LOGINS_PER_TOKEN, count - len(logins) + 1) - 1):
-                logins.append(api.request("POST", "/auth/mqtt-credentials"))
-        return logins
+        return dashboard_logins(self.api, "admin", password, count)
 
     def pids(self) -> list[int]:
         found = []

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 import socketio
 import uvicorn
 
-from order_service.access import agent_id_of
-from order_service.auth import token_digest
+from contract.link import MqttFeed
+from order_service.accounts.broker_logins import MissingServiceSecret, bridge_address
+from order_service.accounts.users import token_digest
 from order_service.config import Settings, load_settings
-from order_service.db import db, init_db
-from order_service.models import Token, User, utcnow
-from order_service.mqtt_auth import MissingServiceSecret
-
-from .mqtt_wakeup import MqttFeed, bridge_address
+from order_service.orders.access import agent_id_of
+from order_service.store.db import db, init_db
+from order_service.store.models import Token, User, utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     presence_heartbeat_seconds: int = Field(30, ge=1, le=3600)
     presence_timeout_seconds: int = Field(90, ge=1, le=86400)
 
-    # Webhook bridge (python -m bridges.webhooks, issue #6).
+    # Webhook bridge (python -m order_service.webhooks, issue #6).
     webhook_retry_seconds: float = Field(
         24 * 3600, gt=0, description="Retry a failing delivery this long, then mark the endpoint failing"
     )

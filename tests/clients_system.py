@@ -27,8 +27,8 @@ COMMANDS = {
     "api": [
         str(BIN / "gunicorn"),
         "--config",
-        "python:order_service.gunicorn_conf",
-        "order_service.app:create_app()",
+        "python:order_service.api.gunicorn_conf",
+        "order_service.api.app:create_app()",
     ],
     "relay": [sys.executable, "-m", "order_service.relay"],
 }

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from order_service.app import create_app
-from order_service.db import db, init_db
-from order_service.migrations import migrate
+from order_service.api.app import create_app
+from order_service.store.db import db, init_db
+from order_service.store.migrations import migrate
 
 pytest_plugins = ["tests.mqtt_fixtures", "tests.clients_system", "tests.pg_fixtures"]
 
@@ -116,12 +116,12 @@ def _login(client: FlaskClient, username: str, password: str) -> dict:
 
 @pytest.fixture
 def admin(client: FlaskClient) -> Actor:
-    from order_service import auth
-    from order_service.models import User
+    from order_service.accounts import users
+    from order_service.store.models import User
 
     with db.connection_context():
         if not User.get_or_none(User.username == "admin"):
-            auth.create_user("admin", ADMIN_PASSWORD, "admin")
+            users.create_user("admin", ADMIN_PASSWORD, "admin")
     body = _login(client, "admin", ADMIN_PASSWORD)
     return Actor(
         body["user"]["id"],

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 
-from order_service.db import db, init_db
-from order_service.migrations import migrate
+from order_service.store.db import db, init_db
+from order_service.store.migrations import migrate
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _numbers = itertools.count(1)

@@ -438,9 +438,9 @@ def test_eta_failed_delivery_and_late_alert_are_shown(page, system: System) -> N
 
 def test_two_thousand_orders_load_and_render(page, system: System, tmp_path: Path) -> None:
     """2,000 orders: the page shows every one, once, with the right counts; prints load and render time."""
-    from order_service.db import db, init_db
-    from order_service.models import User
-    from order_service.orders import NewOrder, create_order
+    from order_service.orders.service import NewOrder, create_order
+    from order_service.store.db import db, init_db
+    from order_service.store.models import User
 
     have = len(database_state(system))
     init_db(

@@ -18,10 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import Settings, load_settings
-from order_service.db import db
-from order_service.models import Agent, new_id
+from order_service.store.db import db
+from order_service.store.models import Agent, new_id
 from tests.helpers import assign, walk_to
 from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import RelayRunner
@@ -55,8 +55,8 @@ def settings_overrides(settings_overrides: dict, broker_kind: str, data_dir) -> 
 def target(app, settings_overrides: dict, broker_kind: str, data_dir) -> Iterator[Target]:
     settings = load_settings(settings_overrides)
     with db.connection_context():
-        mqtt_auth.ensure_service(settings)
-        mqtt_auth.sync_files(settings)
+        broker_logins.ensure_service(settings)
+        broker_logins.sync_files(settings)
     if broker_kind == "mosquitto":
         server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()
         yield Target("mosquitto", server.host, server.port, server.ws_port, settings)
@@ -169,7 +169,7 @@ def connect(target: Target) -> Iterator:
 
 
 def service(target: Target) -> tuple[str, str]:
-    return mqtt_auth.service_login(target.settings)
+    return broker_logins.service_login(target.settings)
 
 
 def login_accepted(target: Target, username: str, password: str, timeout: float = 5.0) -> bool:
@@ -408,8 +408,8 @@ def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, con
     with db.connection_context():
         ids = [new_id("agt") for _ in range(500)]
         Agent.insert_many([{"id": i, "name": i} for i in ids]).execute()
-        secrets = {i: mqtt_auth.issue_agent(Agent.get_by_id(i)) for i in ids}
-    mqtt_auth.sync_files(target.settings)
+        secrets = {i: broker_logins.issue_agent(Agent.get_by_id(i)) for i in ids}
+    broker_logins.sync_files(target.settings)
     assert login_accepted(target, ids[-1], secrets[ids[-1]])
 
     watcher = connect(*service(target))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from order_service import dashboard
+from order_service.api import dashboard
 
 
 def test_index_and_modules_carry_a_csp_without_inline(client) -> None:

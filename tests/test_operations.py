@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from order_service.db import init_db
+from order_service.store.db import init_db
 from tests.conftest import ADMIN_PASSWORD, BACKEND, order_body
 from tests.test_processes import cli
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from order_service import webhooks
+from order_service.webhooks import model as webhooks
 from tests.mqtt_fixtures import Subscriber
 from tests.webhook_fixtures import Receiver
 

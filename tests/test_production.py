@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from order_service import webhooks
 from order_service.config import load_settings
+from order_service.webhooks import model as webhooks
 from tests.clients_system import stop_group
 from tests.conftest import BACKEND
 from tests.mosquitto import Mosquitto

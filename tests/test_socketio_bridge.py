@@ -10,10 +10,10 @@ from contextlib import contextmanager
 import pytest
 
 from broker.server import EmbeddedBroker, pick_free_port
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
-from order_service.models import Outbox
+from order_service.store.db import db
+from order_service.store.models import Outbox
 from tests.socketio_fixtures import NodeClient, SocketBridgeProcess, node_client_ready
 from tests.tcp_proxy import TcpProxy
 
@@ -25,9 +25,9 @@ def secured_broker(app, settings_overrides: dict):
     """The embedded broker enforcing the files the service writes (relay and bridge logins issued)."""
     settings = load_settings(settings_overrides)
     with db.connection_context():
-        mqtt_auth.ensure_service(settings)
-        mqtt_auth.ensure_bridge(settings)
-        mqtt_auth.sync_files(settings)
+        broker_logins.ensure_service(settings)
+        broker_logins.ensure_bridge(settings)
+        broker_logins.sync_files(settings)
     broker = EmbeddedBroker(password_file=settings.mqtt_password_path, acl_file=settings.mqtt_acl_path)
     broker.start()
     yield broker

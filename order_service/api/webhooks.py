@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from .. import webhooks
-from ..auth import current_user, require
-from ..db import db
-from ..problems import Problem
-from ..webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from . import schemas
-from .common import BEARER, blueprint
+from order_service.api import webhook_schemas as schemas
+from order_service.api.common import BEARER, blueprint
+from order_service.api.security import current_user, require
+from order_service.errors import NotFound
+from order_service.store.db import db
+from order_service.webhooks import model as webhooks
+from order_service.webhooks.model import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-bp = blueprint("webhooks", "Webhook endpoints fed by python -m bridges.webhooks")
+bp = blueprint("webhooks", "Webhook endpoints fed by python -m order_service.webhooks")
 
 
 def _endpoint(webhook_id: str) -> WebhookEndpoint:
     endpoint = WebhookEndpoint.get_or_none(WebhookEndpoint.id == webhook_id)
     if endpoint is None:
-        raise Problem(404, "Not Found", f"no webhook {webhook_id}")
+        raise NotFound("webhook", webhook_id)
     return endpoint
 
 

@@ -20,36 +20,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import BIN, ROOT, cli, free_port
 from order_service import webhooks
 from tests.mqtt_fixtures import Subscriber
 from tests.webhook_fixtures import Receiver
 
-ROOT = Path(__file__).resolve().parent.parent
 ORDER = {
     "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
     "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
 }
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cli(env: dict, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "order_service", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        input=input,
-    )
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:

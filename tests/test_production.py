@@ -1,7 +1,7 @@
 """`make run-prod` as a new user runs it: Procfile.production against Mosquitto.
 
 Mosquitto is started from the repository's mosquitto.conf on ephemeral ports
-(tests/mosquitto.py), never the system one. The database is PostgreSQL: the test
+(harness/mosquitto.py), never the system one. The database is PostgreSQL: the test
 runs in the PostgreSQL pass only (the SQLite pass covers two relays on a file lock
 in tests/test_relay_failover.py). The first `make run-prod`, with Mosquitto not yet started, writes the
 broker's files and stops with instructions; the second runs the whole system:
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.mosquitto import Mosquitto
+from harness.processes import BIN, ROOT, cli, free_port, stop_group
 from order_service import webhooks
 from order_service.config import load_settings
-from tests.clients_system import stop_group
 from tests.conftest import BACKEND
-from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import Subscriber
-from tests.test_processes import BIN, ORDER, ROOT, cli, free_port, http
+from tests.test_processes import ORDER, http
 from tests.webhook_fixtures import Receiver
 
 pytestmark = pytest.mark.e2e

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import ROOT, stop_group
 from order_service import mqtt_auth
 from order_service.config import load_settings
 from order_service.db import db
 from order_service.models import Order, Outbox
-from tests.clients_system import stop_group
 from tests.conftest import BACKEND
 from tests.mqtt_fixtures import Subscriber
-from tests.test_processes import ROOT
 
 STREAM_ORDERS = 40
 STEPS = ("confirmed", "preparing", "ready")

@@ -8,7 +8,6 @@ broker (agents log in with the credentials the service issues).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from clients.rest import Api, ApiError, ApiUnreachable
 from harness.mosquitto import Mosquitto
-from harness.processes import BIN, ROOT, cli, free_port, stop_group
+from harness.processes import BIN, ROOT, child_env, cli, stop_group
 
 COMMANDS = {
     "broker": [sys.executable, "-m", "broker"],
@@ -118,18 +117,10 @@ class System:
 
 def make_system(tmp_path: Path, broker: str = "amqtt", **extra_env: str) -> System:
     """The system on the embedded broker (``python -m broker``) or on a Mosquitto started from
-    the repository's mosquitto.conf (harness/mosquitto.py); either way on ephemeral ports."""
+    the repository's mosquitto.conf (harness/mosquitto.py); either way every listener on a
+    port of its own (:func:`~harness.processes.child_env`), never one of `make run`'s."""
     data_dir = tmp_path / "var"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ORDERBUS_DATA_DIR": str(data_dir),
-        "ORDERBUS_API_PORT": str(free_port()),
-        "ORDERBUS_BROKER_PORT": str(free_port()),
-        "ORDERBUS_BROKER_WS_PORT": str(free_port()),
-        "ORDERBUS_API_WORKERS": "2",
-        **extra_env,
-    }
+    env = child_env(data_dir, ORDERBUS_API_WORKERS="2", **extra_env)
     mosquitto = None
     if broker == "mosquitto":  # the service's files, Mosquitto's ports; SIGHUP on every login change
         mqtt_dir = data_dir / "mqtt"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.processes import BIN, ROOT, cli, free_port
+from harness.processes import BIN, ROOT, child_env, cli, free_port
 from order_service import webhooks
 from tests.mqtt_fixtures import Subscriber
 from tests.webhook_fixtures import Receiver
@@ -49,18 +49,12 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict:
     database = {} if database_url.startswith("sqlite:") else {"ORDERBUS_DATABASE_URL": database_url}
-    return {
+    return child_env(
+        tmp_path / "var",
+        ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
+        ORDERBUS_API_WORKERS="2",
         **database,
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ORDERBUS_DATA_DIR": str(tmp_path / "var"),
-        "ORDERBUS_API_PORT": str(free_port()),
-        "ORDERBUS_BROKER_PORT": str(free_port()),
-        "ORDERBUS_BROKER_WS_PORT": str(free_port()),
-        "ORDERBUS_SOCKETIO_PORT": str(free_port()),
-        "ORDERBUS_WEBHOOK_POLL_SECONDS": "30",  # the MQTT wake-up must do it
-        "ORDERBUS_API_WORKERS": "2",
-    }
+    )
 
 
 @pytest.fixture
@@ -73,7 +67,8 @@ def system(env: dict, tmp_path: Path):
 @contextlib.contextmanager
 def honcho_system(env: dict, tmp_path: Path, procfile: str = "Procfile", preflight: tuple[str, ...] = ()):
     """The `system` fixture's body: a Procfile under honcho, stopped on exit."""
-    assert cli(env, "preflight", *preflight).returncode == 0
+    checked = cli(env, "preflight", *preflight)
+    assert checked.returncode == 0, checked.stderr
     assert cli(env, "migrate").returncode == 0
     boot = cli(env, "bootstrap")
     assert boot.returncode == 0, boot.stderr

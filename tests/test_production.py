@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness.mosquitto import Mosquitto
-from harness.processes import BIN, ROOT, cli, free_port, stop_group
+from harness.processes import ROOT, child_env, cli, stop_group
 from order_service import webhooks
 from order_service.config import load_settings
 from tests.conftest import BACKEND
@@ -60,16 +60,12 @@ def wait_log(log: Path, pattern: str, timeout: float = 20.0, after: int = 0) -> 
 @pytest.fixture
 def prod_env(tmp_path: Path, database_url: str) -> dict:
     data_dir = tmp_path / "var"
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ORDERBUS_DATA_DIR": str(data_dir),
-        "ORDERBUS_DATABASE_URL": database_url,
-        "ORDERBUS_API_PORT": str(free_port()),
-        "ORDERBUS_SOCKETIO_PORT": str(free_port()),
-        "ORDERBUS_MOSQUITTO_PID_FILE": str(data_dir / "mosquitto" / "mosquitto.pid"),
-        "ORDERBUS_WEBHOOK_POLL_SECONDS": "30",  # the MQTT wake-up must do it
-    }
+    return child_env(
+        data_dir,
+        ORDERBUS_DATABASE_URL=database_url,
+        ORDERBUS_MOSQUITTO_PID_FILE=str(data_dir / "mosquitto" / "mosquitto.pid"),
+        ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
+    )
 
 
 @pytest.mark.skipif(BACKEND != "postgresql", reason="the production path runs on PostgreSQL")

@@ -21,7 +21,7 @@ from broker.credfiles import hash_password, render_acl, render_password_file
 from broker.server import pick_free_port
 from harness.mosquitto import Mosquitto
 from harness.postgres import admin_connection, database_url, drop_database
-from harness.processes import ROOT, stop_group
+from harness.processes import ROOT, stop_group, without_service_settings
 from harness.system import COMMANDS, System, make_system
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -117,7 +117,7 @@ class EmbeddedBrokerPeer(Peer):
         self.port = pick_free_port("127.0.0.1")
         self.ws_port = pick_free_port("127.0.0.1", avoid=self.port)
         env = {
-            **os.environ,
+            **without_service_settings(os.environ),
             "ORDERBUS_BROKER_PORT": str(self.port),
             "ORDERBUS_BROKER_WS_PORT": str(self.ws_port),
             "ORDERBUS_BROKER_PASSWORD_FILE": str(passwd),
@@ -178,11 +178,7 @@ class SystemPeer(Peer):
         self.database: str | None = None
 
     def start(self) -> SystemPeer:
-        extra = {
-            "ORDERBUS_SOCKETIO_PORT": str(pick_free_port("127.0.0.1")),
-            "ORDERBUS_LOG_LEVEL": "WARNING",
-            **self.env,
-        }
+        extra = {"ORDERBUS_LOG_LEVEL": "WARNING", **self.env}
         if self.production:
             self.database = f"orderbus_bench_{os.getpid()}"
             with contextlib.closing(admin_connection()) as conn, conn.cursor() as cur:

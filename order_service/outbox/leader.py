@@ -106,7 +106,7 @@ class AdvisoryLock:
         params = parse_db_url(url, unquote_password=True, unquote_user=True)
         params = {k: v for k, v in params.items() if k in ("database", "user", "password", "host", "port")}
         self.params = {**params, **KEEPALIVES, "application_name": APPLICATION_NAME}
-        self._conn = None
+        self._conn: psycopg2.extensions.connection | None = None
         self._held = False
         # The relay's publishing thread and its timers thread both ask ``held()``.
         self._mutex = threading.RLock()

@@ -438,11 +438,6 @@ class HardenedHandler(BrokerProtocolHandler):
         elif self.writer is not None:
             await self.writer.drain()
 
-    async def send_queued(self, item: Queued) -> None:
-        """send_now(), then flush()."""
-        self.send_now(item)
-        await self.flush()
-
     def _settled(self, packet_id: int, qos: int) -> OutgoingApplicationMessage | None:
         if self.session is None:
             return None

@@ -117,7 +117,9 @@ class AdvisoryLock:
             self._conn.autocommit = True
         with self._conn.cursor() as cur:
             cur.execute(sql, args)
-            return cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None  # one SELECT of one value: one row
+            return row[0]
 
     def acquire(self) -> bool:
         with self._mutex:

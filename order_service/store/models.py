@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, cast, overload
 
 import peewee as pw
 
 from order_service.lifecycle import TERMINAL
 from order_service.store.db import db
-
-ROLES = ("admin", "agent", "customer")
 
 
 def utcnow() -> datetime:
@@ -25,6 +24,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+@overload
+def rfc3339(value: datetime) -> str: ...
+@overload
+def rfc3339(value: datetime | None) -> str | None: ...
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -34,6 +37,16 @@ def rfc3339(value: datetime | None) -> str | None:
 def new_id(prefix: str) -> str:
     """Topic-safe identifier (no '/', '+', '#'): prefix plus 48 random bits in hex."""
     return f"{prefix}_{secrets.token_hex(6)}"
+
+
+def tuple_rows(query: pw.BaseQuery) -> Iterable[tuple[Any, ...]]:
+    """``query.tuples()``: its rows as tuples (peewee's stubs keep the model as the row type)."""
+    return cast("Iterable[tuple[Any, ...]]", query.tuples())
+
+
+def dict_rows(query: pw.BaseQuery) -> Iterable[dict[str, Any]]:
+    """``query.dicts()``: its rows as dicts (peewee's stubs keep the model as the row type)."""
+    return cast("Iterable[dict[str, Any]]", query.dicts())
 
 
 class JSONField(pw.TextField):
@@ -105,6 +118,7 @@ class Agent(BaseModel):
 
 
 class Order(BaseModel):
+    items: Iterable[OrderItem]  # backref of OrderItem.order (a list once prefetched)
     id = pw.CharField(primary_key=True, max_length=32)
     version = pw.IntegerField(default=1)
     status = pw.CharField(max_length=16)
@@ -206,10 +220,6 @@ class Outbox(BaseModel):
 
     class Meta:
         table_name = "outbox"
-
-    @classmethod
-    def unpublished(cls, limit: int) -> pw.ModelSelect[Self]:
-        return cls.select().where(cls.published_at.is_null()).order_by(cls.id).limit(limit)
 
 
 class IdempotencyKey(BaseModel):
@@ -321,7 +331,3 @@ class LoginFailure(BaseModel):
 
     class Meta:
         table_name = "login_failures"
-
-
-ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey]
-ALL_MODELS += [MqttCredential, OrderOffer, OrderAlert, DispatchSettingsRow, LoginFailure]

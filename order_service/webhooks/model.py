@@ -17,11 +17,9 @@ from typing import Self
 
 import peewee as pw
 
-from order_service.orders.events import ORDER_EVENTS
 from order_service.store.db import db
 from order_service.store.models import BaseModel, JSONField, Outbox, new_id, utcnow
 
-EVENT_TYPES = (*ORDER_EVENTS, "agent.worklist")
 SIGNATURE_HEADER = "X-Orderbus-Signature"
 EVENT_ID_HEADER = "X-Orderbus-Event-Id"
 EVENT_HEADER = "X-Orderbus-Event"

@@ -1,6 +1,6 @@
 """The Socket.IO bridge: ``python -m bridges.socketio``.
 
-Speaks the seed plan's protocol (seed/realtime-order-strategy.md) so apps written
+Speaks the protocol of the project's original plan (docs/bridges.md) so apps written
 with ``socket.io-client`` against it work unchanged: rooms ``admin``, ``delivery``
 and ``delivery:<agentId>``; events ``order:new``, ``order:status:updated`` and
 ``order:assigned``. Each socket logs in with a bearer token from

@@ -1,7 +1,7 @@
 """Layered configuration: defaults, then ``ORDERBUS_*`` environment variables, then overrides.
 
 Every process (API, relay, broker, CLI) reads the same :class:`Settings`, so one
-environment describes one deployment. README lists every variable.
+environment describes one deployment. docs/configuration.md lists every variable.
 """
 
 from __future__ import annotations

@@ -109,6 +109,10 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
         while _status(f"{api}/readyz") != 200:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
+        # /readyz answers once one worker is up; the other three log their boot soon after.
+        while len(re.findall(r"Booting worker with pid", log.read_text())) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
         assert len(re.findall(r"Booting worker with pid", log.read_text())) == 4
 
         password = (settings.data_dir / "admin-password").read_text().strip()

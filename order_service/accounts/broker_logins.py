@@ -46,7 +46,7 @@ DASHBOARD_RULES = ("read orders/#", "read agents/#")
 
 HEADER = (
     "# orderbus MQTT {what}: generated from the service's database. Do not edit: it is\n"
-    "# rewritten whenever a credential changes (see README, 'Security model').\n"
+    "# rewritten whenever a credential changes (see docs/security.md).\n"
 )
 
 

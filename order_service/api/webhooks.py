@@ -29,7 +29,7 @@ def create_webhook(body: schemas.WebhookCreate) -> Response:
 
     It receives the events committed after this call, each POSTed as JSON with
     ``X-Orderbus-Signature: sha256=<HMAC-SHA256 of the raw body>``, ``X-Orderbus-Event-Id``
-    and ``X-Orderbus-Timestamp`` (see README, Webhooks)."""
+    and ``X-Orderbus-Timestamp`` (see docs/bridges.md, Webhooks)."""
     endpoint = webhooks.register(body.url, list(body.events), body.description, current_user().id)
     response = jsonify(webhooks.endpoint_dict(endpoint, with_secret=True))
     response.status_code = 201

@@ -221,6 +221,10 @@ class Outbox(BaseModel):
     class Meta:
         table_name = "outbox"
 
+    @classmethod
+    def unpublished(cls, limit: int) -> pw.ModelSelect[Self]:
+        return cls.select().where(cls.published_at.is_null()).order_by(cls.id).limit(limit)
+
 
 class IdempotencyKey(BaseModel):
     user = pw.ForeignKeyField(User, on_delete="CASCADE")

@@ -71,8 +71,9 @@ $(ADMIN)/node_modules/.package-lock.json: $(ADMIN)/package-lock.json
 
 admin-deps: $(ADMIN)/node_modules/.package-lock.json
 
-# make lint first. The suite on SQLite, then every database test again on PostgreSQL (ORDERBUS_TEST_POSTGRES_URL,
-# default postgresql://postgres@127.0.0.1:5432/postgres; skipped if unreachable, unless CI=true).
+# make lint, then the suite on SQLite, then every database test again on PostgreSQL
+# (ORDERBUS_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres;
+# skipped if unreachable, unless CI=true).
 # One backend only: make test-sqlite / make test-postgresql.
 # Tests run in PYTEST_WORKERS processes (pytest-xdist; a test file stays in one process);
 # PYTEST_WORKERS=0 runs them in this process, one after another.

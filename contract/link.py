@@ -1,6 +1,7 @@
 """How orderbus's processes connect to the broker: the broker URL and two connections.
 
-- :class:`BrokerAddress`: ``mqtt://user:secret@host:port`` parsed once.
+- :class:`BrokerAddress`: ``mqtt://user:secret@host:port`` parsed once; :func:`url_host`
+  turns a bind address into a host to connect to.
 - :class:`MqttLink`: one connection with delivery confirmed by PUBACK (the relay's).
 - :class:`MqttFeed`: a read-only subscription that reconnects by itself, for processes
   that use MQTT only as a wake-up (the webhook worker, the Socket.IO bridge).
@@ -70,6 +71,14 @@ class BrokerAddress:
         scheme = "ws" if self.transport == "websockets" else "mqtt"
         suffix = self.path if self.transport == "websockets" else ""
         return f"{scheme}://{self.host}:{self.port}{suffix}"
+
+
+def url_host(host: str) -> str:
+    """A bind address as a host to connect to, in a URL: a wildcard as loopback, an IPv6
+    literal in brackets. How every process derives its default URLs from ``ORDERBUS_*_HOST``."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]

@@ -23,6 +23,7 @@ import pytest
 from harness.processes import BIN, ROOT, child_env, cli, free_port
 from order_service.webhooks import model as webhooks
 from tests.mqtt_fixtures import Subscriber
+from tests.socketio_fixtures import NodeClient, node_client_ready
 from tests.webhook_fixtures import Receiver
 
 ORDER = {
@@ -245,7 +246,9 @@ def test_concurrent_writers_lose_nothing(system, env):
 
 
 def test_make_run_bridges_deliver_a_signed_webhook_and_serve_socketio(system, env):
-    """Under honcho the webhook bridge, woken over MQTT, POSTs a signed event; Socket.IO is up."""
+    """Under honcho the webhook bridge, woken over MQTT, POSTs a signed event; Socket.IO is up
+    and, with ORDERBUS_API_URL left to its default, checks a socket's token with the API."""
+    node_client_ready()
     password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
     status, body = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})
     token = body["access_token"]
@@ -272,6 +275,14 @@ def test_make_run_bridges_deliver_a_signed_webhook_and_serve_socketio(system, en
         except (urllib.error.URLError, OSError):
             assert time.monotonic() < deadline, system["log"].read_text()
             time.sleep(0.2)
+    socket = NodeClient(f"http://127.0.0.1:{env['ORDERBUS_SOCKETIO_PORT']}", token)
+    try:
+        socket.connected()
+        status, created = http("POST", f"{system['api']}/orders", ORDER, token)
+        assert status == 201, created
+        assert socket.event("order:new", orderId=created["id"])["status"] == "placed"
+    finally:
+        socket.close()
 
 
 def _all_events(api: str, token: str) -> list[dict]:

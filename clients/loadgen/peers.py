@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import contract
 from broker.credfiles import hash_password, render_acl, render_password_file
 from broker.server import pick_free_port
 from harness.mosquitto import Mosquitto
@@ -72,8 +73,8 @@ def write_logins(directory: Path) -> tuple[Path, Path]:
     acl.write_text(
         render_acl(
             [
-                (PUBLISHER["username"], ["write orders/#", "write agents/#"]),
-                (SUBSCRIBER["username"], ["read orders/#", "read agents/#"]),
+                (PUBLISHER["username"], [f"write {contract.ORDERS_ALL}", f"write {contract.AGENTS_ALL}"]),
+                (SUBSCRIBER["username"], [f"read {contract.ORDERS_ALL}", f"read {contract.AGENTS_ALL}"]),
             ]
         )
     )

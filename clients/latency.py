@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import click
 import paho.mqtt.client as mqtt
 
+import contract
+
 ORDER = {
     "customer": {"name": "Latency Probe", "phone": "+1 555 0199", "address": "1 Bench St"},
     "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
@@ -77,9 +79,12 @@ def main(
     received: queue.Queue[tuple[str, float]] = queue.Queue()
     subscribed = queue.Queue()
     broker = urlsplit(mqtt_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"latency-probe-{time.time_ns()}")
-    if login.get("mqtt"):  # an admin's read-only dashboard login
-        client.username_pw_set(login["mqtt"]["username"], login["mqtt"]["password"])
+    dashboard = login.get("mqtt")  # an admin's read-only dashboard login, this probe's own
+    # Both brokers use the username as the client id: the probe takes no one else's connection.
+    client_id = dashboard["username"] if dashboard else f"latency-probe-{time.time_ns()}"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if dashboard:
+        client.username_pw_set(dashboard["username"], dashboard["password"])
     refused: queue.Queue[str] = queue.Queue()
 
     def on_connect(c, u, f, rc, p) -> None:
@@ -87,12 +92,12 @@ def main(
             refused.put(str(rc))
             subscribed.put(False)
         else:
-            c.subscribe("orders/new", qos=1)
+            c.subscribe(contract.ORDERS_NEW, qos=1)
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *a: subscribed.put(True)
     client.on_message = lambda c, u, m: (
-        m.payload and received.put((json.loads(m.payload)["order"]["id"], time.perf_counter()))
+        m.payload and received.put((contract.loads(m.payload)["order"]["id"], time.perf_counter()))
     )
     try:
         client.connect(broker.hostname or "127.0.0.1", broker.port or 1883)

@@ -18,21 +18,21 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
+from harness.mosquitto import Mosquitto
 from order_service.accounts import broker_logins
 from order_service.config import Settings, load_settings
 from order_service.store.db import db
 from order_service.store.models import Agent, new_id
-from tests import mosquitto
+from tests import both_brokers
 from tests.helpers import assign, walk_to
-from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import RelayRunner
 from tests.mqtt_raw import RawClient
 
 REFUSED = (4, 5)  # CONNACK: bad username or password, not authorised
 
 # Every test on each broker: the embedded one and Mosquitto.
-broker_kind = mosquitto.broker_kind
-settings_overrides = mosquitto.settings_overrides
+broker_kind = both_brokers.broker_kind
+settings_overrides = both_brokers.settings_overrides
 
 
 @dataclass
@@ -67,7 +67,6 @@ def relays(target: Target, settings_overrides: dict) -> Iterator[RelayRunner]:
         {
             **settings_overrides,
             "mqtt_url": f"mqtt://{target.host}:{target.port}",
-            "mqtt_client_id": f"relay-{new_id('t')}",
             "relay_poll_seconds": 0.5,
         }
     )

@@ -2,7 +2,7 @@
 happened against what subscribers got (tests/chaos.py: lost, duplicated, unexpected,
 recovered). Pass means lost 0 and unexpected 0.
 
-Broker, API (gunicorn) and relay run as separate processes (tests/clients_system.py),
+Broker, API (gunicorn) and relay run as separate processes (harness/system.py),
 one system per module shared by the scenarios: each scenario leaves every process
 running again, and accounts only for the events after it started. ``make test`` runs
 them at ORDERBUS_CHAOS_SCALE=1; ``make chaos`` at a larger scale. They do not depend on
@@ -23,7 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.rest import Api, ApiUnreachable, place_order
+from clients.rest import Api, ApiUnreachable, dashboard_logins, place_order
+from harness.mosquitto import Mosquitto
+from harness.processes import stop_group
+from harness.system import System, make_system
 from tests.chaos import (
     ORDER,
     SCALE,
@@ -34,21 +37,15 @@ from tests.chaos import (
     event_log,
     last_cursor,
     observer,
+    page_login,
     retained_state,
     wait_converged,
 )
-from tests.clients_system import System, make_system, stop_group
-from tests.mosquitto import Mosquitto
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180 * SCALE)]
 HOST = "127.0.0.1"
 STEPS = 24 * SCALE
-
-
-def _stop_all(system: System) -> None:
-    for name in list(system.procs):
-        system.stop(name)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +57,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     try:
         yield system
     finally:
-        _stop_all(system)
+        system.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +73,7 @@ def with_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     try:
         yield system, mosquitto
     finally:
-        _stop_all(system)
-        mosquitto.stop()
+        system.close()
 
 
 def _port(system: System) -> int:
@@ -129,7 +125,7 @@ def _scenario(
     api, login = admin_api(system.api_url, _data_dir(system))
     agent = system.make_agent()
     mark = last_cursor(api)
-    sub = observer(HOST, port, login, f"dash-{name.replace(' ', '-')}")
+    sub = observer(HOST, port, login)
     try:
         work = Workload(api, agent["id"])
         runner = _in_background(work, STEPS)
@@ -138,7 +134,8 @@ def _scenario(
         runner.join(60 * SCALE)
         assert not runner.is_alive(), "the workload did not finish"
         events = wait_converged(sub, api, mark)
-        counts = account(events, sub.seen, retained_state(HOST, port, login), known=event_log(api))
+        fresh = retained_state(HOST, port, page_login(api))
+        counts = account(events, sub.seen, fresh, known=event_log(api))
         counts.check(name)
         assert not sub.contract_errors, sub.contract_errors
         return counts
@@ -289,13 +286,12 @@ def test_agent_offline_for_k_events_gets_every_worklist_version(embedded: System
     api, _ = admin_api(embedded.api_url, _data_dir(embedded))
     agent = embedded.make_agent()
     topic = f"agents/{agent['id']}/assigned"
-    device_id = agent["mqtt"]["client_id"]
     mark = last_cursor(api)
-    device = observer(HOST, _port(embedded), agent["mqtt"], device_id, (f"agents/{agent['id']}/#",))
+    device = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
     device.settle(quiet=0.3)
     device.stop()
     Workload(api, agent["id"]).run(10 * SCALE)
-    back = observer(HOST, _port(embedded), agent["mqtt"], device_id, (f"agents/{agent['id']}/#",))
+    back = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
     try:
         events = wait_converged(back, api, mark, topic)
         counts = account(events, device.seen + back.seen, known=event_log(api))
@@ -308,14 +304,16 @@ def test_agent_offline_for_k_events_gets_every_worklist_version(embedded: System
 
 
 def test_dashboard_reconnect_storm_converges(embedded: System):
-    """Many dashboards (the admin's broker login, persistent sessions) lose their connections
+    """Many dashboards (each its broker login, persistent sessions) lose their connections
     at the same instant while orders change; all reconnect at once and each ends with the
     database's state."""
-    api, login = admin_api(embedded.api_url, _data_dir(embedded))
+    api, _ = admin_api(embedded.api_url, _data_dir(embedded))
+    password = (_data_dir(embedded) / "admin-password").read_text().strip()
+    logins = dashboard_logins(embedded.api_url, "admin", password, 12 * SCALE)
     agent = embedded.make_agent()
     proxy = TcpProxy(HOST, _port(embedded)).start()
     mark = last_cursor(api)
-    dashboards = [observer(HOST, proxy.port, login, f"storm-{n}") for n in range(12 * SCALE)]
+    dashboards = [observer(HOST, proxy.port, login) for login in logins]
     try:
         work = Workload(api, agent["id"])
         runner = _in_background(work, STEPS)

@@ -1,7 +1,7 @@
 """`make run-prod` as a new user runs it: Procfile.production against Mosquitto.
 
 Mosquitto is started from the repository's mosquitto.conf on ephemeral ports
-(tests/mosquitto.py), never the system one. The database is PostgreSQL: the test
+(harness/mosquitto.py), never the system one. The database is PostgreSQL: the test
 runs in the PostgreSQL pass only (the SQLite pass covers two relays on a file lock
 in tests/test_relay_failover.py). The first `make run-prod`, with Mosquitto not yet started, writes the
 broker's files and stops with instructions; the second runs the whole system:
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.mosquitto import Mosquitto
+from harness.processes import ROOT, child_env, cli, stop_group
 from order_service.config import load_settings
 from order_service.webhooks import model as webhooks
-from tests.clients_system import stop_group
 from tests.conftest import BACKEND
-from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import Subscriber
-from tests.test_processes import BIN, ORDER, ROOT, cli, free_port, http
+from tests.test_processes import ORDER, http
 from tests.webhook_fixtures import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -60,17 +60,13 @@ def wait_log(log: Path, pattern: str, timeout: float = 20.0, after: int = 0) -> 
 @pytest.fixture
 def prod_env(tmp_path: Path, database_url: str) -> dict:
     data_dir = tmp_path / "var"
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ORDERBUS_DATA_DIR": str(data_dir),
-        "ORDERBUS_DATABASE_URL": database_url,
-        "ORDERBUS_API_PORT": str(free_port()),
-        "ORDERBUS_SOCKETIO_PORT": str(free_port()),
-        "ORDERBUS_MOSQUITTO_PID_FILE": str(data_dir / "mosquitto" / "mosquitto.pid"),
-        "ORDERBUS_WEBHOOK_POLL_SECONDS": "30",  # the MQTT wake-up must do it
-        "ORDERBUS_WEBHOOKS_ALLOW_PRIVATE": "true",  # the test's receiver is on 127.0.0.1
-    }
+    return child_env(
+        data_dir,
+        ORDERBUS_DATABASE_URL=database_url,
+        ORDERBUS_MOSQUITTO_PID_FILE=str(data_dir / "mosquitto" / "mosquitto.pid"),
+        ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
+        ORDERBUS_WEBHOOKS_ALLOW_PRIVATE="true",  # the test's receiver is on 127.0.0.1
+    )
 
 
 @pytest.mark.skipif(BACKEND != "postgresql", reason="the production path runs on PostgreSQL")
@@ -108,6 +104,10 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
         api = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/api/v1"
         deadline = time.monotonic() + 30
         while _status(f"{api}/readyz") != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        # /readyz answers once one worker is up; the other three log their boot soon after.
+        while len(re.findall(r"Booting worker with pid", log.read_text())) < 4:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
         assert len(re.findall(r"Booting worker with pid", log.read_text())) == 4
@@ -156,6 +156,36 @@ def test_preflight_refuses_a_broker_that_lets_any_password_in(prod_env: dict, br
     assert result.returncode == 1, result.stdout
     assert "accepted a wrong password" in result.stderr and "Traceback" not in result.stderr
     assert str(Path(env["ORDERBUS_DATA_DIR"]).resolve() / "mqtt" / "passwd") in result.stderr
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("bound", [True, False], ids=["mosquitto.conf", "without-use_username_as_clientid"])
+def test_preflight_refuses_a_broker_that_lets_a_login_take_another_client_id(prod_env: dict, bound: bool):
+    """Mosquitto from the repository's mosquitto.conf passes `preflight --broker`; the same without
+    `use_username_as_clientid` (any device could knock the relay off) is refused."""
+    settings = load_settings({"data_dir": Path(prod_env["ORDERBUS_DATA_DIR"])})
+    mosquitto = Mosquitto(
+        Path(prod_env["ORDERBUS_DATA_DIR"]), settings.mqtt_password_path, settings.mqtt_acl_path
+    )
+    if not bound:
+        conf = mosquitto.conf_path.read_text()
+        assert "use_username_as_clientid true" in conf
+        mosquitto.conf_path.write_text(conf.replace("use_username_as_clientid true", ""))
+    env = {**prod_env, "ORDERBUS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}"}
+    for step in ("migrate", "bootstrap"):
+        assert cli(env, step).returncode == 0
+    mosquitto.start()
+    try:
+        result = cli(env, "preflight", "--broker")
+    finally:
+        mosquitto.stop()
+    assert "Traceback" not in result.stderr
+    if bound:
+        assert result.returncode == 0, result.stderr
+        assert "binds client ids to logins" in result.stdout
+    else:
+        assert result.returncode == 1, result.stdout
+        assert "use_username_as_clientid true" in result.stderr
 
 
 def _status(url: str) -> int:

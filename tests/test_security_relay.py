@@ -19,14 +19,14 @@ import pytest
 
 import contract
 from broker.server import EmbeddedBroker
+from harness.mosquitto import Mosquitto
 from order_service.accounts import broker_logins
 from order_service.config import Settings, load_settings
 from order_service.outbox.relay import Relay
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox, new_id
-from tests import mosquitto
+from tests import both_brokers
 from tests.helpers import assign, max_outbox_id, set_status
-from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import RelayRunner, Subscriber
 from tests.tcp_proxy import TcpProxy
 
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.security
 ORDERS = 12
 
 # Every test on each broker: the embedded one and Mosquitto.
-broker_kind = mosquitto.broker_kind
-settings_overrides = mosquitto.settings_overrides
+broker_kind = both_brokers.broker_kind
+settings_overrides = both_brokers.settings_overrides
 
 
 class Broker:

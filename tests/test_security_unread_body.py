@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.clients_system import System
-from tests.test_processes import BIN, cli, free_port
+from harness.processes import child_env, cli
+from harness.system import System
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -54,16 +53,10 @@ class Api:
 def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
     """The API alone under gunicorn (its configuration, one worker, a body limit of 256 KiB),
     on a fresh database."""
-    env = {
-        **({} if database_url.startswith("sqlite:") else {"ORDERBUS_DATABASE_URL": database_url}),
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ORDERBUS_DATA_DIR": str(tmp_path / "var"),
-        "ORDERBUS_API_PORT": str(free_port()),
-        "ORDERBUS_BROKER_PORT": str(free_port()),
-        "ORDERBUS_API_WORKERS": "1",
-        "ORDERBUS_MAX_BODY_BYTES": str(LIMIT),
-    }
+    database = {} if database_url.startswith("sqlite:") else {"ORDERBUS_DATABASE_URL": database_url}
+    env = child_env(
+        tmp_path / "var", ORDERBUS_API_WORKERS="1", ORDERBUS_MAX_BODY_BYTES=str(LIMIT), **database
+    )
     for step in ("migrate", "bootstrap"):
         result = cli(env, step)
         assert result.returncode == 0, result.stderr

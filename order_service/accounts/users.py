@@ -11,7 +11,6 @@ import math
 import secrets
 from datetime import datetime, timedelta
 
-import peewee
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -48,6 +47,9 @@ def create_user(username: str, password: str, role: str, display_name: str = "")
     )
 
 
+RECENT_FAILURES = 64
+
+
 def check_throttle(username: str, address: str, settings: Settings) -> None:
     """TooManyAttempts (429) when ``address`` must still wait before trying ``username`` again.
 
@@ -64,24 +66,25 @@ def check_throttle(username: str, address: str, settings: Settings) -> None:
     now = utcnow()
     since = now - timedelta(seconds=settings.login_window_seconds)
     recent = (LoginFailure.username == username) & (LoginFailure.at > since)
-    failures, last = (
-        LoginFailure.select(peewee.fn.COUNT(LoginFailure.id), peewee.fn.MAX(LoginFailure.at))
+    # The newest first; past a few dozen the wait is at its longest anyway.
+    times = [
+        row.at
+        for row in LoginFailure.select(LoginFailure.at)
         .where(recent & (LoginFailure.address == address))
-        .tuples()
-        .get()
-    )
+        .order_by(LoginFailure.at.desc())
+        .limit(RECENT_FAILURES)
+    ]
+    failures = len(times)
     if not failures:
         return
     free = settings.login_max_failures
     if failures < free:
-        spread = LoginFailure.select(LoginFailure.id).where(recent).limit(settings.login_username_failures)
+        spread = LoginFailure.select(LoginFailure.at).where(recent).limit(settings.login_username_failures)
         if spread.count() < settings.login_username_failures:
             return
         free = 1
     delay = min(settings.login_max_delay_seconds, 2 ** min(failures - free, 30))
-    if isinstance(last, str):  # SQLite hands MAX() back as text
-        last = LoginFailure.at.python_value(last)
-    wait = (last + timedelta(seconds=delay) - now).total_seconds()
+    wait = (times[0] + timedelta(seconds=delay) - now).total_seconds()
     if wait > 0:
         retry = math.ceil(wait)
         raise TooManyAttempts(
@@ -128,7 +131,8 @@ def revoke_token(token: str) -> None:
     Token.delete().where(Token.token_hash == token_digest(token)).execute()
 
 
-def revoke_all(user: User) -> None:
+def revoke_all(user: User | str) -> None:
+    """Revoke every token of a user (given as the row or its id)."""
     Token.delete().where(Token.user == user).execute()
 
 
@@ -147,7 +151,7 @@ def _token_user(digest: str) -> tuple[datetime, User] | None:
     if row is None:
         return None
     user = User(**{f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)})
-    user._dirty.clear()
+    user._dirty.clear()  # type: ignore[attr-defined]  # as peewee's row loader does; its stubs omit it
     return Token.expires_at.python_value(row[0]), user
 
 

@@ -4,6 +4,7 @@ gunicorn --config python:order_service.gunicorn_conf "order_service.api.app:crea
 """
 
 import os
+from typing import Any
 
 from order_service.config import load_settings
 
@@ -24,7 +25,7 @@ loglevel = _settings.log_level.lower()
 control_socket = str((_settings.data_dir / "gunicorn.ctl").resolve())
 
 
-def pre_request(worker, req) -> None:
+def pre_request(worker: Any, req: Any) -> None:
     """``Connection: close`` for a request whose body the API will not read to its end: one
     declared over ORDERBUS_MAX_BODY_BYTES (answered 413 unread) or of unknown length
     (chunked). Left on the connection, gunicorn would drain at most 64 KiB of it after an

@@ -29,7 +29,7 @@ from datetime import timedelta
 import peewee
 
 from order_service.store.db import db
-from order_service.store.models import Order, Outbox, RelayEpoch, utcnow
+from order_service.store.models import Order, Outbox, RelayEpoch, tuple_rows, utcnow
 
 
 def database_epoch() -> str:
@@ -108,11 +108,13 @@ def _latest_published(
         query = Outbox.select(Outbox.id, Outbox.topic, Outbox.payload).where(Outbox.id == newest)
         if among is not None:
             query = query.where(Outbox.order_id.in_(among))
-        return list(query.tuples())
+        return list(tuple_rows(query))
     if among is not None:
         newest = newest.where(group.in_(among))
     return list(
-        Outbox.select(Outbox.id, Outbox.topic, Outbox.payload)
-        .where(Outbox.id.in_(newest.group_by(group)))
-        .tuples()
+        tuple_rows(
+            Outbox.select(Outbox.id, Outbox.topic, Outbox.payload).where(
+                Outbox.id.in_(newest.group_by(group))
+            )
+        )
     )

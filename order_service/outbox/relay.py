@@ -159,7 +159,7 @@ class Relay:
             while not stop.is_set():
                 link = MqttLink(
                     self.address,
-                    self.settings.mqtt_client_id,
+                    self.address.username or "",  # the client id is the username on both brokers
                     self.settings.mqtt_keepalive,
                     subscriptions=tuple(self.inbound),
                     on_message=self._on_message,
@@ -375,7 +375,7 @@ class Relay:
                 handler(message)
 
 
-def _pending(limit: int) -> peewee.ModelSelect:
+def _pending(limit: int) -> peewee.ModelSelect[Outbox]:
     """The oldest unpublished rows, each with ``newest``: no later row of its topic exists
     (published retained only then; an older one would overwrite a newer state). One query."""
     later = Outbox.alias()

@@ -22,6 +22,7 @@ import http.client
 import ipaddress
 import socket
 import urllib.request
+from typing import Any
 
 from order_service.errors import InvalidField
 
@@ -56,6 +57,7 @@ def check_url(host: str, allow_private: bool) -> None:
     if allow_private:
         return
     name = host.rstrip(".").lower()
+    why: str | None
     if name == "localhost" or name.endswith(".localhost"):
         why = "a loopback name"
     else:
@@ -100,22 +102,22 @@ def opener(allow_private: bool) -> urllib.request.OpenerDirector:
 
     def vetted(connection: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
         class Vetted(connection):  # type: ignore[valid-type, misc]
-            def __init__(self, *args, **kwargs) -> None:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 self._create_connection = lambda a, t, s=None: connect(a, t, s, allow_private=allow_private)
 
         return Vetted
 
     class Http(urllib.request.HTTPHandler):
-        def do_open(self, http_class, req, **kwargs):
+        def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> Any:
             return super().do_open(vetted(http_class), req, **kwargs)
 
     class Https(urllib.request.HTTPSHandler):
-        def do_open(self, http_class, req, **kwargs):
+        def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> Any:
             return super().do_open(vetted(http_class), req, **kwargs)
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
 
     return urllib.request.build_opener(urllib.request.ProxyHandler({}), Http, Https, NoRedirect)

@@ -6,13 +6,14 @@
 // sound): state merely synced is not news.
 
 import mqtt from "../vendor/mqtt.esm.js";
+import { AGENTS_ALL, ORDERS_ALL, classify } from "./contract.js";
 
-const FILTERS = ["orders/#", "agents/#"];
+const FILTERS = [ORDERS_ALL, AGENTS_ALL];
 const decoder = new TextDecoder();
 
 export class Live {
   constructor({ login, api, handlers }) {
-    this.login = login; // the "mqtt" of POST /auth/token: {url, username, password}
+    this.login = login; // this page's own broker login: {url, client_id, username, password}
     this.api = api;
     this.h = handlers; // onState(state, detail), onOrder(order, meta), onWorklist, onPresence, onResync(data), onRefused()
     this.generation = 0;
@@ -24,7 +25,9 @@ export class Live {
   start() {
     this.h.onState("connecting");
     this.client = mqtt.connect(this.login.url, {
-      clientId: `dash-${crypto.randomUUID().slice(0, 18)}`,
+      // Both brokers use the username as the client id, whatever a client sends: one login
+      // per page, or two pages would take each other's connection for ever.
+      clientId: this.login.client_id || this.login.username,
       username: this.login.username,
       password: this.login.password,
       protocolVersion: 4,
@@ -49,6 +52,13 @@ export class Live {
     this.generation += 1;
     this.client?.end(true);
     this.client = null;
+  }
+
+  /** Connect again with another broker login (the previous one was refused). */
+  relogin(login) {
+    this.stop();
+    this.login = login;
+    this.start();
   }
 
   onDown() {
@@ -95,8 +105,9 @@ export class Live {
       return;
     }
     const meta = { live: !this.syncing, firstSync: !this.everSynced, event: body.event, reason: body.reason, delay: body.delay };
-    if (topic.startsWith("orders/") && body.order) this.h.onOrder(body.order, meta);
-    else if (topic.endsWith("/assigned") && body.event === "agent.worklist") this.h.onWorklist(body, meta);
-    else if (topic.endsWith("/presence") && body.agent_id) this.h.onPresence(body, meta);
+    const { kind } = classify(topic, body);
+    if (kind === "order") this.h.onOrder(body.order, meta);
+    else if (kind === "worklist" && body.event === "agent.worklist") this.h.onWorklist(body, meta);
+    else if (kind === "presence" && body.agent_id) this.h.onPresence(body, meta);
   }
 }

@@ -1,0 +1,331 @@
+"""Connections that hold a broker's resources: half a CONNECT, a reader that never reads,
+2,000 idle connections. On both brokers; everyone else must go on being served.
+
+The embedded broker and Mosquitto each run with the service's login files. For the
+2,000 connections both run as processes of their own (``python -m broker``, and
+Mosquitto from the repository's mosquitto.conf), so that their memory and open files
+can be read from /proc. All traffic goes to 127.0.0.1 and every socket is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from broker.hardened import CONNECT_TIMEOUT, KEEPALIVE_FACTOR
+from broker.server import pick_free_port
+from contract import agent_presence
+from order_service.accounts import broker_logins
+from order_service.config import Settings, load_settings
+from order_service.store.db import db
+from order_service.store.models import Agent, new_id
+from tests.mosquitto import Mosquitto
+from tests.mqtt_raw import CONNECT, RawClient, _packet, _string
+from tests.test_broker_security import (  # noqa: F401 (fixtures)
+    Client,
+    Target,
+    broker_kind,
+    connect,
+    login_accepted,
+    service,
+    settings_overrides,
+    target,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+IDLE = 2_000
+FD_MARGIN = 200  # the test's and the broker's own files besides the idle sockets
+HALF_OPEN = 50
+
+
+def half_connect(client_id: str) -> bytes:
+    """The first bytes of a valid CONNECT: the fixed header promises more than is sent."""
+    body = _string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + _string(client_id)
+    return _packet(CONNECT, 0, body)[:6]
+
+
+def served_by_others(target: Target, connect, topic: str, timeout: float = 5.0) -> float:
+    """Seconds for a publish of the service to reach a dashboard that logs in now."""
+    board = connect(*broker_logins.bridge_login(target.settings))
+    assert board.ok, board.rc
+    assert board.subscribe("orders/#") == [1]
+    started = time.monotonic()
+    connect(*service(target)).publish(topic, b'{"probe": true}')
+    board.wait_for(topic, timeout)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def bridge_login(target: Target) -> None:
+    """The bridges' read-only login (what `bootstrap` issues), for a reader that is not an admin."""
+    with db.connection_context():
+        broker_logins.ensure_bridge(target.settings)
+    broker_logins.sync_files(target.settings)
+    assert login_accepted(target, *broker_logins.bridge_login(target.settings))
+
+
+def test_half_a_connect_then_silence_is_dropped_and_others_are_served(target: Target, connect, bridge_login):
+    """Fifty connections each send half a CONNECT and stall. Others log in and receive
+    meanwhile; the embedded broker closes each stalled one within CONNECT_TIMEOUT (10 s).
+    Mosquitto keeps a connection without a CONNECT for 1.5 x 60 s (its default keep-alive
+    before a CONNECT): too long to wait for here; it serves the others all along."""
+    stalled = []
+    try:
+        for n in range(HALF_OPEN):
+            sock = socket.create_connection((target.host, target.port), timeout=5)
+            sock.sendall(half_connect(f"stall-{n}"))
+            stalled.append(sock)
+        started = time.monotonic()
+        assert served_by_others(target, connect, "orders/o_half/status") < 2.0
+        if target.kind != "amqtt":
+            return
+        deadline = started + CONNECT_TIMEOUT + 5
+        for sock in stalled:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                assert sock.recv(1) == b"", "the broker answered half a CONNECT"
+            except TimeoutError:
+                pytest.fail(f"a half CONNECT was still open {time.monotonic() - started:.1f} s later")
+            except ConnectionResetError:
+                pass
+        waited = time.monotonic() - started
+        assert waited >= CONNECT_TIMEOUT - 1, f"dropped after {waited:.1f} s, before its timeout"
+        assert served_by_others(target, connect, "orders/o_after_half/status") < 2.0
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_a_device_that_never_reads_is_dropped_by_keepalive_and_stalls_no_one(
+    target: Target, connect, make_agent, admin
+):
+    """An agent's device subscribes, then neither reads nor writes (its receive buffer
+    tiny) while the service sends it 2,000 messages of 4 KB. A dashboard gets all of them
+    in the meantime, and the broker drops the device when its keep-alive (2 s) runs out:
+    its will (offline) arrives within 1.5 x 2 s plus a margin for a busy machine."""
+    agent = make_agent()
+    watcher = connect(*service(target))
+    assert watcher.subscribe(agent_presence(agent.agent_id)) == [1]
+    board = connect(admin.mqtt["username"], admin.mqtt["password"])
+    assert board.subscribe(f"agents/{agent.agent_id}/assigned") == [1]
+    stuck = RawClient(target.host, target.port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window, no autotuning
+    will = (agent_presence(agent.agent_id), b'{"state": "offline", "at": "2030-01-01T00:00:00Z"}', 1, True)
+    assert stuck.connect(
+        agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], keepalive=2, will=will
+    ) == (False, 0)
+    assert stuck.subscribe((f"agents/{agent.agent_id}/assigned", 1)) == [1]
+    try:
+        started = time.monotonic()  # from here the device is silent and reads nothing
+        feed = connect(*service(target))
+        payload = b"x" * 4096
+        for n in range(IDLE):
+            feed.client.publish(f"agents/{agent.agent_id}/assigned", b"%06d" % n + payload, qos=1)
+        feed.publish(f"agents/{agent.agent_id}/assigned", b"last")
+        board.wait_for(f"agents/{agent.agent_id}/assigned", timeout=30)
+        with board._event:
+            assert board._event.wait_for(lambda: board.messages[-1].payload == b"last", 30)
+        assert len(board.messages) == IDLE + 1
+        message = watcher.wait_for(agent_presence(agent.agent_id), timeout=KEEPALIVE_FACTOR * 2 + 7)
+        waited = time.monotonic() - started
+        assert message.payload == will[1]
+        assert 2 <= waited <= KEEPALIVE_FACTOR * 2 + 7, waited
+        print(f"\n{target.kind}: the silent device dropped after {waited:.1f} s")
+    finally:
+        stuck.close()
+
+
+# --- 2,000 idle connections --------------------------------------------------------------
+
+
+def room_for_files(count: int) -> None:
+    """Raise this process's open-file limit to ``count`` (the brokers started later inherit
+    it), or skip (fail with CI=true) when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count and (hard == resource.RLIM_INFINITY or hard >= count):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count:
+        message = f"needs {count} open files; the hard limit is {hard} (ulimit -Hn)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+
+
+def proc_status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _files_within(pid: int, done, timeout: float) -> int:
+    """The broker's count of open files once ``done(count)``, or when ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    while not done(count := open_files(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count
+
+
+def file_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise KeyError("Max open files")
+
+
+@dataclass
+class BrokerProcess:
+    kind: str
+    host: str
+    port: int
+    pid: int
+    settings: Settings
+
+
+@pytest.fixture
+def broker_process(app, settings_overrides: dict, broker_kind: str, data_dir) -> Iterator[BrokerProcess]:
+    """The broker as a process of its own, with the service's login files, after the
+    open-file limit was raised for it."""
+    room_for_files(IDLE + FD_MARGIN)
+    settings = load_settings(settings_overrides)
+    with db.connection_context():
+        broker_logins.ensure_service(settings)
+        broker_logins.ensure_bridge(settings)
+        broker_logins.sync_files(settings)
+    if broker_kind == "mosquitto":
+        server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()
+        yield BrokerProcess("mosquitto", server.host, server.port, server.process.pid, settings)
+        server.stop()
+        return
+    port = pick_free_port("127.0.0.1")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ORDERBUS_")}
+    env.update(
+        ORDERBUS_BROKER_PORT=str(port),
+        ORDERBUS_BROKER_WS_PORT=str(pick_free_port("127.0.0.1", avoid=port)),
+        ORDERBUS_BROKER_PASSWORD_FILE=str(settings.mqtt_password_path),
+        ORDERBUS_BROKER_ACL_FILE=str(settings.mqtt_acl_path),
+        ORDERBUS_LOG_LEVEL="WARNING",
+    )
+    log = open(data_dir / "broker.log", "ab")  # noqa: SIM115 - the child holds it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 15
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        process_target = Target("amqtt", "127.0.0.1", port, 0, settings)
+        assert login_accepted(process_target, *service(process_target), timeout=15), (
+            data_dir / "broker.log"
+        ).read_text()[-2000:]
+        yield BrokerProcess("amqtt", "127.0.0.1", port, process.pid, settings)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _device_logins(settings: Settings, count: int) -> dict[str, str]:
+    """``count`` agents with their broker logins (what POST /agents issues), in one go."""
+    with db.connection_context(), db.atomic():  # one commit, not 2,000
+        ids = [new_id("agt") for _ in range(count)]
+        Agent.insert_many([{"id": i, "name": i} for i in ids]).execute()
+        secrets = {i: broker_logins.issue_agent(Agent.get_by_id(i)) for i in ids}
+    broker_logins.sync_files(settings)
+    return secrets
+
+
+@pytest.mark.parametrize("idle", ["tcp", "devices"])
+@pytest.mark.timeout(90)
+def test_two_thousand_idle_connections_cost_little_and_stall_no_one(broker_process: BrokerProcess, idle):
+    """2,000 connections that then do nothing: bare TCP connections that never send a
+    CONNECT (anyone can open those), or devices logged in with their own logins. The
+    broker keeps serving a client that arrives meanwhile, its memory grows by a bounded
+    amount per connection, and once they close it holds no file of theirs."""
+    broker = broker_process
+    assert file_limit(broker.pid) >= IDLE + FD_MARGIN, "the broker cannot open enough files"
+    probe = Target(broker.kind, broker.host, broker.port, 0, broker.settings)
+    logins = _device_logins(broker.settings, IDLE) if idle == "devices" else {}
+    if logins:
+        assert login_accepted(probe, *next(iter(logins.items())), timeout=15)
+    files_before, rss_before = open_files(broker.pid), proc_status(broker.pid, "VmRSS")
+    made: list[socket.socket] = []
+    lock = threading.Lock()
+
+    def open_one(agent_id: str | None) -> None:
+        if agent_id is None:
+            sock = socket.create_connection((broker.host, broker.port), timeout=30)
+        else:
+            raw = RawClient(broker.host, broker.port, timeout=30)
+            assert raw.connect(agent_id, username=agent_id, password=logins[agent_id]) == (False, 0)
+            sock = raw.sock
+        with lock:
+            made.append(sock)
+
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(open_one, list(logins) or [None] * IDLE))
+        opened = time.monotonic() - started
+        held = _files_within(broker.pid, lambda n: n >= files_before + IDLE - 10, timeout=10) - files_before
+        if idle == "devices" or broker.kind == "mosquitto":
+            assert held >= IDLE - 10, f"the broker holds {held} of {IDLE} connections"
+        grown_kb = proc_status(broker.pid, "VmRSS") - rss_before
+        latency = _served(probe)
+    finally:
+        for sock in made:
+            sock.close()
+    released = _files_within(broker.pid, lambda n: n <= files_before + 5, timeout=15)
+    print(
+        f"\n{broker.kind}, {IDLE} idle {idle}: opened in {opened:.1f} s, {held} held at once; memory "
+        f"+{grown_kb / 1024:.1f} MiB ({grown_kb / max(held, 1):.1f} KiB each); a new client served in "
+        f"{latency * 1000:.0f} ms"
+    )
+    assert latency < 2.0, latency
+    assert grown_kb < max(held, 1) * 64, f"{grown_kb / max(held, 1):.0f} KiB per idle connection"
+    assert released <= files_before + 5, "the broker kept files of closed connections"
+    assert _served(probe) < 2.0  # and serves on
+
+
+def _served(probe: Target) -> float:
+    """Seconds for a service publish to reach a reader that connects now (both closed after).
+
+    Raw clients: paho waits with select(), which cannot watch a descriptor numbered past
+    1,024, and this process holds 2,000 sockets."""
+    reader, writer = RawClient(probe.host, probe.port), RawClient(probe.host, probe.port)
+    try:
+        bridge, secret = broker_logins.bridge_login(probe.settings)
+        assert reader.connect(new_id("probe"), username=bridge, password=secret)[1] == 0
+        assert reader.subscribe(("orders/#", 1)) == [1]
+        username, secret = service(probe)
+        assert writer.connect(new_id("probe"), username=username, password=secret)[1] == 0
+        started = time.monotonic()
+        writer.publish("orders/o_probe/status", b'{"probe": true}')
+        assert reader.read_publish(10).topic == "orders/o_probe/status"
+        return time.monotonic() - started
+    finally:
+        reader.close()
+        writer.close()

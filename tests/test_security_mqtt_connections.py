@@ -9,32 +9,31 @@ can be read from /proc. All traffic goes to 127.0.0.1 and every socket is closed
 
 from __future__ import annotations
 
-import os
-import resource
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from broker.hardened import CONNECT_TIMEOUT, KEEPALIVE_FACTOR
-from broker.server import pick_free_port
 from contract import agent_presence
 from order_service.accounts import broker_logins
-from order_service.config import Settings, load_settings
+from order_service.config import Settings
 from order_service.store.db import db
 from order_service.store.models import Agent, new_id
-from tests.mosquitto import Mosquitto
+from tests.broker_process import (  # noqa: F401 (fixture)
+    FILES,
+    BrokerProcess,
+    broker_process,
+    file_limit,
+    files_within,
+    open_files,
+    proc_status,
+)
 from tests.mqtt_raw import CONNECT, RawClient, _packet, _string
 from tests.test_broker_security import (  # noqa: F401 (fixtures)
-    Client,
     Target,
     broker_kind,
     connect,
@@ -44,9 +43,7 @@ from tests.test_broker_security import (  # noqa: F401 (fixtures)
     target,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 IDLE = 2_000
-FD_MARGIN = 200  # the test's and the broker's own files besides the idle sockets
 HALF_OPEN = 50
 
 
@@ -150,104 +147,6 @@ def test_a_device_that_never_reads_is_dropped_by_keepalive_and_stalls_no_one(
 # --- 2,000 idle connections --------------------------------------------------------------
 
 
-def room_for_files(count: int) -> None:
-    """Raise this process's open-file limit to ``count`` (the brokers started later inherit
-    it), or skip (fail with CI=true) when the hard limit is lower."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < count and (hard == resource.RLIM_INFINITY or hard >= count):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < count:
-        message = f"needs {count} open files; the hard limit is {hard} (ulimit -Hn)"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
-
-
-def proc_status(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def open_files(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _files_within(pid: int, done, timeout: float) -> int:
-    """The broker's count of open files once ``done(count)``, or when ``timeout`` runs out."""
-    deadline = time.monotonic() + timeout
-    while not done(count := open_files(pid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return count
-
-
-def file_limit(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            return int(line.split()[3])
-    raise KeyError("Max open files")
-
-
-@dataclass
-class BrokerProcess:
-    kind: str
-    host: str
-    port: int
-    pid: int
-    settings: Settings
-
-
-@pytest.fixture
-def broker_process(app, settings_overrides: dict, broker_kind: str, data_dir) -> Iterator[BrokerProcess]:
-    """The broker as a process of its own, with the service's login files, after the
-    open-file limit was raised for it."""
-    room_for_files(IDLE + FD_MARGIN)
-    settings = load_settings(settings_overrides)
-    with db.connection_context():
-        broker_logins.ensure_service(settings)
-        broker_logins.ensure_bridge(settings)
-        broker_logins.sync_files(settings)
-    if broker_kind == "mosquitto":
-        server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()
-        yield BrokerProcess("mosquitto", server.host, server.port, server.process.pid, settings)
-        server.stop()
-        return
-    port = pick_free_port("127.0.0.1")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ORDERBUS_")}
-    env.update(
-        ORDERBUS_BROKER_PORT=str(port),
-        ORDERBUS_BROKER_WS_PORT=str(pick_free_port("127.0.0.1", avoid=port)),
-        ORDERBUS_BROKER_PASSWORD_FILE=str(settings.mqtt_password_path),
-        ORDERBUS_BROKER_ACL_FILE=str(settings.mqtt_acl_path),
-        ORDERBUS_LOG_LEVEL="WARNING",
-    )
-    log = open(data_dir / "broker.log", "ab")  # noqa: SIM115 - the child holds it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "broker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    log.close()
-    try:
-        deadline = time.monotonic() + 15
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        process_target = Target("amqtt", "127.0.0.1", port, 0, settings)
-        assert login_accepted(process_target, *service(process_target), timeout=15), (
-            data_dir / "broker.log"
-        ).read_text()[-2000:]
-        yield BrokerProcess("amqtt", "127.0.0.1", port, process.pid, settings)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 def _device_logins(settings: Settings, count: int) -> dict[str, str]:
     """``count`` agents with their broker logins (what POST /agents issues), in one go."""
     with db.connection_context(), db.atomic():  # one commit, not 2,000
@@ -266,8 +165,8 @@ def test_two_thousand_idle_connections_cost_little_and_stall_no_one(broker_proce
     broker keeps serving a client that arrives meanwhile, its memory grows by a bounded
     amount per connection, and once they close it holds no file of theirs."""
     broker = broker_process
-    assert file_limit(broker.pid) >= IDLE + FD_MARGIN, "the broker cannot open enough files"
-    probe = Target(broker.kind, broker.host, broker.port, 0, broker.settings)
+    assert file_limit(broker.pid) >= FILES, "the broker cannot open enough files"
+    probe = broker
     logins = _device_logins(broker.settings, IDLE) if idle == "devices" else {}
     if logins:
         assert login_accepted(probe, *next(iter(logins.items())), timeout=15)
@@ -290,7 +189,7 @@ def test_two_thousand_idle_connections_cost_little_and_stall_no_one(broker_proce
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(open_one, list(logins) or [None] * IDLE))
         opened = time.monotonic() - started
-        held = _files_within(broker.pid, lambda n: n >= files_before + IDLE - 10, timeout=10) - files_before
+        held = files_within(broker.pid, lambda n: n >= files_before + IDLE - 10, timeout=10) - files_before
         if idle == "devices" or broker.kind == "mosquitto":
             assert held >= IDLE - 10, f"the broker holds {held} of {IDLE} connections"
         grown_kb = proc_status(broker.pid, "VmRSS") - rss_before
@@ -298,7 +197,7 @@ def test_two_thousand_idle_connections_cost_little_and_stall_no_one(broker_proce
     finally:
         for sock in made:
             sock.close()
-    released = _files_within(broker.pid, lambda n: n <= files_before + 5, timeout=15)
+    released = files_within(broker.pid, lambda n: n <= files_before + 5, timeout=15)
     print(
         f"\n{broker.kind}, {IDLE} idle {idle}: opened in {opened:.1f} s, {held} held at once; memory "
         f"+{grown_kb / 1024:.1f} MiB ({grown_kb / max(held, 1):.1f} KiB each); a new client served in "

@@ -1,0 +1,130 @@
+"""A broker to attack as a process of its own, with the service's login files: the
+embedded one (``python -m broker``) or Mosquitto from the repository's mosquitto.conf.
+
+Its memory and open files are read from /proc, which the in-process broker of the other
+tests cannot give apart from the test's own. Tests use the ``broker_process`` fixture
+with the ``broker_kind`` parameter of tests/test_broker_security.py.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from broker.server import pick_free_port
+from order_service.accounts import broker_logins
+from order_service.config import load_settings
+from order_service.store.db import db
+from tests.mosquitto import Mosquitto
+from tests.test_broker_security import Target, login_accepted, service
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = 2_200  # open files a broker and the test may need: 2,000 connections and their own
+
+
+def room_for_files(count: int) -> None:
+    """Raise this process's open-file limit to ``count`` (the brokers started later inherit
+    it), or skip (fail with CI=true) when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count and (hard == resource.RLIM_INFINITY or hard >= count):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count:
+        message = f"needs {count} open files; the hard limit is {hard} (ulimit -Hn)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+
+
+def proc_status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def files_within(pid: int, done: Callable[[int], bool], timeout: float) -> int:
+    """The broker's count of open files once ``done(count)``, or when ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    while not done(count := open_files(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count
+
+
+def file_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise KeyError("Max open files")
+
+
+@dataclass
+class BrokerProcess(Target):
+    """A broker to attack (a :class:`Target`) running as a process of its own."""
+
+    pid: int
+
+
+@pytest.fixture
+def broker_process(app, settings_overrides: dict, broker_kind: str, data_dir) -> Iterator[BrokerProcess]:
+    """The broker as a process of its own, with the service's login files, after the
+    open-file limit was raised for it."""
+    room_for_files(FILES)
+    settings = load_settings(settings_overrides)
+    with db.connection_context():
+        broker_logins.ensure_service(settings)
+        broker_logins.ensure_bridge(settings)
+        broker_logins.sync_files(settings)
+    if broker_kind == "mosquitto":
+        server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()
+        yield BrokerProcess(
+            "mosquitto", server.host, server.port, server.ws_port, settings, server.process.pid
+        )
+        server.stop()
+        return
+    port = pick_free_port("127.0.0.1")
+    ws_port = pick_free_port("127.0.0.1", avoid=port)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ORDERBUS_")}
+    env.update(
+        ORDERBUS_BROKER_PORT=str(port),
+        ORDERBUS_BROKER_WS_PORT=str(ws_port),
+        ORDERBUS_BROKER_PASSWORD_FILE=str(settings.mqtt_password_path),
+        ORDERBUS_BROKER_ACL_FILE=str(settings.mqtt_acl_path),
+        ORDERBUS_LOG_LEVEL="WARNING",
+    )
+    log = open(data_dir / "broker.log", "ab")  # noqa: SIM115 - the child holds it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 15
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        started = Target("amqtt", "127.0.0.1", port, ws_port, settings)
+        assert login_accepted(started, *service(started), timeout=15), (data_dir / "broker.log").read_text()[
+            -2000:
+        ]
+        yield BrokerProcess("amqtt", "127.0.0.1", port, ws_port, settings, process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

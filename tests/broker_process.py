@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import resource
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from broker.server import pick_free_port
+from harness.mosquitto import Mosquitto
+from harness.processes import child_env
+from harness.system import System
 from order_service.accounts import broker_logins
 from order_service.config import load_settings
 from order_service.store.db import db
-from tests.mosquitto import Mosquitto
 from tests.test_broker_security import Target, login_accepted, service
 
-ROOT = Path(__file__).resolve().parent.parent
 FILES = 2_200  # open files a broker and the test may need: 2,000 connections and their own
 
 
@@ -93,38 +91,29 @@ def broker_process(app, settings_overrides: dict, broker_kind: str, data_dir) ->
         )
         server.stop()
         return
-    port = pick_free_port("127.0.0.1")
-    ws_port = pick_free_port("127.0.0.1", avoid=port)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ORDERBUS_")}
-    env.update(
-        ORDERBUS_BROKER_PORT=str(port),
-        ORDERBUS_BROKER_WS_PORT=str(ws_port),
+    env = child_env(
+        data_dir,
         ORDERBUS_BROKER_PASSWORD_FILE=str(settings.mqtt_password_path),
         ORDERBUS_BROKER_ACL_FILE=str(settings.mqtt_acl_path),
         ORDERBUS_LOG_LEVEL="WARNING",
     )
-    log = open(data_dir / "broker.log", "ab")  # noqa: SIM115 - the child holds it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "broker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    log.close()
+    system = System(env, data_dir)  # the embedded broker alone
     try:
+        system.start("broker")
+        port, ws_port = int(env["ORDERBUS_BROKER_PORT"]), int(env["ORDERBUS_BROKER_WS_PORT"])
+        started = BrokerProcess("amqtt", "127.0.0.1", port, ws_port, settings, system.procs["broker"].pid)
         deadline = time.monotonic() + 15
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        started = Target("amqtt", "127.0.0.1", port, ws_port, settings)
-        assert login_accepted(started, *service(started), timeout=15), (data_dir / "broker.log").read_text()[
-            -2000:
-        ]
-        yield BrokerProcess("amqtt", "127.0.0.1", port, ws_port, settings, process.pid)
+        while not _listening(started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert login_accepted(started, *service(started), timeout=15), system.log()
+        yield started
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        system.close()
+
+
+def _listening(broker: BrokerProcess) -> bool:
+    try:
+        socket.create_connection((broker.host, broker.port), timeout=1).close()
+    except OSError:
+        return False
+    return True

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import ROOT, stop_group
 from order_service.accounts import broker_logins
 from order_service.config import load_settings
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox
-from tests.clients_system import stop_group
 from tests.conftest import BACKEND
 from tests.mqtt_fixtures import Subscriber
-from tests.test_processes import ROOT
 
 STREAM_ORDERS = 40
 STEPS = ("confirmed", "preparing", "ready")

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.server import pick_free_port
+from harness.processes import child_env
+from harness.system import System
 from tests.conftest import order_body
 from tests.helpers import PROBLEM_JSON, counts, history_rows
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 RACERS = 8
 ROUNDS = 5
@@ -69,51 +64,19 @@ class Server:
 @pytest.fixture
 def api_server(app, database_url: str, data_dir: Path) -> Iterator[Server]:
     """gunicorn with the production settings, on this test's (migrated) database."""
-    port = pick_free_port("127.0.0.1")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ORDERBUS_")}
-    env.update(
+    env = child_env(
+        data_dir,
         ORDERBUS_DATABASE_URL=database_url,
-        ORDERBUS_DATA_DIR=str(data_dir),
-        ORDERBUS_API_PORT=str(port),
         ORDERBUS_API_WORKERS=str(WORKERS),
         ORDERBUS_LOG_LEVEL="WARNING",
     )
-    log_path = data_dir / "api.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "--config",
-                "python:order_service.api.gunicorn_conf",
-                "order_service.api.app:create_app()",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server("127.0.0.1", port)
+    system = System(env, data_dir)  # the API alone
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if server.request("GET", "/healthz").status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not answer:\n" + log_path.read_text()[-3000:]
-            time.sleep(0.2)
-        yield server
+        system.start("api")  # returns once /readyz answers
+        yield Server("127.0.0.1", int(env["ORDERBUS_API_PORT"]))
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+        system.close()
+    assert "Traceback" not in system.log(), system.log()
 
 
 def race(server: Server, requests: list[tuple[str, str, dict, dict]]) -> list[Response]:

@@ -51,7 +51,9 @@ def check_database(settings: Settings) -> str:
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW server_version")
-            (version,) = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None  # SHOW returns one row
+            (version,) = row
     finally:
         conn.close()
     return f"database {_redacted(url)}: PostgreSQL {version}"

@@ -1,6 +1,6 @@
-"""Mosquitto started by a test from the repository's own mosquitto.conf, on ephemeral ports.
+"""Mosquitto started from the repository's own mosquitto.conf, on ephemeral ports.
 
-Only what must differ on a test machine is rewritten: the listener ports, the file and
+Only what must differ on a test or benchmark machine is rewritten: the listener ports, the file and
 directory paths (into the test's data directory) and, when the tests run as root,
 ``user root`` so that Mosquitto can read the test's private files instead of
 dropping to the ``mosquitto`` user. Everything else — anonymous access off,
@@ -18,23 +18,23 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from broker.server import pick_free_port
+from harness.processes import ROOT
 
-REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "mosquitto.conf"
+CONF = ROOT / "mosquitto.conf"
+
+
+class MosquittoMissing(RuntimeError):
+    """No mosquitto executable on this machine (the tests skip, or fail with CI=true)."""
 
 
 def mosquitto_binary() -> str:
-    """The mosquitto executable; with CI=true a missing one fails the test instead of skipping."""
+    """The mosquitto executable; :class:`MosquittoMissing` if there is none."""
     found = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
     )
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed (.ci/run installs it with apt-get)")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        raise MosquittoMissing("mosquitto is not installed (apt-get install mosquitto)")
     return found
 
 

@@ -1,4 +1,5 @@
-# orderbus: `make run` runs the whole system, `make test` runs every test.
+# orderbus: `make run` runs the whole system, `make test` runs every test,
+# `make security` the attacks alone (also part of `make test`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -14,7 +15,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos security
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -86,6 +87,11 @@ test: lint node-test-deps admin-deps
 
 test-sqlite test-postgresql: test-%: lint node-test-deps admin-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
+
+# The security suite: every attack and abuse case (the `security` marker; tests/security_suite.py
+# says which), on SQLite, as make test runs them. A few minutes. See docs/security.md.
+security: install node-test-deps admin-deps
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) -m security $(PYTEST_ARGS)
 
 # Fault tests (kills, restarts, stalls) and fuzzing at full length; make test runs them short.
 # Bounded: about 3 minutes at these settings. See docs/testing.md, "Fault tests and fuzzing".

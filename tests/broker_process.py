@@ -82,7 +82,6 @@ def broker_process(app, settings_overrides: dict, broker_kind: str, data_dir) ->
     settings = load_settings(settings_overrides)
     with db.connection_context():
         broker_logins.ensure_service(settings)
-        broker_logins.ensure_bridge(settings)
         broker_logins.sync_files(settings)
     if broker_kind == "mosquitto":
         server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()

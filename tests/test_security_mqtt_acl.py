@@ -150,14 +150,14 @@ def test_spoofed_publishes_reach_no_one_and_leave_the_retained_state_alone(
         (status_topic, b"", True),  # an empty retained message would erase the order's state
         ("orders/new", FORGED, False),
         ("orders/o_forged/status", FORGED, True),
-        (agent_presence(two.agent_id), presence("online", "2030-01-01T00:00:00Z"), True),
+        (agent_presence(two.agent_id), presence(two.agent_id, "online", "2030-01-01T00:00:00Z"), True),
         (f"agents/{two.agent_id}/assigned", FORGED, True),
         (f"agents/{one.agent_id}/assigned", FORGED, True),
     ]
     with device(target, one) as spoofer:
         for topic, payload, retain in forgeries:
             spoofer.publish(topic, payload, retain=retain)
-        own_presence = presence("online", utcnow().isoformat().replace("+00:00", "Z"))
+        own_presence = presence(one.agent_id, "online", utcnow().isoformat().replace("+00:00", "Z"))
         spoofer.publish(agent_presence(one.agent_id), own_presence)  # allowed: the control
         assert board.wait_for(agent_presence(one.agent_id)).payload == own_presence
         # The relay heard the control, so it would have heard the forged presence too.
@@ -174,11 +174,13 @@ def test_spoofed_publishes_reach_no_one_and_leave_the_retained_state_alone(
     delivered = [(m.topic, m.payload) for m in board.messages if m.payload in forged_payloads]
     assert not delivered, f"forged messages were delivered: {delivered}"
 
-    # A newcomer reads the retained state: the service's, none of the forgeries.
-    fresh = connect(admin.mqtt["username"], admin.mqtt["password"])
+    # A newcomer (another admin login) reads the retained state: the service's, no forgery.
+    newcomer = _admin_login(client)["mqtt"]
+    assert login_accepted(target, newcomer["username"], newcomer["password"])
+    fresh = connect(newcomer["username"], newcomer["password"])
     fresh.subscribe("orders/#", "agents/#")
-    connect(*service(target)).publish("orders/o_marker/status", b'{"marker": 1}')  # after the replay
-    fresh.wait_for("orders/o_marker/status")
+    later = place_order()  # its live publish comes after the retained replay
+    fresh.wait_for(f"orders/{later['id']}/status")
     retained = {m.topic: m.payload for m in fresh.messages if m.retain}
     assert _version_of(retained[status_topic]) == version
     assert json.loads(retained[f"agents/{one.agent_id}/assigned"])["orders"][0]["id"] == order["id"]

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from broker.hardened import CONNECT_TIMEOUT, KEEPALIVE_FACTOR
-from contract import agent_presence
+from contract import agent_presence, presence
 from order_service.accounts import broker_logins
 from order_service.config import Settings
 from order_service.store.db import db
@@ -53,9 +53,9 @@ def half_connect(client_id: str) -> bytes:
     return _packet(CONNECT, 0, body)[:6]
 
 
-def served_by_others(target: Target, connect, topic: str, timeout: float = 5.0) -> float:
-    """Seconds for a publish of the service to reach a dashboard that logs in now."""
-    board = connect(*broker_logins.bridge_login(target.settings))
+def served_by_others(target: Target, connect, login: dict, topic: str, timeout: float = 5.0) -> float:
+    """Seconds for a publish of the service to reach a dashboard (``login``) that connects now."""
+    board = connect(login["username"], login["password"])
     assert board.ok, board.rc
     assert board.subscribe("orders/#") == [1]
     started = time.monotonic()
@@ -64,16 +64,7 @@ def served_by_others(target: Target, connect, topic: str, timeout: float = 5.0) 
     return time.monotonic() - started
 
 
-@pytest.fixture
-def bridge_login(target: Target) -> None:
-    """The bridges' read-only login (what `bootstrap` issues), for a reader that is not an admin."""
-    with db.connection_context():
-        broker_logins.ensure_bridge(target.settings)
-    broker_logins.sync_files(target.settings)
-    assert login_accepted(target, *broker_logins.bridge_login(target.settings))
-
-
-def test_half_a_connect_then_silence_is_dropped_and_others_are_served(target: Target, connect, bridge_login):
+def test_half_a_connect_then_silence_is_dropped_and_others_are_served(target: Target, connect, admin):
     """Fifty connections each send half a CONNECT and stall. Others log in and receive
     meanwhile; the embedded broker closes each stalled one within CONNECT_TIMEOUT (10 s).
     Mosquitto keeps a connection without a CONNECT for 1.5 x 60 s (its default keep-alive
@@ -85,7 +76,7 @@ def test_half_a_connect_then_silence_is_dropped_and_others_are_served(target: Ta
             sock.sendall(half_connect(f"stall-{n}"))
             stalled.append(sock)
         started = time.monotonic()
-        assert served_by_others(target, connect, "orders/o_half/status") < 2.0
+        assert served_by_others(target, connect, admin.mqtt, "orders/o_half/status") < 2.0
         if target.kind != "amqtt":
             return
         deadline = started + CONNECT_TIMEOUT + 5
@@ -99,7 +90,7 @@ def test_half_a_connect_then_silence_is_dropped_and_others_are_served(target: Ta
                 pass
         waited = time.monotonic() - started
         assert waited >= CONNECT_TIMEOUT - 1, f"dropped after {waited:.1f} s, before its timeout"
-        assert served_by_others(target, connect, "orders/o_after_half/status") < 2.0
+        assert served_by_others(target, connect, admin.mqtt, "orders/o_after_half/status") < 2.0
     finally:
         for sock in stalled:
             sock.close()
@@ -109,17 +100,20 @@ def test_a_device_that_never_reads_is_dropped_by_keepalive_and_stalls_no_one(
     target: Target, connect, make_agent, admin
 ):
     """An agent's device subscribes, then neither reads nor writes (its receive buffer
-    tiny) while the service sends it 2,000 messages of 4 KB. A dashboard gets all of them
-    in the meantime, and the broker drops the device when its keep-alive (2 s) runs out:
-    its will (offline) arrives within 1.5 x 2 s plus a margin for a busy machine."""
+    tiny) while the service sends it 2,000 messages of 4 KB. The broker drops the device
+    when its keep-alive (2 s) runs out: its will (offline) reaches a dashboard within
+    1.5 x 2 s plus a margin for a busy machine; the dashboard gets all 2,000 too."""
     agent = make_agent()
-    watcher = connect(*service(target))
-    assert watcher.subscribe(agent_presence(agent.agent_id)) == [1]
-    board = connect(admin.mqtt["username"], admin.mqtt["password"])
-    assert board.subscribe(f"agents/{agent.agent_id}/assigned") == [1]
+    board = connect(admin.mqtt["username"], admin.mqtt["password"])  # reads agents/#
+    assert board.subscribe(f"agents/{agent.agent_id}/assigned", agent_presence(agent.agent_id)) == [1, 1]
     stuck = RawClient(target.host, target.port)
     stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window, no autotuning
-    will = (agent_presence(agent.agent_id), b'{"state": "offline", "at": "2030-01-01T00:00:00Z"}', 1, True)
+    will = (
+        agent_presence(agent.agent_id),
+        presence(agent.agent_id, "offline", "2030-01-01T00:00:00Z"),
+        1,
+        True,
+    )
     assert stuck.connect(
         agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], keepalive=2, will=will
     ) == (False, 0)
@@ -131,14 +125,14 @@ def test_a_device_that_never_reads_is_dropped_by_keepalive_and_stalls_no_one(
         for n in range(IDLE):
             feed.client.publish(f"agents/{agent.agent_id}/assigned", b"%06d" % n + payload, qos=1)
         feed.publish(f"agents/{agent.agent_id}/assigned", b"last")
-        board.wait_for(f"agents/{agent.agent_id}/assigned", timeout=30)
-        with board._event:
-            assert board._event.wait_for(lambda: board.messages[-1].payload == b"last", 30)
-        assert len(board.messages) == IDLE + 1
-        message = watcher.wait_for(agent_presence(agent.agent_id), timeout=KEEPALIVE_FACTOR * 2 + 7)
+        message = board.wait_for(agent_presence(agent.agent_id), timeout=KEEPALIVE_FACTOR * 2 + 7)
         waited = time.monotonic() - started
         assert message.payload == will[1]
         assert 2 <= waited <= KEEPALIVE_FACTOR * 2 + 7, waited
+        assigned = f"agents/{agent.agent_id}/assigned"
+        with board._event:  # "last" was published after the 2,000
+            assert board._event.wait_for(lambda: any(m.payload == b"last" for m in board.messages), 30)
+        assert len([m for m in board.messages if m.topic == assigned]) == IDLE + 1
         print(f"\n{target.kind}: the silent device dropped after {waited:.1f} s")
     finally:
         stuck.close()
@@ -159,7 +153,9 @@ def _device_logins(settings: Settings, count: int) -> dict[str, str]:
 
 @pytest.mark.parametrize("idle", ["tcp", "devices"])
 @pytest.mark.timeout(90)
-def test_two_thousand_idle_connections_cost_little_and_stall_no_one(broker_process: BrokerProcess, idle):
+def test_two_thousand_idle_connections_cost_little_and_stall_no_one(
+    broker_process: BrokerProcess, idle, admin
+):
     """2,000 connections that then do nothing: bare TCP connections that never send a
     CONNECT (anyone can open those), or devices logged in with their own logins. The
     broker keeps serving a client that arrives meanwhile, its memory grows by a bounded
@@ -193,7 +189,7 @@ def test_two_thousand_idle_connections_cost_little_and_stall_no_one(broker_proce
         if idle == "devices" or broker.kind == "mosquitto":
             assert held >= IDLE - 10, f"the broker holds {held} of {IDLE} connections"
         grown_kb = proc_status(broker.pid, "VmRSS") - rss_before
-        latency = _served(probe)
+        latency = _served(probe, admin.mqtt)
     finally:
         for sock in made:
             sock.close()
@@ -206,18 +202,17 @@ def test_two_thousand_idle_connections_cost_little_and_stall_no_one(broker_proce
     assert latency < 2.0, latency
     assert grown_kb < max(held, 1) * 64, f"{grown_kb / max(held, 1):.0f} KiB per idle connection"
     assert released <= files_before + 5, "the broker kept files of closed connections"
-    assert _served(probe) < 2.0  # and serves on
+    assert _served(probe, admin.mqtt) < 2.0  # and serves on
 
 
-def _served(probe: Target) -> float:
+def _served(probe: Target, login: dict) -> float:
     """Seconds for a service publish to reach a reader that connects now (both closed after).
 
     Raw clients: paho waits with select(), which cannot watch a descriptor numbered past
     1,024, and this process holds 2,000 sockets."""
     reader, writer = RawClient(probe.host, probe.port), RawClient(probe.host, probe.port)
     try:
-        bridge, secret = broker_logins.bridge_login(probe.settings)
-        assert reader.connect(new_id("probe"), username=bridge, password=secret)[1] == 0
+        assert reader.connect(new_id("probe"), username=login["username"], password=login["password"])[1] == 0
         assert reader.subscribe(("orders/#", 1)) == [1]
         username, secret = service(probe)
         assert writer.connect(new_id("probe"), username=username, password=secret)[1] == 0

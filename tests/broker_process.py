@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.mosquitto import Mosquitto
 from harness.processes import child_env
 from harness.system import System
 from order_service.accounts import broker_logins
@@ -75,21 +74,21 @@ class BrokerProcess(Target):
 
 
 @pytest.fixture
-def broker_process(app, settings_overrides: dict, broker_kind: str, data_dir) -> Iterator[BrokerProcess]:
+def broker_process(
+    request: pytest.FixtureRequest, app, settings_overrides: dict, broker_kind: str, data_dir
+) -> Iterator[BrokerProcess]:
     """The broker as a process of its own, with the service's login files, after the
-    open-file limit was raised for it."""
+    open-file limit was raised for it (Mosquitto: the ``target`` of test_broker_security)."""
     room_for_files(FILES)
+    if broker_kind == "mosquitto":
+        target = request.getfixturevalue("target")
+        pid = int(Path(target.settings.mosquitto_pid_file).read_text())
+        yield BrokerProcess(target.kind, target.host, target.port, target.ws_port, target.settings, pid)
+        return
     settings = load_settings(settings_overrides)
     with db.connection_context():
         broker_logins.ensure_service(settings)
         broker_logins.sync_files(settings)
-    if broker_kind == "mosquitto":
-        server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()
-        yield BrokerProcess(
-            "mosquitto", server.host, server.port, server.ws_port, settings, server.process.pid
-        )
-        server.stop()
-        return
     env = child_env(
         data_dir,
         ORDERBUS_BROKER_PASSWORD_FILE=str(settings.mqtt_password_path),

@@ -9,7 +9,6 @@ would have (same publisher, in order), or the relay's own publish in the same wi
 from __future__ import annotations
 
 import json
-import time
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -21,7 +20,7 @@ from order_service.accounts.users import token_digest
 from order_service.store.db import db
 from order_service.store.models import MqttCredential, Token, utcnow
 from tests.conftest import ADMIN_PASSWORD
-from tests.helpers import API, assign, walk_to
+from tests.helpers import API, assign, wait_until, walk_to
 from tests.test_broker_security import (  # noqa: F401 (fixtures)
     Client,
     Target,
@@ -61,15 +60,6 @@ def device(target: Target, agent):
         yield client
     finally:
         client.close()
-
-
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # --- subscriptions ---------------------------------------------------------------------
@@ -161,7 +151,7 @@ def test_spoofed_publishes_reach_no_one_and_leave_the_retained_state_alone(
         spoofer.publish(agent_presence(one.agent_id), own_presence)  # allowed: the control
         assert board.wait_for(agent_presence(one.agent_id)).payload == own_presence
         # The relay heard the control, so it would have heard the forged presence too.
-        assert wait_until(lambda: _presence(client, admin, one.agent_id) == "online")
+        wait_until(lambda: _presence(client, admin, one.agent_id) == "online", what="the control's presence")
     assert _presence(client, admin, two.agent_id) == "unknown"
     before = len(board.messages)
     response = client.patch(
@@ -169,7 +159,7 @@ def test_spoofed_publishes_reach_no_one_and_leave_the_retained_state_alone(
     )
     assert response.status_code == 200, response.json
     version = response.json["version"]
-    assert wait_until(lambda: any(_version(m) == version for m in board.messages[before:]))
+    wait_until(lambda: any(_version(m) == version for m in board.messages[before:]), what="the service's")
     forged_payloads = {payload for _, payload, _ in forgeries}
     delivered = [(m.topic, m.payload) for m in board.messages if m.payload in forged_payloads]
     assert not delivered, f"forged messages were delivered: {delivered}"
@@ -249,7 +239,7 @@ def test_a_connected_dashboard_is_cut_off_when_its_token_ends(target: Target, co
 
     headers = {"Authorization": f"Bearer {first['access_token']}"}
     assert client.delete(f"{API}/auth/token", headers=headers).status_code == 204
-    assert wait_until(lambda: not boards["first"].client.is_connected()), "logged out, still connected"
+    wait_until(lambda: not boards["first"].client.is_connected(), what="logged out, disconnected")
     assert refused(target, first["mqtt"]["username"], first["mqtt"]["password"])
     assert client.get(f"{API}/auth/me", headers=headers).status_code == 401
     feed.publish("orders/o_after_logout/status", b'{"n": 1}')
@@ -264,7 +254,7 @@ def test_a_connected_dashboard_is_cut_off_when_its_token_ends(target: Target, co
             MqttCredential.username == second["mqtt"]["username"]
         ).execute()
     LoginFileSync(target.settings).sync_now()  # what the active relay runs every few seconds
-    assert wait_until(lambda: not boards["second"].client.is_connected()), "expired, still connected"
+    wait_until(lambda: not boards["second"].client.is_connected(), what="expired, disconnected")
     assert refused(target, second["mqtt"]["username"], second["mqtt"]["password"])
     expired = {"Authorization": f"Bearer {second['access_token']}"}
     assert client.get(f"{API}/auth/me", headers=expired).status_code == 401

@@ -89,7 +89,7 @@ test-sqlite test-postgresql: test-%: lint node-test-deps admin-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
 
 # The security suite: every attack and abuse case (the `security` marker; tests/security_suite.py
-# says which), on SQLite, as make test runs them. About six minutes. See docs/security.md.
+# says which), on SQLite, as make test runs them. Six to nine minutes. See docs/security.md.
 security: install node-test-deps admin-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) -m security $(PYTEST_ARGS)
 

@@ -1,4 +1,5 @@
-# orderbus: `make run` runs the whole system, `make test` runs every test.
+# orderbus: `make run` runs the whole system, `make test` runs every test,
+# `make security` the attacks alone (also part of `make test`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -87,6 +88,11 @@ test: lint node-test-deps admin-deps
 test-sqlite test-postgresql: test-%: lint node-test-deps admin-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
 
+# The security suite: every attack and abuse case (the `security` marker; tests/security_suite.py
+# says which), on SQLite, as make test runs them. Six to nine minutes. See docs/security.md.
+security: install node-test-deps admin-deps
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) -m security $(PYTEST_ARGS)
+
 # Fault tests (kills, restarts, stalls) and fuzzing at full length; make test runs them short.
 # Bounded: about 3 minutes at these settings. See docs/testing.md, "Fault tests and fuzzing".
 CHAOS_SCALE ?= 4
@@ -107,10 +113,6 @@ broker-stop:
 broker-start:
 	@rm -f "$(DATA_DIR)/broker.stopped"
 	@echo "broker starting (within a second)"
-
-# The attack and abuse cases alone (tests marked security; make test runs them too).
-security: install admin-deps
-	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) -m security $(PYTEST_ARGS)
 
 # Lint, then type-check order_service/, broker/, bridges/ and contract/ ([tool.mypy] in pyproject.toml).
 lint: install

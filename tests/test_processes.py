@@ -405,7 +405,6 @@ def _broker_pid(env: dict) -> int | None:
         return None
 
 
-@pytest.mark.security
 def test_make_run_keeps_the_api_and_relay_when_the_broker_stops(system, env):
     """README's demo under `make run`: the broker stopped (`make broker-stop`, or killed), the
     API goes on accepting orders (201) and the relay goes on, so those orders reach a

@@ -291,7 +291,6 @@ def test_the_bridge_keeps_working_across_a_broker_restart(
         broker.stop()
 
 
-@pytest.mark.security
 def test_a_name_resolving_to_a_private_address_is_not_connected_to(
     client, admin, place_order, bridges, receiver
 ):

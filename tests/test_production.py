@@ -110,6 +110,8 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
         assert len(re.findall(r"Booting worker with pid", log.read_text())) == 4
+        dashboard = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/admin"
+        assert _status(f"{dashboard}/") == 200 and _status(f"{dashboard}/vendor/mqtt.esm.js") == 200
 
         password = (settings.data_dir / "admin-password").read_text().strip()
         login = http("POST", f"{api}/auth/token", {"username": "admin", "password": password})[1]

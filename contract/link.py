@@ -4,6 +4,7 @@
 - :class:`MqttLink`: one connection with delivery confirmed by PUBACK (the relay's).
 - :class:`MqttFeed`: a read-only subscription that reconnects by itself, for processes
   that use MQTT only as a wake-up (the webhook worker, the Socket.IO bridge).
+- :func:`masked_url`: a URL as it may be logged or printed, its password replaced.
 
 A fresh paho client is made for every connection. paho would otherwise resend
 its in-memory queue after a reconnect, *after* the relay has republished the
@@ -19,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import paho.mqtt.client as mqtt
 
@@ -31,6 +32,34 @@ logger = logging.getLogger(__name__)
 # Well under 65,535 message ids; large enough that the broker, not the round trip,
 # sets the pace of a rehydration.
 WINDOW = 1000
+
+
+# What stands for a password in a URL that is logged or printed.
+MASK = "***"
+# Query parameters that carry a secret (libpq accepts ``?password=``).
+SECRET_PARAMS = {"password", "pass", "secret", "token", "sslpassword"}
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``: the form every log line and every
+    message uses for a database or broker URL (``postgresql://orderbus:***@db:5432/orderbus``)."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:  # not a URL we can take apart: show none of it
+        return MASK
+    netloc = parts.netloc
+    if not has_password and not any(k.lower() in SECRET_PARAMS for k, _ in parse_qsl(parts.query)):
+        return url
+    if has_password:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() in SECRET_PARAMS for key, _ in pairs):
+            query = urlencode([(k, MASK if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 class BrokerUnavailable(Exception):

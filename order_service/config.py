@@ -15,7 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid")
+    # A bad value is named in the error, never echoed: several settings hold secrets.
+    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid", hide_input_in_errors=True)
 
     data_dir: Path = Field(Path("var"), description="Where the database, keys and sockets live.")
     database_url: str = Field(

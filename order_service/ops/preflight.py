@@ -10,25 +10,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-from urllib.parse import urlsplit
 
 import psycopg2
 
-from contract.link import BrokerAddress, BrokerUnavailable, MqttLink
+from contract.link import BrokerAddress, BrokerUnavailable, MqttLink, masked_url
 from order_service.accounts import broker_logins
 from order_service.config import Settings
 
 
 class PreflightError(Exception):
     """A check failed; the message says what to do."""
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 def check_database(settings: Settings) -> str:
@@ -43,7 +34,7 @@ def check_database(settings: Settings) -> str:
         conn = psycopg2.connect(url, connect_timeout=5)
     except psycopg2.OperationalError as exc:
         raise PreflightError(
-            f"cannot reach the database at {_redacted(url)}:\n  {str(exc).strip()}\n"
+            f"cannot reach the database at {masked_url(url)}:\n  {str(exc).strip()}\n"
             "  Is PostgreSQL running, and does the database exist? Create it with e.g.\n"
             "      createdb -h 127.0.0.1 -U postgres orderbus\n"
             "  and check ORDERBUS_DATABASE_URL (user, password, host, port, database name)."
@@ -54,7 +45,7 @@ def check_database(settings: Settings) -> str:
             (version,) = cur.fetchone()
     finally:
         conn.close()
-    return f"database {_redacted(url)}: PostgreSQL {version}"
+    return f"database {masked_url(url)}: PostgreSQL {version}"
 
 
 def check_broker_configured(settings: Settings) -> str:

@@ -16,6 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
+import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from contract.link import masked_url
+
 
 class BackupError(Exception):
     """The backup could not be taken; the message says why."""
@@ -63,10 +68,18 @@ def backup(database_url: str, target: Path) -> Path:
             "pg_dump not found: install the PostgreSQL client (apt-get install postgresql-client)"
         )
     partial = target.with_name(target.name + ".partial")
+    # The password goes to pg_dump in its environment, not on its command line (which any
+    # user of the machine may read in the process list).
+    try:
+        params = parse_dsn(database_url)
+    except psycopg2.ProgrammingError as exc:
+        raise BackupError(f"cannot read the database URL {masked_url(database_url)}: {exc}") from None
+    password = params.pop("password", None)
     result = subprocess.run(
-        [pg_dump, "--format=custom", "--no-owner", f"--file={partial}", f"--dbname={database_url}"],
+        [pg_dump, "--format=custom", "--no-owner", f"--file={partial}", f"--dbname={make_dsn(**params)}"],
         capture_output=True,
         text=True,
+        env={**os.environ, **({"PGPASSWORD": password} if password else {})},
     )
     if result.returncode != 0:
         with contextlib.suppress(FileNotFoundError):

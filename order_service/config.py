@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     )
     relay_batch: int = Field(500, ge=1, le=10000)
     log_level: str = "INFO"
+    backup_keep: int = Field(0, ge=0, description="backup keeps this many newest backups; 0: all")
 
     # Dispatch (issue #7). These are the defaults; admins may override them at run
     # time with PATCH /api/v1/settings/dispatch (stored in the database), see dispatch_config.py.

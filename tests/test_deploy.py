@@ -25,3 +25,11 @@ def test_run_prod_installs_the_dashboards_mqtt_js_before_starting():
     # positive control: without the touched lock file nothing is reinstalled (node_modules is current)
     if (ROOT / "clients/admin/node_modules/.package-lock.json").exists():
         assert "npm ci" not in _dry_run("run-prod")
+
+
+def test_the_deployments_settings_file_is_never_committed():
+    """prod.env (docs/production.md step 2) holds the database password: git ignores it."""
+    ignored = subprocess.run(["git", "check-ignore", "-q", "prod.env"], cwd=ROOT)
+    assert ignored.returncode == 0
+    tracked = subprocess.run(["git", "check-ignore", "-q", "Procfile.production"], cwd=ROOT)
+    assert tracked.returncode == 1  # positive control: an ordinary file is not ignored

@@ -105,7 +105,22 @@ class Relay:
         """Stand by until this relay holds the relay lock, then publish until it stops or loses it."""
         try:
             while not stop.is_set():
-                if not self.lock.acquire():
+                try:
+                    acquired = self.lock.acquire()
+                except leader.DatabaseUnreachable as exc:
+                    if self.role != "no database":
+                        logger.error(
+                            "relay waiting: the database is unreachable (%s); no relay can publish"
+                            " until it answers; retrying every %.1f s",
+                            exc,
+                            self.settings.relay_standby_poll_seconds,
+                        )
+                    self.role = "no database"
+                    stop.wait(self.settings.relay_standby_poll_seconds)
+                    continue
+                if self.role == "no database":
+                    logger.info("relay: the database answers again")
+                if not acquired:
                     if self.role != "standby":
                         logger.info(
                             "relay standby: another relay is active (it holds the relay lock);"

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(10, ge=1, description="failed logins per username within the window")
     login_window_seconds: int = Field(900, ge=1, description="after that many, 429 until the window passes")
     allow_signup: bool = True
+    metrics_token: str = Field(
+        "", description="Bearer token for GET /metrics (Prometheus); unset: admins' tokens only"
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     retain_terminal_seconds: int = Field(3600, ge=0)
     relay_poll_seconds: float = Field(1.0, gt=0, le=60)
@@ -119,6 +122,14 @@ class Settings(BaseSettings):
         scheme = urlsplit(self.mqtt_url).scheme
         if scheme not in ("mqtt", "tcp", "ws"):
             raise ValueError(f"ORDERBUS_MQTT_URL: unsupported scheme {scheme!r} (use mqtt:// or ws://)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_metrics_token(self) -> Settings:
+        if self.metrics_token and len(self.metrics_token) < 24:
+            raise ValueError(
+                "ORDERBUS_METRICS_TOKEN is too short (24 characters or more, e.g. openssl rand -hex 24)"
+            )
         return self
 
     @property

@@ -189,11 +189,11 @@ _ORDER = {
 }
 
 
-def test_metrics_show_whether_a_relay_is_active(client, start_relay):
+def test_metrics_show_whether_a_relay_is_active(client, admin, start_relay):
     """/metrics: orderbus_relay_active is 1 while a relay holds the lock, 0 once none does."""
 
     def gauge() -> str:
-        text = client.get("/api/v1/metrics").get_data(as_text=True)
+        text = client.get("/api/v1/metrics", headers=admin.headers).get_data(as_text=True)
         return next(line for line in text.splitlines() if line.startswith("orderbus_relay_active "))
 
     assert gauge() == "orderbus_relay_active 0.0"

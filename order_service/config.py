@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.link import BrokerAddress
 
 
 class Settings(BaseSettings):
@@ -30,7 +31,10 @@ class Settings(BaseSettings):
     broker_ws_port: int = Field(9001, ge=0, le=65535)
 
     # The broker the relay publishes to; default: the embedded one.
-    mqtt_url: str = Field("", description="mqtt://[user:password@]host:port; default the embedded broker")
+    mqtt_url: str = Field(
+        "", description="mqtt://, mqtts:// (TLS), ws:// or wss:// [user:password@]host:port; default embedded"
+    )
+    mqtt_ca_file: Path | None = Field(None, description="TLS: trust this CA file, not the system's CAs")
     mqtt_client_id: str = "orderbus-relay"
     mqtt_username: str = Field("orderbus-service", description="The relay's broker login (service account)")
     mqtt_keepalive: int = Field(30, ge=5, le=3600)
@@ -119,10 +123,19 @@ class Settings(BaseSettings):
             self.public_mqtt_ws_url = f"ws://{_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
         if not self.public_api_url:
             self.public_api_url = f"http://{self.api_host}:{self.api_port}"
-        scheme = urlsplit(self.mqtt_url).scheme
-        if scheme not in ("mqtt", "tcp", "ws"):
-            raise ValueError(f"ORDERBUS_MQTT_URL: unsupported scheme {scheme!r} (use mqtt:// or ws://)")
+        for name in ("mqtt_url", "public_mqtt_url", "public_mqtt_ws_url"):
+            try:
+                BrokerAddress.parse(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"ORDERBUS_{name.upper()}: {exc}") from None
+        if self.mqtt_ca_file is not None and not self.mqtt_ca_file.is_file():
+            raise ValueError(f"ORDERBUS_MQTT_CA_FILE: no file at {self.mqtt_ca_file}")
         return self
+
+    @property
+    def mqtt_address(self) -> BrokerAddress:
+        """The broker of ORDERBUS_MQTT_URL, with ORDERBUS_MQTT_CA_FILE for TLS."""
+        return BrokerAddress.parse(self.mqtt_url, ca_file=self.mqtt_ca_file)
 
     @model_validator(mode="after")
     def _check_metrics_token(self) -> Settings:

@@ -21,6 +21,7 @@ import pytest
 from clients.rest import Api, ApiError, ApiUnreachable
 from tests.mosquitto import Mosquitto
 from tests.test_processes import BIN, ROOT, cli, free_port
+from tests.tls import Certificates
 
 COMMANDS = {
     "broker": [sys.executable, "-m", "broker"],
@@ -123,9 +124,14 @@ class System:
         return self.admin.request("PUT", f"/orders/{order_id}/agent", {"agent_id": agent_id, "offer": False})
 
 
-def make_system(tmp_path: Path, broker: str = "amqtt", **extra_env: str) -> System:
+def make_system(
+    tmp_path: Path, broker: str = "amqtt", tls: Certificates | None = None, **extra_env: str
+) -> System:
     """The system on the embedded broker (``python -m broker``) or on a Mosquitto started from
-    the repository's mosquitto.conf (tests/mosquitto.py); either way on ephemeral ports."""
+    the repository's mosquitto.conf (tests/mosquitto.py); either way on ephemeral ports.
+
+    With ``tls`` (Mosquitto only), the relay and the devices use its TLS listener: mqtts://,
+    trusting the test's CA through ORDERBUS_MQTT_CA_FILE."""
     data_dir = tmp_path / "var"
     env = {
         **os.environ,
@@ -140,12 +146,18 @@ def make_system(tmp_path: Path, broker: str = "amqtt", **extra_env: str) -> Syst
     mosquitto = None
     if broker == "mosquitto":  # the service's files, Mosquitto's ports; SIGHUP on every login change
         mqtt_dir = data_dir / "mqtt"
-        mosquitto = Mosquitto(data_dir, mqtt_dir / "passwd", mqtt_dir / "acl")
+        mosquitto = Mosquitto(data_dir, mqtt_dir / "passwd", mqtt_dir / "acl", tls=tls)
         env["ORDERBUS_BROKER_PORT"], env["ORDERBUS_BROKER_WS_PORT"] = (
             str(mosquitto.port),
             str(mosquitto.ws_port),
         )
         env["ORDERBUS_MOSQUITTO_PID_FILE"] = str(mosquitto.pid_file)
+        if tls is not None:  # the certificate names localhost: connect by that name
+            env["ORDERBUS_MQTT_URL"] = env["ORDERBUS_PUBLIC_MQTT_URL"] = (
+                f"mqtts://localhost:{mosquitto.tls_port}"
+            )
+            env["ORDERBUS_PUBLIC_MQTT_WS_URL"] = f"wss://localhost:{mosquitto.wss_port}/mqtt"
+            env["ORDERBUS_MQTT_CA_FILE"] = str(tls.ca)
     for step in ("migrate", "bootstrap") if mosquitto else ("preflight", "migrate", "bootstrap"):
         result = cli(env, step)
         assert result.returncode == 0, result.stderr

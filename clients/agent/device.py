@@ -33,11 +33,13 @@ class AgentDevice:
         state: StateDir,
         *,
         mqtt_url: str | None = None,
+        mqtt_ca_file: str | None = None,
         heartbeat: float | None = None,
     ) -> None:
         self.api = api
         self.state = state
         self.mqtt_url = mqtt_url
+        self.mqtt_ca_file = mqtt_ca_file  # mqtts:// or wss://: this CA instead of the system's
         self.heartbeat = heartbeat or float(os.environ.get("ORDERBUS_PRESENCE_HEARTBEAT_SECONDS", "30"))
         self.agent_id = ""
         self.worklist = Worklist(state)
@@ -108,6 +110,7 @@ class AgentDevice:
                 resync=self._snapshot,
                 will=(self.presence_topic, self.presence("offline")),
                 birth=lambda: (self.presence_topic, self.presence("online")),
+                ca_file=self.mqtt_ca_file,
             )
             try:
                 self.feed = feed.start()

@@ -230,6 +230,6 @@ def reload_mosquitto(settings: Settings) -> None:
 
 def bridge_address(settings: Settings) -> BrokerAddress:
     """The broker of ORDERBUS_MQTT_URL, logged in as the bridge account (not the relay's)."""
-    address = BrokerAddress.parse(settings.mqtt_url)
+    address = settings.mqtt_address
     username, secret = bridge_login(settings)
     return dataclasses.replace(address, username=username, password=secret)

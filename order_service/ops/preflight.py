@@ -7,13 +7,15 @@ instead of a traceback from the first process that trips over it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import ssl
 import time
 
 import psycopg2
 
-from contract.link import BrokerAddress, BrokerUnavailable, MqttLink, masked_url
+from contract.link import BrokerUnavailable, MqttLink, masked_url
 from order_service.accounts import broker_logins
 from order_service.config import Settings
 
@@ -55,21 +57,41 @@ def check_broker_configured(settings: Settings) -> str:
             "ORDERBUS_MQTT_URL is not set: the production path uses the system's Mosquitto,\n"
             "  e.g. ORDERBUS_MQTT_URL=mqtt://127.0.0.1:1883 (see docs/production.md)."
         )
-    return f"broker {BrokerAddress.parse(settings.mqtt_url)}: checked after bootstrap"
+    return f"broker {settings.mqtt_address}: checked after bootstrap"
 
 
 def check_broker_reachable(settings: Settings) -> str:
-    """Something listens at ORDERBUS_MQTT_URL."""
-    address = BrokerAddress.parse(settings.mqtt_url)
+    """Something listens at ORDERBUS_MQTT_URL; with mqtts:// or wss://, its certificate is trusted."""
+    address = settings.mqtt_address
     try:
-        socket.create_connection((address.host, address.port), timeout=3).close()
+        sock = socket.create_connection((address.host, address.port), timeout=3)
     except OSError as exc:
         raise PreflightError(
             f"cannot reach the MQTT broker at {address}: {exc}.\n"
             "  Is Mosquitto running (systemctl status mosquitto) and listening there? It needs the\n"
             "  files bootstrap has just written:\n" + _files(settings)
         ) from None
-    return f"broker {address}: reachable"
+    with sock:
+        if not address.tls:
+            return f"broker {address}: reachable"
+        try:
+            with address.ssl_context().wrap_socket(sock, server_hostname=address.host) as tls:
+                version = tls.version()
+        except ssl.SSLCertVerificationError as exc:
+            raise PreflightError(
+                f"the MQTT broker at {address} has a certificate this machine does not trust:\n"
+                f"  {exc.verify_message}.\n"
+                "  The certificate must name that host and be signed by a CA the system trusts, or by\n"
+                "  the CA in ORDERBUS_MQTT_CA_FILE"
+                + (f" (now {address.ca_file})" if address.ca_file else " (not set)")
+                + '; docs/production.md, "TLS".'
+            ) from None
+        except (ssl.SSLError, OSError) as exc:
+            raise PreflightError(
+                f"no TLS handshake with the MQTT broker at {address}: {exc}.\n"
+                "  Does that port speak TLS (Mosquitto: a listener with certfile and keyfile)?"
+            ) from None
+    return f"broker {address}: reachable, {version}, certificate trusted"
 
 
 def _files(settings: Settings) -> str:
@@ -90,9 +112,9 @@ def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
         ("the relay's", broker_logins.service_login(settings)),
         ("the bridges'", broker_logins.bridge_login(settings)),
     ]
-    base = BrokerAddress.parse(settings.mqtt_url)
+    base = settings.mqtt_address
     for who, (username, secret) in accounts:
-        address = BrokerAddress(base.host, base.port, base.transport, base.path, username, secret)
+        address = dataclasses.replace(base, username=username, password=secret)
         deadline = time.monotonic() + wait
         while True:
             link = MqttLink(address, f"orderbus-preflight-{os.getpid()}", 10)
@@ -105,9 +127,7 @@ def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
                 time.sleep(0.5)
             finally:
                 link.close()
-    impostor = BrokerAddress(
-        base.host, base.port, base.transport, base.path, accounts[0][1][0], "not-the-secret"
-    )
+    impostor = dataclasses.replace(base, username=accounts[0][1][0], password="not-the-secret")
     link = MqttLink(impostor, f"orderbus-preflight-{os.getpid()}", 10)
     try:
         link.connect(timeout=5)

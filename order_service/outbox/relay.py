@@ -35,7 +35,7 @@ import paho.mqtt.client as mqtt
 import peewee
 
 import contract
-from contract.link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
+from contract.link import BrokerUnavailable, ConnectionLost, MqttLink
 from order_service import faults
 from order_service.accounts import broker_logins
 from order_service.config import Settings
@@ -80,7 +80,7 @@ class Relay:
         companions: Sequence[Companion] = (),
     ) -> None:
         self.settings = settings
-        self.address = BrokerAddress.parse(settings.mqtt_url)
+        self.address = settings.mqtt_address
         if self.address.username is None:  # the usual case: the service account's issued secret
             username, secret = broker_logins.service_login(settings)
             self.address = dataclasses.replace(self.address, username=username, password=secret)

@@ -6,6 +6,7 @@ environment describes one deployment. README lists every variable.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=0, le=65535)
     api_workers: int = Field(2, ge=1, le=64)
+    trusted_proxies: str = Field(
+        "", description="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-* count"
+    )
     public_api_url: str = Field("", description="Base URL printed in messages; default from host/port")
 
     admin_user: str = "admin"
@@ -128,9 +132,21 @@ class Settings(BaseSettings):
                 BrokerAddress.parse(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"ORDERBUS_{name.upper()}: {exc}") from None
+        try:
+            _ = self.trusted_proxy_networks  # each item an address or a network
+        except ValueError as exc:
+            raise ValueError(
+                f"ORDERBUS_TRUSTED_PROXIES: {exc} (addresses or networks, e.g. 127.0.0.1,::1)"
+            ) from None
         if self.mqtt_ca_file is not None and not self.mqtt_ca_file.is_file():
             raise ValueError(f"ORDERBUS_MQTT_CA_FILE: no file at {self.mqtt_ca_file}")
         return self
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(item.strip()) for item in self.trusted_proxies.split(",") if item.strip()
+        ]
 
     @property
     def mqtt_address(self) -> BrokerAddress:

@@ -3,7 +3,13 @@ systemd units, the reverse proxy's and Mosquitto's production configuration."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from tests.test_processes import ROOT
 
@@ -33,3 +39,86 @@ def test_the_deployments_settings_file_is_never_committed():
     assert ignored.returncode == 0
     tracked = subprocess.run(["git", "check-ignore", "-q", "Procfile.production"], cwd=ROOT)
     assert tracked.returncode == 1  # positive control: an ordinary file is not ignored
+
+
+# --- systemd -----------------------------------------------------------------------------------
+
+UNITS = ROOT / "deploy" / "systemd"
+SERVICES = ("orderbus-api", "orderbus-relay@", "orderbus-webhooks", "orderbus-socketio")
+HARDENING_MARK = "# The hardening every orderbus unit shares"
+
+
+def systemd_analyze() -> str:
+    found = shutil.which("systemd-analyze")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze is not installed (.ci/run installs the systemd package)")
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd): the units are not verified")
+    return found
+
+
+def _installed_units(tmp_path: Path) -> tuple[Path, Path]:
+    """The units as an operator installs them, /srv/orderbus being a deployment made here: this
+    checkout's virtualenv, a prod.env, a data directory."""
+    home, units = tmp_path / "srv-orderbus", tmp_path / "units"
+    (home / "var").mkdir(parents=True)
+    (home / ".venv").symlink_to(Path(sys.prefix))
+    (home / "prod.env").write_text("ORDERBUS_API_WORKERS=4\n")
+    units.mkdir()
+    for unit in UNITS.iterdir():
+        (units / unit.name).write_text(unit.read_text().replace("/srv/orderbus", str(home)))
+    return home, units
+
+
+def _verify(units: Path, names: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [systemd_analyze(), "verify", "--man=no", *(f"./{name}" for name in names)],
+        cwd=units,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_systemd_units_verify(tmp_path: Path):
+    """`systemd-analyze verify` on every unit of deploy/systemd/: no error, no warning (unknown
+    keys, a command that is not there, a unit required but missing)."""
+    _, units = _installed_units(tmp_path)
+    names = sorted(p.name for p in units.iterdir())
+    result = _verify(units, names)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    # positive control: the same check catches a typo and a missing command
+    broken = units / "orderbus-webhooks.service"
+    broken.write_text(broken.read_text().replace("Restart=always", "Restart=always\nRestartSecs=2"))
+    broken.write_text(
+        broken.read_text().replace(
+            "order_service.webhooks", "order_service.webhooks\nExecStartPre=/nonexistent/x"
+        )
+    )
+    result = _verify(units, names)
+    assert "RestartSecs" in result.stderr and "/nonexistent/x" in result.stderr, result.stderr
+
+
+def test_every_orderbus_service_runs_unprivileged_after_migrate_with_the_same_hardening():
+    """Each process of the system runs as `orderbus`, from prod.env, after orderbus-migrate (migrate
+    and bootstrap), part of orderbus.target, with the hardening block of orderbus-migrate.service."""
+    hardening = (
+        (UNITS / "orderbus-migrate.service").read_text().split(HARDENING_MARK)[1].split("[Install]")[0]
+    )
+    assert "ProtectSystem=strict" in hardening and "NoNewPrivileges=yes" in hardening
+    target = (UNITS / "orderbus.target").read_text()
+    for name in (*SERVICES, "orderbus-migrate", "orderbus-backup"):
+        text = (UNITS / f"{name}.service").read_text()
+        assert "\nUser=orderbus\n" in text and "\nEnvironmentFile=/srv/orderbus/prod.env\n" in text, name
+        assert text.split(HARDENING_MARK)[1].split("[Install]")[0].strip() == hardening.strip(), name
+        if name in SERVICES:
+            assert (
+                "Requires=orderbus-migrate.service" in text
+                and "orderbus-migrate.service" in (text.split("After=")[1].split("\n")[0])
+            ), name
+            assert "PartOf=orderbus.target" in text and "Restart=always" in text, name
+    wanted = ("migrate", "api", "relay@1", "relay@2", "webhooks", "socketio")
+    assert all(f"orderbus-{name}.service" in target for name in wanted)
+    migrate = (UNITS / "orderbus-migrate.service").read_text()
+    assert "order_service migrate\n" in migrate and "order_service bootstrap\n" in migrate
+    assert migrate.index("order_service migrate") < migrate.index("order_service bootstrap")

@@ -3,15 +3,12 @@ systemd units, the reverse proxy's and Mosquitto's production configuration."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.test_processes import ROOT
+from tests.tools import require_tool
 
 
 def _dry_run(target: str, *touched: str) -> str:
@@ -48,15 +45,6 @@ SERVICES = ("orderbus-api", "orderbus-relay@", "orderbus-webhooks", "orderbus-so
 HARDENING_MARK = "# The hardening every orderbus unit shares"
 
 
-def systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("systemd-analyze is not installed (.ci/run installs the systemd package)")
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd): the units are not verified")
-    return found
-
-
 def _installed_units(tmp_path: Path) -> tuple[Path, Path]:
     """The units as an operator installs them, /srv/orderbus being a deployment made here: this
     checkout's virtualenv, a prod.env, a data directory."""
@@ -72,7 +60,12 @@ def _installed_units(tmp_path: Path) -> tuple[Path, Path]:
 
 def _verify(units: Path, names: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [systemd_analyze(), "verify", "--man=no", *(f"./{name}" for name in names)],
+        [
+            require_tool("systemd-analyze", "systemd", "the systemd units are verified with it"),
+            "verify",
+            "--man=no",
+            *(f"./{name}" for name in names),
+        ],
         cwd=units,
         capture_output=True,
         text=True,

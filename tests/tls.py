@@ -7,13 +7,11 @@ default verification (CA basic constraints, key usages, key identifiers).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.tools import require_tool
 
 SERVER_EXTENSIONS = """\
 subjectAltName = DNS:localhost, IP:127.0.0.1
@@ -32,18 +30,9 @@ class Certificates:
     key: Path  # its private key
 
 
-def openssl_binary() -> str:
-    found = shutil.which("openssl")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl is not installed (.ci/run installs it with apt-get)")
-        pytest.skip("openssl is not installed (apt-get install openssl)")
-    return found
-
-
 def make_certificates(directory: Path, name: str = "server") -> Certificates:
     """A fresh CA and a certificate for localhost/127.0.0.1 signed by it, in ``directory``."""
-    openssl = openssl_binary()
+    openssl = require_tool("openssl", "openssl", "the TLS tests make their certificates with it")
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_key = directory / "ca.pem", directory / "ca.key"
     cert, key, csr = directory / f"{name}.pem", directory / f"{name}.key", directory / f"{name}.csr"

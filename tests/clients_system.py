@@ -32,6 +32,8 @@ COMMANDS = {
         "order_service.api.app:create_app()",
     ],
     "relay": [sys.executable, "-m", "order_service.relay"],
+    "webhooks": [sys.executable, "-m", "order_service.webhooks"],
+    "socketio": [sys.executable, "-m", "bridges.socketio"],
 }
 
 

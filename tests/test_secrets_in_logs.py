@@ -8,6 +8,7 @@ the URL is shown, so it cannot pass by showing nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -15,12 +16,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from clients.rest import Api
 from contract.link import masked_url
-from tests.clients_system import stop_group
+from tests.clients_system import make_system, stop_group
+from tests.conftest import BACKEND
+from tests.test_clients_agent import AgentProcess, ids, worklist
 from tests.test_processes import BIN, ROOT, cli, free_port
+from tests.webhook_fixtures import Receiver
 
 
 @pytest.mark.parametrize(
@@ -59,6 +65,15 @@ def run_until(command: list[str], env: dict, log: Path, pattern: str, timeout: f
     finally:
         stop_group(proc)
     return log.read_text()
+
+
+def wait_for_text(log: Path, text: str, occurrences: int = 1, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(text) < occurrences:
+        assert time.monotonic() < deadline, (
+            f"{log.name}: {text!r} not {occurrences} times:\n{log.read_text()}"
+        )
+        time.sleep(0.05)
 
 
 def test_relay_logs_its_database_and_broker_without_their_passwords(tmp_path: Path):
@@ -100,3 +115,92 @@ def test_commands_name_the_database_without_its_password(tmp_path: Path):
     assert bad_setting.returncode != 0 and "ORDERBUS_MQTT_URL" in bad_setting.stderr, bad_setting.stderr
     for result in (preflight, backup, bad_setting):
         assert password not in result.stdout + result.stderr
+
+
+def _with_password(url: str, password: str) -> str:
+    """The test's PostgreSQL URL with a password in it (the server's trust authentication ignores it)."""
+    parts = urlsplit(url)
+    user = parts.username or "postgres"
+    return parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 5432}").geturl()
+
+
+@pytest.mark.e2e
+def test_a_full_run_logs_no_password_and_no_broker_secret(tmp_path: Path, database_url: str):
+    """Every process of the system on Mosquitto (API, relay, webhook worker, Socket.IO bridge, an
+    agent device) and the operator's commands, through an order's life, a webhook and a broker
+    outage: their logs hold none of the secrets the run used. On PostgreSQL the database URL
+    carries a password; on SQLite the secrets are the broker's and the logins'."""
+    db_password = secrets.token_urlsafe(16)
+    database = (
+        {} if BACKEND == "sqlite" else {"ORDERBUS_DATABASE_URL": _with_password(database_url, db_password)}
+    )
+    system = make_system(
+        tmp_path,
+        "mosquitto",
+        ORDERBUS_SOCKETIO_PORT=str(free_port()),
+        ORDERBUS_WEBHOOK_POLL_SECONDS="1",
+        **database,
+    )
+    data_dir = Path(system.env["ORDERBUS_DATA_DIR"])
+    receiver = Receiver()
+    outputs: list[str] = []
+    agent = None
+    try:
+        system.start("webhooks")
+        system.start("socketio")
+        rider = system.make_agent()
+        admin_login = Api(system.api_url).login("admin", (data_dir / "admin-password").read_text().strip())
+        state = tmp_path / "agent-state"
+        state.mkdir()
+        agent = AgentProcess(system, rider, state)
+        agent.wait_for(worklist)
+        hook = system.admin.request("POST", "/webhooks", {"url": receiver.url, "events": ["*"]})
+        order = system.ready_order("confirmed")
+        system.assign(order["id"], rider["id"])
+        agent.wait_for(lambda line: worklist(line) and order["id"] in ids(line), timeout=10)
+        receiver.delivered(1, timeout=15)
+        # an outage of the broker: every process says so, and reconnects
+        system.mosquitto.stop()
+        wait_for_text(tmp_path / "relay.log", "broker unavailable")
+        system.mosquitto.start()
+        wait_for_text(tmp_path / "relay.log", "relay connected", occurrences=2)
+        for command in (["preflight", "--broker"], ["mqtt-files"], ["backup"]):
+            result = cli(system.env, *command)
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout + result.stderr)
+    finally:
+        receiver.close()
+        if agent is not None:
+            stop_group(agent.proc)
+            agent.err.close()
+        for name in list(system.procs):
+            system.stop(name)
+        system.mosquitto.stop()  # flushes its log
+
+    planted = {
+        "the relay's broker secret": (data_dir / "mqtt" / "service-secret").read_text().strip(),
+        "the bridges' broker secret": (data_dir / "mqtt" / "bridge-secret").read_text().strip(),
+        "the agent device's broker secret": json.loads((state / "mqtt.json").read_text())["password"],
+        "the admin dashboard's broker secret": admin_login["mqtt"]["password"],
+        "the admin's password": (data_dir / "admin-password").read_text().strip(),
+        "the agent's password": rider["password"],
+        "the admin's bearer token": admin_login["access_token"],
+        "the webhook's signing secret": hook["secret"],
+    }
+    if BACKEND == "postgresql":
+        planted["the database password"] = db_password
+    logs = {path.name: path.read_text(errors="replace") for path in tmp_path.glob("*.log")}
+    logs["mosquitto.log"] = system.mosquitto.log()
+    logs["agent stderr"] = next(tmp_path.glob("agent-*.err")).read_text()
+    logs["commands"] = "\n".join(outputs)
+    # positive controls: every secret is a real value, and the logs are the run's, searchable
+    assert all(len(value) >= 8 for value in planted.values()), planted
+    assert {"api.log", "relay.log", "webhooks.log", "socketio.log"} <= set(logs)
+    assert order["id"] in logs["api.log"] + logs["relay.log"] or "POST /api/v1/orders" in logs["api.log"]
+    assert "broker unavailable" in logs["relay.log"] and "relay starting: database" in logs["relay.log"]
+    if BACKEND == "postgresql":
+        assert ":***@" in logs["relay.log"]  # the URL is shown, masked
+    found = [
+        f"{what} in {name}" for what, value in planted.items() for name, text in logs.items() if value in text
+    ]
+    assert not found, found

@@ -1,12 +1,14 @@
 """The deployment files as an operator uses them: the Makefile's production target, the
-systemd units, the reverse proxy's and Mosquitto's production configuration."""
+systemd units, the settings file docs/production.md describes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from order_service.config import Settings
 from tests.test_processes import ROOT
 from tests.tools import require_tool
 
@@ -115,3 +117,25 @@ def test_every_orderbus_service_runs_unprivileged_after_migrate_with_the_same_ha
     migrate = (UNITS / "orderbus-migrate.service").read_text()
     assert "order_service migrate\n" in migrate and "order_service bootstrap\n" in migrate
     assert migrate.index("order_service migrate") < migrate.index("order_service bootstrap")
+
+
+# --- docs/production.md ------------------------------------------------------------------------
+
+
+def _settings_blocks() -> list[list[str]]:
+    """The code blocks of docs/production.md that are lines of prod.env."""
+    text = (ROOT / "docs" / "production.md").read_text()
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S)
+    return [block.splitlines() for block in blocks if block.startswith("ORDERBUS_")]
+
+
+def test_production_settings_are_lines_systemd_reads():
+    """prod.env is read by systemd (EnvironmentFile: KEY=value, no `export`, no quotes, no comment
+    after a value) and by `set -a; . ./prod.env`: every line the docs give is such a line, of a
+    setting that exists."""
+    fields = {f"ORDERBUS_{name.upper()}" for name in Settings.model_fields}
+    blocks = _settings_blocks()
+    assert len(blocks) >= 2  # the first run's settings, and the TLS ones
+    for line in (line for block in blocks for line in block):
+        assert re.fullmatch(r"ORDERBUS_[A-Z0-9_]+=[^\s'\"#]+", line), line
+        assert line.split("=", 1)[0] in fields, line

@@ -127,13 +127,18 @@ class System:
 
 
 def make_system(
-    tmp_path: Path, broker: str = "amqtt", tls: Certificates | None = None, **extra_env: str
+    tmp_path: Path,
+    broker: str = "amqtt",
+    tls: Certificates | None = None,
+    sighup: bool = True,
+    **extra_env: str,
 ) -> System:
     """The system on the embedded broker (``python -m broker``) or on a Mosquitto started from
     the repository's mosquitto.conf (tests/mosquitto.py); either way on ephemeral ports.
 
     With ``tls`` (Mosquitto only), the relay and the devices use its TLS listener: mqtts://,
-    trusting the test's CA through ORDERBUS_MQTT_CA_FILE."""
+    trusting the test's CA through ORDERBUS_MQTT_CA_FILE. With ``sighup=False`` the service
+    does not signal Mosquitto after a login change (the test reloads it, as systemd would)."""
     data_dir = tmp_path / "var"
     env = {
         **os.environ,
@@ -153,7 +158,8 @@ def make_system(
             str(mosquitto.port),
             str(mosquitto.ws_port),
         )
-        env["ORDERBUS_MOSQUITTO_PID_FILE"] = str(mosquitto.pid_file)
+        if sighup:
+            env["ORDERBUS_MOSQUITTO_PID_FILE"] = str(mosquitto.pid_file)
         if tls is not None:  # the certificate names localhost: connect by that name
             env["ORDERBUS_MQTT_URL"] = env["ORDERBUS_PUBLIC_MQTT_URL"] = (
                 f"mqtts://localhost:{mosquitto.tls_port}"

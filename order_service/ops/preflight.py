@@ -98,7 +98,8 @@ def _files(settings: Settings) -> str:
     return (
         f"      password_file {settings.mqtt_password_path.resolve()}\n"
         f"      acl_file {settings.mqtt_acl_path.resolve()}\n"
-        "  (mosquitto.conf at the repository root is the template; docs/production.md step 3)."
+        "  (mosquitto.conf at the repository root is the template; docs/production.md,\n"
+        '  "Mosquitto reads the service\'s files").'
     )
 
 

@@ -164,7 +164,8 @@ class BoundedWebSocketsWriter(_BoundedClose, WebSocketsWriter):
     async def drain(self) -> None:
         if self._chunks:
             chunks, self._chunks = self._chunks, []
-            await self._protocol.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            # websockets sends any bytes-like message; its annotation says bytes.
+            await self._protocol.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))  # type: ignore[arg-type]
 
     flush = drain
 
@@ -189,7 +190,8 @@ class BoundedWebSocketsWriter(_BoundedClose, WebSocketsWriter):
         chunks, self._chunks = self._chunks, []
         connection = self._protocol
         try:
-            connection.protocol.send_binary(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            message = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            connection.protocol.send_binary(message)  # type: ignore[arg-type]  # bytes-like, as above
             connection.send_data()
         except Exception as exc:  # the connection is broken; its reader sees it end
             logger.debug("WebSocket send failed: %r", exc)
@@ -382,6 +384,7 @@ class HardenedHandler(BrokerProtocolHandler):
         assert self.session is not None
         for message in list(self.session.inflight_out.values()):
             if message.qos == QOS_2 and message.pubrec_packet is not None:
+                assert message.packet_id is not None  # in flight: it has one
                 message.pubrel_packet = PubrelPacket.build(message.packet_id)
                 await self._send_packet(message.pubrel_packet)
             else:
@@ -434,11 +437,6 @@ class HardenedHandler(BrokerProtocolHandler):
             await flush()
         elif self.writer is not None:
             await self.writer.drain()
-
-    async def send_queued(self, item: Queued) -> None:
-        """send_now(), then flush()."""
-        self.send_now(item)
-        await self.flush()
 
     def _settled(self, packet_id: int, qos: int) -> OutgoingApplicationMessage | None:
         if self.session is None:

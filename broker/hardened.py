@@ -144,7 +144,7 @@ class HardenedBroker(Broker):
         self.max_inflight_messages = max_inflight_messages
         self.max_packet_bytes = max_packet_bytes
         self.dropped_messages = 0  # queue overflow drops, all clients, since start
-        self.client_transports: set[asyncio.BaseTransport] = set()
+        self.client_transports: set[asyncio.Transport] = set()
         self._live: dict[str, tuple[HardenedHandler, asyncio.Event]] = {}  # client id -> connection
         self._rules_plugins: list[RulesTopicPlugin] | None = _UNKNOWN
         # Each retained message's encoded PUBLISH, shared by every SUBSCRIBE that replays it.
@@ -185,7 +185,7 @@ class HardenedBroker(Broker):
         )
 
     @contextmanager
-    def _tracked(self, transport: asyncio.BaseTransport) -> Iterator[None]:
+    def _tracked(self, transport: asyncio.Transport) -> Iterator[None]:
         self.client_transports.add(transport)
         try:
             yield
@@ -519,7 +519,7 @@ class HardenedBroker(Broker):
         per plugin per call (a profile of fan-out to 1,000 subscribers spent a seventh of the
         broker's time there). ``_topic_plugins`` is amqtt's; its version is pinned."""
         if self._rules_plugins is _UNKNOWN:  # loaded once, in amqtt's __init__
-            plugins = getattr(self.plugins_manager, "_topic_plugins", None)
+            plugins = getattr(self.plugins_manager, "_topic_plugins", None) or []
             ours = bool(plugins) and all(isinstance(p, RulesTopicPlugin) for p in plugins)
             self._rules_plugins = list(plugins) if ours else None
         return self._rules_plugins

@@ -61,7 +61,8 @@ class FilesConfig:
 class PasswordFileAuthPlugin(BaseAuthPlugin):
     """CONNECT needs a username in the password file and its secret; revocation disconnects."""
 
-    Config = FilesConfig
+    class Config(FilesConfig):
+        """amqtt builds the plugin's configuration from its nested ``Config`` dataclass."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -247,7 +248,8 @@ def _gate_deliveries(handler: Any, session: Session, may_read: Callable[[Session
 class AclFileTopicPlugin(RulesTopicPlugin):
     """PUBLISH needs ``write``, SUBSCRIBE :meth:`Acl.may_subscribe`, every delivery ``read``."""
 
-    Config = FilesConfig
+    class Config(FilesConfig):
+        """amqtt builds the plugin's configuration from its nested ``Config`` dataclass."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)

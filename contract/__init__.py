@@ -95,9 +95,12 @@ def loads(payload: bytes) -> dict[str, Any] | None:
     return body
 
 
-def presence(state: str, at: str) -> bytes:
-    """A device's presence payload (``agents/<id>/presence``)."""
-    return dumps({"state": state, "at": at}).encode()
+def presence(agent_id: str, state: str, at: str) -> bytes:
+    """A device's presence payload (``agents/<id>/presence``): ``state`` is one of
+    :data:`PRESENCE_STATES`, ``at`` an RFC 3339 UTC time."""
+    if state not in PRESENCE_STATES:
+        raise ValueError(f"presence state {state!r}: use one of {', '.join(PRESENCE_STATES)}")
+    return dumps({"agent_id": agent_id, "state": state, "at": at}).encode()
 
 
 def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:

@@ -5,6 +5,7 @@
   TLS checks the broker's certificate and host name against the system's CAs, or
   against the CA file given (``ORDERBUS_MQTT_CA_FILE``). :meth:`BrokerAddress.client`
   makes a paho client set up for it: every orderbus process and client connects so.
+  :func:`url_host` turns a bind address into a host to connect to.
 - :class:`MqttLink`: one connection with delivery confirmed by PUBACK (the relay's).
 - :class:`MqttFeed`: a read-only subscription that reconnects by itself, for processes
   that use MQTT only as a wake-up (the webhook worker, the Socket.IO bridge).
@@ -20,14 +21,18 @@ unpublished in the outbox and is sent again, in order, by the relay.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 import contract
 
@@ -77,7 +82,7 @@ class ConnectionLost(Exception):
 
 # URL scheme -> (paho transport, TLS, default port). wss:// defaults to 443: it is usually
 # served by the reverse proxy in front of the broker's WebSocket listener.
-SCHEMES = {
+SCHEMES: dict[str, tuple[Literal["tcp", "websockets"], bool, int]] = {
     "mqtt": ("tcp", False, 1883),
     "tcp": ("tcp", False, 1883),
     "mqtts": ("tcp", True, 8883),
@@ -91,7 +96,7 @@ SCHEMES = {
 class BrokerAddress:
     host: str
     port: int
-    transport: str  # "tcp" or "websockets"
+    transport: Literal["tcp", "websockets"]
     path: str
     username: str | None
     password: str | None = field(default=None, repr=False)
@@ -99,7 +104,7 @@ class BrokerAddress:
     ca_file: str | None = None  # TLS: trust this CA file instead of the system's
 
     @classmethod
-    def parse(cls, url: str, ca_file: str | None = None) -> BrokerAddress:
+    def parse(cls, url: str, ca_file: str | os.PathLike[str] | None = None) -> BrokerAddress:
         """``mqtt://``, ``mqtts://``, ``ws://`` or ``wss://`` URL; ValueError for anything else."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -126,7 +131,7 @@ class BrokerAddress:
             return None
         return ssl.create_default_context(cafile=self.ca_file)  # the system's CAs without a file
 
-    def client(self, client_id: str, *, clean_session: bool = True, **options) -> mqtt.Client:
+    def client(self, client_id: str, *, clean_session: bool = True, **options: Any) -> mqtt.Client:
         """A paho client for this address: transport, WebSocket path, TLS and login set."""
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -150,6 +155,14 @@ class BrokerAddress:
             scheme = "wss" if self.tls else "ws"
         suffix = self.path if self.transport == "websockets" else ""
         return f"{scheme}://{self.host}:{self.port}{suffix}"
+
+
+def url_host(host: str) -> str:
+    """A bind address as a host to connect to, in a URL: a wildcard as loopback, an IPv6
+    literal in brackets. How every process derives its default URLs from ``ORDERBUS_*_HOST``."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
@@ -190,7 +203,14 @@ class MqttLink:
 
     # --- paho's network thread: record and notify, never block -----------------
 
-    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with self._cond:
             self._connack = reason_code
             self._cond.notify_all()
@@ -200,20 +220,29 @@ class MqttLink:
             for topic in self.subscriptions:
                 client.subscribe(topic, qos=1)
 
-    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with self._cond:
             self.lost = True
             self._cond.notify_all()
         if self._on_lost:
             self._on_lost()
 
-    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
         with self._cond:
             self._acked.add(mid)
             if mid == self._awaited:  # wake the relay only for the acknowledgement it waits for
                 self._cond.notify_all()
 
-    def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+    def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message:
             self._on_message(message)
 

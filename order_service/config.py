@@ -1,7 +1,7 @@
 """Layered configuration: defaults, then ``ORDERBUS_*`` environment variables, then overrides.
 
 Every process (API, relay, broker, CLI) reads the same :class:`Settings`, so one
-environment describes one deployment. README lists every variable.
+environment describes one deployment. docs/configuration.md lists every variable.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contract.link import BrokerAddress
+from contract.link import BrokerAddress, url_host
 
 
 class Settings(BaseSettings):
@@ -120,11 +120,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'orderbus.db'}"
         if not self.mqtt_url:
-            self.mqtt_url = f"mqtt://{_host(self.broker_host)}:{self.broker_port}"
+            self.mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
         if not self.public_mqtt_url:
-            self.public_mqtt_url = f"mqtt://{_host(self.broker_host)}:{self.broker_port}"
+            self.public_mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
         if not self.public_mqtt_ws_url:
-            self.public_mqtt_ws_url = f"ws://{_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
+            self.public_mqtt_ws_url = f"ws://{url_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
         if not self.public_api_url:
             self.public_api_url = f"http://{self.api_host}:{self.api_port}"
         for name in ("mqtt_url", "public_mqtt_url", "public_mqtt_ws_url"):
@@ -182,13 +182,6 @@ class Settings(BaseSettings):
     @property
     def mqtt_acl_path(self) -> Path:
         return self.broker_acl_file or self.data_dir / "mqtt" / "acl"
-
-
-def _host(host: str) -> str:
-    """A host for a URL: IPv6 literals in brackets; a wildcard bind address as loopback."""
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

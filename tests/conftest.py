@@ -8,6 +8,10 @@ PostgreSQL run is skipped, or fails with ``CI=true``. Tests marked
 ``sqlite_only`` are skipped on PostgreSQL.
 
 Broker and relay fixtures live in tests/mqtt_fixtures.py (imported below).
+
+The ORDERBUS_* settings of the shell configure the `make run` there, not the tests: they
+are removed from this process's environment before any test runs, so neither a test nor a
+process it starts uses that system's ports, broker or database.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
+from harness.processes import ToolMissing, without_service_settings
 from order_service.api.app import create_app
 from order_service.store.db import db, init_db
 from order_service.store.migrations import migrate
@@ -33,8 +38,38 @@ if BACKEND not in ("sqlite", "postgresql"):
     raise pytest.UsageError(f"ORDERBUS_TEST_DATABASE={BACKEND!r}: use sqlite or postgresql")
 
 
-def pytest_report_header() -> str:
-    return f"orderbus database backend: {BACKEND}"
+IGNORED = sorted(set(os.environ) - set(without_service_settings(os.environ)))
+for _name in IGNORED:
+    del os.environ[_name]
+
+
+def pytest_report_header() -> list[str]:
+    header = [f"orderbus database backend: {BACKEND}"]
+    if IGNORED:
+        header.append("ignored (settings of this shell's make run): " + ", ".join(IGNORED))
+    return header
+
+
+def _without_tool():
+    """A test that needs a program this machine lacks (Mosquitto, openssl, nginx,
+    systemd-analyze): skipped, or failed with CI=true."""
+    try:
+        return (yield)
+    except ToolMissing as exc:
+        missing = str(exc)
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing}; .ci/run installs it with apt-get", pytrace=False)
+    pytest.skip(missing)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    return (yield from _without_tool())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    return (yield from _without_tool())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

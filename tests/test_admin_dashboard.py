@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from clients.rest import Api
-from tests.clients_system import System, make_system
+from harness.processes import ROOT, free_port
+from harness.system import System, make_system
 from tests.dashboard_page import (
     LIVE,
     agent_device,
@@ -34,7 +35,6 @@ from tests.dashboard_page import (
 )
 from tests.mqtt_fixtures import Subscriber
 from tests.tcp_proxy import TcpProxy
-from tests.test_processes import ROOT, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -101,8 +101,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterato
     try:
         yield sys_
     finally:
-        for name in list(sys_.procs):
-            sys_.stop(name)
+        sys_.close()
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
+from harness.mosquitto import Mosquitto
 from order_service.accounts import broker_logins
 from order_service.config import Settings, load_settings
 from order_service.store.db import db
 from order_service.store.models import Agent, new_id
 from tests.helpers import assign, walk_to
-from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import RelayRunner
 from tests.mqtt_raw import RawClient
 

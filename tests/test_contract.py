@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
 from collections import defaultdict
 
 import pytest
@@ -414,3 +417,131 @@ def test_presence_payload():
     ):
         with pytest.raises(ValidationError):
             asyncapi.validate_message(topic, _encode(bad))
+
+
+def test_the_presence_a_device_publishes_conforms():
+    """contract.presence (what the agent device sends, and its last will) is a valid Presence."""
+    topic = contract.agent_presence(AGENT_ID)
+    for state in contract.PRESENCE_STATES:
+        payload = contract.presence(AGENT_ID, state, "2025-05-04T10:15:30.123Z")
+        assert asyncapi.validate_message(topic, payload)["state"] == state
+    with pytest.raises(ValueError, match="away"):
+        contract.presence(AGENT_ID, "away", "2025-05-04T10:15:30.123Z")
+
+
+# --- the dashboard's copy: clients/admin/js/contract.js -----------------------------
+
+CONTRACT_JS = asyncapi.REPO_ROOT / "clients" / "admin" / "js" / "contract.js"
+# What the dashboard's copy builds for each channel, as a JavaScript expression.
+JS_CHANNELS = {
+    "ordersNew": "c.ORDERS_NEW",
+    "orderStatus": "c.orderStatus(orderId)",
+    "agentAssigned": "c.agentAssigned(agentId)",
+    "agentPresence": "c.agentPresence(agentId)",
+}
+PY_CHANNELS = {
+    "ordersNew": lambda: contract.ORDERS_NEW,
+    "orderStatus": lambda: contract.order_status(ORDER_ID),
+    "agentAssigned": lambda: contract.agent_assigned(AGENT_ID),
+    "agentPresence": lambda: contract.agent_presence(AGENT_ID),
+}
+
+
+def run_contract_js(body: str) -> object:
+    """Evaluate ``body`` in node with contract.js imported as ``c``; return what it prints as JSON."""
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is required in CI to check the dashboard's contract.js")
+        pytest.skip("node not installed: the dashboard's contract.js is not checked")
+    program = f"import * as c from {json.dumps(CONTRACT_JS.as_uri())};\n{body}"
+    result = subprocess.run(
+        [node, "--input-type=module", "-e", program], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_dashboards_topics_are_the_asyncapi_channels():
+    """Each channel of docs/asyncapi.yaml, with sample ids, is what contract.js and contract
+    build for it; and contract.js builds no channel the document does not have."""
+    channels = asyncapi.spec()["channels"]
+    assert JS_CHANNELS.keys() == channels.keys() == PY_CHANNELS.keys()
+    built = run_contract_js(
+        f"const orderId = {json.dumps(ORDER_ID)}, agentId = {json.dumps(AGENT_ID)};\n"
+        "console.log(JSON.stringify({"
+        + ", ".join(f"{json.dumps(name)}: {expr}" for name, expr in JS_CHANNELS.items())
+        + "}));"
+    )
+    for name, channel in channels.items():
+        expected = channel["address"].replace("{orderId}", ORDER_ID).replace("{agentId}", AGENT_ID)
+        assert built[name] == expected == PY_CHANNELS[name](), name
+        assert asyncapi.schema_for_topic(built[name]) is not None
+
+
+TOPICS = [
+    contract.ORDERS_NEW,
+    contract.order_status(ORDER_ID),
+    contract.agent_assigned(AGENT_ID),
+    contract.agent_presence(AGENT_ID),
+    "orders//status",
+    "orders/a/b/status",
+    "orders/a/assigned",
+    "agents/a/status",
+    "agents/a/presence/x",
+    "other/a/presence",
+    "",
+]
+MESSAGES = [
+    (contract.ORDERS_NEW, {"order": {"id": ORDER_ID, "version": 1}}),
+    (contract.order_status(ORDER_ID), {"order": {"id": ORDER_ID, "version": 7}}),
+    (contract.order_status(ORDER_ID), {"order": {"id": ORDER_ID, "version": "7"}}),
+    (contract.order_status(ORDER_ID), {"order": [1]}),
+    (contract.order_status(ORDER_ID), {"event": "order.created"}),
+    (contract.agent_assigned(AGENT_ID), {"event": "agent.worklist", "version": 3, "orders": []}),
+    (contract.agent_assigned(AGENT_ID), {"event": "agent.worklist"}),
+    (contract.agent_presence(AGENT_ID), {"agent_id": AGENT_ID, "state": "online"}),
+    ("agents/a/b", {"version": 2}),
+]
+# (version, held): held None means nothing held yet.
+VERSIONS = [(1, None), (1, 1), (2, 1), (1, 2), (5, 4), (4, 4)]
+
+
+def test_the_dashboards_contract_agrees_with_the_python_one():
+    """Filters, topic parsers, classify and the version rule give the same answers in both."""
+    inputs = json.dumps({"topics": TOPICS, "messages": MESSAGES, "versions": VERSIONS})
+    js = run_contract_js(
+        f"const input = {inputs};\n"
+        "console.log(JSON.stringify({\n"
+        "  filters: [c.ORDERS_ALL, c.AGENTS_ALL, c.AGENT_PRESENCE_FILTER, c.AGENT_ASSIGNED_FILTER],\n"
+        "  parsed: input.topics.map((t) => [c.orderFromStatusTopic(t), c.agentFromAssignedTopic(t),"
+        " c.agentFromPresenceTopic(t)]),\n"
+        "  classified: input.messages.map(([t, p]) => { const k = c.classify(t, p);"
+        " return [k.kind, k.key, k.version]; }),\n"
+        "  newer: input.versions.map(([v, held]) => c.isNewer(v, held)),\n"
+        "}));"
+    )
+    assert js["filters"] == [
+        contract.ORDERS_ALL,
+        contract.AGENTS_ALL,
+        contract.AGENT_PRESENCE_FILTER,
+        contract.AGENT_ASSIGNED_FILTER,
+    ]
+    assert js["parsed"] == [
+        [
+            contract.order_from_status_topic(t),
+            contract.agent_from_assigned_topic(t),
+            contract.agent_from_presence_topic(t),
+        ]
+        for t in TOPICS
+    ]
+    assert [tuple(k) for k in js["classified"]] == [contract.classify(t, p) for t, p in MESSAGES]
+
+    def python_newer(version: int, held: int | None) -> bool:
+        gate = contract.VersionGate()
+        if held is not None:
+            gate.offer("key", held)
+        return gate.offer("key", version)
+
+    assert js["newer"] == [python_newer(v, held) for v, held in VERSIONS]
+    assert js["newer"] == [True, False, True, False, True, False]  # the rule itself

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.processes import ROOT, require_tool
 from order_service.config import Settings
-from tests.test_processes import ROOT
-from tests.tools import require_tool
 
 
 def _dry_run(target: str, *touched: str) -> str:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import ROOT, cli
 from order_service.store.db import init_db
 from tests.conftest import ADMIN_PASSWORD, BACKEND, order_body
-from tests.test_processes import ROOT, cli
 
 
 def _counts(url: str) -> tuple[int, int]:

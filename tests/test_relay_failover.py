@@ -20,15 +20,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from harness.processes import ROOT, free_port, stop_group
 from order_service.accounts import broker_logins
 from order_service.config import load_settings
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox
-from tests.clients_system import stop_group
 from tests.conftest import BACKEND
 from tests.mqtt_fixtures import Subscriber
 from tests.tcp_proxy import TcpProxy
-from tests.test_processes import ROOT, free_port
 
 STREAM_ORDERS = 40
 STEPS = ("confirmed", "preparing", "ready")

@@ -4,7 +4,7 @@ the API and the dashboard, WSS for the dashboards' MQTT and Socket.IO, metrics k
 The site file is used as it is in the repository; only what must differ on a test
 machine is rewritten (host name, ports, certificate paths), and each rewrite must apply,
 so a change of the file's shape fails here instead of going untested. The certificate
-is made by the test (tests/tls.py) and trusted through its CA.
+is made by the test (harness/tls.py) and trusted through its CA.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from contract.link import BrokerAddress, MqttFeed
-from tests.clients_system import make_system, stop_group
-from tests.test_processes import ORDER, ROOT, free_port
-from tests.tls import Certificates, make_certificates
-from tests.tools import require_tool
+from harness.processes import ROOT, free_port, require_tool, stop_group
+from harness.system import make_system
+from harness.tls import Certificates, make_certificates
+from tests.test_processes import ORDER
 
 pytestmark = pytest.mark.e2e
 SITE = ROOT / "deploy" / "nginx" / "orderbus.conf"

@@ -22,10 +22,10 @@ import pytest
 
 from clients.rest import Api
 from contract.link import masked_url
-from tests.clients_system import make_system, stop_group
+from harness.processes import BIN, ROOT, cli, free_port, stop_group
+from harness.system import make_system
 from tests.conftest import BACKEND
 from tests.test_clients_agent import AgentProcess, ids, worklist
-from tests.test_processes import BIN, ROOT, cli, free_port
 from tests.webhook_fixtures import Receiver
 
 

@@ -1,7 +1,7 @@
 """MQTT over TLS: the relay, the bridges' feed and the agent device on mqtts:// and wss://.
 
 Mosquitto runs with the TLS listener of deploy/mosquitto-tls.conf and a certificate for
-localhost signed by a CA the test makes (tests/tls.py); ORDERBUS_MQTT_CA_FILE points the
+localhost signed by a CA the test makes (harness/tls.py); ORDERBUS_MQTT_CA_FILE points the
 service and the device at that CA. Without it, the system's CAs are used, and they do
 not know the test's CA: the same connection is then refused (the negative control).
 """
@@ -9,18 +9,20 @@ not know the test's CA: the same connection is then refused (the negative contro
 from __future__ import annotations
 
 import queue
+import time
 from pathlib import Path
 
 import pytest
 
 from clients.subscriber import Feed, FeedError
 from contract.link import BrokerAddress, MqttFeed
+from harness.processes import cli, stop_group
+from harness.system import make_system
+from harness.tls import Certificates, make_certificates
 from order_service.accounts.broker_logins import bridge_address
 from order_service.config import load_settings
-from tests.clients_system import make_system, stop_group
 from tests.test_clients_agent import AgentProcess, ids, worklist
-from tests.test_processes import cli
-from tests.tls import Certificates, make_certificates
+from tests.test_production import http_status
 
 
 @pytest.mark.parametrize(
@@ -88,6 +90,21 @@ def test_relay_and_agent_device_work_over_mqtts(tls_system, tmp_path: Path):
         stop_group(device.proc)
         device.err.close()
     assert f"relay connected to mqtts://localhost:{port}" in (tmp_path / "relay.log").read_text()
+
+
+@pytest.mark.e2e
+def test_socketio_bridge_subscribes_over_mqtts(tls_system, tmp_path: Path):
+    """The Socket.IO bridge (its own settings: ORDERBUS_MQTT_URL, ORDERBUS_MQTT_CA_FILE) reaches the
+    broker over mqtts://: its /healthz answers 200 once its feed is subscribed."""
+    system = tls_system
+    system.start("socketio")
+    url = f"http://127.0.0.1:{system.env['ORDERBUS_SOCKETIO_PORT']}/healthz"
+    deadline = time.monotonic() + 20
+    while http_status(url) != 200:
+        assert time.monotonic() < deadline, (tmp_path / "socketio.log").read_text()
+        time.sleep(0.1)
+    port = system.mosquitto.tls_port
+    assert f"on mqtts://localhost:{port}" in (tmp_path / "socketio.log").read_text()
 
 
 @pytest.mark.e2e

@@ -17,8 +17,8 @@ from pathlib import Path
 import peewee
 import pytest
 
+from harness.processes import ROOT
 from order_service.store.db import OrderbusSqliteDatabase, make_database
-from tests.test_processes import ROOT
 
 pytestmark = pytest.mark.skipif(
     __import__("tests.conftest", fromlist=["BACKEND"]).BACKEND != "sqlite", reason="SQLite's gate"

@@ -12,11 +12,12 @@ every (re)connect.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from typing import Any
+
+import contract
 
 from ..rest import Api, ApiError, ApiUnreachable
 from ..subscriber import Feed, FeedError, Update
@@ -92,15 +93,15 @@ class AgentDevice:
         return stored, True
 
     def presence(self, state: str) -> bytes:
-        return json.dumps({"agent_id": self.agent_id, "state": state, "at": now_rfc3339()}).encode()
+        return contract.presence(self.agent_id, state, now_rfc3339())
 
     @property
     def presence_topic(self) -> str:
-        return f"agents/{self.agent_id}/presence"
+        return contract.agent_presence(self.agent_id)
 
     def _snapshot(self) -> list[tuple[str, dict[str, Any]]]:
         body = self.api.request("GET", f"/agents/{self.agent_id}/orders")
-        return [(f"agents/{self.agent_id}/assigned", body)]
+        return [(contract.agent_assigned(self.agent_id), body)]
 
     def connect(self) -> None:
         """Connect with the stored broker login; if the broker refuses it, with a new one."""
@@ -119,7 +120,7 @@ class AgentDevice:
         while True:
             feed = Feed(
                 self.mqtt_url or login["url"],
-                [f"agents/{self.agent_id}/assigned"],
+                [contract.agent_assigned(self.agent_id)],
                 client_id=login.get("client_id") or self.agent_id,
                 username=login["username"],
                 password=login["password"],

@@ -40,14 +40,13 @@ from order_service.store.models import Agent, MqttCredential, User, new_id, utcn
 logger = logging.getLogger(__name__)
 
 SERVICE, AGENT, DASHBOARD, BRIDGE = "service", "agent", "dashboard", "bridge"
-KINDS = (SERVICE, AGENT, DASHBOARD, BRIDGE)
 
 SERVICE_RULES = ("write orders/#", "write agents/+/assigned", "read agents/+/presence")
 DASHBOARD_RULES = ("read orders/#", "read agents/#")
 
 HEADER = (
     "# orderbus MQTT {what}: generated from the service's database. Do not edit: it is\n"
-    "# rewritten whenever a credential changes (see README, 'Security model').\n"
+    "# rewritten whenever a credential changes (see docs/security.md).\n"
 )
 
 
@@ -174,9 +173,9 @@ def live_credentials(now: datetime | None = None) -> list[MqttCredential]:
     )
     live = []
     for credential in query:
-        if credential.kind == AGENT and (credential.agent_id is None or not credential.agent.active):
+        if credential.kind == AGENT and (credential.agent is None or not credential.agent.active):
             continue
-        if credential.kind == DASHBOARD and (credential.user_id is None or not credential.user.active):
+        if credential.kind == DASHBOARD and (credential.user is None or not credential.user.active):
             continue
         live.append(credential)
     return live

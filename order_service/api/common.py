@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from flask import Flask, request
 from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.types import ResponseDict
 
 from order_service.api import security
 from order_service.api.problems import Problem
 
 PREFIX = "/api/v1"
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[Any]]] = [{"bearer": []}]
 PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-PROBLEM_RESPONSES = {code: PROBLEM for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
+PROBLEM_RESPONSES: ResponseDict = {code: PROBLEM for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
 
 # Endpoints anyone may call; every other endpoint needs a bearer token, checked
 # before the body is validated.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -34,9 +34,9 @@ AgentPhone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=
 Status = Literal[
     "placed", "confirmed", "preparing", "ready", "picked_up", "delivered", "failed", "cancelled", "rejected"
 ]
-assert set(Status.__args__) == set(STATUSES)  # type: ignore[attr-defined]
+assert set(get_args(Status)) == set(STATUSES)
 FailureReason = Literal["customer_absent", "wrong_address", "refused", "damaged", "other"]
-assert FailureReason.__args__ == FAILURE_REASONS  # type: ignore[attr-defined]
+assert get_args(FailureReason) == FAILURE_REASONS
 
 
 def _whole_number(value: object) -> object:

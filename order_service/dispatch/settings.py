@@ -18,7 +18,7 @@ from order_service.store.models import DispatchSettingsRow, User, rfc3339, utcno
 
 
 class DispatchConfig(BaseModel):
-    """The effective dispatch settings (README: "Dispatch settings")."""
+    """The effective dispatch settings (docs/configuration.md, "Dispatch")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

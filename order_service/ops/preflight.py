@@ -44,7 +44,9 @@ def check_database(settings: Settings) -> str:
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW server_version")
-            (version,) = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None  # SHOW returns one row
+            (version,) = row
     finally:
         conn.close()
     return f"database {masked_url(url)}: PostgreSQL {version}"
@@ -71,11 +73,12 @@ def check_broker_reachable(settings: Settings) -> str:
             "  Is Mosquitto running (systemctl status mosquitto) and listening there? It needs the\n"
             "  files bootstrap has just written:\n" + _files(settings)
         ) from None
+    context = address.ssl_context()
     with sock:
-        if not address.tls:
+        if context is None:
             return f"broker {address}: reachable"
         try:
-            with address.ssl_context().wrap_socket(sock, server_hostname=address.host) as tls:
+            with context.wrap_socket(sock, server_hostname=address.host) as tls:
                 version = tls.version()
         except ssl.SSLCertVerificationError as exc:
             raise PreflightError(

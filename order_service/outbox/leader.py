@@ -116,7 +116,7 @@ class AdvisoryLock:
         params = parse_db_url(url, unquote_password=True, unquote_user=True)
         params = {k: v for k, v in params.items() if k in ("database", "user", "password", "host", "port")}
         self.params = {**params, **KEEPALIVES, "application_name": APPLICATION_NAME}
-        self._conn = None
+        self._conn: psycopg2.extensions.connection | None = None
         self._held = False
         # The relay's publishing thread and its timers thread both ask ``held()``.
         self._mutex = threading.RLock()
@@ -127,7 +127,9 @@ class AdvisoryLock:
             self._conn.autocommit = True
         with self._conn.cursor() as cur:
             cur.execute(sql, args)
-            return cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None  # one SELECT of one value: one row
+            return row[0]
 
     def acquire(self) -> bool:
         with self._mutex:

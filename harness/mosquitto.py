@@ -1,12 +1,12 @@
-"""Mosquitto started by a test from the repository's own mosquitto.conf, on ephemeral ports.
+"""Mosquitto started from the repository's own mosquitto.conf, on ephemeral ports.
 
-Only what must differ on a test machine is rewritten: the listener ports, the file and
+Only what must differ on a test or benchmark machine is rewritten: the listener ports, the file and
 directory paths (into the test's data directory) and, when the tests run as root,
 ``user root`` so that Mosquitto can read the test's private files instead of
 dropping to the ``mosquitto`` user. Everything else — anonymous access off,
 persistence, queue limits — is the configuration users run.
 
-With ``tls=`` (certificates from tests/tls.py) it also has the TLS listener of
+With ``tls=`` (certificates from harness/tls.py) it also has the TLS listener of
 deploy/mosquitto-tls.conf (MQTT over TLS, ``tls_port``) and, for the clients' wss://,
 a WebSocket listener with the same certificate (``wss_port``).
 """
@@ -22,25 +22,25 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from broker.server import pick_free_port
-from tests.tls import Certificates
+from harness.processes import ROOT, ToolMissing
+from harness.tls import Certificates
 
-REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "mosquitto.conf"
-TLS_CONF = REPO / "deploy" / "mosquitto-tls.conf"
+CONF = ROOT / "mosquitto.conf"
+TLS_CONF = ROOT / "deploy" / "mosquitto-tls.conf"
+
+
+class MosquittoMissing(ToolMissing):
+    """No mosquitto executable on this machine (the tests skip, or fail with CI=true)."""
 
 
 def mosquitto_binary() -> str:
-    """The mosquitto executable; with CI=true a missing one fails the test instead of skipping."""
+    """The mosquitto executable; :class:`MosquittoMissing` if there is none."""
     found = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
     )
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed (.ci/run installs it with apt-get)")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        raise MosquittoMissing("mosquitto is not installed (apt-get install mosquitto)")
     return found
 
 
@@ -59,7 +59,8 @@ class Mosquitto:
         self.port = pick_free_port(host)
         self.ws_port = pick_free_port(host, avoid=self.port)
         self.tls = tls
-        self.tls_port = self.wss_port = None
+        self.tls_port: int | None = None
+        self.wss_port: int | None = None
         self.pid_file = self.dir / "mosquitto.pid"
         self.log_path = self.dir / "mosquitto.log"
         self.conf_path = self.dir / "mosquitto.conf"
@@ -81,7 +82,8 @@ class Mosquitto:
             elif key in ("certfile", "keyfile"):
                 line = f"{key} {tls.cert if key == 'certfile' else tls.key}"
             lines.append(line)
-        assert sum(line.startswith("listener ") for line in lines) == 1, "one TLS listener expected"
+        if sum(line.startswith("listener ") for line in lines) != 1:
+            raise RuntimeError("deploy/mosquitto-tls.conf should have one listener")
         lines += [
             f"listener {self.wss_port} {self.host}",
             "protocol websockets",

@@ -1,4 +1,4 @@
-"""Certificates made by a test: a private CA and a server certificate it signed.
+"""Certificates made for a test: a private CA and a server certificate it signed.
 
 Made with the ``openssl`` command (Debian's ``openssl`` package; .ci/run installs it),
 valid for two days, for ``localhost`` and ``127.0.0.1``. Strict enough for Python's
@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.tools import require_tool
+from harness.processes import require_tool
 
 SERVER_EXTENSIONS = """\
 subjectAltName = DNS:localhost, IP:127.0.0.1
@@ -48,5 +48,6 @@ def make_certificates(directory: Path, name: str = "server") -> Certificates:
          "-days", "2", "-extfile", extensions],
     ):  # fmt: skip
         result = subprocess.run([openssl, *map(str, args)], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {result.stderr}")
     return Certificates(ca, cert, key)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -239,8 +238,8 @@ class SocketBridge:
                 inbox.put_nowait, (message.topic, bytes(message.payload), message.retain, first_session)
             )
 
-        client_id = f"orderbus-socketio-{os.getpid()}"
-        self.feed = MqttFeed(self.settings.broker_address(), client_id, on_message)
+        address = self.settings.broker_address()  # its own login: the username is its client id
+        self.feed = MqttFeed(address, address.username or "", on_message)
         self.feed.start()  # after the assignment: on_message reads the feed's session count
         pump = asyncio.create_task(self._pump(inbox))
         recheck = asyncio.create_task(self._recheck())

@@ -29,7 +29,16 @@ from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage
 from transitions import MachineError
 from websockets.protocol import State
 
-from broker.framing import CONNECT, DISCONNECT, PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE, FramedReader
+from broker.framing import (
+    CONNECT,
+    DISCONNECT,
+    PUBLISH,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    FramedReader,
+    ProtocolViolation,
+)
 from broker.outbox import Outbox, Queued
 from broker.wire import Publication
 
@@ -49,6 +58,9 @@ _HANDLERS = {
 }
 
 CLOSE_TIMEOUT = 1.0  # seconds a graceful close may take before the connection is cut
+# Incoming QoS 2 messages the client has not released (PUBREL) yet: kept until it does, so
+# bounded per session, in count (the broker sets its in-flight window) and in bytes.
+AWAITING_RELEASE_BYTES = 4 * 1024 * 1024
 _OUTBOX = "orderbus.broker.outbox"  # key in Session.attributes, amqtt's extension point
 
 
@@ -211,6 +223,7 @@ class HardenedHandler(BrokerProtocolHandler):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._ended: asyncio.Future[Any] | None = None  # the disconnect waiter, once answered
         self._corked: list[bytes | bytearray] | None = None  # see cork()
+        self.max_awaiting_release = 100  # the broker sets its max_inflight_messages
 
     def abort(self) -> None:
         """Cut the connection without a goodbye (a takeover)."""
@@ -329,6 +342,7 @@ class HardenedHandler(BrokerProtocolHandler):
             logger.debug("Message discarded")
             return
         if isinstance(packet, PublishPacket):  # QoS 2: waits for PUBREL, so not in this loop
+            self._check_awaiting_release(packet)
             flow = asyncio.create_task(self.handle_publish(packet))
             flows.add(flow)
             flow.add_done_callback(flows.discard)
@@ -336,6 +350,23 @@ class HardenedHandler(BrokerProtocolHandler):
         name = _HANDLERS.get(fixed_header.packet_type)
         if name is not None:
             await getattr(self, name)(packet)
+
+    def _check_awaiting_release(self, packet: PublishPacket) -> None:
+        """Refuse a QoS 2 PUBLISH past the bound on those awaiting PUBREL: each is kept until
+        released, and a client that never sends PUBREL would otherwise fill the broker."""
+        assert self.session is not None
+        waiting = self.session.inflight_in
+        if packet.packet_id in waiting:
+            return  # sent again (DUP): it replaces the one kept
+        held = sum(len(message.data or b"") for message in waiting.values())
+        if (
+            len(waiting) >= self.max_awaiting_release
+            or held + len(packet.data or b"") > AWAITING_RELEASE_BYTES
+        ):
+            raise ProtocolViolation(
+                f"more than {self.max_awaiting_release} QoS 2 messages or {AWAITING_RELEASE_BYTES} bytes "
+                "awaiting PUBREL"
+            )
 
     def _idle_check(self, limit: float) -> None:
         idle = asyncio.get_running_loop().time() - self._last_read

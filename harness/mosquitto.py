@@ -87,6 +87,7 @@ class Mosquitto:
         lines += [
             f"listener {self.wss_port} {self.host}",
             "protocol websockets",
+            "use_username_as_clientid true",
             f"certfile {tls.cert}",
             f"keyfile {tls.key}",
         ]

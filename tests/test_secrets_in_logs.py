@@ -164,7 +164,7 @@ def test_a_full_run_logs_no_password_and_no_broker_secret(tmp_path: Path, databa
         wait_for_text(tmp_path / "relay.log", "broker unavailable")
         system.mosquitto.start()
         wait_for_text(tmp_path / "relay.log", "relay connected", occurrences=2)
-        for command in (["preflight", "--broker"], ["mqtt-files"], ["backup"]):
+        for command in (["migrate"], ["mqtt-files"], ["backup"]):
             result = cli(system.env, *command)
             assert result.returncode == 0, result.stderr
             outputs.append(result.stdout + result.stderr)
@@ -179,7 +179,8 @@ def test_a_full_run_logs_no_password_and_no_broker_secret(tmp_path: Path, databa
 
     planted = {
         "the relay's broker secret": (data_dir / "mqtt" / "service-secret").read_text().strip(),
-        "the bridges' broker secret": (data_dir / "mqtt" / "bridge-secret").read_text().strip(),
+        "the Socket.IO bridge's broker secret": (data_dir / "mqtt" / "socketio-secret").read_text().strip(),
+        "the webhook worker's broker secret": (data_dir / "mqtt" / "webhooks-secret").read_text().strip(),
         "the agent device's broker secret": json.loads((state / "mqtt.json").read_text())["password"],
         "the admin dashboard's broker secret": admin_login["mqtt"]["password"],
         "the admin's password": (data_dir / "admin-password").read_text().strip(),

@@ -19,7 +19,7 @@ from contract.link import BrokerAddress, MqttFeed
 from harness.processes import cli, stop_group
 from harness.system import make_system
 from harness.tls import Certificates, make_certificates
-from order_service.accounts.broker_logins import bridge_address
+from order_service.accounts.broker_logins import WEBHOOKS, bridge_address
 from order_service.config import load_settings
 from tests.test_clients_agent import AgentProcess, ids, worklist
 from tests.test_production import http_status
@@ -120,7 +120,7 @@ def test_bridges_feed_works_over_wss(tls_system):
             "mqtt_ca_file": system.env["ORDERBUS_MQTT_CA_FILE"],
         }
     )
-    address = bridge_address(settings)
+    address = bridge_address(settings, WEBHOOKS)
     assert address.tls and address.transport == "websockets"
     received: queue.Queue = queue.Queue()
     feed = MqttFeed(address, "test-wss-feed", received.put, filters=(f"orders/{order['id']}/status",))

@@ -35,7 +35,8 @@ def login(body: schemas.TokenRequest) -> Response:
     ``ORDERBUS_LOGIN_WINDOW_SECONDS``, further attempts get 429 with Retry-After.
 
     Admins also get ``mqtt``: read-only MQTT-over-WebSocket credentials for the
-    dashboard, expiring with the token and revoked by logging out.
+    dashboard page that logs in, expiring with the token and revoked by logging out.
+    Another page with the same token asks for its own (POST /auth/mqtt-credentials).
     """
     settings = current_app.config["ORDERBUS"]
     users.check_throttle(body.username, settings.login_max_failures, settings.login_window_seconds)
@@ -65,6 +66,7 @@ def _dashboard_login(user: User, token: str) -> dict:
     broker_logins.sync_files(settings)
     return {
         "url": settings.public_mqtt_ws_url,
+        "client_id": username,
         "username": username,
         "password": secret,
         "expires_at": rfc3339(expires_at),
@@ -72,6 +74,21 @@ def _dashboard_login(user: User, token: str) -> dict:
 
 
 public("auth.login")
+
+
+@bp.post("/auth/mqtt-credentials", responses={201: schemas.DashboardMqtt}, security=BEARER)
+@require("admin")
+def dashboard_mqtt_credentials():
+    """A new read-only broker login for one more dashboard page, tied to this bearer token.
+
+    Both brokers use a login's username as its client id, so two pages sharing a login
+    would take each other's connection in turn: every dashboard page asks for its own
+    when it loads (the ``mqtt`` of POST /auth/token serves the page that logged in). It
+    expires with the token and is revoked by logging out; a token keeps its 16 newest.
+    """
+    response = jsonify(_dashboard_login(current_user(), security.bearer_token() or ""))
+    response.status_code = 201
+    return response
 
 
 @bp.delete("/auth/token", responses={204: None}, security=BEARER)

@@ -13,10 +13,10 @@ in id order and then republishes the current state.
   session ends, however it ends. The active relay checks the session before every
   publish (one ``SELECT 1``): if the lock connection is gone, it disconnects from
   the broker and becomes a standby again, so two relays never publish at once
-  for longer than one publish batch after a network split (and the shared MQTT
-  client id makes the broker drop the older connection when the newer relay
-  connects). Keep-alives and ``tcp_user_timeout`` bound how long a dead network
-  path takes to notice.
+  for longer than one publish batch after a network split (and the shared broker
+  login, whose username is the client id on both brokers, makes the broker drop
+  the older connection when the newer relay connects). Keep-alives and
+  ``tcp_user_timeout`` bound how long a dead network path takes to notice.
 - **SQLite**: ``flock`` on ``<database file>.relay-lock``; the kernel releases it
   when the process dies. One machine only, as SQLite itself.
 """

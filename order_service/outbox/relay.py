@@ -162,7 +162,7 @@ class Relay:
             while not stop.is_set():
                 link = MqttLink(
                     self.address,
-                    self.settings.mqtt_client_id,
+                    self.address.username or "",  # the client id is the username on both brokers
                     self.settings.mqtt_keepalive,
                     subscriptions=tuple(self.inbound),
                     on_message=self._on_message,

@@ -243,8 +243,9 @@ class IdempotencyKey(BaseModel):
 class MqttCredential(BaseModel):
     """A broker login the service issued; only a Mosquitto-format hash of the secret is kept.
 
-    ``kind`` is ``service`` (the relay), ``agent`` (one per agent; username = agent id)
-    or ``dashboard`` (one per admin login, tied to and expiring with its bearer token).
+    ``kind`` is ``service`` (the relay), ``bridge`` (the Socket.IO bridge, the webhook
+    worker: one each), ``agent`` (one per agent; username = agent id) or ``dashboard``
+    (one per dashboard page, tied to and expiring with an admin's bearer token).
     """
 
     username = pw.CharField(primary_key=True, max_length=64)

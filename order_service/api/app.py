@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from order_service import api
 from order_service.api import dashboard, problems
@@ -14,6 +17,30 @@ from order_service.outbox.wakeup import Notifier
 from order_service.store import db
 
 logger = logging.getLogger(__name__)
+
+
+class TrustedProxies:
+    """X-Forwarded-For and X-Forwarded-Proto count only on requests that come from a trusted
+    proxy (ORDERBUS_TRUSTED_PROXIES); from anyone else they are ignored, so a client cannot
+    pass itself off as another address. The proxy must set X-Forwarded-For to the address it
+    saw (not append to what the client sent): the last value is the one taken."""
+
+    def __init__(self, wsgi_app: Callable, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]):
+        self.direct = wsgi_app
+        self.forwarded = ProxyFix(wsgi_app, x_for=1, x_proto=1, x_host=0, x_port=0, x_prefix=0)
+        self.networks = tuple(networks)
+
+    def _trusted(self, peer: str | None) -> bool:
+        try:
+            address = ipaddress.ip_address(peer or "")
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self._trusted(environ.get("REMOTE_ADDR")):
+            return self.forwarded(environ, start_response)
+        return self.direct(environ, start_response)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
@@ -39,6 +66,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     problems.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
+
+    if settings.trusted_proxy_networks:  # behind a reverse proxy (docs/production.md)
+        app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxy_networks)  # type: ignore[method-assign]
 
     notifier = Notifier(settings.wakeup_socket)
     app.extensions["orderbus.notifier"] = notifier

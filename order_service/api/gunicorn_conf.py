@@ -19,6 +19,9 @@ graceful_timeout = 10
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 loglevel = _settings.log_level.lower()
+# X-Forwarded-Proto (https) counts from the trusted reverse proxies only; none by default
+# (gunicorn's own default trusts 127.0.0.1). The client address: TrustedProxies in app.py.
+forwarded_allow_ips = _settings.trusted_proxies
 # No MQTT client lives in the workers: they only write the database and wake the relay.
 # gunicorn's control socket defaults to one path per user; keep it per deployment.
 control_socket = str((_settings.data_dir / "gunicorn.ctl").resolve())

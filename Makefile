@@ -47,7 +47,8 @@ run: install admin-deps
 
 # Production on one machine: PostgreSQL and the system's Mosquitto, both run by you
 # (ORDERBUS_DATABASE_URL, ORDERBUS_MQTT_URL); several API workers, two relays. docs/production.md.
-run-prod: install
+# admin-deps: the admin dashboard's mqtt.js, served by the API at /admin/vendor/.
+run-prod: install admin-deps
 	@$(PY) -m order_service preflight --production
 	@$(PY) -m order_service migrate
 	@$(PY) -m order_service bootstrap

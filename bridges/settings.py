@@ -4,7 +4,8 @@ The names and defaults are the service's (``order_service/config.py``), so one
 environment describes one deployment; the bridge reads them itself because it
 knows the service only through its public interfaces:
 
-- the broker: ``ORDERBUS_MQTT_URL`` (default ``mqtt://<ORDERBUS_BROKER_HOST>:<ORDERBUS_BROKER_PORT>``),
+- the broker: ``ORDERBUS_MQTT_URL`` (default ``mqtt://<ORDERBUS_BROKER_HOST>:<ORDERBUS_BROKER_PORT>``;
+  ``mqtts://`` and ``wss://`` with TLS, trusting ``ORDERBUS_MQTT_CA_FILE`` if set),
   logged in as the bridge's own read-only login ``ORDERBUS_SOCKETIO_MQTT_USERNAME``
   whose secret ``python -m order_service bootstrap`` writes to
   ``<ORDERBUS_DATA_DIR>/mqtt/socketio-secret`` (credentials in the URL are the
@@ -31,12 +32,16 @@ class MissingBridgeSecret(Exception):
 
 
 class BridgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid")
+    # A bad value is named in the error, never echoed: a URL may hold a password.
+    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid", hide_input_in_errors=True)
 
     data_dir: Path = Field(Path("var"), description="where <data_dir>/mqtt/socketio-secret is")
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(1883, ge=0, le=65535)
-    mqtt_url: str = Field("", description="mqtt:// or ws:// URL of the broker; default the embedded one")
+    mqtt_url: str = Field(
+        "", description="mqtt://, mqtts://, ws:// or wss:// URL of the broker; default the embedded one"
+    )
+    mqtt_ca_file: Path | None = Field(None, description="TLS: trust this CA file, not the system's CAs")
     socketio_mqtt_username: str = Field(
         "orderbus-socketio", description="the bridge's read-only broker login"
     )
@@ -62,10 +67,10 @@ class BridgeSettings(BaseSettings):
     def _derive_defaults(self) -> BridgeSettings:
         if not self.mqtt_url:
             self.mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
-        if urlsplit(self.mqtt_url).scheme not in ("mqtt", "tcp", "ws"):
-            raise ValueError(
-                f"ORDERBUS_MQTT_URL: unsupported scheme in {self.mqtt_url!r} (use mqtt:// or ws://)"
-            )
+        try:
+            BrokerAddress.parse(self.mqtt_url)
+        except ValueError as exc:  # names the scheme, masks a password
+            raise ValueError(f"ORDERBUS_MQTT_URL: {exc}") from None
         if not self.api_url:
             self.api_url = f"http://{url_host(self.api_host)}:{self.api_port}/api/v1"
         if urlsplit(self.api_url).scheme not in ("http", "https"):
@@ -92,5 +97,5 @@ class BridgeSettings(BaseSettings):
                 f"no MQTT secret for the Socket.IO bridge's login in {path}; "
                 "run `python -m order_service bootstrap` (make run does)"
             ) from None
-        address = BrokerAddress.parse(self.mqtt_url)
+        address = BrokerAddress.parse(self.mqtt_url, ca_file=self.mqtt_ca_file)
         return dataclasses.replace(address, username=self.socketio_mqtt_username, password=secret)

@@ -17,7 +17,9 @@ What it does for you (docs/architecture.md, "Delivery guarantees" 5):
 - on every (re)connect it subscribes again and calls ``resync()`` (e.g. a REST
   snapshot) on its own thread; what that returns goes through the same filter;
 - optional last will and "birth" message (``will=`` / ``birth=``), published on
-  every connect (retained, QoS 1): how a device announces its presence.
+  every connect (retained, QoS 1): how a device announces its presence;
+- ``mqtts://`` and ``wss://`` connect over TLS and check the broker's certificate
+  against the system's CAs, or against ``ca_file`` (contract.link.BrokerAddress).
 
 paho's network thread only decodes and hands off to a queue; the consumer reads
 ``get()``. Nothing here knows about the agent app: the bridges may reuse it.
@@ -25,18 +27,19 @@ paho's network thread only decodes and hands off to a queue; the consumer reads
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
 import contract
 from contract import classify
+from contract.link import BrokerAddress
 
 __all__ = ["Feed", "FeedError", "Update", "classify", "parse_url"]
 
@@ -60,11 +63,12 @@ class Update:
     source: str = "mqtt"  # or "resync"
 
 
-def parse_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise FeedError(f"{url}: only mqtt://host:port is supported here")
-    return parts.hostname or "127.0.0.1", parts.port or 1883
+def parse_url(url: str, ca_file: str | None = None) -> BrokerAddress:
+    """``mqtt://``, ``mqtts://`` (TLS), ``ws://`` or ``wss://``; a bare ``host:port`` is mqtt://."""
+    try:
+        return BrokerAddress.parse(url if "://" in url else f"mqtt://{url}", ca_file=ca_file)
+    except ValueError as exc:
+        raise FeedError(str(exc)) from None
 
 
 class Feed:
@@ -83,8 +87,11 @@ class Feed:
         will: tuple[str, bytes] | None = None,
         birth: Callable[[], tuple[str, bytes]] | None = None,
         keepalive: int = 30,
+        ca_file: str | None = None,
     ) -> None:
-        self.host, self.port = parse_url(url)
+        self.address = parse_url(url, ca_file)
+        if username is not None:
+            self.address = dataclasses.replace(self.address, username=username, password=password)
         self.filters = list(filters)
         self.resync = resync
         self.birth = birth
@@ -97,13 +104,7 @@ class Feed:
         self._cleared: set[str] = set()
         # Both brokers use the username as the client id, whatever a client sends: the
         # default says so (give client_id only to a broker without logins).
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or username or "",
-            clean_session=clean_session,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
+        self.client = self.address.client(client_id or username or "", clean_session=clean_session)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.reconnect_delay_set(1, 5)
@@ -114,13 +115,13 @@ class Feed:
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> Feed:
         try:
-            self.client.connect(self.host, self.port, keepalive=self._keepalive)
-        except OSError as exc:
-            raise FeedError(f"MQTT {self.host}:{self.port}: {exc}") from None
+            self.client.connect(self.address.host, self.address.port, keepalive=self._keepalive)
+        except OSError as exc:  # TLS: a certificate not trusted, or not this host's, too
+            raise FeedError(f"MQTT {self.address}: {exc}") from None
         self.client.loop_start()
         if not self._answered.wait(timeout) or not self.connected.is_set():
             self.client.loop_stop()
-            raise FeedError(f"MQTT {self.host}:{self.port}: {self.refused or 'no CONNACK'}")
+            raise FeedError(f"MQTT {self.address}: {self.refused or 'no CONNACK'}")
         return self
 
     def stop(self) -> None:

@@ -1,7 +1,7 @@
 """How orderbus's processes connect to the broker: the broker URL and two connections.
 
-- :class:`BrokerAddress`: ``mqtt://user:secret@host:port`` parsed once; :func:`url_host`
-  turns a bind address into a host to connect to.
+- :class:`BrokerAddress`, :func:`url_host`, :func:`masked_url`: the broker URL
+  (``contract/address.py``, offered here too).
 - :class:`MqttLink`: one connection with delivery confirmed by PUBACK (the relay's).
 - :class:`MqttFeed`: a read-only subscription that reconnects by itself, for processes
   that use MQTT only as a wake-up (the webhook worker, the Socket.IO bridge).
@@ -20,14 +20,28 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import contract
+from contract.address import MASK, SCHEMES, SECRET_PARAMS, BrokerAddress, masked_url, url_host
+
+__all__ = [
+    "MASK",
+    "SCHEMES",
+    "SECRET_PARAMS",
+    "WINDOW",
+    "BrokerAddress",
+    "BrokerUnavailable",
+    "ConnectionLost",
+    "MqttFeed",
+    "MqttLink",
+    "masked_url",
+    "url_host",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,42 +57,6 @@ class BrokerUnavailable(Exception):
 
 class ConnectionLost(Exception):
     """The connection dropped, or the broker stopped acknowledging."""
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    transport: Literal["tcp", "websockets"]
-    path: str
-    username: str | None
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        websockets = parts.scheme == "ws"
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (9001 if websockets else 1883),
-            transport="websockets" if websockets else "tcp",
-            path=parts.path or "/mqtt",
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def __str__(self) -> str:
-        scheme = "ws" if self.transport == "websockets" else "mqtt"
-        suffix = self.path if self.transport == "websockets" else ""
-        return f"{scheme}://{self.host}:{self.port}{suffix}"
-
-
-def url_host(host: str) -> str:
-    """A bind address as a host to connect to, in a URL: a wildcard as loopback, an IPv6
-    literal in brackets. How every process derives its default URLs from ``ORDERBUS_*_HOST``."""
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
 
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
@@ -121,17 +99,7 @@ class MqttLink:
         self._connack: mqtt.ReasonCode | None = None
         self._reading: _Reading | None = None
         self.lost = False
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=True,
-            transport=address.transport,
-            reconnect_on_failure=False,
-        )
-        if address.transport == "websockets":
-            client.ws_set_options(path=address.path)
-        if address.username is not None:
-            client.username_pw_set(address.username, address.password)
+        client = address.client(client_id, reconnect_on_failure=False)
         # No limit in paho: publish_batch keeps its own window. paho's limit would cost a
         # scan of every message in flight on each PUBACK (its _update_inflight).
         client.max_inflight_messages_set(0)

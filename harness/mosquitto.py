@@ -5,6 +5,10 @@ directory paths (into the test's data directory) and, when the tests run as root
 ``user root`` so that Mosquitto can read the test's private files instead of
 dropping to the ``mosquitto`` user. Everything else — anonymous access off,
 persistence, queue limits — is the configuration users run.
+
+With ``tls=`` (certificates from harness/tls.py) it also has the TLS listener of
+deploy/mosquitto-tls.conf (MQTT over TLS, ``tls_port``) and, for the clients' wss://,
+a WebSocket listener with the same certificate (``wss_port``).
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import time
 from pathlib import Path
 
 from broker.server import pick_free_port
-from harness.processes import ROOT
+from harness.processes import ROOT, ToolMissing
+from harness.tls import Certificates
 
 CONF = ROOT / "mosquitto.conf"
+TLS_CONF = ROOT / "deploy" / "mosquitto-tls.conf"
 
 
-class MosquittoMissing(RuntimeError):
+class MosquittoMissing(ToolMissing):
     """No mosquitto executable on this machine (the tests skip, or fail with CI=true)."""
 
 
@@ -45,6 +51,7 @@ class Mosquitto:
         password_file: Path,
         acl_file: Path,
         host: str = "127.0.0.1",
+        tls: Certificates | None = None,
         *,
         replace: dict[str, str] | None = None,
     ) -> None:
@@ -55,11 +62,40 @@ class Mosquitto:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = pick_free_port(host)
         self.ws_port = pick_free_port(host, avoid=self.port)
+        self.tls = tls
+        self.tls_port: int | None = None
+        self.wss_port: int | None = None
         self.pid_file = self.dir / "mosquitto.pid"
         self.log_path = self.dir / "mosquitto.log"
         self.conf_path = self.dir / "mosquitto.conf"
-        self.conf_path.write_text(self._rewrite(CONF.read_text(), password_file, acl_file))
+        conf = self._rewrite(CONF.read_text(), password_file, acl_file)
+        if tls is not None:
+            conf += self._tls_listeners(tls)
+        self.conf_path.write_text(conf)
         self.process: subprocess.Popen | None = None
+
+    def _tls_listeners(self, tls: Certificates) -> str:
+        """deploy/mosquitto-tls.conf on a free port with the test's certificate; then a wss listener."""
+        self.tls_port = pick_free_port(self.host, avoid=self.ws_port)
+        self.wss_port = pick_free_port(self.host, avoid=self.tls_port)
+        lines = []
+        for line in TLS_CONF.read_text().splitlines():
+            key = line.split(" ", 1)[0]
+            if key == "listener":
+                line = f"listener {self.tls_port} {self.host}"
+            elif key in ("certfile", "keyfile"):
+                line = f"{key} {tls.cert if key == 'certfile' else tls.key}"
+            lines.append(line)
+        if sum(line.startswith("listener ") for line in lines) != 1:
+            raise RuntimeError("deploy/mosquitto-tls.conf should have one listener")
+        lines += [
+            f"listener {self.wss_port} {self.host}",
+            "protocol websockets",
+            "use_username_as_clientid true",
+            f"certfile {tls.cert}",
+            f"keyfile {tls.key}",
+        ]
+        return "\n".join(lines) + "\n"
 
     def _rewrite(self, text: str, password_file: Path, acl_file: Path) -> str:
         ports = iter((self.port, self.ws_port))
@@ -104,8 +140,9 @@ class Mosquitto:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}")
             try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                socket.create_connection((self.host, self.ws_port), timeout=0.2).close()
+                for port in (self.port, self.ws_port, self.tls_port, self.wss_port):
+                    if port is not None:
+                        socket.create_connection((self.host, port), timeout=0.2).close()
                 if self.pid_file.exists():
                     return self
             except OSError:

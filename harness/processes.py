@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +34,19 @@ PORT_VARIABLES = (
     "ORDERBUS_BROKER_WS_PORT",
     "ORDERBUS_SOCKETIO_PORT",
 )
+
+
+class ToolMissing(RuntimeError):
+    """A program the tests or benchmarks run is not installed (the tests skip, or fail with CI=true)."""
+
+
+def require_tool(name: str, package: str, what: str, *, also: tuple[str, ...] = ()) -> str:
+    """The path of the program ``name`` (on PATH, else the first of ``also`` there is);
+    :class:`ToolMissing`, naming the package to install, if there is none."""
+    found = shutil.which(name) or next((path for path in also if os.access(path, os.X_OK)), None)
+    if found is None:
+        raise ToolMissing(f"{name} is not installed (apt-get install {package}): {what}")
+    return found
 
 
 def free_ports(count: int) -> list[int]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from clients.rest import Api, ApiError, ApiUnreachable
 from harness.mosquitto import Mosquitto
 from harness.processes import BIN, ROOT, child_env, cli, stop_group
+from harness.tls import Certificates
 
 COMMANDS = {
     "broker": [sys.executable, "-m", "broker"],
@@ -26,6 +27,8 @@ COMMANDS = {
         "order_service.api.app:create_app()",
     ],
     "relay": [sys.executable, "-m", "order_service.relay"],
+    "webhooks": [sys.executable, "-m", "order_service.webhooks"],
+    "socketio": [sys.executable, "-m", "bridges.socketio"],
 }
 
 
@@ -115,21 +118,38 @@ class System:
         return self.admin.request("PUT", f"/orders/{order_id}/agent", {"agent_id": agent_id, "offer": False})
 
 
-def make_system(tmp_path: Path, broker: str = "amqtt", **extra_env: str) -> System:
+def make_system(
+    tmp_path: Path,
+    broker: str = "amqtt",
+    tls: Certificates | None = None,
+    sighup: bool = True,
+    **extra_env: str,
+) -> System:
     """The system on the embedded broker (``python -m broker``) or on a Mosquitto started from
     the repository's mosquitto.conf (harness/mosquitto.py); either way every listener on a
-    port of its own (:func:`~harness.processes.child_env`), never one of `make run`'s."""
+    port of its own (:func:`~harness.processes.child_env`), never one of `make run`'s.
+
+    With ``tls`` (Mosquitto only), the relay and the devices use its TLS listener: mqtts://,
+    trusting the test's CA through ORDERBUS_MQTT_CA_FILE. With ``sighup=False`` the service
+    does not signal Mosquitto after a login change (the caller reloads it, as systemd would)."""
     data_dir = tmp_path / "var"
     env = child_env(data_dir, ORDERBUS_API_WORKERS="2", **extra_env)
     mosquitto = None
     if broker == "mosquitto":  # the service's files, Mosquitto's ports; SIGHUP on every login change
         mqtt_dir = data_dir / "mqtt"
-        mosquitto = Mosquitto(data_dir, mqtt_dir / "passwd", mqtt_dir / "acl")
+        mosquitto = Mosquitto(data_dir, mqtt_dir / "passwd", mqtt_dir / "acl", tls=tls)
         env["ORDERBUS_BROKER_PORT"], env["ORDERBUS_BROKER_WS_PORT"] = (
             str(mosquitto.port),
             str(mosquitto.ws_port),
         )
-        env["ORDERBUS_MOSQUITTO_PID_FILE"] = str(mosquitto.pid_file)
+        if sighup:
+            env["ORDERBUS_MOSQUITTO_PID_FILE"] = str(mosquitto.pid_file)
+        if tls is not None:  # the certificate names localhost: connect by that name
+            env["ORDERBUS_MQTT_URL"] = env["ORDERBUS_PUBLIC_MQTT_URL"] = (
+                f"mqtts://localhost:{mosquitto.tls_port}"
+            )
+            env["ORDERBUS_PUBLIC_MQTT_WS_URL"] = f"wss://localhost:{mosquitto.wss_port}/mqtt"
+            env["ORDERBUS_MQTT_CA_FILE"] = str(tls.ca)
     for step in ("migrate", "bootstrap") if mosquitto else ("preflight", "migrate", "bootstrap"):
         result = cli(env, step)
         if result.returncode != 0:

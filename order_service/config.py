@@ -6,18 +6,19 @@ environment describes one deployment. docs/configuration.md lists every variable
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contract.link import url_host
+from contract.link import BrokerAddress, url_host
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid")
+    # A bad value is named in the error, never echoed: several settings hold secrets.
+    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid", hide_input_in_errors=True)
 
     data_dir: Path = Field(Path("var"), description="Where the database, keys and sockets live.")
     database_url: str = Field(
@@ -31,7 +32,10 @@ class Settings(BaseSettings):
     broker_ws_port: int = Field(9001, ge=0, le=65535)
 
     # The broker the relay publishes to; default: the embedded one.
-    mqtt_url: str = Field("", description="mqtt://[user:password@]host:port; default the embedded broker")
+    mqtt_url: str = Field(
+        "", description="mqtt://, mqtts:// (TLS), ws:// or wss:// [user:password@]host:port; default embedded"
+    )
+    mqtt_ca_file: Path | None = Field(None, description="TLS: trust this CA file, not the system's CAs")
     mqtt_username: str = Field("orderbus-service", description="The relay's broker login (service account)")
     mqtt_keepalive: int = Field(30, ge=5, le=3600)
     # Each process has its own login: the client id is the username on both brokers.
@@ -50,6 +54,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=0, le=65535)
     api_workers: int = Field(2, ge=1, le=64)
+    trusted_proxies: str = Field(
+        "", description="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-* count"
+    )
     public_api_url: str = Field("", description="Base URL printed in messages; default from host/port")
 
     admin_user: str = "admin"
@@ -67,6 +74,9 @@ class Settings(BaseSettings):
         100, ge=1, description="failures per username from every address; past it each address gets one try"
     )
     allow_signup: bool = True
+    metrics_token: str = Field(
+        "", description="Bearer token for GET /metrics (Prometheus); unset: admins' tokens only"
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     retain_terminal_seconds: int = Field(3600, ge=0)
     relay_poll_seconds: float = Field(1.0, gt=0, le=60)
@@ -75,6 +85,7 @@ class Settings(BaseSettings):
     )
     relay_batch: int = Field(500, ge=1, le=10000)
     log_level: str = "INFO"
+    backup_keep: int = Field(0, ge=0, description="backup keeps this many newest backups; 0: all")
 
     # Dispatch (issue #7). These are the defaults; admins may override them at run
     # time with PATCH /api/v1/settings/dispatch (stored in the database), see dispatch_config.py.
@@ -129,10 +140,46 @@ class Settings(BaseSettings):
             self.public_mqtt_ws_url = f"ws://{url_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
         if not self.public_api_url:
             self.public_api_url = f"http://{self.api_host}:{self.api_port}"
-        scheme = urlsplit(self.mqtt_url).scheme
-        if scheme not in ("mqtt", "tcp", "ws"):
-            raise ValueError(f"ORDERBUS_MQTT_URL: unsupported scheme {scheme!r} (use mqtt:// or ws://)")
+        for name in ("mqtt_url", "public_mqtt_url", "public_mqtt_ws_url"):
+            try:
+                BrokerAddress.parse(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"ORDERBUS_{name.upper()}: {exc}") from None
+        try:
+            _ = self.trusted_proxy_networks  # each item an address or a network
+        except ValueError as exc:
+            raise ValueError(
+                f"ORDERBUS_TRUSTED_PROXIES: {exc} (addresses or networks, e.g. 127.0.0.1,::1)"
+            ) from None
+        if self.mqtt_ca_file is not None and not self.mqtt_ca_file.is_file():
+            raise ValueError(f"ORDERBUS_MQTT_CA_FILE: no file at {self.mqtt_ca_file}")
         return self
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(item.strip()) for item in self.trusted_proxies.split(",") if item.strip()
+        ]
+
+    @property
+    def mqtt_address(self) -> BrokerAddress:
+        """The broker of ORDERBUS_MQTT_URL, with ORDERBUS_MQTT_CA_FILE for TLS."""
+        return BrokerAddress.parse(self.mqtt_url, ca_file=self.mqtt_ca_file)
+
+    @model_validator(mode="after")
+    def _check_metrics_token(self) -> Settings:
+        if self.metrics_token and len(self.metrics_token) < 24:
+            raise ValueError(
+                "ORDERBUS_METRICS_TOKEN is too short (24 characters or more, e.g. openssl rand -hex 24)"
+            )
+        return self
+
+    @property
+    def drain_body_bytes(self) -> int:
+        """The largest request body the API reads to its end even when it refuses it (a 413,
+        an early 401 or 415), so that the connection serves the client's next request; a
+        larger one (or one of unknown length) is answered with ``Connection: close``."""
+        return max(self.max_body_bytes, 1 << 20)
 
     @property
     def wakeup_socket(self) -> Path:

@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 
+from contract.link import masked_url
 from order_service.accounts import broker_logins
 from order_service.accounts.sync import LoginFileSync
 from order_service.config import Settings, load_settings
@@ -52,7 +53,7 @@ def main() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    logger.info("relay starting: database %s, broker %s", settings.database_url, relay.address)
+    logger.info("relay starting: database %s, broker %s", masked_url(settings.database_url), relay.address)
     relay.run(stop)
     logger.info("relay stopped")
 

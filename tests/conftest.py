@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from harness.mosquitto import MosquittoMissing
-from harness.processes import without_service_settings
+from harness.processes import ToolMissing, without_service_settings
 from order_service.api.app import create_app
 from order_service.store.db import db, init_db
 from order_service.store.migrations import migrate
@@ -52,11 +51,12 @@ def pytest_report_header() -> list[str]:
     return header
 
 
-def _without_mosquitto():
-    """A test that needs Mosquitto on a machine without it: skipped, or failed with CI=true."""
+def _without_tool():
+    """A test that needs a program this machine lacks (Mosquitto, openssl, nginx,
+    systemd-analyze): skipped, or failed with CI=true."""
     try:
         return (yield)
-    except MosquittoMissing as exc:
+    except ToolMissing as exc:
         missing = str(exc)
     if os.environ.get("CI"):
         pytest.fail(f"{missing}; .ci/run installs it with apt-get", pytrace=False)
@@ -65,12 +65,12 @@ def _without_mosquitto():
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item):
-    return (yield from _without_mosquitto())
+    return (yield from _without_tool())
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    return (yield from _without_mosquitto())
+    return (yield from _without_tool())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -18,7 +18,7 @@ from clients.agent.device import AgentDevice
 from clients.agent.state import StateDir
 from clients.rest import Api
 from harness.processes import ROOT, stop_group
-from harness.system import System
+from harness.system import System, make_system
 from tests.mqtt_fixtures import Subscriber
 
 pytestmark = pytest.mark.e2e
@@ -304,3 +304,61 @@ def test_device_restarted_while_the_api_is_down_shows_its_worklist_and_queues(li
     done = device.wait_for(lambda x: x["event"] == "action", timeout=15)
     assert done["result"] == "done"
     assert system.admin.request("GET", f"/orders/{order['id']}")["status"] == "picked_up"
+
+
+class LateReload:
+    """Mosquitto re-reads its password file ``delay`` seconds after the service rewrites it, as
+    with the systemd path unit of docs/production.md (the service does not signal it)."""
+
+    def __init__(self, system: System, delay: float) -> None:
+        self.passwd = Path(system.env["ORDERBUS_DATA_DIR"]) / "mqtt" / "passwd"
+        self.mosquitto, self.delay = system.mosquitto, delay
+        self.reloads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _version(self) -> tuple[int, int]:
+        stat = self.passwd.stat()
+        return stat.st_ino, stat.st_mtime_ns
+
+    def _run(self) -> None:
+        seen = self._version()
+        while not self._stop.wait(0.05):
+            if self._version() != seen:
+                seen = self._version()
+                if self._stop.wait(self.delay):
+                    return
+                self.mosquitto.reload()
+                self.reloads += 1
+
+    def start(self) -> LateReload:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.mark.e2e
+def test_first_login_gets_through_a_broker_that_learns_of_it_late(tmp_path: Path, agents):
+    """A device's first login is issued by the API a moment before the broker re-reads its
+    password file: refused at first, the device tries the same login again until the broker
+    knows it, and follows its worklist."""
+    system = make_system(tmp_path, "mosquitto", sighup=False)
+    late = LateReload(system, delay=1.5).start()
+    try:
+        rider = system.make_agent()
+        device = agents(system, rider)
+        device.wait_for(worklist, timeout=20)
+        order = system.ready_order("confirmed")
+        system.assign(order["id"], rider["id"])
+        device.wait_for(lambda x: worklist(x) and order["id"] in ids(x), timeout=10)
+    finally:
+        late.stop()
+        for name in list(system.procs):
+            system.stop(name)
+        system.mosquitto.stop()
+    assert late.reloads >= 1
+    errors = device.err.name
+    assert "Not authorized" in Path(errors).read_text()  # it was refused before the reload

@@ -4,14 +4,16 @@ restores to a working database) and `set-password` (rotating a login)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from harness.processes import cli
+from harness.processes import ROOT, cli
 from order_service.store.db import init_db
 from tests.conftest import ADMIN_PASSWORD, BACKEND, order_body
 
@@ -100,3 +102,56 @@ def test_set_password_rotates_a_login_and_signs_its_sessions_out(client, admin, 
     assert client.post("/api/v1/auth/token", json=login).status_code == 401
     login["password"] = "rotated-password-2"
     assert client.post("/api/v1/auth/token", json=login).status_code == 200
+
+
+def _cron_line() -> str:
+    """The backup line docs/operations.md gives for the service user's crontab."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    (line,) = re.findall(r"^0 \* \* \* \* (cd /srv/orderbus .*backup.*)$", text, re.M)
+    return line
+
+
+def test_documented_cron_line_takes_a_private_backup_and_keeps_the_newest(tmp_path: Path, database_url: str):
+    """The crontab line of the docs, run as cron runs it (an empty environment, /bin/sh), in a
+    deployment laid out as the docs lay it out: it loads prod.env, writes a backup readable by
+    its owner only, and deletes the oldest backups beyond --keep, touching nothing else."""
+    home = tmp_path / "srv-orderbus"
+    data_dir = home / "var"
+    env_file = home / "prod.env"
+    home.mkdir()
+    (home / ".venv").symlink_to(Path(os.sys.prefix))
+    env_file.write_text(f"ORDERBUS_DATABASE_URL={database_url}\nORDERBUS_DATA_DIR={data_dir}\n")
+    env_file.chmod(0o600)
+    assert (
+        cli(
+            {**os.environ, "ORDERBUS_DATA_DIR": str(data_dir), "ORDERBUS_DATABASE_URL": database_url},
+            "migrate",
+        ).returncode
+        == 0
+    )
+    line = _cron_line()
+    keep = int(re.search(r"--keep (\d+)", line).group(1))
+    backups = data_dir / "backups"
+    backups.mkdir()
+    suffix = "db" if BACKEND == "sqlite" else "dump"
+    old = [backups / f"orderbus-2020{month:02d}01T000000Z.{suffix}" for month in range(1, 13)]
+    old += [backups / f"orderbus-2021{day:04d}T000000Z.{suffix}" for day in range(101, 101 + keep)]
+    for path in old:
+        path.write_text("an old backup")
+    foreign = [backups / "orderbus.db", backups / "notes.txt"]
+    for path in foreign:
+        path.write_text("not ours to delete")
+
+    cron_env = {"HOME": str(home), "LOGNAME": "orderbus", "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
+    result = subprocess.run(
+        ["/bin/sh", "-c", line.replace("/srv/orderbus", str(home))],
+        env=cron_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (new,) = re.findall(r"backed up the database to (\S+)", result.stdout)
+    new = Path(new)
+    assert new.parent == backups and new not in old
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600
+    kept = sorted(p for p in backups.iterdir() if p.name.startswith("orderbus-"))
+    assert kept == sorted([*old[-(keep - 1) :], new])  # the newest N, the new one among them
+    assert all(path.exists() for path in foreign)

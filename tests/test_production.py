@@ -103,7 +103,7 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
         assert active.group(1) != standby.group(1)
         api = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/api/v1"
         deadline = time.monotonic() + 30
-        while _status(f"{api}/readyz") != 200:
+        while http_status(f"{api}/readyz") != 200:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
         # /readyz answers once one worker is up; the other three log their boot soon after.
@@ -111,6 +111,8 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
         assert len(re.findall(r"Booting worker with pid", log.read_text())) == 4
+        dashboard = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/admin"
+        assert http_status(f"{dashboard}/") == 200 and http_status(f"{dashboard}/vendor/mqtt.esm.js") == 200
 
         password = (settings.data_dir / "admin-password").read_text().strip()
         login = http("POST", f"{api}/auth/token", {"username": "admin", "password": password})[1]
@@ -123,7 +125,7 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
         sub.wait_for(lambda r: r.topic == "orders/new" and r.json["order"]["id"] == created["id"], timeout=10)
         hit = receiver.delivered(1, timeout=15)[0]
         assert webhooks.verify(hook["secret"], hit.body, hit.headers[webhooks.SIGNATURE_HEADER])
-        assert _status(f"http://127.0.0.1:{env['ORDERBUS_SOCKETIO_PORT']}/healthz") == 200
+        assert http_status(f"http://127.0.0.1:{env['ORDERBUS_SOCKETIO_PORT']}/healthz") == 200
 
         os.kill(int(active.group(2)), signal.SIGKILL)
         killed_at = time.monotonic()
@@ -188,7 +190,8 @@ def test_preflight_refuses_a_broker_that_lets_a_login_take_another_client_id(pro
         assert "use_username_as_clientid true" in result.stderr
 
 
-def _status(url: str) -> int:
+def http_status(url: str) -> int:
+    """The status a GET of ``url`` answers; 0 when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status

@@ -8,6 +8,7 @@ on SQLite and a session-level advisory lock on PostgreSQL (order_service/leader.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -15,16 +16,18 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from harness.processes import ROOT, stop_group
+from harness.processes import ROOT, free_port, stop_group
 from order_service.accounts import broker_logins
 from order_service.config import load_settings
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox
 from tests.conftest import BACKEND
 from tests.mqtt_fixtures import Subscriber
+from tests.tcp_proxy import TcpProxy
 
 STREAM_ORDERS = 40
 STEPS = ("confirmed", "preparing", "ready")
@@ -185,11 +188,11 @@ _ORDER = {
 }
 
 
-def test_metrics_show_whether_a_relay_is_active(client, start_relay):
+def test_metrics_show_whether_a_relay_is_active(client, admin, start_relay):
     """/metrics: orderbus_relay_active is 1 while a relay holds the lock, 0 once none does."""
 
     def gauge() -> str:
-        text = client.get("/api/v1/metrics").get_data(as_text=True)
+        text = client.get("/api/v1/metrics", headers=admin.headers).get_data(as_text=True)
         return next(line for line in text.splitlines() if line.startswith("orderbus_relay_active "))
 
     assert gauge() == "orderbus_relay_active 0.0"
@@ -230,3 +233,49 @@ def test_relay_that_loses_its_lock_session_stops_publishing(start_relay, client,
     order = client.post("/api/v1/orders", json=_ORDER, headers=admin.headers).json
     live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"], timeout=10)
     assert [first.active.is_set(), second.active.is_set()].count(True) == 1
+
+
+def test_relay_says_the_database_is_unreachable_not_that_another_relay_is_active(tmp_path: Path):
+    """With the database out of reach the relay cannot know who holds the lock: it says the
+    database is unreachable (once, not once per retry), never "another relay is active"."""
+    env = {
+        **os.environ,
+        "ORDERBUS_DATA_DIR": str(tmp_path / "var"),
+        "ORDERBUS_DATABASE_URL": f"postgresql://orderbus@127.0.0.1:{free_port()}/orderbus",
+        "ORDERBUS_MQTT_URL": f"mqtt://orderbus-service:secret@127.0.0.1:{free_port()}",
+        "ORDERBUS_RELAY_STANDBY_POLL_SECONDS": "0.1",
+    }
+    relay = RelayProcess("relay-nodb", env, tmp_path)
+    try:
+        relay.wait_log("the database is unreachable")
+        time.sleep(1.0)  # about ten retries
+        log = relay.log()
+    finally:
+        relay.stop()
+    assert "another relay is active" not in log and "relay active" not in log, log
+    assert log.count("the database is unreachable") == 1, log
+    assert "Connection refused" in log  # the cause, as libpq gave it
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="PostgreSQL: the lock is a database session")
+def test_relay_takes_the_lead_once_the_database_answers(start_relay, database_url: str, caplog):
+    """The database comes back: the waiting relay says so, takes the lock and connects."""
+    caplog.set_level(logging.INFO, logger="order_service.outbox.relay")
+    target = urlsplit(database_url)
+    proxy = TcpProxy(target.hostname, target.port or 5432).start()
+    proxy.cut()
+    through_proxy = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+    try:
+        relay = start_relay(connect=False, database_url=through_proxy, relay_standby_poll_seconds=0.1)
+        deadline = time.monotonic() + 10
+        while relay.role != "no database":
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+        assert not relay.connected.is_set()
+        proxy.restore()
+        assert relay.connected.wait(10), caplog.text
+        assert relay.role == "active"
+        assert "the database answers again" in caplog.text and "another relay is active" not in caplog.text
+    finally:
+        start_relay.stop_all()
+        proxy.stop()

@@ -118,3 +118,23 @@ def test_unknown_usernames_are_throttled_alike(client):
     """The same answers for a name that does not exist: the throttle reveals nothing."""
     answers = [login(client, "nobody-here", "x", ATTACKER).status_code for _ in range(FREE + 1)]
     assert answers == [401] * FREE + [429]
+
+
+class TestBehindATrustedProxy:
+    """Behind a reverse proxy listed in ORDERBUS_TRUSTED_PROXIES every connection comes from
+    the proxy: the address counted is the one the proxy saw (its X-Forwarded-For)."""
+
+    PROXY = "10.9.8.7"
+
+    @pytest.fixture
+    def settings_overrides(self, settings_overrides: dict) -> dict:
+        return {**settings_overrides, "trusted_proxies": self.PROXY}
+
+    def test_the_owner_behind_the_same_proxy_logs_in_during_an_attack(self, client, admin):
+        via = {"X-Forwarded-For": ATTACKER}
+        answers = [
+            login(client, "admin", f"guess-{n}", self.PROXY, **via).status_code for n in range(FREE + 1)
+        ]
+        assert answers == [401] * FREE + [429]
+        owner = login(client, "admin", "admin-password-1", self.PROXY, **{"X-Forwarded-For": OWNER})
+        assert owner.status_code == 200

@@ -83,6 +83,12 @@ def run_headless(device: AgentDevice, emit=None) -> None:
 @click.command()
 @click.option("--api", default=DEFAULT_API, show_default=True, envvar="ORDERBUS_API")
 @click.option("--mqtt", "mqtt_url", help="broker URL (default: the one the API issues with the login)")
+@click.option(
+    "--mqtt-ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="ORDERBUS_MQTT_CA_FILE",
+    help="mqtts:// or wss://: trust this CA file instead of the system's",
+)
 @click.option("--user", "username", required=True, help="the agent's username")
 @click.option("--password-file", type=click.File(), help="file holding the agent's password")
 @click.option("--password", envvar="ORDERBUS_AGENT_PASSWORD", help="or the password itself")
@@ -90,12 +96,17 @@ def run_headless(device: AgentDevice, emit=None) -> None:
     "--state-dir", type=click.Path(path_type=Path), help="default ~/.local/state/orderbus/agent-<user>"
 )
 @click.option("--json", "as_json", is_flag=True, help="headless: one JSON line per worklist change")
-def main(api, mqtt_url, username, password_file, password, state_dir, as_json) -> None:
+def main(api, mqtt_url, mqtt_ca_file, username, password_file, password, state_dir, as_json) -> None:
     """Log in as a delivery agent and follow the worklist live."""
     secret = password_file.read().strip() if password_file else password
     if not secret:
         raise click.UsageError("give --password-file or --password (or ORDERBUS_AGENT_PASSWORD)")
-    device = AgentDevice(Api(api), StateDir(state_dir or default_state_dir(username)), mqtt_url=mqtt_url)
+    device = AgentDevice(
+        Api(api),
+        StateDir(state_dir or default_state_dir(username)),
+        mqtt_url=mqtt_url,
+        mqtt_ca_file=mqtt_ca_file,
+    )
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         device.login(username, secret, allow_offline=True)

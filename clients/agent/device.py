@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import contract
@@ -21,6 +22,9 @@ import contract
 from ..rest import Api, ApiError, ApiUnreachable
 from ..subscriber import Feed, FeedError, Update
 from .state import ActionQueue, Outcome, StateDir, Worklist, now_rfc3339
+
+# How long a broker login issued a moment ago may be refused before it counts as refused.
+FRESH_LOGIN_WAIT = 10.0
 
 
 class DeviceError(Exception):
@@ -34,11 +38,13 @@ class AgentDevice:
         state: StateDir,
         *,
         mqtt_url: str | None = None,
+        mqtt_ca_file: str | None = None,
         heartbeat: float | None = None,
     ) -> None:
         self.api = api
         self.state = state
         self.mqtt_url = mqtt_url
+        self.mqtt_ca_file = mqtt_ca_file  # mqtts:// or wss://: this CA instead of the system's
         self.heartbeat = heartbeat or float(os.environ.get("ORDERBUS_PRESENCE_HEARTBEAT_SECONDS", "30"))
         self.agent_id = ""
         self.worklist = Worklist(state)
@@ -69,10 +75,11 @@ class AgentDevice:
         self.agent_id = user["agent_id"]
         self._login = (username, password)
 
-    def _credentials(self, rotate: bool = False) -> dict[str, Any]:
+    def _credentials(self, rotate: bool = False) -> tuple[dict[str, Any], bool]:
+        """The device's broker login, and whether it was issued just now (not stored before)."""
         stored = self.state.load("mqtt.json", None)
         if stored and stored.get("agent_id") == self.agent_id and not rotate:
-            return stored
+            return stored, False
         try:
             issued = self.api.request("POST", f"/agents/{self.agent_id}/mqtt-credentials")["mqtt"]
         except ApiError as exc:
@@ -83,7 +90,7 @@ class AgentDevice:
             ) from None
         stored = {**issued, "agent_id": self.agent_id, "login": self._login[0] if self._login else None}
         self.state.save("mqtt.json", stored)
-        return stored
+        return stored, True
 
     def presence(self, state: str) -> bytes:
         return contract.presence(self.agent_id, state, now_rfc3339())
@@ -97,8 +104,20 @@ class AgentDevice:
         return [(contract.agent_assigned(self.agent_id), body)]
 
     def connect(self) -> None:
-        for rotate in (False, True):
-            login = self._credentials(rotate)
+        """Connect with the stored broker login; if the broker refuses it, with a new one."""
+        feed = self._connect(*self._credentials())
+        if feed is None:
+            feed = self._connect(*self._credentials(rotate=True))
+        self.feed = feed
+        threading.Thread(target=self._heartbeat, name="presence-heartbeat", daemon=True).start()
+
+    def _connect(self, login: dict[str, Any], fresh: bool) -> Feed | None:
+        """A started feed; None when the broker refuses a stored login. A login issued just now
+        is tried again for a while before it counts as refused: the broker learns of it when it
+        reads its password file again, which Mosquitto does a moment later (on SIGHUP)."""
+        deadline = time.monotonic() + (FRESH_LOGIN_WAIT if fresh else 0.0)
+        delay = 0.2
+        while True:
             feed = Feed(
                 self.mqtt_url or login["url"],
                 [contract.agent_assigned(self.agent_id)],
@@ -109,14 +128,22 @@ class AgentDevice:
                 resync=self._snapshot,
                 will=(self.presence_topic, self.presence("offline")),
                 birth=lambda: (self.presence_topic, self.presence("online")),
+                ca_file=self.mqtt_ca_file,
             )
             try:
-                self.feed = feed.start()
-                break
+                return feed.start()
             except FeedError as exc:
-                if not feed.refused or rotate:
+                if not feed.refused:
                     raise DeviceError(str(exc)) from None
-        threading.Thread(target=self._heartbeat, name="presence-heartbeat", daemon=True).start()
+                if time.monotonic() >= deadline:
+                    if not fresh:
+                        return None
+                    raise DeviceError(
+                        f"{exc}: the broker refuses the login the API has just issued. Does it read the"
+                        " service's password file, and re-read it when it changes? (docs/production.md)"
+                    ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat):

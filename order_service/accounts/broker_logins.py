@@ -277,7 +277,8 @@ def reload_mosquitto(settings: Settings) -> None:
 
 
 def bridge_address(settings: Settings, process: str) -> BrokerAddress:
-    """The broker of ORDERBUS_MQTT_URL, logged in as that bridge's own login (not the relay's)."""
-    address = BrokerAddress.parse(settings.mqtt_url)
+    """The broker of ORDERBUS_MQTT_URL (and ORDERBUS_MQTT_CA_FILE), logged in as that bridge's own
+    login (not the relay's)."""
+    address = settings.mqtt_address
     username, secret = bridge_login(settings, process)
     return dataclasses.replace(address, username=username, password=secret)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import LimitedStream, get_content_length
 
 from order_service import api
@@ -18,12 +20,38 @@ from order_service.store import db
 logger = logging.getLogger(__name__)
 
 
+class TrustedProxies:
+    """X-Forwarded-For and X-Forwarded-Proto count only on requests that come from a trusted
+    proxy (ORDERBUS_TRUSTED_PROXIES); from anyone else they are ignored, so a client cannot
+    pass itself off as another address. The proxy must set X-Forwarded-For to the address it
+    saw (not append to what the client sent): the last value is the one taken."""
+
+    def __init__(self, wsgi_app: Callable, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]):
+        self.direct = wsgi_app
+        self.forwarded = ProxyFix(wsgi_app, x_for=1, x_proto=1, x_host=0, x_port=0, x_prefix=0)
+        self.networks = tuple(networks)
+
+    def _trusted(self, peer: str | None) -> bool:
+        try:
+            address = ipaddress.ip_address(peer or "")
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self._trusted(environ.get("REMOTE_ADDR")):
+            return self.forwarded(environ, start_response)
+        return self.direct(environ, start_response)
+
+
 class ReadWholeBody:
     """Reads, before the answer goes, what the application left unread of a request body
-    within ORDERBUS_MAX_BODY_BYTES: an answer given before the body was read (401, 415, 404)
-    must not leave it on a kept-alive connection, where the server would take it for the
-    next request or give up on the connection. A body over the limit is not read: gunicorn
-    answers it with ``Connection: close`` (``gunicorn_conf.pre_request``)."""
+    of up to ``Settings.drain_body_bytes`` (1 MiB, or ORDERBUS_MAX_BODY_BYTES if larger): an
+    answer given before the body was read (413, 401, 415, 404) must not leave it on a
+    kept-alive connection, where the server would take it for the next request or give up
+    on the connection, and a client still sending it would have its connection reset
+    before it reads the answer. A larger body is not read: gunicorn answers it with
+    ``Connection: close`` (``gunicorn_conf.pre_request``)."""
 
     def __init__(self, wsgi_app: Callable, limit: int) -> None:
         self.wsgi_app, self.limit = wsgi_app, limit
@@ -62,7 +90,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     problems.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
-    app.wsgi_app = ReadWholeBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
+    app.wsgi_app = ReadWholeBody(app.wsgi_app, settings.drain_body_bytes)  # type: ignore[method-assign]
+
+    if settings.trusted_proxy_networks:  # behind a reverse proxy (docs/production.md)
+        app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxy_networks)  # type: ignore[method-assign]
 
     notifier = Notifier(settings.wakeup_socket)
     app.extensions["orderbus.notifier"] = notifier

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Iterator
 
 import peewee
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from order_service import lifecycle
-from order_service.api import schemas
+from order_service.api import schemas, security
 from order_service.api.common import BEARER, blueprint, public
 from order_service.api.security import require
+from order_service.errors import Forbidden
 from order_service.outbox import leader
 from order_service.store.db import db
 from order_service.store.migrations import discover
@@ -111,14 +113,27 @@ class _DatabaseCollector:
             )
 
 
-@bp.get("/metrics", responses={200: METRICS_RESPONSE})
+def _allow_metrics() -> None:
+    """The scraper's token (ORDERBUS_METRICS_TOKEN), or an admin's; anyone else is refused."""
+    token = security.bearer_token()
+    expected = current_app.config["ORDERBUS"].metrics_token
+    if token and expected and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    if security.current_user().role != "admin":  # 401 without a valid token
+        raise Forbidden("metrics are for admins and for the scraper holding ORDERBUS_METRICS_TOKEN")
+
+
+@bp.get("/metrics", responses={200: METRICS_RESPONSE}, security=BEARER)
 def metrics():
-    """Prometheus text format."""
+    """Prometheus text format. The bearer token is ORDERBUS_METRICS_TOKEN (for the scraper) or an
+    admin's token; without either, 401."""
+    _allow_metrics()
     registry = CollectorRegistry()
     registry.register(_DatabaseCollector())
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
 
 
+# Not public: the view checks its own token, as the scraper's is not a user's token.
 public("system.metrics")
 
 

@@ -154,17 +154,28 @@ def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> Non
 
 @main.command("backup")
 @click.argument("target", type=click.Path(dir_okay=False, path_type=Path), required=False)
-def backup_command(target: Path | None) -> None:
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Then keep only the newest N backups of that directory (default ORDERBUS_BACKUP_KEEP; 0: all).",
+)
+def backup_command(target: Path | None, keep: int | None) -> None:
     """Back up the database while the service runs (SQLite: a copy; PostgreSQL: pg_dump -Fc).
 
-    TARGET defaults to <data_dir>/backups/orderbus-<UTC time>.db (or .dump)."""
+    TARGET defaults to <data_dir>/backups/orderbus-<UTC time>.db (or .dump). The file is
+    readable by its owner only (0600). --keep deletes the oldest backups named that way."""
     settings = _settings()
     target = target or backups.default_target(settings.data_dir, settings.database_url)
+    keep = settings.backup_keep if keep is None else keep
     try:
         written = backups.backup(settings.database_url, target)
     except backups.BackupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"backed up the database to {written} ({written.stat().st_size} bytes)")
+    if keep:
+        for old in backups.prune(written.parent, keep):
+            click.echo(f"deleted the old backup {old}")
 
 
 @main.command("mqtt-files")

@@ -7,28 +7,21 @@ instead of a traceback from the first process that trips over it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import ssl
 import time
-from urllib.parse import urlsplit
 
 import psycopg2
 
-from contract.link import BrokerAddress, BrokerUnavailable, MqttLink
+from contract.link import BrokerAddress, BrokerUnavailable, MqttLink, masked_url
 from order_service.accounts import broker_logins
 from order_service.config import Settings
 
 
 class PreflightError(Exception):
     """A check failed; the message says what to do."""
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 def check_database(settings: Settings) -> str:
@@ -43,7 +36,7 @@ def check_database(settings: Settings) -> str:
         conn = psycopg2.connect(url, connect_timeout=5)
     except psycopg2.OperationalError as exc:
         raise PreflightError(
-            f"cannot reach the database at {_redacted(url)}:\n  {str(exc).strip()}\n"
+            f"cannot reach the database at {masked_url(url)}:\n  {str(exc).strip()}\n"
             "  Is PostgreSQL running, and does the database exist? Create it with e.g.\n"
             "      createdb -h 127.0.0.1 -U postgres orderbus\n"
             "  and check ORDERBUS_DATABASE_URL (user, password, host, port, database name)."
@@ -56,7 +49,7 @@ def check_database(settings: Settings) -> str:
             (version,) = row
     finally:
         conn.close()
-    return f"database {_redacted(url)}: PostgreSQL {version}"
+    return f"database {masked_url(url)}: PostgreSQL {version}"
 
 
 def check_broker_configured(settings: Settings) -> str:
@@ -66,28 +59,50 @@ def check_broker_configured(settings: Settings) -> str:
             "ORDERBUS_MQTT_URL is not set: the production path uses the system's Mosquitto,\n"
             "  e.g. ORDERBUS_MQTT_URL=mqtt://127.0.0.1:1883 (see docs/production.md)."
         )
-    return f"broker {BrokerAddress.parse(settings.mqtt_url)}: checked after bootstrap"
+    return f"broker {settings.mqtt_address}: checked after bootstrap"
 
 
 def check_broker_reachable(settings: Settings) -> str:
-    """Something listens at ORDERBUS_MQTT_URL."""
-    address = BrokerAddress.parse(settings.mqtt_url)
+    """Something listens at ORDERBUS_MQTT_URL; with mqtts:// or wss://, its certificate is trusted."""
+    address = settings.mqtt_address
     try:
-        socket.create_connection((address.host, address.port), timeout=3).close()
+        sock = socket.create_connection((address.host, address.port), timeout=3)
     except OSError as exc:
         raise PreflightError(
             f"cannot reach the MQTT broker at {address}: {exc}.\n"
             "  Is Mosquitto running (systemctl status mosquitto) and listening there? It needs the\n"
             "  files bootstrap has just written:\n" + _files(settings)
         ) from None
-    return f"broker {address}: reachable"
+    context = address.ssl_context()
+    with sock:
+        if context is None:
+            return f"broker {address}: reachable"
+        try:
+            with context.wrap_socket(sock, server_hostname=address.host) as tls:
+                version = tls.version()
+        except ssl.SSLCertVerificationError as exc:
+            raise PreflightError(
+                f"the MQTT broker at {address} has a certificate this machine does not trust:\n"
+                f"  {exc.verify_message}.\n"
+                "  The certificate must name that host and be signed by a CA the system trusts, or by\n"
+                "  the CA in ORDERBUS_MQTT_CA_FILE"
+                + (f" (now {address.ca_file})" if address.ca_file else " (not set)")
+                + '; docs/production.md, "TLS".'
+            ) from None
+        except (ssl.SSLError, OSError) as exc:
+            raise PreflightError(
+                f"no TLS handshake with the MQTT broker at {address}: {exc}.\n"
+                "  Does that port speak TLS (Mosquitto: a listener with certfile and keyfile)?"
+            ) from None
+    return f"broker {address}: reachable, {version}, certificate trusted"
 
 
 def _files(settings: Settings) -> str:
     return (
         f"      password_file {settings.mqtt_password_path.resolve()}\n"
         f"      acl_file {settings.mqtt_acl_path.resolve()}\n"
-        "  (mosquitto.conf at the repository root is the template; docs/production.md step 3)."
+        "  (mosquitto.conf at the repository root is the template; docs/production.md,\n"
+        '  "Mosquitto reads the service\'s files").'
     )
 
 
@@ -105,10 +120,10 @@ def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
         ("the Socket.IO bridge's", broker_logins.bridge_login(settings, broker_logins.SOCKETIO)),
         ("the webhook worker's", broker_logins.bridge_login(settings, broker_logins.WEBHOOKS)),
     ]
-    base = BrokerAddress.parse(settings.mqtt_url)
+    base = settings.mqtt_address
 
     def link_as(username: str, secret: str, client_id: str | None = None) -> MqttLink:
-        address = BrokerAddress(base.host, base.port, base.transport, base.path, username, secret)
+        address = dataclasses.replace(base, username=username, password=secret)
         return MqttLink(address, client_id or username, 10)
 
     for who, (username, secret) in accounts:

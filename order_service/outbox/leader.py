@@ -54,9 +54,16 @@ KEEPALIVES = {
 }
 
 
+class DatabaseUnreachable(Exception):
+    """The lock could not be asked for: the database (or the lock file) is out of reach.
+
+    Not the same answer as "another relay holds it": no relay may be active at all."""
+
+
 class LeaderLock(Protocol):
     def acquire(self) -> bool:
-        """Take the lock if free; True when this relay holds it (now or already)."""
+        """Take the lock if free; True when this relay holds it (now or already), False when
+        another relay holds it. Raises :class:`DatabaseUnreachable` when it cannot tell."""
 
     def held(self) -> bool:
         """True while the lock is still ours; False once it is lost."""
@@ -74,8 +81,11 @@ class FileLock:
     def acquire(self) -> bool:
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DatabaseUnreachable(f"cannot open the relay lock file {self.path}: {exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -128,8 +138,8 @@ class AdvisoryLock:
             try:
                 self._held = bool(self._query("SELECT pg_try_advisory_lock(%s)", RELAY_LOCK))
             except psycopg2.Error as exc:
-                logger.warning("relay lock: database unreachable (%s)", str(exc).strip())
                 self.release()
+                raise DatabaseUnreachable(" ".join(str(exc).split())) from None
             return self._held
 
     def held(self) -> bool:

@@ -42,7 +42,7 @@ import paho.mqtt.client as mqtt
 import peewee
 
 import contract
-from contract.link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
+from contract.link import BrokerUnavailable, ConnectionLost, MqttLink
 from order_service import faults
 from order_service.accounts import broker_logins
 from order_service.config import Settings
@@ -86,7 +86,7 @@ class Relay:
         companions: Sequence[Companion] = (),
     ) -> None:
         self.settings = settings
-        self.address = BrokerAddress.parse(settings.mqtt_url)
+        self.address = settings.mqtt_address
         if self.address.username is None:  # the usual case: the service account's issued secret
             username, secret = broker_logins.service_login(settings)
             self.address = dataclasses.replace(self.address, username=username, password=secret)
@@ -116,7 +116,22 @@ class Relay:
         """Stand by until this relay holds the relay lock, then publish until it stops or loses it."""
         try:
             while not stop.is_set():
-                if not self.lock.acquire():
+                try:
+                    acquired = self.lock.acquire()
+                except leader.DatabaseUnreachable as exc:
+                    if self.role != "no database":
+                        logger.error(
+                            "relay waiting: the database is unreachable (%s); no relay can publish"
+                            " until it answers; retrying every %.1f s",
+                            exc,
+                            self.settings.relay_standby_poll_seconds,
+                        )
+                    self.role = "no database"
+                    stop.wait(self.settings.relay_standby_poll_seconds)
+                    continue
+                if self.role == "no database":
+                    logger.info("relay: the database answers again")
+                if not acquired:
                     if self.role != "standby":
                         logger.info(
                             "relay standby: another relay is active (it holds the relay lock);"

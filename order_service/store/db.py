@@ -40,6 +40,8 @@ from flask import Flask
 from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from contract.link import masked_url
+
 logger = logging.getLogger(__name__)
 
 db = peewee.DatabaseProxy()
@@ -244,14 +246,14 @@ def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
     if parts.scheme in ("postgres", "postgresql"):
         params = parse_db_url(url, unquote_password=True, unquote_user=True)
         if not params.get("database"):
-            raise ValueError(f"database URL {url!r}: expected postgresql://user@host:port/dbname")
+            raise ValueError(f"database URL {masked_url(url)!r}: expected postgresql://user@host:port/dbname")
         # Each gunicorn worker and the relay has its own pool; a connection is returned at the
         # end of each request, so the pool holds at most one per concurrent request thread.
         params.setdefault("max_connections", 20)
         params.setdefault("stale_timeout", 300)
         params.setdefault("timeout", 30)  # wait for a free connection rather than fail at once
         return OrderbusPostgresqlDatabase(**params)
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+    raise ValueError(f"unsupported database URL {masked_url(url)!r}: use sqlite:/// or postgresql://")
 
 
 def init_db(url: str, synchronous: str = "FULL") -> peewee.Database:

@@ -6,7 +6,8 @@ Everything here reads the real SQLite file the fixtures create; nothing is mocke
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,6 +35,22 @@ PROBLEM_JSON = "application/problem+json"
 # The tables a write touches (Token is left out: logging in writes one).
 COUNTED = (Order, OrderItem, OrderHistory, Outbox, IdempotencyKey, User, Agent)
 COUNTED += (OrderOffer, OrderAlert, DispatchSettingsRow)
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.05
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that, or fail after
+    ``timeout`` seconds naming ``what`` and the last value. What a test waits on instead of
+    sleeping: a row, a status, a log line, a port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s (last: {value!r})")
+        time.sleep(interval)
 
 
 def assert_problem(response, status: int, field: str | None = None) -> dict:

@@ -89,7 +89,7 @@ test-sqlite test-postgresql: test-%: install node-test-deps admin-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
 
 # Fault tests (kills, restarts, stalls) and fuzzing at full length; make test runs them short.
-# Bounded: about 3 minutes at these settings. See README, "Fault tests and fuzzing".
+# Bounded: about 3 minutes at these settings. See docs/testing.md, "Fault tests and fuzzing".
 CHAOS_SCALE ?= 4
 FUZZ_EXAMPLES ?= 50
 chaos: install

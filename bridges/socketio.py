@@ -1,77 +1,36 @@
 """The Socket.IO bridge: ``python -m bridges.socketio``.
 
-Speaks the seed plan's protocol (seed/realtime-order-strategy.md) so apps written
+Speaks the protocol of the project's original plan (docs/bridges.md) so apps written
 with ``socket.io-client`` against it work unchanged: rooms ``admin``, ``delivery``
 and ``delivery:<agentId>``; events ``order:new``, ``order:status:updated`` and
 ``order:assigned``. Each socket logs in with a bearer token from
 ``POST /api/v1/auth/token`` in the handshake (``io(url, {auth: {token}})``); its
-role decides the rooms it is put in and may join. Events come from MQTT (the
-bridges' read-only login), through :mod:`bridges.mqtt_wakeup` until the shared
-subscriber library in ``clients/`` replaces it.
+role decides the rooms it is put in and may join.
+
+It knows the service only through its public interfaces: tokens are checked by the
+REST API (``GET /auth/me``, :mod:`bridges.identity`), events come from MQTT (the
+bridges' read-only login, :class:`contract.link.MqttFeed`), topics and the version
+rule from :mod:`contract`, and its settings are its own (:mod:`bridges.settings`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import socketio
 import uvicorn
 
-from order_service.access import agent_id_of
-from order_service.auth import token_digest
-from order_service.config import Settings, load_settings
-from order_service.db import db, init_db
-from order_service.models import Token, User, utcnow
-from order_service.mqtt_auth import MissingServiceSecret
+import contract
+from contract.link import MqttFeed
 
-from .mqtt_wakeup import MqttFeed, bridge_address
+from .identity import ADMIN, ApiUnavailable, Identity, TokenCache, TokenChecker, agent_room
+from .settings import BridgeSettings, MissingBridgeSecret
+
+__all__ = ["Gate", "Identity", "SocketBridge", "agent_room", "main", "route", "seed_payload"]
 
 logger = logging.getLogger(__name__)
-
-ADMIN, DELIVERY = "admin", "delivery"
-_STATUS_TOPIC = re.compile(r"^orders/([^/]+)/status$")
-
-
-def agent_room(agent_id: str) -> str:
-    return f"{DELIVERY}:{agent_id}"
-
-
-@dataclass(frozen=True)
-class Identity:
-    user_id: str
-    role: str
-    agent_id: str | None = None
-
-    def may_join(self, room: str) -> bool:
-        """Admins may watch every room; an agent only ``delivery`` and its own room."""
-        if self.role == "admin":
-            return room in (ADMIN, DELIVERY) or room.startswith(f"{DELIVERY}:")
-        if self.role == "agent" and self.agent_id:
-            return room in (DELIVERY, agent_room(self.agent_id))
-        return False
-
-    def default_rooms(self) -> list[str]:
-        if self.role == "admin":
-            return [ADMIN]
-        if self.role == "agent" and self.agent_id:
-            return [DELIVERY, agent_room(self.agent_id)]
-        return []
-
-
-def identify(token: str) -> Identity | None:
-    """The user behind a REST bearer token, as the API checks it (None if invalid or expired)."""
-    with db.connection_context():
-        row = Token.select(Token, User).join(User).where(Token.token_hash == token_digest(token)).first()
-        if row is None or row.expires_at <= utcnow() or not row.user.active:
-            return None
-        agent_id = agent_id_of(row.user) if row.user.role == "agent" else None
-        return Identity(row.user.id, row.user.role, agent_id)
 
 
 def seed_payload(event: dict) -> dict:
@@ -92,9 +51,9 @@ def seed_payload(event: dict) -> dict:
 
 def route(topic: str, event: dict) -> list[tuple[str, list[str], dict]]:
     """The Socket.IO emits for one MQTT message: (event name, rooms, payload)."""
-    if topic == "orders/new" and event.get("event") == "order.created":
+    if topic == contract.ORDERS_NEW and event.get("event") == "order.created":
         return [("order:new", [ADMIN], seed_payload(event))]
-    if not _STATUS_TOPIC.match(topic) or "order" not in event:
+    if contract.order_from_status_topic(topic) is None or "order" not in event:
         return []
     kind, data = event["event"], seed_payload(event)
     agent = data["agentId"]
@@ -123,47 +82,39 @@ class Gate:
     """
 
     def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
-        self._new: OrderedDict[str, int] = OrderedDict()  # order id -> version, from orders/new
-        self._status: OrderedDict[str, int] = OrderedDict()  # from orders/<id>/status
+        self.new = contract.VersionGate(limit)  # order id -> version, from orders/new
+        self.status = contract.VersionGate(limit)  # from orders/<id>/status
 
     def emits(
         self, topic: str, payload: bytes, *, retained: bool, first_session: bool
     ) -> list[tuple[str, list[str], dict]]:
-        status = _STATUS_TOPIC.match(topic)
-        if not payload:  # a finished order's retained state was cleared: forget the order
-            if status:
-                self._new.pop(status.group(1), None)
-                self._status.pop(status.group(1), None)
+        status_of = contract.order_from_status_topic(topic)
+        event = contract.loads(payload)
+        if event is None:  # a finished order's retained state was cleared: forget the order
+            if status_of is not None:
+                self.new.forget(status_of)
+                self.status.forget(status_of)
             return []
-        event = json.loads(payload)
-        order = event.get("order") if isinstance(event, dict) else None
-        if not isinstance(order, dict) or not (status or topic == "orders/new"):
+        order = event.get("order")
+        if not isinstance(order, dict) or not (status_of is not None or topic == contract.ORDERS_NEW):
             return []  # worklists and presence: not part of the seed's events
         order_id, version = str(order["id"]), int(order["version"])
-        held = self._status if status else self._new
-        known = order_id in self._new or order_id in self._status
-        if version <= held.get(order_id, 0):
+        held = self.status if status_of is not None else self.new
+        known = order_id in self.new or order_id in self.status
+        if not held.offer(order_id, version):
             return []  # a duplicate, or older than what the clients already have
-        self._hold(held, order_id, version)
         if retained and first_session:
             return []  # current state at start-up: clients read it over REST
         emits = route(topic, event)
-        if retained and status and not known:
+        if retained and status_of is not None and not known:
             # Created while the bridge was away: its orders/new message was missed (or replaced).
-            self._hold(self._new, order_id, version)
+            self.new.offer(order_id, version)
             emits = [("order:new", [ADMIN], seed_payload(event)), *emits]
         return emits
 
-    def _hold(self, held: OrderedDict[str, int], order_id: str, version: int) -> None:
-        held[order_id] = version
-        held.move_to_end(order_id)
-        if len(held) > self.limit:
-            held.popitem(last=False)
-
 
 class SocketBridge:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
         origins = settings.socketio_cors_origins.strip()
         cors = "*" if origins == "*" else [o.strip() for o in origins.split(",") if o.strip()]
@@ -171,6 +122,7 @@ class SocketBridge:
         self.app = socketio.ASGIApp(self.sio, other_asgi_app=self._http)
         self.feed: MqttFeed | None = None
         self.gate = Gate()
+        self.tokens = TokenChecker(settings.api_url, TokenCache(settings.token_cache_seconds))
         self._tokens: dict[str, str] = {}  # sid -> bearer token, re-checked every recheck period
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
@@ -183,7 +135,13 @@ class SocketBridge:
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: send auth {token}")
-        who = await asyncio.to_thread(identify, token)
+        try:
+            who = await self.tokens.identify(token)
+        except ApiUnavailable as exc:
+            logger.warning("socket %s refused: cannot check its token: %s", sid, exc)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unavailable: the token cannot be checked now (the API does not answer); try again later"
+            ) from None
         if who is None:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: invalid or expired token")
         if not who.default_rooms():
@@ -198,14 +156,32 @@ class SocketBridge:
         self._tokens.pop(sid, None)
 
     async def _recheck(self) -> None:
-        """Disconnect sockets whose token expired or was revoked (logout, deactivation)."""
+        """Disconnect sockets whose token expired or was revoked (logout, deactivation).
+
+        Always asks the API (never the cache) and caches its answer. While the API does not
+        answer, connected sockets stay: they were checked, and only new ones are refused.
+        """
         while True:
             await asyncio.sleep(self.settings.socketio_recheck_seconds)
+            sids: dict[str, list[str]] = {}
             for sid, token in list(self._tokens.items()):
-                if await asyncio.to_thread(identify, token) is None:
-                    logger.info("socket %s: token no longer valid; disconnecting", sid)
-                    self._tokens.pop(sid, None)
-                    await self.sio.disconnect(sid)
+                sids.setdefault(token, []).append(sid)
+            answers = await asyncio.gather(*(self.tokens.ask(t) for t in sids), return_exceptions=True)
+            unavailable = 0
+            for held, answer in zip(sids.values(), answers, strict=True):
+                if isinstance(answer, Exception):  # ApiUnavailable: the API gave no answer
+                    unavailable += 1
+                elif answer is None:
+                    for sid in held:
+                        logger.info("socket %s: token no longer valid; disconnecting", sid)
+                        self._tokens.pop(sid, None)
+                        await self.sio.disconnect(sid)
+            if unavailable:
+                logger.warning(
+                    "recheck: the API at %s does not answer; %d token(s) not checked, their sockets stay",
+                    self.settings.api_url,
+                    unavailable,
+                )
 
     async def _join(self, sid: str, room: object) -> dict:
         who: Identity = (await self.sio.get_session(sid))["who"]
@@ -256,7 +232,7 @@ class SocketBridge:
             )
 
         client_id = f"orderbus-socketio-{os.getpid()}"
-        self.feed = MqttFeed(bridge_address(self.settings), client_id, on_message)
+        self.feed = MqttFeed(self.settings.broker_address(), client_id, on_message)
         self.feed.start()  # after the assignment: on_message reads the feed's session count
         pump = asyncio.create_task(self._pump(inbox))
         recheck = asyncio.create_task(self._recheck())
@@ -277,13 +253,13 @@ class SocketBridge:
 
 
 def main() -> None:
-    settings = load_settings()
+    settings = BridgeSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s socketio %(levelname)s %(message)s")
-    init_db(settings.database_url, settings.sqlite_synchronous)
+    logger.info("tokens are checked at %s/auth/me", settings.api_url)
     try:
         bridge = SocketBridge(settings)
         asyncio.run(bridge.serve())
-    except MissingServiceSecret as exc:
+    except MissingBridgeSecret as exc:
         raise SystemExit(f"error: {exc}") from None
 
 

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import click
 import paho.mqtt.client as mqtt
 
+import contract
+
 ORDER = {
     "customer": {"name": "Latency Probe", "phone": "+1 555 0199", "address": "1 Bench St"},
     "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
@@ -87,12 +89,12 @@ def main(
             refused.put(str(rc))
             subscribed.put(False)
         else:
-            c.subscribe("orders/new", qos=1)
+            c.subscribe(contract.ORDERS_NEW, qos=1)
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *a: subscribed.put(True)
     client.on_message = lambda c, u, m: (
-        m.payload and received.put((json.loads(m.payload)["order"]["id"], time.perf_counter()))
+        m.payload and received.put((contract.loads(m.payload)["order"]["id"], time.perf_counter()))
     )
     try:
         client.connect(broker.hostname or "127.0.0.1", broker.port or 1883)

@@ -1,16 +1,17 @@
 """A small MQTT subscriber for orderbus clients: connect, subscribe, keep the newest.
 
-    feed = Feed("mqtt://127.0.0.1:1883", ["agents/agt_1/assigned"],
+    feed = Feed("mqtt://127.0.0.1:1883", [contract.agent_assigned("agt_1")],
                 client_id="agt_1", username="agt_1", password=secret,
                 clean_session=False, resync=fetch_snapshot)
     feed.start()
     update = feed.get(timeout=1.0)   # an Update, or None
 
-What it does for you (ARCHITECTURE.md, "Delivery guarantees" 5 and 6):
+What it does for you (docs/architecture.md, "Delivery guarantees" 5):
 
 - keeps, per order (``orders/<id>/status``, ``orders/new``) and per worklist
   (``agents/<id>/assigned``), the highest ``version`` seen and drops anything
-  older or equal, so at-least-once delivery and retained replays never go back;
+  older or equal (:func:`contract.classify`, :class:`contract.VersionGate`), so
+  at-least-once delivery and retained replays never go back;
 - an empty retained payload on ``orders/<id>/status`` (a finished order cleared
   by the relay) comes out once as an ``Update`` with ``cleared=True``;
 - on every (re)connect it subscribes again and calls ``resync()`` (e.g. a REST
@@ -24,7 +25,6 @@ paho's network thread only decodes and hands off to a queue; the consumer reads
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -34,6 +34,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+
+import contract
+from contract import classify
+
+__all__ = ["Feed", "FeedError", "Update", "classify", "parse_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,38 +58,6 @@ class Update:
     payload: dict[str, Any] = field(default_factory=dict)
     cleared: bool = False
     source: str = "mqtt"  # or "resync"
-
-
-def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:
-    """(kind, key, version) of a message by its topic and payload, per the contract's topics."""
-    parts = topic.split("/")
-    if parts[0] == "orders" and "order" in payload:
-        order = payload["order"]
-        return "order", str(order.get("id")), order.get("version")
-    if parts[0] == "agents" and len(parts) == 3 and parts[2] == "assigned":
-        return "worklist", parts[1], payload.get("version")
-    if parts[0] == "agents" and len(parts) == 3 and parts[2] == "presence":
-        return "presence", parts[1], None
-    return "other", None, None
-
-
-class VersionTracker:
-    """The highest version held per (kind, key); ``offer`` says whether a version is news."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
-
-    def offer(self, kind: str, key: str, version: int) -> bool:
-        with self._lock:
-            if version <= self._held.get((kind, key), 0):
-                return False
-            self._held[(kind, key)] = version
-            return True
-
-    def held(self, kind: str, key: str) -> int:
-        with self._lock:
-            return self._held.get((kind, key), 0)
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -115,7 +88,7 @@ class Feed:
         self.filters = list(filters)
         self.resync = resync
         self.birth = birth
-        self.tracker = VersionTracker()
+        self.versions = contract.VersionGate()  # keyed by (kind, key)
         self.updates: queue.Queue[Update] = queue.Queue()
         self.connected = threading.Event()
         self._answered = threading.Event()  # the first CONNACK, accepted or not
@@ -180,21 +153,21 @@ class Feed:
             threading.Thread(target=self._resync, name="feed-resync", daemon=True).start()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        if not message.payload:
-            self._handle_clear(message.topic)
-            return
         try:
-            payload = json.loads(message.payload)
+            payload = contract.loads(message.payload)
         except ValueError:
-            logger.warning("dropped a non-JSON message on %s", message.topic)
+            logger.warning("dropped a message on %s that is not a JSON object", message.topic)
             return
-        self.offer(message.topic, payload, "mqtt")
+        if payload is None:
+            self._handle_clear(message.topic)
+        else:
+            self.offer(message.topic, payload, "mqtt")
 
     def _handle_clear(self, topic: str) -> None:
-        parts = topic.split("/")
-        if parts[0] == "orders" and len(parts) == 3 and parts[1] not in self._cleared:
-            self._cleared.add(parts[1])
-            self.updates.put(Update(topic, "order", parts[1], None, cleared=True))
+        order_id = contract.order_from_status_topic(topic)
+        if order_id is not None and order_id not in self._cleared:
+            self._cleared.add(order_id)
+            self.updates.put(Update(topic, "order", order_id, None, cleared=True))
 
     def _resync(self) -> None:
         try:
@@ -206,7 +179,7 @@ class Feed:
     def offer(self, topic: str, payload: dict[str, Any], source: str = "mqtt") -> bool:
         """Queue the message if it is newer than what is held; return whether it was."""
         kind, key, version = classify(topic, payload)
-        if key is not None and isinstance(version, int) and not self.tracker.offer(kind, key, version):
+        if key is not None and version is not None and not self.versions.offer((kind, key), version):
             return False
         self.updates.put(Update(topic, kind, key, version, payload, source=source))
         return True

@@ -1,3 +1,3 @@
-from .cli import main
+from order_service.ops.cli import main
 
 main()

@@ -1,7 +1,7 @@
 """Layered configuration: defaults, then ``ORDERBUS_*`` environment variables, then overrides.
 
 Every process (API, relay, broker, CLI) reads the same :class:`Settings`, so one
-environment describes one deployment. README lists every variable.
+environment describes one deployment. docs/configuration.md lists every variable.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.link import url_host
 
 
 class Settings(BaseSettings):
@@ -85,7 +87,7 @@ class Settings(BaseSettings):
     presence_heartbeat_seconds: int = Field(30, ge=1, le=3600)
     presence_timeout_seconds: int = Field(90, ge=1, le=86400)
 
-    # Webhook bridge (python -m bridges.webhooks, issue #6).
+    # Webhook bridge (python -m order_service.webhooks, issue #6).
     webhook_retry_seconds: float = Field(
         24 * 3600, gt=0, description="Retry a failing delivery this long, then mark the endpoint failing"
     )
@@ -107,11 +109,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'orderbus.db'}"
         if not self.mqtt_url:
-            self.mqtt_url = f"mqtt://{_host(self.broker_host)}:{self.broker_port}"
+            self.mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
         if not self.public_mqtt_url:
-            self.public_mqtt_url = f"mqtt://{_host(self.broker_host)}:{self.broker_port}"
+            self.public_mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
         if not self.public_mqtt_ws_url:
-            self.public_mqtt_ws_url = f"ws://{_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
+            self.public_mqtt_ws_url = f"ws://{url_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
         if not self.public_api_url:
             self.public_api_url = f"http://{self.api_host}:{self.api_port}"
         scheme = urlsplit(self.mqtt_url).scheme
@@ -140,13 +142,6 @@ class Settings(BaseSettings):
     @property
     def mqtt_acl_path(self) -> Path:
         return self.broker_acl_file or self.data_dir / "mqtt" / "acl"
-
-
-def _host(host: str) -> str:
-    """A host for a URL: IPv6 literals in brackets; a wildcard bind address as loopback."""
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

@@ -1,430 +1,39 @@
-"""The outbox relay: ``python -m order_service.relay``.
+"""The relay process: ``python -m order_service.relay``.
 
-Publishes outbox rows to the broker in commit order, QoS 1, and marks a row
-published only after the broker's PUBACK. While the broker is away rows wait
-in the database; nothing is lost. On every (re)connect it first sends what is
-pending, then republishes the current state of every non-terminal order and
-every agent's worklist, so a broker that lost its retained store is whole again.
+Puts three units together in one process, gated by one relay lock (only the active
+relay runs any of them; a standby waits to take over):
 
-It is also the one process that runs the dispatch timers (``dispatch.tick``:
-presence timeouts, offer expiry, auto-assignment, late-order alerts), about once
-a second and right after an agent comes online, connected to the broker or not.
-They run on a thread of their own while the relay is active, so that a tick (or
-the rewrite of the broker's login files) never holds up a publish: the
-publishing thread wakes on the API's datagram and publishes first.
-
-Retained state never goes backwards: there is one publisher, it publishes in
-id (commit) order, and a row is published *retained* only when it is the
-newest row of its topic; an older row (a re-send after a partial
-acknowledgement, or an intermediate state in a burst) goes out unretained, so
-live subscribers still see it but the broker keeps the newer state.
+- the outbox publisher (``outbox.relay``), on the main thread;
+- the dispatch timers and presence intake (``dispatch.timers``), which read agent
+  presence from the publisher's broker connection;
+- the broker's login files (``accounts.sync``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
-import queue
 import signal
 import threading
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as mqtt
-import peewee
-
-from . import dispatch, faults, leader, mqtt_auth, presence, topics
-from .config import Settings, load_settings
-from .db import Prepared, db, init_db, is_sqlite
-from .lifecycle import TERMINAL
-from .models import Order, Outbox, utcnow
-from .mqtt_link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
-from .wakeup import Notifier, Waiter
+from order_service.accounts import broker_logins
+from order_service.accounts.sync import LoginFileSync
+from order_service.config import Settings, load_settings
+from order_service.dispatch.timers import DispatchTimers
+from order_service.outbox.relay import Relay
+from order_service.store.db import init_db
 
 logger = logging.getLogger(__name__)
 
-PRESENCE_STATES = ("online", "offline")
-FILES_SYNC_SECONDS = 10.0
 
-
-class LockLost(Exception):
-    """This relay no longer holds the relay lock: it must stop publishing at once."""
-
-
-class Relay:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.address = BrokerAddress.parse(settings.mqtt_url)
-        if self.address.username is None:  # the usual case: the service account's issued secret
-            username, secret = mqtt_auth.service_login(settings)
-            self.address = dataclasses.replace(self.address, username=username, password=secret)
-        self.lock = leader.lock_for(settings.database_url)
-        self.role = "starting"
-        self.active = threading.Event()
-        self.waiter: Waiter | None = None
-        self._poke = Notifier(settings.wakeup_socket)
-        # (agent id, state, heard at, sent at per the payload, retained flag)
-        self._presence: queue.SimpleQueue[tuple[str, str, datetime, datetime | None, bool]] = (
-            queue.SimpleQueue()
-        )
-        self._next_tick = 0.0
-        self._statements: dict[tuple[str, int], Prepared] = {}
-        self._timers_wake = threading.Event()  # presence heard, or the relay stops being active
-        self.connected = threading.Event()
-
-    # --- lifetime ---------------------------------------------------------------
-
-    def wake(self) -> None:
-        """Cut short the current wait (after setting the stop event, say)."""
-        self._poke.notify()
-
-    def run(self, stop: threading.Event) -> None:
-        """Stand by until this relay holds the relay lock, then publish until it stops or loses it."""
-        try:
-            while not stop.is_set():
-                if not self.lock.acquire():
-                    if self.role != "standby":
-                        logger.info(
-                            "relay standby: another relay is active (it holds the relay lock);"
-                            " taking over when it stops"
-                        )
-                    self.role = "standby"
-                    stop.wait(self.settings.relay_standby_poll_seconds)
-                    continue
-                self.role = "active"
-                logger.info(
-                    "relay active: this relay (pid %d) holds the relay lock and publishes", os.getpid()
-                )
-                self.active.set()
-                try:
-                    self._run_active(stop)
-                finally:
-                    self.active.clear()
-                    self.lock.release()
-                if not stop.is_set():
-                    self.role = "lost"
-                    logger.warning("relay lost the relay lock: stopped publishing, standing by")
-                    stop.wait(self.settings.relay_standby_poll_seconds)  # give a standby its turn
-        finally:
-            self.lock.release()
-
-    def _run_active(self, stop: threading.Event) -> None:
-        backoff = 0.2
-        self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
-        db.connect(reuse_if_open=True)
-        self._lazy_commits(True)
-        timers_done = threading.Event()
-        timers = threading.Thread(target=self._run_timers, args=(timers_done,), name="relay-timers")
-        timers.start()
-        try:
-            while not stop.is_set():
-                link = MqttLink(
-                    self.address,
-                    self.settings.mqtt_client_id,
-                    self.settings.mqtt_keepalive,
-                    subscriptions=(topics.AGENT_PRESENCE_FILTER,),
-                    on_message=self._on_message,
-                    on_lost=self._poke.notify,
-                )
-                try:
-                    self._check_lock()
-                    self._sync_files()  # a broker refusing us may be missing its files
-                    link.connect()
-                    backoff = 0.2
-                    self.connected.set()
-                    logger.info("relay connected to %s", self.address)
-                    self._serve(link, stop)
-                except LockLost:
-                    return
-                except (BrokerUnavailable, ConnectionLost) as exc:
-                    logger.warning(
-                        "broker unavailable (%s); outbox rows wait, retrying in %.1f s", exc, backoff
-                    )
-                except peewee.DatabaseError as exc:
-                    logger.error("database error: %s; retrying in %.1f s", exc, backoff)
-                finally:
-                    self.connected.clear()
-                    link.close()
-                if not self.lock.held():
-                    return
-                stop.wait(backoff)  # the timers thread goes on while the broker is away
-                backoff = min(backoff * 2, 5.0)
-        finally:
-            timers_done.set()
-            self._timers_wake.set()
-            timers.join()
-            self.waiter.close()
-            self.waiter = None
-            self._lazy_commits(False)
-            db.close()
-
-    def _lazy_commits(self, on: bool) -> None:
-        """SQLite: this thread's commits (marking rows published, clearing finished orders'
-        retained state) skip the fsync (``synchronous=NORMAL`` on its connection only).
-
-        They were one fsync per published batch, half of all fsyncs, taken under the same
-        single-writer lock as the API's orders. Losing them costs nothing but a re-send:
-        WAL keeps them atomic and in order, a crash of the relay or the service loses none
-        (only a power cut can), and an unmarked row is published again, in order, which
-        at-least-once delivery and the clients' version check absorb. Orders, events and
-        the timers' writes (another thread, another connection) keep their fsync."""
-        if not is_sqlite():
-            return
-        mode = "NORMAL" if on else self.settings.sqlite_synchronous
-        try:
-            db.execute_sql(f"PRAGMA synchronous={mode}")
-        except peewee.DatabaseError as exc:
-            logger.warning("cannot set synchronous=%s on the relay's connection: %s", mode, exc)
-
-    def _check_lock(self) -> None:
-        """Before anything goes to the broker: still the active relay? (PostgreSQL: one round trip)."""
-        if not self.lock.held():
-            raise LockLost("the relay lock is gone")
-
-    def _serve(self, link: MqttLink, stop: threading.Event) -> None:
-        """Publish on every wake-up, first thing, and otherwise every ``relay_poll_seconds``
-        (the fallback for a lost wake-up); the timers run on their own thread
-        (:meth:`_run_timers`) so that a dispatch tick never holds up a publish."""
-        self._drain(link)
-        self._rehydrate(link)
-        poll = self.settings.relay_poll_seconds
-        woken = False  # a row committed meanwhile has queued its datagram: the first wait ends at once
-        next_scan = time.monotonic() + poll
-        next_sweep = 0.0
-        while not stop.is_set():
-            if link.lost:
-                raise ConnectionLost("disconnected")
-            if woken or time.monotonic() >= next_scan:
-                self._drain(link)
-                next_scan = time.monotonic() + poll
-            if time.monotonic() >= next_sweep:
-                self._check_lock()  # publishing checks it too; this notices a loss while idle
-                self._clear_finished(link)
-                next_sweep = time.monotonic() + 1.0
-            if self.waiter is not None:
-                woken = self.waiter.wait(max(0.0, min(next_scan, next_sweep) - time.monotonic()))
-
-    def _run_timers(self, done: threading.Event) -> None:
-        """The dispatch timers, agent presence and the broker's login files, while this relay is
-        active, connected to the broker or not. Whatever they write to the outbox, the
-        publishing thread is woken for."""
-        next_files = time.monotonic() + FILES_SYNC_SECONDS
-        try:
-            while not done.is_set():
-                self._timers_wake.clear()
-                try:
-                    if not self.lock.held():
-                        return
-                    heard, came_online = self._apply_presence()
-                    ticked = False
-                    if came_online or time.monotonic() >= self._next_tick:
-                        ticked = self._tick()
-                    if heard or ticked:  # they may have written outbox rows
-                        self._poke.notify()
-                    if time.monotonic() >= next_files:
-                        self._sync_files()
-                        next_files = time.monotonic() + FILES_SYNC_SECONDS
-                except peewee.DatabaseError as exc:
-                    logger.error("relay timers: database error: %s", exc)
-                except Exception:  # a bug here must not stop the timers for good
-                    logger.exception("relay timers failed")
-                self._timers_wake.wait(max(0.0, self._next_tick - time.monotonic()))
-        finally:
-            db.close()
-
-    def _sync_files(self) -> None:
-        """Rewrite the broker's login files if the database changed (e.g. a dashboard login
-        expired). Writes only on change; a failure is logged, never fatal to publishing."""
-        try:
-            mqtt_auth.sync_files(self.settings)
-        except OSError as exc:
-            logger.error("cannot write the broker's password/ACL files: %s", exc)
-
-    # --- publishing ---------------------------------------------------------------
-
-    def _send(
-        self,
-        link: MqttLink,
-        messages: list[tuple[str, bytes, bool]],
-        on_acked: Callable[[int], None] | None = None,
-    ) -> None:
-        """Publish; hand the acknowledged prefix to ``on_acked``; a shortfall ends the connection.
-
-        The relay lock is checked before the first message and again every ``relay_batch``
-        messages of a long batch."""
-        acked = link.publish_batch(messages, check=self._check_lock, check_every=self.settings.relay_batch)
-        if acked and on_acked:
-            faults.kill_point("relay.after_publish")  # acknowledged, not yet marked published
-            on_acked(acked)
-        if acked < len(messages):
-            raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")
-
-    def _drain(self, link: MqttLink) -> int:
-        """Publish every pending outbox row in id order; return how many went out."""
-        total = 0
-        while True:
-            rows = self._statement("pending", 0).execute()
-            if not rows:
-                return total
-            messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
-
-            def mark(acked: int, rows: list[tuple] = rows) -> None:
-                with db.atomic():
-                    self._statement("mark", acked).execute(utcnow(), *(r[0] for r in rows[:acked]))
-
-            self._send(link, messages, mark)
-            total += len(rows)
-            if len(rows) < self.settings.relay_batch:
-                # All there was. A row committed since then has sent its wake-up datagram,
-                # which ends the relay's next wait at once: no need to ask again now.
-                return total
-
-    def _statement(self, name: str, size: int) -> Prepared:
-        """The outbox statements of the hot path, their SQL built once (peewee's SQL building
-        took longer than running them)."""
-        key = (name, size)
-        if key not in self._statements:
-            if name == "pending":
-                self._statements[key] = Prepared(lambda: _pending(self.settings.relay_batch))
-            else:  # mark ``size`` rows published; parameters: the time, then the ids
-                self._statements[key] = Prepared(
-                    lambda: Outbox.update(published_at=utcnow()).where(Outbox.id.in_([0] * size))
-                )
-        return self._statements[key]
-
-    def _latest_published(
-        self, kind: str, group: peewee.Field, among: peewee.Query | None
-    ) -> list[tuple[str, str]]:
-        """(topic, payload) of the newest published row of each ``group`` (order or agent)."""
-        newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
-            (Outbox.kind == kind) & Outbox.published_at.is_null(False)
-        )
-        if among is not None:
-            newest = newest.where(group.in_(among))
-        return list(
-            Outbox.select(Outbox.topic, Outbox.payload)
-            .where(Outbox.id.in_(newest.group_by(group)))
-            .order_by(Outbox.id)
-            .tuples()
-        )
-
-    def _rehydrate(self, link: MqttLink) -> None:
-        """Republish, retained, the last published state of every live order and every worklist."""
-        started = time.monotonic()
-        live = Order.select(Order.id).where(Order.status.not_in(TERMINAL))
-        rows = self._latest_published("status", Outbox.order_id, live)
-        rows += self._latest_published("worklist", Outbox.agent_id, None)
-        # One stream: publish_batch keeps its window of unacknowledged messages full.
-        self._send(link, [(topic, payload.encode(), True) for topic, payload in rows])
-        logger.info(
-            "republished the state of %d orders and worklists in %.0f ms",
-            len(rows),
-            (time.monotonic() - started) * 1000,
-        )
-
-    def _clear_finished(self, link: MqttLink) -> None:
-        """Clear the retained state of orders finished longer ago than the retention window."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.retain_terminal_seconds)
-        pending = Outbox.select(Outbox.order_id).where(
-            Outbox.published_at.is_null() & Outbox.order_id.is_null(False)
-        )
-        finished = list(
-            Order.select(Order.id)
-            .where(
-                Order.terminal_at.is_null(False)
-                & (Order.terminal_at <= cutoff)
-                & Order.retained_cleared_at.is_null()
-                & Order.id.not_in(pending)
-            )
-            .limit(self.settings.relay_batch)
-        )
-        if not finished:
-            return
-        clears = [(topics.order_status(o.id), b"", True) for o in finished]
-        # orders/new retains the newest created order: clear it too once that order is finished.
-        newest = Outbox.select(Outbox.order_id).where(Outbox.kind == "new").order_by(Outbox.id.desc()).first()
-        if newest is not None and newest.order_id in {o.id for o in finished}:
-            clears.append((topics.ORDERS_NEW, b"", True))
-        self._send(link, clears)
-        with db.atomic():
-            Order.update(retained_cleared_at=utcnow()).where(Order.id.in_([o.id for o in finished])).execute()
-        logger.info("cleared the retained state of %d finished orders", len(finished))
-
-    # --- agent presence -------------------------------------------------------------
-
-    def _on_message(self, message: mqtt.MQTTMessage) -> None:
-        """paho's thread: decode and hand off; the relay thread writes the database."""
-        agent_id = topics.agent_from_presence_topic(message.topic)
-        try:
-            body = json.loads(message.payload)
-            state = body["state"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if agent_id and state in PRESENCE_STATES:
-            self._presence.put((agent_id, state, utcnow(), _sent_at(body), bool(message.retain)))
-            self._timers_wake.set()
-
-    def _apply_presence(self) -> tuple[bool, bool]:
-        """Record queued presence messages; (any recorded, an agent came online)."""
-        heard = came_online = False
-        while True:
-            try:
-                agent_id, state, heard_at, sent_at, retained = self._presence.get_nowait()
-            except queue.Empty:
-                return heard, came_online
-            heard = True
-            came_online |= presence.record(
-                agent_id,
-                state,
-                heard_at=heard_at,
-                sent_at=sent_at,
-                retained=retained,
-                timeout_seconds=self.settings.presence_timeout_seconds,
-            )
-
-    # --- dispatch timers ----------------------------------------------------------
-
-    def _tick(self) -> bool:
-        """Run the dispatch timers once; True when they changed something."""
-        self._next_tick = time.monotonic() + self.settings.dispatch_tick_seconds
-        try:
-            return bool(dispatch.tick(self.settings))
-        except peewee.DatabaseError as exc:
-            logger.error(
-                "dispatch tick failed: %s; next one in %.1f s", exc, self.settings.dispatch_tick_seconds
-            )
-        except Exception:  # a dispatch bug must not stop the outbox from being published
-            logger.exception("dispatch tick failed")
-        return True  # it may have committed part of its work
-
-
-def _pending(limit: int) -> peewee.ModelSelect:
-    """The oldest unpublished rows, each with ``newest``: no later row of its topic exists
-    (published retained only then; an older one would overwrite a newer state). One query."""
-    later = Outbox.alias()
-    superseded = peewee.fn.EXISTS(
-        later.select(peewee.SQL("1")).where((later.topic == Outbox.topic) & (later.id > Outbox.id))
+def build_relay(settings: Settings) -> Relay:
+    timers = DispatchTimers(settings)
+    files = LoginFileSync(settings)
+    return Relay(
+        settings,
+        inbound={topic: timers.on_presence for topic in timers.subscriptions},
+        before_connect=files.sync_now,
+        companions=(timers, files),
     )
-    return (
-        Outbox.select(Outbox.id, Outbox.topic, Outbox.payload, (~superseded).alias("newest"))
-        .where(Outbox.published_at.is_null())
-        .order_by(Outbox.id)
-        .limit(limit)
-    )
-
-
-def _sent_at(body: dict) -> datetime | None:
-    """The presence payload's ``at`` as naive UTC, or None when missing or malformed."""
-    try:
-        at = datetime.fromisoformat(str(body["at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None
-    if at.tzinfo is None:
-        return None
-    return at.astimezone(UTC).replace(tzinfo=None)
 
 
 def main() -> None:
@@ -433,8 +42,8 @@ def main() -> None:
     init_db(settings.database_url, settings.sqlite_synchronous)
     stop = threading.Event()
     try:
-        relay = Relay(settings)
-    except mqtt_auth.MissingServiceSecret as exc:
+        relay = build_relay(settings)
+    except broker_logins.MissingServiceSecret as exc:
         raise SystemExit(f"error: {exc}") from None
 
     def on_signal(*_: object) -> None:

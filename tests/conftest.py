@@ -8,6 +8,10 @@ PostgreSQL run is skipped, or fails with ``CI=true``. Tests marked
 ``sqlite_only`` are skipped on PostgreSQL.
 
 Broker and relay fixtures live in tests/mqtt_fixtures.py (imported below).
+
+The ORDERBUS_* settings of the shell configure the `make run` there, not the tests: they
+are removed from this process's environment before any test runs, so neither a test nor a
+process it starts uses that system's ports, broker or database.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from order_service.app import create_app
-from order_service.db import db, init_db
-from order_service.migrations import migrate
+from harness.mosquitto import MosquittoMissing
+from harness.processes import without_service_settings
+from order_service.api.app import create_app
+from order_service.store.db import db, init_db
+from order_service.store.migrations import migrate
 
 pytest_plugins = ["tests.mqtt_fixtures", "tests.clients_system", "tests.pg_fixtures"]
 
@@ -33,8 +39,37 @@ if BACKEND not in ("sqlite", "postgresql"):
     raise pytest.UsageError(f"ORDERBUS_TEST_DATABASE={BACKEND!r}: use sqlite or postgresql")
 
 
-def pytest_report_header() -> str:
-    return f"orderbus database backend: {BACKEND}"
+IGNORED = sorted(set(os.environ) - set(without_service_settings(os.environ)))
+for _name in IGNORED:
+    del os.environ[_name]
+
+
+def pytest_report_header() -> list[str]:
+    header = [f"orderbus database backend: {BACKEND}"]
+    if IGNORED:
+        header.append("ignored (settings of this shell's make run): " + ", ".join(IGNORED))
+    return header
+
+
+def _without_mosquitto():
+    """A test that needs Mosquitto on a machine without it: skipped, or failed with CI=true."""
+    try:
+        return (yield)
+    except MosquittoMissing as exc:
+        missing = str(exc)
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing}; .ci/run installs it with apt-get", pytrace=False)
+    pytest.skip(missing)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    return (yield from _without_mosquitto())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    return (yield from _without_mosquitto())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -116,12 +151,12 @@ def _login(client: FlaskClient, username: str, password: str) -> dict:
 
 @pytest.fixture
 def admin(client: FlaskClient) -> Actor:
-    from order_service import auth
-    from order_service.models import User
+    from order_service.accounts import users
+    from order_service.store.models import User
 
     with db.connection_context():
         if not User.get_or_none(User.username == "admin"):
-            auth.create_user("admin", ADMIN_PASSWORD, "admin")
+            users.create_user("admin", ADMIN_PASSWORD, "admin")
     body = _login(client, "admin", ADMIN_PASSWORD)
     return Actor(
         body["user"]["id"],

@@ -1,6 +1,6 @@
 """Driving the admin dashboard from a test: log in, read the board, wait for rows, compare with the database.
 
-Plain functions over a Playwright page and a :class:`tests.clients_system.System`;
+Plain functions over a Playwright page and a :class:`harness.system.System`;
 the fixtures are in tests/test_admin_dashboard.py.
 """
 
@@ -12,8 +12,8 @@ import time
 import pytest
 
 from clients.rest import Api
-from tests.clients_system import System
-from tests.test_processes import ROOT
+from harness.processes import ROOT
+from harness.system import System
 
 SHOTS = ROOT / "test-artifacts" / "dashboard"
 LIVE = 1.0  # seconds: a change made elsewhere is on the open page within this

@@ -16,8 +16,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from flask.testing import FlaskClient
 
-from order_service.dispatch import TickReport, tick
-from order_service.models import rfc3339
+from order_service.dispatch.auto import TickReport, tick
+from order_service.store.models import rfc3339
 from tests.conftest import Actor
 from tests.helpers import API, wait_until
 

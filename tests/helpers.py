@@ -14,8 +14,8 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from order_service import lifecycle
-from order_service.db import db
-from order_service.models import (
+from order_service.store.db import db
+from order_service.store.models import (
     Agent,
     DispatchSettingsRow,
     IdempotencyKey,

@@ -18,10 +18,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
-from order_service.relay import Relay
+from order_service.outbox.relay import Relay
+from order_service.relay import build_relay
+from order_service.store.db import db
 
 _ids = itertools.count(1)
 
@@ -78,7 +79,7 @@ class Subscriber:
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         received = Received(message.topic, bytes(message.payload), bool(message.retain))
         try:
-            from tests.contract import validate_message
+            from tests.asyncapi import validate_message
 
             validate_message(received.topic, received.payload)
         except Exception as exc:  # recorded, asserted in the test thread
@@ -165,7 +166,7 @@ class RelayRunner:
 
     def __call__(self, connect: bool = True, **overrides) -> Relay:
         """Start a relay; wait until it is connected (``connect=False``: a standby will not be)."""
-        relay = Relay(load_settings({**self.settings, **overrides}))
+        relay = build_relay(load_settings({**self.settings, **overrides}))
         stop = threading.Event()
         thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
         thread.start()
@@ -187,8 +188,8 @@ def start_relay(app, relay_settings: dict) -> Iterator[RelayRunner]:
     """Start relays in threads (after the app has migrated the database)."""
     settings = load_settings(relay_settings)
     with db.connection_context():  # what `python -m order_service bootstrap` does
-        mqtt_auth.ensure_service(settings)
-        mqtt_auth.sync_files(settings)
+        broker_logins.ensure_service(settings)
+        broker_logins.sync_files(settings)
     runner = RelayRunner(relay_settings)
     yield runner
     runner.stop_all()

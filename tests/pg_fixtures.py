@@ -1,10 +1,10 @@
 """PostgreSQL test databases: one template migrated per session, a copy of it per test.
 
-Used when ``ORDERBUS_TEST_DATABASE=postgresql`` (see conftest.py). Every database
-is dropped afterwards, with any connection a test left behind terminated first.
-``CREATE DATABASE`` costs about a second (it WAL-logs the copy) and ``DROP`` half
-of one, so the next test's database is created, and the last one dropped, in
-background threads while a test runs.
+Used when ``ORDERBUS_TEST_DATABASE=postgresql`` (see conftest.py), on the server that
+harness/postgres.py names. Every database is dropped afterwards, with any connection a
+test left behind terminated first. ``CREATE DATABASE`` costs about a second (it
+WAL-logs the copy) and ``DROP`` half of one, so the next test's database is created,
+and the last one dropped, in background threads while a test runs.
 """
 
 from __future__ import annotations
@@ -14,41 +14,15 @@ import itertools
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
 
-from order_service.db import db, init_db
-from order_service.migrations import migrate
+from harness.postgres import admin_connection, database_url, drop_database, server_url
+from order_service.store.db import db, init_db
+from order_service.store.migrations import migrate
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _numbers = itertools.count(1)
-
-
-def server_url() -> str:
-    return os.environ.get("ORDERBUS_TEST_POSTGRES_URL", DEFAULT_URL)
-
-
-def database_url(name: str) -> str:
-    parts = urlsplit(server_url())
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _admin():
-    conn = psycopg2.connect(server_url(), connect_timeout=5)
-    conn.autocommit = True
-    return conn
-
-
-def _drop(conn, name: str) -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def _release_pool() -> None:
@@ -71,7 +45,7 @@ class Databases:
 
     def _create(self) -> str:
         name = f"orderbus_t{os.getpid()}_{next(_numbers)}"
-        conn = _admin()
+        conn = admin_connection()
         try:
             with conn.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
@@ -86,9 +60,9 @@ class Databases:
 
     def drop(self, name: str) -> None:
         def run() -> None:
-            conn = _admin()
+            conn = admin_connection()
             try:
-                _drop(conn, name)
+                drop_database(conn, name)
             finally:
                 conn.close()
 
@@ -105,14 +79,14 @@ class Databases:
 @pytest.fixture(scope="session")
 def postgres_databases() -> Iterator[Databases]:
     try:
-        conn = _admin()
+        conn = admin_connection()
     except psycopg2.OperationalError as exc:
         message = f"PostgreSQL at {server_url()} unreachable: {exc}".strip()
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     template = f"orderbus_tmpl_{os.getpid()}"
-    _drop(conn, template)
+    drop_database(conn, template)
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{template}"')
     migrate(init_db(database_url(template)), log=lambda _msg: None)
@@ -121,7 +95,7 @@ def postgres_databases() -> Iterator[Databases]:
     yield databases
     _release_pool()
     databases.close()
-    _drop(conn, template)
+    drop_database(conn, template)
     conn.close()
 
 
@@ -137,14 +111,14 @@ def postgres_database(postgres_databases: Databases) -> Iterator[str]:
 @contextlib.contextmanager
 def empty_database(prefix: str) -> Iterator[str]:
     """A database with no tables at all, dropped afterwards (tests of migrate and of restores)."""
-    conn = _admin()
+    conn = admin_connection()
     name = f"{prefix}_{os.getpid()}"
-    _drop(conn, name)
+    drop_database(conn, name)
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
         yield database_url(name)
     finally:
         _release_pool()
-        _drop(conn, name)
+        drop_database(conn, name)
         conn.close()

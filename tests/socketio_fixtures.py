@@ -1,4 +1,5 @@
-"""The Socket.IO bridge as a process and the seed's Node ``socket.io-client`` driven by tests."""
+"""The Socket.IO bridge as a process, the API it checks tokens with served over real HTTP,
+and the seed's Node ``socket.io-client`` driven by tests."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import BaseWSGIServer, make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bridges" / "node_test"
@@ -121,15 +123,43 @@ class NodeClient:
                 stream.close()
 
 
-class SocketBridgeProcess:
-    """``python -m bridges.socketio`` with the test's data directory and broker."""
+class ApiServer:
+    """The test's Flask app served over HTTP on a free port (werkzeug, threaded), so processes
+    under test reach the same API and database the test drives with its test client."""
 
-    def __init__(self, data_dir: Path, mqtt_url: str, port: int, log: Path, database_url: str = "") -> None:
+    def __init__(self, app) -> None:
+        self.app = app
+        self.port = 0
+        self.server: BaseWSGIServer | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def start(self) -> None:
+        """Serve (again, on the same port once it had one)."""
+        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, name="api-server", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop answering: new connections to the port are refused."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+class SocketBridgeProcess:
+    """``python -m bridges.socketio`` with the test's data directory, broker and API."""
+
+    def __init__(self, data_dir: Path, mqtt_url: str, port: int, log: Path, api_url: str) -> None:
         self.url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
             "ORDERBUS_DATA_DIR": str(data_dir),
-            "ORDERBUS_DATABASE_URL": database_url,  # empty: the SQLite file in the data dir
+            "ORDERBUS_API_URL": api_url,
             "ORDERBUS_MQTT_URL": mqtt_url,
             "ORDERBUS_SOCKETIO_PORT": str(port),
             "ORDERBUS_LOG_LEVEL": "INFO",

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from clients.rest import Api
-from tests.clients_system import System, make_system
+from harness.processes import ROOT, free_port
+from harness.system import System, make_system
 from tests.dashboard_page import (
     LIVE,
     agent_device,
@@ -35,7 +36,6 @@ from tests.dashboard_page import (
 from tests.helpers import wait_until
 from tests.mqtt_fixtures import Subscriber
 from tests.tcp_proxy import TcpProxy
-from tests.test_processes import ROOT, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -102,8 +102,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterato
     try:
         yield sys_
     finally:
-        for name in list(sys_.procs):
-            sys_.stop(name)
+        sys_.close()
 
 
 @pytest.fixture
@@ -443,9 +442,9 @@ def test_eta_failed_delivery_and_late_alert_are_shown(page, system: System) -> N
 
 def test_two_thousand_orders_load_and_render(page, system: System, tmp_path: Path) -> None:
     """2,000 orders: the page shows every one, once, with the right counts; prints load and render time."""
-    from order_service.db import db, init_db
-    from order_service.models import User
-    from order_service.orders import NewOrder, create_order
+    from order_service.orders.service import NewOrder, create_order
+    from order_service.store.db import db, init_db
+    from order_service.store.models import User
 
     have = len(database_state(system))
     init_db(

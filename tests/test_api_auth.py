@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from order_service.db import db
-from order_service.models import Token, User, utcnow
+from order_service.store.db import db
+from order_service.store.models import Token, User, utcnow
 from tests.conftest import order_body
 from tests.helpers import (
     API,

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from order_service.db import db
-from order_service.models import LoginFailure, utcnow
+from order_service.store.db import db
+from order_service.store.models import LoginFailure, utcnow
 from tests.helpers import assert_problem
 
 URL = "/api/v1/auth/token"

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from broker import credfiles
 from broker.credfiles import Acl
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
-from order_service.models import MqttCredential, Token, utcnow
+from order_service.store.db import db
+from order_service.store.models import MqttCredential, Token, utcnow
 from tests.helpers import assert_problem
 
 API = "/api/v1"
@@ -92,18 +92,18 @@ def test_expired_dashboard_logins_leave_the_files(client, admin, settings_overri
         past = utcnow() - timedelta(seconds=1)  # both carry the token's expiry time
         Token.update(expires_at=past).execute()
         MqttCredential.update(expires_at=past).where(MqttCredential.kind == "dashboard").execute()
-        assert mqtt_auth.sync_files(settings)  # what the relay does every few seconds
+        assert broker_logins.sync_files(settings)  # what the relay does every few seconds
     assert admin.mqtt["username"] not in files(settings_overrides)[0]
 
 
 def test_service_login_is_issued_once_and_kept(app, settings_overrides):
     settings = load_settings(settings_overrides)
     with db.connection_context():
-        assert mqtt_auth.ensure_service(settings)
-        username, secret = mqtt_auth.service_login(settings)
-        assert not mqtt_auth.ensure_service(settings)  # present and matching: unchanged
-        assert mqtt_auth.service_login(settings) == (username, secret)
-        mqtt_auth.sync_files(settings)
+        assert broker_logins.ensure_service(settings)
+        username, secret = broker_logins.service_login(settings)
+        assert not broker_logins.ensure_service(settings)  # present and matching: unchanged
+        assert broker_logins.service_login(settings) == (username, secret)
+        broker_logins.sync_files(settings)
     passwd, acl = files(settings_overrides)
     assert credfiles.verify_password(secret, passwd[username])
     assert acl.allowed(username, "relay", "write", "orders/o1/status")
@@ -111,18 +111,18 @@ def test_service_login_is_issued_once_and_kept(app, settings_overrides):
     assert acl.allowed(username, "relay", "read", "agents/a1/presence")
     assert not acl.allowed(username, "relay", "write", "agents/a1/presence")
     assert oct(settings.mqtt_password_path.stat().st_mode & 0o777) == "0o640"
-    assert oct(mqtt_auth.service_secret_path(settings).stat().st_mode & 0o777) == "0o600"
+    assert oct(broker_logins.service_secret_path(settings).stat().st_mode & 0o777) == "0o600"
 
 
 def test_bridge_login_is_issued_once_and_reads_only(app, settings_overrides):
     """The bridges' login (bootstrap) reads orders/# and agents/# and may write nothing."""
     settings = load_settings(settings_overrides)
     with db.connection_context():
-        assert mqtt_auth.ensure_bridge(settings)
-        username, secret = mqtt_auth.bridge_login(settings)
-        assert not mqtt_auth.ensure_bridge(settings)
-        assert mqtt_auth.bridge_login(settings) == (username, secret)
-        mqtt_auth.sync_files(settings)
+        assert broker_logins.ensure_bridge(settings)
+        username, secret = broker_logins.bridge_login(settings)
+        assert not broker_logins.ensure_bridge(settings)
+        assert broker_logins.bridge_login(settings) == (username, secret)
+        broker_logins.sync_files(settings)
     passwd, acl = files(settings_overrides)
     assert username == "orderbus-bridge"
     assert credfiles.verify_password(secret, passwd[username])
@@ -130,4 +130,4 @@ def test_bridge_login_is_issued_once_and_reads_only(app, settings_overrides):
     assert acl.allowed(username, "b", "read", "agents/a1/assigned")
     for topic in ("orders/o1/status", "orders/new", "agents/a1/presence", "agents/a1/assigned"):
         assert not acl.allowed(username, "b", "write", topic)
-    assert oct(mqtt_auth.bridge_secret_path(settings).stat().st_mode & 0o777) == "0o600"
+    assert oct(broker_logins.bridge_secret_path(settings).stat().st_mode & 0o777) == "0o600"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.mosquitto import REPO
+from harness.processes import ROOT
 
 pytestmark = pytest.mark.e2e
 
-NODE_MODULES = REPO / "clients" / "loadgen" / "node" / "node_modules"
+NODE_MODULES = ROOT / "clients" / "loadgen" / "node" / "node_modules"
 
 
 def test_bench_smoke_profile_writes_a_report(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_bench_smoke_profile_writes_a_report(tmp_path: Path) -> None:
         pytest.skip("node or clients/loadgen/node/node_modules missing (make node-test-deps)")
     done = subprocess.run(
         [sys.executable, "-m", "clients.loadgen", "--profile", "smoke", "--out", str(tmp_path), "--no-plots"],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=90,
@@ -57,7 +57,7 @@ def test_cpu_tool_reports_each_process_per_request() -> None:
     worker, the relay and the broker for an order."""
     done = subprocess.run(
         [sys.executable, "-m", "clients.loadgen.cpu", "-n", "30"],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=90,
@@ -71,7 +71,7 @@ def test_cpu_tool_reports_each_process_per_request() -> None:
 def test_brokers_option_refuses_an_unknown_broker(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "clients.loadgen", "--brokers", "embedded,rabbit", "--out", str(tmp_path)],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=30,

@@ -193,12 +193,15 @@ def test_port_taken_between_check_and_amqtt_bind_is_explained(monkeypatch) -> No
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[[dict[str, str]], subprocess.Popen[str]]]:
-    """Start ``python -m broker``; any process still running at teardown is killed by PID."""
+def spawn(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess.Popen[str]]]:
+    """Start ``python -m broker`` (ports of its own and this test's data directory unless
+    ``overrides`` say otherwise); any process still running at teardown is killed by PID."""
     started: list[subprocess.Popen[str]] = []
 
     def run(overrides: dict[str, str]) -> subprocess.Popen[str]:
+        port = pick_free_port(HOST)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERBUS_")}
+        env.update(_ports_env(port, pick_free_port(HOST, avoid=port)), ORDERBUS_DATA_DIR=str(tmp_path))
         env.update(overrides)
         process = subprocess.Popen(
             [sys.executable, "-m", "broker"],

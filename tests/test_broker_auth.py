@@ -568,7 +568,10 @@ def test_no_retained_message_before_subscribing(login) -> None:
 
 
 def _spawn(env_overrides: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``python -m broker ARGS`` on ports of its own unless ``env_overrides`` name them."""
+    port = pick_free_port(HOST)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERBUS_")}
+    env.update(ORDERBUS_BROKER_PORT=str(port), ORDERBUS_BROKER_WS_PORT=str(pick_free_port(HOST, avoid=port)))
     env.update(env_overrides)
     return subprocess.Popen(
         [sys.executable, "-m", "broker", *args],

@@ -18,12 +18,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
-from order_service import mqtt_auth
+from harness.mosquitto import Mosquitto
+from order_service.accounts import broker_logins
 from order_service.config import Settings, load_settings
-from order_service.db import db
-from order_service.models import Agent, Outbox, new_id
+from order_service.store.db import db
+from order_service.store.models import Agent, Outbox, new_id
 from tests.helpers import assign, wait_until, walk_to
-from tests.mosquitto import Mosquitto
 from tests.mqtt_fixtures import RelayRunner
 from tests.mqtt_raw import RawClient
 
@@ -55,8 +55,8 @@ def settings_overrides(settings_overrides: dict, broker_kind: str, data_dir) -> 
 def target(app, settings_overrides: dict, broker_kind: str, data_dir) -> Iterator[Target]:
     settings = load_settings(settings_overrides)
     with db.connection_context():
-        mqtt_auth.ensure_service(settings)
-        mqtt_auth.sync_files(settings)
+        broker_logins.ensure_service(settings)
+        broker_logins.sync_files(settings)
     if broker_kind == "mosquitto":
         server = Mosquitto(data_dir, settings.mqtt_password_path, settings.mqtt_acl_path).start()
         yield Target("mosquitto", server.host, server.port, server.ws_port, settings)
@@ -174,7 +174,7 @@ def connect(target: Target) -> Iterator:
 
 
 def service(target: Target) -> tuple[str, str]:
-    return mqtt_auth.service_login(target.settings)
+    return broker_logins.service_login(target.settings)
 
 
 def login_accepted(target: Target, username: str, password: str, timeout: float = 5.0) -> bool:
@@ -430,11 +430,11 @@ def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, con
     with db.connection_context():
         ids = [new_id("agt") for _ in range(501)]
         Agent.insert_many([{"id": i, "name": i} for i in ids]).execute()
-        secrets = {i: mqtt_auth.issue_agent(Agent.get_by_id(i)) for i in ids}
+        secrets = {i: broker_logins.issue_agent(Agent.get_by_id(i)) for i in ids}
     # The stream's own agent is not in the burst: a login with its client id would take its
     # session over and end the stream (which then showed no gap at all).
     streamer, ids = ids[0], ids[1:]
-    mqtt_auth.sync_files(target.settings)
+    broker_logins.sync_files(target.settings)
     assert login_accepted(target, ids[-1], secrets[ids[-1]])
 
     watcher = connect(*service(target))

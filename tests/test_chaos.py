@@ -2,7 +2,7 @@
 happened against what subscribers got (tests/chaos.py: lost, duplicated, unexpected,
 recovered). Pass means lost 0 and unexpected 0.
 
-Broker, API (gunicorn) and relay run as separate processes (tests/clients_system.py),
+Broker, API (gunicorn) and relay run as separate processes (harness/system.py),
 one system per module shared by the scenarios: each scenario leaves every process
 running again, and accounts only for the events after it started. ``make test`` runs
 them at ORDERBUS_CHAOS_SCALE=1; ``make chaos`` at a larger scale. They do not depend on
@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 
 from clients.rest import Api, ApiUnreachable, place_order
+from harness.mosquitto import Mosquitto
+from harness.processes import stop_group
+from harness.system import System, make_system
 from tests.chaos import (
     ORDER,
     SCALE,
@@ -37,18 +40,11 @@ from tests.chaos import (
     retained_state,
     wait_converged,
 )
-from tests.clients_system import System, make_system, stop_group
-from tests.mosquitto import Mosquitto
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180 * SCALE)]
 HOST = "127.0.0.1"
 STEPS = 24 * SCALE
-
-
-def _stop_all(system: System) -> None:
-    for name in list(system.procs):
-        system.stop(name)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +56,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     try:
         yield system
     finally:
-        _stop_all(system)
+        system.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +72,7 @@ def with_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     try:
         yield system, mosquitto
     finally:
-        _stop_all(system)
-        mosquitto.stop()
+        system.close()
 
 
 def _port(system: System) -> int:

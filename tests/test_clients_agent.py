@@ -17,7 +17,8 @@ import pytest
 from clients.agent.device import AgentDevice
 from clients.agent.state import StateDir
 from clients.rest import Api
-from tests.clients_system import ROOT, System, stop_group
+from harness.processes import ROOT, stop_group
+from harness.system import System
 from tests.mqtt_fixtures import Subscriber
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.clients_system import ROOT, System
+from harness.processes import ROOT
+from harness.system import System
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients_system import ROOT
+from harness.processes import ROOT
 
 pytestmark = pytest.mark.e2e
 

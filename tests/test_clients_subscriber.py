@@ -7,7 +7,8 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from clients.subscriber import Feed, Update, VersionTracker, classify
+import contract
+from clients.subscriber import Feed, Update, classify
 from tests.helpers import wait_until
 
 
@@ -29,11 +30,12 @@ def test_classify_and_tracker():
     assert classify("orders/o1/status", _order("o1", 2)) == ("order", "o1", 2)
     assert classify("orders/new", _order("o1", 1)) == ("order", "o1", 1)
     assert classify("agents/a1/presence", {"state": "online"})[0] == "presence"
-    tracker = VersionTracker()
-    assert tracker.offer("order", "o1", 2)
-    assert not tracker.offer("order", "o1", 2)
-    assert not tracker.offer("order", "o1", 1)
-    assert tracker.offer("order", "o1", 3) and tracker.held("order", "o1") == 3
+    gate = contract.VersionGate()
+    assert gate.offer(("order", "o1"), 2)
+    assert not gate.offer(("order", "o1"), 2)
+    assert not gate.offer(("order", "o1"), 1)
+    assert gate.offer(("order", "o1"), 3) and gate.held(("order", "o1")) == 3
+    assert gate.offer(("worklist", "o1"), 1)  # another kind, another key
 
 
 def _until_marker(feed: Feed, publisher: mqtt.Client, n: int, timeout: float = 5.0) -> list[Update]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 import time
 
-from order_service.db import db
-from order_service.events import record_order_event
-from order_service.models import Order, Outbox
+from order_service.orders.events import record_order_event
+from order_service.store.db import db
+from order_service.store.models import Order, Outbox
 
 
 def _write(order_id: str, written: threading.Event, release: threading.Event | None, out: dict) -> None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
 from collections import defaultdict
 
 import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
-from order_service import events, lifecycle, topics
-from order_service.db import db
-from order_service.models import Outbox
-from tests import contract
+import contract
+from order_service import lifecycle
+from order_service.orders import events
+from order_service.store.db import db
+from order_service.store.models import Outbox
+from tests import asyncapi
 
 CHANNELS = {
     "orders/new": "ordersNew",
@@ -30,7 +35,7 @@ AGENT_ID = "agt_0123456789ab"
 
 def test_document_is_asyncapi_3_with_the_four_channels():
     """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x and the four topics."""
-    with contract.SPEC_PATH.open(encoding="utf-8") as handle:
+    with asyncapi.SPEC_PATH.open(encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
     assert str(document["asyncapi"]).startswith("3.")
     addresses = {c["address"]: key for key, c in document["channels"].items()}
@@ -42,7 +47,7 @@ def test_document_is_asyncapi_3_with_the_four_channels():
 
 def test_servers_are_the_embedded_broker_over_tcp_and_websocket():
     """The embedded broker is reachable at mqtt://127.0.0.1:1883 and ws://127.0.0.1:9001/mqtt."""
-    servers = contract.spec()["servers"].values()
+    servers = asyncapi.spec()["servers"].values()
     found = {(s["protocol"], s["host"], s.get("pathname", "")) for s in servers}
     assert found == {("mqtt", "127.0.0.1:1883", ""), ("ws", "127.0.0.1:9001", "/mqtt")}
     assert all(s["protocolVersion"] == "3.1.1" for s in servers)
@@ -50,7 +55,7 @@ def test_servers_are_the_embedded_broker_over_tcp_and_websocket():
 
 def test_every_publish_is_qos1_and_retained():
     """Every send operation is QoS 1 with retain; every receive subscribes with QoS 1."""
-    operations = contract.resolved()["operations"]
+    operations = asyncapi.resolved()["operations"]
     assert {op["channel"]["address"] for op in operations.values()} == set(CHANNELS)
     for name, op in operations.items():
         mqtt = op["bindings"]["mqtt"]
@@ -72,21 +77,21 @@ def test_every_publish_is_qos1_and_retained():
 
 def test_component_schemas_are_valid_draft_2020_12():
     """Every schema in components, and every resolved message payload, is a valid 2020-12 schema."""
-    for name, schema in contract.spec()["components"]["schemas"].items():
+    for name, schema in asyncapi.spec()["components"]["schemas"].items():
         try:
             Draft202012Validator.check_schema(schema)
         except Exception as error:  # pragma: no cover - the message names the schema
             raise AssertionError(f"components/schemas/{name}: {error}") from error
-    for name, message in contract.resolved()["components"]["messages"].items():
+    for name, message in asyncapi.resolved()["components"]["messages"].items():
         Draft202012Validator.check_schema(message["payload"])
         assert "$ref" not in json.dumps(message["payload"]), name
 
 
 def test_document_examples_conform():
     """Each message example in the document validates against that message's payload schema."""
-    messages = contract.resolved()["components"]["messages"]
+    messages = asyncapi.resolved()["components"]["messages"]
     for name, message in messages.items():
-        validator = Draft202012Validator(message["payload"], format_checker=contract.FORMAT_CHECKER)
+        validator = Draft202012Validator(message["payload"], format_checker=asyncapi.FORMAT_CHECKER)
         assert message.get("examples"), f"{name} has no example"
         for example in message["examples"]:
             validator.validate(example["payload"])
@@ -94,7 +99,7 @@ def test_document_examples_conform():
 
 def test_contract_enumerations_match_the_code():
     """Statuses, event names and the payload schema version are the code's own."""
-    schemas = contract.spec()["components"]["schemas"]
+    schemas = asyncapi.spec()["components"]["schemas"]
     assert schemas["Status"]["enum"] == list(lifecycle.STATUSES)
     active = [s for s in lifecycle.STATUSES if s not in lifecycle.TERMINAL]
     assert schemas["ActiveStatus"]["enum"] == active
@@ -104,12 +109,12 @@ def test_contract_enumerations_match_the_code():
 
 
 def test_topics_built_by_the_service_are_in_the_contract():
-    """Every topic order_service.topics builds maps to its channel's payload schema."""
-    schemas = contract.resolved()["components"]["schemas"]
-    assert contract.schema_for_topic(topics.ORDERS_NEW) == schemas["NewOrderEvent"]
-    assert contract.schema_for_topic(topics.order_status(ORDER_ID)) == schemas["OrderEvent"]
-    assert contract.schema_for_topic(topics.agent_assigned(AGENT_ID)) == schemas["Worklist"]
-    assert contract.schema_for_topic(topics.agent_presence(AGENT_ID)) == schemas["Presence"]
+    """Every topic the contract builds maps to its channel's payload schema."""
+    schemas = asyncapi.resolved()["components"]["schemas"]
+    assert asyncapi.schema_for_topic(contract.ORDERS_NEW) == schemas["NewOrderEvent"]
+    assert asyncapi.schema_for_topic(contract.order_status(ORDER_ID)) == schemas["OrderEvent"]
+    assert asyncapi.schema_for_topic(contract.agent_assigned(AGENT_ID)) == schemas["Worklist"]
+    assert asyncapi.schema_for_topic(contract.agent_presence(AGENT_ID)) == schemas["Presence"]
 
 
 # --- payloads produced by the real code --------------------------------------
@@ -159,7 +164,7 @@ def outbox(client, admin, make_agent, place_order) -> list[Outbox]:
 
 
 def _decoded(outbox: list[Outbox]) -> list[tuple[str, dict]]:
-    return [(row.topic, contract.validate_message(row.topic, row.payload.encode())) for row in outbox]
+    return [(row.topic, asyncapi.validate_message(row.topic, row.payload.encode())) for row in outbox]
 
 
 def test_real_payloads_conform(outbox):
@@ -173,7 +178,7 @@ def test_real_payloads_conform(outbox):
         "order.unassigned",
         "agent.worklist",
     }
-    channels = {contract._match_channel(topic)[0] for topic, _payload in decoded}
+    channels = {asyncapi._match_channel(topic)[0] for topic, _payload in decoded}
     assert channels == {"ordersNew", "orderStatus", "agentAssigned"}
     statuses = {p["order"]["status"] for t, p in decoded if "order" in p}
     assert {"placed", "confirmed", "preparing", "ready", "picked_up", "delivered"} <= statuses
@@ -185,7 +190,7 @@ def test_real_versions_only_go_up(outbox):
     so a client keeping the highest version never drops a real change."""
     last: dict[tuple[str, str], int] = defaultdict(int)
     for topic, payload in _decoded(outbox):
-        if topic == topics.ORDERS_NEW:
+        if topic == contract.ORDERS_NEW:
             assert payload["event"] == "order.created"
             assert payload["order"]["version"] == 1
             assert payload["order"]["status"] == "placed"
@@ -205,7 +210,7 @@ def test_real_worklists_hold_every_active_order_of_their_agent(outbox):
             current[payload["order"]["id"]] = payload["order"]
             continue
         agent_id = payload["agent_id"]
-        assert topic == topics.agent_assigned(agent_id)
+        assert topic == contract.agent_assigned(agent_id)
         expected = sorted(
             o["id"]
             for o in current.values()
@@ -231,9 +236,9 @@ def test_real_orders_are_consistent(outbox):
             total = sum(i["quantity"] * i["unit_price_cents"] for i in order["items"])
             assert order["total_cents"] == total
             assert order["status"] in order["status_times"]
-    new_ids = {p["event_id"] for t, p in decoded if t == topics.ORDERS_NEW}
+    new_ids = {p["event_id"] for t, p in decoded if t == contract.ORDERS_NEW}
     status_created = {
-        p["event_id"] for t, p in decoded if t != topics.ORDERS_NEW and p["event"] == "order.created"
+        p["event_id"] for t, p in decoded if t != contract.ORDERS_NEW and p["event"] == "order.created"
     }
     assert new_ids == status_created and len(new_ids) == 3
 
@@ -266,7 +271,7 @@ def _encode(payload: object) -> bytes:
 def test_the_real_event_is_accepted(status_event):
     """The unmodified event is valid (so the failures below are due to the change made)."""
     topic, payload = status_event
-    assert contract.validate_message(topic, _encode(payload)) == payload
+    assert asyncapi.validate_message(topic, _encode(payload)) == payload
 
 
 def test_missing_order_version_is_refused(status_event):
@@ -274,7 +279,7 @@ def test_missing_order_version_is_refused(status_event):
     topic, payload = status_event
     del payload["order"]["version"]
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 def test_version_below_one_is_refused(status_event):
@@ -282,7 +287,7 @@ def test_version_below_one_is_refused(status_event):
     topic, payload = status_event
     payload["order"]["version"] = 0
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 def test_unknown_status_is_refused(status_event):
@@ -290,7 +295,7 @@ def test_unknown_status_is_refused(status_event):
     topic, payload = status_event
     payload["order"]["status"] = "shipped"
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 def test_unknown_event_is_refused(status_event):
@@ -298,7 +303,7 @@ def test_unknown_event_is_refused(status_event):
     topic, payload = status_event
     payload["event"] = "order.deleted"
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 @pytest.mark.parametrize("where", ["envelope", "order", "customer", "item", "status_times"])
@@ -315,7 +320,7 @@ def test_unexpected_field_is_refused(status_event, where):
     }[where]
     target["surprise"] = "2025-05-04T10:15:30.123Z"
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 @pytest.mark.parametrize(
@@ -326,7 +331,7 @@ def test_timestamp_must_be_utc_rfc3339(status_event, timestamp):
     topic, payload = status_event
     payload["order"]["updated_at"] = timestamp
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 def test_wrong_currency_and_empty_items_are_refused(status_event):
@@ -335,10 +340,10 @@ def test_wrong_currency_and_empty_items_are_refused(status_event):
     bad_currency = copy.deepcopy(payload)
     bad_currency["order"]["currency"] = "usd"
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(bad_currency))
+        asyncapi.validate_message(topic, _encode(bad_currency))
     payload["order"]["items"] = []
     with pytest.raises(ValidationError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 def test_worklist_with_terminal_order_is_refused(outbox):
@@ -347,7 +352,7 @@ def test_worklist_with_terminal_order_is_refused(outbox):
     payload = json.loads(row.payload)
     payload["orders"][0]["status"] = "delivered"
     with pytest.raises(ValidationError):
-        contract.validate_message(row.topic, _encode(payload))
+        asyncapi.validate_message(row.topic, _encode(payload))
 
 
 @pytest.mark.parametrize(
@@ -366,49 +371,177 @@ def test_topic_not_in_the_contract_is_refused(status_event, topic):
     """Only the four channels exist, with ids of the documented form."""
     _topic, payload = status_event
     with pytest.raises(ValueError):
-        contract.validate_message(topic, _encode(payload))
+        asyncapi.validate_message(topic, _encode(payload))
 
 
 def test_payload_on_another_channel_is_refused(status_event):
     """An order event is not a worklist or a presence, and the id in the topic is the
     id in the payload."""
     topic, payload = status_event
-    for wrong in (topics.agent_assigned(AGENT_ID), topics.agent_presence(AGENT_ID)):
+    for wrong in (contract.agent_assigned(AGENT_ID), contract.agent_presence(AGENT_ID)):
         with pytest.raises(ValidationError):
-            contract.validate_message(wrong, _encode(payload))
+            asyncapi.validate_message(wrong, _encode(payload))
     with pytest.raises(ValidationError):
-        contract.validate_message(topics.order_status(ORDER_ID), _encode(payload))
+        asyncapi.validate_message(contract.order_status(ORDER_ID), _encode(payload))
     with pytest.raises(ValidationError):  # orders/new carries only order.created
-        contract.validate_message(topics.ORDERS_NEW, _encode(payload))
+        asyncapi.validate_message(contract.ORDERS_NEW, _encode(payload))
 
 
 def test_empty_payload_means_cleared_only_on_order_topics():
     """An empty payload on orders/<id>/status or orders/new is the documented "cleared"
     message (None); anywhere else it is refused."""
-    assert contract.validate_message(topics.order_status(ORDER_ID), b"") is None
-    assert contract.validate_message(topics.ORDERS_NEW, b"") is None
-    for topic in (topics.agent_assigned(AGENT_ID), topics.agent_presence(AGENT_ID)):
+    assert asyncapi.validate_message(contract.order_status(ORDER_ID), b"") is None
+    assert asyncapi.validate_message(contract.ORDERS_NEW, b"") is None
+    for topic in (contract.agent_assigned(AGENT_ID), contract.agent_presence(AGENT_ID)):
         with pytest.raises(ValueError):
-            contract.validate_message(topic, b"")
+            asyncapi.validate_message(topic, b"")
 
 
 def test_non_json_payload_is_refused():
     """Non-empty payloads are UTF-8 JSON."""
-    topic = topics.agent_presence(AGENT_ID)
+    topic = contract.agent_presence(AGENT_ID)
     for payload in (b"online", b"\xff\xfe", b'{"agent_id": NaN}'):
         with pytest.raises(ValueError):
-            contract.validate_message(topic, payload)
+            asyncapi.validate_message(topic, payload)
 
 
 def test_presence_payload():
     """Presence is {agent_id, state: online|offline, at}, and nothing else."""
-    topic = topics.agent_presence(AGENT_ID)
+    topic = contract.agent_presence(AGENT_ID)
     good = {"agent_id": AGENT_ID, "state": "offline", "at": "2025-05-04T10:15:30.123Z"}
-    assert contract.validate_message(topic, _encode(good)) == good
+    assert asyncapi.validate_message(topic, _encode(good)) == good
     for bad in (
         {**good, "state": "away"},
         {k: v for k, v in good.items() if k != "at"},
         {**good, "battery": 80},
     ):
         with pytest.raises(ValidationError):
-            contract.validate_message(topic, _encode(bad))
+            asyncapi.validate_message(topic, _encode(bad))
+
+
+def test_the_presence_a_device_publishes_conforms():
+    """contract.presence (what the agent device sends, and its last will) is a valid Presence."""
+    topic = contract.agent_presence(AGENT_ID)
+    for state in contract.PRESENCE_STATES:
+        payload = contract.presence(AGENT_ID, state, "2025-05-04T10:15:30.123Z")
+        assert asyncapi.validate_message(topic, payload)["state"] == state
+    with pytest.raises(ValueError, match="away"):
+        contract.presence(AGENT_ID, "away", "2025-05-04T10:15:30.123Z")
+
+
+# --- the dashboard's copy: clients/admin/js/contract.js -----------------------------
+
+CONTRACT_JS = asyncapi.REPO_ROOT / "clients" / "admin" / "js" / "contract.js"
+# What the dashboard's copy builds for each channel, as a JavaScript expression.
+JS_CHANNELS = {
+    "ordersNew": "c.ORDERS_NEW",
+    "orderStatus": "c.orderStatus(orderId)",
+    "agentAssigned": "c.agentAssigned(agentId)",
+    "agentPresence": "c.agentPresence(agentId)",
+}
+PY_CHANNELS = {
+    "ordersNew": lambda: contract.ORDERS_NEW,
+    "orderStatus": lambda: contract.order_status(ORDER_ID),
+    "agentAssigned": lambda: contract.agent_assigned(AGENT_ID),
+    "agentPresence": lambda: contract.agent_presence(AGENT_ID),
+}
+
+
+def run_contract_js(body: str) -> object:
+    """Evaluate ``body`` in node with contract.js imported as ``c``; return what it prints as JSON."""
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is required in CI to check the dashboard's contract.js")
+        pytest.skip("node not installed: the dashboard's contract.js is not checked")
+    program = f"import * as c from {json.dumps(CONTRACT_JS.as_uri())};\n{body}"
+    result = subprocess.run(
+        [node, "--input-type=module", "-e", program], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_dashboards_topics_are_the_asyncapi_channels():
+    """Each channel of docs/asyncapi.yaml, with sample ids, is what contract.js and contract
+    build for it; and contract.js builds no channel the document does not have."""
+    channels = asyncapi.spec()["channels"]
+    assert JS_CHANNELS.keys() == channels.keys() == PY_CHANNELS.keys()
+    built = run_contract_js(
+        f"const orderId = {json.dumps(ORDER_ID)}, agentId = {json.dumps(AGENT_ID)};\n"
+        "console.log(JSON.stringify({"
+        + ", ".join(f"{json.dumps(name)}: {expr}" for name, expr in JS_CHANNELS.items())
+        + "}));"
+    )
+    for name, channel in channels.items():
+        expected = channel["address"].replace("{orderId}", ORDER_ID).replace("{agentId}", AGENT_ID)
+        assert built[name] == expected == PY_CHANNELS[name](), name
+        assert asyncapi.schema_for_topic(built[name]) is not None
+
+
+TOPICS = [
+    contract.ORDERS_NEW,
+    contract.order_status(ORDER_ID),
+    contract.agent_assigned(AGENT_ID),
+    contract.agent_presence(AGENT_ID),
+    "orders//status",
+    "orders/a/b/status",
+    "orders/a/assigned",
+    "agents/a/status",
+    "agents/a/presence/x",
+    "other/a/presence",
+    "",
+]
+MESSAGES = [
+    (contract.ORDERS_NEW, {"order": {"id": ORDER_ID, "version": 1}}),
+    (contract.order_status(ORDER_ID), {"order": {"id": ORDER_ID, "version": 7}}),
+    (contract.order_status(ORDER_ID), {"order": {"id": ORDER_ID, "version": "7"}}),
+    (contract.order_status(ORDER_ID), {"order": [1]}),
+    (contract.order_status(ORDER_ID), {"event": "order.created"}),
+    (contract.agent_assigned(AGENT_ID), {"event": "agent.worklist", "version": 3, "orders": []}),
+    (contract.agent_assigned(AGENT_ID), {"event": "agent.worklist"}),
+    (contract.agent_presence(AGENT_ID), {"agent_id": AGENT_ID, "state": "online"}),
+    ("agents/a/b", {"version": 2}),
+]
+# (version, held): held None means nothing held yet.
+VERSIONS = [(1, None), (1, 1), (2, 1), (1, 2), (5, 4), (4, 4)]
+
+
+def test_the_dashboards_contract_agrees_with_the_python_one():
+    """Filters, topic parsers, classify and the version rule give the same answers in both."""
+    inputs = json.dumps({"topics": TOPICS, "messages": MESSAGES, "versions": VERSIONS})
+    js = run_contract_js(
+        f"const input = {inputs};\n"
+        "console.log(JSON.stringify({\n"
+        "  filters: [c.ORDERS_ALL, c.AGENTS_ALL, c.AGENT_PRESENCE_FILTER, c.AGENT_ASSIGNED_FILTER],\n"
+        "  parsed: input.topics.map((t) => [c.orderFromStatusTopic(t), c.agentFromAssignedTopic(t),"
+        " c.agentFromPresenceTopic(t)]),\n"
+        "  classified: input.messages.map(([t, p]) => { const k = c.classify(t, p);"
+        " return [k.kind, k.key, k.version]; }),\n"
+        "  newer: input.versions.map(([v, held]) => c.isNewer(v, held)),\n"
+        "}));"
+    )
+    assert js["filters"] == [
+        contract.ORDERS_ALL,
+        contract.AGENTS_ALL,
+        contract.AGENT_PRESENCE_FILTER,
+        contract.AGENT_ASSIGNED_FILTER,
+    ]
+    assert js["parsed"] == [
+        [
+            contract.order_from_status_topic(t),
+            contract.agent_from_assigned_topic(t),
+            contract.agent_from_presence_topic(t),
+        ]
+        for t in TOPICS
+    ]
+    assert [tuple(k) for k in js["classified"]] == [contract.classify(t, p) for t, p in MESSAGES]
+
+    def python_newer(version: int, held: int | None) -> bool:
+        gate = contract.VersionGate()
+        if held is not None:
+            gate.offer("key", held)
+        return gate.offer("key", version)
+
+    assert js["newer"] == [python_newer(v, held) for v, held in VERSIONS]
+    assert js["newer"] == [True, False, True, False, True, False]  # the rule itself

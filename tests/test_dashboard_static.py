@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from order_service import dashboard
+from order_service.api import dashboard
 
 
 def test_index_and_modules_carry_a_csp_without_inline(client) -> None:
     """The page and its modules come with a CSP that forbids inline script and style."""
-    for path in ("/admin/", "/admin/js/main.js", "/admin/app.css"):
+    for path in ("/admin/", "/admin/js/main.js", "/admin/js/contract.js", "/admin/app.css"):
         response = client.get(path)
         assert response.status_code == 200, path
         csp = response.headers["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["X-Frame-Options"] == "DENY"
-    assert client.get("/admin/js/main.js").mimetype == "text/javascript"
+    for module in ("main.js", "contract.js"):
+        assert client.get(f"/admin/js/{module}").mimetype == "text/javascript"
     assert client.get("/admin").status_code == 308
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from order_service.eta import haversine_km
+from order_service.orders.eta import haversine_km
 from tests.dispatch_helpers import after, history, is_event, patch_settings, utc, worklist_where
 from tests.helpers import API, assert_problem, nothing_written, set_status, walk_to
 

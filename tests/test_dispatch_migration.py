@@ -6,10 +6,10 @@ import sqlite3
 
 import pytest
 
-from order_service.db import db, init_db
-from order_service.events import order_dict
-from order_service.migrations import SQLITE_TYPES, applied_versions, discover, migrate
-from order_service.models import Order
+from order_service.orders.events import order_dict
+from order_service.store.db import db, init_db
+from order_service.store.migrations import SQLITE_TYPES, applied_versions, discover, migrate
+from order_service.store.models import Order
 
 
 @pytest.mark.sqlite_only

@@ -11,7 +11,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from order_service.models import rfc3339
+from order_service.store.models import rfc3339
 from tests.dispatch_helpers import (
     Device,
     accept,

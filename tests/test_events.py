@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from order_service.db import db
-from order_service.events import record_worklists
+from order_service.orders.events import record_worklists
+from order_service.store.db import db
 from tests.helpers import latest_worklist
 
 API = "/api/v1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from order_service.app import create_app
+from order_service.api.app import create_app
 from order_service.config import load_settings
 
 
@@ -47,7 +47,7 @@ def test_bad_values_name_the_variable(monkeypatch):
 
 def test_postgresql_urls_make_a_pooled_serialised_database():
     """A postgresql:// URL gives the pooled database with the writer lock; no connection is opened."""
-    from order_service.db import OrderbusPostgresqlDatabase, make_database
+    from order_service.store.db import OrderbusPostgresqlDatabase, make_database
 
     database = make_database("postgresql://app:p%40ss@db.example:6543/orders?max_connections=5")
     assert isinstance(database, OrderbusPostgresqlDatabase)

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import psycopg2
 import pytest
 
-from order_service.db import db, init_db
-from order_service.migrations import MIGRATE_LOCK, discover, migrate
+from order_service.store.db import db, init_db
+from order_service.store.migrations import MIGRATE_LOCK, discover, migrate
 from tests.conftest import BACKEND
 from tests.helpers import wait_until
 

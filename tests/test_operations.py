@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from order_service.db import init_db
+from harness.processes import cli
+from order_service.store.db import init_db
 from tests.conftest import ADMIN_PASSWORD, BACKEND, order_body
-from tests.test_processes import cli
 
 
 def _counts(url: str) -> tuple[int, int]:

@@ -20,36 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from order_service import webhooks
+from harness.processes import BIN, ROOT, child_env, cli, free_port
+from order_service.webhooks import model as webhooks
 from tests.mqtt_fixtures import Subscriber
+from tests.socketio_fixtures import NodeClient, node_client_ready
 from tests.webhook_fixtures import Receiver
 
-ROOT = Path(__file__).resolve().parent.parent
 ORDER = {
     "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
     "items": [{"name": "Tea", "quantity": 1, "unit_price_cents": 300}],
 }
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cli(env: dict, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "order_service", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        input=input,
-    )
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
@@ -68,18 +50,12 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict:
     database = {} if database_url.startswith("sqlite:") else {"ORDERBUS_DATABASE_URL": database_url}
-    return {
+    return child_env(
+        tmp_path / "var",
+        ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
+        ORDERBUS_API_WORKERS="2",
         **database,
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ORDERBUS_DATA_DIR": str(tmp_path / "var"),
-        "ORDERBUS_API_PORT": str(free_port()),
-        "ORDERBUS_BROKER_PORT": str(free_port()),
-        "ORDERBUS_BROKER_WS_PORT": str(free_port()),
-        "ORDERBUS_SOCKETIO_PORT": str(free_port()),
-        "ORDERBUS_WEBHOOK_POLL_SECONDS": "30",  # the MQTT wake-up must do it
-        "ORDERBUS_API_WORKERS": "2",
-    }
+    )
 
 
 @pytest.fixture
@@ -92,7 +68,8 @@ def system(env: dict, tmp_path: Path):
 @contextlib.contextmanager
 def honcho_system(env: dict, tmp_path: Path, procfile: str = "Procfile", preflight: tuple[str, ...] = ()):
     """The `system` fixture's body: a Procfile under honcho, stopped on exit."""
-    assert cli(env, "preflight", *preflight).returncode == 0
+    checked = cli(env, "preflight", *preflight)
+    assert checked.returncode == 0, checked.stderr
     assert cli(env, "migrate").returncode == 0
     boot = cli(env, "bootstrap")
     assert boot.returncode == 0, boot.stderr
@@ -269,7 +246,9 @@ def test_concurrent_writers_lose_nothing(system, env):
 
 
 def test_make_run_bridges_deliver_a_signed_webhook_and_serve_socketio(system, env):
-    """Under honcho the webhook bridge, woken over MQTT, POSTs a signed event; Socket.IO is up."""
+    """Under honcho the webhook bridge, woken over MQTT, POSTs a signed event; Socket.IO is up
+    and, with ORDERBUS_API_URL left to its default, checks a socket's token with the API."""
+    node_client_ready()
     password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
     status, body = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})
     token = body["access_token"]
@@ -296,6 +275,14 @@ def test_make_run_bridges_deliver_a_signed_webhook_and_serve_socketio(system, en
         except (urllib.error.URLError, OSError):
             assert time.monotonic() < deadline, system["log"].read_text()
             time.sleep(0.2)
+    socket = NodeClient(f"http://127.0.0.1:{env['ORDERBUS_SOCKETIO_PORT']}", token)
+    try:
+        socket.connected()
+        status, created = http("POST", f"{system['api']}/orders", ORDER, token)
+        assert status == 201, created
+        assert socket.event("order:new", orderId=created["id"])["status"] == "placed"
+    finally:
+        socket.close()
 
 
 def _all_events(api: str, token: str) -> list[dict]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from order_service.db import db
-from order_service.models import Order, Outbox
+from order_service.store.db import db
+from order_service.store.models import Order, Outbox
 from tests.helpers import wait_until
 
 

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from order_service import mqtt_auth
+from harness.processes import ROOT, stop_group
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
-from order_service.models import Order, Outbox
-from tests.clients_system import stop_group
+from order_service.store.db import db
+from order_service.store.models import Order, Outbox
 from tests.conftest import BACKEND
 from tests.helpers import wait_until
 from tests.mqtt_fixtures import Subscriber
-from tests.test_processes import ROOT
 
 STREAM_ORDERS = 40
 STEPS = ("confirmed", "preparing", "ready")
@@ -64,8 +63,8 @@ class RelayProcess:
 def relay_env(app, settings_overrides: dict, broker) -> dict:
     settings = load_settings(settings_overrides)
     with db.connection_context():  # what `python -m order_service bootstrap` does
-        mqtt_auth.ensure_service(settings)
-        mqtt_auth.sync_files(settings)
+        broker_logins.ensure_service(settings)
+        broker_logins.sync_files(settings)
     return {
         **os.environ,
         "ORDERBUS_DATA_DIR": str(settings_overrides["data_dir"]),
@@ -204,7 +203,7 @@ def test_metrics_show_whether_a_relay_is_active(client, start_relay):
 def test_relay_that_loses_its_lock_session_stops_publishing(start_relay, client, admin, subscribe, caplog):
     """The server ends the active relay's lock session: that relay stops publishing and stands by;
     one relay (either) is active again within seconds and publishes."""
-    from order_service.leader import APPLICATION_NAME, RELAY_LOCK
+    from order_service.outbox.leader import APPLICATION_NAME, RELAY_LOCK
 
     first = start_relay(relay_standby_poll_seconds=0.25)
     second = start_relay(connect=False, relay_standby_poll_seconds=0.25)

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from broker.server import EmbeddedBroker
-from order_service import dispatch
-from order_service.db import db, is_sqlite
-from order_service.mqtt_link import WINDOW, BrokerAddress, MqttLink
-from order_service.relay import Relay
+from contract.link import WINDOW, BrokerAddress, MqttLink
+from order_service.dispatch import auto as dispatch
+from order_service.outbox.relay import Relay
+from order_service.store.db import db, is_sqlite
 from tests.test_relay import _body
 
 

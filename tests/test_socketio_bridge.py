@@ -1,20 +1,27 @@
-"""The Socket.IO bridge (issue #6) against the seed's Node ``socket.io-client``."""
+"""The Socket.IO bridge (issue #6) against the seed's Node ``socket.io-client``.
+
+The bridge runs as its own process and knows the service only through its public
+interfaces: it checks tokens with the API served over real HTTP (:class:`ApiServer`, the
+same app and database the tests drive through the Flask test client) and reads MQTT.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
 import pytest
 
+from bridges.identity import ApiUnavailable, Identity, TokenCache, TokenChecker
 from broker.server import EmbeddedBroker, pick_free_port
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
-from order_service.models import Outbox
+from order_service.store.db import db
+from order_service.store.models import Outbox
 from tests.helpers import wait_until
-from tests.socketio_fixtures import NodeClient, SocketBridgeProcess, node_client_ready
+from tests.socketio_fixtures import ApiServer, NodeClient, SocketBridgeProcess, node_client_ready
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -25,9 +32,9 @@ def secured_broker(app, settings_overrides: dict):
     """The embedded broker enforcing the files the service writes (relay and bridge logins issued)."""
     settings = load_settings(settings_overrides)
     with db.connection_context():
-        mqtt_auth.ensure_service(settings)
-        mqtt_auth.ensure_bridge(settings)
-        mqtt_auth.sync_files(settings)
+        broker_logins.ensure_service(settings)
+        broker_logins.ensure_bridge(settings)
+        broker_logins.sync_files(settings)
     broker = EmbeddedBroker(password_file=settings.mqtt_password_path, acl_file=settings.mqtt_acl_path)
     broker.start()
     yield broker
@@ -43,7 +50,15 @@ def proxy(secured_broker):
 
 
 @pytest.fixture
-def system(secured_broker, proxy, start_relay, data_dir, database_url, tmp_path):
+def api_server(app):
+    """The API over HTTP, where the bridge checks tokens."""
+    server = ApiServer(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def system(secured_broker, proxy, start_relay, api_server, data_dir, tmp_path):
     """Relay and Socket.IO bridge on the secured broker; returns the bridge."""
     node_client_ready()
     start_relay(mqtt_url=f"mqtt://127.0.0.1:{secured_broker.port}")
@@ -52,7 +67,7 @@ def system(secured_broker, proxy, start_relay, data_dir, database_url, tmp_path)
         f"mqtt://127.0.0.1:{proxy.port}",
         pick_free_port("127.0.0.1"),
         tmp_path / "socketio.log",
-        database_url,
+        api_server.url,
     )
     try:
         bridge.ready()
@@ -259,3 +274,71 @@ def test_logging_out_disconnects_the_socket(client, admin, sockets):
     again = sockets(admin)
     line = again.wait_for(lambda m: m["type"] in ("connected", "connect_error"))
     assert line["type"] == "connect_error" and "unauthorized" in line["message"]
+
+
+def bridge_logged(bridge, text: str) -> bool:
+    return text in bridge.log.read_text()
+
+
+def test_with_the_api_down_new_sockets_are_refused_and_connected_ones_stay(
+    admin, make_agent, place_order, sockets, system, api_server
+):
+    """The bridge checks tokens with the API. While the API does not answer, a new socket is
+    refused with "unavailable" (not "unauthorized": its token may be fine), and a socket
+    already connected stays through the rechecks and keeps hearing events; once the API is
+    back the same token connects."""
+    socket = sockets(admin)
+    socket.connected()
+    ann = make_agent()  # a token the bridge has never seen: nothing cached
+    api_server.stop()
+    refused = sockets(ann)
+    line = refused.wait_for(lambda m: m["type"] in ("connected", "connect_error"))
+    assert line["type"] == "connect_error" and line["message"].startswith("unavailable"), line
+    wait_until(lambda: bridge_logged(system, "recheck: the API at"), 15, "a recheck without the API")
+    order = place_order()
+    socket.event("order:new", orderId=order["id"])
+    assert not [m for m in socket.seen if m["type"] == "disconnected"]
+    api_server.start()
+    again = sockets(ann)
+    again.connected()
+
+
+def counting(app, path: str, hits: list[str]):
+    """The app, recording the Authorization header of every request to ``path``."""
+
+    def wsgi(environ, start_response):
+        if environ["PATH_INFO"] == path:
+            hits.append(environ.get("HTTP_AUTHORIZATION", ""))
+        return app(environ, start_response)
+
+    return wsgi
+
+
+def test_token_answers_are_shared_cached_and_rechecked_over_http(app, client, admin, make_agent):
+    """Sockets of one token connecting together cost one request; the answer is reused while
+    fresh; ``ask`` (the recheck) always asks and replaces it, so a revoked token is then
+    refused from the cache; a 401 is a refusal, a dead API is ApiUnavailable."""
+    hits: list[str] = []
+    server = ApiServer(counting(app, "/api/v1/auth/me", hits))
+    ann = make_agent()
+    token = bearer(ann)
+    checker = TokenChecker(server.url, TokenCache(ttl=60))
+
+    async def connect_five():
+        return await asyncio.gather(*(checker.identify(token) for _ in range(5)))
+
+    try:
+        answers = asyncio.run(connect_five())
+        assert answers == [Identity(ann.user_id, "agent", ann.agent_id)] * 5
+        assert len(hits) == 1
+        assert asyncio.run(checker.identify(token)) == answers[0] and len(hits) == 1
+        assert client.delete("/api/v1/auth/token", headers=ann.headers).status_code == 204
+        assert asyncio.run(checker.identify(token)) == answers[0]  # cached: the recheck's job
+        assert asyncio.run(checker.ask(token)) is None and len(hits) == 2
+        assert asyncio.run(checker.identify(token)) is None and len(hits) == 2
+        assert asyncio.run(checker.identify(bearer(admin))) == Identity(admin.user_id, "admin")
+        assert asyncio.run(checker.identify("x" * 10_000)) is None and len(hits) == 3
+    finally:
+        server.stop()
+    with pytest.raises(ApiUnavailable, match="does not answer"):
+        asyncio.run(checker.ask(bearer(admin)))

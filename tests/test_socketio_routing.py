@@ -1,4 +1,4 @@
-"""The Socket.IO bridge's routing table and room rules (pure functions, no server)."""
+"""The Socket.IO bridge's routing table, room rules, token cache and settings (no server)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from bridges.identity import TokenCache
+from bridges.settings import BridgeSettings, MissingBridgeSecret
 from bridges.socketio import Gate, Identity, route
 
 
@@ -108,3 +110,57 @@ def test_the_gate_forgets_a_cleared_order_and_ignores_what_is_not_an_order():
     assert gate.emits("agents/agt_a/assigned", worklist, retained=False, first_session=True) == []
     with pytest.raises(ValueError):
         gate.emits("orders/ord_1/status", b"not json", retained=False, first_session=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_token_cache_forgets_after_its_ttl_and_holds_a_bounded_number():
+    clock = Clock()
+    cache = TokenCache(ttl=5, size=2, clock=clock)
+    ann = Identity("usr_1", "agent", "agt_a")
+    cache.put("t1", ann)
+    cache.put("t2", None)  # a refusal is an answer too
+    assert cache.get("t1") == (True, ann) and cache.get("t2") == (True, None)
+    clock.now += 4.9
+    assert cache.get("t1") == (True, ann)
+    cache.put("t2", ann)  # replaced: the recheck's newer answer
+    clock.now += 0.2
+    assert cache.get("t1") == (False, None) and cache.get("t2") == (True, ann)
+    for token in ("t3", "t4", "t5"):
+        cache.put(token, ann)
+    assert len(cache) == 2 and cache.get("t3") == (False, None) and cache.get("t5") == (True, ann)
+    off = TokenCache(ttl=0, clock=clock)
+    off.put("t1", ann)
+    assert off.get("t1") == (False, None)
+
+
+def test_settings_follow_the_service_variables(monkeypatch, tmp_path):
+    """Same ORDERBUS_* names and defaults as the service; the API URL from its host and port;
+    the cache window never longer than the recheck period; the bridge login from its file."""
+    for name in ("ORDERBUS_API_URL", "ORDERBUS_MQTT_URL", "ORDERBUS_SOCKETIO_TOKEN_CACHE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ORDERBUS_API_HOST", "0.0.0.0")
+    monkeypatch.setenv("ORDERBUS_API_PORT", "15000")
+    monkeypatch.setenv("ORDERBUS_BROKER_PORT", "18830")
+    monkeypatch.setenv("ORDERBUS_SOCKETIO_RECHECK_SECONDS", "4")
+    monkeypatch.setenv("ORDERBUS_DATA_DIR", str(tmp_path))
+    settings = BridgeSettings()
+    assert settings.api_url == "http://127.0.0.1:15000/api/v1"
+    assert settings.mqtt_url == "mqtt://127.0.0.1:18830"
+    assert settings.token_cache_seconds == 4 and settings.socketio_token_cache_seconds == 10
+    assert BridgeSettings(api_url="https://api.example/api/v1/").api_url == "https://api.example/api/v1"
+    with pytest.raises(MissingBridgeSecret, match="bootstrap"):
+        settings.broker_address()
+    (tmp_path / "mqtt").mkdir()
+    (tmp_path / "mqtt" / "bridge-secret").write_text("s3cret\n")
+    address = BridgeSettings(mqtt_url="mqtt://relay:relay-secret@broker.example:1884").broker_address()
+    assert (address.host, address.port) == ("broker.example", 1884)
+    assert (address.username, address.password) == ("orderbus-bridge", "s3cret")
+    with pytest.raises(ValueError, match="ORDERBUS_API_URL"):
+        BridgeSettings(api_url="ftp://x")

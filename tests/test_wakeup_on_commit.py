@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from order_service import db as dbmod
-from order_service.db import db
-from order_service.events import record_order_event
-from order_service.models import Order
-from order_service.wakeup import Waiter
+from order_service.orders.events import record_order_event
+from order_service.outbox.wakeup import Waiter
+from order_service.store import db as dbmod
+from order_service.store.db import db
+from order_service.store.models import Order
 
 
 @pytest.fixture

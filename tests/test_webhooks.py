@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from broker.server import EmbeddedBroker
-from order_service import webhooks
 from order_service.config import load_settings
+from order_service.webhooks import model as webhooks
 from tests.helpers import assert_problem, wait_until
 from tests.webhook_fixtures import BridgeRunner, Receiver
 
@@ -191,7 +191,7 @@ def _bridge_process(webhook_settings: dict) -> subprocess.Popen:
         "ORDERBUS_LOG_LEVEL": "INFO",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "bridges.webhooks"],
+        [sys.executable, "-m", "order_service.webhooks"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

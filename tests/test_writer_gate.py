@@ -17,8 +17,8 @@ from pathlib import Path
 import peewee
 import pytest
 
-from order_service.db import OrderbusSqliteDatabase, make_database
-from tests.test_processes import ROOT
+from harness.processes import ROOT
+from order_service.store.db import OrderbusSqliteDatabase, make_database
 
 pytestmark = pytest.mark.skipif(
     __import__("tests.conftest", fromlist=["BACKEND"]).BACKEND != "sqlite", reason="SQLite's gate"
@@ -29,7 +29,7 @@ THREADS, ROUNDS = 4, 150
 # One process: THREADS threads, each ROUNDS read-increment-write transactions, busy_timeout 0.
 WORKER = f"""
 import sys, threading
-from order_service.db import make_database
+from order_service.store.db import make_database
 database = make_database("sqlite:///" + sys.argv[1])
 errors = []
 
@@ -125,8 +125,8 @@ def test_the_gate_is_let_go_after_rollback_and_failed_commit(tmp_path):
 def test_no_turn_to_write_in_time_is_a_503_and_writes_nothing(client, admin, monkeypatch):
     """A writer that waits longer than GATE_TIMEOUT for its turn gets 503 problem+json with
     Retry-After (not a 500), nothing is written, and the same request succeeds afterwards."""
-    from order_service import db as db_module
-    from order_service.models import Order
+    from order_service.store import db as db_module
+    from order_service.store.models import Order
     from tests.test_relay import _body
 
     monkeypatch.setattr(db_module, "GATE_TIMEOUT", 0.3)

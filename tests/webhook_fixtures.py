@@ -1,4 +1,4 @@
-"""A real webhook receiver on 127.0.0.1 and webhook bridges in threads or processes."""
+"""A real webhook receiver on 127.0.0.1 and webhook workers in threads or processes."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bridges.webhooks import WebhookBridge
-from order_service import mqtt_auth
+from order_service.accounts import broker_logins
 from order_service.config import load_settings
-from order_service.db import db
+from order_service.store.db import db
+from order_service.webhooks.worker import WebhookBridge
 
 
 @dataclass
@@ -75,15 +75,15 @@ class Receiver:
 
 
 class BridgeRunner:
-    """Webhook bridges in threads, as ``python -m bridges.webhooks`` runs them."""
+    """Webhook bridges in threads, as ``python -m order_service.webhooks`` runs them."""
 
     def __init__(self, settings: dict) -> None:
         self.settings = settings
         self.running: list[tuple[WebhookBridge, threading.Event, threading.Thread]] = []
         with db.connection_context():  # what `python -m order_service bootstrap` does
             loaded = load_settings(settings)
-            mqtt_auth.ensure_bridge(loaded)
-            mqtt_auth.sync_files(loaded)
+            broker_logins.ensure_bridge(loaded)
+            broker_logins.sync_files(loaded)
 
     def __call__(self, mqtt: bool = True, **overrides) -> WebhookBridge:
         bridge = WebhookBridge(load_settings({**self.settings, **overrides}))
@@ -98,5 +98,5 @@ class BridgeRunner:
             stop.set()
             bridge.wake()
             thread.join(15)
-            assert not thread.is_alive(), "webhook bridge did not stop"
+            assert not thread.is_alive(), "webhook worker did not stop"
         self.running.clear()

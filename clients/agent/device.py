@@ -12,10 +12,11 @@ every (re)connect.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import Any
+
+import contract
 
 from ..rest import Api, ApiError, ApiUnreachable
 from ..subscriber import Feed, FeedError, Update
@@ -85,22 +86,22 @@ class AgentDevice:
         return stored
 
     def presence(self, state: str) -> bytes:
-        return json.dumps({"agent_id": self.agent_id, "state": state, "at": now_rfc3339()}).encode()
+        return contract.presence(self.agent_id, state, now_rfc3339())
 
     @property
     def presence_topic(self) -> str:
-        return f"agents/{self.agent_id}/presence"
+        return contract.agent_presence(self.agent_id)
 
     def _snapshot(self) -> list[tuple[str, dict[str, Any]]]:
         body = self.api.request("GET", f"/agents/{self.agent_id}/orders")
-        return [(f"agents/{self.agent_id}/assigned", body)]
+        return [(contract.agent_assigned(self.agent_id), body)]
 
     def connect(self) -> None:
         for rotate in (False, True):
             login = self._credentials(rotate)
             feed = Feed(
                 self.mqtt_url or login["url"],
-                [f"agents/{self.agent_id}/assigned"],
+                [contract.agent_assigned(self.agent_id)],
                 client_id=login.get("client_id") or self.agent_id,
                 username=login["username"],
                 password=login["password"],

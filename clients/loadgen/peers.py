@@ -17,14 +17,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import contract
 from broker.credfiles import hash_password, render_acl, render_password_file
 from broker.server import pick_free_port
-from tests.clients_system import COMMANDS, System, make_system, stop_group
-from tests.mosquitto import Mosquitto
-from tests.pg_fixtures import _admin, _drop, database_url
+from harness.mosquitto import Mosquitto
+from harness.postgres import admin_connection, database_url, drop_database
+from harness.processes import ROOT, stop_group, without_service_settings
+from harness.system import COMMANDS, System, make_system
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
-ROOT = NODE_DIR.parents[2]
 
 # Two logins for the bare-broker benchmarks, in the same files both brokers read.
 PUBLISHER = {"username": "bench-pub", "password": "bench-pub-secret"}
@@ -72,8 +73,8 @@ def write_logins(directory: Path) -> tuple[Path, Path]:
     acl.write_text(
         render_acl(
             [
-                (PUBLISHER["username"], ["write orders/#", "write agents/#"]),
-                (SUBSCRIBER["username"], ["read orders/#", "read agents/#"]),
+                (PUBLISHER["username"], [f"write {contract.ORDERS_ALL}", f"write {contract.AGENTS_ALL}"]),
+                (SUBSCRIBER["username"], [f"read {contract.ORDERS_ALL}", f"read {contract.AGENTS_ALL}"]),
             ]
         )
     )
@@ -117,7 +118,7 @@ class EmbeddedBrokerPeer(Peer):
         self.port = pick_free_port("127.0.0.1")
         self.ws_port = pick_free_port("127.0.0.1", avoid=self.port)
         env = {
-            **os.environ,
+            **without_service_settings(os.environ),
             "ORDERBUS_BROKER_PORT": str(self.port),
             "ORDERBUS_BROKER_WS_PORT": str(self.ws_port),
             "ORDERBUS_BROKER_PASSWORD_FILE": str(passwd),
@@ -178,15 +179,11 @@ class SystemPeer(Peer):
         self.database: str | None = None
 
     def start(self) -> SystemPeer:
-        extra = {
-            "ORDERBUS_SOCKETIO_PORT": str(pick_free_port("127.0.0.1")),
-            "ORDERBUS_LOG_LEVEL": "WARNING",
-            **self.env,
-        }
+        extra = {"ORDERBUS_LOG_LEVEL": "WARNING", **self.env}
         if self.production:
             self.database = f"orderbus_bench_{os.getpid()}"
-            with contextlib.closing(_admin()) as conn, conn.cursor() as cur:
-                _drop(conn, self.database)
+            with contextlib.closing(admin_connection()) as conn, conn.cursor() as cur:
+                drop_database(conn, self.database)
                 cur.execute(f'CREATE DATABASE "{self.database}"')
             extra["ORDERBUS_DATABASE_URL"] = database_url(self.database)
         # Production: a Mosquitto from the repository's mosquitto.conf, started after bootstrap.
@@ -213,13 +210,10 @@ class SystemPeer(Peer):
         return found
 
     def stop(self) -> None:
-        for name in list(self.system.procs):
-            self.system.stop(name)
-        if self.mosquitto:
-            self.mosquitto.stop()
+        self.system.close()
         if self.database:
-            with contextlib.closing(_admin()) as conn:
-                _drop(conn, self.database)
+            with contextlib.closing(admin_connection()) as conn:
+                drop_database(conn, self.database)
 
 
 def children(pid: int) -> list[int]:

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import contract
+
 from .peers import (
     NODE_DIR,
     PUBLISHER,
@@ -299,7 +301,7 @@ class Bench:
                     first = True
                     for dashboards in p.storm_dashboards:
                         self.log(f"  B4 {peer.name} {orders} retained x {dashboards} dashboards")
-                        config = self._storm(peer, dashboards, "orders/+/status", orders)
+                        config = self._storm(peer, dashboards, contract.order_status("+"), orders)
                         config["retained"] = {"orders": orders, "agents": 0} if first else None
                         first = False
                         for row in swarm(config):
@@ -312,7 +314,7 @@ class Bench:
                             )
             with running(peer_type(self._dir(f"b4-{peer_type.name}-agents"))) as peer:
                 self.log(f"  B4 {peer.name} {p.storm_agents} agents reconnecting")
-                config = self._storm(peer, p.storm_agents, "agents/bench-{i}/assigned", 1)
+                config = self._storm(peer, p.storm_agents, contract.agent_assigned("bench-{i}"), 1)
                 config |= {"retained": {"orders": 0, "agents": p.storm_agents}, "clean": False}
                 for row in swarm(config):
                     rows.append({"peer": peer.name, "case": f"{p.storm_agents} agents reconnecting", **row})
@@ -399,7 +401,7 @@ class Bench:
             "proto": "tcp",
             "host": "127.0.0.1",
             "port": peer.port,
-            "topic": "orders/new",
+            "topic": contract.ORDERS_NEW,
             "username": login["username"],
             "password": login["password"],
         }
@@ -469,7 +471,7 @@ class Bench:
             time.sleep(0.2)
             row = swarm(
                 {
-                    **self._storm(peer, 1, "orders/+/status", active),
+                    **self._storm(peer, 1, contract.order_status("+"), active),
                     "sub": login,
                     "reps": 1,
                     "client_prefix": f"rehydrate-{rep}",
@@ -496,7 +498,7 @@ class Bench:
         self._top_up(peer, p.soak_orders)
         self.log(f"  B6 soak: {p.soak_clients} clients for {p.soak_seconds:.0f} s")
         config = {
-            **self._storm(peer, p.soak_clients, "agents/soak-{i}/assigned", 0),
+            **self._storm(peer, p.soak_clients, contract.agent_assigned("soak-{i}"), 0),
             "sub": peer.login["mqtt"],
             "reps": 1,
             "hold_seconds": p.soak_seconds,
@@ -584,7 +586,7 @@ class Bench:
             agent = peer.system.make_agent()
             login = agent["mqtt"]
             base = {
-                **self._storm(peer, 1, f"agents/{agent['id']}/assigned", 1),
+                **self._storm(peer, 1, contract.agent_assigned(agent["id"]), 1),
                 "sub": login,
                 "reps": 1,
                 "client_ids": [agent["id"]],

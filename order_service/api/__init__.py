@@ -1,11 +1,18 @@
-"""The REST API under /api/v1, one module per resource."""
+"""HTTP only: the Flask app (``app``, served by gunicorn per ``gunicorn_conf``), the REST
+API under /api/v1 with one module per resource, request and response schemas
+(``schemas``), who is asking (``security``), problem+json for every error (``problems``)
+and the admin dashboard's static files (``dashboard``).
+
+A new REST endpoint goes into the resource's module here, its body into ``schemas``;
+what it does belongs to a domain room. May import every room below it.
+"""
 
 from __future__ import annotations
 
 from flask_openapi3 import OpenAPI
 from flask_openapi3.models import Schema
 
-from . import agents, auth, common, dispatch, orders, schemas, system, webhooks
+from order_service.api import agents, auth, common, dispatch, orders, schemas, system, webhooks
 
 
 def init_app(app: OpenAPI) -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import peewee
 from flask import current_app, jsonify
 
-from .. import auth, mqtt_auth
-from ..auth import current_user, require
-from ..db import db
-from ..events import order_dict, record_worklists
-from ..models import Agent, MqttCredential, Order, User, new_id, rfc3339, utcnow
-from ..presence import presence_dict
-from ..problems import Problem, field_problem
-from . import schemas
-from .common import BEARER, blueprint
+from order_service.accounts import broker_logins, users
+from order_service.api import schemas
+from order_service.api.common import BEARER, blueprint
+from order_service.api.problems import field_problem
+from order_service.api.security import current_user, require
+from order_service.dispatch.presence import presence_dict
+from order_service.errors import Conflict, Forbidden, NotFound
+from order_service.orders.events import order_dict, record_worklists
+from order_service.store.db import db
+from order_service.store.models import Agent, MqttCredential, Order, User, new_id, rfc3339, utcnow
 
 bp = blueprint("agents", "Delivery agents")
 
@@ -56,7 +57,7 @@ def _mqtt_issued(agent: Agent, secret: str) -> dict:
 def _agent(agent_id: str) -> Agent:
     agent = Agent.get_or_none(Agent.id == agent_id)
     if agent is None:
-        raise Problem(404, "Not Found", f"no agent {agent_id!r}", slug="agent-not-found")
+        raise NotFound("agent", agent_id)
     return agent
 
 
@@ -69,14 +70,14 @@ def create_agent(body: schemas.AgentCreate):
     """
     try:
         with db.atomic():
-            user = auth.create_user(body.username, body.password, "agent", body.name)
+            user = users.create_user(body.username, body.password, "agent", body.name)
             agent = Agent.create(id=new_id("agt"), user=user, name=body.name, phone=body.phone)
-            secret = mqtt_auth.issue_agent(agent)
+            secret = broker_logins.issue_agent(agent)
             # Publish the (empty) worklist so the device has retained state from day one.
             record_worklists([agent.id])
     except peewee.IntegrityError:
         raise field_problem("username", f"{body.username!r} is taken", status=409) from None
-    mqtt_auth.sync_files(current_app.config["ORDERBUS"])
+    broker_logins.sync_files(current_app.config["ORDERBUS"])
     agent = Agent.get_by_id(agent.id)
     response = jsonify({**agent_dict(agent, 0), "mqtt": _mqtt_issued(agent, secret)})
     response.status_code = 201
@@ -108,7 +109,7 @@ def _self_or_admin(agent: Agent) -> None:
     user = current_user()
     if user.role == "admin" or (user.role == "agent" and agent.user_id == user.id):
         return
-    raise Problem(403, "Forbidden", "only admins and the agent itself may read this")
+    raise Forbidden("only admins and the agent itself may read this")
 
 
 @bp.get("/agents/<agent_id>", responses={200: schemas.AgentOut}, security=BEARER)
@@ -146,10 +147,9 @@ def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
         if body.active is False and agent.active:
             live = [o.id for o in agent.active_orders()]
             if live:
-                raise Problem(
-                    409,
-                    "Agent has active orders",
+                raise Conflict(
                     f"reassign or unassign {', '.join(live)} before deactivating {agent.id}",
+                    title="Agent has active orders",
                     slug="agent-busy",
                     orders=live,
                 )
@@ -162,11 +162,11 @@ def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
         if body.active is not None and agent.user_id:
             User.update(active=body.active).where(User.id == agent.user_id).execute()
             if not body.active:
-                auth.revoke_all(agent.user)
+                users.revoke_all(agent.user)
         if body.active is False:  # its device secret dies with it; reactivating needs a new one
             MqttCredential.delete().where(MqttCredential.agent == agent.id).execute()
     if body.active is not None:  # a deactivated agent's device login leaves the broker's files
-        mqtt_auth.sync_files(current_app.config["ORDERBUS"])
+        broker_logins.sync_files(current_app.config["ORDERBUS"])
     return jsonify(agent_dict(agent))
 
 
@@ -184,9 +184,9 @@ def rotate_mqtt_credentials(path: schemas.AgentPath):
     agent = _agent(path.agent_id)
     _self_or_admin(agent)
     if not agent.active:
-        raise Problem(409, "Agent is deactivated", f"reactivate {agent.id} first", slug="agent-inactive")
-    secret = mqtt_auth.issue_agent(agent)
-    mqtt_auth.sync_files(current_app.config["ORDERBUS"])
+        raise Conflict(f"reactivate {agent.id} first", title="Agent is deactivated", slug="agent-inactive")
+    secret = broker_logins.issue_agent(agent)
+    broker_logins.sync_files(current_app.config["ORDERBUS"])
     response = jsonify(agent_id=agent.id, mqtt=_mqtt_issued(agent, secret))
     response.status_code = 201
     return response

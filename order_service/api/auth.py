@@ -5,13 +5,14 @@ from __future__ import annotations
 import peewee
 from flask import current_app, jsonify
 
-from .. import auth, mqtt_auth
-from ..access import agent_id_of
-from ..auth import current_user, require
-from ..models import Token, User, rfc3339
-from ..problems import Problem, field_problem
-from . import schemas
-from .common import BEARER, PROBLEM, blueprint, public
+from order_service.accounts import broker_logins, users
+from order_service.api import schemas, security
+from order_service.api.common import BEARER, PROBLEM, blueprint, public
+from order_service.api.problems import Problem, field_problem
+from order_service.api.security import current_user, require
+from order_service.errors import Forbidden
+from order_service.orders.access import agent_id_of
+from order_service.store.models import Token, User, rfc3339
 
 bp = blueprint("auth", "Log in and users")
 
@@ -37,10 +38,10 @@ def login(body: schemas.TokenRequest):
     dashboard, expiring with the token and revoked by logging out.
     """
     settings = current_app.config["ORDERBUS"]
-    auth.check_throttle(body.username, settings.login_max_failures, settings.login_window_seconds)
+    users.check_throttle(body.username, settings.login_max_failures, settings.login_window_seconds)
     user = User.get_or_none(User.username == body.username)
-    ok = auth.verify_password(user, body.password)
-    auth.record_login(body.username, ok, settings.login_window_seconds)
+    ok = users.verify_password(user, body.password)
+    users.record_login(body.username, ok, settings.login_window_seconds)
     if not ok:
         raise Problem(
             401,
@@ -49,7 +50,7 @@ def login(body: schemas.TokenRequest):
             slug="bad-credentials",
             headers={"WWW-Authenticate": 'Bearer realm="orderbus"'},
         )
-    token, ttl = auth.issue_token(user, auth.token_ttl())
+    token, ttl = users.issue_token(user, security.token_ttl())
     body = {"access_token": token, "token_type": "bearer", "expires_in": ttl, "user": user_dict(user)}
     if user.role == "admin":
         body["mqtt"] = _dashboard_login(user, token)
@@ -59,9 +60,9 @@ def login(body: schemas.TokenRequest):
 def _dashboard_login(user: User, token: str) -> dict:
     """Read-only MQTT-over-WebSocket credentials for the admin dashboard, valid as long as the token."""
     settings = current_app.config["ORDERBUS"]
-    expires_at = Token.get_by_id(auth.token_digest(token)).expires_at
-    username, secret = mqtt_auth.issue_dashboard(user, auth.token_digest(token), expires_at)
-    mqtt_auth.sync_files(settings)
+    expires_at = Token.get_by_id(users.token_digest(token)).expires_at
+    username, secret = broker_logins.issue_dashboard(user, users.token_digest(token), expires_at)
+    broker_logins.sync_files(settings)
     return {
         "url": settings.public_mqtt_ws_url,
         "username": username,
@@ -77,9 +78,9 @@ public("auth.login")
 @require()
 def logout():
     """Revoke the token this request carries (an admin's dashboard broker login goes with it)."""
-    auth.revoke_token(auth.bearer_token() or "")
+    users.revoke_token(security.bearer_token() or "")
     if current_user().role == "admin":
-        mqtt_auth.sync_files(current_app.config["ORDERBUS"])
+        broker_logins.sync_files(current_app.config["ORDERBUS"])
     return "", 204
 
 
@@ -91,7 +92,7 @@ def me():
 
 def _create(body: schemas.SignupRequest, role: str):
     try:
-        user = auth.create_user(body.username, body.password, role, body.display_name)
+        user = users.create_user(body.username, body.password, role, body.display_name)
     except peewee.IntegrityError:
         raise field_problem("username", f"{body.username!r} is taken", status=409) from None
     response = jsonify(user_dict(user))
@@ -103,7 +104,7 @@ def _create(body: schemas.SignupRequest, role: str):
 def signup(body: schemas.SignupRequest):
     """Create a customer account (when ORDERBUS_ALLOW_SIGNUP is on)."""
     if not current_app.config["ORDERBUS"].allow_signup:
-        raise Problem(403, "Forbidden", "sign-up is disabled on this server; ask an admin")
+        raise Forbidden("sign-up is disabled on this server; ask an admin")
     return _create(body, "customer")
 
 

@@ -8,8 +8,8 @@ import re
 from flask import Flask, request
 from flask_openapi3 import APIBlueprint, Tag
 
-from .. import auth
-from ..problems import Problem
+from order_service.api import security
+from order_service.api.problems import Problem
 
 PREFIX = "/api/v1"
 BEARER = [{"bearer": []}]
@@ -80,7 +80,7 @@ def init_app(app: Flask) -> None:
         if request.blueprint not in API_BLUEPRINTS:
             return  # the OpenAPI document and Swagger UI are public
         if request.endpoint not in PUBLIC_ENDPOINTS:
-            auth.current_user()
+            security.current_user()
         _check_body()
 
 

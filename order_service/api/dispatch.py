@@ -7,14 +7,15 @@ import logging
 from flask import current_app, jsonify
 from pydantic import ValidationError
 
-from .. import dispatch_config, offers
-from ..auth import current_user, require
-from ..db import db
-from ..events import order_dict
-from ..models import Order
-from ..problems import validation_problem
-from . import schemas
-from .common import BEARER, blueprint, if_match
+from order_service.api import schemas
+from order_service.api.common import BEARER, blueprint, if_match
+from order_service.api.problems import validation_problem
+from order_service.api.security import current_user, require
+from order_service.dispatch import offers
+from order_service.dispatch import settings as dispatch_config
+from order_service.orders.events import order_dict
+from order_service.store.db import db
+from order_service.store.models import Order
 
 logger = logging.getLogger(__name__)
 

@@ -10,14 +10,19 @@ from datetime import datetime
 from flask import current_app, jsonify
 from peewee import Tuple, prefetch
 
-from .. import access, dispatch_config, faults, offers, orders
-from ..auth import current_user, require
-from ..events import order_dict
-from ..lifecycle import STATUSES
-from ..models import Order, OrderHistory, OrderItem, rfc3339
-from ..problems import Problem, field_problem
-from . import schemas
-from .common import BEARER, blueprint, idempotency_key, if_match
+from order_service import faults
+from order_service.api import schemas
+from order_service.api.common import BEARER, blueprint, idempotency_key, if_match
+from order_service.api.problems import field_problem
+from order_service.api.security import current_user, require
+from order_service.dispatch import offers
+from order_service.dispatch import settings as dispatch_config
+from order_service.errors import NotFound
+from order_service.lifecycle import STATUSES
+from order_service.orders import access
+from order_service.orders import service as orders
+from order_service.orders.events import order_dict
+from order_service.store.models import Order, OrderHistory, OrderItem, rfc3339
 
 bp = blueprint("orders", "Orders and their lifecycle")
 
@@ -103,7 +108,7 @@ def list_orders(query: schemas.OrderListQuery):
 def _visible(order_id: str) -> Order:
     order = Order.get_or_none(Order.id == order_id)
     if order is None:
-        raise Problem(404, "Not Found", f"no order {order_id!r}", slug="order-not-found")
+        raise NotFound("order", order_id)
     access.require_visible(current_user(), order)
     return order
 

@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from ..events import ORDER_EVENTS
-from ..lifecycle import FAILURE_REASONS, STATUSES
+from order_service.lifecycle import FAILURE_REASONS, STATUSES
 
 # No control characters in one-line fields; multi-line fields may hold newlines and tabs.
 ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
@@ -436,81 +435,3 @@ class DispatchSettingsOut(BaseModel):
     version: int
     updated_at: str | None
     updated_by: str | None
-
-
-# --- webhooks (issue #6) -------------------------------------------------------
-
-# Every event name the service records (events.ORDER_EVENTS, the worklist), or "*".
-WebhookEvent = Literal[("*", *ORDER_EVENTS, "agent.worklist")]
-
-
-# What _check_url accepts, for the document: an absolute http(s) URL with a host name.
-WEBHOOK_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#@\s]*@)?[^/?#@:\s\[\]]+"
-
-
-class WebhookCreate(Strict):
-    url: str = Field(
-        max_length=2000,
-        description="http:// or https:// URL the events are POSTed to",
-        json_schema_extra={"format": "uri", "pattern": WEBHOOK_URL},
-    )
-    events: list[WebhookEvent] = Field(min_length=1, max_length=20, description='event types, or ["*"]')
-    description: Reason = ""
-
-    @model_validator(mode="after")
-    def _check_url(self) -> WebhookCreate:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an absolute http:// or https:// URL")
-        return self
-
-
-class WebhookPath(BaseModel):
-    webhook_id: str = Field(max_length=32, pattern=NO_NUL)
-
-
-class DeliveryQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = Field(100, ge=1, le=1000)
-
-
-class WebhookOut(BaseModel):
-    id: str
-    url: str
-    events: list[str]
-    description: str
-    state: Literal["active", "failing"]
-    created_at: str
-    failing_since: str | None
-    secret: str | None = Field(None, description="only in the response to POST: keep it to verify signatures")
-
-
-class WebhookList(BaseModel):
-    webhooks: list[WebhookOut]
-
-
-class WebhookAttemptOut(BaseModel):
-    number: int
-    at: str
-    status_code: int | None
-    error: str
-    duration_ms: int
-
-
-class WebhookDeliveryOut(BaseModel):
-    id: int
-    event_id: str
-    event: str
-    cursor: int
-    state: Literal["pending", "delivered", "failed"]
-    attempts: list[WebhookAttemptOut]
-    created_at: str
-    next_attempt_at: str | None
-    finished_at: str | None
-
-
-class WebhookDeliveryList(BaseModel):
-    deliveries: list[WebhookDeliveryOut]

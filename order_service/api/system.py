@@ -9,13 +9,15 @@ from flask import Response, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .. import leader, lifecycle, webhooks
-from ..auth import require
-from ..db import db
-from ..migrations import discover
-from ..models import Agent, Order, Outbox, utcnow
-from . import schemas
-from .common import BEARER, blueprint, public
+from order_service import lifecycle
+from order_service.api import schemas
+from order_service.api.common import BEARER, blueprint, public
+from order_service.api.security import require
+from order_service.outbox import leader
+from order_service.store.db import db
+from order_service.store.migrations import discover
+from order_service.store.models import Agent, Order, Outbox, utcnow
+from order_service.webhooks import model as webhooks
 
 bp = blueprint("system", "Health, metrics, event log")
 METRICS_RESPONSE = {"content": {"text/plain": {"schema": {"type": "string"}}}}

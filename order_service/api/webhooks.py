@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from .. import webhooks
-from ..auth import current_user, require
-from ..db import db
-from ..problems import Problem
-from ..webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from . import schemas
-from .common import BEARER, blueprint
+from order_service.api import webhook_schemas as schemas
+from order_service.api.common import BEARER, blueprint
+from order_service.api.security import current_user, require
+from order_service.errors import NotFound
+from order_service.store.db import db
+from order_service.webhooks import model as webhooks
+from order_service.webhooks.model import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-bp = blueprint("webhooks", "Webhook endpoints fed by python -m bridges.webhooks")
+bp = blueprint("webhooks", "Webhook endpoints fed by python -m order_service.webhooks")
 
 
 def _endpoint(webhook_id: str) -> WebhookEndpoint:
     endpoint = WebhookEndpoint.get_or_none(WebhookEndpoint.id == webhook_id)
     if endpoint is None:
-        raise Problem(404, "Not Found", f"no webhook {webhook_id}")
+        raise NotFound("webhook", webhook_id)
     return endpoint
 
 
@@ -29,7 +29,7 @@ def create_webhook(body: schemas.WebhookCreate):
 
     It receives the events committed after this call, each POSTed as JSON with
     ``X-Orderbus-Signature: sha256=<HMAC-SHA256 of the raw body>``, ``X-Orderbus-Event-Id``
-    and ``X-Orderbus-Timestamp`` (see README, Webhooks)."""
+    and ``X-Orderbus-Timestamp`` (see docs/bridges.md, Webhooks)."""
     endpoint = webhooks.register(body.url, list(body.events), body.description, current_user().id)
     response = jsonify(webhooks.endpoint_dict(endpoint, with_secret=True))
     response.status_code = 201

@@ -6,8 +6,9 @@
 // sound): state merely synced is not news.
 
 import mqtt from "../vendor/mqtt.esm.js";
+import { AGENTS_ALL, ORDERS_ALL, classify } from "./contract.js";
 
-const FILTERS = ["orders/#", "agents/#"];
+const FILTERS = [ORDERS_ALL, AGENTS_ALL];
 const decoder = new TextDecoder();
 
 export class Live {
@@ -95,8 +96,9 @@ export class Live {
       return;
     }
     const meta = { live: !this.syncing, firstSync: !this.everSynced, event: body.event, reason: body.reason, delay: body.delay };
-    if (topic.startsWith("orders/") && body.order) this.h.onOrder(body.order, meta);
-    else if (topic.endsWith("/assigned") && body.event === "agent.worklist") this.h.onWorklist(body, meta);
-    else if (topic.endsWith("/presence") && body.agent_id) this.h.onPresence(body, meta);
+    const { kind } = classify(topic, body);
+    if (kind === "order") this.h.onOrder(body.order, meta);
+    else if (kind === "worklist" && body.event === "agent.worklist") this.h.onWorklist(body, meta);
+    else if (kind === "presence" && body.agent_id) this.h.onPresence(body, meta);
   }
 }

@@ -1,6 +1,9 @@
 // What the page knows: the newest version of every order, and the agents.
 // Delivery is at least once and a reconnect replays retained state, so every
-// order is kept at the highest version seen and anything older or equal is dropped.
+// order is kept at the highest version seen and anything older or equal is dropped
+// (the contract's version rule, isNewer).
+
+import { isNewer } from "./contract.js";
 
 export const TABS = [
   { id: "all", label: "All", statuses: null },
@@ -34,7 +37,7 @@ export class Store {
   /** Keep `order` if it is newer than what we hold. Returns {previous} when applied, null when not. */
   apply(order) {
     const previous = this.orders.get(order.id);
-    if (previous && previous.version >= order.version) return null;
+    if (!isNewer(order.version, previous?.version)) return null;
     this.orders.set(order.id, order);
     if (previous) this.counts.set(previous.status, (this.counts.get(previous.status) || 1) - 1);
     this.counts.set(order.status, (this.counts.get(order.status) || 0) + 1);
@@ -75,7 +78,7 @@ export class Store {
   /** agents/<id>/assigned (the complete worklist). Returns true when applied. */
   applyWorklist(worklist) {
     const agent = this.agents.get(worklist.agent_id);
-    if (!agent || (agent.worklist_version || 0) >= worklist.version) return false;
+    if (!agent || !isNewer(worklist.version, agent.worklist_version)) return false;
     agent.worklist_version = worklist.version;
     agent.active_orders = worklist.orders.length;
     agent.offers = (worklist.offers || []).length;

@@ -1,0 +1,93 @@
+"""The Socket.IO bridge's settings: the ``ORDERBUS_*`` variables it reads, nothing more.
+
+The names and defaults are the service's (``order_service/config.py``), so one
+environment describes one deployment; the bridge reads them itself because it
+knows the service only through its public interfaces:
+
+- the broker: ``ORDERBUS_MQTT_URL`` (default ``mqtt://<ORDERBUS_BROKER_HOST>:<ORDERBUS_BROKER_PORT>``),
+  logged in as the bridges' read-only account ``ORDERBUS_BRIDGE_MQTT_USERNAME``
+  whose secret ``python -m order_service bootstrap`` writes to
+  ``<ORDERBUS_DATA_DIR>/mqtt/bridge-secret`` (credentials in the URL are the
+  relay's and are not used here);
+- the REST API, where bearer tokens are checked: ``ORDERBUS_API_URL`` (default
+  ``http://<ORDERBUS_API_HOST>:<ORDERBUS_API_PORT>/api/v1``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.link import BrokerAddress, url_host
+
+
+class MissingBridgeSecret(Exception):
+    """The bridges' broker secret file is not there (bootstrap not run)."""
+
+
+class BridgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid")
+
+    data_dir: Path = Field(Path("var"), description="where <data_dir>/mqtt/bridge-secret is")
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(1883, ge=0, le=65535)
+    mqtt_url: str = Field("", description="mqtt:// or ws:// URL of the broker; default the embedded one")
+    bridge_mqtt_username: str = Field("orderbus-bridge", description="the bridges' read-only broker login")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(5000, ge=0, le=65535)
+    api_url: str = Field(
+        "", description="the REST API's base URL; default http://<api_host>:<api_port>/api/v1"
+    )
+
+    socketio_host: str = "127.0.0.1"
+    socketio_port: int = Field(5001, ge=0, le=65535)
+    socketio_cors_origins: str = Field("*", description="Comma-separated browser origins, * for any")
+    socketio_recheck_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How often connected sockets' tokens are checked again"
+    )
+    socketio_token_cache_seconds: float = Field(
+        10.0, ge=0, le=3600, description="How long a token's answer is reused; at most the recheck period"
+    )
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> BridgeSettings:
+        if not self.mqtt_url:
+            self.mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
+        if urlsplit(self.mqtt_url).scheme not in ("mqtt", "tcp", "ws"):
+            raise ValueError(
+                f"ORDERBUS_MQTT_URL: unsupported scheme in {self.mqtt_url!r} (use mqtt:// or ws://)"
+            )
+        if not self.api_url:
+            self.api_url = f"http://{url_host(self.api_host)}:{self.api_port}/api/v1"
+        if urlsplit(self.api_url).scheme not in ("http", "https"):
+            raise ValueError(f"ORDERBUS_API_URL: {self.api_url!r} is not an http(s) URL")
+        self.api_url = self.api_url.rstrip("/")
+        return self
+
+    @property
+    def token_cache_seconds(self) -> float:
+        """How long a token's answer is reused: never longer than the recheck period."""
+        return min(self.socketio_token_cache_seconds, self.socketio_recheck_seconds)
+
+    @property
+    def bridge_secret_path(self) -> Path:
+        return self.data_dir / "mqtt" / "bridge-secret"
+
+    def broker_address(self) -> BrokerAddress:
+        """The broker of ORDERBUS_MQTT_URL, logged in as the bridge account."""
+        path = self.bridge_secret_path
+        try:
+            secret = path.read_text().strip()
+        except FileNotFoundError:
+            raise MissingBridgeSecret(
+                f"no MQTT secret for the bridge account in {path}; "
+                "run `python -m order_service bootstrap` (make run does)"
+            ) from None
+        address = BrokerAddress.parse(self.mqtt_url)
+        return dataclasses.replace(address, username=self.bridge_mqtt_username, password=secret)

@@ -1,0 +1,154 @@
+"""The public MQTT contract of orderbus: topics, payloads and the version rule.
+
+Everything that travels over the broker is named, built and read here, and nowhere
+else in Python: the service (which publishes), the bridges and the Python clients
+(which subscribe) import this module; the admin dashboard's JavaScript keeps its own
+copy (``clients/admin/js/contract.js``), and both are checked against
+``docs/asyncapi.yaml`` by ``tests/test_contract.py``. It imports nothing of the service.
+
+Topics::
+
+    orders/new                  retained: the newest order, when created
+    orders/<order id>/status    retained: the order's current state
+    agents/<agent id>/assigned  retained: the agent's complete worklist
+    agents/<agent id>/presence  retained: the device's online/offline (its last will)
+
+Every order payload carries ``order.version`` and every worklist ``version``: a
+subscriber keeps the highest it has seen per order (per worklist) and drops anything
+older or equal (:class:`VersionGate`); an empty retained payload on an order's topic
+means the order finished and its retained state was cleared.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+SCHEMA = 1
+
+ORDERS_NEW = "orders/new"
+ORDERS_ALL = "orders/#"
+AGENTS_ALL = "agents/#"
+AGENT_PRESENCE_FILTER = "agents/+/presence"
+AGENT_ASSIGNED_FILTER = "agents/+/assigned"
+
+PRESENCE_STATES = ("online", "offline")
+
+# --- topics -------------------------------------------------------------------------------
+
+
+def order_status(order_id: str) -> str:
+    return f"orders/{order_id}/status"
+
+
+def agent_assigned(agent_id: str) -> str:
+    return f"agents/{agent_id}/assigned"
+
+
+def agent_presence(agent_id: str) -> str:
+    return f"agents/{agent_id}/presence"
+
+
+def _part(topic: str, first: str, last: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == first and parts[2] == last and parts[1]:
+        return parts[1]
+    return None
+
+
+def order_from_status_topic(topic: str) -> str | None:
+    return _part(topic, "orders", "status")
+
+
+def agent_from_assigned_topic(topic: str) -> str | None:
+    return _part(topic, "agents", "assigned")
+
+
+def agent_from_presence_topic(topic: str) -> str | None:
+    return _part(topic, "agents", "presence")
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+def envelope(event: str, occurred_at: str) -> dict[str, Any]:
+    """The fields every event payload starts with."""
+    return {"schema": SCHEMA, "event": event, "event_id": uuid.uuid4().hex, "occurred_at": occurred_at}
+
+
+def dumps(payload: dict[str, Any]) -> str:
+    """A payload as it goes on the wire: compact UTF-8 JSON."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(payload: bytes) -> dict[str, Any] | None:
+    """A message's payload: the JSON object, or None for an empty (cleared) one.
+    Raises ValueError for anything that is not a JSON object."""
+    if not payload:
+        return None
+    body = json.loads(payload)
+    if not isinstance(body, dict):
+        raise ValueError("the payload is not a JSON object")
+    return body
+
+
+def presence(agent_id: str, state: str, at: str) -> bytes:
+    """A device's presence payload (``agents/<id>/presence``): ``state`` is one of
+    :data:`PRESENCE_STATES`, ``at`` an RFC 3339 UTC time."""
+    if state not in PRESENCE_STATES:
+        raise ValueError(f"presence state {state!r}: use one of {', '.join(PRESENCE_STATES)}")
+    return dumps({"agent_id": agent_id, "state": state, "at": at}).encode()
+
+
+def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    """(kind, key, version) of a message: kind ``order`` (key: the order id), ``worklist``
+    (the agent id), ``presence`` (the agent id) or ``other``."""
+    order = payload.get("order")
+    if topic.startswith("orders/") and isinstance(order, dict):
+        version = order.get("version")
+        return "order", str(order.get("id")), version if isinstance(version, int) else None
+    if (agent := agent_from_assigned_topic(topic)) is not None:
+        version = payload.get("version")
+        return "worklist", agent, version if isinstance(version, int) else None
+    if (agent := agent_from_presence_topic(topic)) is not None:
+        return "presence", agent, None
+    return "other", None, None
+
+
+# --- the version rule ---------------------------------------------------------------------------
+
+
+class VersionGate:
+    """The highest version held per key (an order id, a worklist's agent...): :meth:`offer`
+    says whether a version is news and holds it if so. Thread-safe; it holds at most
+    ``limit`` keys, forgetting the least recently changed first."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._held: OrderedDict[Any, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def offer(self, key: Any, version: int) -> bool:
+        with self._lock:
+            if version <= self._held.get(key, 0):
+                return False
+            self._held[key] = version
+            self._held.move_to_end(key)
+            if len(self._held) > self.limit:
+                self._held.popitem(last=False)
+            return True
+
+    def held(self, key: Any) -> int:
+        with self._lock:
+            return self._held.get(key, 0)
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._held
+
+    def forget(self, key: Any) -> None:
+        with self._lock:
+            self._held.pop(key, None)

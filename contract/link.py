@@ -1,0 +1,298 @@
+"""How orderbus's processes connect to the broker: the broker URL and two connections.
+
+- :class:`BrokerAddress`: ``mqtt://user:secret@host:port`` parsed once; :func:`url_host`
+  turns a bind address into a host to connect to.
+- :class:`MqttLink`: one connection with delivery confirmed by PUBACK (the relay's).
+- :class:`MqttFeed`: a read-only subscription that reconnects by itself, for processes
+  that use MQTT only as a wake-up (the webhook worker, the Socket.IO bridge).
+
+A fresh paho client is made for every connection. paho would otherwise resend
+its in-memory queue after a reconnect, *after* the relay has republished the
+current state, and an old version would overwrite a newer retained message.
+Here nothing outlives a connection: what was not acknowledged is still
+unpublished in the outbox and is sent again, in order, by the relay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+
+import contract
+
+logger = logging.getLogger(__name__)
+
+# Unacknowledged QoS 1 publishes in flight at once.
+# Well under 65,535 message ids; large enough that the broker, not the round trip,
+# sets the pace of a rehydration.
+WINDOW = 1000
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached, or refused the connection."""
+
+
+class ConnectionLost(Exception):
+    """The connection dropped, or the broker stopped acknowledging."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    transport: str  # "tcp" or "websockets"
+    path: str
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        websockets = parts.scheme == "ws"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (9001 if websockets else 1883),
+            transport="websockets" if websockets else "tcp",
+            path=parts.path or "/mqtt",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        scheme = "ws" if self.transport == "websockets" else "mqtt"
+        suffix = self.path if self.transport == "websockets" else ""
+        return f"{scheme}://{self.host}:{self.port}{suffix}"
+
+
+def url_host(host: str) -> str:
+    """A bind address as a host to connect to, in a URL: a wildcard as loopback, an IPv6
+    literal in brackets. How every process derives its default URLs from ``ORDERBUS_*_HOST``."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+MessageHandler = Callable[[mqtt.MQTTMessage], None]
+
+
+class MqttLink:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        keepalive: int = 30,
+        *,
+        subscriptions: tuple[str, ...] = (),
+        on_message: MessageHandler | None = None,
+        on_lost: Callable[[], None] | None = None,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.keepalive = keepalive
+        self.subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._on_connected = on_connected
+        self._cond = threading.Condition()
+        self._acked: set[int] = set()
+        self._awaited: int | None = None  # the message id publish_batch is blocked on
+        self._connack: mqtt.ReasonCode | None = None
+        self.lost = False
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=True,
+            transport=address.transport,
+            reconnect_on_failure=False,
+        )
+        if address.transport == "websockets":
+            client.ws_set_options(path=address.path)
+        if address.username is not None:
+            client.username_pw_set(address.username, address.password)
+        # No limit in paho: publish_batch keeps its own window. paho's limit would cost a
+        # scan of every message in flight on each PUBACK (its _update_inflight).
+        client.max_inflight_messages_set(0)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
+        self.client = client
+
+    # --- paho's network thread: record and notify, never block -----------------
+
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            self._connack = reason_code
+            self._cond.notify_all()
+        if not reason_code.is_failure:
+            if self._on_connected:  # before SUBSCRIBE: ahead of every message of this session
+                self._on_connected()
+            for topic in self.subscriptions:
+                client.subscribe(topic, qos=1)
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            self.lost = True
+            self._cond.notify_all()
+        if self._on_lost:
+            self._on_lost()
+
+    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._cond:
+            self._acked.add(mid)
+            if mid == self._awaited:  # wake the relay only for the acknowledgement it waits for
+                self._cond.notify_all()
+
+    def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        if self._on_message:
+            self._on_message(message)
+
+    # --- the relay's thread -----------------------------------------------------
+
+    def connect(self, timeout: float = 10.0) -> None:
+        try:
+            self.client.connect(self.address.host, self.address.port, self.keepalive)
+        except OSError as exc:
+            raise BrokerUnavailable(f"{self.address}: {exc}") from exc
+        self.client.loop_start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._connack is not None or self.lost, timeout)
+            connack = self._connack
+        if connack is None:
+            raise BrokerUnavailable(f"{self.address}: no CONNACK within {timeout:.0f} s")
+        if connack.is_failure:
+            raise BrokerUnavailable(f"{self.address} refused the connection: {connack}")
+
+    def publish_batch(
+        self,
+        messages: Iterable[tuple[str, bytes, bool]],
+        timeout: float = 10.0,
+        *,
+        check: Callable[[], None] | None = None,
+        check_every: int = 500,
+    ) -> int:
+        """Publish QoS 1 in order; return how many, from the first, the broker acknowledged.
+
+        Streams: up to :data:`WINDOW` messages are unacknowledged at a time, and the
+        next one goes out as soon as the oldest is acknowledged, so a long batch (a
+        rehydration) never stops to wait for a whole chunk. ``check`` runs before
+        the first message and then every ``check_every`` (the relay lock); it stops
+        the batch by raising. ``timeout`` bounds the wait for the oldest acknowledgement.
+        """
+        outstanding: deque[int] = deque()
+        done = 0
+        try:
+            for sent, (topic, payload, retain) in enumerate(messages):
+                if check is not None and sent % check_every == 0:
+                    check()
+                if len(outstanding) >= WINDOW:
+                    done += self._await_acks(outstanding, WINDOW - 1, timeout)
+                    if len(outstanding) >= WINDOW:
+                        return done  # the oldest was never acknowledged
+                info = self.client.publish(topic, payload, qos=1, retain=retain)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    logger.warning("publish to %s not sent: %s", topic, mqtt.error_string(info.rc))
+                    break
+                outstanding.append(info.mid)
+            done += self._await_acks(outstanding, 0, timeout)
+            return done
+        finally:
+            with self._cond:
+                self._acked.difference_update(outstanding)
+
+    def _await_acks(self, outstanding: deque[int], keep: int, timeout: float) -> int:
+        """Wait until at most ``keep`` of ``outstanding`` (oldest first) are unacknowledged; pop
+        the acknowledged prefix and return its length. Gives up when the connection drops or
+        the oldest is not acknowledged within ``timeout`` seconds."""
+        popped = 0
+        with self._cond:
+            while True:
+                while outstanding and outstanding[0] in self._acked:
+                    self._acked.discard(outstanding.popleft())
+                    popped += 1
+                if len(outstanding) <= keep or self.lost:
+                    self._awaited = None
+                    return popped
+                # A broker acknowledges QoS 1 publishes in the order it received them
+                # [MQTT-4.6.0-2], so the one that ends this wait is the last it needs (the
+                # whole batch, when keep is 0): one wake-up, not one per message. Should
+                # an earlier one still be missing then, the wait goes on for the oldest.
+                last = outstanding[len(outstanding) - keep - 1]
+                self._awaited = last if last not in self._acked else outstanding[0]
+                if not self._cond.wait(timeout) and outstanding[0] not in self._acked:
+                    self._awaited = None
+                    return popped  # the oldest not acknowledged within ``timeout`` seconds
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+
+class MqttFeed:
+    """Runs in its own thread: connect, subscribe, hand each message to ``on_message``, reconnect."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        on_message: Callable[[mqtt.MQTTMessage], None],
+        keepalive: int = 30,
+        filters: tuple[str, ...] = (contract.ORDERS_ALL, contract.AGENTS_ALL),
+    ) -> None:
+        self.address, self.client_id, self.keepalive = address, client_id, keepalive
+        self.on_message = on_message
+        self.filters = filters
+        self.connected = threading.Event()
+        # Sessions accepted so far; it moves before the session's first message is handed on, so
+        # ``on_message`` can tell the first session's retained replay from a later one's.
+        self.sessions = 0
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt-feed", daemon=True)
+
+    def start(self) -> MqttFeed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._lost.set()
+        self._thread.join(10)
+
+    def _count_session(self) -> None:
+        self.sessions += 1
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            self._lost.clear()
+            link = MqttLink(
+                self.address,
+                self.client_id,
+                self.keepalive,
+                subscriptions=self.filters,
+                on_message=self.on_message,
+                on_lost=self._lost.set,
+                on_connected=self._count_session,
+            )
+            try:
+                link.connect()
+                backoff = 0.2
+                self.connected.set()
+                logger.info("subscribed to %s on %s", ", ".join(self.filters), self.address)
+                self._lost.wait()
+            except BrokerUnavailable as exc:
+                logger.warning("broker unavailable (%s); retrying in %.1f s", exc, backoff)
+            finally:
+                self.connected.clear()
+                link.close()
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)

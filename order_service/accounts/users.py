@@ -1,0 +1,137 @@
+"""Users, password hashing (argon2) and bearer tokens.
+
+Tokens are random; only their SHA-256 is stored, so a leaked database does not
+leak live tokens, and a token is revoked by deleting its row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from order_service.errors import TooManyAttempts
+from order_service.store.db import Prepared, db
+from order_service.store.models import LoginFailure, Token, User, new_id, utcnow
+
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so timing does not reveal it.
+_DUMMY_HASH = _hasher.hash("orderbus-dummy-password")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(user: User | None, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and bool(
+            user and user.active
+        )
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_user(username: str, password: str, role: str, display_name: str = "") -> User:
+    return User.create(
+        id=new_id("usr"),
+        username=username,
+        password_hash=hash_password(password),
+        role=role,
+        display_name=display_name,
+    )
+
+
+def check_throttle(username: str, max_failures: int, window_seconds: int) -> None:
+    """429 when ``username`` had ``max_failures`` failed logins within the window.
+
+    Counted per username, known or not, so guessing one account's password is slow
+    whoever tries it; the answer is the same for unknown names, which reveals nothing.
+    The price is that an attacker can keep one account's owner waiting for a window.
+    """
+    since = utcnow() - timedelta(seconds=window_seconds)
+    recent = (
+        LoginFailure.select(LoginFailure.at)
+        .where((LoginFailure.username == username) & (LoginFailure.at > since))
+        .order_by(LoginFailure.at.desc())
+        .limit(max_failures)
+    )
+    times = [row.at for row in recent]
+    if len(times) >= max_failures:
+        retry = max(1, int((times[-1] - since).total_seconds()) + 1)
+        raise TooManyAttempts(
+            f"{max_failures} failed logins for {username!r} within {window_seconds} s; "
+            f"try again in {retry} s",
+            title="Too many failed logins",
+            slug="login-throttled",
+            retry_after=retry,
+        )
+
+
+def record_login(username: str, ok: bool, window_seconds: int) -> None:
+    """Count a failure (and sweep old ones); a success clears the username's failures."""
+    with db.atomic():
+        if ok:
+            LoginFailure.delete().where(LoginFailure.username == username).execute()
+            return
+        LoginFailure.create(username=username)
+        cutoff = utcnow() - timedelta(seconds=window_seconds)
+        LoginFailure.delete().where(LoginFailure.at <= cutoff).execute()
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(user: User, ttl_seconds: int) -> tuple[str, int]:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    with db.atomic():
+        # Each login sweeps the user's expired tokens, so the table stays small.
+        Token.delete().where((Token.user == user) & (Token.expires_at <= now)).execute()
+        Token.create(
+            token_hash=token_digest(token),
+            user=user,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+    return token, ttl_seconds
+
+
+def revoke_token(token: str) -> None:
+    Token.delete().where(Token.token_hash == token_digest(token)).execute()
+
+
+def revoke_all(user: User) -> None:
+    Token.delete().where(Token.user == user).execute()
+
+
+# Every authenticated request looks its token up: one statement, its SQL built once per database.
+_USER_FIELDS = User._meta.sorted_fields
+_TOKEN_USER = Prepared(
+    lambda: Token.select(Token.expires_at, *_USER_FIELDS).join(User).where(Token.token_hash == "")
+)
+
+
+def _token_user(digest: str) -> tuple[datetime, User] | None:
+    """(expires_at, user) of a stored token, read from the database every time: a token
+    revoked or a user deactivated by any process is refused at once."""
+    rows = _TOKEN_USER.execute(digest)
+    row = rows[0] if rows else None
+    if row is None:
+        return None
+    user = User(**{f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)})
+    user._dirty.clear()
+    return Token.expires_at.python_value(row[0]), user
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user a bearer token belongs to, or None when it is unknown, expired or
+    revoked, or its user is deactivated. Read from the database every time."""
+    found = _token_user(token_digest(token))
+    if found is None or found[0] <= utcnow() or not found[1].active:
+        return None
+    return found[1]

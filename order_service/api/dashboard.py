@@ -1,0 +1,97 @@
+"""The admin dashboard's static files at /admin/ (clients/admin in the repository).
+
+The page is buildless: HTML, CSS and ES modules served as they are, plus mqtt.js from
+the npm package that ``make admin-deps`` installs (``npm ci`` in clients/admin). Every
+answer carries a Content-Security-Policy that allows no inline script or style: the
+page's scripts and styles are files of this origin, and it may talk only to this API
+and to a broker over WebSocket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, abort, redirect, send_from_directory
+
+# The dashboard lives in the repository next to the service (an editable install).
+ADMIN_DIR = Path(__file__).resolve().parents[2] / "clients" / "admin"
+# The only files of node_modules the page needs: name under /admin/vendor/ -> path.
+VENDOR = {"mqtt.esm.js": Path("node_modules/mqtt/dist/mqtt.esm.js")}
+# Browsers run ES modules only when served as JavaScript: do not leave the type to the system's table.
+MIMETYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self' ws: wss:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    # The files change with the code, not per request: revalidate (ETag) on every load.
+    "Cache-Control": "no-cache",
+}
+
+bp = Blueprint("admin_dashboard", __name__, url_prefix="/admin")
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    response.headers.update(HEADERS)
+    return response
+
+
+@bp.get("")
+def _slash() -> Response:
+    return redirect("/admin/", code=308)
+
+
+@bp.get("/")
+def index() -> Response:
+    return send_from_directory(ADMIN_DIR, "index.html")
+
+
+@bp.get("/vendor/<name>")
+def vendor(name: str) -> Response:
+    path = VENDOR.get(name)
+    if path is None:
+        abort(404)
+    if not (ADMIN_DIR / path).is_file():
+        return Response(
+            f"{name} is not installed: run `make admin-deps` (npm ci in clients/admin)\n",
+            status=503,
+            mimetype="text/plain",
+        )
+    return send_from_directory(ADMIN_DIR, str(path), mimetype=MIMETYPES[path.suffix])
+
+
+@bp.get("/<path:name>")
+def static_file(name: str) -> Response:
+    # Only the page's own files: never node_modules, package files or anything hidden.
+    suffix = Path(name).suffix
+    hidden = any(p.startswith(".") or p == "node_modules" for p in Path(name).parts)
+    if hidden or suffix not in MIMETYPES:
+        abort(404)
+    return send_from_directory(ADMIN_DIR, name, mimetype=MIMETYPES[suffix])
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,149 @@
+"""Checks `make run-prod` runs before starting anything: each failure is one clear message.
+
+The production path runs against services the operator runs (PostgreSQL, the
+system's Mosquitto): these checks say which one is missing and what to do,
+instead of a traceback from the first process that trips over it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from urllib.parse import urlsplit
+
+import psycopg2
+
+from contract.link import BrokerAddress, BrokerUnavailable, MqttLink
+from order_service.accounts import broker_logins
+from order_service.config import Settings
+
+
+class PreflightError(Exception):
+    """A check failed; the message says what to do."""
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def check_database(settings: Settings) -> str:
+    """PostgreSQL answers at ORDERBUS_DATABASE_URL (SQLite: a warning only); return a summary."""
+    url = settings.database_url
+    if url.startswith("sqlite:"):
+        return (
+            f"database {url}: SQLite (one machine only; production runs on PostgreSQL,"
+            " ORDERBUS_DATABASE_URL=postgresql://user@host:5432/dbname)"
+        )
+    try:
+        conn = psycopg2.connect(url, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise PreflightError(
+            f"cannot reach the database at {_redacted(url)}:\n  {str(exc).strip()}\n"
+            "  Is PostgreSQL running, and does the database exist? Create it with e.g.\n"
+            "      createdb -h 127.0.0.1 -U postgres orderbus\n"
+            "  and check ORDERBUS_DATABASE_URL (user, password, host, port, database name)."
+        ) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            (version,) = cur.fetchone()
+    finally:
+        conn.close()
+    return f"database {_redacted(url)}: PostgreSQL {version}"
+
+
+def check_broker_configured(settings: Settings) -> str:
+    """ORDERBUS_MQTT_URL is set: in production the broker is the system's, not ours to start."""
+    if not os.environ.get("ORDERBUS_MQTT_URL"):
+        raise PreflightError(
+            "ORDERBUS_MQTT_URL is not set: the production path uses the system's Mosquitto,\n"
+            "  e.g. ORDERBUS_MQTT_URL=mqtt://127.0.0.1:1883 (see docs/production.md)."
+        )
+    return f"broker {BrokerAddress.parse(settings.mqtt_url)}: checked after bootstrap"
+
+
+def check_broker_reachable(settings: Settings) -> str:
+    """Something listens at ORDERBUS_MQTT_URL."""
+    address = BrokerAddress.parse(settings.mqtt_url)
+    try:
+        socket.create_connection((address.host, address.port), timeout=3).close()
+    except OSError as exc:
+        raise PreflightError(
+            f"cannot reach the MQTT broker at {address}: {exc}.\n"
+            "  Is Mosquitto running (systemctl status mosquitto) and listening there? It needs the\n"
+            "  files bootstrap has just written:\n" + _files(settings)
+        ) from None
+    return f"broker {address}: reachable"
+
+
+def _files(settings: Settings) -> str:
+    return (
+        f"      password_file {settings.mqtt_password_path.resolve()}\n"
+        f"      acl_file {settings.mqtt_acl_path.resolve()}\n"
+        "  (mosquitto.conf at the repository root is the template; docs/production.md step 3)."
+    )
+
+
+def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
+    """The broker accepts the relay's and the bridges' logins (after `bootstrap` wrote them).
+
+    Retries for ``wait`` seconds: a Mosquitto just sent SIGHUP re-reads its files in the
+    background. Connects with client ids of its own, so a running relay is not disturbed.
+    """
+    accounts = [
+        ("the relay's", broker_logins.service_login(settings)),
+        ("the bridges'", broker_logins.bridge_login(settings)),
+    ]
+    base = BrokerAddress.parse(settings.mqtt_url)
+    for who, (username, secret) in accounts:
+        address = BrokerAddress(base.host, base.port, base.transport, base.path, username, secret)
+        deadline = time.monotonic() + wait
+        while True:
+            link = MqttLink(address, f"orderbus-preflight-{os.getpid()}", 10)
+            try:
+                link.connect(timeout=5)
+                break
+            except BrokerUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise PreflightError(_login_refused(settings, who, username, exc)) from None
+                time.sleep(0.5)
+            finally:
+                link.close()
+    impostor = BrokerAddress(
+        base.host, base.port, base.transport, base.path, accounts[0][1][0], "not-the-secret"
+    )
+    link = MqttLink(impostor, f"orderbus-preflight-{os.getpid()}", 10)
+    try:
+        link.connect(timeout=5)
+    except BrokerUnavailable:
+        pass  # refused, as it must be
+    else:
+        raise PreflightError(
+            f"the broker at {base} accepted a wrong password: it does not check logins against the\n"
+            "  service's files (anonymous access on, or no password_file), so anyone could read every\n"
+            "  order. Point it at the files and reload it:\n" + _files(settings)
+        )
+    finally:
+        link.close()
+    return f"broker {base}: accepts the relay's and the bridges' logins, refuses a wrong password"
+
+
+def _login_refused(settings: Settings, who: str, username: str, exc: Exception) -> str:
+    pid_hint = (
+        f"  ORDERBUS_MOSQUITTO_PID_FILE={settings.mosquitto_pid_file} is set, so the service sends SIGHUP\n"
+        "  after each change; check that this is the running Mosquitto's pid_file and that this\n"
+        "  user may signal it."
+        if settings.mosquitto_pid_file
+        else "  Set ORDERBUS_MOSQUITTO_PID_FILE to its pid_file so that the service makes it re-read\n"
+        "  the files after every change (new agent, dashboard login, rotated secret)."
+    )
+    return (
+        f"the broker refused {who} login {username!r}: {exc}.\n"
+        "  Mosquitto must read the files the service writes:\n" + _files(settings) + "\n  then reload it:\n"
+        "      sudo systemctl reload mosquitto     # or: kill -HUP <its pid>\n" + pid_hint
+    )

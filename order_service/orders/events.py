@@ -1,0 +1,174 @@
+"""Payloads of the order bus and the outbox rows that carry them.
+
+Every change to an order writes its events here, inside the caller's
+transaction, so an event exists if and only if the change committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import cast
+
+import peewee
+
+import contract
+from order_service.store.db import hold_writer_lock
+from order_service.store.inserts import Insert
+from order_service.store.models import Agent, Order, OrderItem, Outbox, rfc3339, utcnow
+
+SCHEMA = contract.SCHEMA
+
+ORDER_EVENTS = (
+    "order.created",
+    "order.status_changed",
+    "order.assigned",
+    "order.unassigned",
+    "order.updated",
+    # Dispatch (issue #7).
+    "order.offered",
+    "order.offer_declined",
+    "order.offer_expired",
+    "order.delayed",
+)
+
+
+def order_dict(order: Order, items: list[dict] | None = None) -> dict:
+    """The order as published; ``items`` (already in position order) saves a query when known."""
+    if items is None:
+        items = [
+            {"name": i.name, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents}
+            for i in sorted(order.items, key=lambda i: i.position)
+        ]
+    return {
+        "id": order.id,
+        "version": order.version,
+        "status": order.status,
+        "agent_id": order.agent_id,
+        "customer": {
+            "name": order.customer_name,
+            "phone": order.customer_phone,
+            "address": order.customer_address,
+        },
+        "items": items,
+        "total_cents": order.total_cents,
+        "currency": order.currency,
+        "notes": order.notes,
+        "created_at": rfc3339(order.created_at),
+        "updated_at": rfc3339(order.updated_at),
+        "status_times": order.status_times,
+        "eta": rfc3339(order.eta),
+        **dispatch_fields(order),
+    }
+
+
+def dispatch_fields(order: Order) -> dict:
+    """The order's dispatch state: promised ready time, destination, pending offer, failure, alerts."""
+    offer = None
+    if order.offer_agents:
+        offer = {
+            "agent_ids": list(order.offer_agents),
+            "offered_at": rfc3339(order.offered_at),
+            "expires_at": rfc3339(order.offer_expires_at),
+        }
+    location = None
+    if order.delivery_lat is not None and order.delivery_lon is not None:
+        location = {"lat": order.delivery_lat, "lon": order.delivery_lon}
+    failure = {"reason": order.failure_reason, "note": order.failure_note} if order.failure_reason else None
+    return {
+        "promised_at": rfc3339(order.promised_at),
+        "delivery_location": location,
+        "offer": offer,
+        "failure": failure,
+        "delays": dict(order.delays or {}),
+    }
+
+
+def _order_dicts(query: peewee.ModelSelect) -> list[dict]:
+    """``order_dict`` of every order of a query, in its order: two queries (the orders, then
+    all their items), not one more per order as ``order.items`` would make."""
+    # Plain rows, not models: a worklist may hold many orders, and building a model per row
+    # was most of the cost of a worklist (order_dict reads attributes only).
+    orders = [SimpleNamespace(**row, agent_id=row["agent"]) for row in query.dicts()]
+    if not orders:
+        return []
+    items: dict[str, list[dict]] = {o.id: [] for o in orders}
+    rows = (
+        OrderItem.select(OrderItem.order, OrderItem.name, OrderItem.quantity, OrderItem.unit_price_cents)
+        .where(OrderItem.order.in_(query.select(Order.id).order_by()))
+        .order_by(OrderItem.order, OrderItem.position)
+        .tuples()
+    )
+    for order_id, name, quantity, price in rows:
+        items[order_id].append({"name": name, "quantity": quantity, "unit_price_cents": price})
+    return [order_dict(cast(Order, o), items[o.id]) for o in orders]
+
+
+def _envelope(event: str) -> dict:
+    return contract.envelope(event, rfc3339(utcnow()))
+
+
+def record_order_event(order: Order, event: str, *, reason: str = "", delay: str | None = None) -> dict:
+    """Write the outbox rows for one order event; ``orders/new`` too on creation.
+
+    ``reason`` (the history row's reason) and ``delay`` (the rule of an
+    ``order.delayed`` event) are added to the envelope when given.
+    """
+    assert event in ORDER_EVENTS, event
+    payload = {**_envelope(event), "order": order_dict(order)}
+    if reason:
+        payload["reason"] = reason
+    if delay:
+        payload["delay"] = delay
+    text = contract.dumps(payload)
+    kinds = [("status", contract.order_status(order.id))]
+    if event == "order.created":
+        kinds.insert(0, ("new", contract.ORDERS_NEW))
+    hold_writer_lock()  # outbox id order = commit order (see db.py)
+    for kind, topic in kinds:  # one statement each: ids in this order on every backend
+        _INSERT_OUTBOX.rows(
+            [
+                {
+                    "event_id": payload["event_id"],
+                    "event": event,
+                    "kind": kind,
+                    "topic": topic,
+                    "payload": text,
+                    "order_id": order.id,
+                    "agent_id": order.agent_id,
+                }
+            ]
+        )
+    return payload
+
+
+# Every order event writes these rows: their SQL is built once (inserts.py).
+_INSERT_OUTBOX = Insert(Outbox, ("event_id", "event", "kind", "topic", "payload", "order_id", "agent_id"))
+
+
+def record_worklists(agent_ids: Iterable[str | None]) -> None:
+    """Bump and publish the complete worklist of each agent named (once each).
+
+    ``orders`` are the agent's non-terminal orders; ``offers`` the orders offered to
+    it that wait for its answer (accept or decline over REST)."""
+    agents = sorted({a for a in agent_ids if a})
+    if agents:
+        hold_writer_lock()  # outbox id order = commit order (see db.py)
+    for agent_id in agents:
+        Agent.update(worklist_version=Agent.worklist_version + 1).where(Agent.id == agent_id).execute()
+        agent = Agent.get_by_id(agent_id)
+        payload = {
+            **_envelope("agent.worklist"),
+            "agent_id": agent_id,
+            "version": agent.worklist_version,
+            "orders": _order_dicts(Order.active_for_agent(agent_id)),
+            "offers": _order_dicts(Order.offered_to(agent_id)),
+        }
+        Outbox.create(
+            event_id=payload["event_id"],
+            event="agent.worklist",
+            kind="worklist",
+            topic=contract.agent_assigned(agent_id),
+            payload=contract.dumps(payload),
+            agent_id=agent_id,
+        )

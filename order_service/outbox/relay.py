@@ -1,0 +1,368 @@
+"""The outbox publisher: every outbox row to the broker, in commit order.
+
+Publishes outbox rows QoS 1 and marks a row published only after the broker's PUBACK.
+While the broker is away rows wait in the database; nothing is lost. On every
+(re)connect it first sends what is pending, then republishes the current state of every
+non-terminal order and every agent's worklist, so a broker that lost its retained store
+is whole again.
+
+Only the relay holding the relay lock (``leader.py``) publishes. Work that must also run
+in exactly one process (the dispatch timers, the broker's login files) runs beside it as
+*companions*: units of their own, started on their own threads while this relay is
+active (``order_service.relay`` puts the process together). Messages the service reads
+from the broker (agent presence) come in on the relay's connection and are handed to
+the unit that subscribed to them.
+
+Retained state never goes backwards: there is one publisher, it publishes in
+id (commit) order, and a row is published *retained* only when it is the
+newest row of its topic; an older row (a re-send after a partial
+acknowledgement, or an intermediate state in a burst) goes out unretained, so
+live subscribers still see it but the broker keeps the newer state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Protocol
+
+import paho.mqtt.client as mqtt
+import peewee
+
+import contract
+from contract.link import BrokerAddress, BrokerUnavailable, ConnectionLost, MqttLink
+from order_service import faults
+from order_service.accounts import broker_logins
+from order_service.config import Settings
+from order_service.lifecycle import TERMINAL
+from order_service.outbox import leader
+from order_service.outbox.wakeup import Notifier, Waiter
+from order_service.store.db import Prepared, db, is_sqlite
+from order_service.store.models import Order, Outbox, utcnow
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[mqtt.MQTTMessage], None]
+
+
+class Companion(Protocol):
+    """A unit that runs beside the publisher, in the active relay only."""
+
+    name: str
+
+    def run(self, done: threading.Event, still_active: Callable[[], bool]) -> None:
+        """Work until ``done`` is set or ``still_active()`` says the relay lock is gone."""
+
+    def wake(self) -> None:
+        """Cut short the unit's current wait (``done`` was just set)."""
+
+
+class LockLost(Exception):
+    """This relay no longer holds the relay lock: it must stop publishing at once."""
+
+
+class Relay:
+    """``inbound``: topic filter -> handler (paho's thread) for what the service reads from
+    the broker; ``before_connect`` runs before every connection attempt; ``companions`` run
+    while this relay is active."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        inbound: Mapping[str, Handler] | None = None,
+        before_connect: Callable[[], None] | None = None,
+        companions: Sequence[Companion] = (),
+    ) -> None:
+        self.settings = settings
+        self.address = BrokerAddress.parse(settings.mqtt_url)
+        if self.address.username is None:  # the usual case: the service account's issued secret
+            username, secret = broker_logins.service_login(settings)
+            self.address = dataclasses.replace(self.address, username=username, password=secret)
+        self.lock = leader.lock_for(settings.database_url)
+        self.role = "starting"
+        self.active = threading.Event()
+        self.waiter: Waiter | None = None
+        self._poke = Notifier(settings.wakeup_socket)
+        self.inbound = dict(inbound or {})
+        self.before_connect = before_connect
+        self.companions = tuple(companions)
+        self._statements: dict[tuple[str, int], Prepared] = {}
+        self.connected = threading.Event()
+
+    # --- lifetime ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Cut short the current wait (after setting the stop event, say)."""
+        self._poke.notify()
+
+    def run(self, stop: threading.Event) -> None:
+        """Stand by until this relay holds the relay lock, then publish until it stops or loses it."""
+        try:
+            while not stop.is_set():
+                if not self.lock.acquire():
+                    if self.role != "standby":
+                        logger.info(
+                            "relay standby: another relay is active (it holds the relay lock);"
+                            " taking over when it stops"
+                        )
+                    self.role = "standby"
+                    stop.wait(self.settings.relay_standby_poll_seconds)
+                    continue
+                self.role = "active"
+                logger.info(
+                    "relay active: this relay (pid %d) holds the relay lock and publishes", os.getpid()
+                )
+                self.active.set()
+                try:
+                    self._run_active(stop)
+                finally:
+                    self.active.clear()
+                    self.lock.release()
+                if not stop.is_set():
+                    self.role = "lost"
+                    logger.warning("relay lost the relay lock: stopped publishing, standing by")
+                    stop.wait(self.settings.relay_standby_poll_seconds)  # give a standby its turn
+        finally:
+            self.lock.release()
+
+    def _run_active(self, stop: threading.Event) -> None:
+        backoff = 0.2
+        self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
+        db.connect(reuse_if_open=True)
+        self._lazy_commits(True)
+        done = threading.Event()
+        threads = [
+            threading.Thread(target=unit.run, args=(done, self.lock.held), name=f"relay-{unit.name}")
+            for unit in self.companions
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while not stop.is_set():
+                link = MqttLink(
+                    self.address,
+                    self.settings.mqtt_client_id,
+                    self.settings.mqtt_keepalive,
+                    subscriptions=tuple(self.inbound),
+                    on_message=self._on_message,
+                    on_lost=self._poke.notify,
+                )
+                try:
+                    self._check_lock()
+                    if self.before_connect is not None:
+                        self.before_connect()
+                    link.connect()
+                    backoff = 0.2
+                    self.connected.set()
+                    logger.info("relay connected to %s", self.address)
+                    self._serve(link, stop)
+                except LockLost:
+                    return
+                except (BrokerUnavailable, ConnectionLost) as exc:
+                    logger.warning(
+                        "broker unavailable (%s); outbox rows wait, retrying in %.1f s", exc, backoff
+                    )
+                except peewee.DatabaseError as exc:
+                    logger.error("database error: %s; retrying in %.1f s", exc, backoff)
+                finally:
+                    self.connected.clear()
+                    link.close()
+                if not self.lock.held():
+                    return
+                stop.wait(backoff)  # the companions go on while the broker is away
+                backoff = min(backoff * 2, 5.0)
+        finally:
+            done.set()
+            for unit in self.companions:
+                unit.wake()
+            for thread in threads:
+                thread.join()
+            self.waiter.close()
+            self.waiter = None
+            self._lazy_commits(False)
+            db.close()
+
+    def _lazy_commits(self, on: bool) -> None:
+        """SQLite: this thread's commits (marking rows published, clearing finished orders'
+        retained state) skip the fsync (``synchronous=NORMAL`` on its connection only).
+
+        They were one fsync per published batch, half of all fsyncs, taken under the same
+        single-writer lock as the API's orders. Losing them costs nothing but a re-send:
+        WAL keeps them atomic and in order, a crash of the relay or the service loses none
+        (only a power cut can), and an unmarked row is published again, in order, which
+        at-least-once delivery and the clients' version check absorb. Orders, events and
+        the companions' writes (other threads, other connections) keep their fsync."""
+        if not is_sqlite():
+            return
+        mode = "NORMAL" if on else self.settings.sqlite_synchronous
+        try:
+            db.execute_sql(f"PRAGMA synchronous={mode}")
+        except peewee.DatabaseError as exc:
+            logger.warning("cannot set synchronous=%s on the relay's connection: %s", mode, exc)
+
+    def _check_lock(self) -> None:
+        """Before anything goes to the broker: still the active relay? (PostgreSQL: one round trip)."""
+        if not self.lock.held():
+            raise LockLost("the relay lock is gone")
+
+    def _serve(self, link: MqttLink, stop: threading.Event) -> None:
+        """Publish on every wake-up, first thing, and otherwise every ``relay_poll_seconds``
+        (the fallback for a lost wake-up); the companions run on threads of their own,
+        so that a dispatch tick never holds up a publish."""
+        self._drain(link)
+        self._rehydrate(link)
+        poll = self.settings.relay_poll_seconds
+        woken = False  # a row committed meanwhile has queued its datagram: the first wait ends at once
+        next_scan = time.monotonic() + poll
+        next_sweep = 0.0
+        while not stop.is_set():
+            if link.lost:
+                raise ConnectionLost("disconnected")
+            if woken or time.monotonic() >= next_scan:
+                self._drain(link)
+                next_scan = time.monotonic() + poll
+            if time.monotonic() >= next_sweep:
+                self._check_lock()  # publishing checks it too; this notices a loss while idle
+                self._clear_finished(link)
+                next_sweep = time.monotonic() + 1.0
+            if self.waiter is not None:
+                woken = self.waiter.wait(max(0.0, min(next_scan, next_sweep) - time.monotonic()))
+
+    # --- publishing ---------------------------------------------------------------
+
+    def _send(
+        self,
+        link: MqttLink,
+        messages: list[tuple[str, bytes, bool]],
+        on_acked: Callable[[int], None] | None = None,
+    ) -> None:
+        """Publish; hand the acknowledged prefix to ``on_acked``; a shortfall ends the connection.
+
+        The relay lock is checked before the first message and again every ``relay_batch``
+        messages of a long batch."""
+        acked = link.publish_batch(messages, check=self._check_lock, check_every=self.settings.relay_batch)
+        if acked and on_acked:
+            faults.kill_point("relay.after_publish")  # acknowledged, not yet marked published
+            on_acked(acked)
+        if acked < len(messages):
+            raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")
+
+    def _drain(self, link: MqttLink) -> int:
+        """Publish every pending outbox row in id order; return how many went out."""
+        total = 0
+        while True:
+            rows = self._statement("pending", 0).execute()
+            if not rows:
+                return total
+            messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
+
+            def mark(acked: int, rows: list[tuple] = rows) -> None:
+                with db.atomic():
+                    self._statement("mark", acked).execute(utcnow(), *(r[0] for r in rows[:acked]))
+
+            self._send(link, messages, mark)
+            total += len(rows)
+            if len(rows) < self.settings.relay_batch:
+                # All there was. A row committed since then has sent its wake-up datagram,
+                # which ends the relay's next wait at once: no need to ask again now.
+                return total
+
+    def _statement(self, name: str, size: int) -> Prepared:
+        """The outbox statements of the hot path, their SQL built once (peewee's SQL building
+        took longer than running them)."""
+        key = (name, size)
+        if key not in self._statements:
+            if name == "pending":
+                self._statements[key] = Prepared(lambda: _pending(self.settings.relay_batch))
+            else:  # mark ``size`` rows published; parameters: the time, then the ids
+                self._statements[key] = Prepared(
+                    lambda: Outbox.update(published_at=utcnow()).where(Outbox.id.in_([0] * size))
+                )
+        return self._statements[key]
+
+    def _latest_published(
+        self, kind: str, group: peewee.Field, among: peewee.Query | None
+    ) -> list[tuple[str, str]]:
+        """(topic, payload) of the newest published row of each ``group`` (order or agent)."""
+        newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
+            (Outbox.kind == kind) & Outbox.published_at.is_null(False)
+        )
+        if among is not None:
+            newest = newest.where(group.in_(among))
+        return list(
+            Outbox.select(Outbox.topic, Outbox.payload)
+            .where(Outbox.id.in_(newest.group_by(group)))
+            .order_by(Outbox.id)
+            .tuples()
+        )
+
+    def _rehydrate(self, link: MqttLink) -> None:
+        """Republish, retained, the last published state of every live order and every worklist."""
+        started = time.monotonic()
+        live = Order.select(Order.id).where(Order.status.not_in(TERMINAL))
+        rows = self._latest_published("status", Outbox.order_id, live)
+        rows += self._latest_published("worklist", Outbox.agent_id, None)
+        # One stream: publish_batch keeps its window of unacknowledged messages full.
+        self._send(link, [(topic, payload.encode(), True) for topic, payload in rows])
+        logger.info(
+            "republished the state of %d orders and worklists in %.0f ms",
+            len(rows),
+            (time.monotonic() - started) * 1000,
+        )
+
+    def _clear_finished(self, link: MqttLink) -> None:
+        """Clear the retained state of orders finished longer ago than the retention window."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.retain_terminal_seconds)
+        pending = Outbox.select(Outbox.order_id).where(
+            Outbox.published_at.is_null() & Outbox.order_id.is_null(False)
+        )
+        finished = list(
+            Order.select(Order.id)
+            .where(
+                Order.terminal_at.is_null(False)
+                & (Order.terminal_at <= cutoff)
+                & Order.retained_cleared_at.is_null()
+                & Order.id.not_in(pending)
+            )
+            .limit(self.settings.relay_batch)
+        )
+        if not finished:
+            return
+        clears = [(contract.order_status(o.id), b"", True) for o in finished]
+        # orders/new retains the newest created order: clear it too once that order is finished.
+        newest = Outbox.select(Outbox.order_id).where(Outbox.kind == "new").order_by(Outbox.id.desc()).first()
+        if newest is not None and newest.order_id in {o.id for o in finished}:
+            clears.append((contract.ORDERS_NEW, b"", True))
+        self._send(link, clears)
+        with db.atomic():
+            Order.update(retained_cleared_at=utcnow()).where(Order.id.in_([o.id for o in finished])).execute()
+        logger.info("cleared the retained state of %d finished orders", len(finished))
+
+    # --- what the service reads from the broker ----------------------------------------
+
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        """paho's thread: hand the message to the unit that subscribed to its topic."""
+        for topic_filter, handler in self.inbound.items():
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                handler(message)
+
+
+def _pending(limit: int) -> peewee.ModelSelect:
+    """The oldest unpublished rows, each with ``newest``: no later row of its topic exists
+    (published retained only then; an older one would overwrite a newer state). One query."""
+    later = Outbox.alias()
+    superseded = peewee.fn.EXISTS(
+        later.select(peewee.SQL("1")).where((later.topic == Outbox.topic) & (later.id > Outbox.id))
+    )
+    return (
+        Outbox.select(Outbox.id, Outbox.topic, Outbox.payload, (~superseded).alias("newest"))
+        .where(Outbox.published_at.is_null())
+        .order_by(Outbox.id)
+        .limit(limit)
+    )

@@ -1,0 +1,3 @@
+from order_service.webhooks.worker import main
+
+main()

@@ -72,8 +72,12 @@ def test_feed_on_a_real_broker_drops_older_and_duplicates_and_resyncs(broker):
             ["agents/a1/assigned", "orders/+/status"],
             client_id="test-feed",
             resync=resync,
-        ).start()
+        )
+        subscribed = threading.Event()
+        feed.client.on_subscribe = lambda *args: subscribed.set()
+        feed.start()
         try:
+            assert subscribed.wait(5)  # a marker published before the SUBACK could be missed
             wait_until(lambda: len(resyncs) == 1, 5, "the resync on connect")
             first = _until_marker(feed, publisher, 1)
             assert [(u.kind, u.version) for u in first] == [("worklist", 2)]  # retained + resync: once
@@ -91,8 +95,7 @@ def test_feed_on_a_real_broker_drops_older_and_duplicates_and_resyncs(broker):
                 ("order", "o1", None, True),
             ]
             # A reconnect resyncs; nothing new means nothing comes out.
-            subscribed = threading.Event()
-            feed.client.on_subscribe = lambda *args: subscribed.set()
+            subscribed.clear()
             feed.client.reconnect()
             assert subscribed.wait(5)  # the retained replay is on its way, ahead of the marker
             wait_until(lambda: len(resyncs) == 2, 5, "the resync after the reconnect")

@@ -146,7 +146,8 @@ def test_refused_transition_publishes_nothing(client, admin, place_order, relay,
     confirmed = live.wait_for(has_version(status_topic(order["id"]), 2))
     assert confirmed.json["event"] == "order.status_changed"
     assert confirmed.json["order"]["status"] == "confirmed"
-    assert [r.version for r in live.on(status_topic(order["id"]))] == [1, 2]
+    versions = [r.version for r in live.on(status_topic(order["id"]))]  # v1 may come twice:
+    assert versions == sorted(versions) and set(versions) == {1, 2}, versions  # retained and live
 
 
 def _assert_broker_matches_database(subscribe, timeout: float = 10.0) -> None:

@@ -22,8 +22,8 @@ from harness.mosquitto import Mosquitto
 from order_service.accounts import broker_logins
 from order_service.config import Settings, load_settings
 from order_service.store.db import db
-from order_service.store.models import Agent, Outbox, new_id
-from tests.helpers import assign, wait_until, walk_to
+from order_service.store.models import Agent, new_id
+from tests.helpers import all_published, assign, wait_until, walk_to
 from tests.mqtt_fixtures import RelayRunner
 from tests.mqtt_raw import RawClient
 
@@ -347,10 +347,6 @@ def test_an_offline_agent_gets_what_it_missed_in_order(
         assert assign(client, admin, order["id"], agent.agent_id).status_code == 200
         with db.connection_context():
             return Agent.get_by_id(agent.agent_id).worklist_version
-
-    def all_published() -> bool:
-        with db.connection_context():
-            return not Outbox.unpublished(1).exists()
 
     for _ in range(3):  # assignments while the device is off
         final = assign_one()

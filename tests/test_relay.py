@@ -7,7 +7,7 @@ import time
 
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox
-from tests.helpers import wait_until
+from tests.helpers import all_published, wait_until
 
 
 def status_topic(order_id: str) -> str:
@@ -207,12 +207,7 @@ def test_orders_survive_a_broker_outage_in_order(
         versions = [r.version for r in live.on(status_topic(oid))]
         assert versions == sorted(versions), versions
         assert set(versions) >= {1, 2, 3}, versions
-
-    def all_marked() -> bool:  # the relay marks rows once the broker has acknowledged them
-        with db.connection_context():
-            return not Outbox.unpublished(1).exists()
-
-    wait_until(all_marked, 10, "every outbox row marked published")
+    wait_until(all_published, 10, "every outbox row marked published")
     _assert_broker_matches_database(subscribe)
 
 

@@ -24,7 +24,7 @@ from order_service.config import load_settings
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox
 from tests.conftest import BACKEND
-from tests.helpers import wait_until
+from tests.helpers import all_published, wait_until
 from tests.mqtt_fixtures import Subscriber
 
 STREAM_ORDERS = 40
@@ -145,11 +145,6 @@ def test_killed_active_relay_is_replaced_without_loss(client, admin, broker, rel
     assert not writer.is_alive() and not errors, errors
     restarted = relays("relay-a2")  # the killed one comes back: as the standby
     restarted.wait_log("relay standby")
-
-    def all_published() -> bool:
-        with db.connection_context():
-            return not Outbox.unpublished(1).exists()
-
     wait_until(all_published, 20, "the outbox published")
 
     with db.connection_context():

@@ -19,8 +19,7 @@ from broker.server import EmbeddedBroker, pick_free_port
 from order_service.accounts import broker_logins
 from order_service.config import load_settings
 from order_service.store.db import db
-from order_service.store.models import Outbox
-from tests.helpers import wait_until
+from tests.helpers import all_published, wait_until
 from tests.socketio_fixtures import ApiServer, NodeClient, SocketBridgeProcess, node_client_ready
 from tests.tcp_proxy import TcpProxy
 
@@ -209,11 +208,6 @@ def bridge_cut_off(bridge, proxy: TcpProxy):
     yield
     proxy.restore()
     wait_until(lambda: bridge_subscribed(bridge), 15, "the bridge reconnecting")
-
-
-def all_published() -> bool:
-    with db.connection_context():
-        return not Outbox.unpublished(1).exists()
 
 
 def test_changes_made_while_the_bridge_was_cut_off_reach_the_sockets(

@@ -1,4 +1,5 @@
-# orderbus: `make run` runs the whole system, `make test` runs every test.
+# orderbus: `make run` runs the whole system, `make test` runs every test,
+# `make security` the attacks alone (also part of `make test`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -14,7 +15,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos security
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -71,22 +72,26 @@ $(ADMIN)/node_modules/.package-lock.json: $(ADMIN)/package-lock.json
 
 admin-deps: $(ADMIN)/node_modules/.package-lock.json
 
-# The suite on SQLite, then every database test again on PostgreSQL (ORDERBUS_TEST_POSTGRES_URL,
-# default postgresql://postgres@127.0.0.1:5432/postgres; skipped if unreachable, unless CI=true).
+# make lint, then the suite on SQLite, then every database test again on PostgreSQL
+# (ORDERBUS_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres;
+# skipped if unreachable, unless CI=true).
 # One backend only: make test-sqlite / make test-postgresql.
 # Tests run in PYTEST_WORKERS processes (pytest-xdist; a test file stays in one process);
 # PYTEST_WORKERS=0 runs them in this process, one after another.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
-test: install node-test-deps admin-deps
-	$(BIN)/ruff check .
+test: lint node-test-deps admin-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) $(PYTEST_ARGS)
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=postgresql $(PYTEST) $(PYTEST_ARGS)
 
-test-sqlite test-postgresql: test-%: install node-test-deps admin-deps
-	$(BIN)/ruff check .
+test-sqlite test-postgresql: test-%: lint node-test-deps admin-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
+
+# The security suite: every attack and abuse case (the `security` marker; tests/security_suite.py
+# says which), on SQLite, as make test runs them. Six to nine minutes. See docs/security.md.
+security: install node-test-deps admin-deps
+	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) -m security $(PYTEST_ARGS)
 
 # Fault tests (kills, restarts, stalls) and fuzzing at full length; make test runs them short.
 # Bounded: about 3 minutes at these settings. See docs/testing.md, "Fault tests and fuzzing".
@@ -97,16 +102,18 @@ chaos: install
 	  ORDERBUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s \
 	  tests/test_chaos.py tests/test_broker_malformed.py tests/test_fuzz_api.py $(PYTEST_ARGS)
 
+# Lint, then type-check order_service/, broker/, bridges/ and contract/ ([tool.mypy] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(NODE_TEST)/node_modules $(ADMIN)/node_modules $(LOADGEN)/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info $(NODE_TEST)/node_modules $(ADMIN)/node_modules $(LOADGEN)/node_modules
 
 # Benchmarks (docs/benchmarks/README.md). make bench: the full suite, rewrites docs/benchmarks/;
 # make bench BENCH_PROFILE=quick: a run of a few minutes into var/benchmarks/; BENCH_SOAK_SECONDS=N shortens B6.

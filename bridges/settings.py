@@ -5,10 +5,11 @@ environment describes one deployment; the bridge reads them itself because it
 knows the service only through its public interfaces:
 
 - the broker: ``ORDERBUS_MQTT_URL`` (default ``mqtt://<ORDERBUS_BROKER_HOST>:<ORDERBUS_BROKER_PORT>``),
-  logged in as the bridges' read-only account ``ORDERBUS_BRIDGE_MQTT_USERNAME``
+  logged in as the bridge's own read-only login ``ORDERBUS_SOCKETIO_MQTT_USERNAME``
   whose secret ``python -m order_service bootstrap`` writes to
-  ``<ORDERBUS_DATA_DIR>/mqtt/bridge-secret`` (credentials in the URL are the
-  relay's and are not used here);
+  ``<ORDERBUS_DATA_DIR>/mqtt/socketio-secret`` (credentials in the URL are the
+  relay's and are not used here). Both brokers use a login's username as its
+  client id, so a second bridge (another host) needs a username of its own;
 - the REST API, where bearer tokens are checked: ``ORDERBUS_API_URL`` (default
   ``http://<ORDERBUS_API_HOST>:<ORDERBUS_API_PORT>/api/v1``).
 """
@@ -32,11 +33,13 @@ class MissingBridgeSecret(Exception):
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid")
 
-    data_dir: Path = Field(Path("var"), description="where <data_dir>/mqtt/bridge-secret is")
+    data_dir: Path = Field(Path("var"), description="where <data_dir>/mqtt/socketio-secret is")
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(1883, ge=0, le=65535)
     mqtt_url: str = Field("", description="mqtt:// or ws:// URL of the broker; default the embedded one")
-    bridge_mqtt_username: str = Field("orderbus-bridge", description="the bridges' read-only broker login")
+    socketio_mqtt_username: str = Field(
+        "orderbus-socketio", description="the bridge's read-only broker login"
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=0, le=65535)
@@ -77,17 +80,17 @@ class BridgeSettings(BaseSettings):
 
     @property
     def bridge_secret_path(self) -> Path:
-        return self.data_dir / "mqtt" / "bridge-secret"
+        return self.data_dir / "mqtt" / "socketio-secret"
 
     def broker_address(self) -> BrokerAddress:
-        """The broker of ORDERBUS_MQTT_URL, logged in as the bridge account."""
+        """The broker of ORDERBUS_MQTT_URL, logged in as this bridge's own login."""
         path = self.bridge_secret_path
         try:
             secret = path.read_text().strip()
         except FileNotFoundError:
             raise MissingBridgeSecret(
-                f"no MQTT secret for the bridge account in {path}; "
+                f"no MQTT secret for the Socket.IO bridge's login in {path}; "
                 "run `python -m order_service bootstrap` (make run does)"
             ) from None
         address = BrokerAddress.parse(self.mqtt_url)
-        return dataclasses.replace(address, username=self.bridge_mqtt_username, password=secret)
+        return dataclasses.replace(address, username=self.socketio_mqtt_username, password=secret)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import socketio
 import uvicorn
+from paho.mqtt.client import MQTTMessage
 
 import contract
 from contract.link import MqttFeed
@@ -196,7 +198,12 @@ class SocketBridge:
             await self.sio.leave_room(sid, room)
         return {"ok": True, "room": room}
 
-    async def _http(self, scope: dict, receive, send) -> None:
+    async def _http(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
         """``GET /healthz``: 200 once the MQTT feed is subscribed, 503 before."""
         if scope["type"] != "http":
             return
@@ -225,14 +232,14 @@ class SocketBridge:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
 
-        def on_message(message) -> None:  # paho's thread: hand off only
+        def on_message(message: MQTTMessage) -> None:  # paho's thread: hand off only
             first_session = self.feed is not None and self.feed.sessions == 1
             loop.call_soon_threadsafe(
                 inbox.put_nowait, (message.topic, bytes(message.payload), message.retain, first_session)
             )
 
-        client_id = f"orderbus-socketio-{os.getpid()}"
-        self.feed = MqttFeed(self.settings.broker_address(), client_id, on_message)
+        address = self.settings.broker_address()  # its own login: the username is its client id
+        self.feed = MqttFeed(address, address.username or "", on_message)
         self.feed.start()  # after the assignment: on_message reads the feed's session count
         pump = asyncio.create_task(self._pump(inbox))
         recheck = asyncio.create_task(self._recheck())

@@ -29,7 +29,16 @@ from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage
 from transitions import MachineError
 from websockets.protocol import State
 
-from broker.framing import CONNECT, DISCONNECT, PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE, FramedReader
+from broker.framing import (
+    CONNECT,
+    DISCONNECT,
+    PUBLISH,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    FramedReader,
+    ProtocolViolation,
+)
 from broker.outbox import Outbox, Queued
 from broker.wire import Publication
 
@@ -49,6 +58,9 @@ _HANDLERS = {
 }
 
 CLOSE_TIMEOUT = 1.0  # seconds a graceful close may take before the connection is cut
+# Incoming QoS 2 messages the client has not released (PUBREL) yet: kept until it does, so
+# bounded per session, in count (the broker sets its in-flight window) and in bytes.
+AWAITING_RELEASE_BYTES = 4 * 1024 * 1024
 _OUTBOX = "orderbus.broker.outbox"  # key in Session.attributes, amqtt's extension point
 
 
@@ -164,7 +176,8 @@ class BoundedWebSocketsWriter(_BoundedClose, WebSocketsWriter):
     async def drain(self) -> None:
         if self._chunks:
             chunks, self._chunks = self._chunks, []
-            await self._protocol.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            # websockets sends any bytes-like message; its annotation says bytes.
+            await self._protocol.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))  # type: ignore[arg-type]
 
     flush = drain
 
@@ -189,7 +202,8 @@ class BoundedWebSocketsWriter(_BoundedClose, WebSocketsWriter):
         chunks, self._chunks = self._chunks, []
         connection = self._protocol
         try:
-            connection.protocol.send_binary(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            message = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            connection.protocol.send_binary(message)  # type: ignore[arg-type]  # bytes-like, as above
             connection.send_data()
         except Exception as exc:  # the connection is broken; its reader sees it end
             logger.debug("WebSocket send failed: %r", exc)
@@ -209,6 +223,7 @@ class HardenedHandler(BrokerProtocolHandler):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._ended: asyncio.Future[Any] | None = None  # the disconnect waiter, once answered
         self._corked: list[bytes | bytearray] | None = None  # see cork()
+        self.max_awaiting_release = 100  # the broker sets its max_inflight_messages
 
     def abort(self) -> None:
         """Cut the connection without a goodbye (a takeover)."""
@@ -327,6 +342,7 @@ class HardenedHandler(BrokerProtocolHandler):
             logger.debug("Message discarded")
             return
         if isinstance(packet, PublishPacket):  # QoS 2: waits for PUBREL, so not in this loop
+            self._check_awaiting_release(packet)
             flow = asyncio.create_task(self.handle_publish(packet))
             flows.add(flow)
             flow.add_done_callback(flows.discard)
@@ -334,6 +350,23 @@ class HardenedHandler(BrokerProtocolHandler):
         name = _HANDLERS.get(fixed_header.packet_type)
         if name is not None:
             await getattr(self, name)(packet)
+
+    def _check_awaiting_release(self, packet: PublishPacket) -> None:
+        """Refuse a QoS 2 PUBLISH past the bound on those awaiting PUBREL: each is kept until
+        released, and a client that never sends PUBREL would otherwise fill the broker."""
+        assert self.session is not None
+        waiting = self.session.inflight_in
+        if packet.packet_id in waiting:
+            return  # sent again (DUP): it replaces the one kept
+        held = sum(len(message.data or b"") for message in waiting.values())
+        if (
+            len(waiting) >= self.max_awaiting_release
+            or held + len(packet.data or b"") > AWAITING_RELEASE_BYTES
+        ):
+            raise ProtocolViolation(
+                f"more than {self.max_awaiting_release} QoS 2 messages or {AWAITING_RELEASE_BYTES} bytes "
+                "awaiting PUBREL"
+            )
 
     def _idle_check(self, limit: float) -> None:
         idle = asyncio.get_running_loop().time() - self._last_read
@@ -382,6 +415,7 @@ class HardenedHandler(BrokerProtocolHandler):
         assert self.session is not None
         for message in list(self.session.inflight_out.values()):
             if message.qos == QOS_2 and message.pubrec_packet is not None:
+                assert message.packet_id is not None  # in flight: it has one
                 message.pubrel_packet = PubrelPacket.build(message.packet_id)
                 await self._send_packet(message.pubrel_packet)
             else:
@@ -434,11 +468,6 @@ class HardenedHandler(BrokerProtocolHandler):
             await flush()
         elif self.writer is not None:
             await self.writer.drain()
-
-    async def send_queued(self, item: Queued) -> None:
-        """send_now(), then flush()."""
-        self.send_now(item)
-        await self.flush()
 
     def _settled(self, packet_id: int, qos: int) -> OutgoingApplicationMessage | None:
         if self.session is None:

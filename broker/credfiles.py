@@ -172,8 +172,13 @@ class Rule:
         return not self.access
 
 
+# What an Acl remembers is bounded in bytes, not only in entries: the strings it is asked
+# about come from clients (a topic may be 65,535 bytes long). Each cache is emptied when full.
 RULES_CACHE_SIZE = 50_000  # (user, client id) pairs whose rules an Acl keeps worked out
-ANSWERS_CACHE_SIZE = 100_000  # (rule set, access, topic) answers an Acl remembers
+RULES_CACHE_BYTES = 4 * 1024 * 1024  # their usernames and client ids
+ANSWERS_CACHE_SIZE = 100_000  # (rule set, access, topic) grants an Acl remembers
+ANSWERS_CACHE_BYTES = 8 * 1024 * 1024  # their topics
+ENTRY_BYTES = 200  # what one cache entry costs besides its strings (key tuple, dict slot)
 
 
 class AclSyntaxError(ValueError):
@@ -193,9 +198,10 @@ class Acl:
     _interned: dict[tuple[Rule, ...], tuple[Rule, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _answers: dict[tuple[int, str, str], bool] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _rules_bytes: int = field(default=0, init=False, repr=False, compare=False)
+    # Grants only: a denied topic is whatever a client chose to send, and must cost no memory.
+    _granted: set[tuple[int, str, str]] = field(default_factory=set, init=False, repr=False, compare=False)
+    _granted_bytes: int = field(default=0, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Acl:
@@ -227,13 +233,22 @@ class Acl:
         key = (username, client_id)
         found = self._rules.get(key)
         if found is None:
-            if len(self._rules) >= RULES_CACHE_SIZE:
+            cost = len(username or "") + len(client_id) + ENTRY_BYTES
+            if len(self._rules) >= RULES_CACHE_SIZE or self._rules_bytes + cost > RULES_CACHE_BYTES:
                 self._rules.clear()
                 self._interned.clear()
-                self._answers.clear()  # keyed by the interned sets' ids
+                self._rules_bytes = 0
+                self._granted.clear()  # keyed by the interned sets' ids
+                self._granted_bytes = 0
             rules = tuple(self._rules_for(username, client_id))
             found = self._rules[key] = self._interned.setdefault(rules, rules)
+            self._rules_bytes += cost
         return found
+
+    @property
+    def remembered_bytes(self) -> int:
+        """What the two caches hold, by the estimate that bounds them."""
+        return self._rules_bytes + self._granted_bytes
 
     def _rules_for(self, username: str | None, client_id: str) -> list[Rule]:
         own = self.anonymous if username is None else self.users.get(username, [])
@@ -251,14 +266,19 @@ class Acl:
         """May this client publish (``write``) to or receive (``read``) this concrete topic?"""
         rules = self.rules_for(username, client_id)
         key = (id(rules), access, topic)  # the interned set lives as long as this entry
-        answer = self._answers.get(key)
-        if answer is None:
-            if len(self._answers) >= ANSWERS_CACHE_SIZE:
-                self._answers.clear()
-            answer = self._answers[key] = not any(
-                r.deny and topic_matches(r.filter, topic) for r in rules
-            ) and any(access in r.access and topic_matches(r.filter, topic) for r in rules)
-        return answer
+        if key in self._granted:
+            return True
+        if any(r.deny and topic_matches(r.filter, topic) for r in rules) or not any(
+            access in r.access and topic_matches(r.filter, topic) for r in rules
+        ):
+            return False
+        cost = len(topic) + ENTRY_BYTES
+        if len(self._granted) >= ANSWERS_CACHE_SIZE or self._granted_bytes + cost > ANSWERS_CACHE_BYTES:
+            self._granted.clear()
+            self._granted_bytes = 0
+        self._granted.add(key)
+        self._granted_bytes += cost
+        return True
 
     def may_subscribe(self, username: str | None, client_id: str, filter_: str) -> bool:
         """Stricter than Mosquitto (which accepts every SUBSCRIBE and filters delivery):

@@ -95,10 +95,6 @@ class CredentialFiles:
             raise ValueError("the auth and topic plugins of one broker must name the same two files")
         return files
 
-    @property
-    def paths(self) -> tuple[Path, Path]:
-        return self._password_file.path, self._acl_file.path
-
     def refresh(self) -> None:
         """Re-read whichever file changed; tell ``on_users_changed`` when the entries did."""
         changed, text = self._password_file.poll()

@@ -28,6 +28,13 @@ FIXED_LENGTH = {4: 2, 5: 2, PUBREL: 2, 7: 2, PINGREQ: 0, DISCONNECT: 0}
 _PUBACK_HEADER = b"\x40\x02"  # PUBACK, flags 0, two bytes long: what check_packet accepts
 
 
+def shown(text: object, limit: int = 120) -> str:
+    """A client's string (topic, client id, username) for a log line: cut to ``limit``
+    characters, as one may be 65,535 bytes long and a line is written per refusal."""
+    value = str(text)
+    return value if len(value) <= limit else f"{value[:limit]}...({len(value)} characters)"
+
+
 class ProtocolViolation(Exception):
     """The client broke MQTT 3.1.1; the connection must be closed."""
 

@@ -35,6 +35,12 @@ What changes against stock amqtt (each has a test in tests/test_broker_hardening
   no bytes past a packet's fields; a violation closes the connection. So does anything
   but a valid CONNECT within ``CONNECT_TIMEOUT`` of connecting (tests/test_broker_malformed.py).
 
+- What one client can make the broker keep is bounded (tests/test_security_broker_memory.py):
+  topics and filters longer than ``max_topic_bytes`` are refused like an ACL refusal
+  (PUBLISH dropped, SUBACK 0x80), a client holds at most ``max_subscriptions`` filters,
+  an UNSUBSCRIBE leaves no empty entry behind, at most ``max_inflight_messages`` QoS 2
+  messages (4 MiB) may await PUBREL, and refused publishes are logged per doubling.
+
 $-topics needed nothing: amqtt's matcher already keeps # and +/... off them.
 
 Nothing here blocks the event loop: routing only appends to queues, or writes to an
@@ -82,7 +88,7 @@ from broker.connection import (
     outbox,
 )
 from broker.credfiles import filter_matcher
-from broker.framing import FramedReader
+from broker.framing import FramedReader, shown
 from broker.outbox import Outbox, Queued
 from broker.plugins import RulesTopicPlugin
 from broker.wire import Publication
@@ -98,6 +104,11 @@ DEFAULT_MAX_QUEUED_MESSAGES = 100_000
 DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_INFLIGHT_MESSAGES = 100  # per client, as max_inflight_messages in mosquitto.conf
 DEFAULT_MAX_PACKET_BYTES = 1_048_576  # per packet, as mosquitto.conf's message_size_limit
+# What one client can make the broker keep besides its queue (tests/test_security_broker_memory.py):
+# our topics are short (agents/<id>/assigned); MQTT allows 65,535 bytes, which a client could
+# multiply by every subscription it holds.
+DEFAULT_MAX_TOPIC_BYTES = 1024  # longer topics and filters are refused like an ACL refusal
+DEFAULT_MAX_SUBSCRIPTIONS = 100  # topic filters one client may hold (ours hold one or two)
 KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]
 CONNECT_TIMEOUT = 10.0  # seconds a new connection has to send its CONNECT
 TAKEOVER_TIMEOUT = 3.0  # seconds to wait for a replaced connection to finish
@@ -135,16 +146,22 @@ class HardenedBroker(Broker):
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
         max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
+        max_topic_bytes: int = DEFAULT_MAX_TOPIC_BYTES,
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
     ) -> None:
-        if min(max_queued_messages, max_queued_bytes, max_inflight_messages, max_packet_bytes) < 1:
-            raise ValueError("the queue, in-flight and packet size limits must be at least 1")
+        limits = (max_queued_messages, max_queued_bytes, max_inflight_messages, max_packet_bytes)
+        if min(*limits, max_topic_bytes, max_subscriptions) < 1:
+            raise ValueError("the queue, in-flight, packet, topic and subscription limits must be at least 1")
         super().__init__(config)
         self.max_queued_messages = max_queued_messages
         self.max_queued_bytes = max_queued_bytes
         self.max_inflight_messages = max_inflight_messages
         self.max_packet_bytes = max_packet_bytes
+        self.max_topic_bytes = max_topic_bytes
+        self.max_subscriptions = max_subscriptions
         self.dropped_messages = 0  # queue overflow drops, all clients, since start
-        self.client_transports: set[asyncio.BaseTransport] = set()
+        self.refused_publishes = 0  # PUBLISHes dropped by the ACL or the topic limit, since start
+        self.client_transports: set[asyncio.Transport] = set()
         self._live: dict[str, tuple[HardenedHandler, asyncio.Event]] = {}  # client id -> connection
         self._rules_plugins: list[RulesTopicPlugin] | None = _UNKNOWN
         # Each retained message's encoded PUBLISH, shared by every SUBSCRIBE that replays it.
@@ -185,7 +202,7 @@ class HardenedBroker(Broker):
         )
 
     @contextmanager
-    def _tracked(self, transport: asyncio.BaseTransport) -> Iterator[None]:
+    def _tracked(self, transport: asyncio.Transport) -> Iterator[None]:
         self.client_transports.add(transport)
         try:
             yield
@@ -222,6 +239,7 @@ class HardenedBroker(Broker):
     ) -> None:
         assert isinstance(handler, HardenedHandler)
         handler.connection = writer
+        handler.max_awaiting_release = self.max_inflight_messages
         incoming = client_session
         incoming.parent = 0
         if not await self._authenticate(incoming, self.listeners_config[listener_name]):
@@ -427,15 +445,53 @@ class HardenedBroker(Broker):
             _forget(session)
 
     # -- subscriptions and retained messages -----------------------------------------------
+    def too_long(self, topic: str) -> bool:
+        """Whether a topic or filter is longer than ``max_topic_bytes`` in UTF-8."""
+        return len(topic) > self.max_topic_bytes or len(topic.encode()) > self.max_topic_bytes
+
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        topic_filter = subscription[0]
+        held = _filters(session)
+        if self.too_long(topic_filter) or (topic_filter not in held and len(held) >= self.max_subscriptions):
+            logger.info(
+                "client %s: subscription to %s refused (filters are limited to %d bytes, %d per client)",
+                shown(session.client_id),
+                shown(topic_filter),
+                self.max_topic_bytes,
+                self.max_subscriptions,
+            )
+            return AMQTT_MAGIC_VALUE_RET_SUBSCRIBED  # SUBACK 0x80
         granted = await super().add_subscription(subscription, session)
         if granted != AMQTT_MAGIC_VALUE_RET_SUBSCRIBED:
+            held.add(topic_filter)
             # amqtt kept the old QoS on a repeated SUBSCRIBE; it must replace it [MQTT-3.8.4-3].
             entries = self._subscriptions.get(subscription[0], [])
             for index, (subscriber, _qos) in enumerate(entries):
                 if subscriber.client_id == session.client_id:
                     entries[index] = (session, granted)
         return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        deleted = super()._del_subscription(a_filter, session)
+        if deleted:
+            _filters(session).discard(a_filter)
+        return deleted
+
+    async def _handle_unsubscription(
+        self, client_session: Session, handler: BrokerProtocolHandler, unsubscribe_waiter: asyncio.Future[Any]
+    ) -> None:
+        """amqtt's, without leaving an empty entry behind for each filter: a client
+        subscribing and unsubscribing distinct filters grew the broker (and the scan of
+        every filter that each PUBLISH makes) without bound."""
+        unsubscription = unsubscribe_waiter.result()
+        for topic_filter in unsubscription.topics:
+            self._del_subscription(topic_filter, client_session)
+            if not self._subscriptions.get(topic_filter, True):
+                del self._subscriptions[topic_filter]
+            await self.plugins_manager.fire_event(
+                BrokerEvents.CLIENT_UNSUBSCRIBED, client_id=client_session.client_id, topic=topic_filter
+            )
+        await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id)
 
     async def _handle_subscription(
         self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
@@ -519,7 +575,7 @@ class HardenedBroker(Broker):
         per plugin per call (a profile of fan-out to 1,000 subscribers spent a seventh of the
         broker's time there). ``_topic_plugins`` is amqtt's; its version is pinned."""
         if self._rules_plugins is _UNKNOWN:  # loaded once, in amqtt's __init__
-            plugins = getattr(self.plugins_manager, "_topic_plugins", None)
+            plugins = getattr(self.plugins_manager, "_topic_plugins", None) or []
             ours = bool(plugins) and all(isinstance(p, RulesTopicPlugin) for p in plugins)
             self._rules_plugins = list(plugins) if ours else None
         return self._rules_plugins
@@ -546,12 +602,17 @@ class HardenedBroker(Broker):
             # [MQTT-4.7.3-1], [MQTT-3.3.2-2], [MQTT-4.7.2-1]. amqtt left the loop here, and
             # with it a connection that stayed open but was no longer served.
             logger.warning(
-                "client %s published to invalid topic %r: disconnecting", client_session.client_id, topic
+                "client %s published to invalid topic %r: disconnecting",
+                shown(client_session.client_id),
+                shown(topic),
             )
             await handler.handle_connection_closed()
             return True
+        if self.too_long(topic):
+            self._refused(client_session, topic, f"longer than {self.max_topic_bytes} bytes")
+            return True
         if not await self.may_publish(client_session, topic):
-            logger.info("client %s may not publish to %s; message dropped", client_session.client_id, topic)
+            self._refused(client_session, topic, "no write access")
             return True
         await self.plugins_manager.fire_event(
             BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=app_message
@@ -561,6 +622,20 @@ class HardenedBroker(Broker):
         if app_message.publish_packet and app_message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return True
+
+    def _refused(self, session: Session, topic: str, why: str) -> None:
+        """Count a dropped PUBLISH; log the 1st, 2nd, 4th, 8th... of each session, so that a
+        client publishing where it may not costs the log a line per doubling, not one each."""
+        self.refused_publishes += 1
+        count = session.attributes[_REFUSED] = session.attributes.get(_REFUSED, 0) + 1
+        if count & (count - 1) == 0:
+            logger.info(
+                "client %s may not publish to %s (%s); dropped (%d refused from this client so far)",
+                shown(session.client_id),
+                shown(topic),
+                why,
+                count,
+            )
 
     async def _broadcast_loop(self) -> None:
         """amqtt's loop, routing each message in order, without a task and an
@@ -705,6 +780,18 @@ class HardenedBroker(Broker):
         finally:
             if box.wakeup == ready.set:
                 box.wakeup = None
+
+
+_FILTERS = "orderbus.broker.filters"  # keys in Session.attributes, amqtt's extension point
+_REFUSED = "orderbus.broker.refused"
+
+
+def _filters(session: Session) -> set[str]:
+    """The topic filters this session holds (amqtt keeps them per filter, not per session)."""
+    held = session.attributes.get(_FILTERS)
+    if held is None:
+        held = session.attributes[_FILTERS] = set()
+    return held
 
 
 def _forget(session: Session) -> None:

@@ -4,7 +4,10 @@ How they hook amqtt 0.12.1 (``amqtt/broker.py``):
 
 - ``authenticate(session=...)`` of every auth plugin runs once per CONNECT, after amqtt has
   built the session (client id, username, password, will) and before CONNACK; all must say
-  True, else the client gets CONNACK 5 (not authorised) and is disconnected.
+  True, else the client gets CONNACK 5 (not authorised) and is disconnected. Ours then
+  replaces the session's client id with the username, as Mosquitto does with
+  ``use_username_as_clientid true`` (mosquitto.conf sets it on both listeners): a login
+  can only ever reach its own session, so no client can take over or wipe another's.
 - ``topic_filtering(session=, topic=, action=)`` of every topic plugin runs with
   ``subscribe`` for each filter of a SUBSCRIBE (False: SUBACK 0x80), ``publish`` for each
   PUBLISH received (False: acknowledged, then dropped) and ``receive`` for each subscriber of
@@ -43,6 +46,7 @@ from amqtt.session import OutgoingApplicationMessage, Session
 
 from broker.credfiles import READ, WRITE, filter_covered, topic_matches
 from broker.credstore import CredentialFiles, broker_of
+from broker.framing import shown
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,8 @@ class FilesConfig:
 class PasswordFileAuthPlugin(BaseAuthPlugin):
     """CONNECT needs a username in the password file and its secret; revocation disconnects."""
 
-    Config = FilesConfig
+    class Config(FilesConfig):
+        """amqtt builds the plugin's configuration from its nested ``Config`` dataclass."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -75,7 +80,7 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
         self.files.refresh()
         client_id, username = session.client_id or "", session.username
         if not username:
-            logger.info("refused MQTT client %r: no username", client_id)
+            logger.info("refused MQTT client %r: no username", shown(client_id))
             return False
         password = session.password
         if isinstance(password, bytes | bytearray):
@@ -83,9 +88,12 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):
         encoded = await self.files.check(username, password or "")
         if encoded is None:
             known = "wrong secret" if username in self.files.users else "unknown user"
-            logger.info("refused MQTT client %r, user %r: %s", client_id, username, known)
+            logger.info("refused MQTT client %r, user %r: %s", shown(client_id), shown(username), known)
             return False
-        self._granted[client_id] = (username, encoded, session)
+        # The client id is the login's: whatever id a client sends, it gets its username's
+        # session and connection, never another login's (Mosquitto: use_username_as_clientid).
+        session.client_id = username
+        self._granted[username] = (username, encoded, session)
         return True
 
     def _disconnect_revoked(self) -> None:
@@ -220,7 +228,7 @@ class RulesTopicPlugin(BaseTopicPlugin):
         if client_session.will_flag and not self.rules().allowed(
             client_session.username, client_id, WRITE, client_session.will_topic or ""
         ):
-            logger.info("MQTT client %r may not write its will topic; the will is dropped", client_id)
+            logger.info("MQTT client %r may not write its will topic; the will is dropped", shown(client_id))
             client_session.will_flag = False  # Mosquitto also connects it and drops the will
         entry = broker_of(self.context).sessions.get(client_id)
         if entry is not None and entry[0] is client_session:
@@ -247,7 +255,8 @@ def _gate_deliveries(handler: Any, session: Session, may_read: Callable[[Session
 class AclFileTopicPlugin(RulesTopicPlugin):
     """PUBLISH needs ``write``, SUBSCRIBE :meth:`Acl.may_subscribe`, every delivery ``read``."""
 
-    Config = FilesConfig
+    class Config(FilesConfig):
+        """amqtt builds the plugin's configuration from its nested ``Config`` dataclass."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)

@@ -37,6 +37,7 @@ WS_PORT_ENV = "ORDERBUS_BROKER_WS_PORT"
 # request path, so /mqtt (like any path) is served; the constant records the contract.
 WS_PATH = "/mqtt"
 SHUTDOWN_TIMEOUT = 3.0  # seconds for each shutdown phase; stop(timeout) bounds the whole
+SESSION_EXPIRY_SECONDS = 14 * 24 * 3600  # as persistent_client_expiration 14d in mosquitto.conf
 
 
 class BrokerStartError(Exception):
@@ -76,6 +77,9 @@ def build_config(
         },
         # Giving ``plugins`` replaces amqtt's default set (which is how $SYS stays off).
         "plugins": plugin_config() if plugins is None else plugins,
+        # A persistent session whose client stays away this long is dropped, as
+        # persistent_client_expiration in mosquitto.conf: no session is kept for ever.
+        "session_expiry_interval": SESSION_EXPIRY_SECONDS,
     }
 
 

@@ -79,9 +79,12 @@ def main(
     received: queue.Queue[tuple[str, float]] = queue.Queue()
     subscribed = queue.Queue()
     broker = urlsplit(mqtt_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"latency-probe-{time.time_ns()}")
-    if login.get("mqtt"):  # an admin's read-only dashboard login
-        client.username_pw_set(login["mqtt"]["username"], login["mqtt"]["password"])
+    dashboard = login.get("mqtt")  # an admin's read-only dashboard login, this probe's own
+    # Both brokers use the username as the client id: the probe takes no one else's connection.
+    client_id = dashboard["username"] if dashboard else f"latency-probe-{time.time_ns()}"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if dashboard:
+        client.username_pw_set(dashboard["username"], dashboard["password"])
     refused: queue.Queue[str] = queue.Queue()
 
     def on_connect(c, u, f, rc, p) -> None:

@@ -87,6 +87,23 @@ class Api:
         return answer
 
 
+DASHBOARD_LOGINS_PER_TOKEN = 16  # the service keeps a bearer token's 16 newest dashboard logins
+
+
+def dashboard_logins(api_url: str, username: str, password: str, count: int) -> list[dict[str, Any]]:
+    """``count`` read-only broker logins of an admin, one per dashboard (page), as pages get
+    them: both brokers use a login's username as its client id, so two connections sharing a
+    login would take each other's place. One log-in per 16 (a token keeps its 16 newest), and
+    ``POST /auth/mqtt-credentials`` for the rest."""
+    logins: list[dict[str, Any]] = []
+    while len(logins) < count:
+        api = Api(api_url)
+        logins.append(api.login(username, password)["mqtt"])
+        for _ in range(min(DASHBOARD_LOGINS_PER_TOKEN - 1, count - len(logins))):
+            logins.append(api.request("POST", "/auth/mqtt-credentials"))
+    return logins
+
+
 def place_order(
     api: Api, body: dict, *, key: str | None = None, attempts: int = 5, backoff: float = 0.3
 ) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A small MQTT subscriber for orderbus clients: connect, subscribe, keep the newest.
 
     feed = Feed("mqtt://127.0.0.1:1883", [contract.agent_assigned("agt_1")],
-                client_id="agt_1", username="agt_1", password=secret,
+                username="agt_1", password=secret,
                 clean_session=False, resync=fetch_snapshot)
     feed.start()
     update = feed.get(timeout=1.0)   # an Update, or None
@@ -75,7 +75,7 @@ class Feed:
         url: str,
         filters: Iterable[str],
         *,
-        client_id: str,
+        client_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
         clean_session: bool = True,
@@ -95,8 +95,12 @@ class Feed:
         self.refused: str | None = None
         self._keepalive = keepalive
         self._cleared: set[str] = set()
+        # Both brokers use the username as the client id, whatever a client sends: the
+        # default says so (give client_id only to a broker without logins).
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or username or "",
+            clean_session=clean_session,
         )
         if username is not None:
             self.client.username_pw_set(username, password)

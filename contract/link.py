@@ -20,9 +20,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 import contract
 
@@ -46,7 +49,7 @@ class ConnectionLost(Exception):
 class BrokerAddress:
     host: str
     port: int
-    transport: str  # "tcp" or "websockets"
+    transport: Literal["tcp", "websockets"]
     path: str
     username: str | None
     password: str | None
@@ -126,7 +129,14 @@ class MqttLink:
 
     # --- paho's network thread: record and notify, never block -----------------
 
-    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with self._cond:
             self._connack = reason_code
             self._cond.notify_all()
@@ -136,20 +146,29 @@ class MqttLink:
             for topic in self.subscriptions:
                 client.subscribe(topic, qos=1)
 
-    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with self._cond:
             self.lost = True
             self._cond.notify_all()
         if self._on_lost:
             self._on_lost()
 
-    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
         with self._cond:
             self._acked.add(mid)
             if mid == self._awaited:  # wake the relay only for the acknowledgement it waits for
                 self._cond.notify_all()
 
-    def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+    def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message:
             self._on_message(message)
 

@@ -32,10 +32,11 @@ class Settings(BaseSettings):
 
     # The broker the relay publishes to; default: the embedded one.
     mqtt_url: str = Field("", description="mqtt://[user:password@]host:port; default the embedded broker")
-    mqtt_client_id: str = "orderbus-relay"
     mqtt_username: str = Field("orderbus-service", description="The relay's broker login (service account)")
     mqtt_keepalive: int = Field(30, ge=5, le=3600)
-    bridge_mqtt_username: str = Field("orderbus-bridge", description="The bridges' read-only broker login")
+    # Each process has its own login: the client id is the username on both brokers.
+    socketio_mqtt_username: str = Field("orderbus-socketio", description="The Socket.IO bridge's login")
+    webhooks_mqtt_username: str = Field("orderbus-webhooks", description="The webhook worker's login")
 
     # Broker logins: the service writes these two files (Mosquitto formats); brokers read them.
     broker_password_file: Path | None = Field(None, description="default <data_dir>/mqtt/passwd")

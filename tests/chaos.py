@@ -148,11 +148,16 @@ def admin_api(api_url: str, data_dir: Path) -> tuple[Api, dict]:
     return api, login["mqtt"]
 
 
-def observer(
-    host: str, port: int, login: dict, client_id: str, filters: tuple[str, ...] = FILTERS
-) -> Subscriber:
-    """A dashboard (or a device): a broker login, a persistent session, paho's own reconnects."""
-    sub = Subscriber(host, port, filters, login=login, client_id=client_id, clean_session=False)
+def page_login(api: Api) -> dict:
+    """Another dashboard broker login for the admin's token, as another dashboard page gets one
+    (both brokers use a login's username as its client id: one login per connection)."""
+    return api.request("POST", "/auth/mqtt-credentials")
+
+
+def observer(host: str, port: int, login: dict, filters: tuple[str, ...] = FILTERS) -> Subscriber:
+    """A dashboard (or a device): a broker login of its own, whose username is its client id,
+    a persistent session, paho's own reconnects."""
+    sub = Subscriber(host, port, filters, login=login, client_id=login["username"], clean_session=False)
     sub.client.reconnect_delay_set(0.2, 2)
     return sub.start(15)
 
@@ -173,8 +178,8 @@ def wait_converged(
 
 
 def retained_state(host: str, port: int, login: dict, settle: float = 0.5) -> dict[str, int]:
-    """What a brand-new dashboard finds on the broker: topic -> retained version."""
-    fresh = Subscriber(host, port, FILTERS, login=login).start(15)
+    """What a brand-new dashboard (``login``: its own) finds on the broker: topic -> retained version."""
+    fresh = Subscriber(host, port, FILTERS, login=login, client_id=login["username"]).start(15)
     try:
         fresh.settle(quiet=settle, timeout=15)
         return {t: r.version for t, r in fresh.latest().items() if accounted(t) and r.payload}

@@ -7,7 +7,8 @@ once per session, on the server at ``ORDERBUS_TEST_POSTGRES_URL`` (default
 PostgreSQL run is skipped, or fails with ``CI=true``. Tests marked
 ``sqlite_only`` are skipped on PostgreSQL.
 
-Broker and relay fixtures live in tests/mqtt_fixtures.py (imported below).
+Broker and relay fixtures live in tests/mqtt_fixtures.py (imported below); which tests
+form the security suite (the ``security`` marker), in tests/security_suite.py.
 
 The ORDERBUS_* settings of the shell configure the `make run` there, not the tests: they
 are removed from this process's environment before any test runs, so neither a test nor a
@@ -31,7 +32,7 @@ from order_service.api.app import create_app
 from order_service.store.db import db, init_db
 from order_service.store.migrations import migrate
 
-pytest_plugins = ["tests.mqtt_fixtures", "tests.clients_system", "tests.pg_fixtures"]
+pytest_plugins = ["tests.mqtt_fixtures", "tests.clients_system", "tests.pg_fixtures", "tests.security_suite"]
 
 ADMIN_PASSWORD = "admin-password-1"
 BACKEND = os.environ.get("ORDERBUS_TEST_DATABASE", "sqlite")

@@ -152,7 +152,6 @@ def relay_settings(settings_overrides: dict, broker: EmbeddedBroker) -> dict:
     return {
         **settings_overrides,
         "mqtt_url": f"mqtt://{broker.host}:{broker.port}",
-        "mqtt_client_id": f"relay-{next(_ids)}",
         "relay_poll_seconds": 0.5,
     }
 

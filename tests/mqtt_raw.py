@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
-SUBSCRIBE, SUBACK, PINGREQ, DISCONNECT = 8, 9, 12, 14
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, DISCONNECT = 8, 9, 10, 11, 12, 14
 
 
 def _string(value: str | bytes) -> bytes:
@@ -89,6 +89,16 @@ class RawClient:
             if kind == SUBACK:
                 assert struct.unpack("!H", body[:2])[0] == packet_id
                 return list(body[2:])
+
+    def unsubscribe(self, *filters: str, packet_id: int = 1) -> None:
+        """Send UNSUBSCRIBE and wait for its UNSUBACK (PUBLISHes before it are kept)."""
+        body = struct.pack("!H", packet_id) + b"".join(_string(f) for f in filters)
+        self.sock.sendall(_packet(UNSUBSCRIBE, 0x02, body))
+        while True:
+            kind, _flags, body = self._next_non_publish()
+            if kind == UNSUBACK:
+                assert struct.unpack("!H", body[:2])[0] == packet_id
+                return
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, packet_id: int = 1) -> None:
         body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload

@@ -197,6 +197,68 @@ def test_new_order_appears_at_the_top_within_a_second(page, system: System) -> N
     print(f"new order on the page {elapsed * 1000:.0f} ms after its POST returned")
 
 
+STATE_DROPS = """() => {
+  window.orderbusDrops = 0;
+  const conn = document.getElementById("conn");
+  new MutationObserver(() => { if (conn.dataset.state !== "connected") window.orderbusDrops += 1; })
+    .observe(conn, { attributes: true, attributeFilter: ["data-state"] });
+}"""
+
+
+@pytest.mark.security
+def test_a_duplicated_tab_gets_its_own_broker_login_and_both_stay_live(browser, system: System) -> None:
+    """Two pages with one token (a duplicated tab copies the session): the broker uses a login's
+    username as its client id, so sharing one login they took each other's connection every
+    second. Each page asks for a login of its own: both stay connected and both get live orders."""
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    try:
+        first = context.new_page()
+        open_dashboard(first, system)
+        saved = first.evaluate("() => sessionStorage.getItem('orderbus.admin.session')")
+        second = context.new_page()
+        second.add_init_script(f"sessionStorage.setItem('orderbus.admin.session', {json.dumps(saved)})")
+        second.goto(f"{system.base}/admin/")
+        second.wait_for_selector('#conn[data-state="connected"]', timeout=15000)
+        logins = [
+            json.loads(p.evaluate("() => sessionStorage.getItem('orderbus.admin.session')"))["mqtt"][
+                "username"
+            ]
+            for p in (first, second)
+        ]
+        assert logins[0] != logins[1]
+        for p in (first, second):
+            p.evaluate(STATE_DROPS)
+        started = time.monotonic()
+        order = place(system, "Two Tabs")  # positive control: both pages are live
+        for p in (first, second):
+            wait_row(p, order["id"], "placed", started)
+        time.sleep(3)  # a shared login flips both pages to reconnecting within about a second
+        assert [p.evaluate("() => window.orderbusDrops") for p in (first, second)] == [0, 0]
+    finally:
+        context.close()
+
+
+def test_a_page_whose_broker_login_was_dropped_gets_a_new_one(page, system: System) -> None:
+    """A token keeps its 16 newest page logins: a page whose login went (16 pages opened after
+    it) is disconnected and refused, asks for a new login with its token and is live again."""
+    open_dashboard(page, system)
+    session = json.loads(page.evaluate("() => sessionStorage.getItem('orderbus.admin.session')"))
+    other_pages = Api(system.api_url)
+    other_pages.token = session["token"]
+    for _ in range(16):
+        other_pages.request("POST", "/auth/mqtt-credentials")
+    page.wait_for_function(
+        "old => JSON.parse(sessionStorage.getItem('orderbus.admin.session')).mqtt.username !== old",
+        arg=session["mqtt"]["username"],
+        timeout=15000,
+    )
+    page.wait_for_selector('#conn[data-state="connected"]', timeout=15000)
+    started = time.monotonic()
+    order = place(system, "After Relogin")
+    wait_row(page, order["id"], "placed", started)
+    assert page.is_visible("#app-view")  # the session itself went on
+
+
 def test_status_changes_by_another_admin_and_by_an_agent(page, system: System) -> None:
     """Changes made elsewhere (another admin; the agent: picked_up, delivered) show within a second."""
     other = Api(system.api_url)

@@ -114,20 +114,48 @@ def test_service_login_is_issued_once_and_kept(app, settings_overrides):
     assert oct(broker_logins.service_secret_path(settings).stat().st_mode & 0o777) == "0o600"
 
 
-def test_bridge_login_is_issued_once_and_reads_only(app, settings_overrides):
-    """The bridges' login (bootstrap) reads orders/# and agents/# and may write nothing."""
+def test_each_bridge_has_its_own_login_issued_once_and_reading_only(app, settings_overrides):
+    """The Socket.IO bridge and the webhook worker (bootstrap) read orders/# and agents/# and
+    write nothing; one login each, since the client id is the username on both brokers."""
     settings = load_settings(settings_overrides)
     with db.connection_context():
-        assert broker_logins.ensure_bridge(settings)
-        username, secret = broker_logins.bridge_login(settings)
-        assert not broker_logins.ensure_bridge(settings)
-        assert broker_logins.bridge_login(settings) == (username, secret)
+        assert broker_logins.ensure_bridges(settings) == ["orderbus-socketio", "orderbus-webhooks"]
+        logins = {p: broker_logins.bridge_login(settings, p) for p in broker_logins.BRIDGES}
+        assert broker_logins.ensure_bridges(settings) == []  # present and matching: unchanged
+        assert {p: broker_logins.bridge_login(settings, p) for p in broker_logins.BRIDGES} == logins
         broker_logins.sync_files(settings)
     passwd, acl = files(settings_overrides)
-    assert username == "orderbus-bridge"
-    assert credfiles.verify_password(secret, passwd[username])
-    assert acl.allowed(username, "b", "read", "orders/o1/status")
-    assert acl.allowed(username, "b", "read", "agents/a1/assigned")
-    for topic in ("orders/o1/status", "orders/new", "agents/a1/presence", "agents/a1/assigned"):
-        assert not acl.allowed(username, "b", "write", topic)
-    assert oct(broker_logins.bridge_secret_path(settings).stat().st_mode & 0o777) == "0o600"
+    assert [u for u, _ in logins.values()] == ["orderbus-socketio", "orderbus-webhooks"]
+    for process, (username, secret) in logins.items():
+        assert credfiles.verify_password(secret, passwd[username])
+        assert acl.allowed(username, username, "read", "orders/o1/status")
+        assert acl.allowed(username, username, "read", "agents/a1/assigned")
+        for topic in ("orders/o1/status", "orders/new", "agents/a1/presence", "agents/a1/assigned"):
+            assert not acl.allowed(username, username, "write", topic)
+        assert oct(broker_logins.bridge_secret_path(settings, process).stat().st_mode & 0o777) == "0o600"
+
+
+def test_every_dashboard_page_gets_its_own_login(client, admin, make_agent, settings_overrides):
+    """POST /auth/mqtt-credentials: another read-only login for the same token (the broker uses a
+    login's username as its client id, so two pages sharing one would take each other's place)."""
+    url = f"{API}/auth/mqtt-credentials"
+    page = client.post(url, headers=admin.headers)
+    assert page.status_code == 201, page.json
+    login = page.json
+    assert login["username"] == login["client_id"] != admin.mqtt["username"]
+    assert login["url"] == admin.mqtt["url"] and login["expires_at"] == admin.mqtt["expires_at"]
+    passwd, acl = files(settings_overrides)
+    assert credfiles.verify_password(login["password"], passwd[login["username"]])
+    assert admin.mqtt["username"] in passwd  # the login page's own still works
+    assert acl.allowed(login["username"], login["username"], "read", "orders/o1/status")
+    assert not acl.allowed(login["username"], login["username"], "write", "orders/o1/status")
+    # A token keeps its 16 newest: reloading a page cannot grow the broker's files.
+    made = [client.post(url, headers=admin.headers).json["username"] for _ in range(20)]
+    passwd, _ = files(settings_overrides)
+    pages = {u for u in passwd if u.startswith("dash_")}
+    assert pages == set(made[-broker_logins.DASHBOARD_LOGINS_PER_TOKEN :])
+    # Only admins; and logging out ends them all.
+    assert_problem(client.post(url, headers=make_agent().headers), 403)
+    assert_problem(client.post(url), 401)
+    assert client.delete(f"{API}/auth/token", headers=admin.headers).status_code == 204
+    assert not {u for u in files(settings_overrides)[0] if u.startswith("dash_")}

@@ -74,7 +74,6 @@ def relays(target: Target, settings_overrides: dict) -> Iterator[RelayRunner]:
         {
             **settings_overrides,
             "mqtt_url": f"mqtt://{target.host}:{target.port}",
-            "mqtt_client_id": f"relay-{new_id('t')}",
             "relay_poll_seconds": 0.5,
         }
     )

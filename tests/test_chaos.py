@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.rest import Api, ApiUnreachable, place_order
+from clients.rest import Api, ApiUnreachable, dashboard_logins, place_order
 from harness.mosquitto import Mosquitto
 from harness.processes import stop_group
 from harness.system import System, make_system
@@ -37,6 +37,7 @@ from tests.chaos import (
     event_log,
     last_cursor,
     observer,
+    page_login,
     retained_state,
     wait_converged,
 )
@@ -130,7 +131,7 @@ def _scenario(
     api, login = admin_api(system.api_url, _data_dir(system))
     agent = system.make_agent()
     mark = last_cursor(api)
-    sub = observer(HOST, port, login, f"dash-{name.replace(' ', '-')}")
+    sub = observer(HOST, port, login)
     try:
         work = Workload(api, agent["id"])
         runner = _in_background(work, STEPS)
@@ -139,7 +140,8 @@ def _scenario(
         runner.join(60 * SCALE)
         assert not runner.is_alive(), "the workload did not finish"
         events = wait_converged(sub, api, mark)
-        counts = account(events, sub.seen, retained_state(HOST, port, login), known=event_log(api))
+        fresh = retained_state(HOST, port, page_login(api))
+        counts = account(events, sub.seen, fresh, known=event_log(api))
         counts.check(name)
         assert not sub.contract_errors, sub.contract_errors
         return counts
@@ -290,13 +292,12 @@ def test_agent_offline_for_k_events_gets_every_worklist_version(embedded: System
     api, _ = admin_api(embedded.api_url, _data_dir(embedded))
     agent = embedded.make_agent()
     topic = f"agents/{agent['id']}/assigned"
-    device_id = agent["mqtt"]["client_id"]
     mark = last_cursor(api)
-    device = observer(HOST, _port(embedded), agent["mqtt"], device_id, (f"agents/{agent['id']}/#",))
+    device = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
     device.wait_for(lambda r: r.topic == topic)  # it holds its current worklist before it goes
     device.stop()
     Workload(api, agent["id"]).run(10 * SCALE)
-    back = observer(HOST, _port(embedded), agent["mqtt"], device_id, (f"agents/{agent['id']}/#",))
+    back = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
     try:
         events = wait_converged(back, api, mark, topic)
         counts = account(events, device.seen + back.seen, known=event_log(api))
@@ -309,14 +310,16 @@ def test_agent_offline_for_k_events_gets_every_worklist_version(embedded: System
 
 
 def test_dashboard_reconnect_storm_converges(embedded: System):
-    """Many dashboards (the admin's broker login, persistent sessions) lose their connections
+    """Many dashboards (each its broker login, persistent sessions) lose their connections
     at the same instant while orders change; all reconnect at once and each ends with the
     database's state."""
-    api, login = admin_api(embedded.api_url, _data_dir(embedded))
+    api, _ = admin_api(embedded.api_url, _data_dir(embedded))
+    password = (_data_dir(embedded) / "admin-password").read_text().strip()
+    logins = dashboard_logins(embedded.api_url, "admin", password, 12 * SCALE)
     agent = embedded.make_agent()
     proxy = TcpProxy(HOST, _port(embedded)).start()
     mark = last_cursor(api)
-    dashboards = [observer(HOST, proxy.port, login, f"storm-{n}") for n in range(12 * SCALE)]
+    dashboards = [observer(HOST, proxy.port, login) for login in logins]
     try:
         work = Workload(api, agent["id"])
         runner = _in_background(work, STEPS)

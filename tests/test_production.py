@@ -157,6 +157,36 @@ def test_preflight_refuses_a_broker_that_lets_any_password_in(prod_env: dict, br
     assert str(Path(env["ORDERBUS_DATA_DIR"]).resolve() / "mqtt" / "passwd") in result.stderr
 
 
+@pytest.mark.security
+@pytest.mark.parametrize("bound", [True, False], ids=["mosquitto.conf", "without-use_username_as_clientid"])
+def test_preflight_refuses_a_broker_that_lets_a_login_take_another_client_id(prod_env: dict, bound: bool):
+    """Mosquitto from the repository's mosquitto.conf passes `preflight --broker`; the same without
+    `use_username_as_clientid` (any device could knock the relay off) is refused."""
+    settings = load_settings({"data_dir": Path(prod_env["ORDERBUS_DATA_DIR"])})
+    mosquitto = Mosquitto(
+        Path(prod_env["ORDERBUS_DATA_DIR"]), settings.mqtt_password_path, settings.mqtt_acl_path
+    )
+    if not bound:
+        conf = mosquitto.conf_path.read_text()
+        assert "use_username_as_clientid true" in conf
+        mosquitto.conf_path.write_text(conf.replace("use_username_as_clientid true", ""))
+    env = {**prod_env, "ORDERBUS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}"}
+    for step in ("migrate", "bootstrap"):
+        assert cli(env, step).returncode == 0
+    mosquitto.start()
+    try:
+        result = cli(env, "preflight", "--broker")
+    finally:
+        mosquitto.stop()
+    assert "Traceback" not in result.stderr
+    if bound:
+        assert result.returncode == 0, result.stderr
+        assert "binds client ids to logins" in result.stdout
+    else:
+        assert result.returncode == 1, result.stdout
+        assert "use_username_as_clientid true" in result.stderr
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:

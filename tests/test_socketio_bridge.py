@@ -32,7 +32,7 @@ def secured_broker(app, settings_overrides: dict):
     settings = load_settings(settings_overrides)
     with db.connection_context():
         broker_logins.ensure_service(settings)
-        broker_logins.ensure_bridge(settings)
+        broker_logins.ensure_bridges(settings)
         broker_logins.sync_files(settings)
     broker = EmbeddedBroker(password_file=settings.mqtt_password_path, acl_file=settings.mqtt_acl_path)
     broker.start()

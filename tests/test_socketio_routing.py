@@ -158,9 +158,9 @@ def test_settings_follow_the_service_variables(monkeypatch, tmp_path):
     with pytest.raises(MissingBridgeSecret, match="bootstrap"):
         settings.broker_address()
     (tmp_path / "mqtt").mkdir()
-    (tmp_path / "mqtt" / "bridge-secret").write_text("s3cret\n")
+    (tmp_path / "mqtt" / "socketio-secret").write_text("s3cret\n")
     address = BridgeSettings(mqtt_url="mqtt://relay:relay-secret@broker.example:1884").broker_address()
     assert (address.host, address.port) == ("broker.example", 1884)
-    assert (address.username, address.password) == ("orderbus-bridge", "s3cret")
+    assert (address.username, address.password) == ("orderbus-socketio", "s3cret")
     with pytest.raises(ValueError, match="ORDERBUS_API_URL"):
         BridgeSettings(api_url="ftp://x")

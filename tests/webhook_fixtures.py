@@ -82,7 +82,7 @@ class BridgeRunner:
         self.running: list[tuple[WebhookBridge, threading.Event, threading.Thread]] = []
         with db.connection_context():  # what `python -m order_service bootstrap` does
             loaded = load_settings(settings)
-            broker_logins.ensure_bridge(loaded)
+            broker_logins.ensure_bridges(loaded)
             broker_logins.sync_files(loaded)
 
     def __call__(self, mqtt: bool = True, **overrides) -> WebhookBridge:

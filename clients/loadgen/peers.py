@@ -20,6 +20,7 @@ from pathlib import Path
 import contract
 from broker.credfiles import hash_password, render_acl, render_password_file
 from broker.server import pick_free_port
+from clients.rest import dashboard_logins
 from harness.mosquitto import Mosquitto
 from harness.postgres import admin_connection, database_url, drop_database
 from harness.processes import ROOT, stop_group, without_service_settings
@@ -27,9 +28,10 @@ from harness.system import COMMANDS, System, make_system
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
-# Two logins for the bare-broker benchmarks, in the same files both brokers read.
+# Logins for the bare-broker benchmarks, in the same files both brokers read: a publisher
+# and one login per subscriber, as both brokers use a login's username as its client id.
 PUBLISHER = {"username": "bench-pub", "password": "bench-pub-secret"}
-SUBSCRIBER = {"username": "bench-sub", "password": "bench-sub-secret"}
+SUBSCRIBERS = [{"username": f"bench-sub-{i}", "password": f"bench-sub-secret-{i}"} for i in range(1000)]
 
 
 def cores() -> tuple[set[int], set[int]]:
@@ -68,13 +70,16 @@ def write_logins(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     passwd, acl = directory / "passwd", directory / "acl"
     passwd.write_text(
-        render_password_file({u["username"]: hash_password(u["password"]) for u in (PUBLISHER, SUBSCRIBER)})
+        render_password_file({u["username"]: hash_password(u["password"]) for u in (PUBLISHER, *SUBSCRIBERS)})
     )
     acl.write_text(
         render_acl(
             [
                 (PUBLISHER["username"], [f"write {contract.ORDERS_ALL}", f"write {contract.AGENTS_ALL}"]),
-                (SUBSCRIBER["username"], [f"read {contract.ORDERS_ALL}", f"read {contract.AGENTS_ALL}"]),
+                *(
+                    (u["username"], [f"read {contract.ORDERS_ALL}", f"read {contract.AGENTS_ALL}"])
+                    for u in SUBSCRIBERS
+                ),
             ]
         )
     )
@@ -198,6 +203,11 @@ class SystemPeer(Peer):
     @property
     def api(self) -> str:
         return self.system.api_url
+
+    def dashboard_logins(self, count: int) -> list[dict]:
+        """``count`` dashboard broker logins, one per simulated dashboard."""
+        password = (self.workdir / "var" / "admin-password").read_text().strip()
+        return dashboard_logins(self.api, "admin", password, count)
 
     def pids(self) -> list[int]:
         found = []

@@ -22,7 +22,7 @@ import contract
 from .peers import (
     NODE_DIR,
     PUBLISHER,
-    SUBSCRIBER,
+    SUBSCRIBERS,
     EmbeddedBrokerPeer,
     MosquittoPeer,
     NodePeer,
@@ -262,7 +262,7 @@ class Bench:
                         "host": "127.0.0.1",
                         "port": peer.ws_port if transport == "ws" else peer.port,
                         "pub": PUBLISHER,
-                        "sub": SUBSCRIBER,
+                        "subs": SUBSCRIBERS[: max(p.fanout_levels)],
                         "levels": list(p.fanout_levels),
                         "rates": {str(k): v for k, v in p.fanout_rates.items()},
                         "seconds": p.fanout_seconds,
@@ -320,20 +320,21 @@ class Bench:
                     rows.append({"peer": peer.name, "case": f"{p.storm_agents} agents reconnecting", **row})
         return {"raw": rows, "summary": _storm_summary(rows)}
 
-    def _storm(self, peer: Peer, clients: int, filter_: str, expect: int) -> dict:
+    def _storm(self, peer: Peer, clients: int, filter_: str, expect: int, subs: list | None = None) -> dict:
+        """A storm of ``clients`` subscribers, each with its own broker login (``subs``; default
+        the bench subscribers): both brokers use a login's username as its client id."""
         return {
             "mode": "storm",
             "proto": "tcp",
             "host": "127.0.0.1",
             "port": peer.port,
             "pub": PUBLISHER,
-            "sub": SUBSCRIBER,
+            "subs": SUBSCRIBERS[:clients] if subs is None else subs,
             "clients": clients,
             "filter": filter_,
             "expect": expect,
             "reps": self.profile.reps,
             "timeout_seconds": self.profile.timeout_seconds,
-            "client_prefix": f"bench-{clients}",
             "payload_bytes": 600,
         }
 
@@ -471,10 +472,8 @@ class Bench:
             time.sleep(0.2)
             row = swarm(
                 {
-                    **self._storm(peer, 1, contract.order_status("+"), active),
-                    "sub": login,
+                    **self._storm(peer, 1, contract.order_status("+"), active, subs=[login]),
                     "reps": 1,
-                    "client_prefix": f"rehydrate-{rep}",
                 }
             )[0]
             converged = row["converged_at_ms"]
@@ -497,12 +496,11 @@ class Bench:
         p = self.profile
         self._top_up(peer, p.soak_orders)
         self.log(f"  B6 soak: {p.soak_clients} clients for {p.soak_seconds:.0f} s")
+        logins = peer.dashboard_logins(p.soak_clients)  # one per dashboard, as pages get them
         config = {
-            **self._storm(peer, p.soak_clients, contract.agent_assigned("soak-{i}"), 0),
-            "sub": peer.login["mqtt"],
+            **self._storm(peer, p.soak_clients, contract.agent_assigned("soak-{i}"), 0, subs=logins),
             "reps": 1,
             "hold_seconds": p.soak_seconds,
-            "client_prefix": "soak",
             "timeout_seconds": 1,
         }
         samples: list[dict] = []
@@ -586,10 +584,8 @@ class Bench:
             agent = peer.system.make_agent()
             login = agent["mqtt"]
             base = {
-                **self._storm(peer, 1, contract.agent_assigned(agent["id"]), 1),
-                "sub": login,
+                **self._storm(peer, 1, contract.agent_assigned(agent["id"]), 1, subs=[login]),
                 "reps": 1,
-                "client_ids": [agent["id"]],
                 "clean": False,
                 "expect_orders": 0,
             }

@@ -8,10 +8,17 @@ password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
   ``agents/+/assigned`` and reads ``agents/+/presence``;
 - each **agent** device logs in as its agent id, reads ``agents/<id>/#`` and
   writes only ``agents/<id>/presence``;
-- each **dashboard** login (one per admin bearer token, expiring and revoked with
-  it) reads ``orders/#`` and ``agents/#`` and writes nothing;
-- the **bridge** account (``python -m order_service.webhooks`` and ``bridges.socketio``)
-  reads ``orders/#`` and ``agents/#`` and writes nothing.
+- each **dashboard** login (one per dashboard page, tied to an admin bearer token,
+  expiring and revoked with it) reads ``orders/#`` and ``agents/#`` and writes nothing;
+- the **bridge** accounts, one for ``bridges.socketio`` and one for the webhook worker
+  (``python -m order_service.webhooks``), read ``orders/#`` and ``agents/#`` and write
+  nothing.
+
+On both brokers the client id IS the username (Mosquitto's ``use_username_as_clientid``;
+the embedded broker does the same): whatever id a client sends, it gets its login's
+session and connection. So every device, dashboard page and process has a login of its
+own; a second connection with the same login takes over the first (which is how a new
+relay fences an old one).
 
 Secrets are 256-bit random strings returned once and stored only as hashes; they
 are cheap to verify, so a reconnect storm cannot stall the broker. Mosquitto
@@ -40,7 +47,6 @@ from order_service.store.models import Agent, MqttCredential, User, new_id, utcn
 logger = logging.getLogger(__name__)
 
 SERVICE, AGENT, DASHBOARD, BRIDGE = "service", "agent", "dashboard", "bridge"
-KINDS = (SERVICE, AGENT, DASHBOARD, BRIDGE)
 
 SERVICE_RULES = ("write orders/#", "write agents/+/assigned", "read agents/+/presence")
 DASHBOARD_RULES = ("read orders/#", "read agents/#")
@@ -84,10 +90,30 @@ def issue_agent(agent: Agent) -> str:
     return _store(agent.id, AGENT, agent=agent)
 
 
+DASHBOARD_LOGINS_PER_TOKEN = 16  # pages open at once with one bearer token
+
+
 def issue_dashboard(user: User, token_hash: str, expires_at: datetime) -> tuple[str, str]:
-    """A read-only dashboard login tied to one admin bearer token: (username, secret)."""
+    """A read-only dashboard login tied to one admin bearer token: (username, secret).
+
+    One per dashboard page (the client id is the username, so two pages sharing a login
+    would take each other's connection, for ever). A token keeps its newest
+    ``DASHBOARD_LOGINS_PER_TOKEN`` logins: each page load asks for one, and the oldest go,
+    so reloading cannot grow the broker's files without bound."""
     username = new_id("dash")
-    secret = _store(username, DASHBOARD, user=user, token=token_hash, expires_at=expires_at)
+    with db.atomic():
+        secret = _store(username, DASHBOARD, user=user, token=token_hash, expires_at=expires_at)
+        kept = (
+            MqttCredential.select(MqttCredential.username)
+            .where(MqttCredential.kind == DASHBOARD, MqttCredential.token == token_hash)
+            .order_by(MqttCredential.created_at.desc(), MqttCredential.username.desc())
+            .limit(DASHBOARD_LOGINS_PER_TOKEN)
+        )
+        MqttCredential.delete().where(
+            MqttCredential.kind == DASHBOARD,
+            MqttCredential.token == token_hash,
+            MqttCredential.username.not_in([row.username for row in kept]),
+        ).execute()
     return username, secret
 
 
@@ -95,19 +121,34 @@ class MissingServiceSecret(RuntimeError):
     pass
 
 
-def _account(settings: Settings, kind: str) -> tuple[str, Path, str]:
-    """(username, secret file, what it is for) of a process account: the relay's or the bridges'."""
-    if kind == SERVICE:
-        return settings.mqtt_username, settings.data_dir / "mqtt" / "service-secret", "the service account"
-    return settings.bridge_mqtt_username, settings.data_dir / "mqtt" / "bridge-secret", "the bridge account"
+# The processes with a broker login of their own (the client id is the username, so two
+# processes sharing a login would take each other's connection).
+RELAY, SOCKETIO, WEBHOOKS = "relay", "socketio", "webhooks"
+BRIDGES = (SOCKETIO, WEBHOOKS)
 
 
-def _ensure_account(settings: Settings, kind: str) -> bool:
-    """Issue the account unless it exists and its secret file matches; True if (re)issued.
+def _account(settings: Settings, process: str) -> tuple[str, str, Path, str]:
+    """(kind, username, secret file, what it is for) of a process's login."""
+    folder = settings.data_dir / "mqtt"
+    if process == RELAY:
+        return SERVICE, settings.mqtt_username, folder / "service-secret", "the relay"
+    if process == SOCKETIO:
+        return BRIDGE, settings.socketio_mqtt_username, folder / "socketio-secret", "the Socket.IO bridge"
+    if process == WEBHOOKS:
+        return BRIDGE, settings.webhooks_mqtt_username, folder / "webhooks-secret", "the webhook worker"
+    raise ValueError(f"no broker login for the process {process!r}")
+
+
+def process_username(settings: Settings, process: str) -> str:
+    return _account(settings, process)[1]
+
+
+def _ensure_account(settings: Settings, process: str) -> bool:
+    """Issue the login unless it exists and its secret file matches; True if (re)issued.
 
     The secret is kept in a 0600 file under ``<data_dir>/mqtt/`` for the process to read.
     """
-    username, path, _ = _account(settings, kind)
+    kind, username, path, _ = _account(settings, process)
     row = MqttCredential.get_or_none(MqttCredential.username == username)
     if row is not None and row.kind == kind and path.exists():
         if credfiles.verify_password(path.read_text().strip(), row.secret_hash):
@@ -120,8 +161,8 @@ def _ensure_account(settings: Settings, kind: str) -> bool:
     return True
 
 
-def _login(settings: Settings, kind: str) -> tuple[str, str]:
-    username, path, what = _account(settings, kind)
+def _login(settings: Settings, process: str) -> tuple[str, str]:
+    _, username, path, what = _account(settings, process)
     try:
         return username, path.read_text().strip()
     except FileNotFoundError:
@@ -131,31 +172,31 @@ def _login(settings: Settings, kind: str) -> tuple[str, str]:
 
 
 def service_secret_path(settings: Settings) -> Path:
-    return _account(settings, SERVICE)[1]
+    return _account(settings, RELAY)[2]
 
 
-def bridge_secret_path(settings: Settings) -> Path:
-    return _account(settings, BRIDGE)[1]
+def bridge_secret_path(settings: Settings, process: str) -> Path:
+    return _account(settings, process)[2]
 
 
 def ensure_service(settings: Settings) -> bool:
     """The relay's login (publishes orders and worklists, reads presence); True if issued."""
-    return _ensure_account(settings, SERVICE)
+    return _ensure_account(settings, RELAY)
 
 
-def ensure_bridge(settings: Settings) -> bool:
-    """The bridges' read-only login; True if issued."""
-    return _ensure_account(settings, BRIDGE)
+def ensure_bridges(settings: Settings) -> list[str]:
+    """The read-only logins of the Socket.IO bridge and the webhook worker; those (re)issued."""
+    return [process_username(settings, p) for p in BRIDGES if _ensure_account(settings, p)]
 
 
 def service_login(settings: Settings) -> tuple[str, str]:
     """The relay's (username, secret), from ``<data_dir>/mqtt/service-secret``."""
-    return _login(settings, SERVICE)
+    return _login(settings, RELAY)
 
 
-def bridge_login(settings: Settings) -> tuple[str, str]:
-    """The bridges' (username, secret), from ``<data_dir>/mqtt/bridge-secret``."""
-    return _login(settings, BRIDGE)
+def bridge_login(settings: Settings, process: str) -> tuple[str, str]:
+    """A bridge's (username, secret), from ``<data_dir>/mqtt/<process>-secret``."""
+    return _login(settings, process)
 
 
 # --- the files ------------------------------------------------------------------------
@@ -174,9 +215,9 @@ def live_credentials(now: datetime | None = None) -> list[MqttCredential]:
     )
     live = []
     for credential in query:
-        if credential.kind == AGENT and (credential.agent_id is None or not credential.agent.active):
+        if credential.kind == AGENT and (credential.agent is None or not credential.agent.active):
             continue
-        if credential.kind == DASHBOARD and (credential.user_id is None or not credential.user.active):
+        if credential.kind == DASHBOARD and (credential.user is None or not credential.user.active):
             continue
         live.append(credential)
     return live
@@ -228,8 +269,8 @@ def reload_mosquitto(settings: Settings) -> None:
         )
 
 
-def bridge_address(settings: Settings) -> BrokerAddress:
-    """The broker of ORDERBUS_MQTT_URL, logged in as the bridge account (not the relay's)."""
+def bridge_address(settings: Settings, process: str) -> BrokerAddress:
+    """The broker of ORDERBUS_MQTT_URL, logged in as that bridge's own login (not the relay's)."""
     address = BrokerAddress.parse(settings.mqtt_url)
-    username, secret = bridge_login(settings)
+    username, secret = bridge_login(settings, process)
     return dataclasses.replace(address, username=username, password=secret)

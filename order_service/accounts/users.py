@@ -105,7 +105,8 @@ def revoke_token(token: str) -> None:
     Token.delete().where(Token.token_hash == token_digest(token)).execute()
 
 
-def revoke_all(user: User) -> None:
+def revoke_all(user: User | str) -> None:
+    """Revoke every token of a user (given as the row or its id)."""
     Token.delete().where(Token.user == user).execute()
 
 
@@ -124,7 +125,7 @@ def _token_user(digest: str) -> tuple[datetime, User] | None:
     if row is None:
         return None
     user = User(**{f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)})
-    user._dirty.clear()
+    user._dirty.clear()  # type: ignore[attr-defined]  # as peewee's row loader does; its stubs omit it
     return Token.expires_at.python_value(row[0]), user
 
 

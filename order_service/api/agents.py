@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from types import EllipsisType
+
 import peewee
-from flask import current_app, jsonify
+from flask import Response, current_app, jsonify
 
 from order_service.accounts import broker_logins, users
 from order_service.api import schemas
@@ -14,12 +17,14 @@ from order_service.dispatch.presence import presence_dict
 from order_service.errors import Conflict, Forbidden, NotFound
 from order_service.orders.events import order_dict, record_worklists
 from order_service.store.db import db
-from order_service.store.models import Agent, MqttCredential, Order, User, new_id, rfc3339, utcnow
+from order_service.store.models import Agent, MqttCredential, Order, User, new_id, rfc3339, tuple_rows, utcnow
 
 bp = blueprint("agents", "Delivery agents")
 
 
-def agent_dict(agent: Agent, active_orders: int | None = None, mqtt_issued_at: object = ...) -> dict:
+def agent_dict(
+    agent: Agent, active_orders: int | None = None, mqtt_issued_at: datetime | None | EllipsisType = ...
+) -> dict:
     if active_orders is None:
         active_orders = agent.active_orders().count()
     if mqtt_issued_at is ...:
@@ -30,7 +35,7 @@ def agent_dict(agent: Agent, active_orders: int | None = None, mqtt_issued_at: o
         "name": agent.name,
         "phone": agent.phone,
         "active": agent.active,
-        "username": agent.user.username if agent.user_id else None,
+        "username": agent.user.username if agent.user else None,
         "presence": presence_dict(agent),
         "active_orders": active_orders,
         "worklist_version": agent.worklist_version,
@@ -39,7 +44,7 @@ def agent_dict(agent: Agent, active_orders: int | None = None, mqtt_issued_at: o
     }
 
 
-def _mqtt_public(agent: Agent, issued_at) -> dict:
+def _mqtt_public(agent: Agent, issued_at: datetime | None) -> dict:
     """What the agent's device connects with, without the secret (shown only when issued)."""
     return {
         "url": current_app.config["ORDERBUS"].public_mqtt_url,
@@ -63,7 +68,7 @@ def _agent(agent_id: str) -> Agent:
 
 @bp.post("/agents", responses={201: schemas.AgentOut}, security=BEARER)
 @require("admin")
-def create_agent(body: schemas.AgentCreate):
+def create_agent(body: schemas.AgentCreate) -> Response:
     """Create a delivery agent, its REST login (role agent) and its device's broker login.
 
     The response's ``mqtt.password`` is shown this once; only a hash is kept.
@@ -90,16 +95,19 @@ def create_agent(body: schemas.AgentCreate):
 def list_agents():
     """Every agent with its presence (online/offline as last seen on the broker)."""
     counts = dict(
-        Order.active()
-        .select(Order.agent, peewee.fn.COUNT(Order.id))
-        .where(Order.agent.is_null(False))
-        .group_by(Order.agent)
-        .tuples()
+        tuple_rows(
+            Order.active()
+            .select(Order.agent, peewee.fn.COUNT(Order.id))
+            .where(Order.agent.is_null(False))
+            .group_by(Order.agent)
+        )
     )
     issued = dict(
-        MqttCredential.select(MqttCredential.agent, MqttCredential.created_at)
-        .where(MqttCredential.agent.is_null(False))
-        .tuples()
+        tuple_rows(
+            MqttCredential.select(MqttCredential.agent, MqttCredential.created_at).where(
+                MqttCredential.agent.is_null(False)
+            )
+        )
     )
     agents = Agent.select(Agent, User).join(User, peewee.JOIN.LEFT_OUTER).order_by(Agent.name)
     return jsonify(agents=[agent_dict(a, counts.get(a.id, 0), issued.get(a.id)) for a in agents])
@@ -114,7 +122,7 @@ def _self_or_admin(agent: Agent) -> None:
 
 @bp.get("/agents/<agent_id>", responses={200: schemas.AgentOut}, security=BEARER)
 @require("admin", "agent")
-def get_agent(path: schemas.AgentPath):
+def get_agent(path: schemas.AgentPath) -> Response:
     agent = _agent(path.agent_id)
     _self_or_admin(agent)
     return jsonify(agent_dict(agent))
@@ -122,7 +130,7 @@ def get_agent(path: schemas.AgentPath):
 
 @bp.get("/agents/<agent_id>/orders", responses={200: schemas.Worklist}, security=BEARER)
 @require("admin", "agent")
-def agent_orders(path: schemas.AgentPath):
+def agent_orders(path: schemas.AgentPath) -> Response:
     """The agent's worklist: every non-terminal order assigned to it."""
     agent = _agent(path.agent_id)
     _self_or_admin(agent)
@@ -136,7 +144,7 @@ def agent_orders(path: schemas.AgentPath):
 
 @bp.patch("/agents/<agent_id>", responses={200: schemas.AgentOut}, security=BEARER)
 @require("admin")
-def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
+def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch) -> Response:
     """Rename, change phone, deactivate or reactivate.
 
     Deactivating logs the agent out and deletes its device's broker login; after
@@ -162,7 +170,7 @@ def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
         if body.active is not None and agent.user_id:
             User.update(active=body.active).where(User.id == agent.user_id).execute()
             if not body.active:
-                users.revoke_all(agent.user)
+                users.revoke_all(agent.user_id)
         if body.active is False:  # its device secret dies with it; reactivating needs a new one
             MqttCredential.delete().where(MqttCredential.agent == agent.id).execute()
     if body.active is not None:  # a deactivated agent's device login leaves the broker's files
@@ -176,7 +184,7 @@ def update_agent(path: schemas.AgentPath, body: schemas.AgentPatch):
     security=BEARER,
 )
 @require("admin", "agent")
-def rotate_mqtt_credentials(path: schemas.AgentPath):
+def rotate_mqtt_credentials(path: schemas.AgentPath) -> Response:
     """Issue a new broker secret for the agent's device; the previous one stops working at once.
 
     Admins may rotate any agent's; an agent may rotate its own (a new device).

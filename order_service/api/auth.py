@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import peewee
-from flask import current_app, jsonify
+from flask import Response, current_app, jsonify
 
 from order_service.accounts import broker_logins, users
 from order_service.api import schemas, security
@@ -28,21 +28,22 @@ def user_dict(user: User) -> dict:
 
 
 @bp.post("/auth/token", responses={200: schemas.TokenOut, 429: PROBLEM})
-def login(body: schemas.TokenRequest):
+def login(body: schemas.TokenRequest) -> Response:
     """Exchange username and password for a bearer token.
 
     After ``ORDERBUS_LOGIN_MAX_FAILURES`` failed attempts for a username within
     ``ORDERBUS_LOGIN_WINDOW_SECONDS``, further attempts get 429 with Retry-After.
 
     Admins also get ``mqtt``: read-only MQTT-over-WebSocket credentials for the
-    dashboard, expiring with the token and revoked by logging out.
+    dashboard page that logs in, expiring with the token and revoked by logging out.
+    Another page with the same token asks for its own (POST /auth/mqtt-credentials).
     """
     settings = current_app.config["ORDERBUS"]
     users.check_throttle(body.username, settings.login_max_failures, settings.login_window_seconds)
     user = User.get_or_none(User.username == body.username)
     ok = users.verify_password(user, body.password)
     users.record_login(body.username, ok, settings.login_window_seconds)
-    if not ok:
+    if not ok or user is None:  # (no user is never ok)
         raise Problem(
             401,
             "Unauthorized",
@@ -51,10 +52,10 @@ def login(body: schemas.TokenRequest):
             headers={"WWW-Authenticate": 'Bearer realm="orderbus"'},
         )
     token, ttl = users.issue_token(user, security.token_ttl())
-    body = {"access_token": token, "token_type": "bearer", "expires_in": ttl, "user": user_dict(user)}
+    out = {"access_token": token, "token_type": "bearer", "expires_in": ttl, "user": user_dict(user)}
     if user.role == "admin":
-        body["mqtt"] = _dashboard_login(user, token)
-    return jsonify(body)
+        out["mqtt"] = _dashboard_login(user, token)
+    return jsonify(out)
 
 
 def _dashboard_login(user: User, token: str) -> dict:
@@ -65,6 +66,7 @@ def _dashboard_login(user: User, token: str) -> dict:
     broker_logins.sync_files(settings)
     return {
         "url": settings.public_mqtt_ws_url,
+        "client_id": username,
         "username": username,
         "password": secret,
         "expires_at": rfc3339(expires_at),
@@ -72,6 +74,21 @@ def _dashboard_login(user: User, token: str) -> dict:
 
 
 public("auth.login")
+
+
+@bp.post("/auth/mqtt-credentials", responses={201: schemas.DashboardMqtt}, security=BEARER)
+@require("admin")
+def dashboard_mqtt_credentials():
+    """A new read-only broker login for one more dashboard page, tied to this bearer token.
+
+    Both brokers use a login's username as its client id, so two pages sharing a login
+    would take each other's connection in turn: every dashboard page asks for its own
+    when it loads (the ``mqtt`` of POST /auth/token serves the page that logged in). It
+    expires with the token and is revoked by logging out; a token keeps its 16 newest.
+    """
+    response = jsonify(_dashboard_login(current_user(), security.bearer_token() or ""))
+    response.status_code = 201
+    return response
 
 
 @bp.delete("/auth/token", responses={204: None}, security=BEARER)
@@ -90,7 +107,7 @@ def me():
     return jsonify(user_dict(current_user()))
 
 
-def _create(body: schemas.SignupRequest, role: str):
+def _create(body: schemas.SignupRequest, role: str) -> Response:
     try:
         user = users.create_user(body.username, body.password, role, body.display_name)
     except peewee.IntegrityError:
@@ -101,7 +118,7 @@ def _create(body: schemas.SignupRequest, role: str):
 
 
 @bp.post("/auth/signup", responses={201: schemas.UserOut})
-def signup(body: schemas.SignupRequest):
+def signup(body: schemas.SignupRequest) -> Response:
     """Create a customer account (when ORDERBUS_ALLOW_SIGNUP is on)."""
     if not current_app.config["ORDERBUS"].allow_signup:
         raise Forbidden("sign-up is disabled on this server; ask an admin")
@@ -113,6 +130,6 @@ public("auth.signup")
 
 @bp.post("/users", responses={201: schemas.UserOut}, security=BEARER)
 @require("admin")
-def create_user(body: schemas.UserCreate):
+def create_user(body: schemas.UserCreate) -> Response:
     """Create an admin or customer account (agents: POST /agents)."""
     return _create(body, body.role)

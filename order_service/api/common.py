@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from flask import Flask, request
 from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.types import ResponseDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from order_service.api import security
 from order_service.api.problems import Problem
 
 PREFIX = "/api/v1"
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[Any]]] = [{"bearer": []}]
 PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-PROBLEM_RESPONSES = {code: PROBLEM for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
+PROBLEM_RESPONSES: ResponseDict = {code: PROBLEM for code in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
 
 # Endpoints anyone may call; every other endpoint needs a bearer token, checked
 # before the body is validated.
@@ -54,7 +57,12 @@ def _check_body() -> None:
             f"send the body as application/json, not {request.mimetype or 'no content type'}",
             errors=[{"field": "Content-Type", "message": "must be application/json"}],
         )
-    data = request.get_data(cache=True)  # 413 when over the limit
+    data = request.get_data(cache=True)  # 413 when a Content-Length is over the limit
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        # A body without a length (chunked) is read up to the limit and silently cut there:
+        # one that reached it may go on, so refuse it rather than use its first part.
+        raise RequestEntityTooLarge()
     try:
         json.loads(data)
     except RecursionError:

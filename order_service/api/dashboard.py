@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, redirect, send_from_directory
+from flask.typing import ResponseReturnValue
 
 # The dashboard lives in the repository next to the service (an editable install).
 ADMIN_DIR = Path(__file__).resolve().parents[2] / "clients" / "admin"
@@ -60,7 +61,7 @@ def _security_headers(response: Response) -> Response:
 
 
 @bp.get("")
-def _slash() -> Response:
+def _slash() -> ResponseReturnValue:
     return redirect("/admin/", code=308)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, jsonify
+from flask import Response, current_app, jsonify
 from pydantic import ValidationError
 
 from order_service.api import schemas
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 bp = blueprint("dispatch", "Offers and dispatch settings")
 
 
-def _order_response(order: Order):
+def _order_response(order: Order) -> Response:
     response = jsonify(order_dict(order))
     response.headers["ETag"] = f'"{order.version}"'
     return response
@@ -30,7 +30,7 @@ def _order_response(order: Order):
 
 @bp.post("/orders/<order_id>/offer", responses={200: schemas.OrderOut}, security=BEARER)
 @require("admin")
-def make_offer(path: schemas.OrderPath, body: schemas.OfferCreate, header: schemas.IfMatchHeader):
+def make_offer(path: schemas.OrderPath, body: schemas.OfferCreate, header: schemas.IfMatchHeader) -> Response:
     """Offer the order to one or more agents; the first to accept gets it.
 
     Replaces the order's agent and any pending offer. Allowed while the order is
@@ -49,7 +49,7 @@ def make_offer(path: schemas.OrderPath, body: schemas.OfferCreate, header: schem
 
 @bp.post("/orders/<order_id>/offer/accept", responses={200: schemas.OrderOut}, security=BEARER)
 @require("agent")
-def accept_offer(path: schemas.OrderPath):
+def accept_offer(path: schemas.OrderPath) -> Response:
     """Accept an offer made to you: the order is assigned to you.
 
     409 when the offer is no longer open to you (``offer_state``: taken by another
@@ -59,7 +59,7 @@ def accept_offer(path: schemas.OrderPath):
 
 @bp.post("/orders/<order_id>/offer/decline", responses={200: schemas.OrderOut}, security=BEARER)
 @require("agent")
-def decline_offer(path: schemas.OrderPath, body: schemas.OfferDecline):
+def decline_offer(path: schemas.OrderPath, body: schemas.OfferDecline) -> Response:
     """Decline an offer made to you, with an optional reason (shown to admins)."""
     return _order_response(offers.decline(current_user(), path.order_id, reason=body.reason))
 
@@ -73,7 +73,7 @@ def get_settings():
 
 @bp.patch("/settings/dispatch", responses={200: schemas.DispatchSettingsOut}, security=BEARER)
 @require("admin")
-def patch_settings(body: schemas.DispatchSettingsPatch):
+def patch_settings(body: schemas.DispatchSettingsPatch) -> Response:
     """Override dispatch settings at run time; a field set to null returns to its default."""
     settings = current_app.config["ORDERBUS"]
     changes = {name: getattr(body, name) for name in body.model_fields_set}

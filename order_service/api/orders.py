@@ -7,7 +7,7 @@ import binascii
 import json
 from datetime import datetime
 
-from flask import current_app, jsonify
+from flask import Response, current_app, jsonify
 from peewee import Tuple, prefetch
 
 from order_service import faults
@@ -27,7 +27,7 @@ from order_service.store.models import Order, OrderHistory, OrderItem, rfc3339
 bp = blueprint("orders", "Orders and their lifecycle")
 
 
-def _order_response(order: Order, status: int = 200):
+def _order_response(order: Order, status: int = 200) -> Response:
     response = jsonify(order_dict(order))
     response.status_code = status
     response.headers["ETag"] = f'"{order.version}"'
@@ -36,7 +36,7 @@ def _order_response(order: Order, status: int = 200):
 
 @bp.post("/orders", responses={201: schemas.OrderOut}, security=BEARER)
 @require("customer", "admin")
-def create_order(body: schemas.OrderCreate, header: schemas.IdempotencyHeader):
+def create_order(body: schemas.OrderCreate, header: schemas.IdempotencyHeader) -> Response:
     """Place an order. Honours Idempotency-Key: a retry returns the original order."""
     new = orders.NewOrder(
         customer=body.customer.model_dump(),
@@ -70,7 +70,7 @@ def _encode_cursor(order: Order) -> str:
 
 @bp.get("/orders", responses={200: schemas.OrderList}, security=BEARER)
 @require()
-def list_orders(query: schemas.OrderListQuery):
+def list_orders(query: schemas.OrderListQuery) -> Response:
     """Newest first. Admins see all orders, customers their own, agents their assigned ones."""
     select = access.visible_orders(current_user())
     if query.status:
@@ -115,14 +115,14 @@ def _visible(order_id: str) -> Order:
 
 @bp.get("/orders/<order_id>", responses={200: schemas.OrderOut}, security=BEARER)
 @require()
-def get_order(path: schemas.OrderPath):
+def get_order(path: schemas.OrderPath) -> Response:
     """One order (admin, its customer, its agent). The ETag is its version."""
     return _order_response(_visible(path.order_id))
 
 
 @bp.get("/orders/<order_id>/history", responses={200: schemas.HistoryOut}, security=BEARER)
 @require()
-def get_history(path: schemas.OrderPath):
+def get_history(path: schemas.OrderPath) -> Response:
     """Every change of the order: who, when, from, to, reason."""
     order = _visible(path.order_id)
     rows = OrderHistory.select().where(OrderHistory.order == order).order_by(OrderHistory.version)
@@ -148,7 +148,9 @@ def get_history(path: schemas.OrderPath):
 
 @bp.patch("/orders/<order_id>/status", responses={200: schemas.OrderOut}, security=BEARER)
 @require()
-def change_status(path: schemas.OrderPath, body: schemas.StatusChange, header: schemas.IfMatchHeader):
+def change_status(
+    path: schemas.OrderPath, body: schemas.StatusChange, header: schemas.IfMatchHeader
+) -> Response:
     """Move the order along its lifecycle; 409 lists the allowed next states."""
     order = orders.change_status(
         current_user(),
@@ -166,7 +168,9 @@ def change_status(path: schemas.OrderPath, body: schemas.StatusChange, header: s
 
 @bp.put("/orders/<order_id>/agent", responses={200: schemas.OrderOut}, security=BEARER)
 @require("admin")
-def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign, header: schemas.IfMatchHeader):
+def assign_agent(
+    path: schemas.OrderPath, body: schemas.AgentAssign, header: schemas.IfMatchHeader
+) -> Response:
     """Assign or reassign a delivery agent (order confirmed, preparing or ready).
 
     With ``"offer": true`` (or the offer_required setting on and no ``offer`` given) the
@@ -191,7 +195,7 @@ def assign_agent(path: schemas.OrderPath, body: schemas.AgentAssign, header: sch
 
 @bp.delete("/orders/<order_id>/agent", responses={200: schemas.OrderOut}, security=BEARER)
 @require("admin")
-def unassign_agent(path: schemas.OrderPath, header: schemas.IfMatchHeader):
+def unassign_agent(path: schemas.OrderPath, header: schemas.IfMatchHeader) -> Response:
     """Take the order off its agent's worklist."""
     order = orders.unassign(current_user(), path.order_id, if_match=if_match(header.if_match))
     return _order_response(order)

@@ -13,6 +13,7 @@ from typing import Any
 
 import peewee
 from flask import Flask, Response, json
+from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -120,7 +121,7 @@ def init_app(app: Flask) -> None:
         return render(from_domain(exc))
 
     @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Response:
+    def _http(exc: HTTPException) -> ResponseReturnValue:
         if exc.response is not None and exc.response.mimetype == "application/problem+json":
             return exc.response
         status = exc.code or 500

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -34,9 +34,9 @@ AgentPhone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=
 Status = Literal[
     "placed", "confirmed", "preparing", "ready", "picked_up", "delivered", "failed", "cancelled", "rejected"
 ]
-assert set(Status.__args__) == set(STATUSES)  # type: ignore[attr-defined]
+assert set(get_args(Status)) == set(STATUSES)
 FailureReason = Literal["customer_absent", "wrong_address", "refused", "damaged", "other"]
-assert FailureReason.__args__ == FAILURE_REASONS  # type: ignore[attr-defined]
+assert get_args(FailureReason) == FAILURE_REASONS
 
 
 def _whole_number(value: object) -> object:
@@ -350,6 +350,7 @@ class HistoryOut(BaseModel):
 
 class DashboardMqtt(BaseModel):
     url: str = Field(description="MQTT over WebSocket, e.g. ws://127.0.0.1:9001/mqtt")
+    client_id: str = Field(description="the username: both brokers use it, whatever id a client sends")
     username: str
     password: str = Field(description="shown once; read-only; revoked by logging out")
     expires_at: str
@@ -365,7 +366,10 @@ class TokenOut(BaseModel):
 
 class AgentMqtt(BaseModel):
     url: str = Field(description="the broker over TCP, e.g. mqtt://127.0.0.1:1883")
-    client_id: str = Field(description="use it with clean session off, so offline messages wait")
+    client_id: str = Field(
+        description="the username, which both brokers use as the client id whatever a client sends;"
+        " connect with clean session off, so offline messages wait"
+    )
     username: str
     issued_at: str | None
     password: str | None = Field(None, description="only in the response that issued it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import peewee
 from flask import Response, jsonify
@@ -16,7 +17,7 @@ from order_service.api.security import require
 from order_service.outbox import leader
 from order_service.store.db import db
 from order_service.store.migrations import discover
-from order_service.store.models import Agent, Order, Outbox, utcnow
+from order_service.store.models import Agent, Order, Outbox, tuple_rows, utcnow
 from order_service.webhooks import model as webhooks
 
 bp = blueprint("system", "Health, metrics, event log")
@@ -80,9 +81,10 @@ public("system.readyz")
 class _DatabaseCollector:
     """Gauges read from the database at scrape time: right whatever the worker count."""
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         by_status = GaugeMetricFamily("orderbus_orders", "Orders by status", labels=["status"])
-        counts = dict(Order.select(Order.status, peewee.fn.COUNT(Order.id)).group_by(Order.status).tuples())
+        by_status_query = Order.select(Order.status, peewee.fn.COUNT(Order.id)).group_by(Order.status)
+        counts = dict(tuple_rows(by_status_query))
         for status in lifecycle.STATUSES:
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
@@ -122,7 +124,7 @@ public("system.metrics")
 
 @bp.get("/events", responses={200: schemas.EventPage}, security=BEARER)
 @require("admin")
-def events(query: schemas.EventQuery):
+def events(query: schemas.EventQuery) -> Response:
     """The event log in commit order, for catch-up and for consumers that must not skip.
 
     Pass the last ``cursor`` you processed as ``after``. Writers are serialised

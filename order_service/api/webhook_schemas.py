@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from order_service.api.schemas import NO_NUL, Reason, Strict
-from order_service.orders.events import ORDER_EVENTS
+from order_service.orders.events import OrderEvent
 
 # Every event name the service records (events.ORDER_EVENTS, the worklist), or "*".
-WebhookEvent = Literal[("*", *ORDER_EVENTS, "agent.worklist")]
+WebhookEvent = Literal["*", OrderEvent, "agent.worklist"]
 
 
 # What _check_url accepts, for the document: an absolute http(s) URL with a host name.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import Response, jsonify
 
 from order_service.api import webhook_schemas as schemas
 from order_service.api.common import BEARER, blueprint
@@ -24,7 +24,7 @@ def _endpoint(webhook_id: str) -> WebhookEndpoint:
 
 @bp.post("/webhooks", responses={201: schemas.WebhookOut}, security=BEARER)
 @require("admin")
-def create_webhook(body: schemas.WebhookCreate):
+def create_webhook(body: schemas.WebhookCreate) -> Response:
     """Register an endpoint. The response carries its signing ``secret``, shown only here.
 
     It receives the events committed after this call, each POSTed as JSON with
@@ -46,14 +46,14 @@ def list_webhooks():
 
 @bp.get("/webhooks/<webhook_id>", responses={200: schemas.WebhookOut}, security=BEARER)
 @require("admin")
-def get_webhook(path: schemas.WebhookPath):
+def get_webhook(path: schemas.WebhookPath) -> Response:
     """One endpoint."""
     return jsonify(webhooks.endpoint_dict(_endpoint(path.webhook_id)))
 
 
 @bp.delete("/webhooks/<webhook_id>", responses={204: None}, security=BEARER)
 @require("admin")
-def delete_webhook(path: schemas.WebhookPath):
+def delete_webhook(path: schemas.WebhookPath) -> tuple[str, int]:
     """Remove an endpoint, its pending deliveries and its log."""
     endpoint = _endpoint(path.webhook_id)
     with db.atomic():
@@ -65,7 +65,7 @@ def delete_webhook(path: schemas.WebhookPath):
 
 @bp.get("/webhooks/<webhook_id>/deliveries", responses={200: schemas.WebhookDeliveryList}, security=BEARER)
 @require("admin")
-def list_deliveries(path: schemas.WebhookPath, query: schemas.DeliveryQuery):
+def list_deliveries(path: schemas.WebhookPath, query: schemas.DeliveryQuery) -> Response:
     """The endpoint's newest deliveries, each with every attempt (status code or error, duration)."""
     endpoint = _endpoint(path.webhook_id)
     deliveries = list(

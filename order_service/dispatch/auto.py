@@ -55,8 +55,6 @@ from order_service.store.models import Agent, Order, OrderAlert, OrderHistory, O
 
 logger = logging.getLogger(__name__)
 
-DELAY_RULES = ("unconfirmed", "unassigned", "ready_late", "delivery_late")
-
 
 @dataclass
 class TickReport:
@@ -104,7 +102,7 @@ class Candidate:
     idle_since: datetime
 
 
-def waiting_orders(config: DispatchConfig) -> peewee.ModelSelect:
+def waiting_orders(config: DispatchConfig) -> peewee.ModelSelect[Order]:
     statuses = sorted(lifecycle.ASSIGNABLE) if config.auto_assign_on == "confirmed" else ["ready"]
     return (
         Order.select()
@@ -131,7 +129,7 @@ def candidates(config: DispatchConfig) -> list[Candidate]:
     return found
 
 
-def _latest(*queries: peewee.ModelSelect) -> datetime | None:
+def _latest(*queries: peewee.SelectBase) -> datetime | None:
     """The latest of several MAX(timestamp) queries (None when all are empty)."""
     found = []
     for query in queries:

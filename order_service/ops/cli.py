@@ -66,8 +66,8 @@ def bootstrap() -> None:
             click.echo(f"admin user {settings.admin_user!r} exists; its password is unchanged")
         if broker_logins.ensure_service(settings):
             click.echo(f"issued the broker login {settings.mqtt_username!r} for the relay")
-        if broker_logins.ensure_bridge(settings):
-            click.echo(f"issued the broker login {settings.bridge_mqtt_username!r} for the bridges")
+        for username in broker_logins.ensure_bridges(settings):
+            click.echo(f"issued the broker login {username!r} for a bridge")
         broker_logins.sync_files(settings)
     click.echo(f"broker logins written to {settings.mqtt_password_path} and {settings.mqtt_acl_path}")
     where = "ORDERBUS_ADMIN_PASSWORD" if settings.admin_password else str(password_file)

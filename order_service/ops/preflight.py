@@ -51,7 +51,9 @@ def check_database(settings: Settings) -> str:
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW server_version")
-            (version,) = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None  # SHOW returns one row
+            (version,) = row
     finally:
         conn.close()
     return f"database {_redacted(url)}: PostgreSQL {version}"
@@ -90,21 +92,29 @@ def _files(settings: Settings) -> str:
 
 
 def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
-    """The broker accepts the relay's and the bridges' logins (after `bootstrap` wrote them).
+    """The broker accepts the relay's and the bridges' logins (after `bootstrap` wrote them),
+    refuses a wrong password, and binds client ids to logins.
 
     Retries for ``wait`` seconds: a Mosquitto just sent SIGHUP re-reads its files in the
-    background. Connects with client ids of its own, so a running relay is not disturbed.
+    background. The broker uses each login's username as its client id, so these
+    connections would take over those of running processes: run it before starting them
+    (``make run-prod`` does).
     """
     accounts = [
         ("the relay's", broker_logins.service_login(settings)),
-        ("the bridges'", broker_logins.bridge_login(settings)),
+        ("the Socket.IO bridge's", broker_logins.bridge_login(settings, broker_logins.SOCKETIO)),
+        ("the webhook worker's", broker_logins.bridge_login(settings, broker_logins.WEBHOOKS)),
     ]
     base = BrokerAddress.parse(settings.mqtt_url)
-    for who, (username, secret) in accounts:
+
+    def link_as(username: str, secret: str, client_id: str | None = None) -> MqttLink:
         address = BrokerAddress(base.host, base.port, base.transport, base.path, username, secret)
+        return MqttLink(address, client_id or username, 10)
+
+    for who, (username, secret) in accounts:
         deadline = time.monotonic() + wait
         while True:
-            link = MqttLink(address, f"orderbus-preflight-{os.getpid()}", 10)
+            link = link_as(username, secret)
             try:
                 link.connect(timeout=5)
                 break
@@ -114,10 +124,7 @@ def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
                 time.sleep(0.5)
             finally:
                 link.close()
-    impostor = BrokerAddress(
-        base.host, base.port, base.transport, base.path, accounts[0][1][0], "not-the-secret"
-    )
-    link = MqttLink(impostor, f"orderbus-preflight-{os.getpid()}", 10)
+    link = link_as(accounts[0][1][0], "not-the-secret")
     try:
         link.connect(timeout=5)
     except BrokerUnavailable:
@@ -130,7 +137,34 @@ def check_broker_logins(settings: Settings, wait: float = 5.0) -> str:
         )
     finally:
         link.close()
-    return f"broker {base}: accepts the relay's and the bridges' logins, refuses a wrong password"
+    _check_client_ids_bound(base, link_as(*accounts[2][1]), link_as(*accounts[1][1], accounts[2][1][0]))
+    return (
+        f"broker {base}: accepts the relay's and the bridges' logins, refuses a wrong password,"
+        " binds client ids to logins"
+    )
+
+
+def _check_client_ids_bound(base: BrokerAddress, holder: MqttLink, intruder: MqttLink) -> None:
+    """``intruder`` (another login) connects with ``holder``'s client id: ``holder`` must stay."""
+    try:
+        holder.connect(timeout=5)
+        try:
+            intruder.connect(timeout=5)
+        except BrokerUnavailable:
+            return  # refused: bound another way, fine
+        deadline = time.monotonic() + 1.0
+        while not holder.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if holder.lost:
+            raise PreflightError(
+                f"the broker at {base} let one login take over another's connection by sending its\n"
+                "  client id: any device could knock the relay off and wipe other devices' offline\n"
+                "  messages. Set `use_username_as_clientid true` on every listener (mosquitto.conf\n"
+                "  at the repository root does) and restart the broker."
+            )
+    finally:
+        intruder.close()
+        holder.close()
 
 
 def _login_refused(settings: Settings, who: str, username: str, exc: Exception) -> str:

@@ -37,7 +37,7 @@ def require_visible(user: User, order: Order) -> None:
         raise NotFound("order", order.id)
 
 
-def visible_orders(user: User) -> peewee.ModelSelect:
+def visible_orders(user: User) -> peewee.ModelSelect[Order]:
     query = Order.select()
     if user.role == "customer":
         return query.where(Order.owner == user)

@@ -22,13 +22,18 @@ EARTH_RADIUS_KM = 6371.0088
 
 
 class DispatchConfig(Protocol):
-    """The business settings the model reads (``dispatch.settings.DispatchConfig``)."""
+    """The business settings the model reads (``dispatch.settings.DispatchConfig``, frozen)."""
 
-    prep_minutes: int
-    travel_minutes: int
-    travel_speed_kmh: float
-    origin_lat: float | None
-    origin_lon: float | None
+    @property
+    def prep_minutes(self) -> int: ...
+    @property
+    def travel_minutes(self) -> int: ...
+    @property
+    def travel_speed_kmh(self) -> float: ...
+    @property
+    def origin_lat(self) -> float | None: ...
+    @property
+    def origin_lon(self) -> float | None: ...
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

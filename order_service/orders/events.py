@@ -8,18 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import SimpleNamespace
-from typing import cast
+from typing import Literal, cast, get_args
 
 import peewee
 
 import contract
 from order_service.store.db import hold_writer_lock
 from order_service.store.inserts import Insert
-from order_service.store.models import Agent, Order, OrderItem, Outbox, rfc3339, utcnow
+from order_service.store.models import (
+    Agent,
+    Order,
+    OrderItem,
+    Outbox,
+    dict_rows,
+    rfc3339,
+    tuple_rows,
+    utcnow,
+)
 
 SCHEMA = contract.SCHEMA
 
-ORDER_EVENTS = (
+OrderEvent = Literal[
     "order.created",
     "order.status_changed",
     "order.assigned",
@@ -30,7 +39,8 @@ ORDER_EVENTS = (
     "order.offer_declined",
     "order.offer_expired",
     "order.delayed",
-)
+]
+ORDER_EVENTS: tuple[str, ...] = get_args(OrderEvent)
 
 
 def order_dict(order: Order, items: list[dict] | None = None) -> dict:
@@ -84,20 +94,19 @@ def dispatch_fields(order: Order) -> dict:
     }
 
 
-def _order_dicts(query: peewee.ModelSelect) -> list[dict]:
+def _order_dicts(query: peewee.ModelSelect[Order]) -> list[dict]:
     """``order_dict`` of every order of a query, in its order: two queries (the orders, then
     all their items), not one more per order as ``order.items`` would make."""
     # Plain rows, not models: a worklist may hold many orders, and building a model per row
     # was most of the cost of a worklist (order_dict reads attributes only).
-    orders = [SimpleNamespace(**row, agent_id=row["agent"]) for row in query.dicts()]
+    orders = [SimpleNamespace(**row, agent_id=row["agent"]) for row in dict_rows(query)]
     if not orders:
         return []
     items: dict[str, list[dict]] = {o.id: [] for o in orders}
-    rows = (
+    rows = tuple_rows(
         OrderItem.select(OrderItem.order, OrderItem.name, OrderItem.quantity, OrderItem.unit_price_cents)
         .where(OrderItem.order.in_(query.select(Order.id).order_by()))
         .order_by(OrderItem.order, OrderItem.position)
-        .tuples()
     )
     for order_id, name, quantity, price in rows:
         items[order_id].append({"name": name, "quantity": quantity, "unit_price_cents": price})

@@ -13,10 +13,10 @@ in id order and then republishes the current state.
   session ends, however it ends. The active relay checks the session before every
   publish (one ``SELECT 1``): if the lock connection is gone, it disconnects from
   the broker and becomes a standby again, so two relays never publish at once
-  for longer than one publish batch after a network split (and the shared MQTT
-  client id makes the broker drop the older connection when the newer relay
-  connects). Keep-alives and ``tcp_user_timeout`` bound how long a dead network
-  path takes to notice.
+  for longer than one publish batch after a network split (and the shared broker
+  login, whose username is the client id on both brokers, makes the broker drop
+  the older connection when the newer relay connects). Keep-alives and
+  ``tcp_user_timeout`` bound how long a dead network path takes to notice.
 - **SQLite**: ``flock`` on ``<database file>.relay-lock``; the kernel releases it
   when the process dies. One machine only, as SQLite itself.
 """
@@ -106,7 +106,7 @@ class AdvisoryLock:
         params = parse_db_url(url, unquote_password=True, unquote_user=True)
         params = {k: v for k, v in params.items() if k in ("database", "user", "password", "host", "port")}
         self.params = {**params, **KEEPALIVES, "application_name": APPLICATION_NAME}
-        self._conn = None
+        self._conn: psycopg2.extensions.connection | None = None
         self._held = False
         # The relay's publishing thread and its timers thread both ask ``held()``.
         self._mutex = threading.RLock()
@@ -117,7 +117,9 @@ class AdvisoryLock:
             self._conn.autocommit = True
         with self._conn.cursor() as cur:
             cur.execute(sql, args)
-            return cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None  # one SELECT of one value: one row
+            return row[0]
 
     def acquire(self) -> bool:
         with self._mutex:

@@ -43,7 +43,7 @@ from order_service.lifecycle import TERMINAL
 from order_service.outbox import leader
 from order_service.outbox.wakeup import Notifier, Waiter
 from order_service.store.db import Prepared, db, is_sqlite
-from order_service.store.models import Order, Outbox, utcnow
+from order_service.store.models import Order, Outbox, tuple_rows, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Relay:
             while not stop.is_set():
                 link = MqttLink(
                     self.address,
-                    self.settings.mqtt_client_id,
+                    self.address.username or "",  # the client id is the username on both brokers
                     self.settings.mqtt_keepalive,
                     subscriptions=tuple(self.inbound),
                     on_message=self._on_message,
@@ -296,10 +296,11 @@ class Relay:
         if among is not None:
             newest = newest.where(group.in_(among))
         return list(
-            Outbox.select(Outbox.topic, Outbox.payload)
-            .where(Outbox.id.in_(newest.group_by(group)))
-            .order_by(Outbox.id)
-            .tuples()
+            tuple_rows(
+                Outbox.select(Outbox.topic, Outbox.payload)
+                .where(Outbox.id.in_(newest.group_by(group)))
+                .order_by(Outbox.id)
+            )
         )
 
     def _rehydrate(self, link: MqttLink) -> None:
@@ -353,7 +354,7 @@ class Relay:
                 handler(message)
 
 
-def _pending(limit: int) -> peewee.ModelSelect:
+def _pending(limit: int) -> peewee.ModelSelect[Outbox]:
     """The oldest unpublished rows, each with ``newest``: no later row of its topic exists
     (published retained only then; an older one would overwrite a newer state). One query."""
     later = Outbox.alias()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from os import getpid
 from pathlib import Path
 
@@ -32,7 +33,8 @@ class Notifier:
             self._sock, self._pid = sock, os.getpid()
         return self._sock
 
-    def close(self, _getpid=getpid) -> None:  # bound early: __del__ may run at interpreter exit
+    # getpid bound early: __del__ may run at interpreter exit.
+    def close(self, _getpid: Callable[[], int] = getpid) -> None:
         if self._sock is not None and self._pid == _getpid():
             self._sock.close()
         self._sock = None

@@ -51,7 +51,7 @@ WRITER_LOCK = 0x4F5244524255531
 class OrderbusPostgresqlDatabase(PooledPostgresqlDatabase):
     """Pooled PostgreSQL whose transactions run one at a time, like SQLite's BEGIN IMMEDIATE."""
 
-    def begin(self, isolation_level=None) -> None:
+    def begin(self, isolation_level: str | None = None) -> None:
         super().begin(isolation_level)
         self.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
 

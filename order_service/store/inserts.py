@@ -9,7 +9,7 @@ per database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import peewee
@@ -54,7 +54,7 @@ class Insert:
             values.append(field.db_value(value))
         return values
 
-    def rows(self, rows: list[Mapping[str, Any]]) -> None:
+    def rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``rows`` (one statement); the caller holds the transaction."""
         if not rows:
             return

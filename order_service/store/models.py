@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self, cast, overload
 
 import peewee as pw
 
 from order_service.lifecycle import TERMINAL
 from order_service.store.db import db
-
-ROLES = ("admin", "agent", "customer")
 
 
 def utcnow() -> datetime:
@@ -25,6 +24,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+@overload
+def rfc3339(value: datetime) -> str: ...
+@overload
+def rfc3339(value: datetime | None) -> str | None: ...
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -34,6 +37,16 @@ def rfc3339(value: datetime | None) -> str | None:
 def new_id(prefix: str) -> str:
     """Topic-safe identifier (no '/', '+', '#'): prefix plus 48 random bits in hex."""
     return f"{prefix}_{secrets.token_hex(6)}"
+
+
+def tuple_rows(query: pw.BaseQuery) -> Iterable[tuple[Any, ...]]:
+    """``query.tuples()``: its rows as tuples (peewee's stubs keep the model as the row type)."""
+    return cast("Iterable[tuple[Any, ...]]", query.tuples())
+
+
+def dict_rows(query: pw.BaseQuery) -> Iterable[dict[str, Any]]:
+    """``query.dicts()``: its rows as dicts (peewee's stubs keep the model as the row type)."""
+    return cast("Iterable[dict[str, Any]]", query.dicts())
 
 
 class JSONField(pw.TextField):
@@ -47,6 +60,10 @@ class JSONField(pw.TextField):
 
 
 class BaseModel(pw.Model):
+    """A foreign key ``x`` also gives ``x_id``, the referenced key without a query; the
+    bare annotations ``x_id: ...`` under each foreign key declare it for the type checker
+    (peewee ignores them). A backref (``order.items``) is annotated on its target the same way."""
+
     class Meta:
         database = db
         legacy_table_names = False
@@ -68,6 +85,7 @@ class User(BaseModel):
 class Token(BaseModel):
     token_hash = pw.CharField(primary_key=True, max_length=64)
     user = pw.ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    user_id: str
     created_at = pw.DateTimeField(default=utcnow)
     expires_at = pw.DateTimeField()
 
@@ -78,6 +96,7 @@ class Token(BaseModel):
 class Agent(BaseModel):
     id = pw.CharField(primary_key=True, max_length=32)
     user = pw.ForeignKeyField(User, unique=True, null=True, on_delete="SET NULL")
+    user_id: str | None
     name = pw.CharField(max_length=200)
     phone = pw.CharField(max_length=40, default="")
     active = pw.BooleanField(default=True)
@@ -94,16 +113,19 @@ class Agent(BaseModel):
     class Meta:
         table_name = "agents"
 
-    def active_orders(self) -> pw.ModelSelect:
+    def active_orders(self) -> pw.ModelSelect[Order]:
         return Order.active_for_agent(self.id)
 
 
 class Order(BaseModel):
+    items: Iterable[OrderItem]  # backref of OrderItem.order (a list once prefetched)
     id = pw.CharField(primary_key=True, max_length=32)
     version = pw.IntegerField(default=1)
     status = pw.CharField(max_length=16)
     agent = pw.ForeignKeyField(Agent, null=True, backref="orders", on_delete="RESTRICT")
+    agent_id: str | None
     owner = pw.ForeignKeyField(User, null=True, backref="orders", on_delete="SET NULL")
+    owner_id: str | None
     customer_name = pw.CharField(max_length=200)
     customer_phone = pw.CharField(max_length=40)
     customer_address = pw.CharField(max_length=500)
@@ -131,19 +153,15 @@ class Order(BaseModel):
         table_name = "orders"
 
     @classmethod
-    def active(cls) -> pw.ModelSelect:
+    def active(cls) -> pw.ModelSelect[Self]:
         return cls.select().where(cls.status.not_in(TERMINAL))
 
     @classmethod
-    def active_for_agent(cls, agent_id: str) -> pw.ModelSelect:
+    def active_for_agent(cls, agent_id: str) -> pw.ModelSelect[Self]:
         return cls.active().where(cls.agent == agent_id).order_by(cls.created_at, cls.id)
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL
-
     @classmethod
-    def offered_to(cls, agent_id: str) -> pw.ModelSelect:
+    def offered_to(cls, agent_id: str) -> pw.ModelSelect[Self]:
         """Orders with a pending offer to this agent, oldest first."""
         pending = OrderOffer.select(OrderOffer.order).where(
             (OrderOffer.agent == agent_id) & (OrderOffer.state == "pending")
@@ -153,6 +171,7 @@ class Order(BaseModel):
 
 class OrderItem(BaseModel):
     order = pw.ForeignKeyField(Order, backref="items", on_delete="CASCADE")
+    order_id: str
     position = pw.IntegerField()
     name = pw.CharField(max_length=200)
     quantity = pw.IntegerField()
@@ -164,10 +183,12 @@ class OrderItem(BaseModel):
 
 class OrderHistory(BaseModel):
     order = pw.ForeignKeyField(Order, backref="history", on_delete="CASCADE")
+    order_id: str
     version = pw.IntegerField()
     event = pw.CharField(max_length=40)
     at = pw.DateTimeField(default=utcnow)
     actor = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    actor_id: str | None
     actor_role = pw.CharField(max_length=16, default="system")
     from_status = pw.CharField(max_length=16, null=True)
     to_status = pw.CharField(max_length=16, null=True)
@@ -201,15 +222,17 @@ class Outbox(BaseModel):
         table_name = "outbox"
 
     @classmethod
-    def unpublished(cls, limit: int) -> pw.ModelSelect:
+    def unpublished(cls, limit: int) -> pw.ModelSelect[Self]:
         return cls.select().where(cls.published_at.is_null()).order_by(cls.id).limit(limit)
 
 
 class IdempotencyKey(BaseModel):
     user = pw.ForeignKeyField(User, on_delete="CASCADE")
+    user_id: str
     key = pw.CharField(max_length=200)
     request_hash = pw.CharField(max_length=64)
     order = pw.ForeignKeyField(Order, on_delete="CASCADE")
+    order_id: str
     created_at = pw.DateTimeField(default=utcnow)
 
     class Meta:
@@ -220,16 +243,20 @@ class IdempotencyKey(BaseModel):
 class MqttCredential(BaseModel):
     """A broker login the service issued; only a Mosquitto-format hash of the secret is kept.
 
-    ``kind`` is ``service`` (the relay), ``agent`` (one per agent; username = agent id)
-    or ``dashboard`` (one per admin login, tied to and expiring with its bearer token).
+    ``kind`` is ``service`` (the relay), ``bridge`` (the Socket.IO bridge, the webhook
+    worker: one each), ``agent`` (one per agent; username = agent id) or ``dashboard``
+    (one per dashboard page, tied to and expiring with an admin's bearer token).
     """
 
     username = pw.CharField(primary_key=True, max_length=64)
     kind = pw.CharField(max_length=16)
     secret_hash = pw.TextField()
     agent = pw.ForeignKeyField(Agent, null=True, unique=True, on_delete="CASCADE")
+    agent_id: str | None
     user = pw.ForeignKeyField(User, null=True, on_delete="CASCADE")
+    user_id: str | None
     token = pw.ForeignKeyField(Token, null=True, on_delete="CASCADE", column_name="token_hash")
+    token_hash: str | None
     created_at = pw.DateTimeField(default=utcnow)
     expires_at = pw.DateTimeField(null=True)
 
@@ -248,7 +275,9 @@ class OrderOffer(BaseModel):
 
     id = pw.AutoField()
     order = pw.ForeignKeyField(Order, backref="offers", on_delete="CASCADE")
+    order_id: str
     agent = pw.ForeignKeyField(Agent, backref="offers", on_delete="CASCADE")
+    agent_id: str
     state = pw.CharField(max_length=16, default="pending")
     offered_at = pw.DateTimeField(default=utcnow)
     expires_at = pw.DateTimeField()
@@ -259,7 +288,7 @@ class OrderOffer(BaseModel):
         table_name = "order_offers"
 
     @classmethod
-    def pending_for(cls, order_id: str) -> pw.ModelSelect:
+    def pending_for(cls, order_id: str) -> pw.ModelSelect[Self]:
         return cls.select().where((cls.order == order_id) & (cls.state == "pending")).order_by(cls.id)
 
     @classmethod
@@ -277,6 +306,7 @@ class OrderAlert(BaseModel):
     """A late-order rule that fired for an order: the primary key makes it fire once."""
 
     order = pw.ForeignKeyField(Order, on_delete="CASCADE")
+    order_id: str
     rule = pw.CharField(max_length=32)
     fired_at = pw.DateTimeField(default=utcnow)
 
@@ -306,7 +336,3 @@ class LoginFailure(BaseModel):
 
     class Meta:
         table_name = "login_failures"
-
-
-ALL_MODELS = [User, Token, Agent, Order, OrderItem, OrderHistory, Outbox, IdempotencyKey]
-ALL_MODELS += [MqttCredential, OrderOffer, OrderAlert, DispatchSettingsRow, LoginFailure]

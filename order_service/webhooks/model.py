@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from datetime import datetime, timedelta
+from typing import Self
 
 import peewee as pw
 
-from order_service.orders.events import ORDER_EVENTS
 from order_service.store.db import db
 from order_service.store.models import BaseModel, JSONField, Outbox, new_id, utcnow
 
-EVENT_TYPES = (*ORDER_EVENTS, "agent.worklist")
 SIGNATURE_HEADER = "X-Orderbus-Signature"
 EVENT_ID_HEADER = "X-Orderbus-Event-Id"
 EVENT_HEADER = "X-Orderbus-Event"
@@ -51,6 +49,7 @@ class WebhookEndpoint(BaseModel):
 class WebhookDelivery(BaseModel):
     id = pw.BigAutoField()
     endpoint = pw.ForeignKeyField(WebhookEndpoint, column_name="endpoint_id", on_delete="CASCADE")
+    endpoint_id: str
     cursor = pw.BigIntegerField()
     event_id = pw.CharField(max_length=40)
     event = pw.CharField(max_length=40)
@@ -65,7 +64,7 @@ class WebhookDelivery(BaseModel):
         table_name = "webhook_deliveries"
 
     @classmethod
-    def due(cls, now: datetime, limit: int) -> pw.ModelSelect:
+    def due(cls, now: datetime, limit: int) -> pw.ModelSelect[Self]:
         return (
             cls.select(cls, WebhookEndpoint)
             .join(WebhookEndpoint)
@@ -83,7 +82,9 @@ class WebhookDelivery(BaseModel):
 class WebhookAttempt(BaseModel):
     id = pw.BigAutoField()
     delivery = pw.ForeignKeyField(WebhookDelivery, column_name="delivery_id", on_delete="CASCADE")
+    delivery_id: int
     endpoint = pw.ForeignKeyField(WebhookEndpoint, column_name="endpoint_id", on_delete="CASCADE")
+    endpoint_id: str
     number = pw.IntegerField()
     at = pw.DateTimeField(default=utcnow)
     status_code = pw.IntegerField(null=True)
@@ -106,7 +107,7 @@ class WebhookCursor(BaseModel):
 # --- the event log ----------------------------------------------------------------
 
 
-def event_log(after: int, limit: int) -> pw.ModelSelect:
+def event_log(after: int, limit: int) -> pw.ModelSelect[Outbox]:
     """Events after ``after`` in commit order: what ``GET /api/v1/events`` serves.
 
     ``orders/new`` rows repeat their ``status`` row's event, so the log skips them."""
@@ -275,7 +276,3 @@ def record_attempt(
 def payload_bytes(delivery: WebhookDelivery) -> bytes:
     """The body sent: the event exactly as the log holds it (the same bytes on every attempt)."""
     return delivery.payload.encode()
-
-
-def parse_payload(delivery: WebhookDelivery) -> dict:
-    return json.loads(delivery.payload)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from contract.link import MqttFeed
-from order_service.accounts.broker_logins import MissingServiceSecret, bridge_address
+from order_service.accounts.broker_logins import WEBHOOKS, MissingServiceSecret, bridge_address
 from order_service.config import Settings, load_settings
 from order_service.store.db import db, init_db
 from order_service.store.models import utcnow
@@ -87,9 +87,9 @@ class WebhookBridge:
 
     def run(self, stop: threading.Event, *, mqtt: bool = True) -> None:
         if mqtt:
-            address = bridge_address(self.settings)
-            client_id = f"orderbus-webhooks-{id(self):x}"
-            self.feed = MqttFeed(address, client_id, lambda _m: self.wakeup.set()).start()
+            address = bridge_address(self.settings, WEBHOOKS)
+            # Its own login, whose username is its client id on both brokers.
+            self.feed = MqttFeed(address, address.username or "", lambda _m: self.wakeup.set()).start()
         db.connect(reuse_if_open=True)
         try:
             while not stop.is_set():

@@ -85,4 +85,6 @@ export class Api {
   }
 
   logout() { return this.call("DELETE", "/auth/token"); }
+  /** A broker login of this page's own (the broker uses its username as the client id). */
+  brokerLogin() { return this.call("POST", "/auth/mqtt-credentials"); }
 }

@@ -13,7 +13,7 @@ const decoder = new TextDecoder();
 
 export class Live {
   constructor({ login, api, handlers }) {
-    this.login = login; // the "mqtt" of POST /auth/token: {url, username, password}
+    this.login = login; // this page's own broker login: {url, client_id, username, password}
     this.api = api;
     this.h = handlers; // onState(state, detail), onOrder(order, meta), onWorklist, onPresence, onResync(data), onRefused()
     this.generation = 0;
@@ -25,7 +25,9 @@ export class Live {
   start() {
     this.h.onState("connecting");
     this.client = mqtt.connect(this.login.url, {
-      clientId: `dash-${crypto.randomUUID().slice(0, 18)}`,
+      // Both brokers use the username as the client id, whatever a client sends: one login
+      // per page, or two pages would take each other's connection for ever.
+      clientId: this.login.client_id || this.login.username,
       username: this.login.username,
       password: this.login.password,
       protocolVersion: 4,
@@ -50,6 +52,13 @@ export class Live {
     this.generation += 1;
     this.client?.end(true);
     this.client = null;
+  }
+
+  /** Connect again with another broker login (the previous one was refused). */
+  relogin(login) {
+    this.stop();
+    this.login = login;
+    this.start();
   }
 
   onDown() {

@@ -14,7 +14,7 @@ const STATE_TEXT = {
   connecting: "Connecting…", resyncing: "Resyncing…", connected: "Live", reconnecting: "Reconnecting…",
 };
 
-let session = null; // {token, user, mqtt}
+let session = null; // {token, user, mqtt}: mqtt is this page's own broker login
 let live = null;
 const sound = new Sound();
 
@@ -70,6 +70,10 @@ async function startDashboard() {
   const token = session.token;
   const current = () => session?.token === token; // false once this session has ended
   const api = new Api(token, () => current() && endSession("Your session ended: log in again."));
+  if (!session.mqtt) {
+    session.mqtt = await api.brokerLogin();
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  }
   const lifecycle = await api.lifecycle();
   const store = new Store();
   const board = new Board({
@@ -161,6 +165,7 @@ async function startDashboard() {
     conn.textContent = STATE_TEXT[state] + (detailText ? ` (${detailText})` : "");
   }
 
+  let lastRelogin = 0;
   live = new Live({
     login: session.mqtt,
     api,
@@ -188,9 +193,17 @@ async function startDashboard() {
         performance.measure("orderbus:resync", { start: started, end: performance.now(), detail: orders.length });
       },
       onRefused: async () => {
+        // The broker login ended: with the token (a 401 ends the session through the Api), or
+        // alone (a token keeps its 16 newest page logins). At most one new login per 10 s.
+        if (Date.now() - lastRelogin < 10000) return;
+        lastRelogin = Date.now();
         try {
-          await api.call("GET", "/auth/me");
-        } catch { /* a 401 ends the session through the Api */ }
+          const login = await api.brokerLogin();
+          if (!current() || !live) return;
+          session.mqtt = login;
+          sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+          live.relogin(login);
+        } catch { /* unreachable: mqtt.js keeps retrying; refused again: the next attempt */ }
       },
     },
   });
@@ -244,7 +257,9 @@ function setup() {
   });
   const saved = sessionStorage.getItem(SESSION_KEY);
   if (saved) {
-    session = JSON.parse(saved);
+    // A reload or a duplicated tab: same token, but never the stored broker login, which
+    // another page may be using (the broker would let the two take each other's connection).
+    session = { ...JSON.parse(saved), mqtt: null };
     startDashboard().catch((err) => endSession(err instanceof ApiError ? err.explain() : String(err)));
   } else {
     showLogin();

@@ -26,6 +26,14 @@ function mqttUrl(c) {
   return c.proto === "ws" ? `ws://${c.host}:${c.port}/mqtt` : `mqtt://${c.host}:${c.port}`;
 }
 
+// Both brokers use a login's username as its client id: every subscriber has a login of its
+// own (cfg.subs[i]); cfg.sub serves a lone subscriber.
+function subLogin(i) {
+  if (!cfg.subs) return cfg.sub;
+  if (i >= cfg.subs.length) throw new Error(`no broker login for subscriber ${i} (${cfg.subs.length} given)`);
+  return cfg.subs[i];
+}
+
 function connectMqtt(c, login, clientId, extra = {}) {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(mqttUrl(c), {
@@ -94,12 +102,12 @@ async function fanout() {
     closeAll = () => [...subs, pub].forEach((s) => s.close());
   } else {
     const subs = await inBatches(subsMax, 50, async (i) => {
-      const c = await connectMqtt(cfg, cfg.sub, `bench-sub-${i}-${process.pid}`);
+      const c = await connectMqtt(cfg, subLogin(i), subLogin(i).username);
       c.on("message", (_t, payload) => onMessage(i, payload.toString()));
       await c.subscribeAsync(cfg.levels.filter((l) => i < l).map(topicOf), { qos: 1 });
       return c;
     });
-    const pub = await connectMqtt(cfg, cfg.pub, `bench-pub-${process.pid}`);
+    const pub = await connectMqtt(cfg, cfg.pub, cfg.pub.username);
     publish = (level, text) => pub.publish(topicOf(level), text, { qos: 1 });
     closeAll = () => [...subs, pub].forEach((c) => c.end(true));
   }
@@ -131,7 +139,7 @@ async function fanout() {
 async function storm() {
   const pad = "x".repeat(Math.max(0, cfg.payload_bytes - 60));
   if (cfg.retained) {
-    const pub = await connectMqtt(cfg, cfg.pub, `bench-retain-${process.pid}`);
+    const pub = await connectMqtt(cfg, cfg.pub, cfg.pub.username);
     const jobs = [];
     for (let i = 0; i < cfg.retained.orders; i++) {
       jobs.push(pub.publishAsync(`orders/bench-${i}/status`, JSON.stringify({ order: { id: i, version: 1 }, pad }), { qos: 1, retain: true }));
@@ -155,8 +163,7 @@ async function storm() {
     const started = nowMs();
     let convergedAt = null;
     const make = async (i) => {
-      const id = cfg.client_ids ? cfg.client_ids[i] : `${cfg.client_prefix}-${i}`;
-      const c = await connectMqtt(cfg, cfg.sub, id, { clean: !persistent });
+      const c = await connectMqtt(cfg, subLogin(i), subLogin(i).username, { clean: !persistent });
       let finished = false;
       c.on("message", (topic, payload) => {
         counts[i]++;
@@ -218,7 +225,7 @@ async function e2e() {
   };
   let close = () => {};
   if (cfg.sub && cfg.sub.kind === "mqtt") {
-    const c = await connectMqtt(cfg.sub, cfg.sub, `bench-admin-${process.pid}`);
+    const c = await connectMqtt(cfg.sub, cfg.sub, cfg.sub.username);
     c.on("message", (_t, payload) => {
       if (payload.length) received(JSON.parse(payload.toString()).order.notes);
     });

@@ -121,7 +121,7 @@ def migrate(db: peewee.Database, log: Callable[[str], None] = logger.info) -> li
         if not pending:
             log(f"schema up to date (version {max(done, default=0)})")
             return []
-        if sqlite and done:
+        if isinstance(db, peewee.SqliteDatabase) and done:
             backup = _backup_sqlite(db, max(done))
             if backup:
                 log(f"backed up database to {backup}")

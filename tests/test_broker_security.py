@@ -264,7 +264,7 @@ def test_dashboard_login_is_read_only_and_ends_with_logout(
     device = connect(agent.agent_id, agent.mqtt["password"], client_id=agent.agent_id)
     device.publish(presence, b'{"state": "online"}')
     watcher.wait_for(presence, payload=b'{"state": "online"}')
-    feed.publish("orders/o_marker/status", b'{"marker": 1}')
+    watcher.publish("orders/o_marker/status", b'{"marker": 1}')  # the service's one connection now
     board.wait_for("orders/o_marker/status")
     assert [(m.topic, m.payload) for m in watcher.messages] == [(presence, b'{"state": "online"}')]
     assert not any(m.topic == "orders/new" for m in board.messages)

@@ -9,7 +9,6 @@ with a stable id that publishes ``online`` (retained) on its own
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from flask.testing import FlaskClient
 from order_service.dispatch.auto import TickReport, tick
 from order_service.store.models import rfc3339
 from tests.conftest import Actor
-from tests.helpers import API
+from tests.helpers import API, wait_until
 
 
 def utc(text: str) -> datetime:
@@ -70,14 +69,7 @@ class Device:
 
 def eventually(probe: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05) -> Any:
     """Poll ``probe`` until it returns something truthy; return it, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
-        time.sleep(interval)
+    return wait_until(probe, timeout, interval=interval)
 
 
 def agent_presence(client: FlaskClient, admin: Actor, agent_id: str) -> dict:
@@ -140,6 +132,19 @@ def worklist_where(agent_id: str, predicate: Callable[[dict], bool]) -> Callable
         return received.topic == f"agents/{agent_id}/assigned" and bool(body) and predicate(body)
 
     return match
+
+
+def a_tick_has_run(client: FlaskClient, admin: Actor, place_order: Callable[..., dict], watch) -> str:
+    """Wait until the relay has run a dispatch tick that saw everything committed so far.
+
+    The positive control of a "nothing was offered" assertion: an order placed now and left
+    unconfirmed gets its ``unconfirmed`` alert (threshold 1 s) from a tick that started after
+    it was placed, hence after every earlier commit, and that ran auto-assignment first.
+    ``watch`` subscribes to ``orders/+/status``. Returns the probe order's id."""
+    patch_settings(client, admin, delay_unconfirmed_seconds=1)
+    probe = place_order()["id"]
+    watch.wait_for(is_event(f"orders/{probe}/status", "order.delayed"), timeout=10)
+    return probe
 
 
 def ids(orders: list[dict]) -> list[str]:

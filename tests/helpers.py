@@ -115,6 +115,12 @@ def outbox(**where: Any) -> list[dict[str, Any]]:
         ]
 
 
+def all_published() -> bool:
+    """Every outbox row marked published: the relay has had each acknowledged by the broker."""
+    with db.connection_context():
+        return not Outbox.unpublished(1).exists()
+
+
 def max_outbox_id() -> int:
     with db.connection_context():
         row = Outbox.select().order_by(Outbox.id.desc()).first()

@@ -90,9 +90,9 @@ class NodeClient:
         )
         return line["data"]
 
-    def events(self, name: str, quiet: float = 1.0) -> list[dict]:
-        """Every ``name`` event received, after ``quiet`` seconds with nothing new."""
-        time.sleep(quiet)
+    def events(self, name: str) -> list[dict]:
+        """Every ``name`` event received so far. Wait for a later event first (a positive
+        control): the bridge emits in the order it hears, so what was due came before it."""
         while True:
             try:
                 self.seen.append(self.lines.get_nowait())

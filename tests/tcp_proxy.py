@@ -20,6 +20,7 @@ class TcpProxy:
         self.host = host
         self.port = 0
         self.connections = 0  # accepted since start
+        self.refused = 0  # connections refused during a cut()
         self._loop = asyncio.new_event_loop()
         self._open = asyncio.Event()
         self._refusing = False
@@ -39,6 +40,7 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._refusing:
+            self.refused += 1
             writer.transport.abort()
             return
         self.connections += 1

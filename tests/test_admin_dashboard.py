@@ -33,6 +33,7 @@ from tests.dashboard_page import (
     screenshot,
     wait_row,
 )
+from tests.helpers import wait_until
 from tests.mqtt_fixtures import Subscriber
 from tests.tcp_proxy import TcpProxy
 
@@ -359,7 +360,11 @@ def test_changes_made_while_the_network_was_cut_show_after_reconnect(page, syste
         added = place(system, "During the cut")
         system.admin.request("PATCH", f"/orders/{placed['id']}/status", {"status": "confirmed"})
         system.assign(ready["id"], agent["id"])
-        time.sleep(1.5)  # the page keeps trying meanwhile
+        # Positive controls: the changes are on the broker (a connected page would have them),
+        # and the page has tried to reconnect since.
+        wait_until(lambda: system.admin.request("GET", "/readyz")["outbox_pending"] == 0, 15, "published")
+        tries = proxy.refused
+        wait_until(lambda: proxy.refused > tries, 15, "the page trying to reconnect")
         assert added["id"] not in dict(rows(page))
     finally:
         proxy.restore()
@@ -524,9 +529,8 @@ def test_two_thousand_orders_load_and_render(page, system: System, tmp_path: Pat
                     ),
                 )
     db.close()
-    deadline = time.monotonic() + 60  # the relay publishes them all (retained) before the page opens
-    while system.admin.request("GET", "/readyz")["outbox_pending"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # The relay publishes them all (retained) before the page opens.
+    wait_until(lambda: system.admin.request("GET", "/readyz")["outbox_pending"] == 0, 60, "published")
     started = time.monotonic()
     open_dashboard(page, system)
     page.wait_for_function("() => document.querySelectorAll('#orders li').length >= 2000", timeout=30000)

@@ -34,6 +34,7 @@ class Client:
 
     def __init__(self, port: int, transport: str = "tcp") -> None:
         self.connacks: queue.Queue[mqtt.ReasonCode] = queue.Queue()
+        self.subacks: queue.Queue[object] = queue.Queue()
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.subscriptions: list[str] = []
         self.paho = mqtt.Client(
@@ -45,6 +46,7 @@ class Client:
             self.paho.ws_set_options(path="/mqtt")  # where mqtt.js connects
         self.paho.on_connect = self._on_connect
         self.paho.on_message = lambda _c, _u, message: self.messages.put(message)
+        self.paho.on_subscribe = lambda *args: self.subacks.put(args)
         self.port = port
 
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason, _p: object) -> None:
@@ -54,11 +56,14 @@ class Client:
         self.connacks.put(reason)
 
     def connect(self, *subscriptions: str) -> Client:
+        """Connect; with ``subscriptions``, return once each is acknowledged (SUBACK)."""
         self.subscriptions = list(subscriptions)
         self.paho.connect(HOST, self.port)
         self.paho.loop_start()
         reason = self.connacks.get(timeout=TIMEOUT)
         assert not reason.is_failure, f"CONNACK refused: {reason}"
+        for _ in subscriptions:
+            self.subacks.get(timeout=TIMEOUT)
         return self
 
     def publish_and_wait(self, topic: str, payload: bytes, *, retain: bool) -> None:
@@ -120,14 +125,15 @@ def test_restart_on_same_ports_serves_again_with_empty_retained_store(broker, cl
     broker.start()
 
     assert (broker.port, broker.ws_port) == ports
-    subscriber = clients(broker.ws_port, "websockets").connect("#")
-    time.sleep(0.5)  # let the SUBSCRIBE land before publishing the marker
-    clients(broker.port).connect().publish_and_wait("probe/after-restart", b"new", retain=False)
+    subscriber = clients(broker.ws_port, "websockets").connect("#")  # subscribed (SUBACK)
+    publisher = clients(broker.port).connect()
+    publisher.publish_and_wait("probe/after-restart", b"new", retain=False)
     # The marker proves the subscription works; anything retained would have come first.
     message = subscriber.messages.get(timeout=TIMEOUT)
     assert (message.topic, message.payload) == ("probe/after-restart", b"new")
-    with pytest.raises(queue.Empty):
-        subscriber.messages.get(timeout=0.5)
+    publisher.publish_and_wait("probe/after-restart", b"again", retain=False)
+    message = subscriber.messages.get(timeout=TIMEOUT)  # nothing came between the two markers
+    assert (message.topic, message.payload) == ("probe/after-restart", b"again")
 
 
 def test_stop_is_prompt_while_a_client_is_subscribing(clients) -> None:

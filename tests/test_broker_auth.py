@@ -28,6 +28,7 @@ import pytest
 from broker import credfiles
 from broker.credstore import CHECK_INTERVAL
 from broker.server import EmbeddedBroker, pick_free_port
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -479,18 +480,21 @@ def test_burst_of_500_logins_does_not_stall_live_traffic(auth_broker, creds, log
 
     streamer = threading.Thread(target=stream, daemon=True)
     streamer.start()
-    time.sleep(0.3)  # let the stream run before the burst: a baseline for the gaps
-    results: dict[int, list[int]] = {}
-    started = time.monotonic()
-    workers = [threading.Thread(target=lambda w=w: results.__setitem__(w, logins(w))) for w in range(20)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-    burst = time.monotonic() - started
-    time.sleep(0.3)
-    stop.set()
-    streamer.join(TIMEOUT)
+    try:
+        wait_until(lambda: len(arrivals) >= 5, TIMEOUT, "the stream flowing before the burst")
+        results: dict[int, list[int]] = {}
+        started = time.monotonic()
+        workers = [threading.Thread(target=lambda w=w: results.__setitem__(w, logins(w))) for w in range(20)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        burst = time.monotonic() - started
+        after = len(arrivals)
+        wait_until(lambda: len(arrivals) >= after + 5, TIMEOUT, "the stream flowing after the burst")
+    finally:
+        stop.set()
+        streamer.join(TIMEOUT)
 
     codes = [code for worker in sorted(results) for code in results[worker]]
     assert codes == [0] * 500, f"{len(codes)} CONNACKs, refused: {sum(c != 0 for c in codes)}"

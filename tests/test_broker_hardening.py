@@ -474,6 +474,9 @@ def test_live_messages_queued_behind_a_retained_replay_are_not_dropped(make_brok
     )
     publisher = devices(broker.port)
     publisher.connect()
+    observer = devices(broker.port)
+    observer.connect()
+    observer.subscribe("probe/#")
     for n in range(20):
         publisher.publish(f"orders/o-{n}/status", b"v1", retain=True)
     dashboard = RawClient(HOST, broker.port)
@@ -483,7 +486,9 @@ def test_live_messages_queued_behind_a_retained_replay_are_not_dropped(make_brok
         first = dashboard.read_publish()  # the window (1) is full until this is acknowledged
         for n in range(10):
             publisher.publish(f"orders/o-{n}/status", b"v2", retain=True)
-        time.sleep(0.5)  # routed into the dashboard's queue, behind 19 replayed messages
+        # Routed in order: once the marker is routed, the v2s are in the dashboard's queue,
+        # behind 19 replayed messages.
+        assert observer.until(_mark(publisher)) == []
         latest = {first.topic: first.payload}
         dashboard.puback(first.packet_id)
         for _ in range(19 + 10):

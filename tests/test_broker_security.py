@@ -24,7 +24,7 @@ from order_service.config import Settings, load_settings
 from order_service.store.db import db
 from order_service.store.models import Agent, new_id
 from tests import both_brokers
-from tests.helpers import assign, walk_to
+from tests.helpers import all_published, assign, wait_until, walk_to
 from tests.mqtt_fixtures import RelayRunner
 from tests.mqtt_raw import RawClient
 
@@ -131,10 +131,15 @@ class Client:
             self._event.wait_for(lambda: len(self.granted) >= before + len(filters), 5)
         return self.granted[before:]
 
-    def wait_for(self, topic: str, timeout: float = 5.0) -> mqtt.MQTTMessage:
+    def wait_for(self, topic: str, timeout: float = 5.0, payload: bytes | None = None) -> mqtt.MQTTMessage:
+        """The first message on ``topic`` (with this ``payload``, when given)."""
+
+        def matches(m: mqtt.MQTTMessage) -> bool:
+            return m.topic == topic and (payload is None or m.payload == payload)
+
         with self._event:
-            self._event.wait_for(lambda: any(m.topic == topic for m in self.messages), timeout)
-        found = [m for m in self.messages if m.topic == topic]
+            self._event.wait_for(lambda: any(matches(m) for m in self.messages), timeout)
+        found = [m for m in self.messages if matches(m)]
         assert found, f"nothing on {topic} within {timeout} s; got {[m.topic for m in self.messages]}"
         return found[0]
 
@@ -224,10 +229,7 @@ def test_a_deactivated_agent_cannot_log_in(target: Target, client, admin, make_a
     assert login_accepted(target, agent.agent_id, agent.mqtt["password"])
     response = client.patch(f"/api/v1/agents/{agent.agent_id}", json={"active": False}, headers=admin.headers)
     assert response.status_code == 200
-    deadline = time.monotonic() + 5
-    while not refused(target, agent.agent_id, agent.mqtt["password"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert refused(target, agent.agent_id, agent.mqtt["password"])
+    wait_until(lambda: refused(target, agent.agent_id, agent.mqtt["password"]), 5, "login refused")
 
 
 def test_dashboard_login_is_read_only_and_ends_with_logout(
@@ -246,16 +248,21 @@ def test_dashboard_login_is_read_only_and_ends_with_logout(
     agent = make_agent()
     watcher = connect(*service(target))
     watcher.subscribe("agents/+/presence")
-    board.publish(f"agents/{agent.agent_id}/presence", b'{"state": "offline"}')
+    presence = f"agents/{agent.agent_id}/presence"
+    board.publish(presence, b'{"state": "offline"}')
     board.publish("orders/new", b"{}")
-    time.sleep(1.0)  # settle: a forwarded message would arrive within milliseconds
-    assert [m.topic for m in watcher.messages] == []
+    # Positive controls, published afterwards by logins that may write there: the broker routes
+    # in order, so a forwarded forbidden message would have arrived before them.
+    assert login_accepted(target, agent.agent_id, agent.mqtt["password"])
+    device = connect(agent.agent_id, agent.mqtt["password"], client_id=agent.agent_id)
+    device.publish(presence, b'{"state": "online"}')
+    watcher.wait_for(presence, payload=b'{"state": "online"}')
+    watcher.publish("orders/o_marker/status", b'{"marker": 1}')  # the service's one connection now
+    board.wait_for("orders/o_marker/status")
+    assert [(m.topic, m.payload) for m in watcher.messages] == [(presence, b'{"state": "online"}')]
     assert not any(m.topic == "orders/new" for m in board.messages)
     assert client.delete("/api/v1/auth/token", headers=admin.headers).status_code == 204
-    deadline = time.monotonic() + 5
-    while not refused(target, dash["username"], dash["password"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert refused(target, dash["username"], dash["password"])
+    wait_until(lambda: refused(target, dash["username"], dash["password"]), 5, "login refused after logout")
 
 
 # --- what each login may read and write ---------------------------------------------------
@@ -274,8 +281,7 @@ def test_an_agent_reads_and_writes_only_its_own_topics(target: Target, connect, 
     feed.publish(f"agents/{two.agent_id}/assigned", b'{"other": true}')
     feed.publish("orders/new", b'{"order": 1}')
     feed.publish(f"agents/{one.agent_id}/assigned", b'{"mine": true}')  # positive control
-    me.wait_for(f"agents/{one.agent_id}/assigned")
-    time.sleep(0.5)  # settle: the forbidden ones were published first
+    me.wait_for(f"agents/{one.agent_id}/assigned")  # the forbidden ones were published first
     assert [m.topic for m in me.messages] == [f"agents/{one.agent_id}/assigned"]
 
     observer = connect(*service(target))  # the service reads every agent's presence
@@ -283,8 +289,7 @@ def test_an_agent_reads_and_writes_only_its_own_topics(target: Target, connect, 
     me.publish("orders/new", b'{"forged": true}')
     me.publish(f"agents/{two.agent_id}/presence", b'{"state": "offline"}')
     me.publish(f"agents/{one.agent_id}/presence", b'{"state": "online"}')  # its own: allowed
-    observer.wait_for(f"agents/{one.agent_id}/presence")
-    time.sleep(0.5)
+    observer.wait_for(f"agents/{one.agent_id}/presence")  # published after the forbidden ones
     assert [m.topic for m in observer.messages] == [f"agents/{one.agent_id}/presence"]
 
 
@@ -299,8 +304,14 @@ def test_retained_messages_never_leak_across_agents(target: Target, connect, mak
     me = connect(one.agent_id, one.mqtt["password"], client_id=one.agent_id)
     me.subscribe(f"agents/{one.agent_id}/#")
     me.wait_for(f"agents/{one.agent_id}/assigned")
-    time.sleep(1.0)  # settle: a leaked or duplicated retained message would follow at once
-    assert [(m.topic, m.retain) for m in me.messages] == [(f"agents/{one.agent_id}/assigned", True)]
+    # Positive control: a live message published now comes after the whole retained replay,
+    # so a leaked or duplicated retained message would have arrived before it.
+    feed.publish(f"agents/{one.agent_id}/assigned", b'{"agent": "one", "live": true}')
+    me.wait_for(f"agents/{one.agent_id}/assigned", payload=b'{"agent": "one", "live": true}')
+    assert [(m.topic, m.retain, m.payload) for m in me.messages] == [
+        (f"agents/{one.agent_id}/assigned", True, b'{"agent": "one"}'),
+        (f"agents/{one.agent_id}/assigned", False, b'{"agent": "one", "live": true}'),
+    ]
 
 
 # --- delivery ----------------------------------------------------------------------------------
@@ -322,27 +333,34 @@ def test_an_offline_agent_gets_what_it_missed_in_order(
     raw.disconnect()
     raw.close()
 
-    for _ in range(3):  # assignments while the device is off
+    def assign_one() -> int:
         order = place_order()
         walk_to(client, admin, order["id"], "confirmed")
         assert assign(client, admin, order["id"], agent.agent_id).status_code == 200
-    with db.connection_context():
-        final = Agent.get_by_id(agent.agent_id).worklist_version
-    time.sleep(1.5)  # the relay publishes within its poll interval (0.5 s)
+        with db.connection_context():
+            return Agent.get_by_id(agent.agent_id).worklist_version
+
+    for _ in range(3):  # assignments while the device is off
+        final = assign_one()
+    wait_until(all_published, 10, "the relay publishing the assignments")  # the broker has them
 
     raw = RawClient(target.host, target.port)
     present, rc = raw.connect(
         agent.agent_id, username=agent.agent_id, password=agent.mqtt["password"], clean=False
     )
     assert (present, rc) == (True, 0)
-    versions = []
-    while True:
-        try:
-            message = raw.read_publish(1.5)  # until nothing more comes for 1.5 s
-        except TimeoutError:
-            break
-        versions.append(json.loads(message.payload)["version"])
-        raw.puback(message.packet_id)
+    versions: list[int] = []
+
+    def read_until(version: int) -> None:
+        while version not in versions:
+            message = raw.read_publish(10)
+            versions.append(json.loads(message.payload)["version"])
+            raw.puback(message.packet_id)
+
+    read_until(final)
+    # Positive control: a live assignment now comes after whatever the session still held.
+    live = assign_one()
+    read_until(live)
     raw.disconnect()
     raw.close()
     # Every version published while it was away, in order (an older one may come first: the relay
@@ -350,8 +368,8 @@ def test_an_offline_agent_gets_what_it_missed_in_order(
     # once: a relay that reconnects on a busy machine republishes the newest state again.
     newer = [v for v in versions if v > seen]
     assert newer == sorted(newer), (seen, versions)
-    assert sorted(set(newer)) == list(range(seen + 1, final + 1)), (seen, versions)
-    assert final == seen + 3
+    assert sorted(set(newer)) == list(range(seen + 1, live + 1)), (seen, versions)
+    assert final == seen + 3 and live == final + 1
 
 
 def test_an_unacknowledged_message_is_redelivered_with_dup(target: Target, connect, make_agent) -> None:
@@ -398,23 +416,26 @@ def test_a_vanished_agent_goes_offline_by_keepalive(target: Target, connect, mak
 
 def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, connect) -> None:
     with db.connection_context():
-        ids = [new_id("agt") for _ in range(500)]
+        ids = [new_id("agt") for _ in range(501)]
         Agent.insert_many([{"id": i, "name": i} for i in ids]).execute()
         secrets = {i: broker_logins.issue_agent(Agent.get_by_id(i)) for i in ids}
+    # The stream's own agent is not in the burst: a login with its client id would take its
+    # session over and end the stream (which then showed no gap at all).
+    streamer, ids = ids[0], ids[1:]
     broker_logins.sync_files(target.settings)
     assert login_accepted(target, ids[-1], secrets[ids[-1]])
 
     watcher = connect(*service(target))
     watcher.subscribe("agents/+/presence")
-    feed = connect(ids[0], secrets[ids[0]], client_id=ids[0])
+    feed = connect(streamer, secrets[streamer], client_id=streamer)
     stop = threading.Event()
 
     def tick() -> None:
         n = 0
         while not stop.is_set():
-            feed.client.publish(f"agents/{ids[0]}/presence", json.dumps({"n": n}), qos=1)
+            feed.client.publish(f"agents/{streamer}/presence", json.dumps({"n": n}), qos=1)
             n += 1
-            time.sleep(0.02)
+            time.sleep(0.02)  # the stream's pace: a message every 20 ms
 
     def login(agent_id: str) -> int:
         raw = RawClient(target.host, target.port, timeout=30)
@@ -425,14 +446,17 @@ def test_a_burst_of_500_agent_logins_does_not_stall_delivery(target: Target, con
 
     ticker = threading.Thread(target=tick)
     ticker.start()
-    time.sleep(0.3)
-    started = time.monotonic()
-    with ThreadPoolExecutor(50) as pool:
-        codes = list(pool.map(login, ids))
-    burst = time.monotonic() - started
-    time.sleep(0.3)
-    stop.set()
-    ticker.join()
+    try:
+        wait_until(lambda: len(watcher.messages) >= 5, 10, "the stream flowing before the burst")
+        started = time.monotonic()
+        with ThreadPoolExecutor(50) as pool:
+            codes = list(pool.map(login, ids))
+        burst = time.monotonic() - started
+        after = len(watcher.messages)
+        wait_until(lambda: len(watcher.messages) >= after + 5, 10, "the stream flowing after the burst")
+    finally:
+        stop.set()
+        ticker.join()
     arrivals = [m.timestamp for m in watcher.messages]
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     print(f"\n{target.kind}: 500 logins in {burst:.2f} s; longest delivery gap {max(gaps) * 1000:.0f} ms")

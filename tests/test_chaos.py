@@ -116,6 +116,12 @@ def _wait(condition: Callable[[], bool], timeout: float = 30) -> bool:
     return True
 
 
+def _while_down(work: Workload, steps: int = 5) -> None:
+    """The outage lasts while the workload makes ``steps`` more changes: rows wait in the outbox."""
+    done = work.steps
+    assert _wait(lambda: work.steps >= done + steps), "the workload stalled while the broker was down"
+
+
 def _scenario(
     system: System, name: str, fault: Callable[[Workload], None], port: int | None = None
 ) -> Counts:
@@ -149,9 +155,9 @@ def test_embedded_broker_dies_mid_stream(embedded: System, how: str):
     orders change: the API keeps answering, rows wait in the outbox, and once it is back the
     relay publishes them and republishes the state: nothing lost, nothing unexpected."""
 
-    def fault(_: Workload) -> None:
+    def fault(work: Workload) -> None:
         stop_group(embedded.procs.pop("broker"), signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
-        time.sleep(1)
+        _while_down(work)
         embedded.start("broker")
 
     _scenario(embedded, f"embedded broker {how}", fault)
@@ -162,9 +168,9 @@ def test_mosquitto_dies_mid_stream(with_mosquitto, how: str):
     """The same against Mosquitto with the repository's configuration (persistence on)."""
     system, mosquitto = with_mosquitto
 
-    def fault(_: Workload) -> None:
+    def fault(work: Workload) -> None:
         mosquitto.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
-        time.sleep(1)
+        _while_down(work)
         mosquitto.start()
 
     _scenario(system, f"mosquitto {how}", fault, port=mosquitto.port)
@@ -205,9 +211,9 @@ def test_network_stall_between_relay_and_broker(embedded: System):
 
         def fault(work: Workload) -> None:
             proxy.pause()
-            time.sleep(3)
+            time.sleep(3)  # the fault under test: a stall longer than a publish may wait
             proxy.drop()
-            time.sleep(0.5)
+            time.sleep(0.5)  # the fault under test: the path stays stalled for a moment after the drop
             proxy.resume()
 
         with _restarted(embedded, "relay", ORDERBUS_MQTT_URL=f"mqtt://{HOST}:{proxy.port}"):
@@ -265,7 +271,7 @@ def test_api_workers_killed_mid_burst_lose_and_double_nothing(embedded: System):
     threads = [threading.Thread(target=customer, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
-    time.sleep(0.2)
+    assert _wait(lambda: results, 30), "no order placed: the burst did not start"  # under way
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     for pid in children:
         try:
@@ -288,7 +294,7 @@ def test_agent_offline_for_k_events_gets_every_worklist_version(embedded: System
     topic = f"agents/{agent['id']}/assigned"
     mark = last_cursor(api)
     device = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
-    device.settle(quiet=0.3)
+    device.wait_for(lambda r: r.topic == topic)  # it holds its current worklist before it goes
     device.stop()
     Workload(api, agent["id"]).run(10 * SCALE)
     back = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))

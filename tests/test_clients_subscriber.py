@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 
 import paho.mqtt.client as mqtt
 
 import contract
 from clients.subscriber import Feed, Update, classify
+from tests.helpers import wait_until
 
 
 def _worklist(agent: str, version: int, *order_ids: str) -> dict:
@@ -37,11 +38,17 @@ def test_classify_and_tracker():
     assert gate.offer(("worklist", "o1"), 1)  # another kind, another key
 
 
-def _drain(feed: Feed, quiet: float = 0.5) -> list[Update]:
-    got = []
-    while (update := feed.get(quiet)) is not None:
+def _until_marker(feed: Feed, publisher: mqtt.Client, n: int, timeout: float = 5.0) -> list[Update]:
+    """Publish marker ``n`` (news on a topic of its own) and return every update up to it:
+    what the feed would still put out before the marker has come out by then."""
+    topic = "orders/marker/status"
+    publisher.publish(topic, json.dumps(_order("marker", n)), qos=1).wait_for_publish(5)
+    got: list[Update] = []
+    while not got or (got[-1].topic, got[-1].version) != (topic, n):
+        update = feed.get(timeout)
+        assert update is not None, f"marker {n} not out within {timeout} s; got {got}"
         got.append(update)
-    return got
+    return got[:-1]
 
 
 def test_feed_on_a_real_broker_drops_older_and_duplicates_and_resyncs(broker):
@@ -54,14 +61,25 @@ def test_feed_on_a_real_broker_drops_older_and_duplicates_and_resyncs(broker):
             "agents/a1/assigned", json.dumps(_worklist("a1", 2, "o1")), qos=1, retain=True
         ).wait_for_publish(5)
         snapshot = [("agents/a1/assigned", _worklist("a1", 2, "o1"))]  # what a REST resync returns
+        resyncs: list[int] = []
+
+        def resync():
+            yield from snapshot
+            resyncs.append(1)  # after the feed has offered the whole snapshot
+
         feed = Feed(
             f"mqtt://{broker.host}:{broker.port}",
             ["agents/a1/assigned", "orders/+/status"],
             client_id="test-feed",
-            resync=lambda: snapshot,
-        ).start()
+            resync=resync,
+        )
+        subscribed = threading.Event()
+        feed.client.on_subscribe = lambda *args: subscribed.set()
+        feed.start()
         try:
-            first = _drain(feed)
+            assert subscribed.wait(5)  # a marker published before the SUBACK could be missed
+            wait_until(lambda: len(resyncs) == 1, 5, "the resync on connect")
+            first = _until_marker(feed, publisher, 1)
             assert [(u.kind, u.version) for u in first] == [("worklist", 2)]  # retained + resync: once
             for version in (1, 2, 3, 3):
                 publisher.publish(
@@ -70,16 +88,18 @@ def test_feed_on_a_real_broker_drops_older_and_duplicates_and_resyncs(broker):
             publisher.publish("orders/o1/status", json.dumps(_order("o1", 5)), qos=1).wait_for_publish(5)
             publisher.publish("orders/o1/status", json.dumps(_order("o1", 4)), qos=1)
             publisher.publish("orders/o1/status", b"", qos=1, retain=True).wait_for_publish(5)
-            got = _drain(feed)
+            got = _until_marker(feed, publisher, 2)
             assert [(u.kind, u.key, u.version, u.cleared) for u in got] == [
                 ("worklist", "a1", 3, False),
                 ("order", "o1", 5, False),
                 ("order", "o1", None, True),
             ]
             # A reconnect resyncs; nothing new means nothing comes out.
+            subscribed.clear()
             feed.client.reconnect()
-            time.sleep(0.5)
-            assert _drain(feed) == []
+            assert subscribed.wait(5)  # the retained replay is on its way, ahead of the marker
+            wait_until(lambda: len(resyncs) == 2, 5, "the resync after the reconnect")
+            assert _until_marker(feed, publisher, 3) == []
         finally:
             feed.stop()
     finally:

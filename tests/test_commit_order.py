@@ -50,8 +50,10 @@ def test_a_late_commit_is_never_skipped(client, admin, place_order, relay, subsc
         seen.extend(page["events"])
         cursor = page["next_cursor"]
 
+    # The window under test: for a second B tries to write while A is open, and a reader keeps
+    # reading (a cursor moved past B's row then would skip A's for ever).
     deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:  # B tries to write while A is open; a reader keeps reading
+    while time.monotonic() < deadline:
         read()
         time.sleep(0.05)
     assert not b_written.is_set(), "a second writer ran while the first held the outbox"

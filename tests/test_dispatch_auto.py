@@ -13,6 +13,7 @@ import pytest
 
 from tests.dispatch_helpers import (
     Device,
+    a_tick_has_run,
     decline,
     ids,
     is_event,
@@ -47,7 +48,7 @@ def _online(client, admin, devices, *agents) -> None:
     for agent in agents:
         devices(agent).online()
         wait_presence(client, admin, agent.agent_id, "online")
-        time.sleep(0.02)
+        time.sleep(0.02)  # deliberate: the next one comes online measurably later (ties go by it)
 
 
 def _offered_to(watch, order_id: str) -> list[str]:
@@ -81,14 +82,14 @@ def test_auto_assignment_picks_by_policy_and_respects_the_cap(
         set_status(client, admin, order_id, "confirmed")
         assert _offered_to(watch, order_id) == [agent.agent_id], order_id
 
-    # Everyone is at the cap: the sixth order waits, unoffered, tick after tick.
+    # Everyone is at the cap: the sixth order waits, unoffered, by a tick that saw it waiting.
     set_status(client, admin, orders[5], "confirmed")
-    time.sleep(1.0)
+    a_tick_has_run(client, admin, place_order, watch)
     assert get_order(client, admin, orders[5])["offer"] is None
     # b declines the fourth: b has room again; the fourth waits (b refused it), the sixth goes to b.
     assert decline(client, b, orders[3], reason="too far").status_code == 200
     assert _offered_to(watch, orders[5]) == [b.agent_id]
-    time.sleep(0.6)
+    a_tick_has_run(client, admin, place_order, watch)
     assert get_order(client, admin, orders[3])["offer"] is None
     agents = {x["id"]: x for x in client.get(f"{API}/agents", headers=admin.headers).json["agents"]}
     assert all(agents[x.agent_id]["active_orders"] <= 2 for x in (a, b, c))
@@ -141,7 +142,7 @@ def test_an_offline_only_fleet_gets_the_order_as_soon_as_an_agent_comes_online(
     watch = subscribe("orders/+/status", f"agents/{agent.agent_id}/assigned")
     patch_settings(client, admin, auto_assign=True)
     order_id = walk_to(client, admin, place_order()["id"], "confirmed")["id"]
-    time.sleep(1.0)  # five ticks
+    a_tick_has_run(client, admin, place_order, watch)  # it saw the order waiting, no one online
     assert get_order(client, admin, order_id)["offer"] is None
     assert not [r for r in watch.seen if r.json and r.json.get("event") == "order.offered"]
 
@@ -161,7 +162,7 @@ def test_auto_assignment_on_ready_waits_for_ready(
     watch = subscribe("orders/+/status")
     patch_settings(client, admin, auto_assign=True, auto_assign_on="ready")
     order_id = walk_to(client, admin, place_order()["id"], "preparing")["id"]
-    time.sleep(0.8)
+    a_tick_has_run(client, admin, place_order, watch)  # it saw the order preparing, an agent online
     assert get_order(client, admin, order_id)["offer"] is None
     set_status(client, admin, order_id, "ready")
     assert _offered_to(watch, order_id) == [agent.agent_id]

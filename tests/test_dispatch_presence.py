@@ -41,7 +41,7 @@ def test_heartbeats_keep_an_agent_online_and_silence_takes_it_offline(
         device.online()
         first = wait_presence(client, admin, agent.agent_id, "online")
         assert first["source"] == "device" and first["last_seen"] is not None
-        time.sleep(0.05)
+        time.sleep(0.05)  # deliberate: the clock moves on, so the heartbeat's last_seen is later
         device.heartbeat()
         beat = eventually(
             lambda: (

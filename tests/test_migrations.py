@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import psycopg2
@@ -17,6 +16,7 @@ import pytest
 from order_service.store.db import db, init_db
 from order_service.store.migrations import MIGRATE_LOCK, discover, migrate
 from tests.conftest import BACKEND
+from tests.helpers import wait_until
 
 
 @pytest.mark.sqlite_only
@@ -86,8 +86,15 @@ def _holding_the_migrate_lock(url: str) -> Iterator[Callable[[], int]]:
         path = url[len("sqlite:///") :]
         fd = os.open(f"{path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        stat = os.fstat(fd)
+        inode = f" {os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino} "
+
+        def flock_waiters() -> int:  # the kernel lists blocked flock requests with "->"
+            with open("/proc/locks") as locks:
+                return sum(" -> FLOCK " in line and inode in line for line in locks)
+
         try:
-            yield lambda: -1  # flock waiters are not visible; the schema check below suffices
+            yield flock_waiters
         finally:
             os.close(fd)
         return
@@ -127,12 +134,7 @@ def test_two_migrates_at_once_run_one_after_the_other(empty_database_url, tmp_pa
             )
             for _ in range(2)
         ]
-        deadline = time.monotonic() + 20
-        while waiting() not in (-1, 2):
-            assert time.monotonic() < deadline, "the migrates did not wait for the lock"
-            time.sleep(0.1)
-        if waiting() == -1:
-            time.sleep(2)  # SQLite: give both time to start and block
+        wait_until(lambda: waiting() == 2, 20, "both migrates waiting for the lock")
         assert [p.poll() for p in procs] == [None, None], "a migrate ran while the lock was held"
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs

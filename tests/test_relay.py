@@ -7,6 +7,7 @@ import time
 
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox
+from tests.helpers import all_published, wait_until
 
 
 def status_topic(order_id: str) -> str:
@@ -45,11 +46,14 @@ def test_created_order_reaches_both_topics_and_late_subscribers(client, admin, r
     assert retained.retain and retained.json["order"]["customer"]["name"] == "Zoë 東京"
 
 
-def test_wakes_on_commit_not_on_its_poll(client, admin, start_relay, subscribe):
+def test_wakes_on_commit_not_on_its_poll(client, admin, place_order, start_relay, subscribe):
     """The API wakes the relay: with a 60 s poll interval, a change still arrives promptly."""
-    start_relay(relay_poll_seconds=60)
-    time.sleep(0.3)  # let the relay finish its first scan and block on the wake-up socket
     live = subscribe("orders/new")
+    before = place_order()  # committed before the relay runs: its wake-up reaches no one
+    start_relay(relay_poll_seconds=60)
+    # Published by the relay's first scan. After it the relay scans again only when woken
+    # (or in 60 s), so the next order can only arrive in time by its wake-up.
+    live.wait_for(lambda r: r.json and r.json["order"]["id"] == before["id"])
     order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
     live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"], timeout=5)
 
@@ -131,8 +135,19 @@ def test_refused_transition_publishes_nothing(client, admin, place_order, relay,
         ).status_code
         == 412
     )
-    live.settle(quiet=1.0)
-    assert {r.version for r in live.on(status_topic(order["id"]))} == {1}
+    # Positive control: a legal change after them arrives as version 2; anything the refused
+    # requests had written would have been published before it (and taken version 2).
+    assert (
+        client.patch(
+            f"/api/v1/orders/{order['id']}/status", json={"status": "confirmed"}, headers=admin.headers
+        ).status_code
+        == 200
+    )
+    confirmed = live.wait_for(has_version(status_topic(order["id"]), 2))
+    assert confirmed.json["event"] == "order.status_changed"
+    assert confirmed.json["order"]["status"] == "confirmed"
+    versions = [r.version for r in live.on(status_topic(order["id"]))]  # v1 may come twice:
+    assert versions == sorted(versions) and set(versions) == {1, 2}, versions  # retained and live
 
 
 def _assert_broker_matches_database(subscribe, timeout: float = 10.0) -> None:
@@ -154,12 +169,16 @@ def _assert_broker_matches_database(subscribe, timeout: float = 10.0) -> None:
 
 
 def test_orders_survive_a_broker_outage_in_order(
-    client, admin, make_agent, place_order, broker, start_relay, subscribe
+    client, admin, make_agent, place_order, broker, start_relay, subscribe, caplog
 ):
     """Broker down: writes still succeed; back up: every event arrives in version order, state matches."""
     agent = make_agent()
     start_relay()
     broker.stop()
+
+    def failed_attempts() -> int:
+        return sum("broker unavailable" in r.getMessage() for r in caplog.records)
+
     ids = []
     for _ in range(5):
         oid = place_order()["id"]
@@ -170,7 +189,8 @@ def test_orders_survive_a_broker_outage_in_order(
             )
             assert response.status_code == 200
     client.put(f"/api/v1/orders/{ids[0]}/agent", json={"agent_id": agent.agent_id}, headers=admin.headers)
-    time.sleep(0.5)  # the relay has tried, and failed, to publish
+    failed = failed_attempts()
+    wait_until(lambda: failed_attempts() > failed, 15, "the relay trying the broker again")
     with db.connection_context():
         # 5 orders x (orders/new + 3 status rows) + an assignment (status + worklist)
         assert Outbox.select().where(Outbox.published_at.is_null()).count() >= 22
@@ -180,13 +200,14 @@ def test_orders_survive_a_broker_outage_in_order(
     live = subscribe("orders/#", "agents/#")
     start_relay()
     live.wait_for(has_version(status_topic(ids[0]), 4), timeout=15)
-    live.settle(quiet=1.0)
+    # Positive control: a new order goes out after the catch-up and the republished state.
+    marker = place_order()["id"]
+    live.wait_for(has_version(status_topic(marker), 1))
     for oid in ids:
         versions = [r.version for r in live.on(status_topic(oid))]
         assert versions == sorted(versions), versions
         assert set(versions) >= {1, 2, 3}, versions
-    with db.connection_context():
-        assert Outbox.select().where(Outbox.published_at.is_null()).count() == 0
+    wait_until(all_published, 10, "every outbox row marked published")
     _assert_broker_matches_database(subscribe)
 
 
@@ -204,7 +225,6 @@ def test_restarted_empty_broker_is_rehydrated(
 
     broker.stop()
     broker.start()  # empty: amqtt keeps nothing across a restart
-    time.sleep(0.5)
     late = subscribe("agents/+/assigned")
     worklist = late.wait_for(lambda r: r.topic == worklist_topic(agent.agent_id), timeout=10)
     assert [o["id"] for o in worklist.json["orders"]] == [ids[0]]
@@ -216,10 +236,12 @@ def test_retained_state_never_goes_backwards(client, admin, place_order, relay, 
     oid = place_order()["id"]
     for status in ("confirmed", "preparing", "ready", "cancelled"):
         client.patch(f"/api/v1/orders/{oid}/status", json={"status": status}, headers=admin.headers)
-    watcher = subscribe(status_topic(oid))
+    watcher = subscribe(status_topic(oid), "orders/new")
     watcher.wait_for(has_version(status_topic(oid), 5))
-    watcher.settle(quiet=0.5)
-    versions = [r.version for r in watcher.seen]
+    # Positive control: a later order goes out after anything the relay still had to send.
+    marker = place_order()["id"]
+    watcher.wait_for(lambda r: r.topic == "orders/new" and r.json["order"]["id"] == marker)
+    versions = [r.version for r in watcher.on(status_topic(oid))]
     assert versions == sorted(versions), versions
     late = subscribe(status_topic(oid))
     assert late.wait_for(lambda r: r.topic == status_topic(oid)).version == 5
@@ -232,22 +254,22 @@ def test_finished_orders_retained_state_is_cleared(client, admin, place_order, s
     client.patch(f"/api/v1/orders/{done}/status", json={"status": "rejected"}, headers=admin.headers)
     watcher = subscribe(status_topic(done))
     watcher.wait_for(lambda r: r.payload == b"", timeout=10)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # marked once the broker has acknowledged the clear
+
+    def cleared(order_id: str) -> bool:
         with db.connection_context():
-            if Order.get_by_id(done).retained_cleared_at is not None:
-                break
-        time.sleep(0.05)
-    with db.connection_context():
-        assert Order.get_by_id(done).retained_cleared_at is not None
-        assert Order.get_by_id(live_order).retained_cleared_at is None
+            return Order.get_by_id(order_id).retained_cleared_at is not None
+
+    wait_until(lambda: cleared(done), 5, "the clear marked")  # once the broker has acknowledged it
+    assert not cleared(live_order)
     late = subscribe("orders/+/status", "orders/new")
-    late.settle(quiet=1.0)
+    # Positive control: a live change after the retained replay (anything retained comes first).
+    client.patch(f"/api/v1/orders/{live_order}/status", json={"status": "confirmed"}, headers=admin.headers)
+    late.wait_for(has_version(status_topic(live_order), 2))
     assert {r.topic for r in late.seen if r.payload} == {status_topic(live_order), "orders/new"}
     assert late.on("orders/new")[-1].json["order"]["id"] == live_order
 
     # Once the newest created order is finished too, orders/new is cleared with it.
-    client.patch(f"/api/v1/orders/{live_order}/status", json={"status": "rejected"}, headers=admin.headers)
+    client.patch(f"/api/v1/orders/{live_order}/status", json={"status": "cancelled"}, headers=admin.headers)
     watcher = subscribe("orders/new")
     watcher.wait_for(lambda r: r.payload == b"", timeout=10)
 
@@ -262,20 +284,19 @@ def test_agent_presence_is_recorded(client, admin, make_agent, broker, relay):
     device.loop_start()
     payload = json.dumps({"agent_id": agent.agent_id, "state": "online", "at": "2026-01-01T00:00:00Z"})
     device.publish(f"agents/{agent.agent_id}/presence", payload, qos=1, retain=True).wait_for_publish(5)
-    deadline = time.monotonic() + 5
-    state = None
-    while time.monotonic() < deadline:
+
+    def state() -> str:
         agents = client.get("/api/v1/agents", headers=admin.headers).json["agents"]
-        state = next(a for a in agents if a["id"] == agent.agent_id)["presence"]["state"]
-        if state == "online":
-            break
-        time.sleep(0.1)
-    device.disconnect()
-    device.loop_stop()
-    assert state == "online"
+        return next(a for a in agents if a["id"] == agent.agent_id)["presence"]["state"]
+
+    try:
+        wait_until(lambda: state() == "online", 5, "presence online in GET /agents")
+    finally:
+        device.disconnect()
+        device.loop_stop()
 
 
-def test_one_idempotent_order_one_event_on_the_bus(client, admin, relay, subscribe):
+def test_one_idempotent_order_one_event_on_the_bus(client, admin, place_order, relay, subscribe):
     """The same Idempotency-Key twice: one order, one order.created on orders/new."""
     live = subscribe("orders/new")
     headers = {**admin.headers, "Idempotency-Key": "retry-me"}
@@ -283,9 +304,11 @@ def test_one_idempotent_order_one_event_on_the_bus(client, admin, relay, subscri
     second = client.post("/api/v1/orders", json=_body(), headers=headers).json
     assert first["id"] == second["id"]
     live.wait_for(lambda r: r.json["order"]["id"] == first["id"])
-    live.settle(quiet=1.0)
-    assert len({r.json["event_id"] for r in live.seen if not r.retain}) <= 1
-    assert len({r.json["order"]["id"] for r in live.seen}) == 1
+    # Positive control: another order's event comes after any second event of the first.
+    marker = place_order()["id"]
+    live.wait_for(lambda r: r.json["order"]["id"] == marker)
+    assert len({r.json["event_id"] for r in live.seen if r.json["order"]["id"] == first["id"]}) == 1
+    assert {r.json["order"]["id"] for r in live.seen} == {first["id"], marker}
 
 
 def test_every_allowed_transition_is_published(client, admin, make_agent, place_order, relay, subscribe):

@@ -77,7 +77,7 @@ def test_waiting_for_a_batch_ends_with_its_acknowledgements_in_any_order(order):
 
     def acknowledge() -> None:
         for mid in order:
-            time.sleep(0.05)
+            time.sleep(0.05)  # deliberate: acknowledgements trickle in, one by one
             link._handle_publish(None, None, mid, None, None)
 
     acker = threading.Thread(target=acknowledge)
@@ -99,7 +99,7 @@ def test_a_slow_dispatch_tick_does_not_hold_up_publishing(client, admin, start_r
     def slow_tick(settings, now=None):
         report = real_tick(settings, now)
         ticking.set()
-        time.sleep(3)
+        time.sleep(3)  # the behaviour under test: a tick that takes 3 s
         return report
 
     monkeypatch.setattr(dispatch, "tick", slow_tick)

@@ -10,7 +10,6 @@ only what the broker lacks. On both brokers, with the logins and ACL the service
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,7 +25,7 @@ from order_service.outbox.relay import Relay
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox, new_id
 from tests import both_brokers
-from tests.helpers import assign, max_outbox_id, set_status
+from tests.helpers import assign, max_outbox_id, set_status, wait_until
 from tests.mqtt_fixtures import RelayRunner, Subscriber
 from tests.tcp_proxy import TcpProxy
 
@@ -101,16 +100,9 @@ def bench(app, settings_overrides: dict, broker_kind: str) -> Iterator[Bench]:
         broker.stop()
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.02)
-
-
 def caught_up(relay: Relay, after: int) -> None:
     """Wait until the relay has connected again and caught up after its ``after``-th connection."""
-    wait_until(lambda: relay.catch_ups > after, "the relay reconnected and caught up")
+    wait_until(lambda: relay.catch_ups > after, 15, "the relay reconnected and caught up")
 
 
 def database_state() -> dict[str, int]:
@@ -138,7 +130,7 @@ def holds(subscriber: Subscriber, state: dict[str, int], timeout: float = 15.0) 
         latest = {topic: r.version for topic, r in subscriber.latest().items()}
         return all(latest.get(topic) == version for topic, version in state.items())
 
-    wait_until(complete, "the subscriber holds the database's state", timeout)
+    wait_until(complete, timeout, "the subscriber holds the database's state")
 
 
 def broker_holds_the_database(broker: Broker, login: dict) -> None:
@@ -153,7 +145,7 @@ def broker_holds_the_database(broker: Broker, login: dict) -> None:
 def published(relay: Relay) -> None:
     """Wait until the broker has acknowledged every outbox row, the relay's marker included."""
     last = max_outbox_id()
-    wait_until(lambda: relay.marked == last, "the relay's marker covers every outbox row")
+    wait_until(lambda: relay.marked == last, 15, "the relay's marker covers every outbox row")
 
 
 @pytest.fixture

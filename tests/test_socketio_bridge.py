@@ -8,7 +8,6 @@ same app and database the tests drive through the Flask test client) and reads M
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from broker.server import EmbeddedBroker, pick_free_port
 from order_service.accounts import broker_logins
 from order_service.config import load_settings
 from order_service.store.db import db
-from order_service.store.models import Outbox
+from tests.helpers import all_published, wait_until
 from tests.socketio_fixtures import ApiServer, NodeClient, SocketBridgeProcess, node_client_ready
 from tests.tcp_proxy import TcpProxy
 
@@ -120,7 +119,9 @@ def test_admin_socket_gets_order_new_and_status_updated(client, admin, place_ord
     assert response.status_code == 200
     updated = socket.event("order:status:updated", orderId=order["id"], status="confirmed")
     assert updated["version"] == 2 and updated["order"]["status"] == "confirmed"
-    assert len(socket.events("order:new", quiet=0.5)) == 1
+    later = place_order()  # positive control: a second order:new of the first would come before
+    socket.event("order:new", orderId=later["id"])
+    assert [e["orderId"] for e in socket.events("order:new")] == [order["id"], later["id"]]
 
 
 def test_agents_hear_their_own_assignments_only(client, admin, make_agent, place_order, sockets):
@@ -134,13 +135,19 @@ def test_agents_hear_their_own_assignments_only(client, admin, make_agent, place
     confirm_and_assign(client, admin, second["id"], bob.agent_id)
     assert ann_socket.event("order:assigned", orderId=first["id"])["agentId"] == ann.agent_id
     assert bob_socket.event("order:assigned", orderId=second["id"])["agentId"] == bob.agent_id
-    assert [e["orderId"] for e in ann_socket.events("order:assigned")] == [first["id"]]
-    assert [e["orderId"] for e in bob_socket.events("order:assigned", quiet=0)] == [second["id"]]
+    # Positive controls: one more assignment each, made after all the above.
+    third, fourth = place_order(), place_order()
+    confirm_and_assign(client, admin, third["id"], ann.agent_id)
+    confirm_and_assign(client, admin, fourth["id"], bob.agent_id)
+    ann_socket.event("order:assigned", orderId=third["id"])
+    bob_socket.event("order:assigned", orderId=fourth["id"])
+    assert [e["orderId"] for e in ann_socket.events("order:assigned")] == [first["id"], third["id"]]
+    assert [e["orderId"] for e in bob_socket.events("order:assigned")] == [second["id"], fourth["id"]]
     # Agents are not in the admin room: no order:new for them.
-    assert ann_socket.events("order:new", quiet=0) == []
+    assert ann_socket.events("order:new") == []
 
 
-def test_a_forbidden_join_room_is_refused(admin, make_agent, place_order, sockets):
+def test_a_forbidden_join_room_is_refused(client, admin, make_agent, place_order, sockets):
     """An agent may not join admin or another agent's room; its own rooms are fine."""
     ann, bob = make_agent(), make_agent()
     socket = sockets(ann)
@@ -154,7 +161,11 @@ def test_a_forbidden_join_room_is_refused(admin, make_agent, place_order, socket
     assert watcher.join(f"delivery:{bob.agent_id}")["ok"] is True
     order = place_order()
     watcher.event("order:new", orderId=order["id"])
-    assert socket.events("order:new", quiet=0.5) == []
+    # Positive control: ann's own assignment, made afterwards, reaches ann's socket.
+    mine = place_order()
+    confirm_and_assign(client, admin, mine["id"], ann.agent_id)
+    socket.event("order:assigned", orderId=mine["id"])
+    assert socket.events("order:new") == []
 
 
 def test_a_bad_token_is_refused_at_connect(admin, sockets):
@@ -176,14 +187,9 @@ def test_the_bridge_keeps_working_across_a_broker_restart(secured_broker, admin,
     secured_broker.start()
     later = place_order()
     socket.event("order:new", timeout=20, orderId=later["id"])
-    assert [e["orderId"] for e in socket.events("order:new", quiet=0.5)] == [order["id"], later["id"]]
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
+    last = place_order()  # positive control: a repeat of the earlier ones would come before
+    socket.event("order:new", orderId=last["id"])
+    assert [e["orderId"] for e in socket.events("order:new")] == [order["id"], later["id"], last["id"]]
 
 
 def bridge_subscribed(bridge) -> bool:
@@ -198,15 +204,10 @@ def bridge_subscribed(bridge) -> bool:
 def bridge_cut_off(bridge, proxy: TcpProxy):
     """The bridge's link to the broker is down inside the block, and subscribed again after it."""
     proxy.cut()
-    wait_until(lambda: not bridge_subscribed(bridge), what="the bridge noticing the cut")
+    wait_until(lambda: not bridge_subscribed(bridge), 15, "the bridge noticing the cut")
     yield
     proxy.restore()
-    wait_until(lambda: bridge_subscribed(bridge), what="the bridge reconnecting")
-
-
-def all_published() -> bool:
-    with db.connection_context():
-        return not Outbox.unpublished(1).exists()
+    wait_until(lambda: bridge_subscribed(bridge), 15, "the bridge reconnecting")
 
 
 def test_changes_made_while_the_bridge_was_cut_off_reach_the_sockets(
@@ -229,12 +230,14 @@ def test_changes_made_while_the_bridge_was_cut_off_reach_the_sockets(
         )
         assert response.status_code == 200, response.json
         missed = place_order()
-        wait_until(all_published, what="the relay publishing the changes")
+        wait_until(all_published, 15, "the relay publishing the changes")
     updated = socket.event("order:status:updated", timeout=10, orderId=known["id"], status="confirmed")
     assert updated["version"] == 2
     assert socket.event("order:new", timeout=10, orderId=missed["id"])["status"] == "placed"
-    assert [e["orderId"] for e in socket.events("order:new", quiet=1.0)] == [known["id"], missed["id"]]
-    assert [e["orderId"] for e in socket.events("order:status:updated", quiet=0)] == [known["id"]]
+    after = place_order()  # positive control: a repeat of the replayed ones would come before
+    socket.event("order:new", orderId=after["id"])
+    assert [e["orderId"] for e in socket.events("order:new")] == [known["id"], missed["id"], after["id"]]
+    assert [e["orderId"] for e in socket.events("order:status:updated")] == [known["id"]]
 
 
 def test_a_reconnect_with_nothing_missed_emits_nothing(client, admin, place_order, sockets, system, proxy):
@@ -246,9 +249,12 @@ def test_a_reconnect_with_nothing_missed_emits_nothing(client, admin, place_orde
     with bridge_cut_off(system, proxy):
         pass
     assert proxy.connections >= 2
-    events = [m for m in socket.events("order:new", quiet=1.5)]
-    assert [e["orderId"] for e in events] == [order["id"]]
-    assert socket.events("order:status:updated", quiet=0) == []
+    # Positive control: an order placed after the reconnect; the replay, had it been news,
+    # would have come before it.
+    after = place_order()
+    socket.event("order:new", orderId=after["id"])
+    assert [e["orderId"] for e in socket.events("order:new")] == [order["id"], after["id"]]
+    assert socket.events("order:status:updated") == []
 
 
 def test_logging_out_disconnects_the_socket(client, admin, sockets):
@@ -282,7 +288,7 @@ def test_with_the_api_down_new_sockets_are_refused_and_connected_ones_stay(
     refused = sockets(ann)
     line = refused.wait_for(lambda m: m["type"] in ("connected", "connect_error"))
     assert line["type"] == "connect_error" and line["message"].startswith("unavailable"), line
-    wait_until(lambda: bridge_logged(system, "recheck: the API at"), what="a recheck without the API")
+    wait_until(lambda: bridge_logged(system, "recheck: the API at"), 15, "a recheck without the API")
     order = place_order()
     socket.event("order:new", orderId=order["id"])
     assert not [m for m in socket.seen if m["type"] == "disconnected"]

@@ -35,6 +35,17 @@ def test_posting_an_order_wakes_the_relay(app, place_order):
         waiter.close()
 
 
+def test_a_wait_of_zero_seconds_only_looks(app, place_order):
+    """The relay's wait may come out at 0 s (a scan due right now): it looks, it does not raise."""
+    waiter = Waiter(app.config["ORDERBUS"].wakeup_socket)
+    try:
+        assert waiter.wait(0) is False
+        place_order()  # a Unix datagram is queued by the time sendto returns
+        assert waiter.wait(0) is True
+    finally:
+        waiter.close()
+
+
 def test_one_call_per_committed_transaction_after_the_commit(client, admin, place_order, commits):
     order = place_order()
     assert commits == [False]  # once (two outbox rows), and outside the transaction: committed

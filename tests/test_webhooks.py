@@ -14,7 +14,7 @@ import pytest
 from broker.server import EmbeddedBroker
 from order_service.config import load_settings
 from order_service.webhooks import model as webhooks
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, wait_until
 from tests.webhook_fixtures import BridgeRunner, Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,16 +72,6 @@ def deliveries(client, admin, webhook_id: str) -> list[dict]:
     return response.json["deliveries"]
 
 
-def wait_until(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_registration_is_admin_only_and_refuses_non_http_urls(client, admin, make_agent):
     """Only admins register endpoints; a non-http(s) URL is a problem naming the field ``url``."""
     agent = make_agent()
@@ -116,18 +106,27 @@ def test_each_event_arrives_once_with_a_valid_signature(client, admin, place_ord
         f"/api/v1/orders/{order['id']}/status", json={"status": "confirmed"}, headers=admin.headers
     )
     assert response.status_code == 200, response.json
-    hits = rx.delivered(2)
-    time.sleep(1.0)  # a duplicate would arrive within a poll period
-    assert len(rx.all) == 2
+    hits = rx.delivered(2)[:2]
+    # Positive control: a later event goes through the bridge's next steps; a duplicate of the
+    # first two would have been sent before it (or with it, in event order).
+    response = client.patch(
+        f"/api/v1/orders/{order['id']}/status", json={"status": "preparing"}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.json
+    later = rx.delivered(3)[2]
+    assert later.json["order"]["status"] == "preparing"
+    assert len(rx.all) == 3
     assert [h.json["event"] for h in hits] == ["order.created", "order.status_changed"]
     assert all(h.json["order"]["id"] == order["id"] for h in hits)
     for hit in hits:
         assert webhooks.verify(hook["secret"], hit.body, hit.headers[webhooks.SIGNATURE_HEADER])
         assert hit.headers[webhooks.EVENT_ID_HEADER] == hit.json["event_id"]
         assert abs(int(hit.headers[webhooks.TIMESTAMP_HEADER]) - time.time()) < 60
-    assert len({h.headers[webhooks.EVENT_ID_HEADER] for h in hits}) == 2
-    log = deliveries(client, admin, hook["id"])
-    assert sorted(d["state"] for d in log) == ["delivered", "delivered"]
+    assert len({h.headers[webhooks.EVENT_ID_HEADER] for h in rx.all}) == 3
+    log = wait_until(
+        lambda: (d := deliveries(client, admin, hook["id"])) and all(x["state"] != "pending" for x in d) and d
+    )
+    assert sorted(d["state"] for d in log) == ["delivered"] * 3
     assert all(len(d["attempts"]) == 1 and d["attempts"][0]["status_code"] == 204 for d in log)
 
 
@@ -225,19 +224,26 @@ def test_the_bridge_killed_mid_retry_delivers_after_restart(
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    time.sleep(0.3)
-    assert len(rx.all) == 1  # nothing sent while it is down
+    # Nothing sent while it is down (a stray POST of the killed process would also show below).
+    assert len(rx.all) == 1
     proc = _bridge_process(webhook_settings)
     try:
         hit = rx.delivered(1, timeout=15)[0]
         assert hit.headers[webhooks.EVENT_ID_HEADER] == first.headers[webhooks.EVENT_ID_HEADER]
-        time.sleep(1.0)
-        assert [h.answered for h in rx.all] == [500, 204]
+        # Positive control: a later event is delivered by the same process; a second POST of
+        # the retried event would have come before it.
+        later = place_order()
+        assert rx.delivered(2, timeout=15)[1].json["order"]["id"] == later["id"]
+        assert [h.answered for h in rx.all] == [500, 204, 204]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(15) == 0
-    (delivery,) = deliveries(client, admin, hook["id"])
-    assert [a["status_code"] for a in delivery["attempts"]] == [500, 204]
+    retried = [
+        d
+        for d in deliveries(client, admin, hook["id"])
+        if d["event_id"] == first.headers[webhooks.EVENT_ID_HEADER]
+    ]
+    assert [[a["status_code"] for a in d["attempts"]] for d in retried] == [[500, 204]]
 
 
 def test_no_event_is_skipped_or_resent_across_restarts(client, admin, place_order, bridges, receiver):
@@ -250,9 +256,11 @@ def test_no_event_is_skipped_or_resent_across_restarts(client, admin, place_orde
     bridges.stop_all()
     ids = [place_order()["id"] for _ in range(3)]
     bridges(mqtt=False)
-    hits = rx.delivered(4)
-    time.sleep(1.0)
-    assert len(rx.all) == 4
+    hits = rx.delivered(4)[:4]
+    # Positive control: a later event is delivered; a resent one would have come before it.
+    later = place_order()
+    assert rx.delivered(5)[4].json["order"]["id"] == later["id"]
+    assert len(rx.all) == 5
     assert [h.json["order"]["id"] for h in hits[1:]] == ids
 
 

@@ -239,22 +239,26 @@ class Relay:
             raise LockLost("the relay lock is gone")
 
     def _serve(self, link: MqttLink, stop: threading.Event) -> None:
-        """Publish on every wake-up, first thing; the companions run on threads of their own,
+        """Publish on every wake-up, first thing, and otherwise every ``relay_poll_seconds``
+        (the fallback for a lost wake-up); the companions run on threads of their own,
         so that a dispatch tick never holds up a publish."""
         self._catch_up(link)
+        poll = self.settings.relay_poll_seconds
+        woken = False  # a row committed meanwhile has queued its datagram: the first wait ends at once
+        next_scan = time.monotonic() + poll
         next_sweep = 0.0
         while not stop.is_set():
             if link.lost:
                 raise ConnectionLost("disconnected")
-            self._drain(link)
+            if woken or time.monotonic() >= next_scan:
+                self._drain(link)
+                next_scan = time.monotonic() + poll
             if time.monotonic() >= next_sweep:
                 self._check_lock()  # publishing checks it too; this notices a loss while idle
                 self._clear_finished(link)
                 next_sweep = time.monotonic() + 1.0
             if self.waiter is not None:
-                self.waiter.wait(
-                    max(0.0, min(self.settings.relay_poll_seconds, next_sweep - time.monotonic()))
-                )
+                woken = self.waiter.wait(max(0.0, min(next_scan, next_sweep) - time.monotonic()))
 
     # --- publishing ---------------------------------------------------------------
 

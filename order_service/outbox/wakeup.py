@@ -72,10 +72,10 @@ class Waiter:
 
             time.sleep(timeout)
             return False
-        self._sock.settimeout(timeout)
+        self._sock.settimeout(timeout)  # 0: a non-blocking look
         try:
             self._sock.recv(64)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             return False
         # Swallow the rest of the burst: one scan serves them all.
         self._sock.setblocking(False)

@@ -15,7 +15,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos security
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos security broker-stop broker-start
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -102,6 +102,18 @@ chaos: install
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite ORDERBUS_CHAOS_SCALE=$(CHAOS_SCALE) \
 	  ORDERBUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s \
 	  tests/test_chaos.py tests/test_broker_malformed.py tests/test_fuzz_api.py $(PYTEST_ARGS)
+
+# make run's broker: stop it and keep it down (the API and the relay run on; changes wait in
+# the outbox), then start it again. broker/supervise.py runs it under make run.
+DATA_DIR = $(or $(ORDERBUS_DATA_DIR),var)
+broker-stop:
+	@touch "$(DATA_DIR)/broker.stopped"
+	@if [ -f "$(DATA_DIR)/broker.pid" ]; then kill "$$(cat "$(DATA_DIR)/broker.pid")" 2>/dev/null || true; fi
+	@echo "broker stopped; the API and the relay run on (make broker-start starts it again)"
+
+broker-start:
+	@rm -f "$(DATA_DIR)/broker.stopped"
+	@echo "broker starting (within a second)"
 
 # Lint, then type-check order_service/, broker/, bridges/ and contract/ ([tool.mypy] in pyproject.toml).
 lint: install

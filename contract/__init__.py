@@ -12,6 +12,7 @@ Topics::
     orders/<order id>/status    retained: the order's current state
     agents/<agent id>/assigned  retained: the agent's complete worklist
     agents/<agent id>/presence  retained: the device's online/offline (its last will)
+    orderbus/relay/epoch        retained: the relay's own marker (no client reads it)
 
 Every order payload carries ``order.version`` and every worklist ``version``: a
 subscriber keeps the highest it has seen per order (per worklist) and drops anything
@@ -36,6 +37,11 @@ AGENT_PRESENCE_FILTER = "agents/+/presence"
 AGENT_ASSIGNED_FILTER = "agents/+/assigned"
 
 PRESENCE_STATES = ("online", "offline")
+
+# The relay's own topic: only the service account may read or write it. Its retained
+# message tells a reconnecting relay whether the broker still holds what it published
+# (see ``relay_epoch``); a non-retained probe there marks the end of the retained replay.
+RELAY_EPOCH = "orderbus/relay/epoch"
 
 # --- topics -------------------------------------------------------------------------------
 
@@ -101,6 +107,31 @@ def presence(agent_id: str, state: str, at: str) -> bytes:
     if state not in PRESENCE_STATES:
         raise ValueError(f"presence state {state!r}: use one of {', '.join(PRESENCE_STATES)}")
     return dumps({"agent_id": agent_id, "state": state, "at": at}).encode()
+
+
+def relay_epoch(epoch: str, through: int) -> bytes:
+    """The relay's marker (``orderbus/relay/epoch``, retained): the database's epoch id and
+    the id of the last outbox row the broker had acknowledged when it was published."""
+    return dumps({"epoch": epoch, "through": through}).encode()
+
+
+def relay_probe(nonce: str) -> bytes:
+    """A probe on ``orderbus/relay/epoch`` (not retained): its return ends the retained replay."""
+    return dumps({"probe": nonce}).encode()
+
+
+def parse_relay_epoch(payload: bytes | None) -> tuple[str, int] | None:
+    """(epoch, through) of a retained marker; None when absent or not a marker."""
+    try:
+        body = loads(payload or b"")
+    except ValueError:
+        return None
+    if body is None:
+        return None
+    epoch, through = body.get("epoch"), body.get("through")
+    if not isinstance(epoch, str) or not isinstance(through, int) or isinstance(through, bool):
+        return None
+    return epoch, through
 
 
 def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:

@@ -1,15 +1,10 @@
 """How orderbus's processes connect to the broker: the broker URL and two connections.
 
-- :class:`BrokerAddress`: ``mqtt://user:secret@host:port`` parsed once; ``mqtts://``
-  (MQTT over TLS), ``ws://`` and ``wss://`` (MQTT over WebSocket, plain or TLS) too.
-  TLS checks the broker's certificate and host name against the system's CAs, or
-  against the CA file given (``ORDERBUS_MQTT_CA_FILE``). :meth:`BrokerAddress.client`
-  makes a paho client set up for it: every orderbus process and client connects so.
-  :func:`url_host` turns a bind address into a host to connect to.
+- :class:`BrokerAddress`, :func:`url_host`, :func:`masked_url`: the broker URL
+  (``contract/address.py``, offered here too).
 - :class:`MqttLink`: one connection with delivery confirmed by PUBACK (the relay's).
 - :class:`MqttFeed`: a read-only subscription that reconnects by itself, for processes
   that use MQTT only as a wake-up (the webhook worker, the Socket.IO bridge).
-- :func:`masked_url`: a URL as it may be logged or printed, its password replaced.
 
 A fresh paho client is made for every connection. paho would otherwise resend
 its in-memory queue after a reconnect, *after* the relay has republished the
@@ -21,20 +16,32 @@ unpublished in the outbox and is sent again, in order, by the relay.
 from __future__ import annotations
 
 import logging
-import os
-import ssl
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import contract
+from contract.address import MASK, SCHEMES, SECRET_PARAMS, BrokerAddress, masked_url, url_host
+
+__all__ = [
+    "MASK",
+    "SCHEMES",
+    "SECRET_PARAMS",
+    "WINDOW",
+    "BrokerAddress",
+    "BrokerUnavailable",
+    "ConnectionLost",
+    "MqttFeed",
+    "MqttLink",
+    "masked_url",
+    "url_host",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,34 +49,6 @@ logger = logging.getLogger(__name__)
 # Well under 65,535 message ids; large enough that the broker, not the round trip,
 # sets the pace of a rehydration.
 WINDOW = 1000
-
-
-# What stands for a password in a URL that is logged or printed.
-MASK = "***"
-# Query parameters that carry a secret (libpq accepts ``?password=``).
-SECRET_PARAMS = {"password", "pass", "secret", "token", "sslpassword"}
-
-
-def masked_url(url: str) -> str:
-    """``url`` with any password in it replaced by ``***``: the form every log line and every
-    message uses for a database or broker URL (``postgresql://orderbus:***@db:5432/orderbus``)."""
-    try:
-        parts = urlsplit(url)
-        has_password = parts.password is not None
-    except ValueError:  # not a URL we can take apart: show none of it
-        return MASK
-    netloc = parts.netloc
-    if not has_password and not any(k.lower() in SECRET_PARAMS for k, _ in parse_qsl(parts.query)):
-        return url
-    if has_password:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key.lower() in SECRET_PARAMS for key, _ in pairs):
-            query = urlencode([(k, MASK if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="*")
-    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 class BrokerUnavailable(Exception):
@@ -80,92 +59,20 @@ class ConnectionLost(Exception):
     """The connection dropped, or the broker stopped acknowledging."""
 
 
-# URL scheme -> (paho transport, TLS, default port). wss:// defaults to 443: it is usually
-# served by the reverse proxy in front of the broker's WebSocket listener.
-SCHEMES: dict[str, tuple[Literal["tcp", "websockets"], bool, int]] = {
-    "mqtt": ("tcp", False, 1883),
-    "tcp": ("tcp", False, 1883),
-    "mqtts": ("tcp", True, 8883),
-    "ssl": ("tcp", True, 8883),
-    "ws": ("websockets", False, 9001),
-    "wss": ("websockets", True, 443),
-}
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    transport: Literal["tcp", "websockets"]
-    path: str
-    username: str | None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    ca_file: str | None = None  # TLS: trust this CA file instead of the system's
-
-    @classmethod
-    def parse(cls, url: str, ca_file: str | os.PathLike[str] | None = None) -> BrokerAddress:
-        """``mqtt://``, ``mqtts://``, ``ws://`` or ``wss://`` URL; ValueError for anything else."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in SCHEMES:
-            raise ValueError(
-                f"unsupported scheme {scheme!r} in {masked_url(url)!r}"
-                " (use mqtt://, mqtts://, ws:// or wss://)"
-            )
-        transport, tls, default_port = SCHEMES[scheme]
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or default_port,
-            transport=transport,
-            path=parts.path or "/mqtt",
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-            ca_file=str(ca_file) if ca_file and tls else None,
-        )
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """TLS only: a context that verifies the broker's certificate chain and host name."""
-        if not self.tls:
-            return None
-        return ssl.create_default_context(cafile=self.ca_file)  # the system's CAs without a file
-
-    def client(self, client_id: str, *, clean_session: bool = True, **options: Any) -> mqtt.Client:
-        """A paho client for this address: transport, WebSocket path, TLS and login set."""
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean_session,
-            transport=self.transport,
-            **options,
-        )
-        if self.transport == "websockets":
-            client.ws_set_options(path=self.path)
-        if self.tls:
-            client.tls_set_context(self.ssl_context())
-        if self.username is not None:
-            client.username_pw_set(self.username, self.password)
-        return client
-
-    def __str__(self) -> str:
-        """The address without its login, for logs and messages."""
-        scheme = {("tcp", False): "mqtt", ("tcp", True): "mqtts"}.get((self.transport, self.tls))
-        if scheme is None:
-            scheme = "wss" if self.tls else "ws"
-        suffix = self.path if self.transport == "websockets" else ""
-        return f"{scheme}://{self.host}:{self.port}{suffix}"
-
-
-def url_host(host: str) -> str:
-    """A bind address as a host to connect to, in a URL: a wildcard as loopback, an IPv6
-    literal in brackets. How every process derives its default URLs from ``ORDERBUS_*_HOST``."""
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
+
+
+@dataclass
+class _Reading:
+    """What :meth:`MqttLink.read_retained` has seen so far (guarded by the link's lock)."""
+
+    topic: str
+    probe: bytes
+    subscribe_mid: int | None = None
+    granted: bool | None = None
+    probe_mid: int | None = None
+    echoed: bool = False
+    retained: bytes | None = None
 
 
 class MqttLink:
@@ -190,6 +97,7 @@ class MqttLink:
         self._acked: set[int] = set()
         self._awaited: int | None = None  # the message id publish_batch is blocked on
         self._connack: mqtt.ReasonCode | None = None
+        self._reading: _Reading | None = None
         self.lost = False
         client = address.client(client_id, reconnect_on_failure=False)
         # No limit in paho: publish_batch keeps its own window. paho's limit would cost a
@@ -199,6 +107,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         self.client = client
 
     # --- paho's network thread: record and notify, never block -----------------
@@ -239,12 +148,36 @@ class MqttLink:
     ) -> None:
         with self._cond:
             self._acked.add(mid)
-            if mid == self._awaited:  # wake the relay only for the acknowledgement it waits for
+            # Wake the relay only for the acknowledgement it waits for.
+            if mid == self._awaited or (self._reading is not None and mid == self._reading.probe_mid):
                 self._cond.notify_all()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        reading = self._reading
+        if reading is not None and message.topic == reading.topic:
+            with self._cond:
+                if message.payload == reading.probe:
+                    reading.echoed = True
+                elif message.retain and not reading.echoed:
+                    reading.retained = bytes(message.payload)
+                self._cond.notify_all()
+            return
         if self._on_message:
             self._on_message(message)
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties,
+    ) -> None:
+        with self._cond:
+            reading = self._reading
+            if reading is not None and mid == reading.subscribe_mid:
+                reading.granted = bool(reason_codes) and not reason_codes[0].is_failure
+                self._cond.notify_all()
 
     # --- the relay's thread -----------------------------------------------------
 
@@ -261,6 +194,50 @@ class MqttLink:
             raise BrokerUnavailable(f"{self.address}: no CONNACK within {timeout:.0f} s")
         if connack.is_failure:
             raise BrokerUnavailable(f"{self.address} refused the connection: {connack}")
+
+    def read_retained(self, topic: str, probe: bytes, timeout: float = 5.0) -> bytes | None:
+        """The message the broker retains on ``topic``, or None when it holds none.
+
+        Subscribes to ``topic``, then publishes ``probe`` (unique to this call) there, QoS 1
+        and not retained. A broker sends a subscription's retained message before anything
+        published after it was acknowledged, so once the probe has come back whatever was
+        retained has come first. Unsubscribes after. Also None when the subscription is
+        refused or the acknowledged probe never comes back (the ACL hides the topic): the
+        caller must then assume nothing is retained. Raises ConnectionLost when the
+        connection drops or the broker does not answer within ``timeout`` seconds.
+        """
+        with self._cond:
+            reading = self._reading = _Reading(topic, probe)
+        try:
+            _rc, mid = self.client.subscribe(topic, qos=1)
+            with self._cond:
+                reading.subscribe_mid = mid
+                self._cond.wait_for(lambda: reading.granted is not None or self.lost, timeout)
+                if self.lost or reading.granted is None:
+                    raise ConnectionLost(f"no SUBACK for {topic} within {timeout:.0f} s")
+                if not reading.granted:
+                    logger.warning("the broker refused the subscription to %s", topic)
+                    return None
+            info = self.client.publish(topic, probe, qos=1, retain=False)
+            with self._cond:
+                reading.probe_mid = info.mid
+
+                def answered() -> bool:
+                    return reading.echoed and info.mid in self._acked
+
+                if not self._cond.wait_for(lambda: answered() or self.lost, timeout) or self.lost:
+                    if self.lost or info.mid not in self._acked:
+                        raise ConnectionLost(f"the probe on {topic} was not acknowledged")
+                    logger.warning("the probe on %s did not come back: may this login read it?", topic)
+                    return None
+                return reading.retained
+        finally:
+            with self._cond:
+                self._reading = None
+                if reading.probe_mid is not None:
+                    self._acked.discard(reading.probe_mid)
+            if not self.lost:
+                self.client.unsubscribe(topic)
 
     def publish_batch(
         self,

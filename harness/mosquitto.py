@@ -52,8 +52,12 @@ class Mosquitto:
         acl_file: Path,
         host: str = "127.0.0.1",
         tls: Certificates | None = None,
+        *,
+        replace: dict[str, str] | None = None,
     ) -> None:
+        """``replace``: settings of mosquitto.conf to run with another value (key -> value)."""
         self.host = host
+        self.replace = dict(replace or {})
         self.dir = data_dir / "mosquitto"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = pick_free_port(host)
@@ -108,8 +112,11 @@ class Mosquitto:
                 line = f"pid_file {self.pid_file}"
             elif key == "persistence_location":
                 line = f"persistence_location {self.dir}/"
+            elif key in self.replace:
+                line = f"{key} {self.replace.pop(key)}"
             lines.append(line)
         assert next(ports, None) is None, "mosquitto.conf should have a TCP and a WebSocket listener"
+        assert not self.replace, f"not in mosquitto.conf: {sorted(self.replace)}"
         if os.geteuid() == 0:
             lines.append("user root")
         return "\n".join(lines) + "\n"

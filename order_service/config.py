@@ -63,8 +63,16 @@ class Settings(BaseSettings):
     admin_password: str = Field("", description="Bootstrap admin password; generated when empty")
 
     token_ttl_seconds: int = Field(12 * 3600, ge=60)
-    login_max_failures: int = Field(10, ge=1, description="failed logins per username within the window")
-    login_window_seconds: int = Field(900, ge=1, description="after that many, 429 until the window passes")
+    login_max_failures: int = Field(
+        5, ge=1, description="failed logins per client address and username before each attempt waits"
+    )
+    login_window_seconds: int = Field(86400, ge=1, description="how long a failed login counts")
+    login_max_delay_seconds: int = Field(
+        900, ge=1, description="the longest wait between attempts (it doubles from 1 s per failure)"
+    )
+    login_username_failures: int = Field(
+        100, ge=1, description="failures per username from every address; past it each address gets one try"
+    )
     allow_signup: bool = True
     metrics_token: str = Field(
         "", description="Bearer token for GET /metrics (Prometheus); unset: admins' tokens only"
@@ -107,6 +115,10 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(600.0, gt=0)
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
     webhook_poll_seconds: float = Field(5.0, gt=0, le=300, description="Event-log scan without wake-up")
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach private, loopback and link-local addresses (refused by default)",
+    )
 
     # Socket.IO bridge (python -m bridges.socketio, issue #6).
     socketio_host: str = "127.0.0.1"
@@ -161,6 +173,13 @@ class Settings(BaseSettings):
                 "ORDERBUS_METRICS_TOKEN is too short (24 characters or more, e.g. openssl rand -hex 24)"
             )
         return self
+
+    @property
+    def drain_body_bytes(self) -> int:
+        """The largest request body the API reads to its end even when it refuses it (a 413,
+        an early 401 or 415), so that the connection serves the client's next request; a
+        larger one (or one of unknown length) is answered with ``Connection: close``."""
+        return max(self.max_body_bytes, 1 << 20)
 
     @property
     def wakeup_socket(self) -> Path:

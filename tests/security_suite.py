@@ -57,7 +57,6 @@ SECURITY_TESTS: dict[str, str | tuple[str, ...]] = {
     "test_credfiles.py": ("test_password_file_round_trip_rejects_bad_usernames",),
     # REST: tokens, roles, ownership; password guessing; broker logins issued over REST.
     "test_api_auth.py": ALL,
-    "test_api_login_throttle.py": ALL,
     "test_api_mqtt_credentials.py": ALL,
     "test_openapi.py": ("test_security_in_the_document_is_what_the_server_enforces",),
     # REST: bad bodies are refused whole (400/413/415/422, nothing written), never a 500.
@@ -81,7 +80,10 @@ SECURITY_TESTS: dict[str, str | tuple[str, ...]] = {
         "test_keys_are_scoped_per_user",
         "test_same_key_with_a_different_body_is_422",
     ),
-    "test_processes.py": ("test_four_workers_updating_one_order_lose_nothing",),
+    "test_processes.py": (
+        "test_four_workers_updating_one_order_lose_nothing",
+        "test_make_run_keeps_the_api_and_relay_when_the_broker_stops",
+    ),
     "test_dispatch_offers.py": ("test_only_the_offered_agents_may_answer",),
     # The dashboard's files, webhooks and the Socket.IO bridge.
     "test_dashboard_static.py": (
@@ -91,6 +93,7 @@ SECURITY_TESTS: dict[str, str | tuple[str, ...]] = {
     "test_webhooks.py": (
         "test_registration_is_admin_only_and_refuses_non_http_urls",
         "test_a_wrong_signature_is_detected_by_the_documented_recipe",
+        "test_a_name_resolving_to_a_private_address_is_not_connected_to",
     ),
     "test_socketio_bridge.py": (
         "test_agents_hear_their_own_assignments_only",

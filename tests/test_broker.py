@@ -198,13 +198,13 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess.Pope
     ``overrides`` say otherwise); any process still running at teardown is killed by PID."""
     started: list[subprocess.Popen[str]] = []
 
-    def run(overrides: dict[str, str]) -> subprocess.Popen[str]:
+    def run(overrides: dict[str, str], module: str = "broker") -> subprocess.Popen[str]:
         port = pick_free_port(HOST)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERBUS_")}
         env.update(_ports_env(port, pick_free_port(HOST, avoid=port)), ORDERBUS_DATA_DIR=str(tmp_path))
         env.update(overrides)
         process = subprocess.Popen(
-            [sys.executable, "-m", "broker"],
+            [sys.executable, "-m", module],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -236,6 +236,19 @@ def test_cli_exits_with_one_line_error_when_port_taken(spawn) -> None:
     assert str(port) in stderr and "ORDERBUS_BROKER_PORT" in stderr
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_make_runs_restart_loop_gives_up_on_a_taken_port(spawn, tmp_path) -> None:
+    """``python -m broker.supervise`` (make run's broker) does not restart a broker that cannot
+    start: it exits 2 with the broker's one-line error, so honcho stops and says why."""
+    with socket.create_server((HOST, 0)) as squatter:
+        port = squatter.getsockname()[1]
+        env = {**_ports_env(port, pick_free_port(HOST, avoid=port)), "ORDERBUS_DATA_DIR": str(tmp_path)}
+        process = spawn(env, "broker.supervise")
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 2
+    assert "ORDERBUS_BROKER_PORT" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "broker.pid").exists()
 
 
 def test_cli_rejects_non_integer_port(spawn) -> None:

@@ -23,11 +23,16 @@ from order_service.accounts import broker_logins
 from order_service.config import Settings, load_settings
 from order_service.store.db import db
 from order_service.store.models import Agent, new_id
+from tests import both_brokers
 from tests.helpers import all_published, assign, wait_until, walk_to
 from tests.mqtt_fixtures import RelayRunner
 from tests.mqtt_raw import RawClient
 
 REFUSED = (4, 5)  # CONNACK: bad username or password, not authorised
+
+# Every test on each broker: the embedded one and Mosquitto.
+broker_kind = both_brokers.broker_kind
+settings_overrides = both_brokers.settings_overrides
 
 
 @dataclass
@@ -37,18 +42,6 @@ class Target:
     port: int
     ws_port: int
     settings: Settings
-
-
-@pytest.fixture(params=["amqtt", "mosquitto"])
-def broker_kind(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def settings_overrides(settings_overrides: dict, broker_kind: str, data_dir) -> dict:
-    if broker_kind == "mosquitto":  # the service signals Mosquitto to re-read the files
-        return {**settings_overrides, "mosquitto_pid_file": data_dir / "mosquitto" / "mosquitto.pid"}
-    return settings_overrides
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ CHANNELS = {
     "orders/{orderId}/status": "orderStatus",
     "agents/{agentId}/assigned": "agentAssigned",
     "agents/{agentId}/presence": "agentPresence",
+    "orderbus/relay/epoch": "relayEpoch",
 }
 ORDER_ID = "ord_0123456789ab"
 AGENT_ID = "agt_0123456789ab"
@@ -33,8 +34,9 @@ AGENT_ID = "agt_0123456789ab"
 # --- the document -------------------------------------------------------------
 
 
-def test_document_is_asyncapi_3_with_the_four_channels():
-    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x and the four topics."""
+def test_document_is_asyncapi_3_with_the_five_channels():
+    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the four topics of the
+    contract and the relay's own."""
     with asyncapi.SPEC_PATH.open(encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
     assert str(document["asyncapi"]).startswith("3.")
@@ -54,14 +56,15 @@ def test_servers_are_the_embedded_broker_over_tcp_and_websocket():
 
 
 def test_every_publish_is_qos1_and_retained():
-    """Every send operation is QoS 1 with retain; every receive subscribes with QoS 1."""
+    """Every send operation is QoS 1 with retain (but the relay's probe); every receive
+    subscribes with QoS 1."""
     operations = asyncapi.resolved()["operations"]
     assert {op["channel"]["address"] for op in operations.values()} == set(CHANNELS)
     for name, op in operations.items():
         mqtt = op["bindings"]["mqtt"]
         assert mqtt["qos"] == 1, name
         if op["action"] == "send":
-            assert mqtt["retain"] is True, name
+            assert mqtt["retain"] is (name != "probeRelayEpoch"), name
     senders = {
         op["channel"]["address"]: {t["name"] for t in op["tags"]}
         for op in operations.values()
@@ -72,6 +75,7 @@ def test_every_publish_is_qos1_and_retained():
         "orders/{orderId}/status": {"service"},
         "agents/{agentId}/assigned": {"service"},
         "agents/{agentId}/presence": {"agent"},
+        "orderbus/relay/epoch": {"service"},
     }
 
 
@@ -115,6 +119,11 @@ def test_topics_built_by_the_service_are_in_the_contract():
     assert asyncapi.schema_for_topic(contract.order_status(ORDER_ID)) == schemas["OrderEvent"]
     assert asyncapi.schema_for_topic(contract.agent_assigned(AGENT_ID)) == schemas["Worklist"]
     assert asyncapi.schema_for_topic(contract.agent_presence(AGENT_ID)) == schemas["Presence"]
+    assert asyncapi.schema_for_topic(contract.RELAY_EPOCH) == {
+        "oneOf": [schemas["RelayEpoch"], schemas["RelayProbe"]]
+    }
+    asyncapi.validate_message(contract.RELAY_EPOCH, contract.relay_epoch("0" * 32, 7))
+    asyncapi.validate_message(contract.RELAY_EPOCH, contract.relay_probe("0" * 16))
 
 
 # --- payloads produced by the real code --------------------------------------
@@ -445,6 +454,8 @@ PY_CHANNELS = {
     "agentAssigned": lambda: contract.agent_assigned(AGENT_ID),
     "agentPresence": lambda: contract.agent_presence(AGENT_ID),
 }
+# The relay's own channel: only the service reads or writes it, so the dashboard's copy has none.
+SERVICE_ONLY = {"relayEpoch": lambda: contract.RELAY_EPOCH}
 
 
 def run_contract_js(body: str) -> object:
@@ -464,8 +475,11 @@ def run_contract_js(body: str) -> object:
 
 def test_the_dashboards_topics_are_the_asyncapi_channels():
     """Each channel of docs/asyncapi.yaml, with sample ids, is what contract.js and contract
-    build for it; and contract.js builds no channel the document does not have."""
-    channels = asyncapi.spec()["channels"]
+    build for it (the service's own channel, contract alone); and contract.js builds no
+    channel the document does not have."""
+    channels = dict(asyncapi.spec()["channels"])
+    for name, build in SERVICE_ONLY.items():
+        assert channels.pop(name)["address"] == build()
     assert JS_CHANNELS.keys() == channels.keys() == PY_CHANNELS.keys()
     built = run_contract_js(
         f"const orderId = {json.dumps(ORDER_ID)}, agentId = {json.dumps(AGENT_ID)};\n"

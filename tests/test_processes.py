@@ -53,6 +53,7 @@ def env(tmp_path: Path, database_url: str) -> dict:
     return child_env(
         tmp_path / "var",
         ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
+        ORDERBUS_WEBHOOKS_ALLOW_PRIVATE="true",  # the test's receiver is on 127.0.0.1
         ORDERBUS_API_WORKERS="2",
         **database,
     )
@@ -363,3 +364,79 @@ def test_four_workers_updating_one_order_lose_nothing(env, tmp_path):
             sub.stop()
         assert not sub.contract_errors
         print(f"4 workers: {len(won)} of {len(results)} conditional updates won; final version {final}")
+
+
+def _make(env: dict, target: str) -> str:
+    """``make <target>`` from the repository, as README says, with this system's environment."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", f"VENV={BIN.parent}", target],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _wait(condition, what: str, log: Path, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+    return value
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _broker_pid(env: dict) -> int | None:
+    path = Path(env["ORDERBUS_DATA_DIR"]) / "broker.pid"
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def test_make_run_keeps_the_api_and_relay_when_the_broker_stops(system, env):
+    """README's demo under `make run`: the broker stopped (`make broker-stop`, or killed), the
+    API goes on accepting orders (201) and the relay goes on, so those orders reach a
+    subscriber once the broker is back (`make broker-start`, or by itself after a kill).
+    honcho used to stop every process as soon as the broker exited."""
+    port, log = int(env["ORDERBUS_BROKER_PORT"]), system["log"]
+    password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
+    status, body = http("POST", f"{system['api']}/auth/token", {"username": "admin", "password": password})
+    token, login = body["access_token"], body["mqtt"]
+
+    def outage(stop, start) -> list[str]:
+        """Stop the broker, post two orders, start it; the orders' ids."""
+        pid = _wait(lambda: _broker_pid(env), "the broker's pid file", log)
+        stop(pid)
+        _wait(lambda: not _listening(port), "the broker stopped", log)
+        placed = []
+        for _ in range(2):
+            status, created = http("POST", f"{system['api']}/orders", ORDER, token)
+            assert status == 201, created
+            placed.append(created["id"])
+        assert system["proc"].poll() is None, log.read_text()
+        start()
+        _wait(lambda: _listening(port), "the broker back", log)
+        late = Subscriber("127.0.0.1", port, ("orders/+/status",), login=login).start()
+        try:
+            for order_id in placed:  # published by the relay that ran on, retained
+                late.wait_for(lambda r, o=order_id: r.topic == f"orders/{o}/status", timeout=20)
+        finally:
+            late.stop()
+        return placed
+
+    # As README says: make broker-stop keeps it down until make broker-start.
+    outage(lambda _pid: _make(env, "broker-stop"), lambda: _make(env, "broker-start"))
+    # Killed (a crash): it comes back by itself.
+    outage(lambda pid: os.kill(pid, signal.SIGKILL), lambda: None)
+    assert system["proc"].poll() is None

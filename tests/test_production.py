@@ -65,6 +65,7 @@ def prod_env(tmp_path: Path, database_url: str) -> dict:
         ORDERBUS_DATABASE_URL=database_url,
         ORDERBUS_MOSQUITTO_PID_FILE=str(data_dir / "mosquitto" / "mosquitto.pid"),
         ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
+        ORDERBUS_WEBHOOKS_ALLOW_PRIVATE="true",  # the test's receiver is on 127.0.0.1
     )
 
 

@@ -34,6 +34,13 @@ def receiver():
 
 
 @pytest.fixture
+def settings_overrides(settings_overrides: dict) -> dict:
+    """The receivers listen on 127.0.0.1: private addresses allowed (the default refuses them,
+    tests/test_security_webhook_urls.py)."""
+    return {**settings_overrides, "webhooks_allow_private": True}
+
+
+@pytest.fixture
 def webhook_settings(relay_settings: dict) -> dict:
     return {
         **relay_settings,
@@ -188,6 +195,7 @@ def _bridge_process(webhook_settings: dict) -> subprocess.Popen:
         "ORDERBUS_MQTT_URL": webhook_settings["mqtt_url"],
         "ORDERBUS_WEBHOOK_BACKOFF_SECONDS": "2",
         "ORDERBUS_WEBHOOK_POLL_SECONDS": "0.5",
+        "ORDERBUS_WEBHOOKS_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
         "ORDERBUS_LOG_LEVEL": "INFO",
     }
     return subprocess.Popen(
@@ -289,3 +297,23 @@ def test_the_bridge_keeps_working_across_a_broker_restart(
         runner.stop_all()
         start_relay.stop_all()
         broker.stop()
+
+
+def test_a_name_resolving_to_a_private_address_is_not_connected_to(
+    client, admin, place_order, bridges, receiver
+):
+    """A host name is checked where the worker connects: ``localhost`` leads to the receiver
+    on 127.0.0.1 (registered while private addresses were allowed); a worker that does not
+    allow them fails the attempt without connecting, naming the address. Control: one that
+    allows them delivers the same event."""
+    target = receiver()
+    registered = register(client, admin, target.url.replace("127.0.0.1", "localhost"))
+    bridges(mqtt=False, webhooks_allow_private=False)
+    place_order()
+    tried = wait_until(lambda: [d for d in deliveries(client, admin, registered["id"]) if d["attempts"]])
+    error = tried[0]["attempts"][0]["error"]
+    assert "127.0.0.1" in error and "ORDERBUS_WEBHOOKS_ALLOW_PRIVATE" in error, error
+    assert target.hits.empty()
+    bridges.stop_all()
+    bridges(mqtt=False)
+    assert target.next(timeout=15).json["event"] == "order.created"

@@ -5,7 +5,8 @@ what each login may do. After every change the service rewrites, atomically, a
 password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
 
 - the **service** account (the relay) publishes ``orders/#`` and
-  ``agents/+/assigned`` and reads ``agents/+/presence``;
+  ``agents/+/assigned``, reads ``agents/+/presence``, and alone reads and writes
+  ``orderbus/relay/epoch`` (its retained marker, ``outbox/relay.py``);
 - each **agent** device logs in as its agent id, reads ``agents/<id>/#`` and
   writes only ``agents/<id>/presence``;
 - each **dashboard** login (one per dashboard page, tied to an admin bearer token,
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import peewee
 
+import contract
 from broker import credfiles
 from contract.link import BrokerAddress
 from order_service.config import Settings
@@ -48,7 +50,12 @@ logger = logging.getLogger(__name__)
 
 SERVICE, AGENT, DASHBOARD, BRIDGE = "service", "agent", "dashboard", "bridge"
 
-SERVICE_RULES = ("write orders/#", "write agents/+/assigned", "read agents/+/presence")
+SERVICE_RULES = (
+    "write orders/#",
+    "write agents/+/assigned",
+    "read agents/+/presence",
+    f"readwrite {contract.RELAY_EPOCH}",
+)
 DASHBOARD_RULES = ("read orders/#", "read agents/#")
 
 HEADER = (

@@ -7,12 +7,14 @@ leak live tokens, and a token is revoked by deleting its row.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from order_service.config import Settings
 from order_service.errors import TooManyAttempts
 from order_service.store.db import Prepared, db
 from order_service.store.models import LoginFailure, Token, User, new_id, utcnow
@@ -45,39 +47,63 @@ def create_user(username: str, password: str, role: str, display_name: str = "")
     )
 
 
-def check_throttle(username: str, max_failures: int, window_seconds: int) -> None:
-    """429 when ``username`` had ``max_failures`` failed logins within the window.
+RECENT_FAILURES = 64
 
-    Counted per username, known or not, so guessing one account's password is slow
-    whoever tries it; the answer is the same for unknown names, which reveals nothing.
-    The price is that an attacker can keep one account's owner waiting for a window.
+
+def check_throttle(username: str, address: str, settings: Settings) -> None:
+    """TooManyAttempts (429) when ``address`` must still wait before trying ``username`` again.
+
+    Failures count per client address and username, within ``login_window_seconds``. An
+    address may fail ``login_max_failures`` times; after that each attempt waits 1 s after
+    its last failure, then 2 s, 4 s... (doubling per failure) up to
+    ``login_max_delay_seconds``. The right password is held to the same wait: answering it
+    would let the attacker guess at full speed. Another address, the owner's, is not
+    affected, so an attacker can slow down only itself. Past ``login_username_failures``
+    for the username from every address (guessing spread over many addresses), an address
+    may fail once before the waits begin: slower guessing, and still no lockout, since an
+    address that has not failed is never held back. Unknown usernames are treated alike.
     """
-    since = utcnow() - timedelta(seconds=window_seconds)
-    recent = (
-        LoginFailure.select(LoginFailure.at)
-        .where((LoginFailure.username == username) & (LoginFailure.at > since))
+    now = utcnow()
+    since = now - timedelta(seconds=settings.login_window_seconds)
+    recent = (LoginFailure.username == username) & (LoginFailure.at > since)
+    # The newest first; past a few dozen the wait is at its longest anyway.
+    times = [
+        row.at
+        for row in LoginFailure.select(LoginFailure.at)
+        .where(recent & (LoginFailure.address == address))
         .order_by(LoginFailure.at.desc())
-        .limit(max_failures)
-    )
-    times = [row.at for row in recent]
-    if len(times) >= max_failures:
-        retry = max(1, int((times[-1] - since).total_seconds()) + 1)
+        .limit(RECENT_FAILURES)
+    ]
+    failures = len(times)
+    if not failures:
+        return
+    free = settings.login_max_failures
+    if failures < free:
+        spread = LoginFailure.select(LoginFailure.at).where(recent).limit(settings.login_username_failures)
+        if spread.count() < settings.login_username_failures:
+            return
+        free = 1
+    delay = min(settings.login_max_delay_seconds, 2 ** min(failures - free, 30))
+    wait = (times[0] + timedelta(seconds=delay) - now).total_seconds()
+    if wait > 0:
+        retry = math.ceil(wait)
         raise TooManyAttempts(
-            f"{max_failures} failed logins for {username!r} within {window_seconds} s; "
-            f"try again in {retry} s",
+            f"{failures} failed logins for {username!r} from this address; try again in {retry} s",
             title="Too many failed logins",
             slug="login-throttled",
             retry_after=retry,
         )
 
 
-def record_login(username: str, ok: bool, window_seconds: int) -> None:
-    """Count a failure (and sweep old ones); a success clears the username's failures."""
+def record_login(username: str, address: str, ok: bool, window_seconds: int) -> None:
+    """Count a failure (and sweep the expired ones); a success clears the failures of this
+    address for this username, and no one else's."""
     with db.atomic():
+        mine = (LoginFailure.username == username) & (LoginFailure.address == address)
         if ok:
-            LoginFailure.delete().where(LoginFailure.username == username).execute()
+            LoginFailure.delete().where(mine).execute()
             return
-        LoginFailure.create(username=username)
+        LoginFailure.create(username=username, address=address)
         cutoff = utcnow() - timedelta(seconds=window_seconds)
         LoginFailure.delete().where(LoginFailure.at <= cutoff).execute()
 

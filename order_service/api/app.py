@@ -9,6 +9,7 @@ from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import LimitedStream, get_content_length
 
 from order_service import api
 from order_service.api import dashboard, problems
@@ -43,6 +44,29 @@ class TrustedProxies:
         return self.direct(environ, start_response)
 
 
+class ReadWholeBody:
+    """Reads, before the answer goes, what the application left unread of a request body
+    of up to ``Settings.drain_body_bytes`` (1 MiB, or ORDERBUS_MAX_BODY_BYTES if larger): an
+    answer given before the body was read (413, 401, 415, 404) must not leave it on a
+    kept-alive connection, where the server would take it for the next request or give up
+    on the connection, and a client still sending it would have its connection reset
+    before it reads the answer. A larger body is not read: gunicorn answers it with
+    ``Connection: close`` (``gunicorn_conf.pre_request``)."""
+
+    def __init__(self, wsgi_app: Callable, limit: int) -> None:
+        self.wsgi_app, self.limit = wsgi_app, limit
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        length = get_content_length(environ)
+        if not length or length > self.limit:
+            return self.wsgi_app(environ, start_response)
+        body = environ["wsgi.input"] = LimitedStream(environ["wsgi.input"], length)
+        response = self.wsgi_app(environ, start_response)
+        while body.read(65536):
+            pass
+        return response
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     """Build the API. ``test_config`` overrides settings (same names as the variables)."""
     settings = load_settings(test_config)
@@ -66,6 +90,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     problems.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
+    app.wsgi_app = ReadWholeBody(app.wsgi_app, settings.drain_body_bytes)  # type: ignore[method-assign]
 
     if settings.trusted_proxy_networks:  # behind a reverse proxy (docs/production.md)
         app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxy_networks)  # type: ignore[method-assign]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import peewee
-from flask import Response, current_app, jsonify
+from flask import Response, current_app, jsonify, request
 
 from order_service.accounts import broker_logins, users
 from order_service.api import schemas, security
@@ -31,18 +31,21 @@ def user_dict(user: User) -> dict:
 def login(body: schemas.TokenRequest) -> Response:
     """Exchange username and password for a bearer token.
 
-    After ``ORDERBUS_LOGIN_MAX_FAILURES`` failed attempts for a username within
-    ``ORDERBUS_LOGIN_WINDOW_SECONDS``, further attempts get 429 with Retry-After.
+    A client address that has failed ``ORDERBUS_LOGIN_MAX_FAILURES`` times for a username
+    (within ``ORDERBUS_LOGIN_WINDOW_SECONDS``) must then wait 1 s, 2 s, 4 s... between
+    attempts (up to ``ORDERBUS_LOGIN_MAX_DELAY_SECONDS``): until then it gets 429 with
+    Retry-After. Other addresses are not held back.
 
     Admins also get ``mqtt``: read-only MQTT-over-WebSocket credentials for the
     dashboard page that logs in, expiring with the token and revoked by logging out.
     Another page with the same token asks for its own (POST /auth/mqtt-credentials).
     """
     settings = current_app.config["ORDERBUS"]
-    users.check_throttle(body.username, settings.login_max_failures, settings.login_window_seconds)
+    address = (request.remote_addr or "")[:64]  # the connection's (or a trusted proxy's word)
+    users.check_throttle(body.username, address, settings)
     user = User.get_or_none(User.username == body.username)
     ok = users.verify_password(user, body.password)
-    users.record_login(body.username, ok, settings.login_window_seconds)
+    users.record_login(body.username, address, ok, settings.login_window_seconds)
     if not ok or user is None:  # (no user is never ok)
         raise Problem(
             401,

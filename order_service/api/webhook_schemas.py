@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from order_service.api.schemas import NO_NUL, Reason, Strict
 from order_service.orders.events import OrderEvent
@@ -13,8 +15,9 @@ from order_service.orders.events import OrderEvent
 WebhookEvent = Literal["*", OrderEvent, "agent.worklist"]
 
 
-# What _check_url accepts, for the document: an absolute http(s) URL with a host name.
-WEBHOOK_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#@\s]*@)?[^/?#@:\s\[\]]+"
+# What _check_url accepts, for the document: an absolute http(s) URL with a host, and no
+# control character or white space anywhere.
+WEBHOOK_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#@\s\x00-\x1f\x7f]*@)?([^/?#@:\s\[\]\x00-\x1f\x7f]+|\[[0-9A-Fa-f:.]+\])[^\s\x00-\x1f\x7f]*$"
 
 
 class WebhookCreate(Strict):
@@ -26,14 +29,20 @@ class WebhookCreate(Strict):
     events: list[WebhookEvent] = Field(min_length=1, max_length=20, description='event types, or ["*"]')
     description: Reason = ""
 
-    @model_validator(mode="after")
-    def _check_url(self) -> WebhookCreate:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.url)
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        """Its form; whether its address may be reached is the domain's rule (webhooks.register)."""
+        if any(unicodedata.category(c)[0] in "CZ" for c in url):  # control, format, separators
+            raise ValueError("url may not contain control characters or white space")
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an absolute http:// or https:// URL")
-        return self
+            raise ValueError("url must be an absolute http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError:
+            raise ValueError("url has an invalid port") from None
+        return url
 
 
 class WebhookPath(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 
 from order_service.api import webhook_schemas as schemas
 from order_service.api.common import BEARER, blueprint
@@ -30,7 +30,13 @@ def create_webhook(body: schemas.WebhookCreate) -> Response:
     It receives the events committed after this call, each POSTed as JSON with
     ``X-Orderbus-Signature: sha256=<HMAC-SHA256 of the raw body>``, ``X-Orderbus-Event-Id``
     and ``X-Orderbus-Timestamp`` (see docs/bridges.md, Webhooks)."""
-    endpoint = webhooks.register(body.url, list(body.events), body.description, current_user().id)
+    endpoint = webhooks.register(
+        body.url,
+        list(body.events),
+        body.description,
+        current_user().id,
+        allow_private=current_app.config["ORDERBUS"].webhooks_allow_private,
+    )
     response = jsonify(webhooks.endpoint_dict(endpoint, with_secret=True))
     response.status_code = 201
     return response

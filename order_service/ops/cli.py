@@ -17,7 +17,7 @@ from order_service.ops import preflight as preflight_checks
 from order_service.store import backup as backups
 from order_service.store.db import db, init_db
 from order_service.store.migrations import migrate as run_migrations
-from order_service.store.models import User
+from order_service.store.models import RelayEpoch, User
 
 
 def _settings() -> Settings:
@@ -187,6 +187,19 @@ def mqtt_files() -> None:
         changed = broker_logins.sync_files(settings)
     state = "rewritten" if changed else "already up to date"
     click.echo(f"{settings.mqtt_password_path} and {settings.mqtt_acl_path}: {state}")
+
+
+@main.command("republish")
+def republish() -> None:
+    """Make the relay republish every order's state on its next connect (e.g. after a restore).
+
+    Renews the database's epoch: the broker's retained marker no longer matches it, so the
+    relay takes nothing the broker holds for current."""
+    settings = _settings()
+    init_db(settings.database_url)
+    with db.connection_context(), db.atomic():
+        RelayEpoch.update(epoch=secrets.token_hex(16)).where(RelayEpoch.id == 1).execute()
+    click.echo("the relay republishes the state of every order and worklist when it next connects")
 
 
 @main.command("create-user")

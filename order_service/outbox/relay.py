@@ -2,9 +2,15 @@
 
 Publishes outbox rows QoS 1 and marks a row published only after the broker's PUBACK.
 While the broker is away rows wait in the database; nothing is lost. On every
-(re)connect it first sends what is pending, then republishes the current state of every
-non-terminal order and every agent's worklist, so a broker that lost its retained store
-is whole again.
+(re)connect it first sends what is pending, then republishes what the broker lacks of
+the current state, so a broker that lost its retained store is whole again.
+
+What the broker lacks, it learns from a marker it keeps retained on
+``orderbus/relay/epoch``, which ends every batch of rows and which the relay reads back
+after connecting (``rehydration.py``): a relay's reconnects, whatever makes them (a
+flapping network, an evicted session), republish nothing; a broker that restarted empty
+gets every order's and worklist's state again, one that restored an older snapshot what
+changed since.
 
 Only the relay holding the relay lock (``leader.py``) publishes. Work that must also run
 in exactly one process (the dispatch timers, the broker's login files) runs beside it as
@@ -25,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,11 +46,10 @@ from contract.link import BrokerUnavailable, ConnectionLost, MqttLink
 from order_service import faults
 from order_service.accounts import broker_logins
 from order_service.config import Settings
-from order_service.lifecycle import TERMINAL
-from order_service.outbox import leader
+from order_service.outbox import leader, rehydration
 from order_service.outbox.wakeup import Notifier, Waiter
 from order_service.store.db import Prepared, db, is_sqlite
-from order_service.store.models import Order, Outbox, tuple_rows, utcnow
+from order_service.store.models import Order, Outbox, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +100,11 @@ class Relay:
         self.companions = tuple(companions)
         self._statements: dict[tuple[str, int], Prepared] = {}
         self.connected = threading.Event()
+        self.epoch = ""  # this database's (read when the relay becomes active)
+        self._through = 0  # the last outbox row the broker acknowledged (a prefix: id order is commit order)
+        self.marked: int | None = None  # ``through`` of the marker the broker holds
+        self.republished = 0  # messages republished after the last connect
+        self.catch_ups = 0  # connections caught up (pending rows sent, lost state republished)
 
     # --- lifetime ---------------------------------------------------------------
 
@@ -151,6 +162,7 @@ class Relay:
         self.waiter = Waiter(self.settings.wakeup_socket)  # only the active relay is woken
         db.connect(reuse_if_open=True)
         self._lazy_commits(True)
+        self.epoch = rehydration.database_epoch()
         done = threading.Event()
         threads = [
             threading.Thread(target=unit.run, args=(done, self.lock.held), name=f"relay-{unit.name}")
@@ -230,8 +242,7 @@ class Relay:
         """Publish on every wake-up, first thing, and otherwise every ``relay_poll_seconds``
         (the fallback for a lost wake-up); the companions run on threads of their own,
         so that a dispatch tick never holds up a publish."""
-        self._drain(link)
-        self._rehydrate(link)
+        self._catch_up(link)
         poll = self.settings.relay_poll_seconds
         woken = False  # a row committed meanwhile has queued its datagram: the first wait ends at once
         next_scan = time.monotonic() + poll
@@ -276,10 +287,16 @@ class Relay:
             if not rows:
                 return total
             messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
+            if self.marked is not None:  # the broker is whole: the marker follows every batch
+                messages.append((contract.RELAY_EPOCH, contract.relay_epoch(self.epoch, rows[-1][0]), True))
 
             def mark(acked: int, rows: list[tuple] = rows) -> None:
+                published = min(acked, len(rows))
                 with db.atomic():
-                    self._statement("mark", acked).execute(utcnow(), *(r[0] for r in rows[:acked]))
+                    self._statement("mark", published).execute(utcnow(), *(r[0] for r in rows[:published]))
+                self._through = rows[published - 1][0]
+                if acked > len(rows):
+                    self.marked = self._through
 
             self._send(link, messages, mark)
             total += len(rows)
@@ -301,36 +318,44 @@ class Relay:
                 )
         return self._statements[key]
 
-    def _latest_published(
-        self, kind: str, group: peewee.Field, among: peewee.Query | None
-    ) -> list[tuple[str, str]]:
-        """(topic, payload) of the newest published row of each ``group`` (order or agent)."""
-        newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
-            (Outbox.kind == kind) & Outbox.published_at.is_null(False)
+    def _catch_up(self, link: MqttLink) -> None:
+        """After connecting: what is pending, then what the broker lacks (``rehydration.py``)."""
+        held = contract.parse_relay_epoch(
+            link.read_retained(contract.RELAY_EPOCH, contract.relay_probe(secrets.token_hex(8)))
         )
-        if among is not None:
-            newest = newest.where(group.in_(among))
-        return list(
-            tuple_rows(
-                Outbox.select(Outbox.topic, Outbox.payload)
-                .where(Outbox.id.in_(newest.group_by(group)))
-                .order_by(Outbox.id)
+        before = self._through = rehydration.published_through()
+        written = rehydration.written_through()
+        self.marked = None  # no marker until the broker is whole again
+        self._drain(link)
+        since, why = rehydration.lacking(held, self.epoch, before, written)
+        if why is None and held is not None:
+            self.marked = held[1]
+            self.republished = 0
+            logger.info(
+                "the broker kept its retained state (marker at row %d): nothing to republish", held[1]
             )
-        )
+        else:
+            started = time.monotonic()
+            if since is not None:
+                self.marked = since
+            messages = rehydration.lost_state(self.settings.retain_terminal_seconds, since, before)
+            # One stream: publish_batch keeps its window of unacknowledged messages full.
+            self._send(link, messages)
+            self.republished = len(messages)
+            logger.info(
+                "republished the state of %d orders and worklists in %.0f ms (%s)",
+                len(messages),
+                (time.monotonic() - started) * 1000,
+                why,
+            )
+        self._mark(link)
+        self.catch_ups += 1
 
-    def _rehydrate(self, link: MqttLink) -> None:
-        """Republish, retained, the last published state of every live order and every worklist."""
-        started = time.monotonic()
-        live = Order.select(Order.id).where(Order.status.not_in(TERMINAL))
-        rows = self._latest_published("status", Outbox.order_id, live)
-        rows += self._latest_published("worklist", Outbox.agent_id, None)
-        # One stream: publish_batch keeps its window of unacknowledged messages full.
-        self._send(link, [(topic, payload.encode(), True) for topic, payload in rows])
-        logger.info(
-            "republished the state of %d orders and worklists in %.0f ms",
-            len(rows),
-            (time.monotonic() - started) * 1000,
-        )
+    def _mark(self, link: MqttLink) -> None:
+        """Publish the marker, retained, unless the broker holds it already."""
+        if self.marked != self._through:
+            self._send(link, [(contract.RELAY_EPOCH, contract.relay_epoch(self.epoch, self._through), True)])
+            self.marked = self._through
 
     def _clear_finished(self, link: MqttLink) -> None:
         """Clear the retained state of orders finished longer ago than the retention window."""

@@ -328,10 +328,22 @@ class DispatchSettingsRow(BaseModel):
         table_name = "dispatch_settings"
 
 
+class RelayEpoch(BaseModel):
+    """The one row: this database's epoch id, in the relay's retained marker (outbox/relay.py)."""
+
+    id = pw.IntegerField(primary_key=True)
+    epoch = pw.CharField(max_length=32)
+
+    class Meta:
+        table_name = "relay_epoch"
+
+
 class LoginFailure(BaseModel):
-    """One failed password login for a username (known or not); see auth.check_throttle."""
+    """One failed password login for a username (known or not) from a client address; see
+    accounts.users.check_throttle."""
 
     username = pw.CharField(max_length=64)
+    address = pw.CharField(max_length=64, default="")
     at = pw.DateTimeField(default=utcnow)
 
     class Meta:

@@ -14,11 +14,13 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 from typing import Self
+from urllib.parse import urlsplit
 
 import peewee as pw
 
 from order_service.store.db import db
 from order_service.store.models import BaseModel, JSONField, Outbox, new_id, utcnow
+from order_service.webhooks import destination
 
 SIGNATURE_HEADER = "X-Orderbus-Signature"
 EVENT_ID_HEADER = "X-Orderbus-Event-Id"
@@ -135,8 +137,12 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
 # --- registration (the API) -------------------------------------------------------
 
 
-def register(url: str, events: list[str], description: str, user_id: str | None) -> WebhookEndpoint:
-    """A new endpoint receives the events committed after it was registered."""
+def register(
+    url: str, events: list[str], description: str, user_id: str | None, *, allow_private: bool = False
+) -> WebhookEndpoint:
+    """A new endpoint receives the events committed after it was registered. InvalidField
+    ("url") for a host that webhooks may not reach (``destination.check_url``)."""
+    destination.check_url(urlsplit(url).hostname or "", allow_private)
     with db.atomic():
         return WebhookEndpoint.create(
             id=new_id("wh"),

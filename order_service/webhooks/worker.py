@@ -24,6 +24,7 @@ from order_service.accounts.broker_logins import WEBHOOKS, MissingServiceSecret,
 from order_service.config import Settings, load_settings
 from order_service.store.db import db, init_db
 from order_service.store.models import utcnow
+from order_service.webhooks import destination
 from order_service.webhooks import model as webhooks
 from order_service.webhooks.model import WebhookDelivery
 
@@ -39,15 +40,10 @@ class Outcome:
     duration_ms: int
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # a redirect is a failed attempt, not followed
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirect)
-
-
-def post(url: str, secret: str, delivery: WebhookDelivery, timeout: float) -> Outcome:
+def post(
+    opener: urllib.request.OpenerDirector, url: str, secret: str, delivery: WebhookDelivery, timeout: float
+) -> Outcome:
+    """One attempt, through ``opener`` (``destination.opener``: checked addresses, no redirect)."""
     body = webhooks.payload_bytes(delivery)
     headers = {
         "Content-Type": "application/json",
@@ -61,7 +57,7 @@ def post(url: str, secret: str, delivery: WebhookDelivery, timeout: float) -> Ou
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     started = time.monotonic()
     try:
-        with _opener.open(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             response.read(65536)
             code, error = response.status, ""
     except urllib.error.HTTPError as exc:
@@ -71,8 +67,10 @@ def post(url: str, secret: str, delivery: WebhookDelivery, timeout: float) -> Ou
     return Outcome(code, error, int((time.monotonic() - started) * 1000))
 
 
-def _post_all(deliveries: list[WebhookDelivery], timeout: float) -> list[Outcome]:
-    return [post(d.endpoint.url, d.endpoint.secret, d, timeout) for d in deliveries]
+def _post_all(
+    opener: urllib.request.OpenerDirector, deliveries: list[WebhookDelivery], timeout: float
+) -> list[Outcome]:
+    return [post(opener, d.endpoint.url, d.endpoint.secret, d, timeout) for d in deliveries]
 
 
 class WebhookBridge:
@@ -81,6 +79,7 @@ class WebhookBridge:
         self.wakeup = threading.Event()
         self.feed: MqttFeed | None = None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook")
+        self._opener = destination.opener(settings.webhooks_allow_private)
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -122,7 +121,7 @@ class WebhookBridge:
             for d in due:
                 by_endpoint.setdefault(d.endpoint_id, []).append(d)
             batches = [
-                (group, self._pool.submit(_post_all, group, timeout))
+                (group, self._pool.submit(_post_all, self._opener, group, timeout))
                 for group in (sorted(g, key=lambda d: d.cursor) for g in by_endpoint.values())
             ]
             outcomes = [

@@ -1,0 +1,120 @@
+"""What a reconnecting relay republishes: only what the broker lacks of the current state.
+
+The relay keeps a marker retained on ``orderbus/relay/epoch`` (only the service account
+may read or write it): the database's epoch id (``relay_epoch``, made once per
+database) and ``through``, the last outbox row the broker had acknowledged when the
+marker was published. The marker ends every batch of rows, so it is current; a broker
+keeps messages in the order they came, so whatever holds the marker holds every row up
+to ``through``. After connecting, the relay reads it back (``MqttLink.read_retained``),
+sends what is pending, and then (:func:`lacking`):
+
+- no marker, another epoch, or a ``through`` past this database's last row: the broker
+  lost its retained store (an embedded broker restarts empty) or holds another
+  database's state (``python -m order_service republish`` after a restore renews the
+  epoch). The relay republishes the state of every order whose retained state is not
+  cleared (live ones, and finished ones within ``ORDERBUS_RETAIN_TERMINAL_SECONDS``),
+  every worklist and ``orders/new``, and only then publishes the marker;
+- this epoch, ``through`` behind what was published: the broker restored an older
+  snapshot (Mosquitto killed between two saves of its persistence file); the relay
+  republishes the state of what changed after ``through``;
+- this epoch and everything there: the relay's own connection dropped, or Mosquitto
+  restarted and restored its store: nothing is republished.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+import peewee
+
+from order_service.store.db import db
+from order_service.store.models import Order, Outbox, RelayEpoch, tuple_rows, utcnow
+
+
+def database_epoch() -> str:
+    """This database's epoch id (made by migration 0006; made here if its row is gone)."""
+    row = RelayEpoch.get_or_none(RelayEpoch.id == 1)
+    if row is None:
+        with db.atomic():
+            row = RelayEpoch.create(id=1, epoch=secrets.token_hex(16))
+    return row.epoch
+
+
+def published_through() -> int:
+    """The id of the last published outbox row: the published rows are a prefix of the
+    outbox (id order is commit order, and rows are published in id order)."""
+    first_pending = Outbox.select(peewee.fn.MIN(Outbox.id)).where(Outbox.published_at.is_null()).scalar()
+    if first_pending is not None:
+        return first_pending - 1
+    return written_through()
+
+
+def written_through() -> int:
+    """The id of the last outbox row, published or not."""
+    return Outbox.select(peewee.fn.MAX(Outbox.id)).scalar() or 0
+
+
+def lacking(
+    held: tuple[str, int] | None, epoch: str, published: int, written: int
+) -> tuple[int | None, str | None]:
+    """(since, why) from the marker the broker ``held``: why None when it lacks nothing;
+    since None when it lacks everything, else the row after which it lacks what changed.
+
+    A marker past ``published`` but not past ``written`` covers rows the broker took but
+    whose acknowledgements were lost: they were still pending, and have been sent again."""
+    if held is None:
+        return None, "no marker"
+    if held[0] != epoch:
+        return None, "another epoch"
+    if held[1] > written:
+        return None, f"marker at {held[1]}, past the last row {written}"
+    if held[1] < published:
+        return held[1], f"marker at {held[1]} of {published}"
+    return None, None
+
+
+def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> list[tuple[str, bytes, bool]]:
+    """Retained messages: the last published state of every order whose retained state is
+    not cleared, of every worklist and of ``orders/new`` (``since``: only of those changed by
+    a row after it). Left out: a topic whose newest row is past ``upto`` (just drained, so
+    retained already). In id order."""
+    cutoff = utcnow() - timedelta(seconds=retain_terminal_seconds)
+    kept = Order.select(Order.id).where(
+        Order.retained_cleared_at.is_null() & (Order.terminal_at.is_null() | (Order.terminal_at > cutoff))
+    )
+    agents = None
+    if since is not None:
+        changed = (Outbox.id > since) & (Outbox.id <= upto)
+        kept = kept.where(
+            Order.id.in_(Outbox.select(Outbox.order_id).where(changed & (Outbox.kind != "worklist")))
+        )
+        agents = Outbox.select(Outbox.agent_id).where(changed & (Outbox.kind == "worklist"))
+    rows = _latest_published("new", None, kept)
+    rows += _latest_published("status", Outbox.order_id, kept)
+    rows += _latest_published("worklist", Outbox.agent_id, agents)
+    return [(topic, payload.encode(), True) for row, topic, payload in sorted(rows) if row <= upto]
+
+
+def _latest_published(
+    kind: str, group: peewee.Field | None, among: peewee.Query | None
+) -> list[tuple[int, str, str]]:
+    """(id, topic, payload) of the newest published row of each ``group`` (order or agent;
+    None: the newest of all), of orders (agents) ``among`` only if given."""
+    newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
+        (Outbox.kind == kind) & Outbox.published_at.is_null(False)
+    )
+    if group is None:
+        query = Outbox.select(Outbox.id, Outbox.topic, Outbox.payload).where(Outbox.id == newest)
+        if among is not None:
+            query = query.where(Outbox.order_id.in_(among))
+        return list(tuple_rows(query))
+    if among is not None:
+        newest = newest.where(group.in_(among))
+    return list(
+        tuple_rows(
+            Outbox.select(Outbox.id, Outbox.topic, Outbox.payload).where(
+                Outbox.id.in_(newest.group_by(group))
+            )
+        )
+    )

@@ -5,15 +5,18 @@ gunicorn then drained at most 64 KiB of the unread body, gave up and closed the
 connection, and the client's next request on it failed ("Remote end closed connection
 without response"). The same for a 415 or a 401 given before the body was read. Now a
 body of up to 1 MiB (or ORDERBUS_MAX_BODY_BYTES if larger) is read to its end before the
-answer goes, and the connection is kept; a larger one, or one sent chunked, is answered
-with ``Connection: close``. Against the API under gunicorn, over kept-alive connections
-(http.client and requests.Session).
+answer goes, and the connection is kept; a larger one is answered with
+``Connection: close``, and so is one sent chunked, after up to 1 MiB of it is read (CI
+once saw a client's send of a chunked body reset: the server had answered and closed
+while it was still sending). Against the API under gunicorn, over kept-alive
+connections (http.client, requests.Session and a raw socket).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +150,28 @@ def test_a_body_declared_over_a_mebibyte_is_answered_with_connection_close(api: 
     assert status_line.split()[1] == b"413", answer[:300]
     headers = rest.split(b"\r\n\r\n", 1)[0].lower()
     assert b"connection: close" in headers, headers
+
+
+def test_a_chunked_body_sent_slowly_is_read_before_the_answer_closes_the_connection(api: Api):
+    """A client sending a chunked body in pieces, with pauses between them, answered 401
+    (no token): every piece is accepted, then it reads the 401 and ``Connection: close``.
+    Answered and closed after the first piece, its later sends were reset."""
+    body = SMALL
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for start in range(0, len(body), 8192):
+            piece = body[start : start + 8192]
+            raw.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            # Time for an answer that did not wait for the body to arrive and close the socket.
+            readable, _, _ = select.select([raw], [], [], 0.05)
+            assert not readable or start + 8192 >= len(body), f"answered after {start + 8192} bytes"
+        raw.sendall(b"0\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"401", answer[:300]
+    assert b"connection: close" in rest.split(b"\r\n\r\n", 1)[0].lower()

@@ -58,11 +58,27 @@ class ReadWholeBody:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         length = get_content_length(environ)
+        if length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return self.chunked(environ, start_response)
         if not length or length > self.limit:
             return self.wsgi_app(environ, start_response)
         body = environ["wsgi.input"] = LimitedStream(environ["wsgi.input"], length)
         response = self.wsgi_app(environ, start_response)
         while body.read(65536):
+            pass
+        return response
+
+    def chunked(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """A body of unknown length: the connection closes after the answer
+        (``gunicorn_conf.pre_request``), but up to the limit of it is read first, so that a
+        client still sending it is not reset before it reads the answer."""
+        stream = environ["wsgi.input"]
+        response = self.wsgi_app(environ, start_response)
+        left = self.limit
+        try:
+            while left > 0 and (chunk := stream.read(min(65536, left))):
+                left -= len(chunk)
+        except Exception:  # a malformed chunk: the connection closes anyway
             pass
         return response
 

@@ -1,11 +1,12 @@
 """A tiny REST client for the orderbus API (stdlib only), shared by the clients.
 
 Errors are typed: :class:`ApiUnreachable` when no answer came (connection refused,
-timeout), :class:`ApiError` with the status and the problem+json body otherwise.
+timeout, an answer cut off), :class:`ApiError` with the status and the problem+json body otherwise.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -77,7 +78,8 @@ class Api:
             except ValueError:
                 problem = {"title": exc.reason, "detail": raw.decode(errors="replace")[:200]}
             raise ApiError(exc.code, problem if isinstance(problem, dict) else {}) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: the answer was cut off (a worker killed mid-answer), so none came.
             reason = getattr(exc, "reason", exc)
             raise ApiUnreachable(f"{self.base}: {reason}") from None
 

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -68,8 +68,7 @@ class _Reading:
 
     topic: str
     probe: bytes
-    subscribe_mid: int | None = None
-    granted: bool | None = None
+    subacks: dict[int, bool] = field(default_factory=dict)  # SUBACKs by message id
     probe_mid: int | None = None
     echoed: bool = False
     retained: bytes | None = None
@@ -175,8 +174,8 @@ class MqttLink:
     ) -> None:
         with self._cond:
             reading = self._reading
-            if reading is not None and mid == reading.subscribe_mid:
-                reading.granted = bool(reason_codes) and not reason_codes[0].is_failure
+            if reading is not None:  # recorded by id: the SUBACK may beat subscribe()'s return
+                reading.subacks[mid] = bool(reason_codes) and not reason_codes[0].is_failure
                 self._cond.notify_all()
 
     # --- the relay's thread -----------------------------------------------------
@@ -211,11 +210,10 @@ class MqttLink:
         try:
             _rc, mid = self.client.subscribe(topic, qos=1)
             with self._cond:
-                reading.subscribe_mid = mid
-                self._cond.wait_for(lambda: reading.granted is not None or self.lost, timeout)
-                if self.lost or reading.granted is None:
+                self._cond.wait_for(lambda: mid in reading.subacks or self.lost, timeout)
+                if self.lost or mid not in reading.subacks:
                     raise ConnectionLost(f"no SUBACK for {topic} within {timeout:.0f} s")
-                if not reading.granted:
+                if not reading.subacks[mid]:
                     logger.warning("the broker refused the subscription to %s", topic)
                     return None
             info = self.client.publish(topic, probe, qos=1, retain=False)

@@ -262,11 +262,15 @@ def test_api_workers_killed_mid_burst_lose_and_double_nothing(embedded: System):
     master = embedded.procs["api"].pid
     clients = 8 * SCALE
     results: list[dict] = []
+    errors: list[str] = []
 
     def customer(n: int) -> None:
         own = Api(embedded.api_url, token=api.token)
         for k in range(3):
-            results.append(place_order(own, ORDER, key=f"burst-{n}-{k}", attempts=10))
+            try:
+                results.append(place_order(own, ORDER, key=f"burst-{n}-{k}", attempts=10))
+            except Exception as exc:  # reported by the test, not lost in a thread
+                errors.append(f"customer {n} order {k}: {exc!r}")
 
     threads = [threading.Thread(target=customer, args=(n,)) for n in range(clients)]
     for thread in threads:
@@ -280,6 +284,7 @@ def test_api_workers_killed_mid_burst_lose_and_double_nothing(embedded: System):
             pass
     for thread in threads:
         thread.join(60)
+    assert not errors, errors
     assert len(results) == clients * 3
     assert len({r["id"] for r in results}) == clients * 3
     assert _orders_total(api) == before + clients * 3

@@ -12,6 +12,7 @@ Topics::
     orders/<order id>/status    retained: the order's current state
     agents/<agent id>/assigned  retained: the agent's complete worklist
     agents/<agent id>/presence  retained: the device's online/offline (its last will)
+    catalog                     retained: the whole catalog, with its version
     orderbus/relay/epoch        retained: the relay's own marker (no client reads it)
 
 Every order payload carries ``order.version`` and every worklist ``version``: a
@@ -37,6 +38,10 @@ AGENT_PRESENCE_FILTER = "agents/+/presence"
 AGENT_ASSIGNED_FILTER = "agents/+/assigned"
 
 PRESENCE_STATES = ("online", "offline")
+
+# The catalog: the body of GET /api/v1/catalog, republished on every change; its
+# ``version`` rises with each, so a subscriber keeps the highest it has seen.
+CATALOG = "catalog"
 
 # The relay's own topic: only the service account may read or write it. Its retained
 # message tells a reconnecting relay whether the broker still holds what it published
@@ -136,7 +141,7 @@ def parse_relay_epoch(payload: bytes | None) -> tuple[str, int] | None:
 
 def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:
     """(kind, key, version) of a message: kind ``order`` (key: the order id), ``worklist``
-    (the agent id), ``presence`` (the agent id) or ``other``."""
+    (the agent id), ``presence`` (the agent id), ``catalog`` (key: ``catalog``) or ``other``."""
     order = payload.get("order")
     if topic.startswith("orders/") and isinstance(order, dict):
         version = order.get("version")
@@ -146,6 +151,9 @@ def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int 
         return "worklist", agent, version if isinstance(version, int) else None
     if (agent := agent_from_presence_topic(topic)) is not None:
         return "presence", agent, None
+    if topic == CATALOG:
+        version = payload.get("version")
+        return "catalog", CATALOG, version if isinstance(version, int) else None
     return "other", None, None
 
 

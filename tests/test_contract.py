@@ -26,6 +26,7 @@ CHANNELS = {
     "agents/{agentId}/assigned": "agentAssigned",
     "agents/{agentId}/presence": "agentPresence",
     "orderbus/relay/epoch": "relayEpoch",
+    "catalog": "catalog",
 }
 ORDER_ID = "ord_0123456789ab"
 AGENT_ID = "agt_0123456789ab"
@@ -34,8 +35,8 @@ AGENT_ID = "agt_0123456789ab"
 # --- the document -------------------------------------------------------------
 
 
-def test_document_is_asyncapi_3_with_the_five_channels():
-    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the four topics of the
+def test_document_is_asyncapi_3_with_the_six_channels():
+    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the five topics of the
     contract and the relay's own."""
     with asyncapi.SPEC_PATH.open(encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
@@ -76,6 +77,7 @@ def test_every_publish_is_qos1_and_retained():
         "agents/{agentId}/assigned": {"service"},
         "agents/{agentId}/presence": {"agent"},
         "orderbus/relay/epoch": {"service"},
+        "catalog": {"service"},
     }
 
 
@@ -447,12 +449,14 @@ JS_CHANNELS = {
     "orderStatus": "c.orderStatus(orderId)",
     "agentAssigned": "c.agentAssigned(agentId)",
     "agentPresence": "c.agentPresence(agentId)",
+    "catalog": "c.CATALOG",
 }
 PY_CHANNELS = {
     "ordersNew": lambda: contract.ORDERS_NEW,
     "orderStatus": lambda: contract.order_status(ORDER_ID),
     "agentAssigned": lambda: contract.agent_assigned(AGENT_ID),
     "agentPresence": lambda: contract.agent_presence(AGENT_ID),
+    "catalog": lambda: contract.CATALOG,
 }
 # The relay's own channel: only the service reads or writes it, so the dashboard's copy has none.
 SERVICE_ONLY = {"relayEpoch": lambda: contract.RELAY_EPOCH}

@@ -4,16 +4,17 @@ The database is the single source of truth for who may connect to the broker and
 what each login may do. After every change the service rewrites, atomically, a
 password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
 
-- the **service** account (the relay) publishes ``orders/#`` and
-  ``agents/+/assigned``, reads ``agents/+/presence``, and alone reads and writes
+- the **service** account (the relay) publishes ``orders/#``,
+  ``agents/+/assigned`` and ``catalog``, reads ``agents/+/presence``, and alone reads and writes
   ``orderbus/relay/epoch`` (its retained marker, ``outbox/relay.py``);
 - each **agent** device logs in as its agent id, reads ``agents/<id>/#`` and
-  writes only ``agents/<id>/presence``;
+  ``catalog`` and writes only ``agents/<id>/presence``;
 - each **dashboard** login (one per dashboard page, tied to an admin bearer token,
-  expiring and revoked with it) reads ``orders/#`` and ``agents/#`` and writes nothing;
+  expiring and revoked with it) reads ``orders/#``, ``agents/#`` and ``catalog`` and
+  writes nothing;
 - the **bridge** accounts, one for ``bridges.socketio`` and one for the webhook worker
-  (``python -m order_service.webhooks``), read ``orders/#`` and ``agents/#`` and write
-  nothing.
+  (``python -m order_service.webhooks``), read ``orders/#``, ``agents/#`` and ``catalog``
+  and write nothing.
 
 On both brokers the client id IS the username (Mosquitto's ``use_username_as_clientid``;
 the embedded broker does the same): whatever id a client sends, it gets its login's
@@ -53,10 +54,11 @@ SERVICE, AGENT, DASHBOARD, BRIDGE = "service", "agent", "dashboard", "bridge"
 SERVICE_RULES = (
     "write orders/#",
     "write agents/+/assigned",
+    f"write {contract.CATALOG}",
     "read agents/+/presence",
     f"readwrite {contract.RELAY_EPOCH}",
 )
-DASHBOARD_RULES = ("read orders/#", "read agents/#")
+DASHBOARD_RULES = ("read orders/#", "read agents/#", f"read {contract.CATALOG}")
 
 HEADER = (
     "# orderbus MQTT {what}: generated from the service's database. Do not edit: it is\n"
@@ -65,7 +67,7 @@ HEADER = (
 
 
 def agent_rules(agent_id: str) -> tuple[str, ...]:
-    return (f"read agents/{agent_id}/#", f"write agents/{agent_id}/presence")
+    return (f"read agents/{agent_id}/#", f"read {contract.CATALOG}", f"write agents/{agent_id}/presence")
 
 
 def rules_for(credential: MqttCredential) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ sends what is pending, and then (:func:`lacking`):
   database's state (``python -m order_service republish`` after a restore renews the
   epoch). The relay republishes the state of every order whose retained state is not
   cleared (live ones, and finished ones within ``ORDERBUS_RETAIN_TERMINAL_SECONDS``),
-  every worklist and ``orders/new``, and only then publishes the marker;
+  every worklist, ``orders/new`` and the catalog, and only then publishes the marker;
 - this epoch, ``through`` behind what was published: the broker restored an older
   snapshot (Mosquitto killed between two saves of its persistence file); the relay
   republishes the state of what changed after ``through``;
@@ -76,7 +76,7 @@ def lacking(
 
 def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> list[tuple[str, bytes, bool]]:
     """Retained messages: the last published state of every order whose retained state is
-    not cleared, of every worklist and of ``orders/new`` (``since``: only of those changed by
+    not cleared, of every worklist, of ``orders/new`` and of ``catalog`` (``since``: only of those changed by
     a row after it). Left out: a topic whose newest row is past ``upto`` (just drained, so
     retained already). In id order."""
     cutoff = utcnow() - timedelta(seconds=retain_terminal_seconds)
@@ -93,6 +93,7 @@ def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> li
     rows = _latest_published("new", None, kept)
     rows += _latest_published("status", Outbox.order_id, kept)
     rows += _latest_published("worklist", Outbox.agent_id, agents)
+    rows += [row for row in _latest_published("catalog", None, None) if since is None or row[0] > since]
     return [(topic, payload.encode(), True) for row, topic, payload in sorted(rows) if row <= upto]
 
 

@@ -112,9 +112,13 @@ class WebhookCursor(BaseModel):
 def event_log(after: int, limit: int) -> pw.ModelSelect[Outbox]:
     """Events after ``after`` in commit order: what ``GET /api/v1/events`` serves.
 
-    ``orders/new`` rows repeat their ``status`` row's event, so the log skips them."""
+    ``orders/new`` rows repeat their ``status`` row's event, so the log skips them; so it
+    does the catalog's rows (the whole catalog each: read it from GET /catalog or its topic)."""
     return (
-        Outbox.select().where((Outbox.id > after) & (Outbox.kind != "new")).order_by(Outbox.id).limit(limit)
+        Outbox.select()
+        .where((Outbox.id > after) & Outbox.kind.not_in(("new", "catalog")))
+        .order_by(Outbox.id)
+        .limit(limit)
     )
 
 

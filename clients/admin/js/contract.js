@@ -6,12 +6,14 @@
 //   orders/<order id>/status    retained: the order's current state (empty once cleared)
 //   agents/<agent id>/assigned  retained: the agent's complete worklist
 //   agents/<agent id>/presence  retained: the device's online/offline (its last will)
+//   catalog                     retained: the whole catalog, with its version
 
 export const ORDERS_NEW = "orders/new";
 export const ORDERS_ALL = "orders/#";
 export const AGENTS_ALL = "agents/#";
 export const AGENT_PRESENCE_FILTER = "agents/+/presence";
 export const AGENT_ASSIGNED_FILTER = "agents/+/assigned";
+export const CATALOG = "catalog";
 
 export const orderStatus = (orderId) => `orders/${orderId}/status`;
 export const agentAssigned = (agentId) => `agents/${agentId}/assigned`;
@@ -28,7 +30,7 @@ export const agentFromPresenceTopic = (topic) => part(topic, "agents", "presence
 
 /**
  * What a message is about: {kind, key, version}. kind "order" (key: the order id),
- * "worklist" (the agent id), "presence" (the agent id) or "other".
+ * "worklist" (the agent id), "presence" (the agent id), "catalog" (key "catalog") or "other".
  */
 export function classify(topic, payload) {
   const order = payload?.order;
@@ -41,6 +43,9 @@ export function classify(topic, payload) {
   }
   agent = agentFromPresenceTopic(topic);
   if (agent !== null) return { kind: "presence", key: agent, version: null };
+  if (topic === CATALOG) {
+    return { kind: "catalog", key: CATALOG, version: Number.isInteger(payload?.version) ? payload.version : null };
+  }
   return { kind: "other", key: null, version: null };
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 
 from flask import Response, current_app, jsonify
@@ -96,9 +97,10 @@ def list_orders(query: schemas.OrderListQuery) -> Response:
         select = select.where(Order.agent == query.agent_id)
     if query.q:
         q = query.q.strip()
-        select = select.where(
-            (Order.id == q) | Order.customer_name.contains(q) | Order.customer_phone.contains(q)
-        )
+        found = (Order.id == q) | Order.customer_name.contains(q) | Order.customer_phone.contains(q)
+        if re.fullmatch(r"#?[0-9]{1,9}", q):  # an order's number, as shown: #12
+            found |= Order.number == int(q.lstrip("#"))
+        select = select.where(found)
     if query.cursor:
         created, order_id = _decode_cursor(query.cursor)
         select = select.where(Tuple(Order.created_at, Order.id) < Tuple(created, order_id))

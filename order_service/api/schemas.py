@@ -258,7 +258,7 @@ class OrderListQuery(Parameters):
     )
     agent_id: OptionalStr = Field(None, max_length=32, pattern=NO_NUL)
     q: OptionalStr = Field(
-        None, max_length=200, pattern=NO_NUL, description="order id, customer name or phone"
+        None, max_length=200, pattern=NO_NUL, description="order id, number (#12), customer name or phone"
     )
     limit: int = Field(50, ge=1, le=200)
     cursor: OptionalStr = Field(None, max_length=200, pattern=NO_NUL)

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     )
     allow_signup: bool = Field(True, description="Anyone may create a customer account (POST /auth/signup)")
     signup_per_address: int = Field(
-        5, ge=1, description="sign-ups one client address may make per signup window before a 429"
+        10, ge=1, description="sign-ups one client address may make per signup window before a 429"
     )
     signup_window_seconds: int = Field(3600, ge=1, description="the window of ORDERBUS_SIGNUP_PER_ADDRESS")
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="The catalog's currency (ISO 4217)")

@@ -171,8 +171,14 @@ def admin(client: FlaskClient) -> Actor:
 @pytest.fixture
 def make_customer(client: FlaskClient) -> Callable[[], Actor]:
     def make() -> Actor:
-        name = f"customer{next(_names)}"
-        response = client.post("/api/v1/auth/signup", json={"username": name, "password": "password-1"})
+        n = next(_names)
+        name = f"customer{n}"
+        # Each from an address of its own: sign-ups are limited per address.
+        response = client.post(
+            "/api/v1/auth/signup",
+            json={"username": name, "password": "password-1"},
+            environ_base={"REMOTE_ADDR": f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"},
+        )
         assert response.status_code == 201, response.json
         body = _login(client, name, "password-1")
         return Actor(

@@ -226,3 +226,29 @@ def test_published_catalogs_conform_to_the_contract(client, admin, menu):
     broken = {**rows[-1]["payload"], "version": "7"}
     with pytest.raises(jsonschema.ValidationError):  # positive control
         asyncapi.validate_message("catalog", json.dumps(broken).encode())
+
+
+def test_seed_catalog_fills_an_empty_catalog_once(client, admin, database_url, data_dir):
+    """`seed-catalog` (make run calls it) gives a new system a few categories and items, and
+    publishes them; run again, or on a catalog with anything in it, it changes nothing."""
+    import os
+
+    from harness.processes import cli
+
+    env = {**os.environ, "ORDERBUS_DATA_DIR": str(data_dir), "ORDERBUS_DATABASE_URL": database_url}
+    first = cli(env, "seed-catalog")
+    assert first.returncode == 0 and "seeded" in first.stdout, first.stderr
+    seeded = _catalog(client)
+    assert len(seeded["categories"]) >= 2 and all(c["items"] for c in seeded["categories"])
+    assert seeded["version"] == 1 and outbox(kind="catalog")[-1]["payload"] == seeded
+    again = cli(env, "seed-catalog")
+    assert again.returncode == 0 and "left as it is" in again.stdout
+    assert _catalog(client) == seeded
+    # A customer can order from it at once.
+    item = seeded["categories"][0]["items"][0]
+    body = {
+        "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
+        "items": [{"item_id": item["id"], "quantity": 1, "option_ids": [item["options"][0]["id"]]}],
+    }
+    order = client.post(f"{API}/orders", json=body, headers=admin.headers).json
+    assert order["total_cents"] == item["price_cents"] + item["options"][0]["price_delta_cents"]

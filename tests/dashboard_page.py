@@ -39,6 +39,12 @@ def place(system: System, name: str = "Ada", api: Api | None = None) -> dict:
     )
 
 
+def label(order: dict) -> str:
+    """What the page calls an order: ``#<number>``, or the first 6 characters of its id after the prefix."""
+    number = order.get("number")
+    return f"#{number}" if isinstance(number, int) else order["id"].split("_", 1)[-1][:6]
+
+
 def wait_row(page, order_id: str, status: str, since: float, within: float = LIVE) -> float:
     """Wait for the order's row to show ``status``; returns the seconds since ``since``."""
     page.wait_for_selector(f'#orders li[data-id="{order_id}"][data-status="{status}"]', state="attached")

@@ -91,6 +91,22 @@ def converges(page, system: System, timeout: float = 15.0) -> None:
         time.sleep(0.2)
 
 
+WIDER_THAN_THE_WINDOW = """() => {
+  const clipped = (e) => { for (let a = e.parentElement; a; a = a.parentElement) {
+    if (getComputedStyle(a).overflowX !== "visible") return true; } return false; };
+  return [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !clipped(e))
+    .map(e => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+    .slice(0, 8);
+}"""
+
+
+def assert_fits_the_width(page) -> None:
+    """Nothing on the page sticks out to the right: no sideways scrolling on a phone."""
+    wide = page.evaluate("() => document.documentElement.scrollWidth > window.innerWidth")
+    assert not wide, f"wider than the window: {page.evaluate(WIDER_THAN_THE_WINDOW)}"
+
+
 def screenshot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name))

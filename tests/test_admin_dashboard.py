@@ -21,6 +21,7 @@ from tests import dashboard_fixtures
 from tests.dashboard_page import (
     LIVE,
     agent_device,
+    assert_fits_the_width,
     converges,
     count,
     database_state,
@@ -516,7 +517,7 @@ def test_rows_show_the_number_address_and_age_and_never_a_version(browser, syste
 
         page.set_viewport_size({"width": 390, "height": 844})
         page.wait_for_selector(f'#orders li[data-id="{other["id"]}"]', state="visible")
-        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        assert_fits_the_width(page)
         assert page.is_visible(f"{row} .row-address") and page.is_visible(f"{row} .row-age")
         screenshot(page, "phone-board.png")
     finally:

@@ -33,7 +33,10 @@ from tests.courier_page import (
 )
 
 # The dashboard's fixture: Debian's chromium, skipped (or failed in CI) when it is missing.
-from tests.test_admin_dashboard import browser  # noqa: F401, F811
+try:  # where the dashboard's tests keep it since they share their fixtures
+    from tests.dashboard_fixtures import browser  # noqa: F401, F811
+except ImportError:
+    from tests.test_admin_dashboard import browser  # noqa: F401, F811
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

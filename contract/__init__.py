@@ -13,10 +13,12 @@ Topics::
     agents/<agent id>/assigned  retained: the agent's complete worklist
     agents/<agent id>/presence  retained: the device's online/offline (its last will)
     catalog                     retained: the whole catalog, with its version
+    customers/<user id>/orders  retained: a customer's own orders (its feed)
     orderbus/relay/epoch        retained: the relay's own marker (no client reads it)
 
-Every order payload carries ``order.version`` and every worklist ``version``: a
-subscriber keeps the highest it has seen per order (per worklist) and drops anything
+Every order payload carries ``order.version`` and every worklist and customer feed
+``version``: a subscriber keeps the highest it has seen per order (per worklist, per
+customer) and drops anything
 older or equal (:class:`VersionGate`); an empty retained payload on an order's topic
 means the order finished and its retained state was cleared.
 """
@@ -36,6 +38,12 @@ ORDERS_ALL = "orders/#"
 AGENTS_ALL = "agents/#"
 AGENT_PRESENCE_FILTER = "agents/+/presence"
 AGENT_ASSIGNED_FILTER = "agents/+/assigned"
+CUSTOMER_ORDERS_FILTER = "customers/+/orders"
+
+# What a customer's feed holds: its active orders and those finished within this window,
+# the newest first, at most this many.
+CUSTOMER_FEED_WINDOW_SECONDS = 24 * 3600
+CUSTOMER_FEED_LIMIT = 20
 
 PRESENCE_STATES = ("online", "offline")
 
@@ -63,6 +71,10 @@ def agent_presence(agent_id: str) -> str:
     return f"agents/{agent_id}/presence"
 
 
+def customer_orders(user_id: str) -> str:
+    return f"customers/{user_id}/orders"
+
+
 def _part(topic: str, first: str, last: str) -> str | None:
     parts = topic.split("/")
     if len(parts) == 3 and parts[0] == first and parts[2] == last and parts[1]:
@@ -80,6 +92,10 @@ def agent_from_assigned_topic(topic: str) -> str | None:
 
 def agent_from_presence_topic(topic: str) -> str | None:
     return _part(topic, "agents", "presence")
+
+
+def customer_from_orders_topic(topic: str) -> str | None:
+    return _part(topic, "customers", "orders")
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -141,7 +157,8 @@ def parse_relay_epoch(payload: bytes | None) -> tuple[str, int] | None:
 
 def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:
     """(kind, key, version) of a message: kind ``order`` (key: the order id), ``worklist``
-    (the agent id), ``presence`` (the agent id), ``catalog`` (key: ``catalog``) or ``other``."""
+    (the agent id), ``presence`` (the agent id), ``customer`` (a customer's feed: the
+    customer's user id), ``catalog`` (key: ``catalog``) or ``other``."""
     order = payload.get("order")
     if topic.startswith("orders/") and isinstance(order, dict):
         version = order.get("version")
@@ -154,6 +171,9 @@ def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int 
     if topic == CATALOG:
         version = payload.get("version")
         return "catalog", CATALOG, version if isinstance(version, int) else None
+    if (customer := customer_from_orders_topic(topic)) is not None:
+        version = payload.get("version")
+        return "customer", customer, version if isinstance(version, int) else None
     return "other", None, None
 
 

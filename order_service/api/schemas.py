@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
 from order_service.lifecycle import FAILURE_REASONS, STATUSES
@@ -127,39 +127,6 @@ class AgentAssign(Strict):
 
 
 AgentIdIn = Id32
-
-
-class OfferCreate(Strict):
-    agent_ids: list[AgentIdIn] = Field(min_length=1, max_length=20)
-    expires_in_seconds: OptionalInt = Field(None, ge=5, le=3600, description="default: offer_seconds")
-    reason: Reason = ""
-
-
-class OfferDecline(Strict):
-    reason: Reason = ""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _body_is_optional(cls, data: object) -> object:
-        return {} if data is None else data  # a decline without a reason may send no body
-
-
-class DispatchSettingsPatch(Strict):
-    """Each field given overrides its ORDERBUS_DISPATCH_* default; null returns it to the default."""
-
-    offer_required: bool | None = None
-    offer_seconds: OptionalInt = Field(None, ge=5, le=3600)
-    auto_assign: bool | None = None
-    auto_assign_on: Literal["confirmed", "ready"] | None = None
-    agent_cap: OptionalInt = Field(None, ge=1, le=100)
-    prep_minutes: OptionalInt = Field(None, ge=0, le=1440)
-    travel_minutes: OptionalInt = Field(None, ge=0, le=1440)
-    travel_speed_kmh: float | None = Field(None, gt=0, le=200)
-    origin_lat: float | None = Field(None, ge=-90, le=90)
-    origin_lon: float | None = Field(None, ge=-180, le=180)
-    delay_unconfirmed_seconds: OptionalInt = Field(None, ge=0, le=86400)
-    delay_unassigned_seconds: OptionalInt = Field(None, ge=0, le=86400)
-    delay_late_grace_seconds: OptionalInt = Field(None, ge=0, le=86400)
 
 
 class TokenRequest(Strict):
@@ -356,12 +323,19 @@ class HistoryOut(BaseModel):
     history: list[HistoryEntry]
 
 
+class CustomerTopics(BaseModel):
+    orders: str = Field(description="the customer's own feed, customers/<user id>/orders")
+    catalog: str = Field(description="the catalog, catalog")
+
+
 class DashboardMqtt(BaseModel):
     url: str = Field(description="MQTT over WebSocket, e.g. ws://127.0.0.1:9001/mqtt")
+    tcp_url: str = Field(description="the same broker over TCP, e.g. mqtt://127.0.0.1:1883")
     client_id: str = Field(description="the username: both brokers use it, whatever id a client sends")
     username: str
     password: str = Field(description="shown once; read-only; revoked by logging out")
     expires_at: str
+    topics: CustomerTopics | None = Field(None, description="customers only: the topics the login may read")
 
 
 class TokenOut(BaseModel):
@@ -369,11 +343,16 @@ class TokenOut(BaseModel):
     token_type: Literal["bearer"]
     expires_in: int
     user: dict
-    mqtt: DashboardMqtt | None = Field(None, description="admins only: the dashboard's broker login")
+    mqtt: DashboardMqtt | None = Field(
+        None, description="admins and customers: a read-only broker login (a dashboard's, a shop page's)"
+    )
 
 
 class AgentMqtt(BaseModel):
     url: str = Field(description="the broker over TCP, e.g. mqtt://127.0.0.1:1883")
+    ws_url: str = Field(
+        description="the same broker over WebSocket (the courier app), e.g. ws://127.0.0.1:9001/mqtt"
+    )
     client_id: str = Field(
         description="the username, which both brokers use as the client id whatever a client sends;"
         " connect with clean session off, so offline messages wait"
@@ -438,12 +417,3 @@ class Lifecycle(BaseModel):
     moves_by_role: dict[str, dict[str, list[str]]]
     assignable: list[str]
     failure_reasons: list[str]
-
-
-class DispatchSettingsOut(BaseModel):
-    values: dict
-    defaults: dict
-    overrides: dict
-    version: int
-    updated_at: str | None
-    updated_by: str | None

@@ -180,8 +180,9 @@ def test_watch_follows_an_order_live_to_delivery_across_a_broker_restart(live_sy
     """watch prints each status with its time (the ETA and the courier's first name once picked up),
     keeps going when the broker restarts empty, and exits 0 once the order is delivered."""
     system = live_system
+    make_menu(system)
     ada = system.make_customer()
-    placed = customer(system, ada, "--json", *PLACE, "--item", "Tea:2:3.50")
+    placed = customer(system, ada, "--json", *PLACE, "--item", "Tea:2")
     assert placed.returncode == 0, placed.stderr
     order_id = json.loads(placed.stdout)["id"]
     rider = system.make_agent()
@@ -213,8 +214,9 @@ def test_watch_follows_an_order_live_to_delivery_across_a_broker_restart(live_sy
 
 def test_watch_of_a_finished_order_exits_at_once_and_of_anothers_order_fails(live_system):
     system = live_system
+    make_menu(system)
     ada, bob = system.make_customer(), system.make_customer()
-    placed = customer(system, ada, "--json", *PLACE, "--item", "Tea:1:3.50")
+    placed = customer(system, ada, "--json", *PLACE, "--item", "Tea:1")
     order_id = json.loads(placed.stdout)["id"]
     assert customer(system, ada, "cancel", order_id, "--reason", "changed my mind").returncode == 0
     done = customer(system, ada, "watch", order_id)

@@ -33,7 +33,7 @@ def test_numbers_count_up_and_travel_with_the_order(client, admin, place_order, 
     )
     worklist = outbox(kind="worklist", agent_id=agent.agent_id)[-1]["payload"]
     assert [o["number"] for o in worklist["orders"]] == [3]
-    assert outbox(order_id=order_id)[-1]["payload"]["order"]["number"] == 3
+    assert outbox(order_id=order_id, kind="status")[-1]["payload"]["order"]["number"] == 3
 
 
 def test_a_refused_order_takes_no_number(client, admin, place_order, make_customer):

@@ -61,7 +61,7 @@ def test_a_later_price_change_never_alters_a_placed_order(client, admin, menu, m
     )
     again = get_order(client, customer, placed["id"])
     assert again["items"] == placed["items"] and again["total_cents"] == placed["total_cents"] == 2 * 1399
-    assert outbox(order_id=placed["id"])[-1]["payload"]["order"]["items"] == placed["items"]
+    assert outbox(order_id=placed["id"], kind="status")[-1]["payload"]["order"]["items"] == placed["items"]
     listed = client.get(f"{API}/orders", headers=customer.headers).json["orders"]
     assert listed[0]["items"] == placed["items"]
 
@@ -149,4 +149,4 @@ def test_old_orders_keep_their_lines(client, admin, menu):
     """A line placed before the catalog (no item id) is published as it always was."""
     order = _place(client, admin, order_body()).json
     assert order["items"] == [{"name": "Margherita", "quantity": 2, "unit_price_cents": 1299}]
-    assert "item_id" not in outbox(order_id=order["id"])[-1]["payload"]["order"]["items"][0]
+    assert "item_id" not in outbox(order_id=order["id"], kind="status")[-1]["payload"]["order"]["items"][0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -41,14 +42,25 @@ except ImportError:
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    sys_ = make_system(tmp_path_factory.mktemp("courier"))
+def _system(tmp: Path, broker: str) -> Iterator[System]:
+    sys_ = make_system(tmp, broker)
     sys_.base = sys_.api_url.removesuffix("/api/v1")
     try:
         yield sys_
     finally:
         sys_.close()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The system on the embedded broker, for the module."""
+    yield from _system(tmp_path_factory.mktemp("courier"), "amqtt")
+
+
+@pytest.fixture(scope="module")
+def mosquitto_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The system on Mosquitto (the production broker), for what depends on the broker."""
+    yield from _system(tmp_path_factory.mktemp("courier-mosquitto"), "mosquitto")
 
 
 @pytest.fixture
@@ -244,10 +256,12 @@ def test_the_app_shell_opens_from_the_service_worker_with_no_network(context, sy
     online(again)  # and live again once the network is back
 
 
-def test_an_assignment_made_while_the_app_was_closed_arrives_on_return(context, system: System) -> None:
-    """The device's session is persistent: assignments made while the app is closed are there
+@pytest.mark.parametrize("broker", ["amqtt", "mosquitto"])
+def test_an_assignment_made_while_the_app_was_closed_arrives_on_return(context, broker, request) -> None:
+    """On both brokers: The device's session is persistent: assignments made while the app is closed are there
     (highlighted as new) when it opens again; a cancellation and a reassignment meanwhile are
     announced."""
+    system = request.getfixturevalue("system" if broker == "amqtt" else "mosquitto_system")
     page, agent, (before, moved) = logged_in_with(context, system, 2)
     page.close()
 

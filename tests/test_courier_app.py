@@ -9,6 +9,7 @@ page go to docs/images/ (the README shows them).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,3 +283,21 @@ def test_an_assignment_made_while_the_app_was_closed_arrives_on_return(context, 
     gone(page, before["id"])
     gone(page, moved["id"])
     assert history(page) == {}  # a cancelled order is not the courier's finished work
+
+
+def test_a_broker_login_replaced_elsewhere_is_replaced_once(context, system: System) -> None:
+    """The device's stored broker login was replaced while the app was closed (a new one issued
+    for the agent): the broker refuses it, the app asks for a new one and is live again."""
+    page, agent, (order,) = logged_in_with(context, system, 1)
+    key = f"orderbus.courier.mqtt.{agent['id']}"
+    first = json.loads(page.evaluate(f"() => localStorage.getItem('{key}')"))["password"]
+    page.close()
+    system.admin.request("POST", f"/agents/{agent['id']}/mqtt-credentials")  # the stored one ends
+
+    page = context.new_page()
+    page.goto(f"{system.base}/courier/")
+    online(page)
+    assert json.loads(page.evaluate(f"() => localStorage.getItem('{key}')"))["password"] != first
+    later = system.ready_order()
+    system.assign(later["id"], agent["id"])  # live on the new login
+    card(page, later["id"], "ready")

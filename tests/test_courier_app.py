@@ -301,3 +301,25 @@ def test_a_broker_login_replaced_elsewhere_is_replaced_once(context, system: Sys
     later = system.ready_order()
     system.assign(later["id"], agent["id"])  # live on the new login
     card(page, later["id"], "ready")
+
+
+def test_a_second_tab_waits_instead_of_taking_the_connection(context, system: System) -> None:
+    """Both tabs would connect with the device's one client id and take the connection from
+    each other: the second waits (and says so) while the first stays online, and goes live
+    when the first closes."""
+    page, agent, _ = logged_in_with(context, system, 1)
+    page.evaluate(
+        """() => { window.drops = 0; const conn = document.getElementById("conn");
+        new MutationObserver(() => { if (conn.dataset.state !== "online") window.drops += 1; })
+          .observe(conn, { attributes: true, attributeFilter: ["data-state"] }); }"""
+    )
+    second = context.new_page()
+    second.goto(f"{system.base}/courier/")
+    second.wait_for_selector('#banners .banner[data-id="other-tab"]', timeout=WAIT)
+    order = system.ready_order()
+    system.assign(order["id"], agent["id"])  # positive control: the first tab is live
+    card(page, order["id"], "ready")
+    assert page.evaluate("() => window.drops") == 0
+    page.close()
+    online(second)
+    second.wait_for_selector('#banners .banner[data-id="other-tab"]', state="detached", timeout=WAIT)

@@ -262,7 +262,33 @@ function start(session) {
   app.timers = [setInterval(tickCountdowns, 1000), setInterval(() => app.entries.some((e) => e.state === "pending") && app.sender.flush(), FLUSH_MS)];
   window.addEventListener("online", () => app?.sender.flush());
   render();
+  liveInOneTab(app);
+}
+
+/**
+ * One live connection per phone: the broker takes a client id's connection from whoever had
+ * it, so two tabs of the app would take it from each other for ever. A Web Lock per agent
+ * lets one tab connect; another waits (and says so) until that one closes or logs out.
+ */
+function liveInOneTab(current) {
+  if (!navigator.locks) return connect();
+  const waiting = { id: "other-tab", kind: "warn", text: "The app is open in another tab or window: this one waits until it closes." };
+  return navigator.locks.request(`orderbus.courier.live.${current.session.agent_id}`, { ifAvailable: true }, (lock) => {
+    if (lock) return hold(current);
+    current.banners.push(waiting);
+    render();
+    return navigator.locks.request(`orderbus.courier.live.${current.session.agent_id}`, () => {
+      current.banners = current.banners.filter((b) => b !== waiting);
+      return hold(current);
+    });
+  });
+}
+
+function hold(current) {
+  if (current !== app) return null;
   connect();
+  render();
+  return new Promise((release) => { current.releaseLock = release; });
 }
 
 async function stop(offShift) {
@@ -270,6 +296,7 @@ async function stop(offShift) {
   const current = app;
   app = null;
   current.timers.forEach(clearInterval);
+  current.releaseLock?.();
   await current.live?.stop(offShift);
 }
 

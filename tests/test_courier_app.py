@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,8 +127,10 @@ def test_a_shift_live_assignment_offer_pickup_delivery(context, system: System) 
     assert page.is_visible("#orders-empty")
 
     order = system.ready_order()
+    started = time.monotonic()
     system.assign(order["id"], agent["id"])
     row = card(page, order["id"], "ready")
+    print(f"assignment on the phone {(time.monotonic() - started) * 1000:.0f} ms after its PUT returned")
     assert "fresh" in row.get_attribute("class")
     page.wait_for_function("() => Number(document.documentElement.dataset.beeps || 0) >= 1", timeout=WAIT)
 
@@ -215,9 +218,11 @@ def test_offline_taps_are_sent_in_order_and_a_conflict_is_shown(context, system:
     system.admin.request("PATCH", f"/orders/{cancelled['id']}/status", {"status": "cancelled"})
     assert system.admin.request("GET", f"/orders/{kept['id']}")["status"] == "ready"  # nothing sent yet
 
+    started = time.monotonic()
     context.set_offline(False)
     online(page)
     page.wait_for_selector(f'#orders li[data-id="{kept["id"]}"][data-pending="0"]', timeout=WAIT)
+    print(f"queued action applied {(time.monotonic() - started) * 1000:.0f} ms after the network came back")
     page.wait_for_selector("#banners .banner.conflict", timeout=WAIT)
     assert "cancelled" in page.inner_text("#banners .banner.conflict")
     page.wait_for_selector("#banners .banner.cancelled", timeout=WAIT)  # announced, not just gone

@@ -28,6 +28,7 @@ from tests.courier_page import (
     card,
     gone,
     history,
+    label,
     log_in,
     logged_in_with,
     online,
@@ -194,6 +195,23 @@ def test_a_failed_delivery_with_a_reason(context, system: System) -> None:
     stored = system.admin.request("GET", f"/orders/{order['id']}")
     assert stored["status"] == "failed"
     assert stored["failure"] == {"reason": "other", "note": "gate locked, no answer"}
+
+
+def test_an_offer_declined_goes_without_an_announcement(context, system: System) -> None:
+    """Decline turns the offer down on the server; the courier's own decline is not announced
+    as an offer that ended (an offer withdrawn by the shop is: the positive control)."""
+    page, agent, _ = logged_in_with(context, system, 1)
+    declined, withdrawn = system.ready_order("confirmed"), system.ready_order("confirmed")
+    for order in (declined, withdrawn):
+        system.admin.request("POST", f"/orders/{order['id']}/offer", {"agent_ids": [agent["id"]]})
+        page.wait_for_selector(f'#offers li[data-id="{order["id"]}"]', timeout=WAIT)
+    page.click(f'#offers li[data-id="{declined["id"]}"] button.decline')
+    page.wait_for_selector(f'#offers li[data-id="{declined["id"]}"]', state="detached", timeout=WAIT)
+    assert system.admin.request("GET", f"/orders/{declined['id']}")["offer"] is None
+    system.admin.request("DELETE", f"/orders/{withdrawn['id']}/agent")  # withdraws the offer
+    page.wait_for_selector("#banners .banner.info", timeout=WAIT)
+    shown = banner_text(page)
+    assert label(withdrawn) in shown and label(declined) not in shown
 
 
 def test_offline_taps_are_sent_in_order_and_a_conflict_is_shown(context, system: System) -> None:

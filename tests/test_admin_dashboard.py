@@ -38,12 +38,7 @@ from tests.mqtt_fixtures import Subscriber
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 # The fixtures, bound here so pytest finds them (one system for this module).
-browser, proxy, system, page = (
-    dashboard_fixtures.browser,
-    dashboard_fixtures.proxy,
-    dashboard_fixtures.system,
-    dashboard_fixtures.page,
-)
+browser, proxy, system, page = dashboard_fixtures.FIXTURES
 
 
 def test_served_with_a_strict_content_security_policy(system: System) -> None:

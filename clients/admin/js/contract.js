@@ -6,9 +6,11 @@
 //   orders/<order id>/status    retained: the order's current state (empty once cleared)
 //   agents/<agent id>/assigned  retained: the agent's complete worklist
 //   agents/<agent id>/presence  retained: the device's online/offline (its last will)
+//   catalog                     retained: the whole catalog, republished on every change
 
 export const ORDERS_NEW = "orders/new";
 export const ORDERS_ALL = "orders/#";
+export const CATALOG = "catalog";
 export const AGENTS_ALL = "agents/#";
 export const AGENT_PRESENCE_FILTER = "agents/+/presence";
 export const AGENT_ASSIGNED_FILTER = "agents/+/assigned";

@@ -282,6 +282,7 @@ def test_phone_order_bad_input_is_shown_beside_its_field(page, system: System) -
     assert page.is_visible("#po-error")
     assert page.get_attribute("#po-phone", "aria-invalid") == "true"
     assert not orders_named(system, "Bad Input")
+    screenshot(page, "phone-order-errors.png")
     # Client-side checks of a custom line: no name, a price that is not money.
     page.click("#po-custom-add")
     assert "Name the line" in page.inner_text("#po-custom-error")

@@ -9,6 +9,7 @@ import { clearErrors, fieldError, showProblem } from "./forms.js";
 const $ = (id) => document.getElementById(id);
 const byPosition = (a, b) => a.position - b.position || a.name.localeCompare(b.name);
 const MAX_OPTIONS = 20;
+const MESSAGES = { name: "Enter a name.", "options.*.name": "Name the option." };
 
 export class CatalogStore {
   constructor() {
@@ -278,7 +279,7 @@ export class CatalogEditor {
       $(dialog).close();
       await this.refresh();
     } catch (err) {
-      showProblem($(form), $(form).querySelector(".form-error"), err);
+      showProblem($(form), $(form).querySelector(".form-error"), err, MESSAGES);
     } finally {
       for (const button of buttons) button.disabled = false;
       this.numberOptions();

@@ -39,15 +39,21 @@ export function fieldError(root, path, message) {
 }
 
 /**
- * Show a refused request: each named field's message beside it, and what no field holds in
- * `general` (the detail, e.g. "item itm_… is sold out"). Focuses the first field at fault.
+ * Show a refused request: each named field's message beside it (the form's own wording from
+ * `messages` where it has one for that path, else the server's), and in `general` what no field
+ * holds (the detail, e.g. "item itm_… is sold out"). Focuses the first field at fault.
  */
-export function showProblem(root, general, err) {
+export function showProblem(root, general, err, messages = {}) {
   clearErrors(root);
   const errors = err instanceof ApiError && Array.isArray(err.problem.errors) ? err.problem.errors : [];
-  const unplaced = errors.filter((e) => !fieldError(root, e.field, e.message || "invalid"));
+  const say = (e) => messages[fieldPath(e.field).replace(/\.\d+(?=\.|$)/g, ".*")] || e.message || "invalid";
+  const unplaced = errors.filter((e) => !fieldError(root, e.field, say(e)));
   const text = err instanceof ApiError ? err.explain() : String(err);
-  general.textContent = unplaced.length ? `${text} ${unplaced.map((e) => `${e.field}: ${e.message}`).join("; ")}` : text;
+  if (errors.length && !unplaced.length) {
+    general.textContent = `Not saved: ${errors.length === 1 ? "one field" : `${errors.length} fields`} to correct (marked in red).`;
+  } else {
+    general.textContent = unplaced.length ? `${text} ${unplaced.map((e) => `${e.field}: ${say(e)}`).join("; ")}` : text;
+  }
   general.hidden = false;
   root.querySelector("[aria-invalid]")?.focus();
 }

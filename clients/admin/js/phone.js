@@ -11,6 +11,13 @@ import { clearErrors, newKey, showProblem } from "./forms.js";
 const $ = (id) => document.getElementById(id);
 const MAX_LINES = 100; // the API's limit on an order's items
 const MAX_QUANTITY = 1000;
+// The form's words for the API's field errors (items.* is any line).
+const MESSAGES = {
+  "customer.name": "Enter the customer's name.",
+  "customer.phone": "Enter a phone number: digits, spaces and + ( ) - . only, at least 3.",
+  "customer.address": "Enter the delivery address.",
+  items: "Add at least one line: from the catalog or a custom line.",
+};
 
 function quantity(input) {
   const n = Number(input.value);
@@ -235,7 +242,7 @@ export class PhoneOrder {
       done.hidden = false;
       this.onPlaced(order);
     } catch (err) {
-      showProblem($("phone-form"), $("po-error"), err);
+      showProblem($("phone-form"), $("po-error"), err, MESSAGES);
     } finally {
       this.busy = false;
       $("po-submit").disabled = false;

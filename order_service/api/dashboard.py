@@ -9,6 +9,7 @@ and to a broker over WebSocket.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, redirect, send_from_directory
@@ -51,47 +52,55 @@ HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-bp = Blueprint("admin_dashboard", __name__, url_prefix="/admin")
+
+def app_blueprint(
+    name: str, where: Callable[[], Path], deps_target: str, types: dict[str, str] = MIMETYPES
+) -> Blueprint:
+    """The blueprint serving one buildless web app at ``/<name>/`` from the folder ``where()``
+    names (looked up per request): its index, its own files (of the ``types`` suffixes) and
+    mqtt.js from its node_modules, every answer with :data:`HEADERS`. ``deps_target`` is the
+    make target installing mqtt.js."""
+    bp = Blueprint(f"{name}_app", __name__, url_prefix=f"/{name}")
+
+    @bp.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.update(HEADERS)
+        return response
+
+    @bp.get("")
+    def _slash() -> ResponseReturnValue:
+        return redirect(f"/{name}/", code=308)
+
+    @bp.get("/")
+    def index() -> Response:
+        return send_from_directory(where(), "index.html", mimetype=types[".html"])
+
+    @bp.get("/vendor/<file>")
+    def vendor(file: str) -> Response:
+        path = VENDOR.get(file)
+        if path is None:
+            abort(404)
+        if not (where() / path).is_file():
+            return Response(
+                f"{file} is not installed: run `make {deps_target}` (npm ci in clients/{where().name})\n",
+                status=503,
+                mimetype="text/plain",
+            )
+        return send_from_directory(where(), str(path), mimetype=types[path.suffix])
+
+    @bp.get("/<path:file>")
+    def static_file(file: str) -> Response:
+        # Only the app's own files: never node_modules, package files or anything hidden.
+        suffix = Path(file).suffix
+        hidden = any(p.startswith(".") or p == "node_modules" for p in Path(file).parts)
+        if hidden or suffix not in types:
+            abort(404)
+        return send_from_directory(where(), file, mimetype=types[suffix])
+
+    return bp
 
 
-@bp.after_request
-def _security_headers(response: Response) -> Response:
-    response.headers.update(HEADERS)
-    return response
-
-
-@bp.get("")
-def _slash() -> ResponseReturnValue:
-    return redirect("/admin/", code=308)
-
-
-@bp.get("/")
-def index() -> Response:
-    return send_from_directory(ADMIN_DIR, "index.html")
-
-
-@bp.get("/vendor/<name>")
-def vendor(name: str) -> Response:
-    path = VENDOR.get(name)
-    if path is None:
-        abort(404)
-    if not (ADMIN_DIR / path).is_file():
-        return Response(
-            f"{name} is not installed: run `make admin-deps` (npm ci in clients/admin)\n",
-            status=503,
-            mimetype="text/plain",
-        )
-    return send_from_directory(ADMIN_DIR, str(path), mimetype=MIMETYPES[path.suffix])
-
-
-@bp.get("/<path:name>")
-def static_file(name: str) -> Response:
-    # Only the page's own files: never node_modules, package files or anything hidden.
-    suffix = Path(name).suffix
-    hidden = any(p.startswith(".") or p == "node_modules" for p in Path(name).parts)
-    if hidden or suffix not in MIMETYPES:
-        abort(404)
-    return send_from_directory(ADMIN_DIR, name, mimetype=MIMETYPES[suffix])
+bp = app_blueprint("admin", lambda: ADMIN_DIR, "admin-deps")
 
 
 def init_app(app: Flask) -> None:

@@ -33,14 +33,16 @@ def find_item(system: System, name: str) -> dict | None:
 
 def make_menu(system: System, tag: str) -> dict:
     """A category with an item that has two options, and a sold-out item (over REST)."""
-    category = system.admin.request("POST", "/catalog/categories", {"name": f"Pizzas {tag}", "position": 0})
+    category = system.admin.request(
+        "POST", "/catalog/categories", {"name": f"Pizzas {tag}".strip(), "position": 0}
+    )
     item = {"category_id": category["id"], "description": "tomato, mozzarella", "available": True}
     system.admin.request(
         "POST",
         "/catalog/items",
         {
             **item,
-            "name": f"Margherita {tag}",
+            "name": f"Margherita {tag}".strip(),
             "price_cents": 1250,
             "options": [
                 {"name": "Large", "price_delta_cents": 300},
@@ -51,12 +53,12 @@ def make_menu(system: System, tag: str) -> dict:
     system.admin.request(
         "POST",
         "/catalog/items",
-        {**item, "name": f"Calzone {tag}", "price_cents": 1400, "available": False, "options": []},
+        {**item, "name": f"Calzone {tag}".strip(), "price_cents": 1400, "available": False, "options": []},
     )
     return {
         "category": category,
-        "pizza": find_item(system, f"Margherita {tag}"),
-        "gone": find_item(system, f"Calzone {tag}"),
+        "pizza": find_item(system, f"Margherita {tag}".strip()),
+        "gone": find_item(system, f"Calzone {tag}".strip()),
     }
 
 
@@ -92,6 +94,39 @@ def add_custom_line(page, name: str, price: str) -> None:
 
 def orders_named(system: System, name: str) -> list[dict]:
     return system.admin.request("GET", f"/orders?limit=200&q={quote(name)}")["orders"]
+
+
+# --- first in the module, while the catalog holds only its menu: the docs' pictures ------
+
+
+def test_screenshots_for_the_docs(page, system: System) -> None:
+    """A small shop's menu in the editor, and a phone order from it with a custom line, on a
+    desktop and on a phone: the pictures in README.md and docs/clients.md come from here."""
+    menu = make_menu(system, "")
+    drinks = system.admin.request("POST", "/catalog/categories", {"name": "Drinks", "position": 1})
+    for name, cents in (("Lemonade", 350), ("Sparkling water", 250)):
+        body = {"category_id": drinks["id"], "name": name, "description": "", "price_cents": cents}
+        system.admin.request("POST", "/catalog/items", {**body, "available": True, "options": []})
+    open_dashboard(page, system)
+    goto(page, "catalog")
+    page.wait_for_selector('#catalog-list li[data-item]:has-text("Sparkling water")')
+    screenshot(page, "docs-catalog.png")
+    goto(page, "phone")
+    fill_customer(page, "Grace Hopper", "+1 555 0100", "1 Main St, flat 2")
+    page.fill("#po-notes", "ring twice")
+    page.select_option("#po-category", menu["category"]["id"])
+    page.select_option("#po-item", menu["pizza"]["id"])
+    page.check(f'#po-options input[value="{menu["pizza"]["options"][1]["id"]}"]')
+    page.fill("#po-quantity", "2")
+    page.click("#po-add")
+    add_custom_line(page, "Birthday candles", "1.20")
+    assert "29.20" in page.inner_text("#po-total")  # (12.50 + 1.50) x 2 + 1.20
+    assert_fits_the_width(page)
+    screenshot(page, "docs-phone-order.png")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("() => document.getElementById('po-lines').scrollIntoView({block: 'center'})")
+    assert_fits_the_width(page)
+    screenshot(page, "docs-phone-order-phone.png")
 
 
 # --- the catalog editor ------------------------------------------------------------
@@ -236,7 +271,7 @@ def test_phone_order_from_the_catalog_with_a_custom_line(page, system: System) -
     add_custom_line(page, "Delivery far out", "2.50")
     assert page.locator("#po-lines tr").count() == 2
     shown_total = page.inner_text("#po-total")
-    assert "32.00" in shown_total  # (12.50 + 3.00) x 2 + 2.50
+    assert "33.50" in shown_total  # (12.50 + 3.00) x 2 + 2.50
     fill_customer(page, "Phone Paula", "+1 555 0199", "7 Long Lane")
     page.fill("#po-notes", "call on arrival")
     keys: list[str] = []
@@ -254,7 +289,7 @@ def test_phone_order_from_the_catalog_with_a_custom_line(page, system: System) -
     order = system.admin.request("GET", f"/orders/{order_id}")
     assert keys and keys[0]
     assert f"Order {label(order)} placed" in done.inner_text()
-    assert order["total_cents"] == 3200 and order["notes"] == "call on arrival"
+    assert order["total_cents"] == 3350 and order["notes"] == "call on arrival"
     assert order["customer"] == {"name": "Phone Paula", "phone": "+1 555 0199", "address": "7 Long Lane"}
     pizza, custom = order["items"]
     assert (pizza["item_id"], pizza["quantity"], pizza["unit_price_cents"]) == (menu["pizza"]["id"], 2, 1550)
@@ -357,19 +392,3 @@ def test_phone_order_sold_out_meanwhile_and_on_a_phone(browser, system: System) 
         p.click("#po-submit")
         p.wait_for_selector("#po-error:not([hidden])")
         assert not orders_named(system, "Sold Out Sam")
-
-
-def test_phone_order_screenshot_on_a_desktop(page, system: System) -> None:
-    """The form with lines from the catalog and a custom line, as the README shows it."""
-    menu = make_menu(system, "Shot")
-    open_dashboard(page, system)
-    goto(page, "phone")
-    fill_customer(page, "Grace Hopper", "+1 555 0100", "1 Main St, flat 2")
-    page.select_option("#po-category", menu["category"]["id"])
-    page.select_option("#po-item", menu["pizza"]["id"])
-    page.check(f'#po-options input[value="{menu["pizza"]["options"][1]["id"]}"]')
-    page.click("#po-add")
-    add_custom_line(page, "Birthday candles", "1.20")
-    assert "15.20" in page.inner_text("#po-total")  # 12.50 + 1.50 + 1.20
-    assert_fits_the_width(page)
-    screenshot(page, "phone-order.png")

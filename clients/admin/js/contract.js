@@ -7,14 +7,14 @@
 //   agents/<agent id>/assigned  retained: the agent's complete worklist
 //   agents/<agent id>/presence  retained: the device's online/offline (its last will)
 //   customers/<user id>/orders  retained: a customer's own orders (its feed)
-//   catalog                     retained: the whole catalog, republished on every change
+//   catalog                     retained: the whole catalog, with its version
 
 export const ORDERS_NEW = "orders/new";
 export const ORDERS_ALL = "orders/#";
-export const CATALOG = "catalog";
 export const AGENTS_ALL = "agents/#";
 export const AGENT_PRESENCE_FILTER = "agents/+/presence";
 export const AGENT_ASSIGNED_FILTER = "agents/+/assigned";
+export const CATALOG = "catalog";
 export const CUSTOMER_ORDERS_FILTER = "customers/+/orders";
 
 export const orderStatus = (orderId) => `orders/${orderId}/status`;

@@ -221,7 +221,7 @@ def test_sold_out_switch_is_live_on_every_open_dashboard(browser, system: System
             " window.fetch = (u, ...a) => { if (String(u).endsWith('/catalog')) window.catalogFetches++;"
             " return f(u, ...a); }; }"
         )
-        first.uncheck(f'{row} input[data-action="available"]')
+        first.click(f'{row} input[data-action="available"]')  # the switch (re-drawn once saved)
         second.wait_for_selector(f'{row}[data-available="false"]', timeout=10000)
         assert second.inner_text(f"{row} .switch-text") == "Sold out"
         assert find_item(system, menu["pizza"]["name"])["available"] is False

@@ -159,7 +159,6 @@ def test_catalog_editor_creates_edits_prices_and_deletes(page, system: System) -
     page.fill('#if-options li[data-index="0"] [data-field="name"]', "Large")
     page.fill('#if-options li[data-index="0"] [data-field="price_delta_cents"]', "2.00")
     page.click("#if-option-add")
-    page.fill('#if-options li[data-index="1"] [data-field="name"]', "No pepper")
     page.fill('#if-options li[data-index="1"] [data-field="price_delta_cents"]', "-0,5")
     page.click("#if-save")
     error = page.wait_for_selector('#item-form [data-error-for="price_cents"]:not([hidden])')
@@ -167,6 +166,13 @@ def test_catalog_editor_creates_edits_prices_and_deletes(page, system: System) -
     assert page.get_attribute("#if-price", "aria-invalid") == "true"
     assert find_item(system, "Carbonara") is None  # nothing sent
     page.fill("#if-price", "11,90")
+    page.click("#if-save")  # the second option has no name: the server names options.1.name
+    error = page.wait_for_selector(
+        '#if-options li[data-index="1"] [data-error-for="options.1"]:not([hidden])'
+    )
+    assert error.inner_text() == "Name the option."
+    assert find_item(system, "Carbonara") is None  # nothing written
+    page.fill('#if-options li[data-index="1"] [data-field="name"]', "No pepper")
     page.click("#if-save")
     page.wait_for_selector("#item-dialog", state="hidden")
     row = f'{section} li[data-item]:has(.item-name:text-is("Carbonara"))'
@@ -191,6 +197,16 @@ def test_catalog_editor_creates_edits_prices_and_deletes(page, system: System) -
     item = find_item(system, "Carbonara")
     assert item["price_cents"] == 1300 and [o["name"] for o in item["options"]] == ["Large"]
 
+    # A category that still holds items is not deleted: the server's reason is shown.
+    page.click(f'{section} button[data-action="edit-category"]')
+    page.click("#cf-delete")
+    page.click("#cf-delete")
+    assert (
+        "still holds 1 items"
+        in page.wait_for_selector("#category-form .form-error:not([hidden])").inner_text()
+    )
+    page.click("#category-dialog [data-close]")
+
     # Delete: the first click only arms the button.
     page.click(f'{row} button[data-action="edit-item"]')
     page.click("#if-delete")
@@ -198,6 +214,11 @@ def test_catalog_editor_creates_edits_prices_and_deletes(page, system: System) -
     page.click("#if-delete")
     page.wait_for_selector(row, state="detached")
     assert find_item(system, "Carbonara") is None
+    page.click(f'{section} button[data-action="edit-category"]')  # empty now: it goes
+    page.click("#cf-delete")
+    page.click("#cf-delete")
+    page.wait_for_selector(section, state="detached")
+    assert len(catalog(system)["categories"]) == before
 
 
 def test_sold_out_switch_is_live_on_every_open_dashboard(browser, system: System) -> None:
@@ -391,4 +412,6 @@ def test_phone_order_sold_out_meanwhile_and_on_a_phone(browser, system: System) 
         assert p.eval_on_selector(f'#po-item option[value="{menu["pizza"]["id"]}"]', "o => o.disabled")
         p.click("#po-submit")
         p.wait_for_selector("#po-error:not([hidden])")
+        beside = p.wait_for_selector('#po-lines tr[data-line="0"] [data-error-for="items.0"]:not([hidden])')
+        assert "sold out" in beside.inner_text()  # the 409 names the line's item
         assert not orders_named(system, "Sold Out Sam")

@@ -8,7 +8,7 @@ import { clearErrors, fieldError, showProblem } from "./forms.js";
 
 const $ = (id) => document.getElementById(id);
 const byPosition = (a, b) => a.position - b.position || a.name.localeCompare(b.name);
-const MAX_OPTIONS = 20;
+const MAX_OPTIONS = 10; // the API takes at most 10 options per item
 const MESSAGES = { name: "Enter a name.", "options.*.name": "Name the option." };
 
 export class CatalogStore {
@@ -201,7 +201,7 @@ export class CatalogEditor {
     if (list.children.length >= MAX_OPTIONS) return;
     const row = el("li", "option-row");
     const name = el("input");
-    name.maxLength = 100;
+    name.maxLength = 60;
     name.value = option.name;
     name.dataset.field = "name";
     name.setAttribute("aria-label", "Option name");

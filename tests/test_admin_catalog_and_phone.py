@@ -16,7 +16,13 @@ import pytest
 
 from harness.system import System
 from tests import dashboard_fixtures
-from tests.dashboard_page import assert_fits_the_width, label, open_dashboard, screenshot
+from tests.dashboard_page import (
+    assert_fits_the_width,
+    label,
+    open_dashboard,
+    screenshot,
+    unlabelled_controls,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 # The fixtures, bound here so pytest finds them (one system for this module).
@@ -121,6 +127,7 @@ def test_screenshots_for_the_docs(page, system: System) -> None:
     page.click("#po-add")
     add_custom_line(page, "Birthday candles", "1.20")
     assert "29.20" in page.inner_text("#po-total")  # (12.50 + 1.50) x 2 + 1.20
+    assert unlabelled_controls(page) == []  # the editor's switches and rows, the form's lines too
     assert_fits_the_width(page)
     screenshot(page, "docs-phone-order.png")
     page.set_viewport_size({"width": 390, "height": 844})

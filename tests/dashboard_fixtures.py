@@ -102,3 +102,7 @@ def page(browser, system: System):
     print("browser console:", *console, sep="\n  ")  # shown when the test fails
     context.close()
     assert not problems, "\n".join(problems)
+
+
+# What a test module binds: ``browser, proxy, system, page = FIXTURES``.
+FIXTURES = (browser, proxy, system, page)

@@ -45,6 +45,7 @@ export class Live {
         if (generation !== this.generation) return;
       }
     }
+    if (generation !== this.generation || this.client) return; // paused meanwhile, or connected again
     const client = mqtt.connect(this.login.url, {
       clientId: this.login.client_id || this.login.username,
       username: this.login.username,
@@ -75,10 +76,15 @@ export class Live {
 
   /** The network is gone: close the connection rather than pretend; say so. */
   pause() {
-    this.generation += 1;
-    this.client?.end(true);
-    this.client = null;
+    this.close();
     this.h.onState("offline");
+  }
+
+  close() {
+    this.generation += 1;
+    const client = this.client;
+    this.client = null;
+    client?.end(true);
   }
 
   resume() {
@@ -88,17 +94,16 @@ export class Live {
 
   /** Connect again with a new broker login (the previous one was refused). */
   relogin() {
-    this.pause();
+    this.close();
     this.login = null;
     if (navigator.onLine) this.connect();
+    else this.h.onState("offline");
   }
 
   stop() {
     window.removeEventListener("offline", this.onOffline);
     window.removeEventListener("online", this.onOnline);
-    this.generation += 1;
-    this.client?.end(true);
-    this.client = null;
+    this.close();
   }
 
   async onConnect(client) {

@@ -94,6 +94,7 @@ function renderAccount() {
   $("nav-login").hidden = Boolean(session);
   $("nav-orders").hidden = !session;
   $("logout").hidden = !session;
+  $("who").textContent = session ? `Logged in as ${session.user.display_name || session.user.username}.` : "";
   $("checkout-login").hidden = Boolean(session);
   if (session && !$("c-name").value) $("c-name").value = session.user.display_name || "";
 }
@@ -253,6 +254,7 @@ let placingNow = null;
 function placeOrder(event) {
   event.preventDefault();
   if (placingNow) return placingNow; // a double tap: the order is on its way already
+  if (!session || cart.count() === 0) return null;
   const body = orderBody();
   const missing = ["name", "phone", "address"].filter((f) => !body.customer[f]);
   if (missing.length) return showCheckoutError(`Please fill in your ${missing.join(", ")}.`);
@@ -387,6 +389,8 @@ function setup() {
     endSession();
     go("#/");
   });
+  // "Arriving … (in N min)" stays true while the page is open.
+  setInterval(() => tracking && renderTracked(), 30000);
   window.addEventListener("hashchange", (event) => {
     // To the login from elsewhere (the cart's "log in" link): come back there afterwards.
     const from = new URL(event.oldURL).hash;

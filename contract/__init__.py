@@ -12,10 +12,12 @@ Topics::
     orders/<order id>/status    retained: the order's current state
     agents/<agent id>/assigned  retained: the agent's complete worklist
     agents/<agent id>/presence  retained: the device's online/offline (its last will)
+    customers/<user id>/orders  retained: a customer's own orders (its feed)
     orderbus/relay/epoch        retained: the relay's own marker (no client reads it)
 
-Every order payload carries ``order.version`` and every worklist ``version``: a
-subscriber keeps the highest it has seen per order (per worklist) and drops anything
+Every order payload carries ``order.version`` and every worklist and customer feed
+``version``: a subscriber keeps the highest it has seen per order (per worklist, per
+customer) and drops anything
 older or equal (:class:`VersionGate`); an empty retained payload on an order's topic
 means the order finished and its retained state was cleared.
 """
@@ -35,6 +37,13 @@ ORDERS_ALL = "orders/#"
 AGENTS_ALL = "agents/#"
 AGENT_PRESENCE_FILTER = "agents/+/presence"
 AGENT_ASSIGNED_FILTER = "agents/+/assigned"
+CUSTOMER_ORDERS_FILTER = "customers/+/orders"
+CATALOG_TOPIC = "catalog"  # retained: the catalog (published by the service, read by everyone logged in)
+
+# What a customer's feed holds: its active orders and those finished within this window,
+# the newest first, at most this many.
+CUSTOMER_FEED_WINDOW_SECONDS = 24 * 3600
+CUSTOMER_FEED_LIMIT = 20
 
 PRESENCE_STATES = ("online", "offline")
 
@@ -58,6 +67,10 @@ def agent_presence(agent_id: str) -> str:
     return f"agents/{agent_id}/presence"
 
 
+def customer_orders(user_id: str) -> str:
+    return f"customers/{user_id}/orders"
+
+
 def _part(topic: str, first: str, last: str) -> str | None:
     parts = topic.split("/")
     if len(parts) == 3 and parts[0] == first and parts[2] == last and parts[1]:
@@ -75,6 +88,10 @@ def agent_from_assigned_topic(topic: str) -> str | None:
 
 def agent_from_presence_topic(topic: str) -> str | None:
     return _part(topic, "agents", "presence")
+
+
+def customer_from_orders_topic(topic: str) -> str | None:
+    return _part(topic, "customers", "orders")
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -136,7 +153,8 @@ def parse_relay_epoch(payload: bytes | None) -> tuple[str, int] | None:
 
 def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:
     """(kind, key, version) of a message: kind ``order`` (key: the order id), ``worklist``
-    (the agent id), ``presence`` (the agent id) or ``other``."""
+    (the agent id), ``presence`` (the agent id), ``customer`` (a customer's feed: the
+    customer's user id) or ``other``."""
     order = payload.get("order")
     if topic.startswith("orders/") and isinstance(order, dict):
         version = order.get("version")
@@ -146,6 +164,9 @@ def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int 
         return "worklist", agent, version if isinstance(version, int) else None
     if (agent := agent_from_presence_topic(topic)) is not None:
         return "presence", agent, None
+    if (customer := customer_from_orders_topic(topic)) is not None:
+        version = payload.get("version")
+        return "customer", customer, version if isinstance(version, int) else None
     return "other", None, None
 
 

@@ -176,7 +176,11 @@ def make_customer(client: FlaskClient) -> Callable[[], Actor]:
         assert response.status_code == 201, response.json
         body = _login(client, name, "password-1")
         return Actor(
-            body["user"]["id"], name, "customer", {"Authorization": f"Bearer {body['access_token']}"}
+            body["user"]["id"],
+            name,
+            "customer",
+            {"Authorization": f"Bearer {body['access_token']}"},
+            mqtt=body.get("mqtt"),
         )
 
     return make

@@ -79,9 +79,10 @@ def test_admin_login_brings_a_read_only_dashboard_login(client, admin, make_cust
     for topic in ("orders/new", "orders/o1/status", "agents/a1/assigned", "agents/a1/presence"):
         assert acl.allowed(dash["username"], "tab", "read", topic)
         assert not acl.allowed(dash["username"], "tab", "write", topic)
+    assert not acl.allowed(dash["username"], "tab", "read", "customers/u1/orders")
     customer = make_customer()
     again = client.post(f"{API}/auth/token", json={"username": customer.username, "password": "password-1"})
-    assert again.json.get("mqtt") is None  # customers get no broker login
+    assert again.json["mqtt"]["username"].startswith("cust_")  # a customer's, not a dashboard's
     assert client.delete(f"{API}/auth/token", headers=admin.headers).status_code == 204
     assert dash["username"] not in files(settings_overrides)[0]
 
@@ -154,8 +155,48 @@ def test_every_dashboard_page_gets_its_own_login(client, admin, make_agent, sett
     passwd, _ = files(settings_overrides)
     pages = {u for u in passwd if u.startswith("dash_")}
     assert pages == set(made[-broker_logins.DASHBOARD_LOGINS_PER_TOKEN :])
-    # Only admins; and logging out ends them all.
+    # Only admins (and customers: their own kind); and logging out ends them all.
     assert_problem(client.post(url, headers=make_agent().headers), 403)
     assert_problem(client.post(url), 401)
     assert client.delete(f"{API}/auth/token", headers=admin.headers).status_code == 204
     assert not {u for u in files(settings_overrides)[0] if u.startswith("dash_")}
+
+
+def test_a_customer_login_reads_its_own_feed_and_the_catalog_only(client, make_customer, settings_overrides):
+    """POST /auth/token and POST /auth/mqtt-credentials give a customer a read-only login for
+    customers/<its id>/orders and catalog: nothing else to read, nothing to write."""
+    one, two = make_customer(), make_customer()
+    assert one.mqtt is not None and one.mqtt["username"].startswith("cust_")
+    url = f"{API}/auth/mqtt-credentials"
+    page = client.post(url, headers=one.headers)
+    assert page.status_code == 201, page.json
+    login = page.json
+    assert login["username"] == login["client_id"] != one.mqtt["username"]
+    assert login["url"].startswith("ws://") and login["tcp_url"].startswith("mqtt://")
+    assert login["expires_at"] == one.mqtt["expires_at"]
+    assert login["topics"] == {"orders": f"customers/{one.user_id}/orders", "catalog": "catalog"}
+    passwd, acl = files(settings_overrides)
+    assert credfiles.verify_password(login["password"], passwd[login["username"]])
+    me = login["username"]
+    assert acl.allowed(me, me, "read", f"customers/{one.user_id}/orders")
+    assert acl.allowed(me, me, "read", "catalog")
+    for topic in (
+        f"customers/{two.user_id}/orders",
+        "orders/new",
+        "orders/o1/status",
+        "agents/a1/assigned",
+        "agents/a1/presence",
+        "orderbus/relay/epoch",
+    ):
+        assert not acl.allowed(me, me, "read", topic), topic
+    for topic in (f"customers/{one.user_id}/orders", "catalog", "orders/new", "agents/a1/presence"):
+        assert not acl.allowed(me, me, "write", topic), topic
+    # A token keeps its 16 newest customer logins too.
+    made = [client.post(url, headers=one.headers).json["username"] for _ in range(20)]
+    mine = {u for u in files(settings_overrides)[0] if u in {*made, login["username"], one.mqtt["username"]}}
+    assert mine == set(made[-broker_logins.DASHBOARD_LOGINS_PER_TOKEN :])
+    # Logging out ends them; the other customer's stays.
+    assert client.delete(f"{API}/auth/token", headers=one.headers).status_code == 204
+    passwd, _ = files(settings_overrides)
+    assert not set(made) & set(passwd)
+    assert two.mqtt["username"] in passwd

@@ -26,16 +26,18 @@ CHANNELS = {
     "agents/{agentId}/assigned": "agentAssigned",
     "agents/{agentId}/presence": "agentPresence",
     "orderbus/relay/epoch": "relayEpoch",
+    "customers/{customerId}/orders": "customerOrders",
 }
 ORDER_ID = "ord_0123456789ab"
 AGENT_ID = "agt_0123456789ab"
+CUSTOMER_ID = "usr_0123456789ab"
 
 
 # --- the document -------------------------------------------------------------
 
 
-def test_document_is_asyncapi_3_with_the_five_channels():
-    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the four topics of the
+def test_document_is_asyncapi_3_with_the_six_channels():
+    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the five topics of the
     contract and the relay's own."""
     with asyncapi.SPEC_PATH.open(encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
@@ -76,6 +78,7 @@ def test_every_publish_is_qos1_and_retained():
         "agents/{agentId}/assigned": {"service"},
         "agents/{agentId}/presence": {"agent"},
         "orderbus/relay/epoch": {"service"},
+        "customers/{customerId}/orders": {"service"},
     }
 
 
@@ -110,6 +113,7 @@ def test_contract_enumerations_match_the_code():
     assert schemas["OrderEvent"]["properties"]["event"]["enum"] == list(events.ORDER_EVENTS)
     assert schemas["OrderEvent"]["properties"]["schema"]["const"] == events.SCHEMA
     assert schemas["Worklist"]["properties"]["schema"]["const"] == events.SCHEMA
+    assert schemas["CustomerOrders"]["properties"]["schema"]["const"] == events.SCHEMA
 
 
 def test_topics_built_by_the_service_are_in_the_contract():
@@ -119,6 +123,7 @@ def test_topics_built_by_the_service_are_in_the_contract():
     assert asyncapi.schema_for_topic(contract.order_status(ORDER_ID)) == schemas["OrderEvent"]
     assert asyncapi.schema_for_topic(contract.agent_assigned(AGENT_ID)) == schemas["Worklist"]
     assert asyncapi.schema_for_topic(contract.agent_presence(AGENT_ID)) == schemas["Presence"]
+    assert asyncapi.schema_for_topic(contract.customer_orders(CUSTOMER_ID)) == schemas["CustomerOrders"]
     assert asyncapi.schema_for_topic(contract.RELAY_EPOCH) == {
         "oneOf": [schemas["RelayEpoch"], schemas["RelayProbe"]]
     }
@@ -447,12 +452,14 @@ JS_CHANNELS = {
     "orderStatus": "c.orderStatus(orderId)",
     "agentAssigned": "c.agentAssigned(agentId)",
     "agentPresence": "c.agentPresence(agentId)",
+    "customerOrders": "c.customerOrders(customerId)",
 }
 PY_CHANNELS = {
     "ordersNew": lambda: contract.ORDERS_NEW,
     "orderStatus": lambda: contract.order_status(ORDER_ID),
     "agentAssigned": lambda: contract.agent_assigned(AGENT_ID),
     "agentPresence": lambda: contract.agent_presence(AGENT_ID),
+    "customerOrders": lambda: contract.customer_orders(CUSTOMER_ID),
 }
 # The relay's own channel: only the service reads or writes it, so the dashboard's copy has none.
 SERVICE_ONLY = {"relayEpoch": lambda: contract.RELAY_EPOCH}
@@ -482,13 +489,19 @@ def test_the_dashboards_topics_are_the_asyncapi_channels():
         assert channels.pop(name)["address"] == build()
     assert JS_CHANNELS.keys() == channels.keys() == PY_CHANNELS.keys()
     built = run_contract_js(
-        f"const orderId = {json.dumps(ORDER_ID)}, agentId = {json.dumps(AGENT_ID)};\n"
+        f"const orderId = {json.dumps(ORDER_ID)}, agentId = {json.dumps(AGENT_ID)},"
+        f" customerId = {json.dumps(CUSTOMER_ID)};\n"
         "console.log(JSON.stringify({"
         + ", ".join(f"{json.dumps(name)}: {expr}" for name, expr in JS_CHANNELS.items())
         + "}));"
     )
     for name, channel in channels.items():
-        expected = channel["address"].replace("{orderId}", ORDER_ID).replace("{agentId}", AGENT_ID)
+        expected = (
+            channel["address"]
+            .replace("{orderId}", ORDER_ID)
+            .replace("{agentId}", AGENT_ID)
+            .replace("{customerId}", CUSTOMER_ID)
+        )
         assert built[name] == expected == PY_CHANNELS[name](), name
         assert asyncapi.schema_for_topic(built[name]) is not None
 
@@ -498,6 +511,9 @@ TOPICS = [
     contract.order_status(ORDER_ID),
     contract.agent_assigned(AGENT_ID),
     contract.agent_presence(AGENT_ID),
+    contract.customer_orders(CUSTOMER_ID),
+    "customers//orders",
+    "customers/a/orders/x",
     "orders//status",
     "orders/a/b/status",
     "orders/a/assigned",
@@ -516,6 +532,8 @@ MESSAGES = [
     (contract.agent_assigned(AGENT_ID), {"event": "agent.worklist"}),
     (contract.agent_presence(AGENT_ID), {"agent_id": AGENT_ID, "state": "online"}),
     ("agents/a/b", {"version": 2}),
+    (contract.customer_orders(CUSTOMER_ID), {"event": "customer.orders", "version": 4, "orders": []}),
+    (contract.customer_orders(CUSTOMER_ID), {"event": "customer.orders"}),
 ]
 # (version, held): held None means nothing held yet.
 VERSIONS = [(1, None), (1, 1), (2, 1), (1, 2), (5, 4), (4, 4)]
@@ -527,9 +545,10 @@ def test_the_dashboards_contract_agrees_with_the_python_one():
     js = run_contract_js(
         f"const input = {inputs};\n"
         "console.log(JSON.stringify({\n"
-        "  filters: [c.ORDERS_ALL, c.AGENTS_ALL, c.AGENT_PRESENCE_FILTER, c.AGENT_ASSIGNED_FILTER],\n"
+        "  filters: [c.ORDERS_ALL, c.AGENTS_ALL, c.AGENT_PRESENCE_FILTER, c.AGENT_ASSIGNED_FILTER,"
+        " c.CUSTOMER_ORDERS_FILTER],\n"
         "  parsed: input.topics.map((t) => [c.orderFromStatusTopic(t), c.agentFromAssignedTopic(t),"
-        " c.agentFromPresenceTopic(t)]),\n"
+        " c.agentFromPresenceTopic(t), c.customerFromOrdersTopic(t)]),\n"
         "  classified: input.messages.map(([t, p]) => { const k = c.classify(t, p);"
         " return [k.kind, k.key, k.version]; }),\n"
         "  newer: input.versions.map(([v, held]) => c.isNewer(v, held)),\n"
@@ -540,12 +559,14 @@ def test_the_dashboards_contract_agrees_with_the_python_one():
         contract.AGENTS_ALL,
         contract.AGENT_PRESENCE_FILTER,
         contract.AGENT_ASSIGNED_FILTER,
+        contract.CUSTOMER_ORDERS_FILTER,
     ]
     assert js["parsed"] == [
         [
             contract.order_from_status_topic(t),
             contract.agent_from_assigned_topic(t),
             contract.agent_from_presence_topic(t),
+            contract.customer_from_orders_topic(t),
         ]
         for t in TOPICS
     ]

@@ -31,7 +31,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "agents.agent_orders": (ADMIN, AGENT),
     "agents.rotate_mqtt_credentials": (ADMIN, AGENT),
     "auth.create_user": (ADMIN,),
-    "auth.dashboard_mqtt_credentials": (ADMIN,),
+    "auth.dashboard_mqtt_credentials": (ADMIN, CUSTOMER),
     "auth.me": ANYONE,
     "auth.logout": ANYONE,
     "system.events": (ADMIN,),

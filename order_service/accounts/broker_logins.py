@@ -4,16 +4,19 @@ The database is the single source of truth for who may connect to the broker and
 what each login may do. After every change the service rewrites, atomically, a
 password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
 
-- the **service** account (the relay) publishes ``orders/#`` and
-  ``agents/+/assigned``, reads ``agents/+/presence``, and alone reads and writes
+- the **service** account (the relay) publishes ``orders/#``, ``agents/+/assigned``,
+  ``customers/+/orders`` and ``catalog``, reads ``agents/+/presence``, and alone reads and writes
   ``orderbus/relay/epoch`` (its retained marker, ``outbox/relay.py``);
 - each **agent** device logs in as its agent id, reads ``agents/<id>/#`` and
   writes only ``agents/<id>/presence``;
 - each **dashboard** login (one per dashboard page, tied to an admin bearer token,
   expiring and revoked with it) reads ``orders/#`` and ``agents/#`` and writes nothing;
+- each **customer** login (one per shop page or customer CLI, tied to a customer's
+  bearer token, expiring and revoked with it) reads only ``customers/<its user id>/orders``
+  and ``catalog``, and writes nothing;
 - the **bridge** accounts, one for ``bridges.socketio`` and one for the webhook worker
-  (``python -m order_service.webhooks``), read ``orders/#`` and ``agents/#`` and write
-  nothing.
+  (``python -m order_service.webhooks``), read ``orders/#``, ``agents/#`` and
+  ``customers/+/orders`` and write nothing.
 
 On both brokers the client id IS the username (Mosquitto's ``use_username_as_clientid``;
 the embedded broker does the same): whatever id a client sends, it gets its login's
@@ -49,14 +52,18 @@ from order_service.store.models import Agent, MqttCredential, User, new_id, utcn
 logger = logging.getLogger(__name__)
 
 SERVICE, AGENT, DASHBOARD, BRIDGE = "service", "agent", "dashboard", "bridge"
+CUSTOMER = "customer"
 
 SERVICE_RULES = (
     "write orders/#",
     "write agents/+/assigned",
+    f"write {contract.CUSTOMER_ORDERS_FILTER}",
+    f"write {contract.CATALOG_TOPIC}",
     "read agents/+/presence",
     f"readwrite {contract.RELAY_EPOCH}",
 )
 DASHBOARD_RULES = ("read orders/#", "read agents/#")
+BRIDGE_RULES = (*DASHBOARD_RULES, f"read {contract.CUSTOMER_ORDERS_FILTER}")
 
 HEADER = (
     "# orderbus MQTT {what}: generated from the service's database. Do not edit: it is\n"
@@ -68,13 +75,22 @@ def agent_rules(agent_id: str) -> tuple[str, ...]:
     return (f"read agents/{agent_id}/#", f"write agents/{agent_id}/presence")
 
 
+def customer_rules(user_id: str) -> tuple[str, ...]:
+    """A customer reads its own feed and the catalog; it writes nothing."""
+    return (f"read {contract.customer_orders(user_id)}", f"read {contract.CATALOG_TOPIC}")
+
+
 def rules_for(credential: MqttCredential) -> tuple[str, ...]:
     if credential.kind == SERVICE:
         return SERVICE_RULES
     if credential.kind == AGENT:
         return agent_rules(credential.username)
-    if credential.kind in (DASHBOARD, BRIDGE):
+    if credential.kind == DASHBOARD:
         return DASHBOARD_RULES
+    if credential.kind == BRIDGE:
+        return BRIDGE_RULES
+    if credential.kind == CUSTOMER and credential.user_id:
+        return customer_rules(credential.user_id)
     raise ValueError(f"unknown credential kind {credential.kind!r}")
 
 
@@ -107,17 +123,30 @@ def issue_dashboard(user: User, token_hash: str, expires_at: datetime) -> tuple[
     would take each other's connection, for ever). A token keeps its newest
     ``DASHBOARD_LOGINS_PER_TOKEN`` logins: each page load asks for one, and the oldest go,
     so reloading cannot grow the broker's files without bound."""
-    username = new_id("dash")
+    return _issue_per_token(DASHBOARD, "dash", user, token_hash, expires_at)
+
+
+def issue_customer(user: User, token_hash: str, expires_at: datetime) -> tuple[str, str]:
+    """A read-only login for one shop page or customer CLI, tied to one customer's bearer
+    token: (username, secret). It reads that customer's feed and the catalog only; a token
+    keeps its newest ``DASHBOARD_LOGINS_PER_TOKEN``, as a dashboard's does."""
+    return _issue_per_token(CUSTOMER, "cust", user, token_hash, expires_at)
+
+
+def _issue_per_token(
+    kind: str, prefix: str, user: User, token_hash: str, expires_at: datetime
+) -> tuple[str, str]:
+    username = new_id(prefix)
     with db.atomic():
-        secret = _store(username, DASHBOARD, user=user, token=token_hash, expires_at=expires_at)
+        secret = _store(username, kind, user=user, token=token_hash, expires_at=expires_at)
         kept = (
             MqttCredential.select(MqttCredential.username)
-            .where(MqttCredential.kind == DASHBOARD, MqttCredential.token == token_hash)
+            .where(MqttCredential.kind == kind, MqttCredential.token == token_hash)
             .order_by(MqttCredential.created_at.desc(), MqttCredential.username.desc())
             .limit(DASHBOARD_LOGINS_PER_TOKEN)
         )
         MqttCredential.delete().where(
-            MqttCredential.kind == DASHBOARD,
+            MqttCredential.kind == kind,
             MqttCredential.token == token_hash,
             MqttCredential.username.not_in([row.username for row in kept]),
         ).execute()
@@ -224,7 +253,9 @@ def live_credentials(now: datetime | None = None) -> list[MqttCredential]:
     for credential in query:
         if credential.kind == AGENT and (credential.agent is None or not credential.agent.active):
             continue
-        if credential.kind == DASHBOARD and (credential.user is None or not credential.user.active):
+        if credential.kind in (DASHBOARD, CUSTOMER) and (
+            credential.user is None or not credential.user.active
+        ):
             continue
         live.append(credential)
     return live

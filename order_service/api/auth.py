@@ -5,6 +5,7 @@ from __future__ import annotations
 import peewee
 from flask import Response, current_app, jsonify, request
 
+import contract
 from order_service.accounts import broker_logins, users
 from order_service.api import schemas, security
 from order_service.api.common import BEARER, PROBLEM, blueprint, public
@@ -38,7 +39,9 @@ def login(body: schemas.TokenRequest) -> Response:
 
     Admins also get ``mqtt``: read-only MQTT-over-WebSocket credentials for the
     dashboard page that logs in, expiring with the token and revoked by logging out.
-    Another page with the same token asks for its own (POST /auth/mqtt-credentials).
+    Customers get theirs too: a read-only login for their own feed
+    (``customers/<user id>/orders``) and the ``catalog``. Another page with the same
+    token asks for its own (POST /auth/mqtt-credentials).
     """
     settings = current_app.config["ORDERBUS"]
     address = (request.remote_addr or "")[:64]  # the connection's (or a trusted proxy's word)
@@ -56,40 +59,54 @@ def login(body: schemas.TokenRequest) -> Response:
         )
     token, ttl = users.issue_token(user, security.token_ttl())
     out = {"access_token": token, "token_type": "bearer", "expires_in": ttl, "user": user_dict(user)}
-    if user.role == "admin":
-        out["mqtt"] = _dashboard_login(user, token)
+    if user.role in READ_ONLY_LOGINS:
+        out["mqtt"] = _broker_login(user, token)
     return jsonify(out)
 
 
-def _dashboard_login(user: User, token: str) -> dict:
-    """Read-only MQTT-over-WebSocket credentials for the admin dashboard, valid as long as the token."""
+# The roles whose bearer token brings read-only broker logins: the admin's dashboard
+# pages, the customer's shop pages and CLI.
+READ_ONLY_LOGINS = {"admin": broker_logins.issue_dashboard, "customer": broker_logins.issue_customer}
+
+
+def _broker_login(user: User, token: str) -> dict:
+    """Read-only broker credentials for a dashboard (admin) or a shop page (customer),
+    valid as long as the token: MQTT over WebSocket (``url``), or TCP (``tcp_url``)."""
     settings = current_app.config["ORDERBUS"]
     expires_at = Token.get_by_id(users.token_digest(token)).expires_at
-    username, secret = broker_logins.issue_dashboard(user, users.token_digest(token), expires_at)
+    username, secret = READ_ONLY_LOGINS[user.role](user, users.token_digest(token), expires_at)
     broker_logins.sync_files(settings)
-    return {
+    login = {
         "url": settings.public_mqtt_ws_url,
+        "tcp_url": settings.public_mqtt_url,
         "client_id": username,
         "username": username,
         "password": secret,
         "expires_at": rfc3339(expires_at),
     }
+    if user.role == "customer":
+        login["topics"] = {"orders": contract.customer_orders(user.id), "catalog": contract.CATALOG_TOPIC}
+    return login
 
 
 public("auth.login")
 
 
 @bp.post("/auth/mqtt-credentials", responses={201: schemas.DashboardMqtt}, security=BEARER)
-@require("admin")
+@require("admin", "customer")
 def dashboard_mqtt_credentials():
-    """A new read-only broker login for one more dashboard page, tied to this bearer token.
+    """A new read-only broker login for one more dashboard page (admin) or shop page or
+    customer CLI (customer), tied to this bearer token.
 
-    Both brokers use a login's username as its client id, so two pages sharing a login
-    would take each other's connection in turn: every dashboard page asks for its own
-    when it loads (the ``mqtt`` of POST /auth/token serves the page that logged in). It
-    expires with the token and is revoked by logging out; a token keeps its 16 newest.
+    An admin's reads ``orders/#`` and ``agents/#``; a customer's reads only its own feed
+    (``customers/<user id>/orders``, named in ``topics``) and ``catalog``. Neither
+    publishes anything. Both brokers use a login's username as its client id, so two
+    pages sharing a login would take each other's connection in turn: every page asks for
+    its own when it loads (the ``mqtt`` of POST /auth/token serves the page that logged
+    in). It expires with the token and is revoked by logging out; a token keeps its 16
+    newest.
     """
-    response = jsonify(_dashboard_login(current_user(), security.bearer_token() or ""))
+    response = jsonify(_broker_login(current_user(), security.bearer_token() or ""))
     response.status_code = 201
     return response
 
@@ -97,9 +114,9 @@ def dashboard_mqtt_credentials():
 @bp.delete("/auth/token", responses={204: None}, security=BEARER)
 @require()
 def logout():
-    """Revoke the token this request carries (an admin's dashboard broker login goes with it)."""
+    """Revoke the token this request carries (an admin's or a customer's broker logins go with it)."""
     users.revoke_token(security.bearer_token() or "")
-    if current_user().role == "admin":
+    if current_user().role in READ_ONLY_LOGINS:
         broker_logins.sync_files(current_app.config["ORDERBUS"])
     return "", 204
 

@@ -181,3 +181,8 @@ def record_worklists(agent_ids: Iterable[str | None]) -> None:
             payload=contract.dumps(payload),
             agent_id=agent_id,
         )
+
+
+def order_dicts(query: peewee.ModelSelect[Order]) -> list[dict]:
+    """``order_dict`` of every order of a query, in its order, in two queries (the customer's feed)."""
+    return _order_dicts(query)

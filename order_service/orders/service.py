@@ -30,6 +30,7 @@ from order_service.errors import (
 from order_service.orders import access, eta
 from order_service.orders.eta import DispatchConfig
 from order_service.orders.events import record_order_event, record_worklists
+from order_service.orders.feed import record_customer_feed
 from order_service.store.db import db, is_sqlite
 from order_service.store.inserts import Insert
 from order_service.store.models import (
@@ -153,6 +154,7 @@ def bump(
         reason=reason,
     )
     record_order_event(order, event, reason=reason, delay=delay)
+    record_customer_feed(order, event)
     record_worklists([old_agent, order.agent_id, *old_offered, *(order.offer_agents or []), *touch])
 
 
@@ -261,6 +263,7 @@ def _insert_order(user: User, new: NewOrder) -> Order:
     order = Order(**values)
     order.items = [OrderItem(**item) for item in items]  # what order_dict reads (as prefetch() does)
     record_order_event(order, "order.created")
+    record_customer_feed(order, "order.created")
     return order
 
 

@@ -13,7 +13,9 @@ sends what is pending, and then (:func:`lacking`):
   database's state (``python -m order_service republish`` after a restore renews the
   epoch). The relay republishes the state of every order whose retained state is not
   cleared (live ones, and finished ones within ``ORDERBUS_RETAIN_TERMINAL_SECONDS``),
-  every worklist and ``orders/new``, and only then publishes the marker;
+  every worklist, ``orders/new`` and the feed of every customer with an order active
+  or finished within the feed's window (``customers/<id>/orders``), and only then
+  publishes the marker;
 - this epoch, ``through`` behind what was published: the broker restored an older
   snapshot (Mosquitto killed between two saves of its persistence file); the relay
   republishes the state of what changed after ``through``;
@@ -28,6 +30,7 @@ from datetime import timedelta
 
 import peewee
 
+from contract import CUSTOMER_FEED_WINDOW_SECONDS as CUSTOMER_FEED_WINDOW
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox, RelayEpoch, tuple_rows, utcnow
 
@@ -76,10 +79,17 @@ def lacking(
 
 def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> list[tuple[str, bytes, bool]]:
     """Retained messages: the last published state of every order whose retained state is
-    not cleared, of every worklist and of ``orders/new`` (``since``: only of those changed by
-    a row after it). Left out: a topic whose newest row is past ``upto`` (just drained, so
-    retained already). In id order."""
-    cutoff = utcnow() - timedelta(seconds=retain_terminal_seconds)
+    not cleared, of every worklist, of ``orders/new`` and of every customer's feed that
+    holds an order (``since``: only of those changed by a row after it). Left out: a topic
+    whose newest row is past ``upto`` (just drained, so retained already). In id order."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=retain_terminal_seconds)
+    # A customer's feed holds its orders active or finished within the feed's window.
+    in_feeds = Order.select(Order.id).where(
+        Order.owner.is_null(False)
+        & (Order.terminal_at.is_null() | (Order.terminal_at > now - timedelta(seconds=CUSTOMER_FEED_WINDOW)))
+    )
+    feeds = Outbox.select(Outbox.topic).where((Outbox.kind == "customer") & Outbox.order_id.in_(in_feeds))
     kept = Order.select(Order.id).where(
         Order.retained_cleared_at.is_null() & (Order.terminal_at.is_null() | (Order.terminal_at > cutoff))
     )
@@ -87,20 +97,22 @@ def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> li
     if since is not None:
         changed = (Outbox.id > since) & (Outbox.id <= upto)
         kept = kept.where(
-            Order.id.in_(Outbox.select(Outbox.order_id).where(changed & (Outbox.kind != "worklist")))
+            Order.id.in_(Outbox.select(Outbox.order_id).where(changed & Outbox.kind.in_(("new", "status"))))
         )
         agents = Outbox.select(Outbox.agent_id).where(changed & (Outbox.kind == "worklist"))
+        feeds = Outbox.select(Outbox.topic).where(changed & (Outbox.kind == "customer"))
     rows = _latest_published("new", None, kept)
     rows += _latest_published("status", Outbox.order_id, kept)
     rows += _latest_published("worklist", Outbox.agent_id, agents)
+    rows += _latest_published("customer", Outbox.topic, feeds)
     return [(topic, payload.encode(), True) for row, topic, payload in sorted(rows) if row <= upto]
 
 
 def _latest_published(
     kind: str, group: peewee.Field | None, among: peewee.Query | None
 ) -> list[tuple[int, str, str]]:
-    """(id, topic, payload) of the newest published row of each ``group`` (order or agent;
-    None: the newest of all), of orders (agents) ``among`` only if given."""
+    """(id, topic, payload) of the newest published row of each ``group`` (order, agent or
+    topic; None: the newest of all), of orders (agents, topics) ``among`` only if given."""
     newest = Outbox.select(peewee.fn.MAX(Outbox.id)).where(
         (Outbox.kind == kind) & Outbox.published_at.is_null(False)
     )

@@ -204,7 +204,8 @@ class Outbox(BaseModel):
     """One row per MQTT publish; also the event log behind GET /events.
 
     ``kind`` is ``status`` (orders/<id>/status), ``new`` (orders/new: the same
-    event as its ``status`` row, so the event log skips it) or ``worklist``.
+    event as its ``status`` row, so the event log skips it), ``worklist`` or
+    ``customer`` (customers/<user id>/orders, a customer's feed: the event log skips it).
     """
 
     id = pw.BigAutoField()
@@ -244,8 +245,9 @@ class MqttCredential(BaseModel):
     """A broker login the service issued; only a Mosquitto-format hash of the secret is kept.
 
     ``kind`` is ``service`` (the relay), ``bridge`` (the Socket.IO bridge, the webhook
-    worker: one each), ``agent`` (one per agent; username = agent id) or ``dashboard``
-    (one per dashboard page, tied to and expiring with an admin's bearer token).
+    worker: one each), ``agent`` (one per agent; username = agent id), ``dashboard``
+    (one per dashboard page, tied to and expiring with an admin's bearer token) or
+    ``customer`` (one per shop page or CLI, tied to and expiring with a customer's token).
     """
 
     username = pw.CharField(primary_key=True, max_length=64)

@@ -112,9 +112,13 @@ class WebhookCursor(BaseModel):
 def event_log(after: int, limit: int) -> pw.ModelSelect[Outbox]:
     """Events after ``after`` in commit order: what ``GET /api/v1/events`` serves.
 
-    ``orders/new`` rows repeat their ``status`` row's event, so the log skips them."""
+    ``orders/new`` rows repeat their ``status`` row's event, and a customer's feed
+    (``customer``) restates its orders' events for that customer, so the log skips both."""
     return (
-        Outbox.select().where((Outbox.id > after) & (Outbox.kind != "new")).order_by(Outbox.id).limit(limit)
+        Outbox.select()
+        .where((Outbox.id > after) & Outbox.kind.not_in(("new", "customer")))
+        .order_by(Outbox.id)
+        .limit(limit)
     )
 
 

@@ -6,16 +6,19 @@
 //   orders/<order id>/status    retained: the order's current state (empty once cleared)
 //   agents/<agent id>/assigned  retained: the agent's complete worklist
 //   agents/<agent id>/presence  retained: the device's online/offline (its last will)
+//   customers/<user id>/orders  retained: a customer's own orders (its feed)
 
 export const ORDERS_NEW = "orders/new";
 export const ORDERS_ALL = "orders/#";
 export const AGENTS_ALL = "agents/#";
 export const AGENT_PRESENCE_FILTER = "agents/+/presence";
 export const AGENT_ASSIGNED_FILTER = "agents/+/assigned";
+export const CUSTOMER_ORDERS_FILTER = "customers/+/orders";
 
 export const orderStatus = (orderId) => `orders/${orderId}/status`;
 export const agentAssigned = (agentId) => `agents/${agentId}/assigned`;
 export const agentPresence = (agentId) => `agents/${agentId}/presence`;
+export const customerOrders = (customerId) => `customers/${customerId}/orders`;
 
 function part(topic, first, last) {
   const parts = topic.split("/");
@@ -25,10 +28,12 @@ function part(topic, first, last) {
 export const orderFromStatusTopic = (topic) => part(topic, "orders", "status");
 export const agentFromAssignedTopic = (topic) => part(topic, "agents", "assigned");
 export const agentFromPresenceTopic = (topic) => part(topic, "agents", "presence");
+export const customerFromOrdersTopic = (topic) => part(topic, "customers", "orders");
 
 /**
  * What a message is about: {kind, key, version}. kind "order" (key: the order id),
- * "worklist" (the agent id), "presence" (the agent id) or "other".
+ * "worklist" (the agent id), "presence" (the agent id), "customer" (a customer's feed:
+ * the customer's user id) or "other".
  */
 export function classify(topic, payload) {
   const order = payload?.order;
@@ -41,6 +46,10 @@ export function classify(topic, payload) {
   }
   agent = agentFromPresenceTopic(topic);
   if (agent !== null) return { kind: "presence", key: agent, version: null };
+  const customer = customerFromOrdersTopic(topic);
+  if (customer !== null) {
+    return { kind: "customer", key: customer, version: Number.isInteger(payload?.version) ? payload.version : null };
+  }
   return { kind: "other", key: null, version: null };
 }
 

@@ -1,0 +1,128 @@
+"""A customer's feed: ``customers/<user id>/orders``, retained, one per customer.
+
+Every change to an order a customer placed writes, in the change's own transaction, the
+customer's whole current view: its active orders and those finished within
+``contract.CUSTOMER_FEED_WINDOW_SECONDS``, the newest ``contract.CUSTOMER_FEED_LIMIT``.
+A customer sees its orders' status, times, ETA, lines and address; of the courier only
+the first name, and only while the order is out for delivery (``picked_up``); nothing of
+dispatch (offers, delay alerts, agent ids).
+
+The feed's ``version`` is the sum of the versions of all the customer's orders: every
+change bumps one order's version and a new order adds one, orders are never deleted,
+and writers are serialised (the writer lock), so it increases with every message
+without a counter of its own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import peewee
+
+import contract
+from order_service import lifecycle
+from order_service.orders.events import order_dicts
+from order_service.store.db import hold_writer_lock
+from order_service.store.models import Agent, Order, OrderHistory, Outbox, rfc3339, tuple_rows, utcnow
+
+CUSTOMER_EVENT = "customer.orders"
+
+# Dispatch's own events change nothing a customer sees: no feed message for them.
+SILENT_EVENTS = frozenset({"order.offered", "order.offer_declined", "order.offer_expired", "order.delayed"})
+
+
+def feed_version(customer_id: str) -> int:
+    total = Order.select(peewee.fn.SUM(Order.version)).where(Order.owner == customer_id).scalar()
+    return int(total or 0)
+
+
+def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]:
+    """The orders of the customer's feed, newest first, as the customer sees them."""
+    cutoff = (now or utcnow()) - timedelta(seconds=contract.CUSTOMER_FEED_WINDOW_SECONDS)
+    newest = Order.created_at.desc(), Order.id.desc()
+    ids = [
+        order_id
+        for (order_id,) in tuple_rows(
+            Order.select(Order.id)
+            .where(
+                (Order.owner == customer_id) & (Order.terminal_at.is_null() | (Order.terminal_at > cutoff))
+            )
+            .order_by(*newest)
+            .limit(contract.CUSTOMER_FEED_LIMIT)
+        )
+    ]
+    if not ids:
+        return []
+    orders = order_dicts(Order.select().where(Order.id.in_(ids)).order_by(*newest))
+    couriers = _first_names({o["agent_id"] for o in orders if o["status"] == "picked_up" and o["agent_id"]})
+    reasons = _reasons([o["id"] for o in orders if o["status"] in lifecycle.TERMINAL])
+    return [
+        {
+            "id": o["id"],
+            "number": o.get("number"),
+            "status": o["status"],
+            "status_times": o["status_times"],
+            "eta": o["eta"],
+            "total_cents": o["total_cents"],
+            "currency": o["currency"],
+            "items": o["items"],
+            "customer_address": o["customer"]["address"],
+            "courier": _courier(couriers.get(o["agent_id"])) if o["status"] == "picked_up" else None,
+            "failure": o["failure"],
+            "reason": reasons.get(o["id"]),
+        }
+        for o in orders
+    ]
+
+
+def _courier(first_name: str | None) -> dict | None:
+    return {"first_name": first_name} if first_name else None
+
+
+def _first_names(agent_ids: set[str]) -> dict[str, str]:
+    if not agent_ids:
+        return {}
+    rows = tuple_rows(Agent.select(Agent.id, Agent.name).where(Agent.id.in_(sorted(agent_ids))))
+    return {agent_id: name.split()[0] for agent_id, name in rows if name.split()}
+
+
+def _reasons(order_ids: list[str]) -> dict[str, str]:
+    """The reason given with each finished order's last move (cancelled, rejected, failed)."""
+    if not order_ids:
+        return {}
+    rows = tuple_rows(
+        OrderHistory.select(OrderHistory.order, OrderHistory.reason)
+        .where(OrderHistory.order.in_(order_ids) & OrderHistory.to_status.in_(sorted(lifecycle.TERMINAL)))
+        .order_by(OrderHistory.order, OrderHistory.version)
+    )
+    return {order_id: reason for order_id, reason in rows if reason}
+
+
+def customer_feed(customer_id: str, now: datetime | None = None) -> dict:
+    """The payload of ``customers/<customer_id>/orders`` as of now."""
+    now = now or utcnow()
+    return {
+        **contract.envelope(CUSTOMER_EVENT, rfc3339(now)),
+        "version": feed_version(customer_id),
+        "customer_id": customer_id,
+        "updated_at": rfc3339(now),
+        "orders": customer_orders(customer_id, now),
+    }
+
+
+def record_customer_feed(order: Order, event: str) -> None:
+    """Write the outbox row of the feed of the customer who placed ``order`` (if one did),
+    inside the caller's transaction, after the change is saved."""
+    customer_id = order.owner_id
+    if not customer_id or event in SILENT_EVENTS:
+        return
+    hold_writer_lock()  # outbox id order = commit order; the version's sum reads committed rows
+    payload = customer_feed(customer_id)
+    Outbox.create(
+        event_id=payload["event_id"],
+        event=CUSTOMER_EVENT,
+        kind="customer",
+        topic=contract.customer_orders(customer_id),
+        payload=contract.dumps(payload),
+        order_id=order.id,
+    )

@@ -1,10 +1,8 @@
-"""The browser pages' static files: the admin dashboard at /admin/ (clients/admin in the
-repository) and the customers' shop at /shop/ (clients/shop).
+"""The admin dashboard's static files at /admin/ (clients/admin in the repository).
 
-Each page is buildless: HTML, CSS and ES modules served as they are, plus mqtt.js from
-the npm package that ``make admin-deps`` installs (``npm ci`` in clients/admin; the shop
-uses the same copy, one pinned version for both). Every answer
-carries a Content-Security-Policy that allows no inline script or style: the
+The page is buildless: HTML, CSS and ES modules served as they are, plus mqtt.js from
+the npm package that ``make admin-deps`` installs (``npm ci`` in clients/admin). Every
+answer carries a Content-Security-Policy that allows no inline script or style: the
 page's scripts and styles are files of this origin, and it may talk only to this API
 and to a broker over WebSocket.
 """
@@ -17,10 +15,9 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, abort, redirect, send_from_directory
 from flask.typing import ResponseReturnValue
 
-# The pages live in the repository next to the service (an editable install).
+# The dashboard lives in the repository next to the service (an editable install).
 ADMIN_DIR = Path(__file__).resolve().parents[2] / "clients" / "admin"
-SHOP_DIR = Path(__file__).resolve().parents[2] / "clients" / "shop"
-# The only files of node_modules the pages need: name under vendor/ -> path in clients/admin.
+# The only files of node_modules the page needs: name under /admin/vendor/ -> path.
 VENDOR = {"mqtt.esm.js": Path("node_modules/mqtt/dist/mqtt.esm.js")}
 # Browsers run ES modules only when served as JavaScript: do not leave the type to the system's table.
 MIMETYPES = {
@@ -56,9 +53,14 @@ HEADERS = {
 }
 
 
-def _blueprint(name: str, prefix: str, root: Callable[[], Path]) -> Blueprint:
-    """One page's files under ``prefix``: its index, its own files, and mqtt.js at vendor/."""
-    bp = Blueprint(name, __name__, url_prefix=prefix)
+def app_blueprint(
+    name: str, where: Callable[[], Path], deps_target: str, types: dict[str, str] = MIMETYPES
+) -> Blueprint:
+    """The blueprint serving one buildless web app at ``/<name>/`` from the folder ``where()``
+    names (looked up per request): its index, its own files (of the ``types`` suffixes) and
+    mqtt.js from its node_modules, every answer with :data:`HEADERS`. ``deps_target`` is the
+    make target installing mqtt.js."""
+    bp = Blueprint(f"{name}_app", __name__, url_prefix=f"/{name}")
 
     @bp.after_request
     def _security_headers(response: Response) -> Response:
@@ -67,38 +69,39 @@ def _blueprint(name: str, prefix: str, root: Callable[[], Path]) -> Blueprint:
 
     @bp.get("")
     def _slash() -> ResponseReturnValue:
-        return redirect(f"{prefix}/", code=308)
+        return redirect(f"/{name}/", code=308)
 
     @bp.get("/")
     def index() -> Response:
-        return send_from_directory(root(), "index.html")
+        return send_from_directory(where(), "index.html", mimetype=types[".html"])
 
-    @bp.get("/vendor/<name>")
-    def vendor(name: str) -> Response:
-        # Both pages use the one mqtt.js that `make admin-deps` installs in clients/admin.
-        path = VENDOR.get(name)
+    @bp.get("/vendor/<file>")
+    def vendor(file: str) -> Response:
+        path = VENDOR.get(file)
         if path is None:
             abort(404)
-        if not (ADMIN_DIR / path).is_file():
+        if not (where() / path).is_file():
             return Response(
-                f"{name} is not installed: run `make admin-deps` (npm ci in clients/admin)\n",
+                f"{file} is not installed: run `make {deps_target}` (npm ci in clients/{where().name})\n",
                 status=503,
                 mimetype="text/plain",
             )
-        return send_from_directory(ADMIN_DIR, str(path), mimetype=MIMETYPES[path.suffix])
+        return send_from_directory(where(), str(path), mimetype=types[path.suffix])
 
-    @bp.get("/<path:name>")
-    def static_file(name: str) -> Response:
-        # Only the page's own files: never node_modules, package files or anything hidden.
-        suffix = Path(name).suffix
-        hidden = any(p.startswith(".") or p == "node_modules" for p in Path(name).parts)
-        if hidden or suffix not in MIMETYPES:
+    @bp.get("/<path:file>")
+    def static_file(file: str) -> Response:
+        # Only the app's own files: never node_modules, package files or anything hidden.
+        suffix = Path(file).suffix
+        hidden = any(p.startswith(".") or p == "node_modules" for p in Path(file).parts)
+        if hidden or suffix not in types:
             abort(404)
-        return send_from_directory(root(), name, mimetype=MIMETYPES[suffix])
+        return send_from_directory(where(), file, mimetype=types[suffix])
 
     return bp
 
 
+bp = app_blueprint("admin", lambda: ADMIN_DIR, "admin-deps")
+
+
 def init_app(app: Flask) -> None:
-    app.register_blueprint(_blueprint("admin_dashboard", "/admin", lambda: ADMIN_DIR))
-    app.register_blueprint(_blueprint("shop", "/shop", lambda: SHOP_DIR))
+    app.register_blueprint(bp)

@@ -7,7 +7,7 @@
 // "offline" while the browser says it has no network (the connection is closed then,
 // and opened afresh when the network is back).
 
-import mqtt from "../vendor/mqtt.esm.js";
+import mqtt from "/admin/vendor/mqtt.esm.js"; // the dashboard's copy (make admin-deps)
 
 const decoder = new TextDecoder();
 export const CATALOG_TOPIC = "catalog";

@@ -46,10 +46,15 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     )
     sys_.base = sys_.api_url.removesuffix("/api/v1")
     try:
-        sys_.menu = seed_menu(sys_)
         yield sys_
     finally:
         sys_.close()
+
+
+@pytest.fixture(scope="module")
+def menu(system: System) -> dict[str, dict]:
+    """The module's menu, made once over the admin's REST API."""
+    return seed_menu(system)
 
 
 @pytest.fixture
@@ -96,11 +101,10 @@ def place_from_cart(page) -> str:
     return page.get_attribute("#track", "data-id") or ""
 
 
-def test_sign_up_order_and_follow_every_status_live(page, system: System) -> None:
+def test_sign_up_order_and_follow_every_status_live(page, system: System, menu: dict) -> None:
     """A new customer signs up, orders from the menu (catalog prices before, the server's total
     after), and the tracking page walks placed → delivered with each step's time, the ETA and
     the courier's first name while on the way, as an admin and an agent move it: no reload."""
-    menu = system.menu
     log_in(page, system, {"username": "grace", "password": "grace-password-1"}, signup=True)
     page.goto(f"{system.base}/shop/#/")
     page.wait_for_selector(f'.item[data-item="{menu["margherita"]["id"]}"]')
@@ -157,11 +161,11 @@ def test_sign_up_order_and_follow_every_status_live(page, system: System) -> Non
     assert f"#{order['number']}" in page.inner_text(f'#order-list li[data-id="{order_id}"]')
 
 
-def test_an_item_marked_unavailable_shows_sold_out_live(page, system: System) -> None:
+def test_an_item_marked_unavailable_shows_sold_out_live(page, system: System, menu: dict) -> None:
     """An admin flips an item's availability; the open shop shows it sold out (and back) by itself."""
     _, creds = customer(system)
     log_in(page, system, creds)
-    item = system.menu["diavola"]
+    item = menu["diavola"]
     card = f'.item[data-item="{item["id"]}"]'
     page.wait_for_selector(f'{card}[data-available="true"]')  # the positive control
     assert page.is_enabled(f"{card} .add")
@@ -176,12 +180,12 @@ def test_an_item_marked_unavailable_shows_sold_out_live(page, system: System) ->
         system.admin.request("PATCH", f"/catalog/items/{item['id']}", {"available": True})
 
 
-def test_offline_and_back_the_page_catches_up_by_itself(page, context, system: System) -> None:
+def test_offline_and_back_the_page_catches_up_by_itself(page, context, system: System, menu: dict) -> None:
     """The network drops: the page says offline; a change made meanwhile shows once it is back,
     with the indicator live again, and no reload."""
     api, creds = customer(system)
     log_in(page, system, creds)
-    add_to_cart(page, system.menu["lemonade"])
+    add_to_cart(page, menu["lemonade"])
     page.goto(f"{system.base}/shop/#/cart")
     fill_delivery(page)
     order_id = place_from_cart(page)
@@ -203,12 +207,12 @@ def test_offline_and_back_the_page_catches_up_by_itself(page, context, system: S
     assert len(customers_orders(api)) == 1
 
 
-def test_double_tap_and_a_lost_answer_make_one_order(page, system: System) -> None:
+def test_double_tap_and_a_lost_answer_make_one_order(page, system: System, menu: dict) -> None:
     """Place order tapped twice, and the first answer lost on the way back (the server made the
     order): the page retries with the same Idempotency-Key and the customer has one order."""
     api, creds = customer(system)
     log_in(page, system, creds)
-    add_to_cart(page, system.menu["margherita"])
+    add_to_cart(page, menu["margherita"])
     page.goto(f"{system.base}/shop/#/cart")
     fill_delivery(page)
     keys: list[str] = []
@@ -237,12 +241,12 @@ def test_double_tap_and_a_lost_answer_make_one_order(page, system: System) -> No
     assert [o["id"] for o in orders] == [order_id]
 
 
-def test_cancel_while_placed_and_ended_orders_say_why(page, system: System) -> None:
+def test_cancel_while_placed_and_ended_orders_say_why(page, system: System, menu: dict) -> None:
     """The customer cancels while placed (the button goes once confirmed); a failed delivery
     shows plainly with its reason."""
     api, creds = customer(system)
     log_in(page, system, creds)
-    add_to_cart(page, system.menu["lemonade"])
+    add_to_cart(page, menu["lemonade"])
     page.goto(f"{system.base}/shop/#/cart")
     fill_delivery(page)
     order_id = place_from_cart(page)
@@ -256,7 +260,7 @@ def test_cancel_while_placed_and_ended_orders_say_why(page, system: System) -> N
         "/orders",
         {
             "customer": {"name": "Grace", "phone": "+1 555 0142", "address": "12 Harbour Road"},
-            "items": [{"item_id": system.menu["lemonade"]["id"], "quantity": 1, "option_ids": []}],
+            "items": [{"item_id": menu["lemonade"]["id"], "quantity": 1, "option_ids": []}],
         },
     )
     agent = system.make_agent()

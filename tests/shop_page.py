@@ -35,6 +35,9 @@ def seed_menu(system: System) -> dict[str, Any]:
         }
         return admin.request("POST", "/catalog/items", body)
 
+    def sold_out(made: dict) -> dict:
+        return admin.request("PATCH", f"/catalog/items/{made['id']}", {"available": False})
+
     return {
         "margherita": item(
             pizza,
@@ -46,6 +49,7 @@ def seed_menu(system: System) -> dict[str, Any]:
         ),
         "diavola": item(pizza, "Diavola", "Spicy salami, chili oil", 1099, 1),
         "lemonade": item(drinks, "Lemonade", "Squeezed here, not too sweet", 350, 0),
+        "calzone": sold_out(item(pizza, "Calzone", "Folded, ricotta and ham", 1199, 2)),
     }
 
 

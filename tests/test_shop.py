@@ -135,17 +135,18 @@ def test_sign_up_order_and_follow_every_status_live(page, system: System, menu: 
     agent = system.admin.request("POST", "/agents", {"name": "Sam Rivera", **rider_login})
     rider = Api(system.api_url)
     rider.login(**rider_login)
+    page.wait_for_selector('#track-eta:has-text("Waiting for the restaurant")')
     for status in ("confirmed", "preparing", "ready"):
         system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": status})
         wait_status(page, status)
         assert step_state(page, status) == "current"
         assert page.inner_text(f'#steps li[data-step="{status}"] .step-time').strip()
         assert not page.is_visible("#cancel")
-    page.wait_for_selector('#track-eta:has-text("Arriving around")')
     system.assign(order_id, agent["id"])
     rider.request("PATCH", f"/orders/{order_id}/status", {"status": "picked_up"})
     wait_status(page, "picked_up")
     page.wait_for_selector('#track-courier:has-text("Sam is on the way")', timeout=LIVE_MS)
+    page.wait_for_selector('#track-eta:has-text("Arriving around")')
     page.screenshot(path=str(IMAGES / "shop-tracking.png"))
     rider.request("PATCH", f"/orders/{order_id}/status", {"status": "delivered"})
     wait_status(page, "delivered")
@@ -266,7 +267,7 @@ def test_cancel_while_placed_and_ended_orders_say_why(page, system: System, menu
     agent = system.make_agent()
     rider = Api(system.api_url)
     rider.login(agent["username"], agent["password"])
-    for status in ("confirmed", "ready"):
+    for status in ("confirmed", "preparing", "ready"):
         system.admin.request("PATCH", f"/orders/{failed['id']}/status", {"status": status})
     system.assign(failed["id"], agent["id"])
     rider.request("PATCH", f"/orders/{failed['id']}/status", {"status": "picked_up"})

@@ -10,6 +10,11 @@ const FAILURE_LABELS = {
 };
 const dateFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
 
+/** A status as the customer reads it: the dashboard's words, but "On the way" once picked up. */
+function statusLabel(status) {
+  return status === "picked_up" ? "On the way" : STATUS_LABELS[status] || status;
+}
+
 /** "#1042", or the id's tail for an order made before order numbers. */
 export function orderLabel(order) {
   return order.number != null ? `#${order.number}` : `#${order.id.slice(-6)}`;
@@ -31,7 +36,7 @@ export function renderTrack(order, { reason, now = Date.now() }) {
   $("track").dataset.status = order.status;
   $("track-title").textContent = `Order ${orderLabel(order)}`;
   const badge = $("track-status");
-  badge.textContent = STATUS_LABELS[order.status] || order.status;
+  badge.textContent = statusLabel(order.status);
   badge.dataset.status = order.status;
   const ended = ENDED.includes(order.status);
   const done = order.status === "delivered";
@@ -41,7 +46,10 @@ export function renderTrack(order, { reason, now = Date.now() }) {
   else if (!ended && order.eta) {
     const minutes = Math.max(0, Math.round((Date.parse(order.eta) - now) / 60000));
     eta.textContent = `Arriving around ${clock(order.eta)} (${minutes ? `in ${minutes} min` : "any minute"}).`;
-  } else eta.textContent = ended ? "" : "We'll show an arrival time once the restaurant confirms.";
+  } else if (ended) eta.textContent = "";
+  else if (order.status === "ready") eta.textContent = "Ready: waiting for the courier.";
+  else if (order.promised_at && order.status !== "placed") eta.textContent = `Being prepared: ready around ${clock(order.promised_at)}.`;
+  else eta.textContent = "Waiting for the restaurant to confirm.";
   eta.hidden = !eta.textContent;
 
   const courier = order.status === "picked_up" ? order.courier?.first_name : null;
@@ -103,7 +111,7 @@ export function renderHistory(orders) {
     link.append(
       el("span", "past-number", orderLabel(order)),
       el("span", "past-when", placed ? `${dateFormat.format(new Date(placed))}, ${clock(placed)}` : ""),
-      el("span", `badge`, STATUS_LABELS[order.status] || order.status),
+      el("span", "badge", statusLabel(order.status)),
       el("span", "past-what", `${count} item${count === 1 ? "" : "s"} · ${money(order.total_cents, order.currency)}`),
     );
     link.querySelector(".badge").dataset.status = order.status;

@@ -15,7 +15,7 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps chaos security broker-stop broker-start
+.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps courier-deps chaos security broker-stop broker-start
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -39,7 +39,7 @@ install: $(STAMP)
 migrate: install
 	$(PY) -m order_service migrate
 
-run: install admin-deps
+run: install admin-deps courier-deps
 	@$(PY) -m order_service preflight $(PREFLIGHT)
 	@$(PY) -m order_service migrate
 	@$(PY) -m order_service bootstrap
@@ -48,7 +48,7 @@ run: install admin-deps
 # Production on one machine: PostgreSQL and the system's Mosquitto, both run by you
 # (ORDERBUS_DATABASE_URL, ORDERBUS_MQTT_URL); several API workers, two relays. docs/production.md.
 # admin-deps: the admin dashboard's mqtt.js, served by the API at /admin/vendor/.
-run-prod: install admin-deps
+run-prod: install admin-deps courier-deps
 	@$(PY) -m order_service preflight --production
 	@$(PY) -m order_service migrate
 	@$(PY) -m order_service bootstrap
@@ -73,6 +73,16 @@ $(ADMIN)/node_modules/.package-lock.json: $(ADMIN)/package-lock.json
 
 admin-deps: $(ADMIN)/node_modules/.package-lock.json
 
+# The courier app's mqtt.js (served at /courier/vendor/), from its own lock file: the app is
+# installed on phones and upgrades on its own schedule, not the dashboard's.
+COURIER := clients/courier
+$(COURIER)/node_modules/.package-lock.json: $(COURIER)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed for the courier app's mqtt.js:" \
+	  "install Node.js and npm (Debian: apt-get install npm), then run make again" >&2; exit 1; }
+	cd $(COURIER) && npm ci --no-audit --no-fund --loglevel=error
+
+courier-deps: $(COURIER)/node_modules/.package-lock.json
+
 # make lint, then the suite on SQLite, then every database test again on PostgreSQL
 # (ORDERBUS_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres;
 # skipped if unreachable, unless CI=true).
@@ -82,11 +92,11 @@ admin-deps: $(ADMIN)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
-test: lint node-test-deps admin-deps
+test: lint node-test-deps admin-deps courier-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=sqlite $(PYTEST) $(PYTEST_ARGS)
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=postgresql $(PYTEST) $(PYTEST_ARGS)
 
-test-sqlite test-postgresql: test-%: lint node-test-deps admin-deps
+test-sqlite test-postgresql: test-%: lint node-test-deps admin-deps courier-deps
 	PATH="$(BIN):$$PATH" ORDERBUS_TEST_DATABASE=$* $(PYTEST) $(PYTEST_ARGS)
 
 # The security suite: every attack and abuse case (the `security` marker; tests/security_suite.py

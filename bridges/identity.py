@@ -24,13 +24,17 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-ADMIN, DELIVERY = "admin", "delivery"
+ADMIN, DELIVERY, CUSTOMER = "admin", "delivery", "customer"
 # Longer than any token the API issues; a longer one is refused without asking.
 MAX_TOKEN_LENGTH = 512
 
 
 def agent_room(agent_id: str) -> str:
     return f"{DELIVERY}:{agent_id}"
+
+
+def customer_room(user_id: str) -> str:
+    return f"{CUSTOMER}:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,14 @@ class Identity:
     agent_id: str | None = None
 
     def may_join(self, room: str) -> bool:
-        """Admins may watch every room; an agent only ``delivery`` and its own room."""
+        """Admins may watch every room; an agent only ``delivery`` and its own room; a
+        customer only its own room."""
         if self.role == "admin":
-            return room in (ADMIN, DELIVERY) or room.startswith(f"{DELIVERY}:")
+            return room in (ADMIN, DELIVERY) or room.startswith((f"{DELIVERY}:", f"{CUSTOMER}:"))
         if self.role == "agent" and self.agent_id:
             return room in (DELIVERY, agent_room(self.agent_id))
+        if self.role == "customer":
+            return room == customer_room(self.user_id)
         return False
 
     def default_rooms(self) -> list[str]:
@@ -52,6 +59,8 @@ class Identity:
             return [ADMIN]
         if self.role == "agent" and self.agent_id:
             return [DELIVERY, agent_room(self.agent_id)]
+        if self.role == "customer":
+            return [customer_room(self.user_id)]
         return []
 
 

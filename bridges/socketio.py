@@ -1,9 +1,9 @@
 """The Socket.IO bridge: ``python -m bridges.socketio``.
 
 Speaks the protocol of the project's original plan (docs/bridges.md) so apps written
-with ``socket.io-client`` against it work unchanged: rooms ``admin``, ``delivery``
-and ``delivery:<agentId>``; events ``order:new``, ``order:status:updated`` and
-``order:assigned``. Each socket logs in with a bearer token from
+with ``socket.io-client`` against it work unchanged: rooms ``admin``, ``delivery``,
+``delivery:<agentId>`` and ``customer:<userId>``; events ``order:new``,
+``order:status:updated`` and ``order:assigned``. Each socket logs in with a bearer token from
 ``POST /api/v1/auth/token`` in the handshake (``io(url, {auth: {token}})``); its
 role decides the rooms it is put in and may join.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,10 +28,20 @@ from paho.mqtt.client import MQTTMessage
 import contract
 from contract.link import MqttFeed
 
-from .identity import ADMIN, ApiUnavailable, Identity, TokenCache, TokenChecker, agent_room
+from .identity import ADMIN, ApiUnavailable, Identity, TokenCache, TokenChecker, agent_room, customer_room
 from .settings import BridgeSettings, MissingBridgeSecret
 
-__all__ = ["Gate", "Identity", "SocketBridge", "agent_room", "main", "route", "seed_payload"]
+__all__ = [
+    "CustomerFeeds",
+    "Gate",
+    "Identity",
+    "SocketBridge",
+    "agent_room",
+    "customer_room",
+    "main",
+    "route",
+    "seed_payload",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +79,57 @@ def route(topic: str, event: dict) -> list[tuple[str, list[str], dict]]:
     return [("order:status:updated", [ADMIN, *([agent_room(agent)] if agent else [])], data)]
 
 
+def customer_payload(feed: dict, order: dict) -> dict:
+    """What a customer's socket gets for one of its orders: the seed's fields and the order as
+    the customer's feed shows it (no agent ids, the courier's first name while picked up)."""
+    return {
+        "orderId": order["id"],
+        "number": order.get("number"),
+        "status": order["status"],
+        "estimatedTime": order.get("eta"),
+        "timestamp": feed["updated_at"],
+        "version": feed["version"],
+        "event": feed["event"],
+        "eventId": feed["event_id"],
+        "order": order,
+    }
+
+
+class CustomerFeeds:
+    """Turns customers' feeds (``customers/<id>/orders``, each the customer's whole view) into
+    per-order events for the room ``customer:<id>``: an order new to the feed is ``order:new``,
+    one whose view changed ``order:status:updated``. Keeps the newest feed per customer (at
+    most ``limit`` customers, the least recently changed forgotten first); an older or equal
+    version is not news. Retained feeds on the bridge's first session are only recorded."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._held: OrderedDict[str, tuple[int, dict[str, dict]]] = OrderedDict()
+
+    def emits(self, customer: str, feed: dict, *, retained: bool, first_session: bool) -> list:
+        version = int(feed["version"])
+        held_version, before = self._held.get(customer, (0, {}))
+        if version <= held_version:
+            return []
+        orders = {str(o["id"]): o for o in feed["orders"]}
+        self._held[customer] = (version, orders)
+        self._held.move_to_end(customer)
+        if len(self._held) > self.limit:
+            self._held.popitem(last=False)
+        if retained and first_session:
+            return []  # current state at start-up: clients read it over REST
+        room = [customer_room(customer)]
+        return [
+            (
+                "order:new" if order_id not in before else "order:status:updated",
+                room,
+                customer_payload(feed, o),
+            )
+            for order_id, o in orders.items()
+            if before.get(order_id) != o
+        ]
+
+
 class Gate:
     """Decides which MQTT messages are news for the Socket.IO clients.
 
@@ -86,12 +148,16 @@ class Gate:
     def __init__(self, limit: int = 100_000) -> None:
         self.new = contract.VersionGate(limit)  # order id -> version, from orders/new
         self.status = contract.VersionGate(limit)  # from orders/<id>/status
+        self.customers = CustomerFeeds(limit)  # customer id -> its newest feed
 
     def emits(
         self, topic: str, payload: bytes, *, retained: bool, first_session: bool
     ) -> list[tuple[str, list[str], dict]]:
         status_of = contract.order_from_status_topic(topic)
         event = contract.loads(payload)
+        customer = contract.customer_from_orders_topic(topic)
+        if customer is not None and event is not None:
+            return self.customers.emits(customer, event, retained=retained, first_session=first_session)
         if event is None:  # a finished order's retained state was cleared: forget the order
             if status_of is not None:
                 self.new.forget(status_of)
@@ -239,7 +305,8 @@ class SocketBridge:
             )
 
         address = self.settings.broker_address()  # its own login: the username is its client id
-        self.feed = MqttFeed(address, address.username or "", on_message)
+        filters = (contract.ORDERS_ALL, contract.AGENTS_ALL, contract.CUSTOMER_ORDERS_FILTER)
+        self.feed = MqttFeed(address, address.username or "", on_message, filters=filters)
         self.feed.start()  # after the assignment: on_message reads the feed's session count
         pump = asyncio.create_task(self._pump(inbox))
         recheck = asyncio.create_task(self._recheck())

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import threading
+from collections import deque
 from collections.abc import Iterable
 from contextlib import ExitStack, suppress
 from typing import Any
@@ -96,6 +97,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: Ports :func:`pick_free_port` (and the test harness) handed out in this process, newest
+#: last: a port is free only until its program binds it, so it is never handed out twice.
+HANDED_OUT: deque[int] = deque(maxlen=4096)
+
+
 def pick_free_port(host: str, avoid: int = 0) -> int:
     """A currently free ephemeral port: amqtt needs a number and cannot report port 0's choice."""
     while True:
@@ -104,7 +110,8 @@ def pick_free_port(host: str, avoid: int = 0) -> int:
                 port = int(sock.getsockname()[1])
         except OSError as exc:  # e.g. an unknown host name or an address not on this machine
             raise BrokerStartError(f"cannot listen on {host}: {exc.strerror or exc}") from exc
-        if port != avoid:
+        if port != avoid and port not in HANDED_OUT:
+            HANDED_OUT.append(port)
             return port
 
 

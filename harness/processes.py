@@ -19,6 +19,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from broker.server import HANDED_OUT
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -51,12 +53,18 @@ def require_tool(name: str, package: str, what: str, *, also: tuple[str, ...] = 
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct ports nothing listens on right now, chosen by the kernel (never a
-    default port); all are held until the last is chosen, so no two are the same."""
+    default port) and not handed out earlier by this process; all are held until the last
+    is chosen, so no two are the same."""
+    chosen: list[int] = []
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
+        while len(chosen) < count:
+            sock = stack.enter_context(socket.socket())  # held: the kernel will not pick it again
             sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+            port = sock.getsockname()[1]
+            if port not in HANDED_OUT:
+                chosen.append(port)
+    HANDED_OUT.extend(chosen)  # shared with the broker's pick_free_port
+    return chosen
 
 
 def free_port() -> int:

@@ -39,6 +39,12 @@ def place(system: System, name: str = "Ada", api: Api | None = None) -> dict:
     )
 
 
+def label(order: dict) -> str:
+    """What the page calls an order: ``#<number>``, or the first 6 characters of its id after the prefix."""
+    number = order.get("number")
+    return f"#{number}" if isinstance(number, int) else order["id"].split("_", 1)[-1][:6]
+
+
 def wait_row(page, order_id: str, status: str, since: float, within: float = LIVE) -> float:
     """Wait for the order's row to show ``status``; returns the seconds since ``since``."""
     page.wait_for_selector(f'#orders li[data-id="{order_id}"][data-status="{status}"]', state="attached")
@@ -83,6 +89,22 @@ def converges(page, system: System, timeout: float = 15.0) -> None:
             diff = {k: (dict(shown).get(k), v) for k, v in want.items() if dict(shown).get(k) != v}
             pytest.fail(f"page did not converge: duplicates {dupes}, (page, database) differ: {diff}")
         time.sleep(0.2)
+
+
+WIDER_THAN_THE_WINDOW = """() => {
+  const clipped = (e) => { for (let a = e.parentElement; a; a = a.parentElement) {
+    if (getComputedStyle(a).overflowX !== "visible") return true; } return false; };
+  return [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !clipped(e))
+    .map(e => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+    .slice(0, 8);
+}"""
+
+
+def assert_fits_the_width(page) -> None:
+    """Nothing on the page sticks out to the right: no sideways scrolling on a phone."""
+    wide = page.evaluate("() => document.documentElement.scrollWidth > window.innerWidth")
+    assert not wide, f"wider than the window: {page.evaluate(WIDER_THAN_THE_WINDOW)}"
 
 
 def screenshot(page, name: str) -> None:

@@ -10,22 +10,22 @@ page's network on demand. Screenshots go to test-artifacts/dashboard/ (gitignore
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clients.rest import Api
-from harness.processes import ROOT, free_port
-from harness.system import System, make_system
+from harness.system import System
+from tests import dashboard_fixtures
 from tests.dashboard_page import (
     LIVE,
     agent_device,
+    assert_fits_the_width,
     converges,
     count,
     database_state,
+    label,
     open_dashboard,
     place,
     presence,
@@ -35,95 +35,15 @@ from tests.dashboard_page import (
 )
 from tests.helpers import wait_until
 from tests.mqtt_fixtures import Subscriber
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-
-CHROMIUM = Path(os.environ.get("ORDERBUS_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _missing() -> list[str]:
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright package (make install)")
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if not (ROOT / "clients/admin/node_modules/mqtt/dist/mqtt.esm.js").exists():
-        missing.append("mqtt.js (make admin-deps)")
-    return missing
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = _missing()
-    if missing:
-        message = "the dashboard's browser tests need " + ", ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[TcpProxy]:
-    # The broker's WebSocket port: chosen now, bound by the broker.
-    instance = TcpProxy("127.0.0.1", free_port()).start()
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterator[System]:
-    """One system for the module: broker, relay, API; dashboards connect through the proxy."""
-    tmp = tmp_path_factory.mktemp("dashboard")
-    sys_ = make_system(
-        tmp,
-        ORDERBUS_BROKER_WS_PORT=str(proxy.target[1]),
-        ORDERBUS_PUBLIC_MQTT_WS_URL=f"ws://127.0.0.1:{proxy.port}/mqtt",
-    )
-    sys_.password = (tmp / "var" / "admin-password").read_text().strip()
-    sys_.base = sys_.api_url.removesuffix("/api/v1")
-    try:
-        yield sys_
-    finally:
-        sys_.close()
-
-
-@pytest.fixture
-def page(browser, system: System):
-    """A fresh browser context on a desktop-sized window; fails on page errors or CSP violations."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    console: list[str] = []
-
-    def on_console(msg) -> None:
-        console.append(f"{msg.type}: {msg.text}")
-        if msg.type == "error" and "Content Security Policy" in msg.text:
-            problems.append(f"console: {msg.text}")
-
-    page.on("console", on_console)
-    yield page
-    print("browser console:", *console, sep="\n  ")  # shown when the test fails
-    context.close()
-    assert not problems, "\n".join(problems)
+# The fixtures, bound here so pytest finds them (one system for this module).
+browser, proxy, system, page = (
+    dashboard_fixtures.browser,
+    dashboard_fixtures.proxy,
+    dashboard_fixtures.system,
+    dashboard_fixtures.page,
+)
 
 
 def test_served_with_a_strict_content_security_policy(system: System) -> None:
@@ -180,10 +100,10 @@ def test_new_order_appears_at_the_top_within_a_second(page, system: System) -> N
     page.wait_for_function(
         "([n, id]) => document.querySelectorAll('#toasts .toast').length > n"
         " && document.querySelector('#toasts').innerText.includes(id)",
-        arg=[toasts_before, order["id"]],
+        arg=[toasts_before, label(order)],
         timeout=1000,
     )
-    assert order["id"] in page.inner_text("#toasts")
+    assert f"New order {label(order)} from Grace Hopper" in page.inner_text("#toasts")
     assert int(page.get_attribute("html", "data-chimes") or 0) >= 1  # the new-order sound played
     page.click('#tabs [data-tab="confirmed"]')
     assert page.is_hidden(f'#orders li[data-id="{order["id"]}"]')
@@ -304,7 +224,7 @@ def test_assign_from_the_page_reaches_the_agent(page, system: System) -> None:
     try:
         open_dashboard(page, system)
         page.click(f'#orders li[data-id="{order["id"]}"] button')
-        page.wait_for_selector(f'#detail-title:has-text("{order["id"]}")')
+        page.wait_for_selector(f'#detail-title:has-text("{label(order)}")')
         assert page.is_visible('#action-buttons [data-move="preparing"]')
         assert page.query_selector('#action-buttons [data-move="picked_up"]') is None  # the agent's move
         page.select_option("#assign-agent", agent["id"])
@@ -442,7 +362,7 @@ def test_keyboard_tablet_layout_and_logout(browser, system: System) -> None:
         page.focus(f'#orders li[data-id="{orders[1]["id"]}"] button')
         page.keyboard.press("ArrowDown")
         page.keyboard.press("Enter")
-        page.wait_for_selector(f'#detail-title:has-text("{orders[0]["id"]}")')
+        page.wait_for_selector(f'#detail-title:has-text("{label(orders[0])}")')
         page.wait_for_selector('#timeline:has-text("created by")')
         screenshot(page, "tablet.png")
         page.keyboard.press("Escape")  # the detail is a sheet over the board here: it closes
@@ -489,7 +409,7 @@ def test_eta_failed_delivery_and_late_alert_are_shown(page, system: System) -> N
     wait_row(page, order["id"], "failed", started)
     assert "Delivery failed: customer absent" in page.inner_text(f"{row} .row-flags")
     assert count(page, "failed") == failed_before + 1
-    page.wait_for_selector(f'#toasts:has-text("Delivery of {order["id"]} failed")', timeout=1000)
+    page.wait_for_selector(f'#toasts:has-text("Delivery of {label(order)} failed")', timeout=1000)
 
     late = place(system, "Slow Sue")
     settings = "/settings/dispatch"
@@ -497,7 +417,7 @@ def test_eta_failed_delivery_and_late_alert_are_shown(page, system: System) -> N
     try:
         late_row = f'#orders li[data-id="{late["id"]}"]'
         page.wait_for_selector(f'{late_row} .flag-delay:has-text("not confirmed in time")', timeout=10000)
-        page.wait_for_selector(f'#toasts:has-text("{late["id"]} is late")', timeout=1000)
+        page.wait_for_selector(f'#toasts:has-text("{label(late)} is late")', timeout=1000)
     finally:
         system.admin.request("PATCH", settings, {"delay_unconfirmed_seconds": None})
 
@@ -558,3 +478,47 @@ def test_two_thousand_orders_load_and_render(page, system: System, tmp_path: Pat
     }
     print("dashboard with 2,000 orders:", json.dumps(report))
     screenshot(page, "board-2000.png")
+
+
+def test_rows_show_the_number_address_and_age_and_never_a_version(browser, system: System) -> None:
+    """Operators see an order as #number (the short id when it has none) with its delivery address
+    and its age; the age moves on every minute without a reload; the word "version" is nowhere on
+    the page (it stays internal, for If-Match). Desktop and phone alike."""
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    try:
+        page.clock.install()  # the page's own clock, moved forward below: no waiting a real minute
+        order = place(system, "Ada Age")
+        other = place(system, "Bob Other")
+        open_dashboard(page, system)
+        row = f'#orders li[data-id="{order["id"]}"]'
+        page.wait_for_selector(row)
+        assert page.inner_text(f"{row} .row-number") == label(order)
+        if "number" in order:
+            assert label(order) == f"#{order['number']}"
+        assert page.inner_text(f"{row} .row-address") == "1 Main St"
+        assert page.inner_text(f"{row} .row-age") == "just now"
+        page.clock.fast_forward("12:00")
+        page.wait_for_selector(f'{row} .row-age:text-is("12 min")', timeout=10000)
+        page.click(f"{row} button")
+        page.wait_for_selector(f'#detail-title:text-is("Order {label(order)}")')
+        assert page.inner_text("#detail-address") == "1 Main St"
+        assert page.inner_text("#detail-id") == order["id"]  # the API's key, for support
+        assert page.inner_text("#detail-age") == "12 min ago"
+        page.clock.fast_forward("01:00:00")
+        page.wait_for_selector('#detail-age:text-is("1 h 12 min ago")', timeout=10000)
+        page.wait_for_selector(f'{row} .row-age:text-is("1 h 12 min")', timeout=10000)
+        assert "version" not in page.inner_text("body").lower()
+        # The search finds an order by what the page calls it.
+        page.fill("#search", label(order))
+        page.wait_for_selector(f'#orders li[data-id="{other["id"]}"]', state="hidden")
+        assert page.is_visible(row)
+        page.fill("#search", "")
+
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_selector(f'#orders li[data-id="{other["id"]}"]', state="visible")
+        assert_fits_the_width(page)
+        assert page.is_visible(f"{row} .row-address") and page.is_visible(f"{row} .row-age")
+        screenshot(page, "phone-board.png")
+    finally:
+        context.close()

@@ -26,6 +26,7 @@ def test_creating_an_agent_issues_its_device_login_once(client, admin, make_agen
     issued = agent.mqtt
     assert issued["username"] == issued["client_id"] == agent.agent_id
     assert issued["url"].startswith("mqtt://") and issued["issued_at"]
+    assert issued["ws_url"].startswith("ws://")  # the courier app connects over WebSocket
     passwd, acl = files(settings_overrides)
     assert credfiles.verify_password(issued["password"], passwd[agent.agent_id])
     assert acl.allowed(agent.agent_id, agent.agent_id, "read", f"agents/{agent.agent_id}/assigned")

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 class AgentProcess:
     """`python -m clients.agent --json` as a child; its JSON lines go to a queue."""
 
-    def __init__(self, system: System, agent: dict, state_dir: Path) -> None:
+    def __init__(self, system: System, agent: dict, state_dir: Path, **env: str) -> None:
         self.lines: queue.Queue[dict] = queue.Queue()
         self.err = open(state_dir.parent / f"agent-{agent['username']}.err", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -43,7 +43,7 @@ class AgentProcess:
                 "--state-dir",
                 str(state_dir),
             ],
-            env={**system.env, "ORDERBUS_AGENT_PASSWORD": agent["password"]},
+            env={**system.env, "ORDERBUS_AGENT_PASSWORD": agent["password"], **env},
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -81,10 +81,10 @@ class AgentProcess:
 def agents(tmp_path: Path):
     started: list[AgentProcess] = []
 
-    def start(system: System, agent: dict) -> AgentProcess:
+    def start(system: System, agent: dict, **env: str) -> AgentProcess:
         state = tmp_path / f"state-{agent['username']}"
         state.mkdir(exist_ok=True)
-        process = AgentProcess(system, agent, state)
+        process = AgentProcess(system, agent, state, **env)
         started.append(process)
         return process
 
@@ -127,13 +127,17 @@ def test_new_assignment_shows_within_a_second_then_reassign_and_cancel_remove_it
     line = device.wait_for(lambda x: worklist(x) and second["id"] in ids(x))
     assert line["badge"] == 2
 
-    system.assign(first["id"], other["id"])  # reassigned away
+    system.assign(first["id"], other["id"])  # reassigned away: removed, and announced
     line = device.wait_for(lambda x: worklist(x) and first["id"] not in ids(x))
     assert ids(line) == [second["id"]] and line["badge"] == 1
+    notice = device.wait_for(lambda x: x["event"] == "notice")
+    assert (notice["order_id"], notice["kind"], notice["customer"]) == (first["id"], "reassigned", "Ada")
 
     system.admin.request("PATCH", f"/orders/{second['id']}/status", {"status": "cancelled"})
     line = device.wait_for(lambda x: worklist(x) and not x["orders"])
     assert line["badge"] == 0
+    notice = device.wait_for(lambda x: x["event"] == "notice")
+    assert (notice["order_id"], notice["kind"], notice["status"]) == (second["id"], "cancelled", "cancelled")
 
 
 @pytest.mark.parametrize("live_system", ["amqtt", "mosquitto"], indirect=True)  # the production broker too
@@ -154,6 +158,15 @@ def test_restart_after_offline_shows_exactly_the_live_assignments_as_new(live_sy
     line = device.wait_for(lambda x: worklist(x) and ids(x) == live)
     assert line["badge"] == 2
     assert all(o["new"] for o in line["orders"])
+    device.send("seen")
+    assert device.wait_for(worklist)["badge"] == 0
+
+    # Cancelled while the device was off, after it had seen the order: announced when it starts.
+    device.kill()
+    system.admin.request("PATCH", f"/orders/{orders[0]['id']}/status", {"status": "cancelled"})
+    device = agents(system, rider)
+    notice = device.wait_for(lambda x: x["event"] == "notice", timeout=15)
+    assert (notice["order_id"], notice["kind"]) == (orders[0]["id"], "cancelled")
     device.send("seen")
     assert device.wait_for(worklist)["badge"] == 0
 
@@ -362,3 +375,60 @@ def test_first_login_gets_through_a_broker_that_learns_of_it_late(tmp_path: Path
     assert late.reloads >= 1
     errors = device.err.name
     assert "Not authorized" in Path(errors).read_text()  # it was refused before the reload
+
+
+def test_a_failed_delivery_needs_a_reason_and_is_sent_with_it(live_system, agents):
+    """`fail <order> <reason> [note]`: an unknown reason and "other" without a note are refused on
+    the device (nothing sent); a good one moves the order to failed with reason and note, and
+    the device does not announce its own finished order as removed."""
+    system = live_system
+    rider = system.make_agent()
+    order = system.ready_order("ready")
+    system.assign(order["id"], rider["id"])
+    device = agents(system, rider)
+    device.wait_for(lambda x: worklist(x) and ids(x) == [order["id"]])
+    device.send(f"pickup {order['id']}")
+    assert device.wait_for(lambda x: x["event"] == "action")["result"] == "done"
+
+    device.send(f"fail {order['id']} lost_my_way")
+    assert "customer_absent" in device.wait_for(lambda x: x["event"] == "error")["detail"]
+    device.send(f"fail {order['id']} other")
+    assert "note" in device.wait_for(lambda x: x["event"] == "error")["detail"]
+    assert system.admin.request("GET", f"/orders/{order['id']}")["status"] == "picked_up"
+
+    device.send(f"fail {order['id']} customer_absent rang three times")
+    done = device.wait_for(lambda x: x["event"] == "action")
+    assert (done["result"], done["status"]) == ("done", "failed")
+    device.wait_for(lambda x: worklist(x) and not x["orders"])
+    stored = system.admin.request("GET", f"/orders/{order['id']}")
+    assert stored["status"] == "failed"
+    assert stored["failure"] == {"reason": "customer_absent", "note": "rang three times"}
+    device.send("seen")  # a line after the worklist: no notice came before it
+    line = device.wait_for(lambda x: x["event"] in ("notice", "worklist"))
+    assert line["event"] == "worklist"
+
+
+def test_the_connection_line_tells_online_reconnecting_offline_and_online_again(live_system, agents):
+    """The broker stops: the device says reconnecting, then offline once it stayed down
+    (ORDERBUS_AGENT_OFFLINE_SECONDS); the broker is back: online, and live again."""
+    system = live_system
+    rider = system.make_agent()
+    device = agents(system, rider, ORDERBUS_AGENT_OFFLINE_SECONDS="2")
+    device.wait_for(worklist)
+    assert device.wait_for(lambda x: x["event"] == "connection")["state"] == "online"
+    system.stop("broker")
+    states = [device.wait_for(lambda x: x["event"] == "connection", timeout=20)["state"] for _ in range(2)]
+    assert states == ["reconnecting", "offline"]
+    system.start("broker")
+    assert device.wait_for(lambda x: x["event"] == "connection", timeout=30)["state"] == "online"
+    order = system.ready_order("confirmed")
+    system.assign(order["id"], rider["id"])  # positive control: live again
+    device.wait_for(lambda x: worklist(x) and ids(x) == [order["id"]], timeout=20)
+
+
+def test_the_failure_reasons_are_the_services() -> None:
+    """The device offers exactly the reasons PATCH /orders/<id>/status accepts."""
+    from clients.agent.state import FAILURE_REASONS
+    from order_service.lifecycle import FAILURE_REASONS as SERVICE
+
+    assert FAILURE_REASONS == SERVICE

@@ -61,3 +61,42 @@ def test_tui_shows_a_new_assignment_with_badge_and_acts_on_a_key(live_system, tm
     finally:
         device.stop()
     assert system.admin.request("GET", f"/orders/{order['id']}")["status"] == "delivered"
+
+
+def test_tui_reports_a_failed_delivery_with_a_reason_and_announces_a_cancellation(
+    live_system, tmp_path: Path
+):
+    """`f` asks why (a reason, a note): the order goes to failed with them. An order cancelled
+    by the shop is announced in the notices, and the header shows the broker link."""
+    system = live_system
+    rider = system.make_agent()
+    device = AgentDevice(Api(system.api_url), StateDir(tmp_path / "state"), mqtt_url=system.mqtt_url)
+    device.login(rider["username"], rider["password"])
+    device.connect()
+    failing, cancelled = system.ready_order("ready"), system.ready_order("ready")
+    for order in (failing, cancelled):
+        system.assign(order["id"], rider["id"])
+
+    async def scenario() -> None:
+        app = AgentApp(device)
+        async with app.run_test() as pilot:
+            await _until(pilot, lambda: app.query_one("DataTable").row_count == 2)
+            assert "online" in app.sub_title
+            system.admin.request("PATCH", f"/orders/{cancelled['id']}/status", {"status": "cancelled"})
+            await _until(pilot, lambda: "CANCELLED" in str(app.query_one("#notices").render()))
+            assert cancelled["id"] in str(app.query_one("#notices").render())
+
+            await pilot.press("p")  # the one order left is highlighted
+            await _until(pilot, lambda: device.worklist.orders[failing["id"]]["status"] == "picked_up")
+            await pilot.press("f")
+            await pilot.press("down", "down", "enter")  # refused
+            await pilot.press(*"nobody has that number", "enter")
+            await _until(pilot, lambda: not device.worklist.orders)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        device.stop()
+    stored = system.admin.request("GET", f"/orders/{failing['id']}")
+    assert stored["status"] == "failed"
+    assert stored["failure"] == {"reason": "refused", "note": "nobody has that number"}

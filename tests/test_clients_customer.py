@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import queue
+import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
+from clients.rest import Api
 from harness.processes import ROOT
 from harness.system import System
 
@@ -90,3 +95,92 @@ def test_helpful_errors_for_invalid_input_401_and_409(live_system):
     assert twice.returncode == 1 and "Traceback" not in twice.stderr
     assert "(409)" in twice.stderr and "cannot move to 'cancelled'" in twice.stderr
     assert "allowed next: none (the order is finished)" in twice.stderr
+
+
+class Watch:
+    """``python -m clients.customer watch ORDER`` running; its output lines read as they come."""
+
+    def __init__(self, system: System, who: dict, order_id: str, *args: str) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.customer", "--api", system.api_url, "--user", who["username"]]
+            + ["watch", order_id, *args],
+            env={**system.env, "ORDERBUS_CUSTOMER_PASSWORD": who["password"]},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def line(self, *words: str, timeout: float = 20.0) -> str:
+        """The first line (seen or new) that holds every word; an AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [seen for seen in self.seen if all(w in seen for w in words)]
+            if found:
+                return found[0]
+            try:
+                self.seen.append(self.lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"no line with {words} within {timeout} s; got {self.seen}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def test_watch_follows_an_order_live_to_delivery_across_a_broker_restart(live_system):
+    """watch prints each status with its time (the ETA and the courier's first name once picked up),
+    keeps going when the broker restarts empty, and exits 0 once the order is delivered."""
+    system = live_system
+    ada = system.make_customer()
+    placed = customer(system, ada, "--json", *PLACE, "--item", "Tea:2:3.50")
+    assert placed.returncode == 0, placed.stderr
+    order_id = json.loads(placed.stdout)["id"]
+    rider = system.make_agent()
+    courier = Api(system.api_url)
+    courier.login(rider["username"], rider["password"])
+    watch = Watch(system, ada, order_id)
+    try:
+        assert re.search(r"^\d\d:\d\d:\d\d  placed$", watch.line("placed"))  # the retained feed: subscribed
+        system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": "confirmed"})
+        watch.line("confirmed")
+        system.stop("broker")  # the embedded broker keeps nothing: the relay republishes the feed
+        system.start("broker")
+        system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": "preparing"})
+        watch.line("preparing")
+        system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": "ready"})
+        system.assign(order_id, rider["id"])
+        watch.line("ready")
+        courier.request("PATCH", f"/orders/{order_id}/status", {"status": "picked_up"})
+        picked = watch.line("picked_up")
+        assert "ETA" in picked and "with Rider" in picked, picked
+        courier.request("PATCH", f"/orders/{order_id}/status", {"status": "delivered"})
+        watch.line("delivered")
+        assert watch.proc.wait(20) == 0
+        statuses = [line.split()[1] for line in watch.seen if re.match(r"^\d\d:\d\d:\d\d  ", line)]
+        assert statuses == ["placed", "confirmed", "preparing", "ready", "picked_up", "delivered"], watch.seen
+    finally:
+        watch.stop()
+
+
+def test_watch_of_a_finished_order_exits_at_once_and_of_anothers_order_fails(live_system):
+    system = live_system
+    ada, bob = system.make_customer(), system.make_customer()
+    placed = customer(system, ada, "--json", *PLACE, "--item", "Tea:1:3.50")
+    order_id = json.loads(placed.stdout)["id"]
+    assert customer(system, ada, "cancel", order_id, "--reason", "changed my mind").returncode == 0
+    done = customer(system, ada, "watch", order_id)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[1] for line in lines[1:]] == ["placed", "cancelled"], lines
+    theirs = customer(system, bob, "watch", order_id, "--timeout", "5")
+    assert theirs.returncode == 1 and "404" in theirs.stderr  # bob may not see ada's order

@@ -88,6 +88,8 @@ class Nginx:
             assert self.process.poll() is None, (self.dir / "error.log").read_text()
             try:
                 socket.create_connection(("127.0.0.1", self.https_port), timeout=0.2).close()
+                log = (self.dir / "error.log").read_text()
+                assert "bind()" not in log, f"nginx could not listen (another program holds the port): {log}"
                 return self
             except OSError:
                 assert time.monotonic() < deadline, (self.dir / "error.log").read_text()

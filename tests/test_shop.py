@@ -16,6 +16,7 @@ import pytest
 from clients.rest import Api
 from harness.processes import free_port
 from harness.system import System, make_system
+from tests.dashboard_fixtures import browser  # noqa: F401 (the fixture: chromium, or a skip)
 from tests.shop_page import (
     IMAGES,
     LIVE_MS,
@@ -28,7 +29,6 @@ from tests.shop_page import (
     step_state,
     wait_status,
 )
-from tests.test_admin_dashboard import browser  # noqa: F401 (the fixture: chromium, or a skip)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

@@ -336,3 +336,45 @@ def test_token_answers_are_shared_cached_and_rechecked_over_http(app, client, ad
         server.stop()
     with pytest.raises(ApiUnavailable, match="does not answer"):
         asyncio.run(checker.ask(bearer(admin)))
+
+
+def test_a_customer_hears_its_own_orders_only(client, admin, make_customer, place_order, sockets):
+    """A customer's token puts its socket in customer:<its id>: order:new and order:status:updated
+    for its own orders, as its feed shows them; another customer's room is refused."""
+    ann, bob = make_customer(), make_customer()
+    ann_socket, bob_socket = sockets(ann), sockets(bob)
+    ann_socket.connected()
+    bob_socket.connected()
+    assert ann_socket.join(f"customer:{bob.user_id}") == {
+        "ok": False,
+        "room": f"customer:{bob.user_id}",
+        "error": "forbidden",
+    }
+    assert ann_socket.join("admin")["ok"] is False and ann_socket.join("delivery")["ok"] is False
+    assert ann_socket.join(f"customer:{ann.user_id}")["ok"] is True
+    mine, theirs = place_order(ann), place_order(bob)
+    new = ann_socket.event("order:new", orderId=mine["id"])
+    assert new["status"] == "placed" and new["order"]["customer_address"] and "agent_id" not in new["order"]
+    response = client.patch(
+        f"/api/v1/orders/{mine['id']}/status", json={"status": "confirmed"}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.json
+    ann_socket.event("order:status:updated", orderId=mine["id"], status="confirmed")
+    bob_socket.event("order:new", orderId=theirs["id"])
+    # Positive control: bob's next change comes after all of the above reached him.
+    response = client.patch(
+        f"/api/v1/orders/{theirs['id']}/status", json={"status": "cancelled"}, headers=bob.headers
+    )
+    assert response.status_code == 200, response.json
+    bob_socket.event("order:status:updated", orderId=theirs["id"], status="cancelled")
+    place_order()  # an admin's order: no customer hears it
+    later = place_order(ann)
+    ann_socket.event("order:new", orderId=later["id"])
+    heard_by_ann = {
+        e["orderId"] for name in ("order:new", "order:status:updated") for e in ann_socket.events(name)
+    }
+    heard_by_bob = {
+        e["orderId"] for name in ("order:new", "order:status:updated") for e in bob_socket.events(name)
+    }
+    assert heard_by_ann == {mine["id"], later["id"]} and heard_by_bob == {theirs["id"]}
+    assert ann_socket.events("order:assigned") == []

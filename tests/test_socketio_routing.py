@@ -56,7 +56,11 @@ def test_rooms_each_role_may_join():
     admin = Identity("usr_2", "admin")
     assert admin.may_join("admin") and admin.may_join("delivery") and admin.may_join("delivery:agt_b")
     customer = Identity("usr_3", "customer")
-    assert customer.default_rooms() == [] and not customer.may_join("admin")
+    assert customer.default_rooms() == ["customer:usr_3"] and customer.may_join("customer:usr_3")
+    assert not customer.may_join("admin") and not customer.may_join("customer:usr_4")
+    assert not customer.may_join("delivery") and not customer.may_join("customer:usr_3:x")
+    assert admin.may_join("customer:usr_3")
+    assert Identity("usr_5", "stranger").default_rooms() == []
 
 
 def payload(name: str, version: int, status: str = "confirmed", order_id: str = "ord_1") -> bytes:
@@ -164,3 +168,57 @@ def test_settings_follow_the_service_variables(monkeypatch, tmp_path):
     assert (address.username, address.password) == ("orderbus-socketio", "s3cret")
     with pytest.raises(ValueError, match="ORDERBUS_API_URL"):
         BridgeSettings(api_url="ftp://x")
+
+
+def feed(version: int, *orders: tuple[str, str], eta: str | None = None) -> bytes:
+    body = {
+        "schema": 1,
+        "event": "customer.orders",
+        "event_id": "e" * 32,
+        "occurred_at": "2026-01-01T00:00:00.000Z",
+        "version": version,
+        "customer_id": "usr_3",
+        "updated_at": "2026-01-01T00:00:00.000Z",
+        "orders": [{"id": oid, "number": None, "status": st, "eta": eta} for oid, st in orders],
+    }
+    return json.dumps(body).encode()
+
+
+def test_a_customers_feed_becomes_events_for_its_own_room_only():
+    """A feed message emits, to customer:<id> only, order:new for an order new to the feed and
+    order:status:updated for one whose view changed; an older or equal version nothing."""
+    gate = Gate()
+    topic = "customers/usr_3/orders"
+    # The first session's retained replay is recorded only.
+    assert gate.emits(topic, feed(2, ("ord_1", "placed")), retained=True, first_session=True) == []
+    created = gate.emits(
+        topic, feed(3, ("ord_2", "placed"), ("ord_1", "placed")), retained=False, first_session=True
+    )
+    assert [(n, r, d["orderId"], d["status"]) for n, r, d in created] == [
+        ("order:new", ["customer:usr_3"], "ord_2", "placed")
+    ]
+    moved = gate.emits(
+        topic, feed(4, ("ord_2", "confirmed"), ("ord_1", "placed")), retained=False, first_session=True
+    )
+    assert [(n, d["orderId"], d["status"], d["version"]) for n, _, d in moved] == [
+        ("order:status:updated", "ord_2", "confirmed", 4)
+    ]
+    assert gate.emits(topic, feed(4, ("ord_2", "ready")), retained=False, first_session=True) == []
+    assert gate.emits(topic, feed(3, ("ord_2", "ready")), retained=True, first_session=False) == []
+    # A later session's replay: what changed while the bridge was away.
+    eta = "2026-01-01T00:40:00.000Z"
+    caught = gate.emits(
+        topic,
+        feed(9, ("ord_2", "picked_up"), ("ord_1", "placed"), eta=eta),
+        retained=True,
+        first_session=False,
+    )
+    assert {(d["orderId"], d["status"], d["estimatedTime"]) for _, _, d in caught} == {
+        ("ord_2", "picked_up", eta),
+        ("ord_1", "placed", eta),
+    }
+    # Another customer's feed goes to that customer's room.
+    other = gate.emits(
+        "customers/usr_4/orders", feed(1, ("ord_9", "placed")), retained=False, first_session=True
+    )
+    assert [r for _, r, _ in other] == [["customer:usr_4"]]

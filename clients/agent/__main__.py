@@ -4,9 +4,14 @@
 
 ``--json`` (headless): one JSON line per worklist change on stdout
 (``{"event": "worklist", "version", "badge", "orders": [...], "offers": [...]}``),
-plus one line per action outcome (``{"event": "action", "result": "done|already_done|rejected"}``).
+plus one line per action outcome (``{"event": "action", "result": "done|already_done|rejected"}``),
+per change of the broker link (``{"event": "connection", "state": "online|reconnecting|offline"}``)
+and per order that left the worklist without this device finishing it
+(``{"event": "notice", "order_id", "kind": "cancelled|reassigned|finished|removed", "status"}``).
 Commands on stdin, one per line: ``pickup <order>``, ``deliver <order>``,
-``seen [<order> ...]``, ``accept <order>``, ``decline <order>``, ``quit``.
+``fail <order> <reason> [note ...]`` (reasons: customer_absent, wrong_address, refused,
+damaged, other; other needs a note), ``seen [<order> ...]``, ``accept <order>``,
+``decline <order>``, ``quit``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import click
 
 from ..rest import DEFAULT_API, Api
 from .device import AgentDevice, DeviceError
-from .state import StateDir, default_state_dir
+from .state import FAILURE_REASONS, StateDir, default_state_dir
 
 ACTIONS = {"pickup": "picked_up", "picked_up": "picked_up", "deliver": "delivered", "delivered": "delivered"}
 REPLAY_EVERY = 2.0
@@ -40,14 +45,37 @@ def _stdin_lines(into: queue.Queue[str | None]) -> None:
     into.put(None)
 
 
+def failure_of(args: list[str]) -> dict[str, str] | str:
+    """``<reason> [note ...]`` as the API's ``failure``, or what is wrong with it."""
+    if not args or args[0] not in FAILURE_REASONS:
+        return f"fail <order> <reason> [note]: the reason is one of {', '.join(FAILURE_REASONS)}"
+    note = " ".join(args[1:]).strip()
+    if args[0] == "other" and not note:
+        return "fail <order> other <note>: say what happened"
+    return {"reason": args[0], "note": note} if note else {"reason": args[0]}
+
+
+def _act(device: AgentDevice, emit, order_id: str, status: str, failure: dict | None = None) -> None:
+    for outcome in device.act(order_id, status, failure):
+        emit(outcome.as_dict())
+    if device.queue.pending():
+        emit({"event": "queued", "pending": len(device.queue.pending())})
+
+
 def run_headless(device: AgentDevice, emit=None) -> None:
     _emit = emit or _emit_json
     commands: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_stdin_lines, args=(commands,), daemon=True).start()
     last_replay = 0.0
+    link = ""
     while True:
         if device.next_update(0.1) is not None:
             _emit(device.worklist.snapshot(device.agent_id))
+            for notice in device.notices():
+                _emit(notice)
+        if (state := device.connection()) != link:
+            link = state
+            _emit({"event": "connection", "state": state})
         if device.queue.pending() and time.monotonic() - last_replay > REPLAY_EVERY:
             last_replay = time.monotonic()
             for outcome in device.replay():
@@ -66,11 +94,15 @@ def run_headless(device: AgentDevice, emit=None) -> None:
         if verb == "quit":
             return
         if verb in ACTIONS and len(args) == 1:
-            for outcome in device.act(args[0], ACTIONS[verb]):
-                _emit(outcome.as_dict())
+            _act(device, _emit, args[0], ACTIONS[verb])
             last_replay = time.monotonic()
-            if device.queue.pending():
-                _emit({"event": "queued", "pending": len(device.queue.pending())})
+        elif verb == "fail" and args:
+            failure = failure_of(args[1:])
+            if isinstance(failure, str):
+                _emit({"event": "error", "detail": failure})
+                continue
+            _act(device, _emit, args[0], "failed", failure)
+            last_replay = time.monotonic()
         elif verb == "seen":
             device.worklist.mark_seen(args or None)
             _emit(device.worklist.snapshot(device.agent_id))

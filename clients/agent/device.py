@@ -25,6 +25,15 @@ from .state import ActionQueue, Outcome, StateDir, Worklist, now_rfc3339
 
 # How long a broker login issued a moment ago may be refused before it counts as refused.
 FRESH_LOGIN_WAIT = 10.0
+# The broker link down this long: "offline" rather than "reconnecting" (paho retries either way).
+OFFLINE_AFTER = float(os.environ.get("ORDERBUS_AGENT_OFFLINE_SECONDS", "15"))
+# What an order that left the worklist became, by its status now.
+GONE_BECAUSE = {
+    "cancelled": "cancelled",
+    "rejected": "cancelled",
+    "delivered": "finished",
+    "failed": "finished",
+}
 
 
 class DeviceError(Exception):
@@ -52,6 +61,9 @@ class AgentDevice:
         self.feed: Feed | None = None
         self._stop = threading.Event()
         self._login: tuple[str, str] | None = None
+        self.gone: list[dict[str, Any]] = []  # orders that left the worklist, not yet explained
+        self.finished_here: set[str] = set()  # delivered or failed from this device
+        self._down_since: float | None = None
 
     # -- start ---------------------------------------------------------------------
     def login(self, username: str, password: str, *, allow_offline: bool = False) -> None:
@@ -168,14 +180,50 @@ class AgentDevice:
         assert self.feed is not None
         update = self.feed.get(timeout)
         if update is not None and update.kind == "worklist" and update.key == self.agent_id:
-            self.worklist.apply(update.payload)
+            left = self.worklist.apply(update.payload)
+            self.gone += [o for o in left if o["id"] not in self.finished_here]
             return update
         return None
 
-    def act(self, order_id: str, status: str) -> list[Outcome]:
+    def connection(self) -> str:
+        """The broker link, truthfully: ``online``; ``reconnecting`` (down, paho retrying);
+        ``offline`` (down for OFFLINE_AFTER seconds or more: the network or the broker is gone)."""
+        if self.feed is not None and self.feed.connected.is_set():
+            self._down_since = None
+            return "online"
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        return "offline" if now - self._down_since >= OFFLINE_AFTER else "reconnecting"
+
+    def notices(self) -> list[dict[str, Any]]:
+        """Explain the orders that left the worklist without this device finishing them, asking
+        the API what became of each: ``cancelled``, ``reassigned`` (to another agent, or taken
+        off), ``finished`` (by an admin) or ``removed`` (the API does not answer)."""
+        explained = []
+        while self.gone:
+            order = self.gone.pop(0)
+            name = (order.get("customer") or {}).get("name", "")
+            notice = {"event": "notice", "order_id": order["id"], "customer": name}
+            try:
+                now = self.api.request("GET", f"/orders/{order['id']}")
+            except ApiError as exc:  # 404: no longer ours to see
+                kind = "reassigned" if exc.status in (403, 404) else "removed"
+                explained.append({**notice, "kind": kind, "status": None})
+                continue
+            except ApiUnreachable:
+                explained.append({**notice, "kind": "removed", "status": None})
+                continue
+            kind = GONE_BECAUSE.get(now["status"], "reassigned")
+            explained.append({**notice, "kind": kind, "status": now["status"]})
+        return explained
+
+    def act(self, order_id: str, status: str, failure: dict[str, str] | None = None) -> list[Outcome]:
         """Queue an action (with the version seen now and the time) and try to send the queue."""
         order = self.worklist.orders.get(order_id)
-        self.queue.add(order_id, status, order["version"] if order else None)
+        if status in ("delivered", "failed"):
+            self.finished_here.add(order_id)
+        self.queue.add(order_id, status, order["version"] if order else None, failure)
         return self.replay()
 
     def answer_offer(self, order_id: str, accept: bool) -> dict[str, Any]:

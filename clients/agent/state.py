@@ -7,7 +7,9 @@ holds, each file 0600 and replaced atomically:
   ``POST /agents/<id>/mqtt-credentials``; rotated again only if the broker refuses it);
 - ``seen.json``: the order ids the agent has looked at (the badge counts the others);
 - ``queue.json``: actions not yet accepted by the API, oldest first, each with the
-  time it happened on the device.
+  time it happened on the device (and, for ``failed``, the reason);
+- ``orders.json``: the last worklist's orders (id, status, customer), so that an order
+  cancelled or reassigned while the device was off is still announced.
 
 Replay is idempotent: each action carries the order version the agent saw and is
 sent with ``If-Match: <version>``. If the order moved meanwhile (412, or 409) the
@@ -33,7 +35,9 @@ from ..rest import Api, ApiError, ApiUnreachable
 ORDER_OF = ("placed", "confirmed", "preparing", "ready", "picked_up", "delivered")
 TERMINAL = {"delivered", "failed", "cancelled", "rejected"}
 # What an agent may do next, by status (ARCHITECTURE.md, order lifecycle).
-AGENT_NEXT = {"ready": ("picked_up",), "picked_up": ("delivered",)}
+AGENT_NEXT = {"ready": ("picked_up",), "picked_up": ("delivered", "failed")}
+# Why a delivery failed (PATCH /orders/<id>/status with "failure"); "other" needs a note.
+FAILURE_REASONS = ("customer_absent", "wrong_address", "refused", "damaged", "other")
 
 
 def now_rfc3339() -> str:
@@ -95,7 +99,9 @@ class ActionQueue:
     def pending(self) -> list[dict[str, Any]]:
         return self.state.load(self.FILE, [])
 
-    def add(self, order_id: str, status: str, version: int | None) -> dict[str, Any]:
+    def add(
+        self, order_id: str, status: str, version: int | None, failure: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         action = {
             "id": uuid.uuid4().hex,
             "order_id": order_id,
@@ -103,6 +109,8 @@ class ActionQueue:
             "version": version,
             "at": now_rfc3339(),
         }
+        if failure:
+            action["failure"] = failure
         with self._lock:
             self.state.save(self.FILE, [*self.pending(), action])
         return action
@@ -129,6 +137,8 @@ class ActionQueue:
     def _send(api: Api, action: dict[str, Any]) -> Outcome:
         headers = {"If-Match": str(action["version"])} if action.get("version") else {}
         body = {"status": action["status"], "reason": f"on the agent's device at {action['at']}"}
+        if action.get("failure"):
+            body["failure"] = action["failure"]
         try:
             api.request("PATCH", f"/orders/{action['order_id']}/status", body, headers)
             return Outcome(action, "done")
@@ -164,15 +174,25 @@ class Worklist:
         self.orders: dict[str, dict[str, Any]] = {}
         self.offers: dict[str, dict[str, Any]] = {}
         self.seen: set[str] = set(state.load("seen.json", []))
+        # The orders of the last worklist of the previous run: what left the list while the
+        # device was off is announced too.
+        self._previous = {o["id"]: o for o in state.load("orders.json", [])}
 
-    def apply(self, payload: dict[str, Any]) -> None:
+    def apply(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take a worklist; returns the orders that left it (finished, cancelled, reassigned...)."""
         self.version = payload.get("version", self.version)
+        before = self.orders or self._previous
+        self._previous = {}
         self.orders = {o["id"]: o for o in payload.get("orders", [])}
+        if self.orders.keys() != before.keys():
+            kept_fields = ("id", "status", "version", "customer")
+            self.state.save("orders.json", [{k: o.get(k) for k in kept_fields} for o in self.orders.values()])
         self.offers = {o["id"]: o for o in payload.get("offers", [])}
         kept = self.seen & (self.orders.keys() | self.offers.keys())
         if kept != self.seen:
             self.seen = kept
             self.state.save("seen.json", sorted(self.seen))
+        return [o for oid, o in before.items() if oid not in self.orders]
 
     def mark_seen(self, order_ids: list[str] | None = None) -> None:
         ids = set(order_ids) if order_ids else set(self.orders)

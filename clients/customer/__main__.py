@@ -6,20 +6,27 @@
     python -m clients.customer --user ada --password-file ada.pw list
     python -m clients.customer --user ada --password-file ada.pw show ord_...
     python -m clients.customer --user ada --password-file ada.pw cancel ord_...
+    python -m clients.customer --user ada --password-file ada.pw watch ord_...
 
 ``place`` sends an ``Idempotency-Key`` (``--key``, or a new one it prints): retrying
 with the same key returns the original order instead of placing a second one.
+``watch`` follows the order live over MQTT (the customer's own broker login) and exits
+0 once it is delivered, cancelled, rejected or failed.
 Every API error is printed as its title, detail, the fields at fault and, for a
 refused transition, the allowed next states; the exit code is 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import uuid
 from decimal import Decimal, InvalidOperation
 
 import click
+
+from contract.address import BrokerAddress
 
 from ..rest import DEFAULT_API, Api, ApiError, ApiUnreachable
 
@@ -80,6 +87,20 @@ class Session:
                 f"the API does not answer: {exc}. Is `make run` running? (--api)"
             ) from None
 
+    def broker_login(self) -> dict:
+        """A read-only broker login for this customer (its own feed and the catalog): the one
+        logging in brings, else a new one for this token."""
+        if self.api.token is None and self.password:
+            try:
+                answer = self.api.login(self.username, self.password)
+            except ApiError as exc:
+                raise click.ClickException(exc.explain()) from None
+            except ApiUnreachable as exc:
+                raise click.ClickException(f"the API does not answer: {exc} (--api)") from None
+            if answer.get("mqtt"):
+                return answer["mqtt"]
+        return self.call("POST", "/auth/mqtt-credentials")
+
     def show(self, value: dict, printer) -> None:
         if self.as_json:
             click.echo(json.dumps(value, indent=2, sort_keys=True))
@@ -95,7 +116,7 @@ class Session:
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON")
 @click.pass_context
 def main(ctx, api, username, password_file, password, as_json) -> None:
-    """Place an order, list your orders, show one, cancel one."""
+    """Place an order, list your orders, show one, cancel one, watch one live."""
     secret = password_file.read().strip() if password_file else password
     ctx.obj = Session(Api(api), username, secret, as_json)
 
@@ -161,6 +182,38 @@ def cancel(session: Session, order_id, reason) -> None:
     if not session.as_json:
         click.echo("cancelled")
     session.show(order, _print_order)
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--broker", help="broker URL (default: the tcp_url of your broker login)")
+@click.option("--ca-file", envvar="ORDERBUS_MQTT_CA_FILE", help="CA file for an mqtts:// or wss:// broker")
+@click.option("--timeout", type=click.FloatRange(min=0), help="give up after this many seconds (exit 3)")
+@click.pass_obj
+def watch(session: Session, order_id, broker, ca_file, timeout) -> None:
+    """Follow an order live until it is delivered, cancelled or failed."""
+    from . import watch as live
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # reconnects are told on stderr
+    login = session.broker_login()
+    order = session.call("GET", f"/orders/{order_id}")
+    watcher = live.Watcher(order["id"], click.echo, session.as_json)
+    if not session.as_json:
+        number = f"#{order['number']}  " if order.get("number") else ""
+        click.echo(f"{number}{order['id']}: following it live (Ctrl-C to stop)")
+    if order["status"] in live.FINISHED:  # finished already: its feed may have let it go
+        watcher.offer({"version": 1, "orders": [{**order, "courier": None, "reason": None}]})
+        return
+    me = session.call("GET", "/auth/me")
+    address = BrokerAddress.parse(broker or login["tcp_url"], ca_file)
+    address = dataclasses.replace(address, username=login["username"], password=login["password"])
+    try:
+        finished = live.follow(address, me["id"], watcher, timeout)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    if not finished:
+        click.echo(f"{order_id} is not finished after {timeout:g} s", err=True)
+        raise SystemExit(3)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def _mqtt_public(agent: Agent, issued_at: datetime | None) -> dict:
     """What the agent's device connects with, without the secret (shown only when issued)."""
     return {
         "url": current_app.config["ORDERBUS"].public_mqtt_url,
+        "ws_url": current_app.config["ORDERBUS"].public_mqtt_ws_url,
         "client_id": agent.id,
         "username": agent.id,
         "issued_at": rfc3339(issued_at),

@@ -375,6 +375,9 @@ class TokenOut(BaseModel):
 
 class AgentMqtt(BaseModel):
     url: str = Field(description="the broker over TCP, e.g. mqtt://127.0.0.1:1883")
+    ws_url: str = Field(
+        description="the same broker over WebSocket (the courier app), e.g. ws://127.0.0.1:9001/mqtt"
+    )
     client_id: str = Field(
         description="the username, which both brokers use as the client id whatever a client sends;"
         " connect with clean session off, so offline messages wait"

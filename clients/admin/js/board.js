@@ -2,7 +2,7 @@
 // Messages are applied in batches (one DOM pass per burst, never the whole list per
 // message); only a large batch (the first sync) rebuilds the list's order at once.
 
-import { DELAY_LABELS, STATUS_LABELS, clock, el, money } from "./format.js";
+import { DELAY_LABELS, STATUS_LABELS, age, clock, el, money, orderLabel } from "./format.js";
 import { TABS, newerFirst, tabOf } from "./store.js";
 
 const FRESH_MS = 10000;
@@ -109,9 +109,12 @@ export class Board {
     const q = this.query;
     if (!q) return true;
     const digits = q.replace(/\D/g, "");
+    if (/^#\d+$/.test(q)) return order.number === Number(digits); // "#12": that order only
     return order.id.toLowerCase().includes(q)
+      || (/^\d+$/.test(q) && order.number === Number(q))
       || order.customer.name.toLowerCase().includes(q)
       || order.customer.phone.toLowerCase().includes(q)
+      || (order.customer.address || "").toLowerCase().includes(q)
       || (digits.length >= 3 && order.customer.phone.replace(/\D/g, "").includes(digits));
   }
 
@@ -197,12 +200,13 @@ export class Board {
     const button = el("button", "row-main");
     button.type = "button";
     button.append(
-      el("span", "row-id", id),
+      el("span", "row-number"),
       el("span", "row-name"),
       el("span", "row-phone"),
       el("span", "badge"),
       el("span", "row-total"),
-      el("span", "row-time"),
+      el("span", "row-age"),
+      el("span", "row-address"),
       el("span", "row-agent"),
       el("span", "row-flags"),
     );
@@ -212,18 +216,30 @@ export class Board {
   }
 
   fill(row, order) {
-    const [, name, phone, badge, total, time, agent, flags] = row.firstChild.children;
+    const [number, name, phone, badge, total, ago, address, agent, flags] = row.firstChild.children;
     row.dataset.status = order.status;
-    row.dataset.version = String(order.version);
+    row.dataset.version = String(order.version); // internal (the version gate), never shown
+    number.textContent = orderLabel(order);
+    number.title = order.id;
     name.textContent = order.customer.name;
     phone.textContent = order.customer.phone;
     badge.className = `badge status-${order.status}`;
     badge.textContent = STATUS_LABELS[order.status] || order.status;
     total.textContent = money(order.total_cents, order.currency);
-    time.textContent = clock(order.created_at);
-    time.title = order.created_at;
+    ago.textContent = age(order.created_at);
+    ago.title = `placed at ${clock(order.created_at)}`;
+    address.textContent = order.customer.address || "";
     agent.textContent = order.agent_id ? `→ ${this.store.agentName(order.agent_id)}` : "";
     flags.replaceChildren(...dispatchNotes(order, this.store).map((n) => el("span", `flag flag-${n.kind}`, n.text)));
+  }
+
+  /** Once a minute: every row's age ("12 min") moves on; text only, and only where it changed. */
+  refreshAges(now = Date.now()) {
+    for (const order of this.sorted) {
+      const ago = this.rows.get(order.id).firstChild.children[5];
+      const text = age(order.created_at, now);
+      if (ago.textContent !== text) ago.textContent = text;
+    }
   }
 
   /** Agent names changed: rewrite the agent column (cheap: text only). */

@@ -3,7 +3,7 @@
 
 import { ApiError } from "./api.js";
 import { dispatchNotes } from "./board.js";
-import { MOVE_LABELS, STATUS_LABELS, el, money, presenceLabel, when } from "./format.js";
+import { MOVE_LABELS, STATUS_LABELS, age, el, money, orderLabel, presenceLabel, when } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,10 +54,12 @@ export class Detail {
     this.order = order;
     $("detail-hint").hidden = true;
     $("detail-body").hidden = false;
-    $("detail-title").textContent = `Order ${order.id}`;
+    $("detail-title").textContent = `Order ${orderLabel(order)}`;
     const status = $("detail-status");
     status.replaceChildren(el("span", `badge status-${order.status}`, STATUS_LABELS[order.status] || order.status),
-      ` version ${order.version} · placed ${when(order.created_at)}`);
+      ` placed ${when(order.created_at)} · `, el("span", "", ""));
+    this.refreshAge();
+    $("detail-id").textContent = order.id;
     $("detail-customer").textContent = order.customer.name;
     $("detail-phone").textContent = order.customer.phone;
     $("detail-address").textContent = order.customer.address;
@@ -67,7 +69,9 @@ export class Detail {
       ...dispatchNotes(order, this.store).map((n) => el("li", `flag flag-${n.kind}`, n.text)));
     $("detail-items").replaceChildren(...order.items.map((item) => {
       const row = el("tr");
-      row.append(el("td", "", item.name), el("td", "num", String(item.quantity)),
+      const name = el("td", "", item.name);
+      if (item.options?.length) name.append(el("span", "item-options", item.options.join(", ")));
+      row.append(name, el("td", "num", String(item.quantity)),
         el("td", "num", money(item.unit_price_cents * item.quantity, order.currency)));
       return row;
     }));
@@ -75,6 +79,15 @@ export class Detail {
     this.renderActions();
     this.renderAssign();
     if (order.version !== this.historyVersion) this.loadHistory(order);
+  }
+
+  /** The order's age in the status line ("12 min ago"): called again every minute. */
+  refreshAge(now = Date.now()) {
+    const span = $("detail-status").lastElementChild;
+    if (!this.order || !span) return;
+    const ago = age(this.order.created_at, now);
+    span.id = "detail-age";
+    span.textContent = ago === "just now" ? ago : `${ago} ago`;
   }
 
   renderActions() {

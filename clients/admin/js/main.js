@@ -3,7 +3,7 @@
 import { Api, ApiError, request } from "./api.js";
 import { Board } from "./board.js";
 import { Detail } from "./detail.js";
-import { el, presenceLabel } from "./format.js";
+import { el, orderLabel, presenceLabel } from "./format.js";
 import { Live } from "./live.js";
 import { Sound } from "./sound.js";
 import { Store } from "./store.js";
@@ -16,6 +16,7 @@ const STATE_TEXT = {
 
 let session = null; // {token, user, mqtt}: mqtt is this page's own broker login
 let live = null;
+let ageTimer = null; // the once-a-minute tick that moves every "12 min" on
 const sound = new Sound();
 
 // -- log in / out ---------------------------------------------------------------
@@ -53,6 +54,7 @@ async function onLogin(event) {
 }
 
 function endSession(message) {
+  clearInterval(ageTimer);
   live?.stop();
   live = null;
   session = null;
@@ -104,11 +106,11 @@ async function startDashboard() {
     pending.set(order.id, { order, fresh: fresh || before?.fresh });
     if (isNew && meta.live && meta.event === "order.created") notifyNew(order);
     else if (meta.live && meta.event === "order.delayed") {
-      toast(`Order ${order.id} is late: ${meta.reason || meta.delay}`, "warn");
+      toast(`Order ${orderLabel(order)} is late: ${meta.reason || meta.delay}`, "warn");
     } else if (meta.live && order.status === "failed" && accepted.previous?.status !== "failed") {
-      toast(`Delivery of ${order.id} failed: ${order.failure?.reason?.replace(/_/g, " ") || ""}`, "warn");
+      toast(`Delivery of ${orderLabel(order)} failed: ${order.failure?.reason?.replace(/_/g, " ") || ""}`, "warn");
     } else if (meta.live && (meta.event === "order.offer_declined" || meta.event === "order.offer_expired")) {
-      toast(`Order ${order.id}: ${meta.reason || "offer ended"}`, "info");
+      toast(`Order ${orderLabel(order)}: ${meta.reason || "offer ended"}`, "info");
     }
     if (!flushTimer) flushTimer = setTimeout(flush, 16);
   }
@@ -125,7 +127,7 @@ async function startDashboard() {
   }
 
   function notifyNew(order) {
-    toast(`New order ${order.id} from ${order.customer.name}`, "new", () => select(order.id));
+    toast(`New order ${orderLabel(order)} from ${order.customer.name}`, "new", () => select(order.id));
     sound.play();
   }
 
@@ -207,6 +209,13 @@ async function startDashboard() {
       },
     },
   });
+  clearInterval(ageTimer);
+  ageTimer = setInterval(() => {
+    if (!current()) return;
+    const now = Date.now();
+    board.refreshAges(now);
+    detail.refreshAge(now);
+  }, 20000); // ages are whole minutes: a tick every 20 s is never more than 20 s behind
   $("search").value = "";
   $("search").oninput = (e) => board.setSearch(e.target.value);
   live.start();

@@ -163,20 +163,29 @@ def test_sign_up_order_and_follow_every_status_live(page, system: System, menu: 
 
 
 def test_an_item_marked_unavailable_shows_sold_out_live(page, system: System, menu: dict) -> None:
-    """An admin flips an item's availability; the open shop shows it sold out (and back) by itself."""
+    """An admin flips an item's availability; the open shop shows it sold out (and back) by itself,
+    in the menu and in the cart, where it stops the order from being placed."""
     _, creds = customer(system)
     log_in(page, system, creds)
     item = menu["diavola"]
     card = f'.item[data-item="{item["id"]}"]'
     page.wait_for_selector(f'{card}[data-available="true"]')  # the positive control
-    assert page.is_enabled(f"{card} .add")
+    add_to_cart(page, item)
     try:
         system.admin.request("PATCH", f"/catalog/items/{item['id']}", {"available": False})
         page.wait_for_selector(f'{card}[data-available="false"]', timeout=LIVE_MS)
         assert page.inner_text(f"{card} .add") == "Sold out"
         assert page.is_disabled(f"{card} .add")
+        # Already in the cart: marked, and the order cannot be placed with it.
+        page.click("#cartbar")
+        fill_delivery(page)
+        page.wait_for_selector(f'#cart-lines li.sold-out[data-item="{item["id"]}"]')
+        assert page.is_disabled("#place") and page.inner_text("#place") == "Remove sold-out items"
         system.admin.request("PATCH", f"/catalog/items/{item['id']}", {"available": True})
-        page.wait_for_selector(f'{card}[data-available="true"]', timeout=LIVE_MS)
+        page.wait_for_selector(f'#cart-lines li[data-item="{item["id"]}"]:not(.sold-out)', timeout=LIVE_MS)
+        assert page.is_enabled("#place")
+        page.goto(f"{system.base}/shop/#/")
+        page.wait_for_selector(f'{card}[data-available="true"]')
     finally:
         system.admin.request("PATCH", f"/catalog/items/{item['id']}", {"available": True})
 

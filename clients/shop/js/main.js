@@ -191,9 +191,19 @@ async function onLogin(event) {
   }
 }
 
-/** The server's detail, with the fields it names. */
+const FIELD_NAMES = {
+  "customer.name": "Name", "customer.phone": "Phone", "customer.address": "Address", notes: "Notes",
+  username: "Username", password: "Password", display_name: "Your name",
+};
+
+/** The server's detail, with the fields it names in the customer's words (a cart line by its item). */
 function fieldErrors(err) {
-  const fields = (err.problem.errors || []).map((e) => `${e.field}: ${e.message}`);
+  const fields = (err.problem.errors || []).map((e) => {
+    const line = /^items\.(\d+)/.exec(e.field);
+    const item = line && findItem(menu.catalog, cart.lines[Number(line[1])]?.item_id);
+    const name = item ? item.name : FIELD_NAMES[e.field] || e.field;
+    return `${name}: ${e.message}`;
+  }).filter((text) => !err.message.includes(text.split(": ").slice(1).join(": ")));
   return [err.message, ...fields].join(" ");
 }
 
@@ -273,6 +283,7 @@ function placeOrder(event) {
         return;
       } catch (err) {
         const retry = err instanceof ApiError && (err.status === 0 || err.status === 503 || err.status >= 500);
+        if (err instanceof ApiError && err.status === 409) loadCatalog(); // sold out meanwhile: show which
         if (!retry || attempt >= 5) {
           showCheckoutError(err instanceof ApiError ? fieldErrors(err) : String(err));
           return;

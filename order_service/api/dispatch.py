@@ -7,7 +7,7 @@ import logging
 from flask import Response, current_app, jsonify
 from pydantic import ValidationError
 
-from order_service.api import schemas
+from order_service.api import dispatch_schemas, schemas
 from order_service.api.common import BEARER, blueprint, if_match
 from order_service.api.problems import validation_problem
 from order_service.api.security import current_user, require
@@ -30,7 +30,9 @@ def _order_response(order: Order) -> Response:
 
 @bp.post("/orders/<order_id>/offer", responses={200: schemas.OrderOut}, security=BEARER)
 @require("admin")
-def make_offer(path: schemas.OrderPath, body: schemas.OfferCreate, header: schemas.IfMatchHeader) -> Response:
+def make_offer(
+    path: schemas.OrderPath, body: dispatch_schemas.OfferCreate, header: schemas.IfMatchHeader
+) -> Response:
     """Offer the order to one or more agents; the first to accept gets it.
 
     Replaces the order's agent and any pending offer. Allowed while the order is
@@ -59,21 +61,21 @@ def accept_offer(path: schemas.OrderPath) -> Response:
 
 @bp.post("/orders/<order_id>/offer/decline", responses={200: schemas.OrderOut}, security=BEARER)
 @require("agent")
-def decline_offer(path: schemas.OrderPath, body: schemas.OfferDecline) -> Response:
+def decline_offer(path: schemas.OrderPath, body: dispatch_schemas.OfferDecline) -> Response:
     """Decline an offer made to you, with an optional reason (shown to admins)."""
     return _order_response(offers.decline(current_user(), path.order_id, reason=body.reason))
 
 
-@bp.get("/settings/dispatch", responses={200: schemas.DispatchSettingsOut}, security=BEARER)
+@bp.get("/settings/dispatch", responses={200: dispatch_schemas.DispatchSettingsOut}, security=BEARER)
 @require("admin")
 def get_settings():
     """The effective dispatch settings, their environment defaults and the run-time overrides."""
     return jsonify(dispatch_config.describe(current_app.config["ORDERBUS"]))
 
 
-@bp.patch("/settings/dispatch", responses={200: schemas.DispatchSettingsOut}, security=BEARER)
+@bp.patch("/settings/dispatch", responses={200: dispatch_schemas.DispatchSettingsOut}, security=BEARER)
 @require("admin")
-def patch_settings(body: schemas.DispatchSettingsPatch) -> Response:
+def patch_settings(body: dispatch_schemas.DispatchSettingsPatch) -> Response:
     """Override dispatch settings at run time; a field set to null returns to its default."""
     settings = current_app.config["ORDERBUS"]
     changes = {name: getattr(body, name) for name in body.model_fields_set}

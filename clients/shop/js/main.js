@@ -180,6 +180,7 @@ async function onLogin(event) {
       throw new ApiError(403, { detail: "This is a staff account: the shop is for customers." });
     }
     $("l-password").value = "";
+    if (session) endSession(); // another account on this page: the previous one's feed stops
     saveSession(body.access_token, body.user, body.expires_in);
     startSession();
     go(afterLogin);

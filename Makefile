@@ -43,6 +43,7 @@ run: install admin-deps courier-deps
 	@$(PY) -m order_service preflight $(PREFLIGHT)
 	@$(PY) -m order_service migrate
 	@$(PY) -m order_service bootstrap
+	@$(PY) -m order_service seed-catalog
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile $(PROCS)
 
 # Production on one machine: PostgreSQL and the system's Mosquitto, both run by you

@@ -12,6 +12,7 @@ Topics::
     orders/<order id>/status    retained: the order's current state
     agents/<agent id>/assigned  retained: the agent's complete worklist
     agents/<agent id>/presence  retained: the device's online/offline (its last will)
+    catalog                     retained: the whole catalog, with its version
     customers/<user id>/orders  retained: a customer's own orders (its feed)
     orderbus/relay/epoch        retained: the relay's own marker (no client reads it)
 
@@ -38,7 +39,6 @@ AGENTS_ALL = "agents/#"
 AGENT_PRESENCE_FILTER = "agents/+/presence"
 AGENT_ASSIGNED_FILTER = "agents/+/assigned"
 CUSTOMER_ORDERS_FILTER = "customers/+/orders"
-CATALOG_TOPIC = "catalog"  # retained: the catalog (published by the service, read by everyone logged in)
 
 # What a customer's feed holds: its active orders and those finished within this window,
 # the newest first, at most this many.
@@ -46,6 +46,10 @@ CUSTOMER_FEED_WINDOW_SECONDS = 24 * 3600
 CUSTOMER_FEED_LIMIT = 20
 
 PRESENCE_STATES = ("online", "offline")
+
+# The catalog: the body of GET /api/v1/catalog, republished on every change; its
+# ``version`` rises with each, so a subscriber keeps the highest it has seen.
+CATALOG = "catalog"
 
 # The relay's own topic: only the service account may read or write it. Its retained
 # message tells a reconnecting relay whether the broker still holds what it published
@@ -154,7 +158,7 @@ def parse_relay_epoch(payload: bytes | None) -> tuple[str, int] | None:
 def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int | None]:
     """(kind, key, version) of a message: kind ``order`` (key: the order id), ``worklist``
     (the agent id), ``presence`` (the agent id), ``customer`` (a customer's feed: the
-    customer's user id) or ``other``."""
+    customer's user id), ``catalog`` (key: ``catalog``) or ``other``."""
     order = payload.get("order")
     if topic.startswith("orders/") and isinstance(order, dict):
         version = order.get("version")
@@ -164,6 +168,9 @@ def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str | None, int 
         return "worklist", agent, version if isinstance(version, int) else None
     if (agent := agent_from_presence_topic(topic)) is not None:
         return "presence", agent, None
+    if topic == CATALOG:
+        version = payload.get("version")
+        return "catalog", CATALOG, version if isinstance(version, int) else None
     if (customer := customer_from_orders_topic(topic)) is not None:
         version = payload.get("version")
         return "customer", customer, version if isinstance(version, int) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,7 +74,15 @@ class Settings(BaseSettings):
     login_username_failures: int = Field(
         100, ge=1, description="failures per username from every address; past it each address gets one try"
     )
-    allow_signup: bool = True
+    allow_signup: bool = Field(True, description="Anyone may create a customer account (POST /auth/signup)")
+    signup_per_address: int = Field(
+        10, ge=1, description="sign-ups one client address may make per signup window before a 429"
+    )
+    signup_window_seconds: int = Field(3600, ge=1, description="the window of ORDERBUS_SIGNUP_PER_ADDRESS")
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="The catalog's currency (ISO 4217)")
+    business_timezone: str = Field(
+        "UTC", description="IANA time zone whose calendar day numbers orders (#1, #2... per day)"
+    )
     metrics_token: str = Field(
         "", description="Bearer token for GET /metrics (Prometheus); unset: admins' tokens only"
     )
@@ -154,6 +163,20 @@ class Settings(BaseSettings):
         if self.mqtt_ca_file is not None and not self.mqtt_ca_file.is_file():
             raise ValueError(f"ORDERBUS_MQTT_CA_FILE: no file at {self.mqtt_ca_file}")
         return self
+
+    @model_validator(mode="after")
+    def _check_timezone(self) -> Settings:
+        try:
+            ZoneInfo(self.business_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"ORDERBUS_BUSINESS_TIMEZONE: no time zone {self.business_timezone!r} (e.g. Europe/Rome)"
+            ) from None
+        return self
+
+    @property
+    def business_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.business_timezone)
 
     @property
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

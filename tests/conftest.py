@@ -171,8 +171,14 @@ def admin(client: FlaskClient) -> Actor:
 @pytest.fixture
 def make_customer(client: FlaskClient) -> Callable[[], Actor]:
     def make() -> Actor:
-        name = f"customer{next(_names)}"
-        response = client.post("/api/v1/auth/signup", json={"username": name, "password": "password-1"})
+        n = next(_names)
+        name = f"customer{n}"
+        # Each from an address of its own: sign-ups are limited per address.
+        response = client.post(
+            "/api/v1/auth/signup",
+            json={"username": name, "password": "password-1"},
+            environ_base={"REMOTE_ADDR": f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"},
+        )
         assert response.status_code == 201, response.json
         body = _login(client, name, "password-1")
         return Actor(
@@ -220,12 +226,65 @@ def order_body(**overrides) -> dict:
 
 
 @pytest.fixture
-def place_order(client: FlaskClient, admin: Actor) -> Callable[..., dict]:
+def place_order(client: FlaskClient, admin: Actor, request: pytest.FixtureRequest) -> Callable[..., dict]:
+    """Place an order as ``actor`` (default: the admin, with order_body's custom line; a
+    customer orders the same from the catalog: the ``menu`` fixture's Margherita)."""
+
     def place(actor: Actor | None = None, **overrides) -> dict:
-        response = client.post(
-            "/api/v1/orders", json=order_body(**overrides), headers=(actor or admin).headers
-        )
+        body = order_body(**overrides)
+        if actor is not None and actor.role == "customer" and "items" not in overrides:
+            body = request.getfixturevalue("menu").order(**overrides)
+        response = client.post("/api/v1/orders", json=body, headers=(actor or admin).headers)
         assert response.status_code == 201, response.json
         return response.json
 
     return place
+
+
+@dataclass
+class Menu:
+    """A small catalog an admin made: Margherita (12.99; options Extra basil +1.00, Large
+    +3.00) and Tea (3.00) in Pizza, Soup (5.00, sold out) in Starters."""
+
+    category_id: str
+    margherita: str
+    basil: str
+    large: str
+    tea: str
+    soup: str
+
+    def line(self, item_id: str | None = None, quantity: int = 2, option_ids: tuple[str, ...] = ()) -> dict:
+        return {"item_id": item_id or self.margherita, "quantity": quantity, "option_ids": list(option_ids)}
+
+    def order(self, **overrides) -> dict:
+        """order_body with catalog lines (2 Margherita: 25.98, as order_body's custom line)."""
+        return order_body(**{"items": [self.line()], **overrides})
+
+
+@pytest.fixture
+def menu(client: FlaskClient, admin: Actor) -> Menu:
+    def post(path: str, body: dict) -> dict:
+        response = client.post(f"/api/v1/catalog/{path}", json=body, headers=admin.headers)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    pizza = post("categories", {"name": "Pizza"})
+    starters = post("categories", {"name": "Starters"})
+    margherita = post(
+        "items",
+        {
+            "category_id": pizza["id"],
+            "name": "Margherita",
+            "price_cents": 1299,
+            "options": [
+                {"name": "Extra basil", "price_delta_cents": 100},
+                {"name": "Large", "price_delta_cents": 300},
+            ],
+        },
+    )
+    tea = post("items", {"category_id": pizza["id"], "name": "Tea", "price_cents": 300})
+    soup = post(
+        "items", {"category_id": starters["id"], "name": "Soup", "price_cents": 500, "available": False}
+    )
+    basil, large = (o["id"] for o in margherita["options"])
+    return Menu(pizza["id"], margherita["id"], basil, large, tea["id"], soup["id"])

@@ -14,6 +14,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from order_service import lifecycle
+from order_service.catalog.model import CatalogState, Category, Item, Option
 from order_service.store.db import db
 from order_service.store.models import (
     Agent,
@@ -23,6 +24,7 @@ from order_service.store.models import (
     OrderAlert,
     OrderHistory,
     OrderItem,
+    OrderNumber,
     OrderOffer,
     Outbox,
     User,
@@ -34,7 +36,7 @@ PROBLEM_JSON = "application/problem+json"
 
 # The tables a write touches (Token is left out: logging in writes one).
 COUNTED = (Order, OrderItem, OrderHistory, Outbox, IdempotencyKey, User, Agent)
-COUNTED += (OrderOffer, OrderAlert, DispatchSettingsRow)
+COUNTED += (OrderOffer, OrderAlert, DispatchSettingsRow, Category, Item, Option, OrderNumber)
 
 
 def wait_until(
@@ -76,6 +78,8 @@ def db_state() -> dict[str, Any]:
         )
         state["agents"] = sorted(Agent.select(Agent.id, Agent.worklist_version, Agent.active).tuples())
         state["users"] = sorted(User.select(User.id, User.active).tuples())
+        state["catalog"] = sorted(CatalogState.select(CatalogState.version).tuples())
+        state["numbers"] = sorted(OrderNumber.select().tuples())
     return state
 
 

@@ -226,10 +226,10 @@ def test_customer_cannot_assign_or_manage(client, admin, make_customer, make_age
         assert_problem(client.get(f"{API}/events", headers=h), 403)
 
 
-def test_customer_order_is_owned_by_the_customer(client, make_customer):
+def test_customer_order_is_owned_by_the_customer(client, make_customer, menu):
     """A customer's new order is readable by that customer and listed for it."""
     customer = make_customer()
-    response = client.post(f"{API}/orders", json=order_body(), headers=customer.headers)
+    response = client.post(f"{API}/orders", json=menu.order(), headers=customer.headers)
     assert response.status_code == 201
     assert response.headers["Location"] == f"/api/v1/orders/{response.json['id']}"
     assert get_order(client, customer, response.json["id"]) == response.json
@@ -377,7 +377,7 @@ def test_deactivating_an_idle_agent_logs_it_out(client, admin, make_agent, place
 # --- accounts ----------------------------------------------------------------------------
 
 
-def test_signup_creates_a_customer(client):
+def test_signup_creates_a_customer(client, menu):
     """POST /auth/signup creates a customer who can log in and place an order."""
     response = client.post(
         f"{API}/auth/signup",
@@ -390,7 +390,7 @@ def test_signup_creates_a_customer(client):
     login = _login(client, "newbie", "password-1")
     assert login.status_code == 200
     headers = {"Authorization": f"Bearer {login.json['access_token']}"}
-    assert client.post(f"{API}/orders", json=order_body(), headers=headers).status_code == 201
+    assert client.post(f"{API}/orders", json=menu.order(), headers=headers).status_code == 201
 
 
 def test_duplicate_username_is_409(client, admin, make_customer, make_agent):

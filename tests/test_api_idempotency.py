@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tests.conftest import order_body
 from tests.helpers import API, assert_problem, counts, nothing_written, outbox, set_status
 
 
@@ -17,16 +16,16 @@ def _created_rows(order_id: str) -> list[dict]:
     return [r for r in outbox(event="order.created") if r["order_id"] == order_id]
 
 
-def test_same_key_and_body_returns_the_same_order(client, make_customer):
+def test_same_key_and_body_returns_the_same_order(client, make_customer, menu):
     """Same key and body: the original order again (201, replayed), one row, one event."""
     customer = make_customer()
     before = counts()
-    first = _post(client, customer, order_body(), "key-1")
+    first = _post(client, customer, menu.order(), "key-1")
     assert first.status_code == 201, first.json
     assert "Idempotent-Replayed" not in first.headers
     after_first = counts()
 
-    second = _post(client, customer, order_body(), "key-1")
+    second = _post(client, customer, menu.order(), "key-1")
     assert second.status_code == 201, second.json
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.json == first.json
@@ -44,24 +43,24 @@ def test_same_key_and_body_returns_the_same_order(client, make_customer):
     assert len(outbox(event="order.created")) == 2
 
 
-def test_replay_after_the_order_moved_on_still_returns_it(client, admin, make_customer):
+def test_replay_after_the_order_moved_on_still_returns_it(client, admin, make_customer, menu):
     """A late retry returns the original order (in its current state), creating nothing."""
     customer = make_customer()
-    first = _post(client, customer, order_body(), "late-retry")
+    first = _post(client, customer, menu.order(), "late-retry")
     assert set_status(client, admin, first.json["id"], "confirmed").status_code == 200
     with nothing_written():
-        again = _post(client, customer, order_body(), "late-retry")
+        again = _post(client, customer, menu.order(), "late-retry")
         assert again.status_code == 201
         assert again.headers["Idempotent-Replayed"] == "true"
         assert again.json["id"] == first.json["id"]
         assert again.json["status"] == "confirmed"
 
 
-def test_equivalent_body_is_the_same_request(client, make_customer):
+def test_equivalent_body_is_the_same_request(client, make_customer, menu):
     """Key order, surrounding whitespace and explicit defaults do not make a body different."""
     customer = make_customer()
-    first = _post(client, customer, order_body(), "equiv")
-    body = order_body(currency="USD")
+    first = _post(client, customer, menu.order(), "equiv")
+    body = menu.order(currency="EUR")
     body = dict(reversed(list(body.items())))
     body["customer"] = {"address": " 1 Main St ", "phone": "+1 555 0100", "name": "Zoë Ångström"}
     with nothing_written():
@@ -71,34 +70,34 @@ def test_equivalent_body_is_the_same_request(client, make_customer):
         assert again.json["id"] == first.json["id"]
 
 
-def test_same_key_with_a_different_body_is_422(client, make_customer):
+def test_same_key_with_a_different_body_is_422(client, make_customer, menu):
     """Reusing a key with another body answers 422 naming Idempotency-Key and writes nothing."""
     customer = make_customer()
-    first = _post(client, customer, order_body(), "key-2")
+    first = _post(client, customer, menu.order(), "key-2")
     assert first.status_code == 201
     changed = [
-        order_body(notes="leave at the door"),
-        order_body(items=[{"name": "Margherita", "quantity": 3, "unit_price_cents": 1299}]),
-        order_body(currency="EUR"),
-        order_body(customer={"name": "Someone Else", "phone": "+1 555 0100", "address": "x"}),
+        menu.order(notes="leave at the door"),
+        menu.order(items=[menu.line(quantity=3)]),
+        menu.order(currency="USD"),
+        menu.order(customer={"name": "Someone Else", "phone": "+1 555 0100", "address": "x"}),
     ]
     with nothing_written():
         for body in changed:
             problem = assert_problem(_post(client, customer, body, "key-2"), 422, "Idempotency-Key")
             assert "Idempotency-Key" in problem["detail"]
     # The key still replays its original request.
-    again = _post(client, customer, order_body(), "key-2")
+    again = _post(client, customer, menu.order(), "key-2")
     assert again.status_code == 201
     assert again.json["id"] == first.json["id"]
 
 
-def test_keys_are_scoped_per_user(client, admin, make_customer):
+def test_keys_are_scoped_per_user(client, admin, make_customer, menu):
     """The same key used by two customers (or a customer and an admin) makes separate orders."""
     alice, bob = make_customer(), make_customer()
     before = counts()
-    a = _post(client, alice, order_body(), "shared-key")
-    b = _post(client, bob, order_body(notes="other body, same key"), "shared-key")
-    c = _post(client, admin, order_body(), "shared-key")
+    a = _post(client, alice, menu.order(), "shared-key")
+    b = _post(client, bob, menu.order(notes="other body, same key"), "shared-key")
+    c = _post(client, admin, menu.order(), "shared-key")
     for response in (a, b, c):
         assert response.status_code == 201, response.json
         assert "Idempotent-Replayed" not in response.headers
@@ -106,33 +105,33 @@ def test_keys_are_scoped_per_user(client, admin, make_customer):
     assert counts()["Order"] == before["Order"] + 3
     assert counts()["IdempotencyKey"] == before["IdempotencyKey"] + 3
     # Each user's retry finds its own order.
-    assert _post(client, alice, order_body(), "shared-key").json["id"] == a.json["id"]
+    assert _post(client, alice, menu.order(), "shared-key").json["id"] == a.json["id"]
     assert (
-        _post(client, bob, order_body(notes="other body, same key"), "shared-key").json["id"] == b.json["id"]
+        _post(client, bob, menu.order(notes="other body, same key"), "shared-key").json["id"] == b.json["id"]
     )
     # Bob cannot read Alice's order through her key.
     assert_problem(client.get(f"{API}/orders/{a.json['id']}", headers=bob.headers), 404)
 
 
-def test_different_keys_or_no_key_make_new_orders(client, make_customer):
+def test_different_keys_or_no_key_make_new_orders(client, make_customer, menu):
     """Without a key, or with a new key, the same body is a new order."""
     customer = make_customer()
     ids = {
-        _post(client, customer, order_body(), None).json["id"],
-        _post(client, customer, order_body(), None).json["id"],
-        _post(client, customer, order_body(), "k-a").json["id"],
-        _post(client, customer, order_body(), "k-b").json["id"],
+        _post(client, customer, menu.order(), None).json["id"],
+        _post(client, customer, menu.order(), None).json["id"],
+        _post(client, customer, menu.order(), "k-a").json["id"],
+        _post(client, customer, menu.order(), "k-b").json["id"],
     }
     assert len(ids) == 4
     assert len(outbox(event="order.created", kind="new")) == 4
 
 
-def test_rejected_request_does_not_consume_the_key(client, make_customer):
+def test_rejected_request_does_not_consume_the_key(client, make_customer, menu):
     """A request refused by validation stores no key: the key then creates a fresh order."""
     customer = make_customer()
     with nothing_written():
-        bad = _post(client, customer, order_body(items=[]), "k-fresh")
+        bad = _post(client, customer, menu.order(items=[]), "k-fresh")
         assert_problem(bad, 422, "items")
-    good = _post(client, customer, order_body(), "k-fresh")
+    good = _post(client, customer, menu.order(), "k-fresh")
     assert good.status_code == 201
     assert "Idempotent-Replayed" not in good.headers

@@ -20,12 +20,13 @@ SHARED = {"order_service.config", "order_service.errors", "order_service.lifecyc
 ROOMS: dict[str, set[str]] = {
     "store": set(),
     "accounts": {"store"},
-    "orders": {"store", "accounts"},
+    "catalog": {"store"},
+    "orders": {"store", "accounts", "catalog"},
     "outbox": {"store", "accounts"},
     "dispatch": {"store", "accounts", "orders", "outbox"},
     "webhooks": {"store", "accounts", "orders"},
-    "api": {"store", "accounts", "orders", "outbox", "dispatch", "webhooks"},
-    "ops": {"store", "accounts", "orders", "outbox", "dispatch", "webhooks"},
+    "api": {"store", "accounts", "catalog", "orders", "outbox", "dispatch", "webhooks"},
+    "ops": {"store", "accounts", "catalog", "orders", "outbox", "dispatch", "webhooks"},
 }
 # Modules that put a process together from rooms.
 ENTRY_POINTS = {"order_service.relay", "order_service.__main__"}

@@ -46,6 +46,7 @@ def test_tui_shows_a_new_assignment_with_badge_and_acts_on_a_key(live_system, tm
             assert app.badge == 1 and "1 new" in app.title
             details = str(app.query_one("#details").render())
             assert "1 Main St" in details and "2 x Tea" in details and "ring twice" in details
+            assert details.startswith(f"#{order['number']} · {order['id']}")  # the number people say
 
             await pilot.press("s")  # seen: the badge goes down
             assert app.badge == 0 and app.title == "Worklist"

@@ -26,6 +26,7 @@ CHANNELS = {
     "agents/{agentId}/assigned": "agentAssigned",
     "agents/{agentId}/presence": "agentPresence",
     "orderbus/relay/epoch": "relayEpoch",
+    "catalog": "catalog",
     "customers/{customerId}/orders": "customerOrders",
 }
 ORDER_ID = "ord_0123456789ab"
@@ -36,8 +37,8 @@ CUSTOMER_ID = "usr_0123456789ab"
 # --- the document -------------------------------------------------------------
 
 
-def test_document_is_asyncapi_3_with_the_six_channels():
-    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the five topics of the
+def test_document_is_asyncapi_3_with_the_seven_channels():
+    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the six topics of the
     contract and the relay's own."""
     with asyncapi.SPEC_PATH.open(encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
@@ -78,6 +79,7 @@ def test_every_publish_is_qos1_and_retained():
         "agents/{agentId}/assigned": {"service"},
         "agents/{agentId}/presence": {"agent"},
         "orderbus/relay/epoch": {"service"},
+        "catalog": {"service"},
         "customers/{customerId}/orders": {"service"},
     }
 
@@ -452,6 +454,7 @@ JS_CHANNELS = {
     "orderStatus": "c.orderStatus(orderId)",
     "agentAssigned": "c.agentAssigned(agentId)",
     "agentPresence": "c.agentPresence(agentId)",
+    "catalog": "c.CATALOG",
     "customerOrders": "c.customerOrders(customerId)",
 }
 PY_CHANNELS = {
@@ -459,6 +462,7 @@ PY_CHANNELS = {
     "orderStatus": lambda: contract.order_status(ORDER_ID),
     "agentAssigned": lambda: contract.agent_assigned(AGENT_ID),
     "agentPresence": lambda: contract.agent_presence(AGENT_ID),
+    "catalog": lambda: contract.CATALOG,
     "customerOrders": lambda: contract.customer_orders(CUSTOMER_ID),
 }
 # The relay's own channel: only the service reads or writes it, so the dashboard's copy has none.

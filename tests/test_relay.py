@@ -360,3 +360,20 @@ def test_relay_publishes_over_websocket(client, admin, broker, start_relay, subs
     live = subscribe("orders/new")
     order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
     live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"])
+
+
+def test_a_restarted_empty_broker_gets_the_catalog_back(client, admin, menu, broker, relay, subscribe):
+    """The catalog is retained state like an order's: after the broker restarts empty, the
+    relay publishes it again, at its current version."""
+    client.patch(f"/api/v1/catalog/items/{menu.tea}", json={"available": False}, headers=admin.headers)
+    first = subscribe("catalog")
+    first.wait_for(lambda r: r.topic == "catalog" and r.version == 6, timeout=10)
+    first.stop()
+
+    broker.stop()
+    broker.start()  # empty: amqtt keeps nothing across a restart
+    late = subscribe("catalog")
+    late.wait_for(lambda r: r.topic == "catalog", timeout=15)  # live or retained: republished
+    catalog = subscribe("catalog").wait_for(lambda r: r.topic == "catalog", timeout=10)
+    assert catalog.retain and catalog.version == 6  # the broker holds it again
+    assert catalog.json == client.get("/api/v1/catalog").json

@@ -53,6 +53,12 @@ ROLES: dict[str, tuple[str, ...]] = {
     "webhooks.get_webhook": (ADMIN,),
     "webhooks.delete_webhook": (ADMIN,),
     "webhooks.list_deliveries": (ADMIN,),
+    "catalog.create_category": (ADMIN,),
+    "catalog.update_category": (ADMIN,),
+    "catalog.delete_category": (ADMIN,),
+    "catalog.create_item": (ADMIN,),
+    "catalog.update_item": (ADMIN,),
+    "catalog.delete_item": (ADMIN,),
 }
 
 
@@ -78,7 +84,7 @@ def _state() -> dict:
 
 
 @pytest.fixture
-def requests(client, admin, make_agent, place_order) -> dict[str, tuple[str, str, dict | None]]:
+def requests(client, admin, make_agent, place_order, menu) -> dict[str, tuple[str, str, dict | None]]:
     """A valid request for each endpoint (endpoint -> method, URL, body), on real objects."""
     order = place_order()
     walk_to(client, admin, order["id"], "confirmed")
@@ -129,6 +135,16 @@ def requests(client, admin, make_agent, place_order) -> dict[str, tuple[str, str
         "webhooks.get_webhook": ("GET", w, None),
         "webhooks.delete_webhook": ("DELETE", w, None),
         "webhooks.list_deliveries": ("GET", f"{w}/deliveries", None),
+        "catalog.create_category": ("POST", f"{API}/catalog/categories", {"name": "Free food"}),
+        "catalog.update_category": ("PATCH", f"{API}/catalog/categories/{menu.category_id}", {"name": "x"}),
+        "catalog.delete_category": ("DELETE", f"{API}/catalog/categories/{menu.category_id}", None),
+        "catalog.create_item": (
+            "POST",
+            f"{API}/catalog/items",
+            {"category_id": menu.category_id, "name": "Free", "price_cents": 0},
+        ),
+        "catalog.update_item": ("PATCH", f"{API}/catalog/items/{menu.margherita}", {"price_cents": 0}),
+        "catalog.delete_item": ("DELETE", f"{API}/catalog/items/{menu.margherita}", None),
     }
 
 

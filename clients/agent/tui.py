@@ -60,6 +60,11 @@ class FailureScreen(ModalScreen[dict | None]):
         self.dismiss({"reason": reason, "note": note} if note else {"reason": reason})
 
 
+def _label(order: dict) -> str:
+    """How people name an order: its number of the day (#12), else its id."""
+    return f"#{order['number']}" if order.get("number") is not None else order["id"]
+
+
 class AgentApp(App):
     TITLE = "orderbus agent"
     CSS = """
@@ -141,11 +146,13 @@ class AgentApp(App):
             c = order.get("customer", {})
             mark = "●" if order["id"] not in worklist.seen else ""
             table.add_row(
-                mark, order["id"], order["status"], c.get("name", ""), c.get("address", ""), key=order["id"]
+                mark, _label(order), order["status"], c.get("name", ""), c.get("address", ""), key=order["id"]
             )
         if selected in worklist.orders:
             table.move_cursor(row=table.get_row_index(selected))
-        offers = [f"offer {o['id']} ({o['status']}): a accept / x decline" for o in worklist.offers.values()]
+        offers = [
+            f"offer {_label(o)} ({o['status']}): a accept / x decline" for o in worklist.offers.values()
+        ]
         self.query_one("#offers", Static).update("\n".join(offers))
         self._show_details()
 
@@ -160,7 +167,7 @@ class AgentApp(App):
         items = ", ".join(f"{i['quantity']} x {i['name']}" for i in order.get("items", []))
         steps = " / ".join(AGENT_NEXT.get(order["status"], ())) or "wait for the shop"
         lines = [
-            f"{order['id']} · {order['status']} (v{order['version']})"
+            f"{_label(order)} · {order['id']} · {order['status']}"
             + (f" · ETA {order['eta']}" if order.get("eta") else ""),
             f"{c.get('name', '')}  {c.get('phone', '')}",
             c.get("address", ""),

@@ -1,14 +1,17 @@
 """python -m clients.customer: place and follow orders over REST, as a customer.
 
+    python -m clients.customer --user ada --password-file ada.pw menu
     python -m clients.customer --user ada --password-file ada.pw place \\
         --name "Ada" --phone "+1 555 0100" --address "1 Main St" \\
-        --item "Margherita:2:12.99" --item "Tea:1:3.00" --notes "ring twice"
+        --item "Margherita:2:Large,Extra mozzarella" --item "Lemonade" --notes "ring twice"
     python -m clients.customer --user ada --password-file ada.pw list
     python -m clients.customer --user ada --password-file ada.pw show ord_...
     python -m clients.customer --user ada --password-file ada.pw cancel ord_...
     python -m clients.customer --user ada --password-file ada.pw watch ord_...
 
-``place`` sends an ``Idempotency-Key`` (``--key``, or a new one it prints): retrying
+``place`` orders items of the catalog (``menu`` lists it), each as
+``ITEM[:QUANTITY[:OPTION,OPTION...]]``, the item and its options by name or id; the
+server prices them. ``place`` sends an ``Idempotency-Key`` (``--key``, or a new one it prints): retrying
 with the same key returns the original order instead of placing a second one.
 ``watch`` follows the order live over MQTT (the customer's own broker login) and exits
 0 once it is delivered, cancelled, rejected or failed.
@@ -22,7 +25,6 @@ import dataclasses
 import json
 import logging
 import uuid
-from decimal import Decimal, InvalidOperation
 
 import click
 
@@ -31,34 +33,51 @@ from contract.address import BrokerAddress
 from ..rest import DEFAULT_API, Api, ApiError, ApiUnreachable
 
 
-def _parse_item(text: str) -> dict:
-    parts = text.rsplit(":", 2)
-    if len(parts) != 3:
-        raise click.BadParameter(
-            f"{text!r}: write NAME:QUANTITY:UNIT_PRICE, e.g. 'Tea:2:3.50'", param_hint="--item"
-        )
-    name, quantity, price = parts
+def _find(entries: list[dict], wanted: str, what: str, param: str) -> dict:
+    """The entry whose id is ``wanted``, or whose name is (ignoring case)."""
+    for entry in entries:
+        if entry["id"] == wanted:
+            return entry
+    named = [e for e in entries if e["name"].casefold() == wanted.strip().casefold()]
+    if len(named) != 1:
+        known = ", ".join(sorted(e["name"] for e in entries)) or "none"
+        why = "several are called" if named else "there is no"
+        raise click.BadParameter(f"{why} {what} {wanted!r}; known: {known}", param_hint=param)
+    return named[0]
+
+
+def parse_item(text: str, catalog: dict) -> dict:
+    """``ITEM[:QUANTITY[:OPTION,OPTION...]]`` as a catalog line (``item_id``, ``quantity``,
+    ``option_ids``); the item and its options by name or id."""
+    name, _, rest = text.partition(":")
+    quantity_text, _, options_text = rest.partition(":")
+    items = [i for c in catalog["categories"] for i in c["items"]]
+    item = _find(items, name, "item", "--item")
     try:
-        qty = int(quantity)
-        cents = int((Decimal(price) * 100).to_integral_value())
-    except (ValueError, InvalidOperation):
+        quantity = int(quantity_text) if quantity_text.strip() else 1
+    except ValueError:
         raise click.BadParameter(
-            f"{text!r}: QUANTITY must be a whole number and UNIT_PRICE a price like 3.50", param_hint="--item"
+            f"{text!r}: write ITEM[:QUANTITY[:OPTION,OPTION]], e.g. 'Margherita:2:Large'", param_hint="--item"
         ) from None
-    return {"name": name.strip(), "quantity": qty, "unit_price_cents": cents}
+    wanted = [o for o in options_text.split(",") if o.strip()]
+    options = [_find(item["options"], o, f"option of {item['name']}", "--item")["id"] for o in wanted]
+    return {"item_id": item["id"], "quantity": quantity, "option_ids": options}
 
 
-def _money(cents: int, currency: str = "USD") -> str:
+def _money(cents: int, currency: str = "EUR") -> str:
     return f"{cents / 100:.2f} {currency}"
 
 
 def _print_order(order: dict) -> None:
     c = order["customer"]
-    click.echo(f"{order['id']}  {order['status']}  (version {order['version']})")
+    number = f"#{order['number']}  " if order.get("number") is not None else ""
+    click.echo(f"{number}{order['id']}  {order['status']}")
     click.echo(f"  for {c.get('name', '')}, {c.get('address', '')}  {c.get('phone', '')}")
     for item in order["items"]:
+        options = f" ({', '.join(item['options'])})" if item.get("options") else ""
         click.echo(
-            f"  {item['quantity']} x {item['name']} @ {_money(item['unit_price_cents'], order['currency'])}"
+            f"  {item['quantity']} x {item['name']}{options}"
+            f" @ {_money(item['unit_price_cents'], order['currency'])}"
         )
     click.echo(f"  total {_money(order['total_cents'], order['currency'])}")
     if order.get("notes"):
@@ -125,22 +144,47 @@ def main(ctx, api, username, password_file, password, as_json) -> None:
 @click.option("--name", required=True, help="who receives the order")
 @click.option("--phone", default="", help="a phone number for the agent")
 @click.option("--address", required=True, help="delivery address")
-@click.option("--item", "items", multiple=True, required=True, help="NAME:QUANTITY:UNIT_PRICE, repeatable")
+@click.option(
+    "--item", "items", multiple=True, required=True, help="ITEM[:QUANTITY[:OPTION,...]] from menu, repeatable"
+)
 @click.option("--notes", default="", help="for the kitchen or the agent")
 @click.option("--key", help="Idempotency-Key; reuse it to retry safely (default: a new one)")
 @click.pass_obj
 def place(session: Session, name, phone, address, items, notes, key) -> None:
     """Place an order."""
     key = key or uuid.uuid4().hex
+    catalog = session.call("GET", "/catalog")
     body = {
         "customer": {"name": name, "phone": phone, "address": address},
-        "items": [_parse_item(i) for i in items],
+        "items": [parse_item(i, catalog) for i in items],
         "notes": notes,
     }
     order = session.call("POST", "/orders", body, {"Idempotency-Key": key})
     if not session.as_json:
         click.echo(f"placed (Idempotency-Key {key}; retry with --key {key} to be safe)")
     session.show(order, _print_order)
+
+
+@main.command()
+@click.pass_obj
+def menu(session: Session) -> None:
+    """The catalog: what you may order, with prices and options."""
+
+    def printer(catalog: dict) -> None:
+        currency = catalog["currency"]
+        if not catalog["categories"]:
+            click.echo("the catalog is empty")
+        for category in catalog["categories"]:
+            click.echo(category["name"])
+            for item in category["items"]:
+                sold_out = "" if item["available"] else "  (sold out)"
+                click.echo(f"  {item['name']:<28} {_money(item['price_cents'], currency):>12}{sold_out}")
+                for option in item["options"]:
+                    click.echo(
+                        f"      + {option['name']:<24} {_money(option['price_delta_cents'], currency):>12}"
+                    )
+
+    session.show(session.call("GET", "/catalog"), printer)
 
 
 @main.command("list")
@@ -156,8 +200,9 @@ def list_orders(session: Session, status, limit) -> None:
         if not value["orders"]:
             click.echo("no orders")
         for o in value["orders"]:
+            number = f"#{o['number']}" if o.get("number") is not None else ""
             click.echo(
-                f"{o['id']}  {o['status']:<10} "
+                f"{number:>6}  {o['id']}  {o['status']:<10} "
                 f"{_money(o['total_cents'], o['currency']):>12}  {o['created_at']}"
             )
 

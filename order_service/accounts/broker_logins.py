@@ -8,15 +8,16 @@ password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
   ``customers/+/orders`` and ``catalog``, reads ``agents/+/presence``, and alone reads and writes
   ``orderbus/relay/epoch`` (its retained marker, ``outbox/relay.py``);
 - each **agent** device logs in as its agent id, reads ``agents/<id>/#`` and
-  writes only ``agents/<id>/presence``;
+  ``catalog`` and writes only ``agents/<id>/presence``;
 - each **dashboard** login (one per dashboard page, tied to an admin bearer token,
-  expiring and revoked with it) reads ``orders/#`` and ``agents/#`` and writes nothing;
+  expiring and revoked with it) reads ``orders/#``, ``agents/#`` and ``catalog`` and
+  writes nothing;
 - each **customer** login (one per shop page or customer CLI, tied to a customer's
   bearer token, expiring and revoked with it) reads only ``customers/<its user id>/orders``
   and ``catalog``, and writes nothing;
 - the **bridge** accounts, one for ``bridges.socketio`` and one for the webhook worker
-  (``python -m order_service.webhooks``), read ``orders/#``, ``agents/#`` and
-  ``customers/+/orders`` and write nothing.
+  (``python -m order_service.webhooks``), read ``orders/#``, ``agents/#``,
+  ``customers/+/orders`` and ``catalog`` and write nothing.
 
 On both brokers the client id IS the username (Mosquitto's ``use_username_as_clientid``;
 the embedded broker does the same): whatever id a client sends, it gets its login's
@@ -58,11 +59,11 @@ SERVICE_RULES = (
     "write orders/#",
     "write agents/+/assigned",
     f"write {contract.CUSTOMER_ORDERS_FILTER}",
-    f"write {contract.CATALOG_TOPIC}",
+    f"write {contract.CATALOG}",
     "read agents/+/presence",
     f"readwrite {contract.RELAY_EPOCH}",
 )
-DASHBOARD_RULES = ("read orders/#", "read agents/#")
+DASHBOARD_RULES = ("read orders/#", "read agents/#", f"read {contract.CATALOG}")
 BRIDGE_RULES = (*DASHBOARD_RULES, f"read {contract.CUSTOMER_ORDERS_FILTER}")
 
 HEADER = (
@@ -72,12 +73,12 @@ HEADER = (
 
 
 def agent_rules(agent_id: str) -> tuple[str, ...]:
-    return (f"read agents/{agent_id}/#", f"write agents/{agent_id}/presence")
+    return (f"read agents/{agent_id}/#", f"read {contract.CATALOG}", f"write agents/{agent_id}/presence")
 
 
 def customer_rules(user_id: str) -> tuple[str, ...]:
     """A customer reads its own feed and the catalog; it writes nothing."""
-    return (f"read {contract.customer_orders(user_id)}", f"read {contract.CATALOG_TOPIC}")
+    return (f"read {contract.customer_orders(user_id)}", f"read {contract.CATALOG}")
 
 
 def rules_for(credential: MqttCredential) -> tuple[str, ...]:

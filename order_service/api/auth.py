@@ -7,6 +7,7 @@ from flask import Response, current_app, jsonify, request
 
 import contract
 from order_service.accounts import broker_logins, users
+from order_service.accounts.signups import SignupLimiter
 from order_service.api import schemas, security
 from order_service.api.common import BEARER, PROBLEM, blueprint, public
 from order_service.api.problems import Problem, field_problem
@@ -85,7 +86,7 @@ def _broker_login(user: User, token: str) -> dict:
         "expires_at": rfc3339(expires_at),
     }
     if user.role == "customer":
-        login["topics"] = {"orders": contract.customer_orders(user.id), "catalog": contract.CATALOG_TOPIC}
+        login["topics"] = {"orders": contract.customer_orders(user.id), "catalog": contract.CATALOG}
     return login
 
 
@@ -137,11 +138,21 @@ def _create(body: schemas.SignupRequest, role: str) -> Response:
     return response
 
 
-@bp.post("/auth/signup", responses={201: schemas.UserOut})
+@bp.post("/auth/signup", responses={201: schemas.UserOut, 429: PROBLEM})
 def signup(body: schemas.SignupRequest) -> Response:
-    """Create a customer account (when ORDERBUS_ALLOW_SIGNUP is on)."""
-    if not current_app.config["ORDERBUS"].allow_signup:
+    """Create a customer account (when ORDERBUS_ALLOW_SIGNUP is on, the default).
+
+    One client address may sign up ``ORDERBUS_SIGNUP_PER_ADDRESS`` times per
+    ``ORDERBUS_SIGNUP_WINDOW_SECONDS`` (per API process); past that, 429 with Retry-After."""
+    settings = current_app.config["ORDERBUS"]
+    if not settings.allow_signup:
         raise Forbidden("sign-up is disabled on this server; ask an admin")
+    limiter = current_app.extensions.get("orderbus.signups")
+    if limiter is None:
+        limiter = current_app.extensions.setdefault(
+            "orderbus.signups", SignupLimiter(settings.signup_per_address, settings.signup_window_seconds)
+        )
+    limiter.take((request.remote_addr or "")[:64])
     return _create(body, "customer")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 
 from flask import Response, current_app, jsonify
@@ -37,15 +38,26 @@ def _order_response(order: Order, status: int = 200) -> Response:
 @bp.post("/orders", responses={201: schemas.OrderOut}, security=BEARER)
 @require("customer", "admin")
 def create_order(body: schemas.OrderCreate, header: schemas.IdempotencyHeader) -> Response:
-    """Place an order. Honours Idempotency-Key: a retry returns the original order."""
+    """Place an order. Honours Idempotency-Key: a retry returns the original order.
+
+    Lines are catalog items, ``{"item_id", "quantity", "option_ids"}``: the server prices
+    them (item price plus the options' deltas) and keeps a snapshot of name, unit price
+    and options' names on the order. Only admins may add custom lines
+    ``{"name", "quantity", "unit_price_cents"}``; a customer's price is a 422. An unknown
+    item or option is a 422, a sold-out item a 409, each naming the line's field; nothing
+    is written then. The order gets ``number``, sequential per business day."""
+    settings = current_app.config["ORDERBUS"]
     new = orders.NewOrder(
         customer=body.customer.model_dump(),
-        items=[item.model_dump() for item in body.items],
-        currency=body.currency,
+        items=[item.model_dump(exclude_none=True) for item in body.items],
+        currency=body.currency if "currency" in body.model_fields_set else settings.currency,
         notes=body.notes,
         delivery_location=body.delivery_location.model_dump() if body.delivery_location else None,
     )
-    order, created = orders.create_order(current_user(), new, idempotency_key(header.idempotency_key))
+    business = orders.Business(settings.currency, settings.business_zone)
+    order, created = orders.create_order(
+        current_user(), new, idempotency_key(header.idempotency_key), business
+    )
     response = _order_response(order, 201)
     response.headers["Location"] = f"/api/v1/orders/{order.id}"
     if not created:
@@ -85,9 +97,10 @@ def list_orders(query: schemas.OrderListQuery) -> Response:
         select = select.where(Order.agent == query.agent_id)
     if query.q:
         q = query.q.strip()
-        select = select.where(
-            (Order.id == q) | Order.customer_name.contains(q) | Order.customer_phone.contains(q)
-        )
+        found = (Order.id == q) | Order.customer_name.contains(q) | Order.customer_phone.contains(q)
+        if re.fullmatch(r"#?[0-9]{1,9}", q):  # an order's number, as shown: #12
+            found |= Order.number == int(q.lstrip("#"))
+        select = select.where(found)
     if query.cursor:
         created, order_id = _decode_cursor(query.cursor)
         select = select.where(Tuple(Order.created_at, Order.id) < Tuple(created, order_id))

@@ -14,6 +14,7 @@ ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
 MULTI_LINE = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
 # Anything else a client names (ids, search text): no NUL, which PostgreSQL cannot hold in text.
 NO_NUL = r"^[^\x00]*$"
+Id32 = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NO_NUL)]
 Text200 = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE)
 ]
@@ -74,9 +75,13 @@ class CustomerIn(Strict):
 
 
 class ItemIn(Strict):
-    name: Text200
+    """A catalog line, priced by the server; admins only: a custom line (name, unit_price_cents)."""
+
+    item_id: Id32 | None = None
+    option_ids: list[Id32] | None = Field(None, max_length=10)
+    name: Text200 | None = Field(None, description="custom lines only (admins)")
     quantity: Int = Field(ge=1, le=1000)
-    unit_price_cents: Int = Field(ge=0, le=10_000_000)
+    unit_price_cents: OptionalInt = Field(None, ge=0, le=10_000_000, description="custom lines only (admins)")
 
 
 class LocationIn(Strict):
@@ -87,7 +92,7 @@ class LocationIn(Strict):
 class OrderCreate(Strict):
     customer: CustomerIn
     items: list[ItemIn] = Field(min_length=1, max_length=100)
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"  # absent: the catalog's
     notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000, pattern=MULTI_LINE)] = ""
     delivery_location: LocationIn | None = Field(
         None,
@@ -121,7 +126,7 @@ class AgentAssign(Strict):
     )
 
 
-AgentIdIn = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NO_NUL)]
+AgentIdIn = Id32
 
 
 class TokenRequest(Strict):
@@ -220,7 +225,7 @@ class OrderListQuery(Parameters):
     )
     agent_id: OptionalStr = Field(None, max_length=32, pattern=NO_NUL)
     q: OptionalStr = Field(
-        None, max_length=200, pattern=NO_NUL, description="order id, customer name or phone"
+        None, max_length=200, pattern=NO_NUL, description="order id, number (#12), customer name or phone"
     )
     limit: int = Field(50, ge=1, le=200)
     cursor: OptionalStr = Field(None, max_length=200, pattern=NO_NUL)
@@ -269,10 +274,13 @@ class ItemOut(BaseModel):
     name: str
     quantity: int
     unit_price_cents: int
+    item_id: str | None = Field(None, description="catalog lines: the item it was priced from")
+    options: list[str] | None = Field(None, description="catalog lines: the options' names")
 
 
 class OrderOut(BaseModel):
     id: str
+    number: int | None = Field(description="sequential per business day, shown as #12; null before 0008")
     version: int
     status: Status
     agent_id: str | None

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from order_service.accounts import broker_logins, users
+from order_service.catalog import service as catalog
 from order_service.config import Settings, load_settings
 from order_service.ops import preflight as preflight_checks
 from order_service.store import backup as backups
@@ -201,6 +202,20 @@ def republish() -> None:
     with db.connection_context(), db.atomic():
         RelayEpoch.update(epoch=secrets.token_hex(16)).where(RelayEpoch.id == 1).execute()
     click.echo("the relay republishes the state of every order and worklist when it next connects")
+
+
+@main.command("seed-catalog")
+def seed_catalog() -> None:
+    """Fill an empty catalog with a few sample categories and items (make run does), so a
+    newcomer's shop has something to order; a catalog that has anything is left alone."""
+    settings = _settings()
+    init_db(settings.database_url)
+    with db.connection_context():
+        made = catalog.seed(settings.currency)
+    if made:
+        click.echo("seeded the catalog with sample items (change it on the dashboard or over REST)")
+    else:
+        click.echo("the catalog has items already; left as it is")
 
 
 @main.command("create-user")

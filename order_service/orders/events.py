@@ -43,15 +43,27 @@ OrderEvent = Literal[
 ORDER_EVENTS: tuple[str, ...] = get_args(OrderEvent)
 
 
+def item_out(
+    name: str, quantity: int, unit_price_cents: int, item_id: str | None, options: list | None
+) -> dict:
+    """An order line as published: a catalog line also names its item and its options."""
+    line = {"name": name, "quantity": quantity, "unit_price_cents": unit_price_cents}
+    if item_id is not None:
+        line["item_id"] = item_id
+        line["options"] = list(options or [])
+    return line
+
+
 def order_dict(order: Order, items: list[dict] | None = None) -> dict:
     """The order as published; ``items`` (already in position order) saves a query when known."""
     if items is None:
         items = [
-            {"name": i.name, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents}
+            item_out(i.name, i.quantity, i.unit_price_cents, i.item_id, i.options)
             for i in sorted(order.items, key=lambda i: i.position)
         ]
     return {
         "id": order.id,
+        "number": order.number,
         "version": order.version,
         "status": order.status,
         "agent_id": order.agent_id,
@@ -104,12 +116,19 @@ def _order_dicts(query: peewee.ModelSelect[Order]) -> list[dict]:
         return []
     items: dict[str, list[dict]] = {o.id: [] for o in orders}
     rows = tuple_rows(
-        OrderItem.select(OrderItem.order, OrderItem.name, OrderItem.quantity, OrderItem.unit_price_cents)
+        OrderItem.select(
+            OrderItem.order,
+            OrderItem.name,
+            OrderItem.quantity,
+            OrderItem.unit_price_cents,
+            OrderItem.item_id,
+            OrderItem.options,
+        )
         .where(OrderItem.order.in_(query.select(Order.id).order_by()))
         .order_by(OrderItem.order, OrderItem.position)
     )
-    for order_id, name, quantity, price in rows:
-        items[order_id].append({"name": name, "quantity": quantity, "unit_price_cents": price})
+    for order_id, name, quantity, price, item_id, options in rows:
+        items[order_id].append(item_out(name, quantity, price, item_id, options))
     return [order_dict(cast(Order, o), items[o.id]) for o in orders]
 
 

@@ -14,10 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import peewee
 
 from order_service import lifecycle
+from order_service.catalog.pricing import price_lines
 from order_service.errors import (
     Conflict,
     Forbidden,
@@ -27,7 +29,7 @@ from order_service.errors import (
     StaleVersion,
     Unprocessable,
 )
-from order_service.orders import access, eta
+from order_service.orders import access, eta, numbers
 from order_service.orders.eta import DispatchConfig
 from order_service.orders.events import record_order_event, record_worklists
 from order_service.orders.feed import record_customer_feed
@@ -53,7 +55,7 @@ logger = logging.getLogger(__name__)
 class NewOrder:
     customer: dict[str, str]
     items: list[dict[str, Any]]
-    currency: str = "USD"
+    currency: str = "EUR"
     notes: str = ""
     delivery_location: dict[str, float] | None = None
 
@@ -158,8 +160,22 @@ def bump(
     record_worklists([old_agent, order.agent_id, *old_offered, *(order.offer_agents or []), *touch])
 
 
-def create_order(user: User, new: NewOrder, idempotency_key: str | None = None) -> tuple[Order, bool]:
-    """Create an order; returns (order, created). A replayed key returns the original."""
+@dataclass(frozen=True)
+class Business:
+    """What an order takes from the business: the catalog's currency, and the time zone
+    whose calendar day numbers orders (ORDERBUS_CURRENCY, ORDERBUS_BUSINESS_TIMEZONE)."""
+
+    currency: str = "EUR"
+    zone: ZoneInfo = ZoneInfo("UTC")
+
+
+def create_order(
+    user: User, new: NewOrder, idempotency_key: str | None = None, business: Business = Business()
+) -> tuple[Order, bool]:
+    """Create an order; returns (order, created). A replayed key returns the original.
+
+    The server prices every line (``catalog.pricing``); the order gets the next number
+    of its business day (``numbers``). A refusal writes nothing."""
     fingerprint = new.fingerprint()
     try:
         with db.atomic():
@@ -167,7 +183,7 @@ def create_order(user: User, new: NewOrder, idempotency_key: str | None = None) 
                 prior = _replay(user, idempotency_key, fingerprint)
                 if prior is not None:
                     return prior, False
-            order = _insert_order(user, new)
+            order = _insert_order(user, new, business)
             if idempotency_key:
                 _INSERT_KEY.rows(
                     [{"user": user.id, "key": idempotency_key, "request_hash": fingerprint, "order": order}]
@@ -212,20 +228,28 @@ _ORDER_FIELDS = (
     "status_times",
     "created_at",
     "updated_at",
+    "number",
+    "business_day",
 )
 _INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
-_INSERT_ITEMS = Insert(OrderItem, ("order", "position", "name", "quantity", "unit_price_cents"))
+_INSERT_ITEMS = Insert(
+    OrderItem, ("order", "position", "name", "quantity", "unit_price_cents", "item_id", "options")
+)
 _INSERT_KEY = Insert(IdempotencyKey, ("user", "key", "request_hash", "order"))
 _INSERT_HISTORY = Insert(
     OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status")
 )
 
 
-def _insert_order(user: User, new: NewOrder) -> Order:
+def _insert_order(user: User, new: NewOrder, business: Business) -> Order:
     """Three statements (order, its items, its history row) with SQL built once; the order
     keeps its items in memory, so the event and the response read none back."""
+    lines = price_lines(new.items, custom_allowed=user.role == "admin")
+    if new.currency != business.currency and any(line["item_id"] for line in lines):
+        raise InvalidField("currency", f"the catalog's prices are in {business.currency}")
     now = utcnow()
-    total = sum(item["quantity"] * item["unit_price_cents"] for item in new.items)
+    total = sum(line["quantity"] * line["unit_price_cents"] for line in lines)
+    day = numbers.business_day(now, business.zone)
     location = new.delivery_location
     values: dict[str, Any] = {
         "id": new_id("ord"),
@@ -243,9 +267,11 @@ def _insert_order(user: User, new: NewOrder) -> Order:
         "status_times": {"placed": rfc3339(now)},
         "created_at": now,
         "updated_at": now,
+        "number": numbers.next_number(day),
+        "business_day": day,
     }
     _INSERT_ORDER.rows([values])
-    items = [{"order": values["id"], "position": i, **item} for i, item in enumerate(new.items)]
+    items = [{"order": values["id"], "position": i, **line} for i, line in enumerate(lines)]
     _INSERT_ITEMS.rows(items)
     _INSERT_HISTORY.rows(
         [

@@ -13,9 +13,9 @@ sends what is pending, and then (:func:`lacking`):
   database's state (``python -m order_service republish`` after a restore renews the
   epoch). The relay republishes the state of every order whose retained state is not
   cleared (live ones, and finished ones within ``ORDERBUS_RETAIN_TERMINAL_SECONDS``),
-  every worklist, ``orders/new`` and the feed of every customer with an order active
-  or finished within the feed's window (``customers/<id>/orders``), and only then
-  publishes the marker;
+  every worklist, ``orders/new``, the catalog and the feed of every customer with an
+  order active or finished within the feed's window (``customers/<id>/orders``), and
+  only then publishes the marker;
 - this epoch, ``through`` behind what was published: the broker restored an older
   snapshot (Mosquitto killed between two saves of its persistence file); the relay
   republishes the state of what changed after ``through``;
@@ -79,8 +79,8 @@ def lacking(
 
 def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> list[tuple[str, bytes, bool]]:
     """Retained messages: the last published state of every order whose retained state is
-    not cleared, of every worklist, of ``orders/new`` and of every customer's feed that
-    holds an order (``since``: only of those changed by a row after it). Left out: a topic
+    not cleared, of every worklist, of ``orders/new``, of ``catalog`` and of every customer's
+    feed that holds an order (``since``: only of those changed by a row after it). Left out: a topic
     whose newest row is past ``upto`` (just drained, so retained already). In id order."""
     now = utcnow()
     cutoff = now - timedelta(seconds=retain_terminal_seconds)
@@ -105,6 +105,7 @@ def lost_state(retain_terminal_seconds: int, since: int | None, upto: int) -> li
     rows += _latest_published("status", Outbox.order_id, kept)
     rows += _latest_published("worklist", Outbox.agent_id, agents)
     rows += _latest_published("customer", Outbox.topic, feeds)
+    rows += [row for row in _latest_published("catalog", None, None) if since is None or row[0] > since]
     return [(topic, payload.encode(), True) for row, topic, payload in sorted(rows) if row <= upto]
 
 

@@ -148,6 +148,9 @@ class Order(BaseModel):
     failure_reason = pw.CharField(max_length=32, null=True)
     failure_note = pw.TextField(default="")
     delays = JSONField(default=dict)  # alert rule -> when it fired (RFC 3339)
+    # Migration 0008: the human number, sequential per business day (orders/numbers.py).
+    number = pw.IntegerField(null=True)
+    business_day = pw.CharField(max_length=10, null=True)
 
     class Meta:
         table_name = "orders"
@@ -176,9 +179,23 @@ class OrderItem(BaseModel):
     name = pw.CharField(max_length=200)
     quantity = pw.IntegerField()
     unit_price_cents = pw.BigIntegerField()
+    # Migration 0008: the catalog item the line was priced from and the names of its options
+    # (a snapshot); both None on an admin's custom line and on lines older than the catalog.
+    item_id = pw.CharField(max_length=32, null=True)
+    options = JSONField(null=True)
 
     class Meta:
         table_name = "order_items"
+
+
+class OrderNumber(BaseModel):
+    """The last order number handed out on a business day (one row per day)."""
+
+    business_day = pw.CharField(primary_key=True, max_length=10)
+    last_number = pw.IntegerField()
+
+    class Meta:
+        table_name = "order_numbers"
 
 
 class OrderHistory(BaseModel):

@@ -113,10 +113,12 @@ def event_log(after: int, limit: int) -> pw.ModelSelect[Outbox]:
     """Events after ``after`` in commit order: what ``GET /api/v1/events`` serves.
 
     ``orders/new`` rows repeat their ``status`` row's event, and a customer's feed
-    (``customer``) restates its orders' events for that customer, so the log skips both."""
+    (``customer``) restates its orders' events for that customer, so the log skips both;
+    so it does the catalog's rows (the whole catalog each: read it from GET /catalog or
+    its topic)."""
     return (
         Outbox.select()
-        .where((Outbox.id > after) & Outbox.kind.not_in(("new", "customer")))
+        .where((Outbox.id > after) & Outbox.kind.not_in(("new", "customer", "catalog")))
         .order_by(Outbox.id)
         .limit(limit)
     )

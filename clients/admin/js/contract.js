@@ -6,6 +6,7 @@
 //   orders/<order id>/status    retained: the order's current state (empty once cleared)
 //   agents/<agent id>/assigned  retained: the agent's complete worklist
 //   agents/<agent id>/presence  retained: the device's online/offline (its last will)
+//   catalog                     retained: the whole catalog, with its version
 //   customers/<user id>/orders  retained: a customer's own orders (its feed)
 
 export const ORDERS_NEW = "orders/new";
@@ -13,6 +14,7 @@ export const ORDERS_ALL = "orders/#";
 export const AGENTS_ALL = "agents/#";
 export const AGENT_PRESENCE_FILTER = "agents/+/presence";
 export const AGENT_ASSIGNED_FILTER = "agents/+/assigned";
+export const CATALOG = "catalog";
 export const CUSTOMER_ORDERS_FILTER = "customers/+/orders";
 
 export const orderStatus = (orderId) => `orders/${orderId}/status`;
@@ -33,7 +35,7 @@ export const customerFromOrdersTopic = (topic) => part(topic, "customers", "orde
 /**
  * What a message is about: {kind, key, version}. kind "order" (key: the order id),
  * "worklist" (the agent id), "presence" (the agent id), "customer" (a customer's feed:
- * the customer's user id) or "other".
+ * the customer's user id), "catalog" (key "catalog") or "other".
  */
 export function classify(topic, payload) {
   const order = payload?.order;
@@ -46,6 +48,9 @@ export function classify(topic, payload) {
   }
   agent = agentFromPresenceTopic(topic);
   if (agent !== null) return { kind: "presence", key: agent, version: null };
+  if (topic === CATALOG) {
+    return { kind: "catalog", key: CATALOG, version: Number.isInteger(payload?.version) ? payload.version : null };
+  }
   const customer = customerFromOrdersTopic(topic);
   if (customer !== null) {
     return { kind: "customer", key: customer, version: Number.isInteger(payload?.version) ? payload.version : null };

@@ -1,0 +1,69 @@
+"""Human order numbers: sequential per business day, unique when orders race through
+several API workers (SQLite and PostgreSQL), in the REST body and every outbox payload."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from order_service.orders import numbers
+from order_service.store.db import db
+from tests.conftest import order_body
+from tests.helpers import API, assert_problem, outbox
+from tests.test_security_api_server import api_server, race  # noqa: F401 - the fixture
+
+
+def test_numbers_count_up_and_travel_with_the_order(client, admin, place_order, make_agent):
+    """#1, #2, #3 in creation order: in the 201 body, GET, the list, orders/new, the status
+    topic and the agent's worklist."""
+    placed = [place_order() for _ in range(3)]
+    assert [o["number"] for o in placed] == [1, 2, 3]
+    assert client.get(f"{API}/orders/{placed[1]['id']}", headers=admin.headers).json["number"] == 2
+    listed = client.get(f"{API}/orders", headers=admin.headers).json["orders"]
+    assert [o["number"] for o in listed] == [3, 2, 1]
+    new_rows = outbox(topic="orders/new")
+    assert [r["payload"]["order"]["number"] for r in new_rows] == [1, 2, 3]
+    agent = make_agent()
+    order_id = placed[2]["id"]
+    client.patch(f"{API}/orders/{order_id}/status", json={"status": "confirmed"}, headers=admin.headers)
+    client.put(
+        f"{API}/orders/{order_id}/agent",
+        json={"agent_id": agent.agent_id, "offer": False},
+        headers=admin.headers,
+    )
+    worklist = outbox(kind="worklist", agent_id=agent.agent_id)[-1]["payload"]
+    assert [o["number"] for o in worklist["orders"]] == [3]
+    assert outbox(order_id=order_id, kind="status")[-1]["payload"]["order"]["number"] == 3
+
+
+def test_a_refused_order_takes_no_number(client, admin, place_order, make_customer):
+    place_order()
+    assert_problem(client.post(f"{API}/orders", json=order_body(), headers=make_customer().headers), 422)
+    assert place_order()["number"] == 2
+
+
+def test_search_finds_an_order_by_its_number(client, admin, place_order):
+    """q=#2 (or 2) finds the order numbered 2 (of any day: the id tells them apart)."""
+    placed = [place_order() for _ in range(3)]
+    for q in ("%232", "2"):
+        found = client.get(f"{API}/orders?q={q}", headers=admin.headers).json["orders"]
+        assert [o["id"] for o in found] == [placed[1]["id"]]
+
+
+def test_each_business_day_starts_again_at_1(app):
+    """The counter is per day, and the day is the business time zone's calendar day."""
+    late = datetime(2026, 3, 1, 23, 30)  # naive UTC, as the database keeps times
+    assert numbers.business_day(late, ZoneInfo("UTC")) == "2026-03-01"
+    assert numbers.business_day(late, ZoneInfo("Europe/Rome")) == "2026-03-02"
+    assert numbers.business_day(late, ZoneInfo("America/New_York")) == "2026-03-01"
+    with db.connection_context(), db.atomic():
+        got = [numbers.next_number(day) for day in ("2026-03-01", "2026-03-01", "2026-03-02", "2026-03-01")]
+    assert got == [1, 2, 1, 3]
+
+
+def test_orders_racing_through_four_workers_get_distinct_numbers(api_server, admin):  # noqa: F811
+    """Sixteen orders sent at the same instant through four gunicorn workers: numbers 1..16,
+    each once (one counter row per day, raised in each order's own transaction)."""
+    results = race(api_server, [("POST", "/orders", order_body(), admin.headers)] * 16)
+    assert [r.status for r in results] == [201] * 16, [r.body for r in results if r.status != 201]
+    assert sorted(r.body["number"] for r in results) == list(range(1, 17))

@@ -16,7 +16,7 @@ import pytest
 from clients.rest import Api
 from harness.processes import free_port
 from harness.system import System, make_system
-from tests.dashboard_fixtures import browser  # noqa: F401 (the fixture: chromium, or a skip)
+from tests.dashboard_fixtures import browser, watched_context  # noqa: F401 (browser: the fixture)
 from tests.shop_page import (
     IMAGES,
     LIVE_MS,
@@ -60,38 +60,31 @@ def menu(system: System) -> dict[str, dict]:
 @pytest.fixture
 def context(browser):  # noqa: F811
     """A phone: 390x844, touch, a location to share; fails on page errors or CSP violations."""
-    ctx = browser.new_context(
+    with watched_context(
+        browser,
         viewport=PHONE,
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
         geolocation={"latitude": 51.50135, "longitude": -0.14189},
         permissions=["geolocation"],
-    )
-    problems: list[str] = []
-    console: list[str] = []
-    ctx.problems = problems
-
-    def watch(page) -> None:
-        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-
-        def on_console(msg) -> None:
-            console.append(f"{msg.type}: {msg.text}")
-            if msg.type == "error" and "Content Security Policy" in msg.text:
-                problems.append(f"console: {msg.text}")
-
-        page.on("console", on_console)
-
-    ctx.on("page", watch)
-    yield ctx
-    print("browser console:", *console, sep="\n  ")  # shown when the test fails
-    ctx.close()
-    assert not problems, "\n".join(problems)
+    ) as ctx:
+        yield ctx
 
 
 @pytest.fixture
 def page(context):
     return context.new_page()
+
+
+def order_as_new_customer(page, system: System, item: dict) -> tuple[Api, str]:
+    """A new customer logs in, orders one ``item`` and lands on its tracking page."""
+    api, creds = customer(system)
+    log_in(page, system, creds)
+    add_to_cart(page, item)
+    page.goto(f"{system.base}/shop/#/cart")
+    fill_delivery(page)
+    return api, place_from_cart(page)
 
 
 def place_from_cart(page) -> str:
@@ -193,12 +186,7 @@ def test_an_item_marked_unavailable_shows_sold_out_live(page, system: System, me
 def test_offline_and_back_the_page_catches_up_by_itself(page, context, system: System, menu: dict) -> None:
     """The network drops: the page says offline; a change made meanwhile shows once it is back,
     with the indicator live again, and no reload."""
-    api, creds = customer(system)
-    log_in(page, system, creds)
-    add_to_cart(page, menu["lemonade"])
-    page.goto(f"{system.base}/shop/#/cart")
-    fill_delivery(page)
-    order_id = place_from_cart(page)
+    api, order_id = order_as_new_customer(page, system, menu["lemonade"])
     page.evaluate("window.__sameDocument = true")
 
     context.set_offline(True)
@@ -254,12 +242,7 @@ def test_double_tap_and_a_lost_answer_make_one_order(page, system: System, menu:
 def test_cancel_while_placed_and_ended_orders_say_why(page, system: System, menu: dict) -> None:
     """The customer cancels while placed (the button goes once confirmed); a failed delivery
     shows plainly with its reason."""
-    api, creds = customer(system)
-    log_in(page, system, creds)
-    add_to_cart(page, menu["lemonade"])
-    page.goto(f"{system.base}/shop/#/cart")
-    fill_delivery(page)
-    order_id = place_from_cart(page)
+    api, order_id = order_as_new_customer(page, system, menu["lemonade"])
     page.click("#cancel")
     wait_status(page, "cancelled")
     page.wait_for_selector('#track-ended:has-text("cancelled by the customer")', timeout=LIVE_MS)

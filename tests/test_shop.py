@@ -9,6 +9,7 @@ Screenshots of the menu and the tracking page go to docs/images/ (shop.png, shop
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -129,20 +130,29 @@ def test_sign_up_order_and_follow_every_status_live(page, system: System, menu: 
     rider = Api(system.api_url)
     rider.login(**rider_login)
     page.wait_for_selector('#track-eta:has-text("Waiting for the restaurant")')
+    shown_after: list[float] = []  # seconds from a move's answer to the page showing it
     for status in ("confirmed", "preparing", "ready"):
         system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": status})
+        started = time.monotonic()
         wait_status(page, status)
+        shown_after.append(time.monotonic() - started)
         assert step_state(page, status) == "current"
         assert page.inner_text(f'#steps li[data-step="{status}"] .step-time').strip()
         assert not page.is_visible("#cancel")
     system.assign(order_id, agent["id"])
     rider.request("PATCH", f"/orders/{order_id}/status", {"status": "picked_up"})
+    started = time.monotonic()
     wait_status(page, "picked_up")
+    shown_after.append(time.monotonic() - started)
     page.wait_for_selector('#track-courier:has-text("Sam is on the way")', timeout=LIVE_MS)
     page.wait_for_selector('#track-eta:has-text("Arriving around")')
     page.screenshot(path=str(IMAGES / "shop-tracking.png"))
     rider.request("PATCH", f"/orders/{order_id}/status", {"status": "delivered"})
+    started = time.monotonic()
     wait_status(page, "delivered")
+    shown_after.append(time.monotonic() - started)
+    low, high = min(shown_after) * 1000, max(shown_after) * 1000
+    print(f"tracking page: a move shown {low:.0f}-{high:.0f} ms after its answer")
     assert page.is_hidden("#track-courier")
     assert all(
         step_state(page, s) == "done" for s in ("placed", "confirmed", "ready", "picked_up", "delivered")
@@ -196,8 +206,11 @@ def test_offline_and_back_the_page_catches_up_by_itself(page, context, system: S
     system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": "preparing"})
     assert page.get_attribute("#track", "data-status") == "placed"  # not while offline
     context.set_offline(False)
+    started = time.monotonic()
     wait_status(page, "preparing")
     page.wait_for_selector('#conn[data-state="online"]', timeout=LIVE_MS)
+    back = (time.monotonic() - started) * 1000
+    print(f"shop: current and live again {back:.0f} ms after the network returned")
     assert page.evaluate("window.__sameDocument") is True
     # Live again after the resync: the next change arrives over the broker.
     system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": "ready"})

@@ -113,7 +113,18 @@ class Feed:
         self.client.on_message = self._on_message
 
     # -- lifecycle ---------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> Feed:
+    def start(self, timeout: float = 10.0, *, keep_trying: bool = False) -> Feed:
+        """Connect; a FeedError when the broker refuses the login or (unless ``keep_trying``)
+        does not answer within ``timeout``. With ``keep_trying`` a broker that cannot be reached
+        is not an error: paho's thread goes on connecting by itself (``connected`` tells)."""
+        if keep_trying:
+            self.client.connect_async(self.address.host, self.address.port, keepalive=self._keepalive)
+            self.client.loop_start()
+            self._answered.wait(timeout)
+            if self.refused:
+                self.client.loop_stop()
+                raise FeedError(f"MQTT {self.address}: {self.refused}")
+            return self
         try:
             self.client.connect(self.address.host, self.address.port, keepalive=self._keepalive)
         except OSError as exc:  # TLS: a certificate not trusted, or not this host's, too

@@ -58,6 +58,11 @@ def tap_action(page, order_id: str, action: str) -> None:
     page.click(f'#detail-actions button[data-action="{action}"]')
 
 
+def label(order: dict) -> str:
+    """How the app names an order: its number of the day, else the end of its id."""
+    return f"#{order['number']}" if isinstance(order.get("number"), int) else f"#{order['id'][-6:]}"
+
+
 def banner_text(page) -> str:
     return page.inner_text("#banners")
 

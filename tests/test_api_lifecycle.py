@@ -114,7 +114,13 @@ def _check_change(
         rest = client.get(f"{API}/agents/{agent_id}/orders", headers=admin.headers).json
         assert rest["version"] == payload["version"]
         assert [o["id"] for o in rest["orders"]] == [o["id"] for o in payload["orders"]]
-    assert len(new_rows) == 1 + len(worklists)
+    # A customer's order: its feed too (customers/<id>/orders), with the order as it is now.
+    feeds = [r for r in new_rows if r["kind"] == "customer"]
+    assert len(feeds) <= 1, feeds
+    for feed in feeds:
+        (view,) = [o for o in feed["payload"]["orders"] if o["id"] == order["id"]]
+        assert view["status"] == order["status"] and view["status_times"] == order["status_times"]
+    assert len(new_rows) == 1 + len(worklists) + len(feeds)
     return order
 
 

@@ -4,7 +4,10 @@ nothing. Every login here is one the REST API issued; both brokers read the same
 
 from __future__ import annotations
 
+import pytest
+
 from tests import both_brokers, test_broker_security
+from tests.mqtt_raw import RawClient
 from tests.test_broker_security import Client, Target, login_accepted, service
 
 broker_kind = both_brokers.broker_kind
@@ -103,3 +106,38 @@ def test_a_customer_publishes_nothing(target: Target, client, connect, make_cust
     feed.publish("catalog", b'{"after": true}')
     late.wait_for("catalog", payload=b'{"after": true}', timeout=10)
     assert not [m for m in late.messages if m.payload == b'{"forged": true}']
+
+
+def test_a_customer_cannot_take_another_customers_session(target: Target, connect, make_customer):
+    """The client id rule holds for customer logins: A connecting with B's client id (B's
+    username) and clean session off gets a new session of its own, and B's queued message
+    waits for B."""
+    a, b = make_customer(), make_customer()
+    topic = f"customers/{b.user_id}/orders"
+    for login in (a.mqtt, b.mqtt):
+        assert login_accepted(target, login["username"], login["password"])
+    b_name, b_secret = b.mqtt["username"], b.mqtt["password"]
+    device_b = RawClient(target.host, target.port)
+    assert device_b.connect(b_name, username=b_name, password=b_secret, clean=False)[1] == 0
+    assert device_b.subscribe((topic, 1)) == [1]
+    device_b.disconnect()
+    device_b.close()
+    feed = connect(*service(target))
+    feed.publish(topic, b'{"queued": "for b"}')  # QoS 1, not retained: only B's session holds it
+
+    device_a = RawClient(target.host, target.port)
+    present, rc = device_a.connect(
+        b_name, username=a.mqtt["username"], password=a.mqtt["password"], clean=False
+    )
+    assert (present, rc) == (False, 0)  # its own, new session: none of B's
+    with pytest.raises(TimeoutError):
+        device_a.read_publish(1.0)
+    device_a.disconnect()
+    device_a.close()
+
+    device_b = RawClient(target.host, target.port)
+    present, rc = device_b.connect("any-id", username=b_name, password=b_secret, clean=False)
+    assert (present, rc) == (True, 0), "B's session is gone"
+    message = device_b.read_publish(5)
+    device_b.close()
+    assert (message.topic, message.payload) == (topic, b'{"queued": "for b"}')

@@ -432,3 +432,20 @@ def test_the_failure_reasons_are_the_services() -> None:
     from order_service.lifecycle import FAILURE_REASONS as SERVICE
 
     assert FAILURE_REASONS == SERVICE
+
+
+def test_the_device_starts_with_the_broker_down_says_so_and_connects_when_it_is_back(live_system, agents):
+    """The whole bus down at start is no crash: the device starts, tells reconnecting then
+    offline, and is online with its worklist once the broker is back."""
+    system = live_system
+    rider = system.make_agent()
+    order = system.ready_order("confirmed")
+    system.assign(order["id"], rider["id"])
+    system.stop("broker")
+    device = agents(system, rider, ORDERBUS_AGENT_OFFLINE_SECONDS="2")
+    states = [device.wait_for(lambda x: x["event"] == "connection", timeout=20)["state"] for _ in range(2)]
+    assert states == ["reconnecting", "offline"]
+    assert device.proc.poll() is None
+    system.start("broker")
+    device.wait_for(lambda x: worklist(x) and ids(x) == [order["id"]], timeout=30)
+    assert device.wait_for(lambda x: x["event"] == "connection", timeout=10)["state"] == "online"

@@ -9,8 +9,11 @@ page go to docs/images/ (the README shows them).
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,7 @@ from tests.courier_page import (
     card,
     gone,
     history,
+    label,
     log_in,
     logged_in_with,
     online,
@@ -41,14 +45,25 @@ except ImportError:
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    sys_ = make_system(tmp_path_factory.mktemp("courier"))
+def _system(tmp: Path, broker: str) -> Iterator[System]:
+    sys_ = make_system(tmp, broker)
     sys_.base = sys_.api_url.removesuffix("/api/v1")
     try:
         yield sys_
     finally:
         sys_.close()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The system on the embedded broker, for the module."""
+    yield from _system(tmp_path_factory.mktemp("courier"), "amqtt")
+
+
+@pytest.fixture(scope="module")
+def mosquitto_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The system on Mosquitto (the production broker), for what depends on the broker."""
+    yield from _system(tmp_path_factory.mktemp("courier-mosquitto"), "mosquitto")
 
 
 @pytest.fixture
@@ -113,8 +128,10 @@ def test_a_shift_live_assignment_offer_pickup_delivery(context, system: System) 
     assert page.is_visible("#orders-empty")
 
     order = system.ready_order()
+    started = time.monotonic()
     system.assign(order["id"], agent["id"])
     row = card(page, order["id"], "ready")
+    print(f"assignment on the phone {(time.monotonic() - started) * 1000:.0f} ms after its PUT returned")
     assert "fresh" in row.get_attribute("class")
     page.wait_for_function("() => Number(document.documentElement.dataset.beeps || 0) >= 1", timeout=WAIT)
 
@@ -180,6 +197,23 @@ def test_a_failed_delivery_with_a_reason(context, system: System) -> None:
     assert stored["failure"] == {"reason": "other", "note": "gate locked, no answer"}
 
 
+def test_an_offer_declined_goes_without_an_announcement(context, system: System) -> None:
+    """Decline turns the offer down on the server; the courier's own decline is not announced
+    as an offer that ended (an offer withdrawn by the shop is: the positive control)."""
+    page, agent, _ = logged_in_with(context, system, 1)
+    declined, withdrawn = system.ready_order("confirmed"), system.ready_order("confirmed")
+    for order in (declined, withdrawn):
+        system.admin.request("POST", f"/orders/{order['id']}/offer", {"agent_ids": [agent["id"]]})
+        page.wait_for_selector(f'#offers li[data-id="{order["id"]}"]', timeout=WAIT)
+    page.click(f'#offers li[data-id="{declined["id"]}"] button.decline')
+    page.wait_for_selector(f'#offers li[data-id="{declined["id"]}"]', state="detached", timeout=WAIT)
+    assert system.admin.request("GET", f"/orders/{declined['id']}")["offer"] is None
+    system.admin.request("DELETE", f"/orders/{withdrawn['id']}/agent")  # withdraws the offer
+    page.wait_for_selector("#banners .banner.info", timeout=WAIT)
+    shown = banner_text(page)
+    assert label(withdrawn) in shown and label(declined) not in shown
+
+
 def test_offline_taps_are_sent_in_order_and_a_conflict_is_shown(context, system: System) -> None:
     """Offline, two taps on two orders wait in IndexedDB (shown pending); an admin cancels one
     meanwhile. Back online, the other is applied exactly once, the cancelled one is shown as a
@@ -202,9 +236,11 @@ def test_offline_taps_are_sent_in_order_and_a_conflict_is_shown(context, system:
     system.admin.request("PATCH", f"/orders/{cancelled['id']}/status", {"status": "cancelled"})
     assert system.admin.request("GET", f"/orders/{kept['id']}")["status"] == "ready"  # nothing sent yet
 
+    started = time.monotonic()
     context.set_offline(False)
     online(page)
     page.wait_for_selector(f'#orders li[data-id="{kept["id"]}"][data-pending="0"]', timeout=WAIT)
+    print(f"queued action applied {(time.monotonic() - started) * 1000:.0f} ms after the network came back")
     page.wait_for_selector("#banners .banner.conflict", timeout=WAIT)
     assert "cancelled" in page.inner_text("#banners .banner.conflict")
     page.wait_for_selector("#banners .banner.cancelled", timeout=WAIT)  # announced, not just gone
@@ -244,10 +280,12 @@ def test_the_app_shell_opens_from_the_service_worker_with_no_network(context, sy
     online(again)  # and live again once the network is back
 
 
-def test_an_assignment_made_while_the_app_was_closed_arrives_on_return(context, system: System) -> None:
-    """The device's session is persistent: assignments made while the app is closed are there
+@pytest.mark.parametrize("broker", ["amqtt", "mosquitto"])
+def test_an_assignment_made_while_the_app_was_closed_arrives_on_return(context, broker, request) -> None:
+    """On both brokers: The device's session is persistent: assignments made while the app is closed are there
     (highlighted as new) when it opens again; a cancellation and a reassignment meanwhile are
     announced."""
+    system = request.getfixturevalue("system" if broker == "amqtt" else "mosquitto_system")
     page, agent, (before, moved) = logged_in_with(context, system, 2)
     page.close()
 
@@ -268,3 +306,43 @@ def test_an_assignment_made_while_the_app_was_closed_arrives_on_return(context, 
     gone(page, before["id"])
     gone(page, moved["id"])
     assert history(page) == {}  # a cancelled order is not the courier's finished work
+
+
+def test_a_broker_login_replaced_elsewhere_is_replaced_once(context, system: System) -> None:
+    """The device's stored broker login was replaced while the app was closed (a new one issued
+    for the agent): the broker refuses it, the app asks for a new one and is live again."""
+    page, agent, (order,) = logged_in_with(context, system, 1)
+    key = f"orderbus.courier.mqtt.{agent['id']}"
+    first = json.loads(page.evaluate(f"() => localStorage.getItem('{key}')"))["password"]
+    page.close()
+    system.admin.request("POST", f"/agents/{agent['id']}/mqtt-credentials")  # the stored one ends
+
+    page = context.new_page()
+    page.goto(f"{system.base}/courier/")
+    online(page)
+    assert json.loads(page.evaluate(f"() => localStorage.getItem('{key}')"))["password"] != first
+    later = system.ready_order()
+    system.assign(later["id"], agent["id"])  # live on the new login
+    card(page, later["id"], "ready")
+
+
+def test_a_second_tab_waits_instead_of_taking_the_connection(context, system: System) -> None:
+    """Both tabs would connect with the device's one client id and take the connection from
+    each other: the second waits (and says so) while the first stays online, and goes live
+    when the first closes."""
+    page, agent, _ = logged_in_with(context, system, 1)
+    page.evaluate(
+        """() => { window.drops = 0; const conn = document.getElementById("conn");
+        new MutationObserver(() => { if (conn.dataset.state !== "online") window.drops += 1; })
+          .observe(conn, { attributes: true, attributeFilter: ["data-state"] }); }"""
+    )
+    second = context.new_page()
+    second.goto(f"{system.base}/courier/")
+    second.wait_for_selector('#banners .banner[data-id="other-tab"]', timeout=WAIT)
+    order = system.ready_order()
+    system.assign(order["id"], agent["id"])  # positive control: the first tab is live
+    card(page, order["id"], "ready")
+    assert page.evaluate("() => window.drops") == 0
+    page.close()
+    online(second)
+    second.wait_for_selector('#banners .banner[data-id="other-tab"]', state="detached", timeout=WAIT)

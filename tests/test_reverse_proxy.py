@@ -208,6 +208,14 @@ def test_the_system_behind_nginx(tmp_path: Path):
         finally:
             feed.stop()
 
+        # the courier app over HTTPS (a service worker needs it), and its agent login's wss:// URL
+        for path in ("/courier/", "/courier/sw.js", "/courier/vendor/mqtt.esm.js"):
+            assert request(https, "GET", path, tls=tls)[0] == 200, path
+        rider = json.dumps({"name": "Rider", "username": "rider", "password": "rider-password"})
+        status, _, body = request(https, "POST", "/api/v1/agents", tls=tls, headers=token, body=rider)
+        assert status == 201, body
+        assert json.loads(body)["mqtt"]["ws_url"] == f"wss://127.0.0.1:{https}/mqtt"
+
         # Socket.IO through the proxy: the Engine.IO handshake, once the bridge is up
         deadline = time.monotonic() + 20
         while _status(socketio_port, "/healthz") != 200:

@@ -142,7 +142,7 @@ def main(api, mqtt_url, mqtt_ca_file, username, password_file, password, state_d
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         device.login(username, secret, allow_offline=True)
-        device.connect()
+        device.connect(keep_trying=True)  # the broker down too: start, say so, connect when it is back
     except DeviceError as exc:
         raise click.ClickException(str(exc)) from None
     try:

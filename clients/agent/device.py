@@ -25,6 +25,8 @@ from .state import ActionQueue, Outcome, StateDir, Worklist, now_rfc3339
 
 # How long a broker login issued a moment ago may be refused before it counts as refused.
 FRESH_LOGIN_WAIT = 10.0
+# With the broker unreachable at start, how long to wait for a refusal before starting offline.
+KEEP_TRYING_WAIT = 5.0
 # The broker link down this long: "offline" rather than "reconnecting" (paho retries either way).
 OFFLINE_AFTER = float(os.environ.get("ORDERBUS_AGENT_OFFLINE_SECONDS", "15"))
 # What an order that left the worklist became, by its status now.
@@ -64,6 +66,7 @@ class AgentDevice:
         self.gone: list[dict[str, Any]] = []  # orders that left the worklist, not yet explained
         self.finished_here: set[str] = set()  # delivered or failed from this device
         self._down_since: float | None = None
+        self._keep_trying = False
 
     # -- start ---------------------------------------------------------------------
     def login(self, username: str, password: str, *, allow_offline: bool = False) -> None:
@@ -115,8 +118,11 @@ class AgentDevice:
         body = self.api.request("GET", f"/agents/{self.agent_id}/orders")
         return [(contract.agent_assigned(self.agent_id), body)]
 
-    def connect(self) -> None:
-        """Connect with the stored broker login; if the broker refuses it, with a new one."""
+    def connect(self, *, keep_trying: bool = False) -> None:
+        """Connect with the stored broker login; if the broker refuses it, with a new one. With
+        ``keep_trying`` an unreachable broker is no error: the device starts, says it is not
+        online (:meth:`connection`) and connects when the broker is back."""
+        self._keep_trying = keep_trying
         feed = self._connect(*self._credentials())
         if feed is None:
             feed = self._connect(*self._credentials(rotate=True))
@@ -143,7 +149,7 @@ class AgentDevice:
                 ca_file=self.mqtt_ca_file,
             )
             try:
-                return feed.start()
+                return feed.start(KEEP_TRYING_WAIT, keep_trying=True) if self._keep_trying else feed.start()
             except FeedError as exc:
                 if not feed.refused:
                     raise DeviceError(str(exc)) from None

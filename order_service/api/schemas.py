@@ -323,11 +323,6 @@ class HistoryOut(BaseModel):
     history: list[HistoryEntry]
 
 
-class CustomerTopics(BaseModel):
-    orders: str = Field(description="the customer's own feed, customers/<user id>/orders")
-    catalog: str = Field(description="the catalog, catalog")
-
-
 class DashboardMqtt(BaseModel):
     url: str = Field(description="MQTT over WebSocket, e.g. ws://127.0.0.1:9001/mqtt")
     tcp_url: str = Field(description="the same broker over TCP, e.g. mqtt://127.0.0.1:1883")
@@ -335,7 +330,7 @@ class DashboardMqtt(BaseModel):
     username: str
     password: str = Field(description="shown once; read-only; revoked by logging out")
     expires_at: str
-    topics: CustomerTopics | None = Field(None, description="customers only: the topics the login may read")
+    topics: dict[str, str] | None = Field(None, description="customers: {orders: its feed, catalog}")
 
 
 class TokenOut(BaseModel):
@@ -343,9 +338,7 @@ class TokenOut(BaseModel):
     token_type: Literal["bearer"]
     expires_in: int
     user: dict
-    mqtt: DashboardMqtt | None = Field(
-        None, description="admins and customers: a read-only broker login (a dashboard's, a shop page's)"
-    )
+    mqtt: DashboardMqtt | None = Field(None, description="admins, customers: a read-only broker login")
 
 
 class AgentMqtt(BaseModel):

@@ -82,6 +82,7 @@ def bootstrap() -> None:
         f'       -d \'{{"username": "{settings.admin_user}", "password": "<password>"}}\'\n'
         f"Shop (customers sign up there): {api}/shop/\n"
         f"API docs: {api}/api/v1/docs/swagger\n"
+        f"Courier app (log in as an agent, e.g. POST /agents): {api}/courier/\n"
     )
 
 

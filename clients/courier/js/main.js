@@ -13,6 +13,7 @@ const MUTE_KEY = "orderbus.courier.muted";
 const brokerKey = (agentId) => `orderbus.courier.mqtt.${agentId}`;
 const historyKey = (agentId) => `orderbus.courier.history.${agentId}`;
 const FLUSH_MS = 5000;
+const FRESH_LOGIN_MS = 10000; // how long a login issued just now may be refused (the broker reads it late)
 
 let app = null; // the running session: {session, api, worklist, sender, live, ...}
 let audio = null;
@@ -188,32 +189,53 @@ async function refreshHistory() {
 }
 
 // -- session ------------------------------------------------------------------------------
+/** The device's broker login: the one kept on the phone, or (none, or `rotate`) a new one. */
 async function brokerLogin(rotate = false) {
   const key = brokerKey(app.session.agent_id);
   const stored = JSON.parse(localStorage.getItem(key) || "null");
-  if (stored && !rotate) return stored;
+  if (stored && !rotate) return { login: stored, issuedAt: 0 };
   const answer = await app.api.call("POST", `/agents/${encodeURIComponent(app.session.agent_id)}/mqtt-credentials`);
   localStorage.setItem(key, JSON.stringify(answer.mqtt));
-  return answer.mqtt;
+  return { login: answer.mqtt, issuedAt: Date.now() };
 }
 
 async function connect(rotate = false) {
   const current = app;
-  let login;
+  let issued;
   try {
-    login = await brokerLogin(rotate);
+    issued = await brokerLogin(rotate);
   } catch (err) {
     if (current === app) setTimeout(() => current === app && connect(rotate), 3000);
     return;
   }
-  if (current !== app) return;
+  if (current === app) connectWith(issued.login, issued.issuedAt);
+}
+
+/**
+ * Connect with `login`. A refused login (mqtt.js then stops retrying) is handled as the
+ * terminal client does: a stored one was replaced elsewhere, so ask for a new one, once; one
+ * issued moments ago (`issuedAt`) is tried again, since the broker reads new logins from its
+ * password file a moment later (Mosquitto on SIGHUP); still refused after FRESH_LOGIN_MS, the
+ * courier is told and the app keeps trying.
+ */
+async function connectWith(login, issuedAt) {
+  const current = app;
   await app.live?.stop();
+  if (current !== app) return;
+  const retry = (ms) => setTimeout(() => current === app && connectWith(login, issuedAt), ms);
   app.live = new Live({
     agentId: app.session.agent_id, login, api: app.api,
     onState: (state) => { app.connState = state; showConn(state); render(); if (state === "online") app.sender.flush(); },
     onWorklist,
     onConnected: () => refreshHistory(),
-    onRefused: () => { if (!app.rotated) { app.rotated = true; connect(true); } },
+    onRefused: () => {
+      if (!issuedAt) return connect(true);
+      if (Date.now() - issuedAt < FRESH_LOGIN_MS) return retry(500);
+      if (!app.banners.some((b) => b.id === "refused")) {
+        app.banners.push({ id: "refused", kind: "conflict", text: "The broker refuses this phone's login: ask the dispatcher." });
+      }
+      return retry(5000);
+    },
   });
   app.live.start();
 }
@@ -240,7 +262,33 @@ function start(session) {
   app.timers = [setInterval(tickCountdowns, 1000), setInterval(() => app.entries.some((e) => e.state === "pending") && app.sender.flush(), FLUSH_MS)];
   window.addEventListener("online", () => app?.sender.flush());
   render();
+  liveInOneTab(app);
+}
+
+/**
+ * One live connection per phone: the broker takes a client id's connection from whoever had
+ * it, so two tabs of the app would take it from each other for ever. A Web Lock per agent
+ * lets one tab connect; another waits (and says so) until that one closes or logs out.
+ */
+function liveInOneTab(current) {
+  if (!navigator.locks) return connect();
+  const waiting = { id: "other-tab", kind: "warn", text: "The app is open in another tab or window: this one waits until it closes." };
+  return navigator.locks.request(`orderbus.courier.live.${current.session.agent_id}`, { ifAvailable: true }, (lock) => {
+    if (lock) return hold(current);
+    current.banners.push(waiting);
+    render();
+    return navigator.locks.request(`orderbus.courier.live.${current.session.agent_id}`, () => {
+      current.banners = current.banners.filter((b) => b !== waiting);
+      return hold(current);
+    });
+  });
+}
+
+function hold(current) {
+  if (current !== app) return null;
   connect();
+  render();
+  return new Promise((release) => { current.releaseLock = release; });
 }
 
 async function stop(offShift) {
@@ -248,6 +296,7 @@ async function stop(offShift) {
   const current = app;
   app = null;
   current.timers.forEach(clearInterval);
+  current.releaseLock?.();
   await current.live?.stop(offShift);
 }
 

@@ -143,6 +143,7 @@ export function showFailForm(reasons) {
   $("fail-error").hidden = true;
   $("fail-form").hidden = false;
   $("detail-actions").hidden = true;
+  $("fail-form").scrollIntoView({ block: "start" }); // below the order's details on a phone
 }
 
 export function hideFailForm() {

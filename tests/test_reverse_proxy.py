@@ -183,7 +183,7 @@ def test_the_system_behind_nginx(tmp_path: Path):
         assert SPOOFED not in api_log
 
         # the dashboard and the shop over HTTPS, MQTT over WSS through the proxy, with the login given
-        for path in ("/admin/", "/admin/vendor/mqtt.esm.js", "/shop/", "/shop/vendor/mqtt.esm.js"):
+        for path in ("/admin/", "/admin/vendor/mqtt.esm.js", "/shop/", "/shop/js/live.js"):
             assert request(https, "GET", path, tls=tls)[0] == 200, path
         mqtt = login["mqtt"]
         assert mqtt["url"] == f"wss://127.0.0.1:{https}/mqtt"

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from clients.rest import Api
-from harness.processes import free_port
-from harness.system import System, make_system
-from tests.dashboard_fixtures import browser, watched_context  # noqa: F401 (browser: the fixture)
+from harness.system import System
+from tests import dashboard_fixtures
+from tests.dashboard_fixtures import watched_context
 from tests.shop_page import (
     IMAGES,
     LIVE_MS,
@@ -32,24 +31,11 @@ from tests.shop_page import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+# The dashboard's fixtures, bound here so pytest finds them (one system for this module, its
+# broker's WebSocket behind a proxy); the page is a phone's (below).
+browser, proxy, system = dashboard_fixtures.browser, dashboard_fixtures.proxy, dashboard_fixtures.system
 
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    tmp = tmp_path_factory.mktemp("shop")
-    ws_port = free_port()
-    sys_ = make_system(
-        tmp,
-        ORDERBUS_BROKER_WS_PORT=str(ws_port),
-        ORDERBUS_PUBLIC_MQTT_WS_URL=f"ws://127.0.0.1:{ws_port}/mqtt",
-    )
-    sys_.base = sys_.api_url.removesuffix("/api/v1")
-    try:
-        yield sys_
-    finally:
-        sys_.close()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +45,7 @@ def menu(system: System) -> dict[str, dict]:
 
 
 @pytest.fixture
-def context(browser):  # noqa: F811
+def context(browser):
     """A phone: 390x844, touch, a location to share; fails on page errors or CSP violations."""
     with watched_context(
         browser,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,19 +88,34 @@ def system(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterato
 @pytest.fixture
 def page(browser, system: System):
     """A fresh browser context on a desktop-sized window; fails on page errors or CSP violations."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    page = context.new_page()
+    with watched_context(browser, viewport={"width": 1366, "height": 900}) as context:
+        yield context.new_page()
+
+
+@contextmanager
+def watched_context(browser, **options: Any) -> Iterator[Any]:
+    """A browser context (``options`` as Playwright's ``new_context`` takes them) whose pages
+    fail the test on a page error or a CSP violation; its console is printed on failure."""
+    context = browser.new_context(**options)
     problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     console: list[str] = []
 
-    def on_console(msg) -> None:
-        console.append(f"{msg.type}: {msg.text}")
-        if msg.type == "error" and "Content Security Policy" in msg.text:
-            problems.append(f"console: {msg.text}")
+    def watch(page) -> None:
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
 
-    page.on("console", on_console)
-    yield page
+        def on_console(msg) -> None:
+            console.append(f"{msg.type}: {msg.text}")
+            if msg.type == "error" and "Content Security Policy" in msg.text:
+                problems.append(f"console: {msg.text}")
+
+        page.on("console", on_console)
+
+    context.on("page", watch)
+    yield context
     print("browser console:", *console, sep="\n  ")  # shown when the test fails
     context.close()
     assert not problems, "\n".join(problems)
+
+
+# What a test module binds: ``browser, proxy, system, page = FIXTURES``.
+FIXTURES = (browser, proxy, system, page)

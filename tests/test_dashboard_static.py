@@ -44,3 +44,19 @@ def test_missing_mqtt_js_says_how_to_install_it(client, monkeypatch, tmp_path) -
     response = client.get("/admin/vendor/mqtt.esm.js")
     assert response.status_code == 503
     assert "make admin-deps" in response.get_data(as_text=True)
+
+
+def test_the_shop_is_served_like_the_dashboard(client) -> None:
+    """/shop/ and its modules carry the same CSP; it imports the dashboard's mqtt.js (no npm
+    package of its own); node_modules, hidden files and other folders stay private."""
+    for path in ("/shop/", "/shop/js/main.js", "/shop/js/live.js", "/shop/app.css"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert response.headers["X-Frame-Options"] == "DENY"
+    assert client.get("/shop/js/main.js").mimetype == "text/javascript"
+    assert client.get("/shop").status_code == 308
+    for path in ("/shop/node_modules/mqtt/package.json", "/shop/../pyproject.toml", "/shop/vendor/ws.js"):
+        assert client.get(path).status_code == 404, path
+    assert 'from "/admin/vendor/mqtt.esm.js"' in client.get("/shop/js/live.js").get_data(as_text=True)

@@ -182,8 +182,8 @@ def test_the_system_behind_nginx(tmp_path: Path):
             time.sleep(0.05)
         assert SPOOFED not in api_log
 
-        # the dashboard over HTTPS, its MQTT over WSS through the proxy, with the login it was given
-        for path in ("/admin/", "/admin/vendor/mqtt.esm.js"):
+        # the dashboard and the shop over HTTPS, MQTT over WSS through the proxy, with the login given
+        for path in ("/admin/", "/admin/vendor/mqtt.esm.js", "/shop/", "/shop/js/live.js"):
             assert request(https, "GET", path, tls=tls)[0] == 200, path
         mqtt = login["mqtt"]
         assert mqtt["url"] == f"wss://127.0.0.1:{https}/mqtt"

@@ -1,7 +1,7 @@
 """HTTP only: the Flask app (``app``, served by gunicorn per ``gunicorn_conf``), the REST
 API under /api/v1 with one module per resource, request and response schemas
 (``schemas``), who is asking (``security``), problem+json for every error (``problems``)
-and the admin dashboard's static files (``dashboard``).
+and the browser pages' static files (``dashboard``, ``shop``).
 
 A new REST endpoint goes into the resource's module here, its body into ``schemas``;
 what it does belongs to a domain room. May import every room below it.

@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import LimitedStream, get_content_length
 
 from order_service import api
-from order_service.api import courier, dashboard, problems
+from order_service.api import courier, dashboard, problems, shop
 from order_service.config import load_settings
 from order_service.outbox.wakeup import Notifier
 from order_service.store import db
@@ -107,6 +107,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     api.init_app(app)
     dashboard.init_app(app)
     courier.init_app(app)
+    shop.init_app(app)
     app.wsgi_app = ReadWholeBody(app.wsgi_app, settings.drain_body_bytes)  # type: ignore[method-assign]
 
     if settings.trusted_proxy_networks:  # behind a reverse proxy (docs/production.md)

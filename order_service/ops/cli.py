@@ -80,6 +80,7 @@ def bootstrap() -> None:
         f"Or over REST:\n"
         f"  curl -s -X POST {api}/api/v1/auth/token -H 'Content-Type: application/json' \\\n"
         f'       -d \'{{"username": "{settings.admin_user}", "password": "<password>"}}\'\n'
+        f"Shop (customers sign up there): {api}/shop/\n"
         f"API docs: {api}/api/v1/docs/swagger\n"
         f"Courier app (log in as an agent, e.g. POST /agents): {api}/courier/\n"
     )

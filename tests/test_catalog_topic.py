@@ -12,6 +12,7 @@ from tests.test_broker_security import (  # noqa: F401 (fixtures)
     Client,
     Target,
     connect,
+    login_accepted,
     relays,
     target,
 )
@@ -54,6 +55,8 @@ def test_the_catalog_is_live_on_the_bus_and_only_the_service_writes_it(
     and leave the retained catalog alone (control: the service's next change arrives
     after them, and a newcomer reads the service's catalog)."""
     relays()
+    # Each login is used once the broker has re-read its files (Mosquitto: after a SIGHUP).
+    assert login_accepted(target, admin.mqtt["username"], admin.mqtt["password"], timeout=15)
     board = connect(admin.mqtt["username"], admin.mqtt["password"], ws=True)
     assert board.subscribe("catalog") == [1]
     assert _catalog_at(board, 5) == client.get(f"{API}/catalog").json
@@ -68,6 +71,7 @@ def test_the_catalog_is_live_on_the_bus_and_only_the_service_writes_it(
     assert max(_versions(board)) == 6 and _versions(board) == sorted(_versions(board))
 
     agent = make_agent()
+    assert login_accepted(target, agent.agent_id, agent.mqtt["password"], timeout=15)
     device = connect(agent.agent_id, agent.mqtt["password"], client_id=agent.agent_id)
     assert device.ok and device.subscribe("catalog") == [1]
     assert _catalog_at(device, 6)["categories"][0]["items"][1]["available"] is False
@@ -84,6 +88,7 @@ def test_the_catalog_is_live_on_the_bus_and_only_the_service_writes_it(
     newcomer = connect(admin.mqtt["username"] + "x", "nope")
     assert not newcomer.ok  # positive control of the logins: a wrong one is refused
     fresh = client.post(f"{API}/auth/mqtt-credentials", headers=admin.headers).json
+    assert login_accepted(target, fresh["username"], fresh["password"], timeout=15)
     late = connect(fresh["username"], fresh["password"])
     assert late.subscribe("catalog") == [1]
     retained = _catalog_at(late, 7)

@@ -67,3 +67,16 @@ def test_orders_racing_through_four_workers_get_distinct_numbers(api_server, adm
     results = race(api_server, [("POST", "/orders", order_body(), admin.headers)] * 16)
     assert [r.status for r in results] == [201] * 16, [r.body for r in results if r.status != 201]
     assert sorted(r.body["number"] for r in results) == list(range(1, 17))
+
+
+def test_an_unknown_business_timezone_is_refused_at_start():
+    """A typo in ORDERBUS_BUSINESS_TIMEZONE stops the service with the variable named."""
+    import pytest
+    from pydantic import ValidationError
+
+    from order_service.config import load_settings
+
+    for bad in ("Mars/Olympus_Mons", "", "../etc/passwd"):
+        with pytest.raises(ValidationError, match="ORDERBUS_BUSINESS_TIMEZONE"):
+            load_settings({"business_timezone": bad})
+    assert load_settings({"business_timezone": "Europe/Rome"}).business_zone.key == "Europe/Rome"

@@ -115,3 +115,7 @@ def watched_context(browser, **options: Any) -> Iterator[Any]:
     print("browser console:", *console, sep="\n  ")  # shown when the test fails
     context.close()
     assert not problems, "\n".join(problems)
+
+
+# What a test module binds: ``browser, proxy, system, page = FIXTURES``.
+FIXTURES = (browser, proxy, system, page)

@@ -107,6 +107,15 @@ def assert_fits_the_width(page) -> None:
     assert not wide, f"wider than the window: {page.evaluate(WIDER_THAN_THE_WINDOW)}"
 
 
+def unlabelled_controls(page) -> list[str]:
+    """Controls without a name a screen reader can say (no label, no aria-label, no text)."""
+    return page.evaluate(
+        "() => [...document.querySelectorAll('input, select, textarea, button')]"
+        ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')"
+        " && !e.textContent.trim()).map(e => e.id || e.outerHTML)"
+    )
+
+
 def screenshot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name))

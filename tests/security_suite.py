@@ -85,6 +85,14 @@ SECURITY_TESTS: dict[str, str | tuple[str, ...]] = {
         "test_make_run_keeps_the_api_and_relay_when_the_broker_stops",
     ),
     "test_dispatch_offers.py": ("test_only_the_offered_agents_may_answer",),
+    # Customers never set prices; the catalog is written by admins (REST) and the service (MQTT).
+    "test_pricing.py": (
+        "test_a_customers_price_is_refused",
+        "test_unknown_and_unavailable_items_are_refused_and_write_nothing",
+    ),
+    "test_catalog.py": ("test_only_admins_change_the_catalog", "test_bad_items_are_422_naming_the_field"),
+    "test_catalog_topic.py": ALL,
+    "test_signup_limit.py": ALL,
     # The dashboard's files, webhooks and the Socket.IO bridge.
     "test_dashboard_static.py": (
         "test_index_and_modules_carry_a_csp_without_inline",

@@ -31,6 +31,7 @@ from tests.dashboard_page import (
     presence,
     rows,
     screenshot,
+    unlabelled_controls,
     wait_row,
 )
 from tests.helpers import wait_until
@@ -38,12 +39,7 @@ from tests.mqtt_fixtures import Subscriber
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 # The fixtures, bound here so pytest finds them (one system for this module).
-browser, proxy, system, page = (
-    dashboard_fixtures.browser,
-    dashboard_fixtures.proxy,
-    dashboard_fixtures.system,
-    dashboard_fixtures.page,
-)
+browser, proxy, system, page = dashboard_fixtures.FIXTURES
 
 
 def test_served_with_a_strict_content_security_policy(system: System) -> None:
@@ -345,12 +341,7 @@ def test_keyboard_tablet_layout_and_logout(browser, system: System) -> None:
         orders = [place(system, name) for name in ("Keyboard Kim", "Tablet Tom")]
         open_dashboard(page, system)
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-        unlabelled = page.evaluate(
-            "() => [...document.querySelectorAll('input, select, button')]"
-            ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')"
-            " && !e.textContent.trim()).map(e => e.id || e.outerHTML)"
-        )
-        assert unlabelled == []  # every control has a name a screen reader can say
+        assert unlabelled_controls(page) == []  # every control has a name a screen reader can say
         page.keyboard.press("/")
         page.keyboard.type("Tablet")
         page.wait_for_function(

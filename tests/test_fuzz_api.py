@@ -39,6 +39,11 @@ RULES_NOT_IN_SCHEMA = {
     r"failure(\.note)?|prep_minutes|force": "depends on the target status or on the caller's role",
     r"body": "a rule joining two fields (origin_lat with origin_lon)",
     r"Idempotency-Key": "a key already used with another body: state, not shape",
+    r"items\.\d+\.(item_id|name|unit_price_cents|option_ids(\.\d+)?)": "a line is a catalog item (which "
+    "must exist, with its own options) or an admin's custom line (name and price): two shapes in one",
+    r"currency": "must be the catalog's when the order has catalog lines",
+    r"category_id": "must name an existing category",
+    r"options": "the options' negative deltas may not take the item's price below zero",
 }
 STRIPPED = "string_too_short"  # valid length as sent, too short once whitespace is stripped
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from order_service.api.schemas import MULTI_LINE, NO_NUL, ONE_LINE, Int, OptionalInt, Strict
 
@@ -32,7 +32,26 @@ class CategoryCreate(Strict):
     position: OptionalInt = Field(None, ge=0, le=MAX_POSITION, description="default: after the others")
 
 
-class CategoryPatch(Strict):
+def _absent_is_not_null(schema: dict) -> None:
+    """A PATCH field may be left out, not sent as null (the API refuses null, naming the
+    field): the document offers each field's own type only."""
+    for prop in schema.get("properties", {}).values():
+        variants = [v for v in prop.pop("anyOf", []) if v.get("type") != "null"]
+        if len(variants) == 1:
+            prop.update(variants[0])
+        elif variants:
+            prop["anyOf"] = variants
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class Patch(Strict):
+    model_config = ConfigDict(json_schema_extra=_absent_is_not_null)
+
+
+class CategoryPatch(Patch):
+    """The fields given change (null is refused: leave a field out to keep it)."""
+
     name: Name | None = None
     position: OptionalInt = Field(None, ge=0, le=MAX_POSITION)
 
@@ -47,7 +66,7 @@ class ItemCreate(Strict):
     options: list[OptionIn] = Field([], max_length=10)
 
 
-class ItemPatch(Strict):
+class ItemPatch(Patch):
     """The fields given change; ``options``, when given, replace the item's options as a whole.
     ``{"available": false}`` marks the item sold out."""
 

@@ -84,6 +84,22 @@ export class Api {
     return this.call("DELETE", `/orders/${encodeURIComponent(order.id)}/agent`, undefined, { "If-Match": `"${order.version}"` });
   }
 
+  catalog() { return this.call("GET", "/catalog"); }
+  saveCategory(id, body) {
+    return id ? this.call("PATCH", `/catalog/categories/${encodeURIComponent(id)}`, body)
+      : this.call("POST", "/catalog/categories", body);
+  }
+  deleteCategory(id) { return this.call("DELETE", `/catalog/categories/${encodeURIComponent(id)}`); }
+  saveItem(id, body) {
+    return id ? this.call("PATCH", `/catalog/items/${encodeURIComponent(id)}`, body)
+      : this.call("POST", "/catalog/items", body);
+  }
+  deleteItem(id) { return this.call("DELETE", `/catalog/items/${encodeURIComponent(id)}`); }
+  /** The "sold out" switch. */
+  setAvailable(id, available) { return this.call("PATCH", `/catalog/items/${encodeURIComponent(id)}`, { available }); }
+  /** A new order; the same key for a retry of the same order, so a retry never makes two. */
+  placeOrder(body, idempotencyKey) { return this.call("POST", "/orders", body, { "Idempotency-Key": idempotencyKey }); }
+
   logout() { return this.call("DELETE", "/auth/token"); }
   /** A broker login of this page's own (the broker uses its username as the client id). */
   brokerLogin() { return this.call("POST", "/auth/mqtt-credentials"); }

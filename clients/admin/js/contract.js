@@ -8,6 +8,7 @@
 //   agents/<agent id>/presence  retained: the device's online/offline (its last will)
 //   catalog                     retained: the whole catalog, with its version
 //   customers/<user id>/orders  retained: a customer's own orders (its feed)
+//   catalog                     retained: the whole catalog, with its version
 
 export const ORDERS_NEW = "orders/new";
 export const ORDERS_ALL = "orders/#";

@@ -3,10 +3,12 @@
 // On each connect the page subscribes to orders/# and agents/#, then reloads the order
 // list and the agents over REST; retained messages and REST answers are applied alike,
 // newest version wins. Until that resync is done nothing counts as news (no toast, no
-// sound): state merely synced is not news.
+// sound): state merely synced is not news. The retained `catalog` topic (the catalog
+// editor's and the phone-order form's live catalog) is subscribed apart: a broker that
+// refuses it leaves the order board working.
 
 import mqtt from "../vendor/mqtt.esm.js";
-import { AGENTS_ALL, ORDERS_ALL, classify } from "./contract.js";
+import { AGENTS_ALL, CATALOG, ORDERS_ALL, classify } from "./contract.js";
 
 const FILTERS = [ORDERS_ALL, AGENTS_ALL];
 const decoder = new TextDecoder();
@@ -15,7 +17,7 @@ export class Live {
   constructor({ login, api, handlers }) {
     this.login = login; // this page's own broker login: {url, client_id, username, password}
     this.api = api;
-    this.h = handlers; // onState(state, detail), onOrder(order, meta), onWorklist, onPresence, onResync(data), onRefused()
+    this.h = handlers; // onState(state, detail), onOrder(order, meta), onWorklist, onPresence, onCatalog, onResync(data), onRefused()
     this.generation = 0;
     this.syncing = true;
     this.client = null;
@@ -77,6 +79,9 @@ export class Live {
         const refused = granted.filter((g) => g.qos === 128);
         if (refused.length) throw new Error(`subscription refused: ${refused.map((g) => g.topic).join(", ")}`);
       });
+    this.client.subscribeAsync({ [CATALOG]: { qos: 1 } }).then((granted) => {
+      if (granted.some((g) => g.qos === 128)) console.warn("orderbus: the broker refused the catalog topic");
+    }).catch(() => { /* disconnected meanwhile: the next connect subscribes again */ });
     for (;;) {
       try {
         const [orders, agents] = await Promise.all([this.api.allOrders(), this.api.agents(), subscribed]);
@@ -102,6 +107,10 @@ export class Live {
       body = JSON.parse(decoder.decode(payload));
     } catch {
       console.warn("orderbus: not JSON on", topic);
+      return;
+    }
+    if (topic === CATALOG) {
+      this.h.onCatalog?.(body);
       return;
     }
     const meta = { live: !this.syncing, firstSync: !this.everSynced, event: body.event, reason: body.reason, delay: body.delay };

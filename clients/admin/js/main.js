@@ -2,14 +2,17 @@
 
 import { Api, ApiError, request } from "./api.js";
 import { Board } from "./board.js";
+import { CatalogEditor, CatalogStore } from "./catalog.js";
 import { Detail } from "./detail.js";
 import { el, orderLabel, presenceLabel } from "./format.js";
 import { Live } from "./live.js";
+import { PhoneOrder } from "./phone.js";
 import { Sound } from "./sound.js";
 import { Store } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "orderbus.admin.session";
+const VIEWS = { orders: "orders-view", catalog: "catalog-view", phone: "phone-view" };
 const STATE_TEXT = {
   connecting: "Connecting…", resyncing: "Resyncing…", connected: "Live", reconnecting: "Reconnecting…",
 };
@@ -61,7 +64,9 @@ function endSession(message) {
   sessionStorage.removeItem(SESSION_KEY);
   showLogin(message);
   // The board belongs to the session: start from a clean page next time.
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   $("orders").replaceChildren();
+  $("catalog-list").replaceChildren();
   $("tabs").replaceChildren();
   $("agents").replaceChildren();
   $("toasts").replaceChildren();
@@ -85,6 +90,23 @@ async function startDashboard() {
   const detail = new Detail({
     store, api, lifecycle, me: session.user.id, onChanged: (order) => queueOrder(order, { live: false }),
   });
+  const catalog = new CatalogStore();
+  async function refreshCatalog() {
+    try {
+      catalog.apply(await api.catalog());
+      $("catalog-error").hidden = true;
+    } catch (err) {
+      if (!current()) return;
+      $("catalog-error").textContent = `The catalog could not be loaded: ${err.message}`;
+      $("catalog-error").hidden = false;
+    }
+  }
+  new CatalogEditor({ store: catalog, api, refresh: refreshCatalog });
+  new PhoneOrder({ store: catalog, api, onPlaced: (order) => queueOrder(order, { live: false }) });
+  $("po-done").onclick = (e) => {
+    const link = e.target.closest("a[data-order]");
+    if (link) setTimeout(() => select(link.dataset.order)); // after the hash switched the view
+  };
   $("who").textContent = session.user.display_name || session.user.username;
   $("login-view").hidden = true;
   $("app-view").hidden = false;
@@ -185,7 +207,9 @@ async function startDashboard() {
         if (!store.agents.has(message.agent_id)) return refreshAgentsSoon();
         if (store.applyPresence(message)) renderAgents();
       },
+      onCatalog: (body) => catalog.apply(body),
       onResync({ orders, agents, first }) {
+        refreshCatalog(); // the retained message comes too; this covers a broker without it
         const started = performance.now();
         store.setAgents(agents);
         for (const order of orders) queueOrder(order, { live: false, firstSync: first });
@@ -221,6 +245,18 @@ async function startDashboard() {
   live.start();
 }
 
+// -- pages: the board, the catalog editor, the phone-order form (the URL's #fragment) --
+function showView() {
+  const name = location.hash.slice(1) in VIEWS ? location.hash.slice(1) : "orders";
+  for (const [view, id] of Object.entries(VIEWS)) $(id).hidden = view !== name;
+  for (const link of $("views").querySelectorAll("a")) {
+    if (link.dataset.view === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  $("search").closest("label").hidden = name !== "orders";
+  document.body.dataset.view = name;
+}
+
 // -- toasts ---------------------------------------------------------------------
 function toast(text, kind, onOpen) {
   const item = el("div", `toast toast-${kind}`);
@@ -246,6 +282,8 @@ function toast(text, kind, onOpen) {
 // -- page setup -------------------------------------------------------------------
 function setup() {
   $("login-form").addEventListener("submit", onLogin);
+  window.addEventListener("hashchange", showView);
+  showView();
   $("logout").addEventListener("click", async () => {
     const api = new Api(session?.token, () => {});
     try { await api.logout(); } catch { /* ended anyway */ }
@@ -259,7 +297,7 @@ function setup() {
   };
   sound.onChange(sound.muted);
   document.addEventListener("keydown", (e) => {
-    if (e.key === "/" && !["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName)) {
+    if (e.key === "/" && document.body.dataset.view === "orders" && !["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName)) {
       e.preventDefault();
       $("search").focus();
     }

@@ -261,6 +261,22 @@ def sweep(stale_seconds: int, now: datetime) -> int:
     return written
 
 
+def prune_published() -> int:
+    """Delete the published ``agents/<id>/location`` rows a newer row of the same topic
+    replaced: positions are not events (GET /events, webhooks and the broker's recovery
+    skip them), so only each agent's newest is kept. Returns how many went."""
+    newer = Outbox.alias()
+    replaced = peewee.fn.EXISTS(
+        newer.select(peewee.SQL("1")).where((newer.topic == Outbox.topic) & (newer.id > Outbox.id))
+    )
+    with db.atomic():
+        return int(
+            Outbox.delete()
+            .where((Outbox.kind == "location") & Outbox.published_at.is_null(False) & replaced)
+            .execute()
+        )
+
+
 def count_drops(counts: dict[str, int]) -> None:
     """Add dropped reports to the counters (one statement per reason)."""
     with db.atomic():

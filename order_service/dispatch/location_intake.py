@@ -91,6 +91,7 @@ class LocationIntake:
             self._next_sweep = time.monotonic() + SWEEP_SECONDS
             written += location.sweep(self.settings.location_stale_seconds, utcnow())
             self._flush_drops()
+            location.prune_published()
         if written:
             self._poke.notify()
 

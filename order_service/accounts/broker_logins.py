@@ -58,6 +58,7 @@ CUSTOMER = "customer"
 SERVICE_RULES = (
     "write orders/#",
     "write agents/+/assigned",
+    "write agents/+/location",  # the retained last position (issue 19); dashboards read agents/#
     f"write {contract.CUSTOMER_ORDERS_FILTER}",
     f"write {contract.CATALOG}",
     "read agents/+/presence",

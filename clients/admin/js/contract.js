@@ -23,6 +23,7 @@ export const orderStatus = (orderId) => `orders/${orderId}/status`;
 export const agentAssigned = (agentId) => `agents/${agentId}/assigned`;
 export const agentPresence = (agentId) => `agents/${agentId}/presence`;
 export const agentLocation = (agentId) => `agents/${agentId}/location`;
+export const agentLocationReport = (agentId) => `agents/${agentId}/location/report`;
 export const customerOrders = (customerId) => `customers/${customerId}/orders`;
 
 function part(topic, first, last) {

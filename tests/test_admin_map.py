@@ -34,6 +34,8 @@ from tests.tcp_proxy import TcpProxy
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 browser = dashboard_fixtures.browser
 
+# Every test's markers are in Paris, kilometres apart: the map fits itself to all of them
+# (a module's tests share one system), and pins stay apart enough to click.
 EIFFEL = {"lat": 48.8584, "lon": 2.2945}
 LOUVRE = {"lat": 48.8606, "lon": 2.3376}
 FEED_USER = "orderbus-map-test-feed"
@@ -62,6 +64,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         ORDERBUS_BROKER_WS_PORT=str(proxy.target[1]),
         ORDERBUS_PUBLIC_MQTT_WS_URL=f"ws://127.0.0.1:{proxy.port}/mqtt",
         ORDERBUS_MAP_TILE_URL=tiles,
+        ORDERBUS_LOCATION_MIN_INTERVAL_SECONDS="0",  # every report of the tests is published
     )
     sys_.password = (tmp / "var" / "admin-password").read_text().strip()
     sys_.base = sys_.api_url.removesuffix("/api/v1")
@@ -133,6 +136,20 @@ def publish(feed, agent_id: str, lat, lon, *, stale: bool = False, order_ids=(),
 
 def courier(page, agent_id: str) -> str:
     return f'#map .courier-marker[data-agent="{agent_id}"]'
+
+
+def apart(page, *selectors: str) -> None:
+    """Wait until the elements do not overlap (the map has fitted itself to its markers)."""
+    page.wait_for_function(
+        """(sels) => {
+          const boxes = sels.map((s) => document.querySelector(s)?.getBoundingClientRect());
+          if (boxes.some((b) => !b || !b.width)) return false;
+          return boxes.every((a, i) => boxes.every((b, j) => i === j || a.right <= b.left
+            || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top));
+        }""",
+        arg=list(selectors),
+        timeout=10000,
+    )
 
 
 def place_at(system: System, where: dict, name: str = "Ada") -> dict:
@@ -216,6 +233,42 @@ def test_courier_marker_appears_moves_live_goes_stale_and_leaves(page, system: S
     device.disconnect()
 
 
+def test_a_couriers_own_reports_move_its_marker(page, system: System) -> None:
+    """End to end: the courier's device reports on agents/<id>/location/report, the service
+    publishes the position, the marker appears and follows; a report out of range never moves it."""
+    agent = system.make_agent()
+    device = agent_device(system, agent)
+    presence(device, agent, "online")
+    open_dashboard(page, system)
+    report = f"agents/{agent['id']}/location/report"
+    now = int(time.time())
+    try:
+        started = time.monotonic()
+        body = {"lat": 48.8400, "lon": 2.3700, "tst": now - 20, "acc": 8, "batt": 64}
+        device.publish(report, json.dumps(body), qos=1).wait_for_publish(5)
+        marker = page.wait_for_selector(f'{courier(page, agent["id"])}[data-lat="48.84"]', timeout=15000)
+        print(f"\nreport to marker: {time.monotonic() - started:.3f} s")
+        assert marker.get_attribute("data-state") == "online"
+        assert agent["name"] in marker.inner_text()
+        bad = {"lat": 95.0, "lon": 2.37, "tst": now - 15}
+        device.publish(report, json.dumps(bad), qos=1).wait_for_publish(5)
+        started = time.monotonic()
+        owntracks = {
+            "_type": "location",
+            "lat": 48.8420,
+            "lon": 2.3800,
+            "tst": now - 10,
+            "acc": 5,
+            "batt": 60,
+        }
+        device.publish(report, json.dumps(owntracks), qos=1).wait_for_publish(5)
+        page.wait_for_selector(f'{courier(page, agent["id"])}[data-lat="48.842"]', timeout=15000)
+        print(f"report to moved marker: {time.monotonic() - started:.3f} s")
+    finally:
+        device.loop_stop()
+        device.disconnect()
+
+
 def test_order_pins_trail_and_selection_both_ways(page, system: System, feed) -> None:
     """Active orders with a delivery location have a pin; clicking it selects the order on the
     board; selecting on the board highlights the pin; a picked-up order's trail grows with its
@@ -237,6 +290,7 @@ def test_order_pins_trail_and_selection_both_ways(page, system: System, feed) ->
     pin = f'#map .order-pin[data-order="{first["id"]}"]'
     page.wait_for_selector(pin, timeout=10000)
     page.wait_for_selector(f'#map .order-pin[data-order="{second["id"]}"]')
+    apart(page, pin, f'#map .order-pin[data-order="{second["id"]}"]')
     page.click(pin)
     page.wait_for_selector(
         f'#orders li[data-id="{first["id"]}"] .row-main[aria-current="true"]', timeout=5000

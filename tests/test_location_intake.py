@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import time
 
+from order_service.store.models import Outbox
 from tests.dispatch_helpers import Device, wait_presence
+from tests.helpers import wait_until
 from tests.location_helpers import BERLIN, Reporter, drops, wait_drops
 
 LAT, LON = BERLIN
@@ -73,6 +75,10 @@ def test_good_reports_are_retained_and_bad_ones_dropped_and_counted(
         late = subscribe(topic)  # the last position is retained
         held = late.wait_for(_location(agent.agent_id), timeout=15)
         assert held.retain and held.json["tst"] == now
+        # Replaced positions leave the outbox once published: the newest one stays.
+        rows = Outbox.select(Outbox.payload).where(Outbox.topic == topic)
+        wait_until(lambda: rows.count() == 1, timeout=15, what="one location row left")
+        assert json.loads(rows.get().payload)["tst"] == now
     finally:
         device.close()
 

@@ -24,6 +24,9 @@ from datetime import datetime, timedelta
 import peewee
 
 import contract
+from order_service.orders import eta, feed
+from order_service.orders import service as orders
+from order_service.orders.eta import DispatchConfig
 from order_service.store.db import db, hold_writer_lock
 from order_service.store.locations import AgentLocation, LocationDrop, OrderTrailPoint
 from order_service.store.models import Agent, Order, Outbox, rfc3339, tuple_rows
@@ -109,8 +112,12 @@ def carried(agent_id: str) -> list[Order]:
     return list(Order.active_for_agent(agent_id).where(Order.status == "picked_up"))
 
 
-def record(agent_id: str, report: Report, received_at: datetime, trail_points: int) -> str | None:
-    """Store an accepted report and write its outbox row; None, or the reason it is dropped."""
+def record(
+    agent_id: str, report: Report, received_at: datetime, trail_points: int, config: DispatchConfig
+) -> str | None:
+    """Store an accepted report and write its outbox rows: the agent's position, and for
+    each order it carries a trail point and the customer's feed (with a new ETA when it
+    moved by a minute or more); None, or the reason it is dropped."""
     with db.atomic():
         agent = Agent.get_or_none((Agent.id == agent_id) & (Agent.active == True))  # noqa: E712
         if agent is None:
@@ -137,7 +144,23 @@ def record(agent_id: str, report: Report, received_at: datetime, trail_points: i
         for order in orders:
             _append_trail(order.id, report, trail_points)
         _publish(AgentLocation.get_by_id(agent_id), [o.id for o in orders])
+        for order in orders:
+            _tell_customer(order, report, received_at, config)
     return None
+
+
+def _tell_customer(order: Order, report: Report, received_at: datetime, config: DispatchConfig) -> None:
+    """A new ETA (an order event, which rewrites the feed too) when it moved by a minute
+    or more; else the customer's feed alone, with the courier's new position."""
+    new = eta.eta_from_position(
+        received_at, config, report.lat, report.lon, order.delivery_lat, order.delivery_lon
+    )
+    if new is not None and eta.eta_moved(order.eta, new):
+        order = orders.locked(order.id)
+        if order.status == "picked_up":
+            orders.bump(order, None, "order.updated", reason="ETA from the courier's position", eta=new)
+            return
+    feed.record_location_feed(order)
 
 
 def _append_trail(order_id: str, report: Report, keep: int) -> None:
@@ -215,6 +238,8 @@ def sweep(stale_seconds: int, now: datetime) -> int:
         with db.atomic():
             if AgentLocation.delete().where(AgentLocation.agent == agent_id).execute():
                 _outbox(agent_id, contract.envelope(EVENT, rfc3339(now))["event_id"], "")
+                for order in carried(agent_id):
+                    feed.record_location_feed(order)
                 written += 1
     cutoff = now - timedelta(seconds=stale_seconds)
     old = AgentLocation.select(AgentLocation.agent).where(
@@ -228,9 +253,28 @@ def sweep(stale_seconds: int, now: datetime) -> int:
                 .execute()
             )
             if marked:
-                _publish(AgentLocation.get_by_id(agent_id), [o.id for o in carried(agent_id)])
+                held = carried(agent_id)
+                _publish(AgentLocation.get_by_id(agent_id), [o.id for o in held])
+                for order in held:
+                    feed.record_location_feed(order)
                 written += 1
     return written
+
+
+def prune_published() -> int:
+    """Delete the published ``agents/<id>/location`` rows a newer row of the same topic
+    replaced: positions are not events (GET /events, webhooks and the broker's recovery
+    skip them), so only each agent's newest is kept. Returns how many went."""
+    newer = Outbox.alias()
+    replaced = peewee.fn.EXISTS(
+        newer.select(peewee.SQL("1")).where((newer.topic == Outbox.topic) & (newer.id > Outbox.id))
+    )
+    with db.atomic():
+        return int(
+            Outbox.delete()
+            .where((Outbox.kind == "location") & Outbox.published_at.is_null(False) & replaced)
+            .execute()
+        )
 
 
 def count_drops(counts: dict[str, int]) -> None:

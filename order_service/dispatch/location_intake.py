@@ -23,6 +23,7 @@ import peewee
 import contract
 from order_service.config import Settings
 from order_service.dispatch import location
+from order_service.dispatch import settings as dispatch_settings
 from order_service.dispatch.unit import run_unit
 from order_service.outbox.wakeup import Notifier
 from order_service.store.models import utcnow
@@ -90,17 +91,21 @@ class LocationIntake:
             self._next_sweep = time.monotonic() + SWEEP_SECONDS
             written += location.sweep(self.settings.location_stale_seconds, utcnow())
             self._flush_drops()
+            location.prune_published()
         if written:
             self._poke.notify()
 
     def _apply_reports(self) -> int:
         written = 0
+        config = None
         while True:
             try:
                 agent_id, report = self._reports.get_nowait()
             except queue.Empty:
                 return written
-            reason = location.record(agent_id, report, utcnow(), self.settings.location_trail_points)
+            config = config or dispatch_settings.current(self.settings)
+            trail = self.settings.location_trail_points
+            reason = location.record(agent_id, report, utcnow(), trail, config)
             if reason is None:
                 written += 1
             else:

@@ -40,6 +40,17 @@ class OrderTrailPoint(BaseModel):
         table_name = "order_trail"
 
 
+class OrderLocationSeq(BaseModel):
+    """Feed messages of an order's customer caused by the courier's position alone."""
+
+    order = pw.ForeignKeyField(Order, primary_key=True, on_delete="CASCADE")
+    order_id: str
+    seq = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "order_location_seq"
+
+
 class LocationDrop(BaseModel):
     """How many position reports were dropped for one reason, ever (a Prometheus counter)."""
 

@@ -269,6 +269,38 @@ def test_a_couriers_own_reports_move_its_marker(page, system: System) -> None:
         device.disconnect()
 
 
+def test_a_delivery_trail_is_loaded_from_the_service_then_extended(page, system: System) -> None:
+    """The route a courier took since pickup comes from GET /orders/<id>/trail when the page
+    opens (more points than the one retained position), then grows with each new report."""
+    agent = system.make_agent()
+    rider = Api(system.api_url)
+    rider.login(agent["username"], agent["password"])
+    device = agent_device(system, agent)
+    presence(device, agent, "online")
+    order = place_at(system, {"lat": 48.8700, "lon": 2.3600}, "Trail")
+    for step in ("confirmed", "preparing", "ready"):
+        system.admin.request("PATCH", f"/orders/{order['id']}/status", {"status": step})
+    system.assign(order["id"], agent["id"])
+    rider.request("PATCH", f"/orders/{order['id']}/status", {"status": "picked_up"})
+    report = f"agents/{agent['id']}/location/report"
+    now = int(time.time())
+    try:
+        for i in range(3):
+            body = {"lat": 48.8600 + i * 0.002, "lon": 2.3500 + i * 0.001, "tst": now - 30 + i * 5}
+            device.publish(report, json.dumps(body), qos=1).wait_for_publish(5)
+        path = f"/orders/{order['id']}/trail"
+        wait_until(lambda: len(system.admin.request("GET", path)["points"]) == 3, timeout=15)
+        open_dashboard(page, system)
+        trail = f'#map path.trail[data-order="{order["id"]}"]'
+        page.wait_for_selector(f'{trail}[data-points="3"]', state="attached", timeout=10000)
+        body = {"lat": 48.8660, "lon": 2.3530, "tst": now - 10}
+        device.publish(report, json.dumps(body), qos=1).wait_for_publish(5)
+        page.wait_for_selector(f'{trail}[data-points="4"]', state="attached", timeout=10000)
+    finally:
+        device.loop_stop()
+        device.disconnect()
+
+
 def test_order_pins_trail_and_selection_both_ways(page, system: System, feed) -> None:
     """Active orders with a delivery location have a pin; clicking it selects the order on the
     board; selecting on the board highlights the pin; a picked-up order's trail grows with its

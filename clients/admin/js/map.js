@@ -46,7 +46,8 @@ export class DispatchMap {
     const tiles = config?.tile_url;
     if (tiles) {
       container.dataset.tiles = "loading";
-      L.tileLayer(tiles, { attribution: config.attribution || "", maxZoom: 19 })
+      // The tile server's usage policy may ask for a referrer: the page's origin, never its path.
+      L.tileLayer(tiles, { attribution: config.attribution || "", maxZoom: 19, referrerPolicy: "strict-origin" })
         .on("tileerror", () => { this.tileErrors += 1; this.renderStatus(); })
         .on("tileload", () => { this.tilesLoaded += 1; this.renderStatus(); })
         .addTo(this.map);

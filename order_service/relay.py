@@ -1,12 +1,13 @@
 """The relay process: ``python -m order_service.relay``.
 
-Puts three units together in one process, gated by one relay lock (only the active
+Puts four units together in one process, gated by one relay lock (only the active
 relay runs any of them; a standby waits to take over):
 
 - the outbox publisher (``outbox.relay``), on the main thread;
 - the dispatch timers and presence intake (``dispatch.timers``), which read agent
   presence from the publisher's broker connection;
-- the broker's login files (``accounts.sync``).
+- the broker's login files (``accounts.sync``);
+- Web Push to agents whose device is not connected (``push.sender``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from order_service.accounts.sync import LoginFileSync
 from order_service.config import Settings, load_settings
 from order_service.dispatch.timers import DispatchTimers
 from order_service.outbox.relay import Relay
+from order_service.push.sender import PushSender
 from order_service.store.db import init_db
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ def build_relay(settings: Settings) -> Relay:
         settings,
         inbound={topic: timers.on_presence for topic in timers.subscriptions},
         before_connect=files.sync_now,
-        companions=(timers, files),
+        companions=(timers, files, PushSender(settings)),
     )
 
 

@@ -1,4 +1,4 @@
-"""The push subscriptions' table (migration 0009)."""
+"""The push subscriptions' table (migration 0012)."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def test_round_trip_place_list_show_cancel(live_system):
     system = live_system
     menu = make_menu(system)
     ada = system.make_customer()
-    shown_menu = customer(system, ada, "menu")
+    shown_menu = customer(system, ada, "menu", password="not-the-password")  # public: no login
     assert shown_menu.returncode == 0, shown_menu.stderr
     assert (
         "Tea" in shown_menu.stdout and "3.50 EUR" in shown_menu.stdout and "(sold out)" in shown_menu.stdout

@@ -17,6 +17,7 @@ from clients.rest import Api
 from harness.system import System
 from tests import dashboard_fixtures
 from tests.dashboard_fixtures import watched_context
+from tests.helpers import wait_until
 from tests.shop_page import (
     IMAGES,
     LIVE_MS,
@@ -202,6 +203,27 @@ def test_offline_and_back_the_page_catches_up_by_itself(page, context, system: S
     system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": "ready"})
     wait_status(page, "ready")
     assert len(customers_orders(api)) == 1
+
+
+def test_broker_cut_says_reconnecting_and_catches_up(page, system: System, proxy, menu: dict) -> None:
+    """The broker unreachable while the browser has a network: the page says Reconnecting…
+    (not Offline), keeps trying, and once the broker is back shows what changed meanwhile."""
+    _, order_id = order_as_new_customer(page, system, menu["lemonade"])
+    page.wait_for_selector('#conn[data-state="online"]', timeout=LIVE_MS)
+    proxy.cut()
+    try:
+        page.wait_for_selector('#conn[data-state="reconnecting"]', timeout=LIVE_MS)
+        system.admin.request("PATCH", f"/orders/{order_id}/status", {"status": "confirmed"})
+        # Positive controls: the change is on the broker, and the page has tried again since.
+        wait_until(lambda: system.admin.request("GET", "/readyz")["outbox_pending"] == 0, 15, "published")
+        tries = proxy.refused
+        wait_until(lambda: proxy.refused > tries, 15, "the page trying to reconnect")
+        assert page.get_attribute("#track", "data-status") == "placed"
+        assert page.inner_text("#conn") == "Reconnecting…"
+    finally:
+        proxy.restore()
+    wait_status(page, "confirmed")
+    page.wait_for_selector('#conn[data-state="online"]', timeout=LIVE_MS)
 
 
 def test_double_tap_and_a_lost_answer_make_one_order(page, system: System, menu: dict) -> None:

@@ -90,9 +90,17 @@ class Session:
     def __init__(self, api: Api, username: str, password: str | None, as_json: bool) -> None:
         self.api, self.username, self.password, self.as_json = api, username, password, as_json
 
-    def call(self, method: str, path: str, body: dict | None = None, headers: dict | None = None) -> dict:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        headers: dict | None = None,
+        login: bool = True,
+    ) -> dict:
+        """One API call; logs in first unless ``login`` is off (the catalog is public)."""
         try:
-            if self.api.token is None:
+            if self.api.token is None and login:
                 if not self.password:
                     raise click.UsageError(
                         "give --password-file or --password (or ORDERBUS_CUSTOMER_PASSWORD)"
@@ -184,7 +192,7 @@ def menu(session: Session) -> None:
                         f"      + {option['name']:<24} {_money(option['price_delta_cents'], currency):>12}"
                     )
 
-    session.show(session.call("GET", "/catalog"), printer)
+    session.show(session.call("GET", "/catalog", login=False), printer)
 
 
 @main.command("list")

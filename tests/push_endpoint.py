@@ -66,7 +66,7 @@ class PushService:
     def __init__(self, vapid_public_key: str) -> None:
         self.vapid_public_key = vapid_public_key
         self.browsers: dict[str, Browser] = {}
-        self.answers: dict[str, int] = {}
+        self.answers: dict[str, int | list[int]] = {}
         self.received: queue.Queue[Push] = queue.Queue()
         self.errors: list[str] = []
         self.requests = 0
@@ -85,7 +85,10 @@ class PushService:
                     self.end_headers()
                     return
                 service.received.put(push)
-                self.send_response(service.answers.get(self.path, 201))
+                planned = service.answers.get(self.path, 201)
+                if isinstance(planned, list):  # one answer per request, the last one for the rest
+                    planned = planned.pop(0) if len(planned) > 1 else planned[0]
+                self.send_response(planned)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

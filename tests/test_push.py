@@ -163,6 +163,31 @@ def test_a_410_from_the_push_service_deletes_the_subscription(
     assert push_service.received.empty()
 
 
+def test_a_failing_push_service_is_tried_again_a_bounded_number_of_times(
+    client, admin, make_agent, place_order, relay, push_service
+):
+    """A 503 then a 201: delivered on the second try. Always 500: three tries
+    (ORDERBUS_PUSH_ATTEMPTS); the subscription stays (only 404/410 remove it)."""
+    agent = make_agent()
+    _flaky, flaky_info = push_service.subscribe("flaky")
+    push_service.answers["/push/flaky"] = [503, 201]
+    assert subscribe(client, agent, flaky_info, "flaky").status_code == 201
+    order, _ = assigned_order(client, admin, place_order, agent, "5 Retry Road")
+    first, second = push_service.wait(), push_service.wait()
+    assert first.body == second.body and first.body["order_id"] == order["id"]
+    wait_until(lambda: devices(client, agent, agent)[0]["last_status"] == 201, 20, "delivered on retry")
+
+    push_service.answers["/push/flaky"] = [500]
+    order, _ = assigned_order(client, admin, place_order, agent, "6 Broken Road")
+    tries = [push_service.wait() for _ in range(3)]
+    assert {t.body["order_id"] for t in tries} == {order["id"]}
+    # The subscription survived the failures: the next order reaches it.
+    push_service.answers["/push/flaky"] = [201]
+    later, _ = assigned_order(client, admin, place_order, agent, "7 Fixed Road")
+    assert push_service.wait().body["order_id"] == later["id"]
+    assert [d["device_id"] for d in devices(client, agent, agent)] == ["flaky"]
+
+
 def test_the_vapid_key_is_made_once_private_and_a_set_one_is_used(client, data_dir, settings_overrides):
     first = client.get(f"{API}/push/key")
     assert first.status_code == 200 and len(keys.b64url_decode(first.json["public_key"])) == 65

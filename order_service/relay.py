@@ -1,11 +1,13 @@
 """The relay process: ``python -m order_service.relay``.
 
-Puts four units together in one process, gated by one relay lock (only the active
+Puts its units together in one process, gated by one relay lock (only the active
 relay runs any of them; a standby waits to take over):
 
 - the outbox publisher (``outbox.relay``), on the main thread;
 - the dispatch timers and presence intake (``dispatch.timers``), which read agent
   presence from the publisher's broker connection;
+- the location intake (``dispatch.location_intake``), which reads agents' position
+  reports from that connection too;
 - the broker's login files (``accounts.sync``);
 - Web Push to agents whose device is not connected (``push.sender``).
 """
@@ -20,6 +22,7 @@ from contract.link import masked_url
 from order_service.accounts import broker_logins
 from order_service.accounts.sync import LoginFileSync
 from order_service.config import Settings, load_settings
+from order_service.dispatch.location_intake import LocationIntake
 from order_service.dispatch.timers import DispatchTimers
 from order_service.outbox.relay import Relay
 from order_service.push.sender import PushSender
@@ -30,12 +33,15 @@ logger = logging.getLogger(__name__)
 
 def build_relay(settings: Settings) -> Relay:
     timers = DispatchTimers(settings)
+    locations = LocationIntake(settings)
     files = LoginFileSync(settings)
+    inbound = {topic: timers.on_presence for topic in timers.subscriptions}
+    inbound.update({topic: locations.on_report for topic in locations.subscriptions})
     return Relay(
         settings,
-        inbound={topic: timers.on_presence for topic in timers.subscriptions},
+        inbound=inbound,
         before_connect=files.sync_now,
-        companions=(timers, files, PushSender(settings)),
+        companions=(timers, locations, files, PushSender(settings)),
     )
 
 

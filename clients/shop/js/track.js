@@ -54,7 +54,13 @@ export function renderTrack(order, { reason, now = Date.now() }) {
 
   const courier = order.status === "picked_up" ? order.courier?.first_name : null;
   $("track-courier").hidden = !courier;
-  $("track-courier").textContent = courier ? `${courier} is on the way with your order.` : "";
+  // The courier's position comes only in the feed, only while picked up (issue 19).
+  const where = courier ? order.courier?.location : null;
+  let seen = "";
+  if (where && where.stale) seen = " Their position has not been updated for a while.";
+  else if (where) seen = ` Position updated at ${clock(new Date(where.tst * 1000).toISOString())}.`;
+  $("track-courier").textContent = courier ? `${courier} is on the way with your order.${seen}` : "";
+  $("track-courier").dataset.location = where ? (where.stale ? "stale" : "live") : "none";
 
   $("track-ended").hidden = !ended;
   $("track-ended").textContent = ended ? endedText(order, order.reason || reason) : "";

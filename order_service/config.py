@@ -138,6 +138,22 @@ class Settings(BaseSettings):
     location_min_interval_seconds: float = Field(2.0, ge=0, le=3600)
     location_trail_points: int = Field(500, ge=10, le=10000)
 
+    # Web Push to the courier app (order_service/push/, docs/clients.md).
+    vapid_private_key: str = Field(
+        "", description="VAPID private key (PEM or base64url); empty: generated once into the data dir"
+    )
+    vapid_subject: str = Field(
+        "mailto:admin@localhost", description="VAPID contact (mailto: or https:) push services may use"
+    )
+    push_devices_per_agent: int = Field(5, ge=1, le=50, description="push subscriptions kept per agent")
+    push_ttl_seconds: int = Field(600, ge=0, le=86400, description="how long a push service keeps a push")
+    push_attempts: int = Field(3, ge=1, le=10, description="tries per push (429/5xx/network), then dropped")
+    push_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    push_poll_seconds: float = Field(1.0, gt=0, le=60, description="how often new worklists are read")
+    push_allow_insecure_endpoints: bool = Field(
+        False, description="tests only: accept http://127.0.0.1 push endpoints (https only otherwise)"
+    )
+
     # Webhook bridge (python -m order_service.webhooks, issue #6).
     webhook_retry_seconds: float = Field(
         24 * 3600, gt=0, description="Retry a failing delivery this long, then mark the endpoint failing"
@@ -210,6 +226,12 @@ class Settings(BaseSettings):
     def mqtt_address(self) -> BrokerAddress:
         """The broker of ORDERBUS_MQTT_URL, with ORDERBUS_MQTT_CA_FILE for TLS."""
         return BrokerAddress.parse(self.mqtt_url, ca_file=self.mqtt_ca_file)
+
+    @model_validator(mode="after")
+    def _check_vapid_subject(self) -> Settings:
+        if not self.vapid_subject.startswith(("mailto:", "https://")):
+            raise ValueError("ORDERBUS_VAPID_SUBJECT must be a mailto: or https: URL (RFC 8292)")
+        return self
 
     @model_validator(mode="after")
     def _check_metrics_token(self) -> Settings:

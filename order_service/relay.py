@@ -1,6 +1,6 @@
 """The relay process: ``python -m order_service.relay``.
 
-Puts three units together in one process, gated by one relay lock (only the active
+Puts its units together in one process, gated by one relay lock (only the active
 relay runs any of them; a standby waits to take over):
 
 - the outbox publisher (``outbox.relay``), on the main thread;
@@ -8,7 +8,8 @@ relay runs any of them; a standby waits to take over):
   presence from the publisher's broker connection;
 - the location intake (``dispatch.location_intake``), which reads agents' position
   reports from that connection too;
-- the broker's login files (``accounts.sync``).
+- the broker's login files (``accounts.sync``);
+- Web Push to agents whose device is not connected (``push.sender``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from order_service.config import Settings, load_settings
 from order_service.dispatch.location_intake import LocationIntake
 from order_service.dispatch.timers import DispatchTimers
 from order_service.outbox.relay import Relay
+from order_service.push.sender import PushSender
 from order_service.store.db import init_db
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ def build_relay(settings: Settings) -> Relay:
         settings,
         inbound=inbound,
         before_connect=files.sync_now,
-        companions=(timers, locations, files),
+        companions=(timers, locations, files, PushSender(settings)),
     )
 
 

@@ -25,7 +25,8 @@ ROOMS: dict[str, set[str]] = {
     "outbox": {"store", "accounts"},
     "dispatch": {"store", "accounts", "orders", "outbox"},
     "webhooks": {"store", "accounts", "orders"},
-    "api": {"store", "accounts", "catalog", "orders", "outbox", "dispatch", "webhooks"},
+    "push": {"store"},
+    "api": {"store", "accounts", "catalog", "orders", "outbox", "dispatch", "webhooks", "push"},
     "ops": {"store", "accounts", "catalog", "orders", "outbox", "dispatch", "webhooks"},
 }
 # Modules that put a process together from rooms.

@@ -5,8 +5,11 @@
 // to the cache when the network fails or is slower than SLOW_MS; each good answer refreshes
 // the cache. The API and the broker are never cached: data comes live, and actions taken
 // offline wait in the page's IndexedDB queue (js/queue.js), not here.
+//
+// It also shows the service's Web Push messages (new assignment, new offer) while the app
+// is closed or in the background, and a tap on one opens or focuses the app.
 
-const CACHE = "orderbus-courier-v2";
+const CACHE = "orderbus-courier-v3";
 const SLOW_MS = 3000;
 const SHELL = [
   "/courier/",
@@ -15,6 +18,7 @@ const SHELL = [
   "/courier/icon.svg",
   "/courier/js/main.js",
   "/courier/js/live.js",
+  "/courier/js/push.js",
   "/courier/js/geo.js",
   "/courier/js/queue.js",
   "/courier/js/sender.js",
@@ -64,4 +68,34 @@ async function networkFirst(request, key) {
 self.addEventListener("fetch", (event) => {
   const key = shellKey(event.request);
   if (key) event.respondWith(networkFirst(event.request, key));
+});
+
+// -- Web Push (js/push.js subscribes; the service pushes while the app is not connected) --
+self.addEventListener("push", (event) => {
+  let data = {};
+  try {
+    data = event.data ? event.data.json() : {};
+  } catch {
+    data = { body: event.data ? event.data.text() : "" };
+  }
+  const title = String(data.title || "orderbus: new work").slice(0, 120);
+  event.waitUntil(self.registration.showNotification(title, {
+    body: String(data.body || "").slice(0, 300),
+    tag: data.order_id ? `order-${data.order_id}` : "orderbus",
+    renotify: true,
+    requireInteraction: data.kind === "offer", // an offer waits for an answer
+    icon: "/courier/icon.svg",
+    vibrate: [200, 100, 200],
+    data: { order_id: data.order_id || null, kind: data.kind || null },
+  }));
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  event.waitUntil((async () => {
+    const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+    const open = windows.find((w) => new URL(w.url).pathname.startsWith("/courier/"));
+    if (open) return open.focus();
+    return self.clients.openWindow("/courier/");
+  })());
 });

@@ -4,6 +4,7 @@
 import { Api, ApiError, request } from "/admin/js/api.js";
 import { Live } from "./live.js";
 import { ActionQueue } from "./queue.js";
+import * as push from "./push.js";
 import { Sender } from "./sender.js";
 import { $, REASON_TEXT, hideFailForm, showBanners, showConn, showDetail, showGeo, showFailForm, showHistory, showOffers, showOrders, statusText, tickCountdowns } from "./view.js";
 import { FINISHED, Worklist, isToday, label } from "./worklist.js";
@@ -188,6 +189,45 @@ async function refreshHistory() {
   }
 }
 
+// -- alerts while the app is closed (Web Push, js/push.js) ---------------------------------
+function showPush(state, error = "") {
+  const box = $("push-offer");
+  box.dataset.state = state;
+  box.hidden = state === "on" || state === "unsupported";
+  $("push-text").textContent = state === "denied"
+    ? "Alerts are blocked: allow notifications for this site in the browser's settings."
+    : "Get an alert for new orders while the app is closed.";
+  $("push-enable").hidden = state === "denied";
+  $("push-error").textContent = error;
+  $("push-error").hidden = !error;
+}
+
+async function refreshPush(current) {
+  const state = push.permission();
+  if (state !== "granted") return showPush(state);
+  try {
+    const stored = await push.register(current.api, current.session.agent_id);
+    if (current === app) showPush(stored ? "on" : "default");
+  } catch (err) {
+    if (current === app) showPush("default", err.message || String(err));
+  }
+}
+
+async function enablePush() {
+  const current = app;
+  if (!current) return;
+  $("push-enable").disabled = true;
+  showPush("asking");
+  try {
+    await push.enable(current.api, current.session.agent_id);
+    if (current === app) showPush("on");
+  } catch (err) {
+    if (current === app) showPush(push.permission() === "denied" ? "denied" : "default", err.message || String(err));
+  } finally {
+    $("push-enable").disabled = false;
+  }
+}
+
 // -- session ------------------------------------------------------------------------------
 /** The device's broker login: the one kept on the phone, or (none, or `rotate`) a new one. */
 async function brokerLogin(rotate = false) {
@@ -266,6 +306,7 @@ function start(session) {
   app.timers = [setInterval(tickCountdowns, 1000), setInterval(() => app.entries.some((e) => e.state === "pending") && app.sender.flush(), FLUSH_MS)];
   window.addEventListener("online", () => app?.sender.flush());
   render();
+  refreshPush(app);
   liveInOneTab(app);
 }
 
@@ -343,7 +384,9 @@ async function logout() {
   const waiting = app.entries.filter((e) => e.state === "pending").length;
   if (waiting && !window.confirm(`${waiting} action(s) are not sent yet. They stay on this phone; log out anyway?`)) return;
   const api = app.api;
+  const agentId = app.session.agent_id;
   await stop(true);
+  if (push.permission() === "granted") await push.forget(api, agentId).catch(() => {});
   api.call("DELETE", "/auth/token").catch(() => {});
   localStorage.removeItem(SESSION_KEY);
   showLogin();
@@ -358,6 +401,7 @@ function boot() {
   $("back").addEventListener("click", closeDetail);
   $("fail-form").addEventListener("submit", submitFailure);
   $("fail-cancel").addEventListener("click", hideFailForm);
+  $("push-enable").addEventListener("click", enablePush);
   $("mute").addEventListener("click", () => { localStorage.setItem(MUTE_KEY, localStorage.getItem(MUTE_KEY) === "1" ? "0" : "1"); unlockAudio(); showMute(); });
   document.addEventListener("click", unlockAudio, { once: true });
   showMute();

@@ -34,7 +34,7 @@ CSP = "; ".join(
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data:",
+        "img-src 'self' data: blob:",
         "connect-src 'self' ws: wss:",
         "object-src 'none'",
         "base-uri 'none'",

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import peewee
 from flask import Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from order_service import lifecycle
 from order_service.api import schemas, security
@@ -19,7 +19,7 @@ from order_service.errors import Forbidden
 from order_service.outbox import leader
 from order_service.store.db import db
 from order_service.store.migrations import discover
-from order_service.store.models import Agent, Order, Outbox, tuple_rows, utcnow
+from order_service.store.models import Agent, Order, Outbox, PodCodeRefusal, tuple_rows, utcnow
 from order_service.webhooks import model as webhooks
 
 bp = blueprint("system", "Health, metrics, event log")
@@ -83,7 +83,7 @@ public("system.readyz")
 class _DatabaseCollector:
     """Gauges read from the database at scrape time: right whatever the worker count."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         by_status = GaugeMetricFamily("orderbus_orders", "Orders by status", labels=["status"])
         by_status_query = Order.select(Order.status, peewee.fn.COUNT(Order.id)).group_by(Order.status)
         counts = dict(tuple_rows(by_status_query))
@@ -105,6 +105,11 @@ class _DatabaseCollector:
             "orderbus_relay_active",
             "1 while a relay holds the relay lock (is active and publishing), else 0",
             value=int(bool(leader.active_relay())),
+        )
+        yield CounterMetricFamily(
+            "orderbus_pod_code_refused",
+            "Wrong delivery codes given at the door (proof of delivery)",
+            value=PodCodeRefusal.select().count(),
         )
         sessions = leader.relay_sessions()
         if sessions is not None:  # PostgreSQL: standbys keep a session too

@@ -159,3 +159,56 @@ def test_code_and_photo_from_the_door_to_the_dashboard(system: System, phones, b
         assert src.startswith("blob:")  # fetched with the admin's token, not a public URL
         page.eval_on_selector("#timeline .proof", "e => e.scrollIntoView({block: 'center'})")
         page.screenshot(path=str(IMAGES / "admin-proof.png"))
+
+
+def test_offline_a_code_waits_in_the_queue_a_photo_needs_the_network(system: System, browser) -> None:  # noqa: F811
+    """Offline at the door: with a photo the form says it needs a connection and sends
+    nothing; with the code alone the delivery is queued and applied, code checked, once
+    the network is back."""
+    if not (ROOT / "clients/courier/node_modules/mqtt/dist/mqtt.esm.js").exists():
+        pytest.skip("the courier app's tests need its mqtt.js: make courier-deps")
+    admin = system.admin
+    admin.request("PATCH", "/settings/dispatch", {"pod_code": "required", "pod_photo": "optional"})
+    menu = seed_menu(system)
+    api, _creds = customer(system)
+    order = api.request(
+        "POST",
+        "/orders",
+        {
+            "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
+            "items": [{"item_id": menu["lemonade"]["id"], "quantity": 2, "option_ids": []}],
+        },
+    )
+    agent = system.make_agent()
+    for step in ("confirmed", "preparing", "ready"):
+        admin.request("PATCH", f"/orders/{order['id']}/status", {"status": step})
+    system.assign(order["id"], agent["id"])
+    options = {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+    with watched_context(browser, **options) as phone:
+        page = phone.new_page()
+        log_in(page, system, agent)
+        card(page, order["id"], "ready")
+        tap_action(page, order["id"], "picked_up")
+        page.wait_for_selector(
+            '#detail-view[data-status="picked_up"] #detail-actions [data-action="delivered"]'
+        )
+        page.wait_for_selector("#detail-pending", state="hidden", timeout=WAIT)
+        phone.set_offline(True)
+        page.wait_for_selector('#conn[data-state="offline"]', timeout=WAIT)
+        page.click('#detail-actions button[data-action="delivered"]')
+        page.fill("#proof-code", order["delivery_code"])
+        page.set_input_files(
+            "#proof-photo", files=[{"name": "door.png", "mimeType": "image/png", "buffer": png(4, 4)}]
+        )
+        page.click("#proof-submit")
+        error = page.wait_for_selector("#proof-error:not([hidden])", timeout=WAIT).inner_text()
+        assert "needs a connection" in error, error
+        page.set_input_files("#proof-photo", files=[])
+        page.click("#proof-submit")
+        card(page, order["id"], "delivered")  # shown at once, waiting in the queue
+        assert admin.request("GET", f"/orders/{order['id']}")["status"] == "picked_up"
+        phone.set_offline(False)
+        gone(page, order["id"])
+    stored = admin.request("GET", f"/orders/{order['id']}")
+    assert stored["status"] == "delivered"
+    assert stored["proof"] == {**stored["proof"], "code_checked": True, "photo": False}

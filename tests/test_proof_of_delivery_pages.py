@@ -63,25 +63,27 @@ def phones(browser):  # noqa: F811
         yield shop.new_page(), courier.new_page()
 
 
+def ready_for(system: System, item: str) -> tuple[dict, dict, dict]:
+    """With a code required: a new customer's order of ``item`` (the customer's own view,
+    with its code), ready and assigned to a new agent: (order, customer's login, agent)."""
+    system.admin.request("PATCH", "/settings/dispatch", {"pod_code": "required", "pod_photo": "optional"})
+    menu = seed_menu(system)
+    api, creds = customer(system)
+    line = {"item_id": menu[item]["id"], "quantity": 1, "option_ids": []}
+    who = {"name": "Grace Hopper", "phone": "+1 555 0142", "address": "12 Harbour Road"}
+    order = api.request("POST", "/orders", {"customer": who, "items": [line]})
+    agent = system.make_agent()
+    for step in ("confirmed", "preparing", "ready"):
+        system.admin.request("PATCH", f"/orders/{order['id']}/status", {"status": step})
+    system.assign(order["id"], agent["id"])
+    return order, creds, agent
+
+
 def test_code_and_photo_from_the_door_to_the_dashboard(system: System, phones, browser) -> None:  # noqa: F811
     shop_page, courier_page = phones
     admin = system.admin
-    admin.request("PATCH", "/settings/dispatch", {"pod_code": "required", "pod_photo": "optional"})
-    menu = seed_menu(system)
-    api, creds = customer(system)
-    order = api.request(
-        "POST",
-        "/orders",
-        {
-            "customer": {"name": "Grace Hopper", "phone": "+1 555 0142", "address": "12 Harbour Road"},
-            "items": [{"item_id": menu["diavola"]["id"], "quantity": 1, "option_ids": []}],
-        },
-    )
+    order, creds, agent = ready_for(system, "diavola")
     code = order["delivery_code"]
-    agent = system.make_agent()
-    for step in ("confirmed", "preparing", "ready"):
-        admin.request("PATCH", f"/orders/{order['id']}/status", {"status": step})
-    system.assign(order["id"], agent["id"])
 
     shop_log_in(shop_page, system, creds)
     shop_page.goto(f"{system.base}/shop/#/orders/{order['id']}")
@@ -168,21 +170,7 @@ def test_offline_a_code_waits_in_the_queue_a_photo_needs_the_network(system: Sys
     if not (ROOT / "clients/courier/node_modules/mqtt/dist/mqtt.esm.js").exists():
         pytest.skip("the courier app's tests need its mqtt.js: make courier-deps")
     admin = system.admin
-    admin.request("PATCH", "/settings/dispatch", {"pod_code": "required", "pod_photo": "optional"})
-    menu = seed_menu(system)
-    api, _creds = customer(system)
-    order = api.request(
-        "POST",
-        "/orders",
-        {
-            "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
-            "items": [{"item_id": menu["lemonade"]["id"], "quantity": 2, "option_ids": []}],
-        },
-    )
-    agent = system.make_agent()
-    for step in ("confirmed", "preparing", "ready"):
-        admin.request("PATCH", f"/orders/{order['id']}/status", {"status": step})
-    system.assign(order["id"], agent["id"])
+    order, _creds, agent = ready_for(system, "lemonade")
     options = {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
     with watched_context(browser, **options) as phone:
         page = phone.new_page()

@@ -8,6 +8,11 @@ per second with an Idempotency-Key, moves each through confirmed -> preparing ->
 ready, assigns it to an agent (round robin), and, as that agent, picks it up and
 delivers it; ``--cancel-every N`` cancels every Nth order instead. ``--step``
 is the pause between lifecycle steps (so a demo's screens have time to show them).
+With ``--ride SECONDS`` each order gets a delivery location near ``--around`` (default:
+the business's origin from the dispatch settings, else a demo point), and its courier
+rides there between picked up and delivered, reporting its position every second over
+MQTT with its own broker login, as the courier app does: the dispatcher's map and the
+customer's tracking page move.
 Progress goes to stderr; ``--json`` prints a final report for scripts (the
 benchmark issue can reuse :func:`simulate`).
 """
@@ -15,6 +20,8 @@ benchmark issue can reuse :func:`simulate`).
 from __future__ import annotations
 
 import json
+import math
+import random
 import secrets
 import sys
 import threading
@@ -25,6 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import click
+import paho.mqtt.client as mqtt
+
+from contract.address import BrokerAddress
 
 from .rest import DEFAULT_API, Api, ApiError, ApiUnreachable
 
@@ -57,13 +67,89 @@ def create_agents(admin: Api, count: int, run: str) -> list[dict]:
         )
         api = Api(admin.base)
         api.login(username, password)
-        agents.append({"id": agent["id"], "username": username, "password": password, "api": api})
+        agents.append(
+            {"id": agent["id"], "username": username, "password": password, "api": api, "mqtt": agent["mqtt"]}
+        )
     return agents
 
 
-def run_order(admin: Api, agent: dict, cancel: bool, step: float, report: Report) -> None:
+DEMO_POINT = (52.5200, 13.4050)  # where the demo rides when the business has no origin set
+
+
+class Rides:
+    """The couriers' positions while they ride: one MQTT connection per courier, with the
+    broker login the service issued it, reporting ``{lat, lon, acc, tst}`` every second on its
+    own ``agents/<id>/location/report`` (QoS 0, as the courier app does)."""
+
+    def __init__(self, riders: list[dict], origin: tuple[float, float], seconds: float) -> None:
+        self.origin, self.seconds = origin, seconds
+        self.clients: dict[str, mqtt.Client] = {}
+        for rider in riders:
+            login = rider["mqtt"]
+            address = BrokerAddress.parse(login["url"])
+            client = address.client(login["client_id"], clean_session=True)
+            client.username_pw_set(login["username"], login.get("password"))
+            client.connect_async(address.host, address.port, 30)
+            client.loop_start()
+            self.clients[rider["id"]] = client
+
+    def destination(self) -> dict[str, float]:
+        """A delivery location 0.5-2.5 km from the origin."""
+        bearing, km = random.uniform(0, 2 * math.pi), random.uniform(0.5, 2.5)
+        lat = self.origin[0] + km / 111.0 * math.cos(bearing)
+        lon = self.origin[1] + km / (111.0 * math.cos(math.radians(self.origin[0]))) * math.sin(bearing)
+        return {"lat": round(lat, 6), "lon": round(lon, 6)}
+
+    def report(self, agent_id: str, lat: float, lon: float) -> None:
+        body = {"lat": round(lat, 6), "lon": round(lon, 6), "acc": 8, "tst": int(time.time())}
+        self.clients[agent_id].publish(f"agents/{agent_id}/location/report", json.dumps(body), qos=0)
+
+    def ride(self, agent_id: str, to: dict[str, float]) -> None:
+        steps = max(1, int(self.seconds))
+        for k in range(steps + 1):
+            f = k / steps
+            self.report(
+                agent_id,
+                self.origin[0] + (to["lat"] - self.origin[0]) * f,
+                self.origin[1] + (to["lon"] - self.origin[1]) * f,
+            )
+            if k < steps:
+                time.sleep(self.seconds / steps)
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.disconnect()
+            client.loop_stop()
+
+
+def parse_point(ctx: click.Context | None, param: click.Parameter | None, value: str | None):
+    """``LAT,LON`` as a pair of floats in range, or None."""
+    if value is None:
+        return None
     try:
-        order = admin.request("POST", "/orders", ORDER, {"Idempotency-Key": uuid.uuid4().hex})
+        lat, lon = (float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LAT,LON (e.g. 52.52,13.405)") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise click.BadParameter(f"{value!r}: latitude -90..90, longitude -180..180")
+    return lat, lon
+
+
+def business_origin(admin: Api, around: tuple[float, float] | None) -> tuple[float, float]:
+    if around:
+        return around
+    values = admin.request("GET", "/settings/dispatch").get("values", {})
+    if values.get("origin_lat") is not None and values.get("origin_lon") is not None:
+        return float(values["origin_lat"]), float(values["origin_lon"])
+    return DEMO_POINT
+
+
+def run_order(
+    admin: Api, agent: dict, cancel: bool, step: float, report: Report, rides: Rides | None = None
+) -> None:
+    try:
+        body = ORDER if rides is None else {**ORDER, "delivery_location": rides.destination()}
+        order = admin.request("POST", "/orders", body, {"Idempotency-Key": uuid.uuid4().hex})
         report.add("placed")
         oid = order["id"]
         for status in ("confirmed", "preparing", "ready"):
@@ -79,6 +165,8 @@ def run_order(admin: Api, agent: dict, cancel: bool, step: float, report: Report
             return
         for status in ("picked_up", "delivered"):
             time.sleep(step)
+            if status == "delivered" and rides is not None:
+                rides.ride(agent["id"], body["delivery_location"])
             agent["api"].request("PATCH", f"/orders/{oid}/status", {"status": status})
         report.add("delivered")
     except (ApiError, ApiUnreachable) as exc:
@@ -93,12 +181,15 @@ def simulate(
     rate: float,
     step: float = 0.2,
     cancel_every: int = 0,
+    ride: float = 0.0,
+    around: tuple[float, float] | None = None,
     progress=None,
 ) -> dict:
     """Run a simulation; return its report (counts, errors, agents, seconds)."""
     run = uuid.uuid4().hex[:6]
     started = time.monotonic()
     riders = create_agents(admin, agents, run)
+    rides = Rides(riders, business_origin(admin, around), ride) if ride > 0 else None
     report = Report()
     done = threading.Event()
 
@@ -113,9 +204,11 @@ def simulate(
             for i in range(orders):
                 time.sleep(max(0.0, started + i / rate - time.monotonic()))
                 cancel = bool(cancel_every) and (i + 1) % cancel_every == 0
-                pool.submit(run_order, admin, riders[i % len(riders)], cancel, step, report)
+                pool.submit(run_order, admin, riders[i % len(riders)], cancel, step, report, rides)
     finally:
         done.set()
+        if rides is not None:
+            rides.close()
     if progress:
         progress(report)
     return {
@@ -144,10 +237,35 @@ def simulate(
 @click.option(
     "--cancel-every", default=0, show_default=True, type=click.IntRange(0), help="cancel every Nth order"
 )
+@click.option(
+    "--ride",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 600),
+    help="seconds each courier rides to the customer, reporting its position every second (0: none)",
+)
+@click.option(
+    "--around",
+    metavar="LAT,LON",
+    callback=parse_point,
+    help="where the rides start (default: the business's origin)",
+)
 @click.option("--show-logins", is_flag=True, help="print the agents' usernames and passwords")
 @click.option("--json", "as_json", is_flag=True, help="print the final report as JSON")
 def main(
-    api, user, password_file, password, agents, orders, rate, step, cancel_every, show_logins, as_json
+    api,
+    user,
+    password_file,
+    password,
+    agents,
+    orders,
+    rate,
+    step,
+    cancel_every,
+    ride,
+    around,
+    show_logins,
+    as_json,
 ) -> None:
     """Create agents, place orders at a rate and move them through their lifecycle."""
     secret = password_file.read().strip() if password_file else password
@@ -177,6 +295,8 @@ def main(
             rate=rate,
             step=step,
             cancel_every=cancel_every,
+            ride=ride,
+            around=around,
             progress=progress,
         )
     except (ApiError, ApiUnreachable) as exc:

@@ -12,6 +12,8 @@ Topics::
     orders/<order id>/status    retained: the order's current state
     agents/<agent id>/assigned  retained: the agent's complete worklist
     agents/<agent id>/presence  retained: the device's online/offline (its last will)
+    agents/<agent id>/location  retained: the agent's last position (dashboards only)
+    agents/<agent id>/location/report  the device's position reports (the service reads them)
     catalog                     retained: the whole catalog, with its version
     customers/<user id>/orders  retained: a customer's own orders (its feed)
     orderbus/relay/epoch        retained: the relay's own marker (no client reads it)
@@ -38,6 +40,10 @@ ORDERS_ALL = "orders/#"
 AGENTS_ALL = "agents/#"
 AGENT_PRESENCE_FILTER = "agents/+/presence"
 AGENT_ASSIGNED_FILTER = "agents/+/assigned"
+AGENT_LOCATION_FILTER = "agents/+/location"
+AGENT_LOCATION_REPORT_FILTER = "agents/+/location/report"
+# A device's position report: at most this many bytes (larger ones are dropped unread).
+LOCATION_REPORT_MAX_BYTES = 2048
 CUSTOMER_ORDERS_FILTER = "customers/+/orders"
 
 # What a customer's feed holds: its active orders and those finished within this window,
@@ -71,6 +77,14 @@ def agent_presence(agent_id: str) -> str:
     return f"agents/{agent_id}/presence"
 
 
+def agent_location(agent_id: str) -> str:
+    return f"agents/{agent_id}/location"
+
+
+def agent_location_report(agent_id: str) -> str:
+    return f"agents/{agent_id}/location/report"
+
+
 def customer_orders(user_id: str) -> str:
     return f"customers/{user_id}/orders"
 
@@ -92,6 +106,13 @@ def agent_from_assigned_topic(topic: str) -> str | None:
 
 def agent_from_presence_topic(topic: str) -> str | None:
     return _part(topic, "agents", "presence")
+
+
+def agent_from_location_report_topic(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) == 4 and parts[0] == "agents" and parts[1] and parts[2:] == ["location", "report"]:
+        return parts[1]
+    return None
 
 
 def customer_from_orders_topic(topic: str) -> str | None:

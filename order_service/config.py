@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     dispatch_tick_seconds: float = Field(1.0, gt=0, le=60)
     presence_heartbeat_seconds: int = Field(30, ge=1, le=3600)
     presence_timeout_seconds: int = Field(90, ge=1, le=86400)
+    # Live location (issue 19): a position older than this is marked stale; reports of one
+    # agent closer together than the interval are dropped (throttled); a picked-up order
+    # keeps at most this many trail points.
+    location_stale_seconds: int = Field(120, ge=1, le=86400)
+    location_min_interval_seconds: float = Field(2.0, ge=0, le=3600)
+    location_trail_points: int = Field(500, ge=10, le=10000)
 
     # Webhook bridge (python -m order_service.webhooks, issue #6).
     webhook_retry_seconds: float = Field(

@@ -6,6 +6,8 @@ relay runs any of them; a standby waits to take over):
 - the outbox publisher (``outbox.relay``), on the main thread;
 - the dispatch timers and presence intake (``dispatch.timers``), which read agent
   presence from the publisher's broker connection;
+- the location intake (``dispatch.location_intake``), which reads agents' position
+  reports from that connection too;
 - the broker's login files (``accounts.sync``).
 """
 
@@ -19,6 +21,7 @@ from contract.link import masked_url
 from order_service.accounts import broker_logins
 from order_service.accounts.sync import LoginFileSync
 from order_service.config import Settings, load_settings
+from order_service.dispatch.location_intake import LocationIntake
 from order_service.dispatch.timers import DispatchTimers
 from order_service.outbox.relay import Relay
 from order_service.store.db import init_db
@@ -28,12 +31,15 @@ logger = logging.getLogger(__name__)
 
 def build_relay(settings: Settings) -> Relay:
     timers = DispatchTimers(settings)
+    locations = LocationIntake(settings)
     files = LoginFileSync(settings)
+    inbound = {topic: timers.on_presence for topic in timers.subscriptions}
+    inbound.update({topic: locations.on_report for topic in locations.subscriptions})
     return Relay(
         settings,
-        inbound={topic: timers.on_presence for topic in timers.subscriptions},
+        inbound=inbound,
         before_connect=files.sync_now,
-        companions=(timers, files),
+        companions=(timers, locations, files),
     )
 
 

@@ -86,7 +86,7 @@ class Subscriber:
             self.contract_errors.append(f"{received.topic}: {exc}")
         self.queue.put(received)
 
-    def start(self, timeout: float = 5.0) -> Subscriber:
+    def start(self, timeout: float = 15.0) -> Subscriber:
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         assert self._subscribed.wait(timeout), "subscription not acknowledged"

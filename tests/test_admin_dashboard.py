@@ -226,7 +226,7 @@ def test_assign_from_the_page_reaches_the_agent(page, system: System) -> None:
         page.select_option("#assign-agent", agent["id"])
         page.click("#assign-btn")
         worklist = device.wait_for(
-            lambda r: r.json is not None and any(o["id"] == order["id"] for o in r.json["orders"]), timeout=5
+            lambda r: r.json is not None and any(o["id"] == order["id"] for o in r.json["orders"]), timeout=15
         )
         assert worklist.json["agent_id"] == agent["id"]
         page.wait_for_selector(f'#orders li[data-id="{order["id"]}"] .row-agent:has-text("{agent["name"]}")')

@@ -32,3 +32,14 @@ def test_simulator_creates_agents_and_moves_orders_through_their_lifecycle(live_
     assert sorted(o["status"] for o in listed) == ["cancelled"] * 2 + ["delivered"] * 4
     agents = {a["id"] for a in system.admin.request("GET", "/agents")["agents"]}
     assert {a["id"] for a in report["agents"]} <= agents and len(report["agents"]) == 2
+
+
+@pytest.mark.parametrize("around", ["nonsense", "91,0", "52.5"])
+def test_a_bad_starting_point_is_refused_before_anything_is_created(around):
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.simulate", "--password", "x", "--ride", "5", "--around", around],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--around" in result.stderr
+    assert "LAT,LON" in result.stderr or "latitude" in result.stderr

@@ -28,6 +28,8 @@ CHANNELS = {
     "orderbus/relay/epoch": "relayEpoch",
     "catalog": "catalog",
     "customers/{customerId}/orders": "customerOrders",
+    "agents/{agentId}/location": "agentLocation",
+    "agents/{agentId}/location/report": "agentLocationReport",
 }
 ORDER_ID = "ord_0123456789ab"
 AGENT_ID = "agt_0123456789ab"
@@ -37,8 +39,8 @@ CUSTOMER_ID = "usr_0123456789ab"
 # --- the document -------------------------------------------------------------
 
 
-def test_document_is_asyncapi_3_with_the_seven_channels():
-    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the six topics of the
+def test_document_is_asyncapi_3_with_the_nine_channels():
+    """docs/asyncapi.yaml parses as YAML, declares AsyncAPI 3.x, the eight topics of the
     contract and the relay's own."""
     with asyncapi.SPEC_PATH.open(encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
@@ -59,12 +61,15 @@ def test_servers_are_the_embedded_broker_over_tcp_and_websocket():
 
 
 def test_every_publish_is_qos1_and_retained():
-    """Every send operation is QoS 1 with retain (but the relay's probe); every receive
-    subscribes with QoS 1."""
+    """Every send operation is QoS 1 with retain (but the relay's probe, and a device's
+    position reports: QoS 0, not retained); every receive subscribes with QoS 1."""
     operations = asyncapi.resolved()["operations"]
     assert {op["channel"]["address"] for op in operations.values()} == set(CHANNELS)
     for name, op in operations.items():
         mqtt = op["bindings"]["mqtt"]
+        if name == "sendLocationReport":
+            assert (mqtt["qos"], mqtt["retain"]) == (0, False)
+            continue
         assert mqtt["qos"] == 1, name
         if op["action"] == "send":
             assert mqtt["retain"] is (name != "probeRelayEpoch"), name
@@ -81,6 +86,8 @@ def test_every_publish_is_qos1_and_retained():
         "orderbus/relay/epoch": {"service"},
         "catalog": {"service"},
         "customers/{customerId}/orders": {"service"},
+        "agents/{agentId}/location": {"service"},
+        "agents/{agentId}/location/report": {"agent"},
     }
 
 
@@ -456,6 +463,8 @@ JS_CHANNELS = {
     "agentPresence": "c.agentPresence(agentId)",
     "catalog": "c.CATALOG",
     "customerOrders": "c.customerOrders(customerId)",
+    "agentLocation": "c.agentLocation(agentId)",
+    "agentLocationReport": "c.agentLocationReport(agentId)",
 }
 PY_CHANNELS = {
     "ordersNew": lambda: contract.ORDERS_NEW,
@@ -464,6 +473,8 @@ PY_CHANNELS = {
     "agentPresence": lambda: contract.agent_presence(AGENT_ID),
     "catalog": lambda: contract.CATALOG,
     "customerOrders": lambda: contract.customer_orders(CUSTOMER_ID),
+    "agentLocation": lambda: contract.agent_location(AGENT_ID),
+    "agentLocationReport": lambda: contract.agent_location_report(AGENT_ID),
 }
 # The relay's own channel: only the service reads or writes it, so the dashboard's copy has none.
 SERVICE_ONLY = {"relayEpoch": lambda: contract.RELAY_EPOCH}

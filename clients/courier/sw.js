@@ -6,7 +6,7 @@
 // the cache. The API and the broker are never cached: data comes live, and actions taken
 // offline wait in the page's IndexedDB queue (js/queue.js), not here.
 
-const CACHE = "orderbus-courier-v2";
+const CACHE = "orderbus-courier-v3";
 const SLOW_MS = 3000;
 const SHELL = [
   "/courier/",
@@ -15,6 +15,7 @@ const SHELL = [
   "/courier/icon.svg",
   "/courier/js/main.js",
   "/courier/js/live.js",
+  "/courier/js/geo.js",
   "/courier/js/queue.js",
   "/courier/js/proof.js",
   "/courier/js/sender.js",

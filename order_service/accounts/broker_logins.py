@@ -5,10 +5,11 @@ what each login may do. After every change the service rewrites, atomically, a
 password file and an ACL file in Mosquitto's formats (``broker.credfiles``):
 
 - the **service** account (the relay) publishes ``orders/#``, ``agents/+/assigned``,
-  ``customers/+/orders`` and ``catalog``, reads ``agents/+/presence``, and alone reads and writes
+  ``agents/+/location``, ``customers/+/orders`` and ``catalog``, reads ``agents/+/presence``
+  and ``agents/+/location/report``, and alone reads and writes
   ``orderbus/relay/epoch`` (its retained marker, ``outbox/relay.py``);
 - each **agent** device logs in as its agent id, reads ``agents/<id>/#`` and
-  ``catalog`` and writes only ``agents/<id>/presence``;
+  ``catalog`` and writes only ``agents/<id>/presence`` and ``agents/<id>/location/report``;
 - each **dashboard** login (one per dashboard page, tied to an admin bearer token,
   expiring and revoked with it) reads ``orders/#``, ``agents/#`` and ``catalog`` and
   writes nothing;
@@ -61,9 +62,17 @@ SERVICE_RULES = (
     f"write {contract.CUSTOMER_ORDERS_FILTER}",
     f"write {contract.CATALOG}",
     "read agents/+/presence",
+    f"write {contract.AGENT_LOCATION_FILTER}",
+    f"read {contract.AGENT_LOCATION_REPORT_FILTER}",
     f"readwrite {contract.RELAY_EPOCH}",
 )
-DASHBOARD_RULES = ("read orders/#", "read agents/#", f"read {contract.CATALOG}")
+# Dashboards read every agent's topics but the raw position reports (the service's alone).
+DASHBOARD_RULES = (
+    "read orders/#",
+    "read agents/#",
+    f"deny {contract.AGENT_LOCATION_REPORT_FILTER}",
+    f"read {contract.CATALOG}",
+)
 BRIDGE_RULES = (*DASHBOARD_RULES, f"read {contract.CUSTOMER_ORDERS_FILTER}")
 
 HEADER = (
@@ -73,7 +82,12 @@ HEADER = (
 
 
 def agent_rules(agent_id: str) -> tuple[str, ...]:
-    return (f"read agents/{agent_id}/#", f"read {contract.CATALOG}", f"write agents/{agent_id}/presence")
+    return (
+        f"read agents/{agent_id}/#",
+        f"read {contract.CATALOG}",
+        f"write agents/{agent_id}/presence",
+        f"write {contract.agent_location_report(agent_id)}",
+    )
 
 
 def customer_rules(user_id: str) -> tuple[str, ...]:

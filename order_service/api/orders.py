@@ -12,13 +12,13 @@ from flask import Response, current_app, jsonify
 from peewee import Tuple, prefetch
 
 from order_service import faults
-from order_service.api import schemas
+from order_service.api import location_schemas, schemas
 from order_service.api.common import BEARER, blueprint, idempotency_key, if_match
 from order_service.api.problems import field_problem
 from order_service.api.security import current_user, require
-from order_service.dispatch import offers
+from order_service.dispatch import location, offers
 from order_service.dispatch import settings as dispatch_config
-from order_service.errors import NotFound
+from order_service.errors import Forbidden, NotFound
 from order_service.lifecycle import STATUSES
 from order_service.orders import access
 from order_service.orders import service as orders
@@ -140,6 +140,24 @@ def _visible(order_id: str) -> Order:
 def get_order(path: schemas.OrderPath) -> Response:
     """One order (admin, its customer, its agent). The ETag is its version."""
     return _order_response(_visible(path.order_id))
+
+
+TRAIL_LIMIT = 500
+
+
+@bp.get("/orders/<order_id>/trail", responses={200: location_schemas.TrailOut}, security=BEARER)
+@require("admin", "customer")
+def get_trail(path: schemas.OrderPath) -> Response:
+    """Where the courier went while carrying the order (``picked_up``): the newest 500
+    positions, oldest first. Admins; the order's customer only while it is ``picked_up``
+    (403 before and after: the courier's position is not shown then)."""
+    order = _visible(path.order_id)
+    if current_user().role == "customer" and order.status != "picked_up":
+        raise Forbidden(
+            "the courier's route is shown only while the order is out for delivery (picked_up)",
+            slug="not-out-for-delivery",
+        )
+    return jsonify(order_id=order.id, points=location.trail(order.id, TRAIL_LIMIT))
 
 
 @bp.get("/orders/<order_id>/history", responses={200: schemas.HistoryOut}, security=BEARER)

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import peewee
 from flask import Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from order_service import lifecycle
 from order_service.api import schemas, security
 from order_service.api.common import BEARER, blueprint, public
 from order_service.api.security import require
+from order_service.dispatch import location
 from order_service.errors import Forbidden
 from order_service.outbox import leader
 from order_service.store.db import db
@@ -83,7 +84,7 @@ public("system.readyz")
 class _DatabaseCollector:
     """Gauges read from the database at scrape time: right whatever the worker count."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         by_status = GaugeMetricFamily("orderbus_orders", "Orders by status", labels=["status"])
         by_status_query = Order.select(Order.status, peewee.fn.COUNT(Order.id)).group_by(Order.status)
         counts = dict(tuple_rows(by_status_query))
@@ -97,6 +98,15 @@ class _DatabaseCollector:
         yield GaugeMetricFamily(
             "orderbus_outbox_oldest_seconds", "Age of the oldest unpublished outbox row", value=age
         )
+        dropped = CounterMetricFamily(
+            "orderbus_locations_dropped",
+            "Agents' position reports dropped by the location intake, by reason",
+            labels=["reason"],
+        )
+        held = location.drops()
+        for reason in location.DROP_REASONS:
+            dropped.add_metric([reason], held.get(reason, 0))
+        yield dropped
         online = Agent.select().where(Agent.presence == "online").count()
         yield GaugeMetricFamily(
             "orderbus_agents_online", "Agents whose last presence is online", value=online

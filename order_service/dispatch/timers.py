@@ -24,8 +24,8 @@ import peewee
 import contract
 from order_service.config import Settings
 from order_service.dispatch import auto, presence
+from order_service.dispatch.unit import run_unit
 from order_service.outbox.wakeup import Notifier
-from order_service.store.db import db
 from order_service.store.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -61,25 +61,15 @@ class DispatchTimers:
             self._wake.set()
 
     def run(self, done: threading.Event, still_active: Callable[[], bool]) -> None:
-        try:
-            while not done.is_set():
-                self._wake.clear()
-                try:
-                    if not still_active():
-                        return
-                    heard, came_online = self._apply_presence()
-                    ticked = False
-                    if came_online or time.monotonic() >= self._next_tick:
-                        ticked = self._tick()
-                    if heard or ticked:  # they may have written outbox rows
-                        self._poke.notify()
-                except peewee.DatabaseError as exc:
-                    logger.error("dispatch timers: database error: %s", exc)
-                except Exception:  # a bug here must not stop the timers for good
-                    logger.exception("dispatch timers failed")
-                self._wake.wait(max(0.0, self._next_tick - time.monotonic()))
-        finally:
-            db.close()
+        run_unit("dispatch timers", done, still_active, self._wake, self._step, lambda: self._next_tick)
+
+    def _step(self) -> None:
+        heard, came_online = self._apply_presence()
+        ticked = False
+        if came_online or time.monotonic() >= self._next_tick:
+            ticked = self._tick()
+        if heard or ticked:  # they may have written outbox rows
+            self._poke.notify()
 
     def _apply_presence(self) -> tuple[bool, bool]:
         """Record queued presence messages; (any recorded, an agent came online)."""

@@ -8,6 +8,10 @@
   - straight-line (haversine) distance from the business (``origin_lat/lon``) to the
     order's ``delivery_location`` divided by ``travel_speed_kmh``, when both are known;
   - otherwise the fixed ``travel_minutes``.
+  Once the order is picked up and its courier shares a position (issue 19), the ETA is
+  recomputed on each position: the position's time + straight-line distance from the
+  courier to the delivery location / ``travel_speed_kmh`` (:func:`eta_from_position`);
+  it is republished only when it moves by at least ``ETA_REPUBLISH_SECONDS``.
   A straight line is shorter than any road: choose the speed as an *effective*
   door-to-door speed (the default, 20 km/h, suits a bicycle or a scooter in a city).
 """
@@ -60,3 +64,20 @@ def delivery_eta(
     picked_up_at: datetime, config: DispatchConfig, lat: float | None, lon: float | None
 ) -> datetime:
     return picked_up_at + travel_time(config, lat, lon)
+
+
+ETA_REPUBLISH_SECONDS = 60
+
+
+def eta_from_position(
+    at: datetime, config: DispatchConfig, lat: float, lon: float, to_lat: float | None, to_lon: float | None
+) -> datetime | None:
+    """Delivery ETA from the courier's position at ``at``; None without a delivery location."""
+    if to_lat is None or to_lon is None:
+        return None
+    return at + timedelta(hours=haversine_km(lat, lon, to_lat, to_lon) / config.travel_speed_kmh)
+
+
+def eta_moved(old: datetime | None, new: datetime) -> bool:
+    """Whether a recomputed ETA is worth publishing (a minute or more from the one held)."""
+    return old is None or abs((new - old).total_seconds()) >= ETA_REPUBLISH_SECONDS

@@ -11,7 +11,12 @@ active (``proof``: the courier asks for it at the door), and the order's ``proof
 The feed's ``version`` is the sum of the versions of all the customer's orders: every
 change bumps one order's version and a new order adds one, orders are never deleted,
 and writers are serialised (the writer lock), so it increases with every message
-without a counter of its own.
+without a counter of its own. A move of the courier alone changes no order: it adds one
+to the order's ``order_location_seq``, which the sum counts too.
+
+While an order is ``picked_up`` its courier carries ``location`` (``lat``, ``lon``,
+``tst``, ``stale``; null when the courier shares none): that courier's only, and never
+for another status.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contract
 from order_service import lifecycle
 from order_service.orders.events import order_dicts
 from order_service.store.db import hold_writer_lock
+from order_service.store.locations import AgentLocation, OrderLocationSeq
 from order_service.store.models import Agent, Order, OrderHistory, Outbox, rfc3339, tuple_rows, utcnow
 
 CUSTOMER_EVENT = "customer.orders"
@@ -34,7 +40,13 @@ SILENT_EVENTS = frozenset({"order.offered", "order.offer_declined", "order.offer
 
 def feed_version(customer_id: str) -> int:
     total = Order.select(peewee.fn.SUM(Order.version)).where(Order.owner == customer_id).scalar()
-    return int(total or 0)
+    moves = (
+        OrderLocationSeq.select(peewee.fn.SUM(OrderLocationSeq.seq))
+        .join(Order)
+        .where(Order.owner == customer_id)
+        .scalar()
+    )
+    return int(total or 0) + int(moves or 0)
 
 
 def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]:
@@ -55,7 +67,8 @@ def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]
     if not ids:
         return []
     orders = order_dicts(Order.select().where(Order.id.in_(ids)).order_by(*newest))
-    couriers = _first_names({o["agent_id"] for o in orders if o["status"] == "picked_up" and o["agent_id"]})
+    carrying = {o["agent_id"] for o in orders if o["status"] == "picked_up" and o["agent_id"]}
+    couriers, positions = _first_names(carrying), _positions(carrying)
     reasons = _reasons([o["id"] for o in orders if o["status"] in lifecycle.TERMINAL])
     codes = dict(tuple_rows(Order.select(Order.id, Order.delivery_code).where(Order.id.in_(ids))))
     return [
@@ -69,7 +82,11 @@ def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]
             "currency": o["currency"],
             "items": o["items"],
             "customer_address": o["customer"]["address"],
-            "courier": _courier(couriers.get(o["agent_id"])) if o["status"] == "picked_up" else None,
+            "courier": (
+                _courier(couriers.get(o["agent_id"]), positions.get(o["agent_id"]))
+                if o["status"] == "picked_up"
+                else None
+            ),
             "failure": o["failure"],
             "reason": reasons.get(o["id"]),
             "delivery_code": codes.get(o["id"]) if o["status"] not in lifecycle.TERMINAL else None,
@@ -79,8 +96,15 @@ def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]
     ]
 
 
-def _courier(first_name: str | None) -> dict | None:
-    return {"first_name": first_name} if first_name else None
+def _courier(first_name: str | None, location: dict | None) -> dict | None:
+    return {"first_name": first_name, "location": location} if first_name else None
+
+
+def _positions(agent_ids: set[str]) -> dict[str, dict]:
+    if not agent_ids:
+        return {}
+    rows = AgentLocation.select().where(AgentLocation.agent.in_(sorted(agent_ids)))
+    return {r.agent_id: {"lat": r.lat, "lon": r.lon, "tst": r.tst, "stale": bool(r.stale)} for r in rows}
 
 
 def _first_names(agent_ids: set[str]) -> dict[str, str]:
@@ -112,6 +136,22 @@ def customer_feed(customer_id: str, now: datetime | None = None) -> dict:
         "updated_at": rfc3339(now),
         "orders": customer_orders(customer_id, now),
     }
+
+
+def record_location_feed(order: Order) -> None:
+    """The courier carrying ``order`` moved (or went stale or offline): count it in the
+    feed's version and write the customer's feed, inside the caller's transaction."""
+    if not order.owner_id:
+        return
+    hold_writer_lock()
+    bumped = (
+        OrderLocationSeq.update(seq=OrderLocationSeq.seq + 1)
+        .where(OrderLocationSeq.order == order.id)
+        .execute()
+    )
+    if not bumped:
+        OrderLocationSeq.insert(order=order.id, seq=1).execute()
+    record_customer_feed(order, "order.location")
 
 
 def record_customer_feed(order: Order, event: str) -> None:

@@ -118,7 +118,7 @@ def event_log(after: int, limit: int) -> pw.ModelSelect[Outbox]:
     its topic)."""
     return (
         Outbox.select()
-        .where((Outbox.id > after) & Outbox.kind.not_in(("new", "customer", "catalog")))
+        .where((Outbox.id > after) & Outbox.kind.not_in(("new", "customer", "catalog", "location")))
         .order_by(Outbox.id)
         .limit(limit)
     )

@@ -15,12 +15,15 @@ export const ORDERS_ALL = "orders/#";
 export const AGENTS_ALL = "agents/#";
 export const AGENT_PRESENCE_FILTER = "agents/+/presence";
 export const AGENT_ASSIGNED_FILTER = "agents/+/assigned";
+export const AGENT_LOCATION_FILTER = "agents/+/location";
 export const CATALOG = "catalog";
 export const CUSTOMER_ORDERS_FILTER = "customers/+/orders";
 
 export const orderStatus = (orderId) => `orders/${orderId}/status`;
 export const agentAssigned = (agentId) => `agents/${agentId}/assigned`;
 export const agentPresence = (agentId) => `agents/${agentId}/presence`;
+export const agentLocation = (agentId) => `agents/${agentId}/location`;
+export const agentLocationReport = (agentId) => `agents/${agentId}/location/report`;
 export const customerOrders = (customerId) => `customers/${customerId}/orders`;
 
 function part(topic, first, last) {

@@ -11,6 +11,7 @@
 
 import mqtt from "../vendor/mqtt.esm.js";
 import { agentAssigned, agentPresence } from "/admin/js/contract.js";
+import { LocationSharer } from "./geo.js";
 
 const HEARTBEAT_MS = 25000;
 const decoder = new TextDecoder();
@@ -20,8 +21,14 @@ function presence(agentId, state) {
 }
 
 export class Live {
-  constructor({ agentId, login, api, onState, onWorklist, onRefused, onConnected }) {
+  constructor({ agentId, login, api, onState, onWorklist, onRefused, onConnected, onGeo }) {
     Object.assign(this, { agentId, login, api, onState, onWorklist, onRefused, onConnected });
+    // Its position, while on shift: QoS 0, only while the broker link is up (geo.js).
+    this.geo = new LocationSharer({
+      agentId,
+      publish: (topic, text) => Boolean(this.client?.connected && this.client.publish(topic, text, { qos: 0 })),
+      onState: onGeo || (() => {}),
+    });
     this.client = null;
     this.state = null;
     this.timer = null;
@@ -67,6 +74,7 @@ export class Live {
     window.addEventListener("offline", this.goneOffline);
     window.addEventListener("online", this.backOnline);
     this.timer = setInterval(() => this.sayOnline(), HEARTBEAT_MS);
+    this.geo.start();
   }
 
   sayOnline() {
@@ -102,6 +110,7 @@ export class Live {
   /** Stop; `offShift` (logging out) also says "offline" now rather than by the will. */
   async stop(offShift = false) {
     clearInterval(this.timer);
+    this.geo.stop();
     window.removeEventListener("offline", this.goneOffline);
     window.removeEventListener("online", this.backOnline);
     const client = this.client;

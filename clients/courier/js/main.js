@@ -6,7 +6,7 @@ import { Live } from "./live.js";
 import { asksProof, cachedSettings, deliverWithProof, hideProofForm, readProof, refreshSettings, showProofForm } from "./proof.js";
 import { ActionQueue } from "./queue.js";
 import { Sender } from "./sender.js";
-import { $, REASON_TEXT, hideFailForm, showBanners, showConn, showDetail, showFailForm, showHistory, showOffers, showOrders, statusText, tickCountdowns } from "./view.js";
+import { $, REASON_TEXT, hideFailForm, showBanners, showConn, showDetail, showGeo, showFailForm, showHistory, showOffers, showOrders, statusText, tickCountdowns } from "./view.js";
 import { FINISHED, Worklist, isToday, label } from "./worklist.js";
 
 const SESSION_KEY = "orderbus.courier.session";
@@ -243,9 +243,13 @@ async function connectWith(login, issuedAt) {
   const retry = (ms) => setTimeout(() => current === app && connectWith(login, issuedAt), ms);
   app.live = new Live({
     agentId: app.session.agent_id, login, api: app.api,
-    onState: (state) => { app.connState = state; showConn(state); render(); if (state === "online") app.sender.flush(); },
+    onState: (state) => {
+      if (current !== app) return; // logged out: the closing link reports on, for no one
+      app.connState = state; showConn(state); render(); if (state === "online") app.sender.flush();
+    },
     onWorklist,
     onConnected: () => refreshHistory(),
+    onGeo: showGeo,
     onRefused: () => {
       if (!issuedAt) return connect(true);
       if (Date.now() - issuedAt < FRESH_LOGIN_MS) return retry(500);

@@ -36,6 +36,22 @@ export function showConn(state) {
   conn.textContent = CONN_TEXT[state] || state;
 }
 
+const GEO_TEXT = {
+  waiting: "Location: waiting",
+  sharing: "Sharing location",
+  denied: "Location blocked",
+  unavailable: "No location",
+  off: "Location off",
+};
+
+export function showGeo({ state, sentAt }) {
+  const geo = $("geo");
+  geo.dataset.state = state;
+  geo.textContent = GEO_TEXT[state] || state;
+  geo.title = sentAt ? `last sent ${sentAt.toLocaleTimeString()}` : "";
+  if (sentAt) geo.dataset.sent = String(sentAt.getTime());
+}
+
 export function showBanners(banners, onDismiss) {
   $("banners").replaceChildren(...banners.map((b) => el("div", { class: `banner ${b.kind}`, dataset: { id: b.id, kind: b.kind } },
     el("span", { textContent: b.text }),

@@ -58,7 +58,13 @@ export function renderTrack(order, { reason, now = Date.now() }) {
 
   const courier = order.status === "picked_up" ? order.courier?.first_name : null;
   $("track-courier").hidden = !courier;
-  $("track-courier").textContent = courier ? `${courier} is on the way with your order.` : "";
+  // The courier's position comes only in the feed, only while picked up (issue 19).
+  const where = courier ? order.courier?.location : null;
+  let seen = "";
+  if (where && where.stale) seen = " Their position has not been updated for a while.";
+  else if (where) seen = ` Position updated at ${clock(new Date(where.tst * 1000).toISOString())}.`;
+  $("track-courier").textContent = courier ? `${courier} is on the way with your order.${seen}` : "";
+  $("track-courier").dataset.location = where ? (where.stale ? "stale" : "live") : "none";
 
   // The delivery code, only this customer's own, while the order is on its way.
   const code = order.status === "picked_up" && proof.pod_code !== "off" ? order.delivery_code : null;

@@ -48,7 +48,7 @@ run: install admin-deps courier-deps
 
 # Production on one machine: PostgreSQL and the system's Mosquitto, both run by you
 # (ORDERBUS_DATABASE_URL, ORDERBUS_MQTT_URL); several API workers, two relays. docs/production.md.
-# admin-deps: the admin dashboard's mqtt.js, served by the API at /admin/vendor/.
+# admin-deps: the admin dashboard's mqtt.js and Leaflet, served by the API at /admin/vendor/.
 run-prod: install admin-deps courier-deps
 	@$(PY) -m order_service preflight --production
 	@$(PY) -m order_service migrate

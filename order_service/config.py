@@ -7,6 +7,7 @@ environment describes one deployment. docs/configuration.md lists every variable
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +16,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.link import BrokerAddress, url_host
+
+# A tile server's host[:port], where "{s}." may stand for the subdomains a, b, c.
+_TILE_HOST = re.compile(r"^(\{s\}\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 class Settings(BaseSettings):
@@ -95,6 +99,18 @@ class Settings(BaseSettings):
     relay_batch: int = Field(500, ge=1, le=10000)
     log_level: str = "INFO"
     backup_keep: int = Field(0, ge=0, description="backup keeps this many newest backups; 0: all")
+
+    # The dispatcher's map on the dashboard: a tile server (XYZ template; empty: no tiles,
+    # markers on a plain background). Its origin is added to the dashboard's CSP img-src.
+    map_tile_url: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="The dashboard map's tile URL template ({z}/{x}/{y}, optional {s}); empty: no tiles",
+    )
+    map_tile_attribution: str = Field(
+        '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors',
+        max_length=500,
+        description="The tiles' attribution shown on the map (HTML: text and links)",
+    )
 
     # Dispatch (issue #7). These are the defaults; admins may override them at run
     # time with PATCH /api/v1/settings/dispatch (stored in the database), see dispatch_config.py.
@@ -226,6 +242,26 @@ class Settings(BaseSettings):
                 "ORDERBUS_PRESENCE_TIMEOUT_SECONDS must be longer than ORDERBUS_PRESENCE_HEARTBEAT_SECONDS"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_map_tiles(self) -> Settings:
+        _ = self.map_tile_origin
+        return self
+
+    @property
+    def map_tile_origin(self) -> str:
+        """The tile server's origin as a CSP source ("" without tiles); {s} subdomains: a wildcard."""
+        if not self.map_tile_url:
+            return ""
+        scheme, _, rest = self.map_tile_url.partition("://")
+        host = rest.split("/", 1)[0]
+        placeholders = all(p in self.map_tile_url for p in ("{z}", "{x}", "{y}"))
+        if scheme not in ("http", "https") or not host or not placeholders or not _TILE_HOST.match(host):
+            raise ValueError(
+                "ORDERBUS_MAP_TILE_URL: an http(s) URL template with {z}, {x} and {y}, "
+                "e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (empty: no tiles)"
+            )
+        return f"{scheme}://{host.replace('{s}', '*')}"
 
     @property
     def mqtt_password_path(self) -> Path:

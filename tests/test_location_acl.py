@@ -5,6 +5,11 @@ a customer reads no agent topic at all."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
+import time
+
 from tests import both_brokers, test_broker_security
 from tests.test_broker_security import Target, login_accepted, service
 
@@ -12,6 +17,7 @@ broker_kind = both_brokers.broker_kind
 settings_overrides = both_brokers.settings_overrides
 target = test_broker_security.target
 connect = test_broker_security.connect
+relays = test_broker_security.relays
 
 
 def test_an_agent_reports_only_its_own_position(target: Target, connect, make_agent, admin, make_customer):
@@ -53,3 +59,28 @@ def test_an_agent_reports_only_its_own_position(target: Target, connect, make_ag
     feed.publish(f"agents/{two.agent_id}/assigned", b'{"marker": true}')
     other.wait_for(f"agents/{two.agent_id}/assigned", timeout=10)
     assert [m.topic for m in other.messages] == [f"agents/{two.agent_id}/assigned"]
+
+
+def test_the_relay_takes_an_agents_report_and_a_dashboard_reads_the_position(
+    target: Target, connect, relays, make_agent, admin
+):
+    """End to end on each broker: the agent's own login reports, the relay (its service
+    login) reads it and publishes the retained position a dashboard reads."""
+    agent = make_agent()
+    assert login_accepted(target, admin.mqtt["username"], admin.mqtt["password"])
+    relays(location_min_interval_seconds=0)
+    me = connect(agent.agent_id, agent.mqtt["password"], client_id=agent.agent_id)
+    assert me.ok
+    board = connect(admin.mqtt["username"], admin.mqtt["password"])
+    board.subscribe(f"agents/{agent.agent_id}/location")
+    # Reports are not retained: one sent before the relay's subscription is acknowledged
+    # is lost, as on a phone; so the device reports again until the position shows.
+    stamps = itertools.count(int(time.time()) - 60)
+    deadline = time.monotonic() + 20
+    while not board.messages and time.monotonic() < deadline:
+        report = {"lat": 45.5, "lon": -73.6, "tst": next(stamps)}
+        me.publish(f"agents/{agent.agent_id}/location/report", json.dumps(report).encode())
+        with contextlib.suppress(AssertionError):
+            board.wait_for(f"agents/{agent.agent_id}/location", timeout=1)
+    position = json.loads(board.wait_for(f"agents/{agent.agent_id}/location", timeout=5).payload)
+    assert (position["lat"], position["lon"], position["agent_id"]) == (45.5, -73.6, agent.agent_id)

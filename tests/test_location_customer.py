@@ -61,13 +61,18 @@ def test_the_customer_sees_its_courier_only_while_picked_up_and_the_eta_follows_
         first_eta = _eta(picked)
 
         report(elsewhere, other.agent_id, ELSEWHERE)  # another courier, another customer's order
+        sent = time.monotonic()
         report(device, sam.agent_id, NEAR)  # 1.1 km from the door: the ETA moves forward
         moved = status.wait_for(lambda m: m.json["event"] == "order.updated", timeout=15).json["order"]
         assert _eta(moved) < first_eta
         near = newest_feed(lambda o: (o["courier"] or {}).get("location", {}).get("lat") == NEAR)
+        took = [(time.monotonic() - sent) * 1000]
         assert near["eta"] == moved["eta"]
+        sent = time.monotonic()
         report(device, sam.agent_id, NEARER)  # 20 m more: the position moves, the ETA does not
         nearer = newest_feed(lambda o: (o["courier"] or {}).get("location", {}).get("lat") == NEARER)
+        took.append((time.monotonic() - sent) * 1000)
+        print(f"report -> customer's feed: {took[0]:.0f} ms (new ETA), {took[1]:.0f} ms (position only)")
         assert nearer["eta"] == moved["eta"]
         assert [m.json["event"] for m in status.settle()].count("order.updated") == 1
 

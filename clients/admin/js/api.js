@@ -67,6 +67,8 @@ export class Api {
 
   agents() { return this.call("GET", "/agents").then((r) => r.agents); }
   lifecycle() { return this.call("GET", "/lifecycle"); }
+  /** The route so far of a delivery under way: {order_id, points: [{lat, lon, tst}]}. */
+  trail(id) { return this.call("GET", `/orders/${encodeURIComponent(id)}/trail`); }
   history(id) { return this.call("GET", `/orders/${encodeURIComponent(id)}/history`).then((r) => r.history); }
 
   /** The delivery photo (proof of delivery) as an object URL, or null when there is none. */

@@ -6,9 +6,9 @@
 //   orders/<order id>/status    retained: the order's current state (empty once cleared)
 //   agents/<agent id>/assigned  retained: the agent's complete worklist
 //   agents/<agent id>/presence  retained: the device's online/offline (its last will)
+//   agents/<agent id>/location  retained: the agent's last position (empty once off shift)
 //   catalog                     retained: the whole catalog, with its version
 //   customers/<user id>/orders  retained: a customer's own orders (its feed)
-//   catalog                     retained: the whole catalog, with its version
 
 export const ORDERS_NEW = "orders/new";
 export const ORDERS_ALL = "orders/#";
@@ -34,6 +34,7 @@ function part(topic, first, last) {
 export const orderFromStatusTopic = (topic) => part(topic, "orders", "status");
 export const agentFromAssignedTopic = (topic) => part(topic, "agents", "assigned");
 export const agentFromPresenceTopic = (topic) => part(topic, "agents", "presence");
+export const agentFromLocationTopic = (topic) => part(topic, "agents", "location");
 export const customerFromOrdersTopic = (topic) => part(topic, "customers", "orders");
 
 /**

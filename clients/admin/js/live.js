@@ -8,7 +8,7 @@
 // refuses it leaves the order board working.
 
 import mqtt from "../vendor/mqtt.esm.js";
-import { AGENTS_ALL, CATALOG, ORDERS_ALL, classify } from "./contract.js";
+import { AGENTS_ALL, CATALOG, ORDERS_ALL, agentFromLocationTopic, classify } from "./contract.js";
 
 const FILTERS = [ORDERS_ALL, AGENTS_ALL];
 const decoder = new TextDecoder();
@@ -101,6 +101,8 @@ export class Live {
   }
 
   onMessage(topic, payload) {
+    const locationOf = agentFromLocationTopic(topic); // agents/<id>/location: the dispatcher's map
+    if (locationOf !== null) return this.onLocation(locationOf, payload);
     if (!payload || payload.length === 0) return; // a finished order's cleared retained state
     let body;
     try {
@@ -118,5 +120,19 @@ export class Live {
     if (kind === "order") this.h.onOrder(body.order, meta);
     else if (kind === "worklist" && body.event === "agent.worklist") this.h.onWorklist(body, meta);
     else if (kind === "presence" && body.agent_id) this.h.onPresence(body, meta);
+  }
+
+  /** An agent's position; an empty payload (off shift, offline) clears it: onLocation(id, null). */
+  onLocation(agentId, payload) {
+    let body = null;
+    if (payload && payload.length) {
+      try {
+        body = JSON.parse(decoder.decode(payload));
+      } catch {
+        return console.warn("orderbus: not JSON on", agentId, "location");
+      }
+      if (body?.event !== "agent.location") return;
+    }
+    this.h.onLocation?.(agentId, body);
   }
 }

@@ -6,19 +6,22 @@ import { CatalogEditor, CatalogStore } from "./catalog.js";
 import { Detail } from "./detail.js";
 import { el, orderLabel, presenceLabel } from "./format.js";
 import { Live } from "./live.js";
+import { DispatchMap } from "./map.js";
 import { PhoneOrder } from "./phone.js";
 import { Sound } from "./sound.js";
 import { Store } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "orderbus.admin.session";
-const VIEWS = { orders: "orders-view", catalog: "catalog-view", phone: "phone-view" };
+// #map is the board's page with the map alone (a phone's tab; a desktop shows it beside the board).
+const VIEWS = { orders: "orders-view", map: "orders-view", catalog: "catalog-view", phone: "phone-view" };
 const STATE_TEXT = {
   connecting: "Connecting…", resyncing: "Resyncing…", connected: "Live", reconnecting: "Reconnecting…",
 };
 
 let session = null; // {token, user, mqtt}: mqtt is this page's own broker login
 let live = null;
+let dispatchMap = null;
 let ageTimer = null; // the once-a-minute tick that moves every "12 min" on
 const sound = new Sound();
 
@@ -60,6 +63,8 @@ function endSession(message) {
   clearInterval(ageTimer);
   live?.stop();
   live = null;
+  dispatchMap?.stop();
+  dispatchMap = null;
   session = null;
   sessionStorage.removeItem(SESSION_KEY);
   showLogin(message);
@@ -112,8 +117,38 @@ async function startDashboard() {
   $("app-view").hidden = false;
 
   function select(id) {
+    if (location.hash === "#map") location.hash = "#orders"; // a phone: the detail opens over the board
     board.select(id);
     detail.show(id);
+    dispatchMap?.selectOrder(id);
+  }
+
+  // The map: a courier's marker selects the courier in the agents' list and the order it
+  // carries (picked up first) on the board; an order's pin selects the order.
+  const config = await fetch("config.json").then((r) => r.json()).catch(() => ({}));
+  if (!current()) return;
+  dispatchMap?.stop();
+  dispatchMap = new DispatchMap({
+    container: $("map"), status: $("map-status"), store, api, config: config.map,
+    onSelectOrder: (id) => select(id),
+    onSelectAgent: (agentId) => {
+      selectAgent(agentId);
+      const carried = [...store.orders.values()]
+        .filter((o) => o.agent_id === agentId && ["picked_up", "ready", "preparing", "confirmed"].includes(o.status))
+        .sort((a, b) => (a.status === "picked_up" ? 0 : 1) - (b.status === "picked_up" ? 0 : 1));
+      if (carried.length) select(carried[0].id);
+    },
+  });
+  let selectedAgent = null;
+  function selectAgent(agentId) {
+    selectedAgent = agentId;
+    dispatchMap?.selectAgent(agentId);
+    for (const item of $("agents").children) {
+      if (item.dataset.agent === agentId) {
+        item.setAttribute("aria-current", "true");
+        item.scrollIntoView({ block: "nearest" });
+      } else item.removeAttribute("aria-current");
+    }
   }
 
   // Changes are applied in batches: a burst of messages costs one DOM pass.
@@ -144,6 +179,7 @@ async function startDashboard() {
     pending = new Map();
     const started = performance.now();
     board.applyBatch(batch);
+    for (const change of batch) dispatchMap?.updateOrder(change.order);
     if (board.selected && batch.some((c) => c.order.id === board.selected)) detail.update();
     performance.measure("orderbus:render", { start: started, end: performance.now(), detail: batch.length });
   }
@@ -172,6 +208,7 @@ async function startDashboard() {
       const item = el("li", `agent presence-${a.presence.state}`);
       item.dataset.agent = a.id;
       item.dataset.presence = a.presence.state;
+      if (a.id === selectedAgent) item.setAttribute("aria-current", "true");
       const load = `${a.active_orders} active${a.offers ? `, ${a.offers} offered` : ""}${a.active ? "" : ", deactivated"}`;
       item.append(el("span", "dot", ""), el("span", "agent-name", a.name),
         el("span", "agent-state", presenceLabel(a.presence)), el("span", "agent-load", load));
@@ -180,6 +217,7 @@ async function startDashboard() {
     }));
     if (!agents.length) $("agents").append(el("li", "hint", "No agents yet."));
     board.refreshAgents();
+    dispatchMap?.refreshAgents();
     if (detail.order) detail.renderAssign();
   }
 
@@ -208,6 +246,10 @@ async function startDashboard() {
         if (store.applyPresence(message)) renderAgents();
       },
       onCatalog: (body) => catalog.apply(body),
+      onLocation: (agentId, body) => {
+        if (body && !store.agents.has(agentId)) refreshAgentsSoon();
+        dispatchMap?.setLocation(agentId, body);
+      },
       onResync({ orders, agents, first }) {
         refreshCatalog(); // the retained message comes too; this covers a broker without it
         const started = performance.now();
@@ -248,13 +290,14 @@ async function startDashboard() {
 // -- pages: the board, the catalog editor, the phone-order form (the URL's #fragment) --
 function showView() {
   const name = location.hash.slice(1) in VIEWS ? location.hash.slice(1) : "orders";
-  for (const [view, id] of Object.entries(VIEWS)) $(id).hidden = view !== name;
+  for (const id of new Set(Object.values(VIEWS))) $(id).hidden = id !== VIEWS[name];
   for (const link of $("views").querySelectorAll("a")) {
     if (link.dataset.view === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   $("search").closest("label").hidden = name !== "orders";
   document.body.dataset.view = name;
+  dispatchMap?.refresh(); // its container may have just been shown or resized
 }
 
 // -- toasts ---------------------------------------------------------------------

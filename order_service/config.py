@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     dispatch_delay_unconfirmed_seconds: int = Field(300, ge=0)
     dispatch_delay_unassigned_seconds: int = Field(300, ge=0)
     dispatch_delay_late_grace_seconds: int = Field(0, ge=0)
+    # Proof of delivery (issue #19): the customer's 4-digit code, the courier's photo.
+    dispatch_pod_code: Literal["off", "optional", "required"] = "off"
+    dispatch_pod_photo: Literal["off", "optional", "required"] = "optional"
     # Where the timers run (the relay) and how it trusts presence; environment only.
     dispatch_tick_seconds: float = Field(1.0, gt=0, le=60)
     presence_heartbeat_seconds: int = Field(30, ge=1, le=3600)

@@ -36,7 +36,7 @@ SKIP = {("DELETE", "/api/v1/auth/token")}  # would log the fuzzer itself out
 RULES_NOT_IN_SCHEMA = {
     r"cursor": "an opaque token only the API's own answers hold",
     r"agent_id|agent_ids\.\d+": "must name an existing, active agent",
-    r"failure(\.note)?|prep_minutes|force": "depends on the target status or on the caller's role",
+    r"failure(\.note)?|prep_minutes|force|code": "depends on the target status or on the caller's role",
     r"body": "a rule joining two fields (origin_lat with origin_lon)",
     r"Idempotency-Key": "a key already used with another body: state, not shape",
     r"items\.\d+\.(item_id|name|unit_price_cents|option_ids(\.\d+)?)": "a line is a catalog item (which "

@@ -49,6 +49,9 @@ ROLES: dict[str, tuple[str, ...]] = {
     "dispatch.decline_offer": (AGENT,),
     "dispatch.get_settings": (ADMIN,),
     "dispatch.patch_settings": (ADMIN,),
+    "proof.get_proof_settings": ANYONE,
+    "proof.upload_photo": (AGENT,),
+    "proof.get_photo": (ADMIN, CUSTOMER),
     "webhooks.create_webhook": (ADMIN,),
     "webhooks.list_webhooks": (ADMIN,),
     "webhooks.get_webhook": (ADMIN,),
@@ -128,6 +131,8 @@ def requests(client, admin, make_agent, place_order, menu) -> dict[str, tuple[st
         "dispatch.decline_offer": ("POST", f"{o}/offer/decline", {}),
         "dispatch.get_settings": ("GET", f"{API}/settings/dispatch", None),
         "dispatch.patch_settings": ("PATCH", f"{API}/settings/dispatch", {"auto_assign": True}),
+        "proof.upload_photo": ("POST", f"{o}/photo", None),
+        "proof.get_photo": ("GET", f"{o}/photo", None),
         "webhooks.create_webhook": (
             "POST",
             f"{API}/webhooks",

@@ -9,7 +9,7 @@
 // It also shows the service's Web Push messages (new assignment, new offer) while the app
 // is closed or in the background, and a tap on one opens or focuses the app.
 
-const CACHE = "orderbus-courier-v3";
+const CACHE = "orderbus-courier-v4";
 const SLOW_MS = 3000;
 const SHELL = [
   "/courier/",
@@ -21,6 +21,7 @@ const SHELL = [
   "/courier/js/push.js",
   "/courier/js/geo.js",
   "/courier/js/queue.js",
+  "/courier/js/proof.js",
   "/courier/js/sender.js",
   "/courier/js/view.js",
   "/courier/js/worklist.js",

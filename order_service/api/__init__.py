@@ -12,12 +12,24 @@ from __future__ import annotations
 from flask_openapi3 import OpenAPI
 from flask_openapi3.models import Schema
 
-from order_service.api import agents, auth, catalog, common, dispatch, orders, push, schemas, system, webhooks
+from order_service.api import (
+    agents,
+    auth,
+    catalog,
+    common,
+    dispatch,
+    orders,
+    proof,
+    push,
+    schemas,
+    system,
+    webhooks,
+)
 
 
 def init_app(app: OpenAPI) -> None:
     common.init_app(app)
-    for module in (auth, orders, catalog, agents, push, system, dispatch, webhooks):
+    for module in (auth, orders, proof, catalog, agents, push, system, dispatch, webhooks):
         app.register_api(module.bp)
     # Error responses are application/problem+json; their schema is referenced by name.
     app.components_schemas["Problem"] = Schema(**schemas.Problem.model_json_schema())

@@ -43,7 +43,7 @@ def content_security_policy(img_sources: tuple[str, ...] = ()) -> str:
             "default-src 'self'",
             "script-src 'self'",
             "style-src 'self'",
-            " ".join(("img-src 'self' data:", *img_sources)),
+            " ".join(("img-src 'self' data:", *img_sources, "blob:")),  # blob: the delivery photo
             "connect-src 'self' ws: wss:",
             "object-src 'none'",
             "base-uri 'none'",

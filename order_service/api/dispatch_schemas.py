@@ -41,6 +41,8 @@ class DispatchSettingsPatch(Strict):
     delay_unconfirmed_seconds: OptionalInt = Field(None, ge=0, le=86400)
     delay_unassigned_seconds: OptionalInt = Field(None, ge=0, le=86400)
     delay_late_grace_seconds: OptionalInt = Field(None, ge=0, le=86400)
+    pod_code: Literal["off", "optional", "required"] | None = None
+    pod_photo: Literal["off", "optional", "required"] | None = None
 
 
 class DispatchSettingsOut(BaseModel):

@@ -28,8 +28,17 @@ from order_service.store.models import Order, OrderHistory, OrderItem, rfc3339
 bp = blueprint("orders", "Orders and their lifecycle")
 
 
+def _body(order: Order) -> dict:
+    """The order as its reader sees it: its own customer also sees its delivery code."""
+    body = order_dict(order)
+    user = current_user()
+    if user.role == "customer" and order.owner_id == user.id:
+        body["delivery_code"] = order.delivery_code
+    return body
+
+
 def _order_response(order: Order, status: int = 200) -> Response:
-    response = jsonify(order_dict(order))
+    response = jsonify(_body(order))
     response.status_code = status
     response.headers["ETag"] = f'"{order.version}"'
     return response
@@ -113,7 +122,7 @@ def list_orders(query: schemas.OrderListQuery) -> Response:
     more = len(page) > query.limit
     page = page[: query.limit]
     return jsonify(
-        orders=[order_dict(o) for o in page],
+        orders=[_body(o) for o in page],
         next_cursor=_encode_cursor(page[-1]) if more else None,
     )
 
@@ -193,6 +202,7 @@ def change_status(
         config=dispatch_config.current(current_app.config["ORDERBUS"]),
         prep_minutes=body.prep_minutes,
         failure=(body.failure.reason, body.failure.note) if body.failure else None,
+        code=body.code,
     )
     return _order_response(order)
 

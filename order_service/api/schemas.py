@@ -115,6 +115,9 @@ class StatusChange(Strict):
         None, ge=0, le=1440, description="with confirmed: preparation minutes (default: the business's)"
     )
     failure: FailureIn | None = Field(None, description="with failed (required): why the delivery failed")
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")] | None = Field(
+        None, description="with delivered: the customer's 4-digit delivery code (pod_code setting)"
+    )
 
 
 class AgentAssign(Strict):

@@ -20,7 +20,7 @@ from order_service.errors import Forbidden
 from order_service.outbox import leader
 from order_service.store.db import db
 from order_service.store.migrations import discover
-from order_service.store.models import Agent, Order, Outbox, tuple_rows, utcnow
+from order_service.store.models import Agent, Order, Outbox, PodCodeRefusal, tuple_rows, utcnow
 from order_service.webhooks import model as webhooks
 
 bp = blueprint("system", "Health, metrics, event log")
@@ -115,6 +115,11 @@ class _DatabaseCollector:
             "orderbus_relay_active",
             "1 while a relay holds the relay lock (is active and publishing), else 0",
             value=int(bool(leader.active_relay())),
+        )
+        yield CounterMetricFamily(
+            "orderbus_pod_code_refused",
+            "Wrong delivery codes given at the door (proof of delivery)",
+            value=PodCodeRefusal.select().count(),
         )
         sessions = leader.relay_sessions()
         if sessions is not None:  # PostgreSQL: standbys keep a session too

@@ -35,6 +35,8 @@ class DispatchConfig(BaseModel):
     delay_unconfirmed_seconds: int = Field(ge=0, description="alert when placed this long; 0: off")
     delay_unassigned_seconds: int = Field(ge=0, description="alert when ready, no agent, this long; 0: off")
     delay_late_grace_seconds: int = Field(ge=0, description="alert this long after a promised time passes")
+    pod_code: Literal["off", "optional", "required"] = Field(description="the customer's code at delivery")
+    pod_photo: Literal["off", "optional", "required"] = Field(description="the courier's photo at delivery")
 
     @model_validator(mode="after")
     def _origin_pair(self) -> DispatchConfig:

@@ -13,6 +13,7 @@ from typing import Literal, cast, get_args
 import peewee
 
 import contract
+from order_service.orders.proof import proof_dict
 from order_service.store.db import hold_writer_lock
 from order_service.store.inserts import Insert
 from order_service.store.models import (
@@ -81,6 +82,7 @@ def order_dict(order: Order, items: list[dict] | None = None) -> dict:
         "status_times": order.status_times,
         "eta": rfc3339(order.eta),
         **dispatch_fields(order),
+        "proof": proof_dict(order),
     }
 
 

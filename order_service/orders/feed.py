@@ -5,7 +5,8 @@ customer's whole current view: its active orders and those finished within
 ``contract.CUSTOMER_FEED_WINDOW_SECONDS``, the newest ``contract.CUSTOMER_FEED_LIMIT``.
 A customer sees its orders' status, times, ETA, lines and address; of the courier only
 the first name, and only while the order is out for delivery (``picked_up``); nothing of
-dispatch (offers, delay alerts, agent ids).
+dispatch (offers, delay alerts, agent ids). Its own ``delivery_code`` while the order is
+active (``proof``: the courier asks for it at the door), and the order's ``proof``.
 
 The feed's ``version`` is the sum of the versions of all the customer's orders: every
 change bumps one order's version and a new order adds one, orders are never deleted,
@@ -69,6 +70,7 @@ def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]
     carrying = {o["agent_id"] for o in orders if o["status"] == "picked_up" and o["agent_id"]}
     couriers, positions = _first_names(carrying), _positions(carrying)
     reasons = _reasons([o["id"] for o in orders if o["status"] in lifecycle.TERMINAL])
+    codes = dict(tuple_rows(Order.select(Order.id, Order.delivery_code).where(Order.id.in_(ids))))
     return [
         {
             "id": o["id"],
@@ -87,6 +89,8 @@ def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]
             ),
             "failure": o["failure"],
             "reason": reasons.get(o["id"]),
+            "delivery_code": codes.get(o["id"]) if o["status"] not in lifecycle.TERMINAL else None,
+            "proof": o["proof"],
         }
         for o in orders
     ]

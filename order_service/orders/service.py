@@ -29,7 +29,7 @@ from order_service.errors import (
     StaleVersion,
     Unprocessable,
 )
-from order_service.orders import access, eta, numbers
+from order_service.orders import access, eta, numbers, proof
 from order_service.orders.eta import DispatchConfig
 from order_service.orders.events import record_order_event, record_worklists
 from order_service.orders.feed import record_customer_feed
@@ -230,6 +230,7 @@ _ORDER_FIELDS = (
     "updated_at",
     "number",
     "business_day",
+    "delivery_code",
 )
 _INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
 _INSERT_ITEMS = Insert(
@@ -269,6 +270,7 @@ def _insert_order(user: User, new: NewOrder, business: Business) -> Order:
         "updated_at": now,
         "number": numbers.next_number(day),
         "business_day": day,
+        "delivery_code": proof.new_code() if user.role == "customer" else None,
     }
     _INSERT_ORDER.rows([values])
     items = [{"order": values["id"], "position": i, **line} for i, line in enumerate(lines)]
@@ -304,11 +306,13 @@ def change_status(
     config: DispatchConfig,
     prep_minutes: int | None = None,
     failure: tuple[str, str] | None = None,
+    code: str | None = None,
 ) -> Order:
     """Move the order; ``prep_minutes`` (with ``confirmed``) overrides the preparation time,
-    ``failure`` (reason code, note) is required with ``failed`` and refused otherwise."""
+    ``failure`` (reason code, note) is required with ``failed`` and refused otherwise,
+    ``code`` (with ``delivered``) is the customer's delivery code (``proof``)."""
     _check_dispatch_fields(target, prep_minutes, failure)
-    with db.atomic():
+    with proof.counting_wrong_codes(order_id, user, target, code), db.atomic():
         order = locked(order_id)
         access.require_visible(user, order)
         check_version(order, if_match)
@@ -338,6 +342,8 @@ def change_status(
             change["promised_at"] = eta.promised_ready(now, config, prep_minutes)
         elif target == "picked_up":
             change["eta"] = eta.delivery_eta(now, config, order.delivery_lat, order.delivery_lon)
+        elif target == "delivered":
+            change.update(proof.on_delivery(order, user, code, config, now))
         elif target == "failed" and failure is not None:
             change["failure_reason"], change["failure_note"] = failure
             said = f"{failure[0]}: {failure[1]}" if failure[1] else failure[0]

@@ -151,6 +151,12 @@ class Order(BaseModel):
     # Migration 0008: the human number, sequential per business day (orders/numbers.py).
     number = pw.IntegerField(null=True)
     business_day = pw.CharField(max_length=10, null=True)
+    # Migration 0011: proof of delivery (orders/proof.py).
+    delivery_code = pw.CharField(max_length=4, null=True)  # shown to the order's customer only
+    pod_code_checked = pw.BooleanField(default=False)
+    pod_photo_type = pw.CharField(max_length=16, null=True)  # image/jpeg|png|webp once uploaded
+    pod_photo_at = pw.DateTimeField(null=True)
+    pod_at = pw.DateTimeField(null=True)  # when delivered with its proof
 
     class Meta:
         table_name = "orders"
@@ -367,3 +373,14 @@ class LoginFailure(BaseModel):
 
     class Meta:
         table_name = "login_failures"
+
+
+class PodCodeRefusal(BaseModel):
+    """One wrong delivery code (``orderbus_pod_code_refused_total``; bounds guessing)."""
+
+    order = pw.ForeignKeyField(Order, backref="code_refusals", on_delete="CASCADE")
+    agent_id = pw.CharField(max_length=32, null=True)
+    at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "pod_code_refusals"

@@ -71,6 +71,28 @@ export class Api {
   trail(id) { return this.call("GET", `/orders/${encodeURIComponent(id)}/trail`); }
   history(id) { return this.call("GET", `/orders/${encodeURIComponent(id)}/history`).then((r) => r.history); }
 
+  /** The delivery photo (proof of delivery) as an object URL, or null when there is none. */
+  async photoUrl(id) {
+    const headers = { Authorization: `Bearer ${this.token}` };
+    const response = await fetch(`${API}/orders/${encodeURIComponent(id)}/photo`, { headers }).catch(() => null);
+    return response?.ok ? URL.createObjectURL(await response.blob()) : null;
+  }
+
+  /** The courier's delivery photo: the file itself is the body. Answers the order. */
+  async uploadPhoto(order, file) {
+    const headers = { Authorization: `Bearer ${this.token}`, Accept: "application/json", "Content-Type": file.type || "application/octet-stream" };
+    let response;
+    try {
+      response = await fetch(`${API}/orders/${encodeURIComponent(order.id)}/photo`, { method: "POST", headers, body: file });
+    } catch (err) {
+      throw new ApiError(0, { title: "Unreachable", detail: `the order service did not answer (${err.message})` });
+    }
+    const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    if (response.status === 401) this.onUnauthorized(new ApiError(401, data));
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
   setStatus(order, status, reason) {
     const body = { status };
     if (reason) body.reason = reason;

@@ -166,6 +166,7 @@ export class Detail {
       return;
     }
     if (this.order?.id !== order.id) return;
+    const proofAt = this.proofEntry(history);
     $("timeline").replaceChildren(...history.slice().reverse().map((h) => {
       const item = el("li");
       const what = h.from_status && h.from_status !== h.to_status
@@ -177,7 +178,37 @@ export class Detail {
       item.append(el("time", "", when(h.at)), el("strong", "", ` ${what}`), el("span", "", agent),
         el("span", "who", ` by ${this.actor(h)}`));
       if (h.reason) item.append(el("q", "", h.reason));
+      if (h === proofAt) this.showProof(item, order);
       return item;
     }));
+  }
+
+  /** The timeline entry that shows the proof of delivery: the delivery, else the last photo. */
+  proofEntry(history) {
+    return history.findLast((h) => h.to_status === "delivered" && h.from_status !== h.to_status)
+      || history.findLast((h) => (h.reason || "").startsWith("delivery photo"));
+  }
+
+  /** Proof of delivery: whether the customer's code was checked, and the courier's photo. */
+  async showProof(item, order) {
+    const proof = order.proof || {};
+    const box = el("div", "proof");
+    box.dataset.proof = "";
+    box.append(el("span", "proof-facts", `Proof: ${proof.code_checked ? "code checked" : "no code"} · ${proof.photo ? "photo" : "no photo"}`));
+    item.append(box);
+    if (!proof.photo) return;
+    const url = await this.api.photoUrl(order.id);
+    if (!url || this.order?.id !== order.id) return;
+    if (this.photoUrl) URL.revokeObjectURL(this.photoUrl);
+    this.photoUrl = url;
+    const link = el("a", "proof-photo");
+    link.href = url;
+    link.target = "_blank";
+    const img = el("img");
+    img.id = "detail-photo";
+    img.src = url;
+    img.alt = `Delivery photo of order ${orderLabel(order)}`;
+    link.append(img);
+    box.append(link);
   }
 }

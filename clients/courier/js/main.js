@@ -3,6 +3,7 @@
 
 import { Api, ApiError, request } from "/admin/js/api.js";
 import { Live } from "./live.js";
+import { asksProof, cachedSettings, deliverWithProof, hideProofForm, readProof, refreshSettings, showProofForm } from "./proof.js";
 import { ActionQueue } from "./queue.js";
 import * as push from "./push.js";
 import { Sender } from "./sender.js";
@@ -79,7 +80,7 @@ function render() {
   showHistory(app.history);
   if (app.detailId) {
     const order = app.worklist.orders.find((o) => o.id === app.detailId);
-    if (order) showDetail(order, { status: statusOf(order), pending: pendingOf(order.id), onAct: (s) => act(order, s), onFail: () => showFailForm(app.reasons) });
+    if (order) showDetail(order, { status: statusOf(order), pending: pendingOf(order.id), onAct: (s) => (s === "delivered" && asksProof(app.proof) ? showProofForm(app.proof) : act(order, s)), onFail: () => showFailForm(app.reasons) });
     else closeDetail();
   }
 }
@@ -88,6 +89,7 @@ function openDetail(id) {
   app.detailId = id;
   app.worklist.markSeen(id);
   hideFailForm();
+  hideProofForm();
   $("list-view").hidden = true;
   $("detail-view").hidden = false;
   render();
@@ -98,14 +100,16 @@ function closeDetail() {
   if (!app) return;
   app.detailId = null;
   hideFailForm();
+  hideProofForm();
   $("detail-view").hidden = true;
   $("list-view").hidden = false;
 }
 
 // -- actions ------------------------------------------------------------------------------
-function act(order, status, failure) {
+function act(order, status, failure, code) {
   const entry = { order_id: order.id, label: label(order), status, version: order.version, from: statusOf(order) };
   if (failure) entry.failure = failure;
+  if (code) entry.code = code;
   if (status !== "picked_up") closeDetail();
   app.sender.add(entry).catch((err) => announce("conflict", `Could not queue the action: ${err.message || err}`));
 }
@@ -123,6 +127,20 @@ function submitFailure(event) {
   }
   hideFailForm();
   act(order, "failed", note ? { reason, note } : { reason });
+}
+
+async function submitProof(event) {
+  event.preventDefault();
+  const order = app.worklist.orders.find((o) => o.id === app.detailId);
+  const proof = order && readProof(app.proof);
+  if (!proof) return;
+  const result = await deliverWithProof(app.api, order, proof);
+  if (result === "error" || !app) return;
+  hideProofForm();
+  if (result === "queue") return act(order, "delivered", undefined, proof.code);
+  app.finishedHere.add(order.id);
+  closeDetail();
+  refreshHistory();
 }
 
 async function answerOffer(order, accept) {
@@ -291,8 +309,9 @@ function start(session) {
   app = {
     session, api, worklist, entries: [], banners: [], history: JSON.parse(localStorage.getItem(historyKey(session.agent_id)) || "[]"),
     answering: new Set(), declined: new Set(), finishedHere: new Set(), detailId: null, connState: "offline", live: null,
-    reasons: Object.keys(REASON_TEXT),
+    reasons: Object.keys(REASON_TEXT), proof: cachedSettings(),
   };
+  refreshSettings(api).then((s) => { if (app?.api === api) app.proof = s; }).catch(() => {});
   app.sender = new Sender({
     queue: new ActionQueue(), api, agentId: session.agent_id,
     onChange: (entries) => { app.entries = entries; render(); },
@@ -402,6 +421,8 @@ function boot() {
   $("fail-form").addEventListener("submit", submitFailure);
   $("fail-cancel").addEventListener("click", hideFailForm);
   $("push-enable").addEventListener("click", enablePush);
+  $("proof-form").addEventListener("submit", submitProof);
+  $("proof-cancel").addEventListener("click", hideProofForm);
   $("mute").addEventListener("click", () => { localStorage.setItem(MUTE_KEY, localStorage.getItem(MUTE_KEY) === "1" ? "0" : "1"); unlockAudio(); showMute(); });
   document.addEventListener("click", unlockAudio, { once: true });
   showMute();

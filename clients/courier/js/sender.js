@@ -77,6 +77,7 @@ export class Sender {
   async send(entry, retried = false) {
     const body = { status: entry.status, reason: `on the courier app at ${entry.at}` };
     if (entry.failure) body.failure = entry.failure;
+    if (entry.code) body.code = entry.code; // the customer's delivery code (proof.js)
     const path = `/orders/${encodeURIComponent(entry.order_id)}/status`;
     try {
       const order = await this.api.call("PATCH", path, body, { "If-Match": `"${entry.version}"` });

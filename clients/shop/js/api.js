@@ -16,6 +16,9 @@ export class ShopApi extends Api {
 
   history(id) { return this.call("GET", `/orders/${encodeURIComponent(id)}/history`).then((r) => r.history); }
 
+  /** What a delivery asks (proof of delivery): {pod_code, pod_photo}. */
+  proofSettings() { return this.call("GET", "/settings/proof"); }
+
   place(body, key) { return this.call("POST", "/orders", body, { "Idempotency-Key": key }); }
 
   cancel(order) {

@@ -7,7 +7,7 @@ import { Cart, findItem, forgetPending, idempotencyKey, unitPrice } from "./cart
 import { Live } from "./live.js";
 import { Menu } from "./menu.js";
 import { Orders } from "./store.js";
-import { renderHistory, renderTrack } from "./track.js";
+import { renderHistory, renderTrack, setProofSettings } from "./track.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "orderbus.shop.session";
@@ -109,6 +109,7 @@ async function startSession() {
     Math.min(session.expires_at - Date.now(), 2 ** 31 - 1));
   // The orders over REST straight away; the live feed then keeps them current.
   api.orders().then((list) => current() && applyOrders(list)).catch(() => {});
+  api.proofSettings().then((s) => { if (current()) { setProofSettings(s); if (tracking) renderTracked(); } }).catch(() => {});
   let lastRelogin = 0;
   live = new Live({
     api,

@@ -31,6 +31,10 @@ export function endedText(order, reason) {
   return `${verb}${reason ? `: ${reason}` : ""}.`;
 }
 
+// The business's proof-of-delivery settings (GET /settings/proof): is a code asked at the door?
+let proof = { pod_code: "optional" };
+export function setProofSettings(settings) { proof = settings || proof; }
+
 export function renderTrack(order, { reason, now = Date.now() }) {
   $("track").dataset.id = order.id;
   $("track").dataset.status = order.status;
@@ -61,6 +65,11 @@ export function renderTrack(order, { reason, now = Date.now() }) {
   else if (where) seen = ` Position updated at ${clock(new Date(where.tst * 1000).toISOString())}.`;
   $("track-courier").textContent = courier ? `${courier} is on the way with your order.${seen}` : "";
   $("track-courier").dataset.location = where ? (where.stale ? "stale" : "live") : "none";
+
+  // The delivery code, only this customer's own, while the order is on its way.
+  const code = order.status === "picked_up" && proof.pod_code !== "off" ? order.delivery_code : null;
+  $("track-code").hidden = !code;
+  $("track-code-digits").textContent = code || "";
 
   $("track-ended").hidden = !ended;
   $("track-ended").textContent = ended ? endedText(order, order.reason || reason) : "";

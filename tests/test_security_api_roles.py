@@ -11,6 +11,8 @@ may call, an agent reaches only its own agent record and orders
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from order_service.api.common import API_BLUEPRINTS, PUBLIC_ENDPOINTS
 from order_service.store.db import db
@@ -18,6 +20,7 @@ from order_service.store.models import MqttCredential
 from order_service.webhooks.model import WebhookEndpoint
 from tests.conftest import order_body
 from tests.helpers import API, assert_problem, db_state, walk_to
+from tests.push_endpoint import b64url
 
 ADMIN, AGENT, CUSTOMER = "admin", "agent", "customer"
 ANYONE = (ADMIN, AGENT, CUSTOMER)
@@ -52,6 +55,9 @@ ROLES: dict[str, tuple[str, ...]] = {
     "proof.get_proof_settings": ANYONE,
     "proof.upload_photo": (AGENT,),
     "proof.get_photo": (ADMIN, CUSTOMER),
+    "push.add_subscription": (AGENT,),
+    "push.list_subscriptions": (ADMIN, AGENT),
+    "push.remove_subscription": (AGENT,),
     "webhooks.create_webhook": (ADMIN,),
     "webhooks.list_webhooks": (ADMIN,),
     "webhooks.get_webhook": (ADMIN,),
@@ -133,6 +139,9 @@ def requests(client, admin, make_agent, place_order, menu) -> dict[str, tuple[st
         "dispatch.patch_settings": ("PATCH", f"{API}/settings/dispatch", {"auto_assign": True}),
         "proof.upload_photo": ("POST", f"{o}/photo", None),
         "proof.get_photo": ("GET", f"{o}/photo", None),
+        "push.add_subscription": ("POST", f"{a}/push-subscriptions", _push_subscription()),
+        "push.list_subscriptions": ("GET", f"{a}/push-subscriptions", None),
+        "push.remove_subscription": ("DELETE", f"{a}/push-subscriptions?device_id=phone-1", None),
         "webhooks.create_webhook": (
             "POST",
             f"{API}/webhooks",
@@ -152,6 +161,19 @@ def requests(client, admin, make_agent, place_order, menu) -> dict[str, tuple[st
         ),
         "catalog.update_item": ("PATCH", f"{API}/catalog/items/{menu.margherita}", {"price_cents": 0}),
         "catalog.delete_item": ("DELETE", f"{API}/catalog/items/{menu.margherita}", None),
+    }
+
+
+def _push_subscription() -> dict:
+    """A well-formed browser subscription (a real P-256 key), so only the role can refuse it."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    point = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return {
+        "device_id": "phone-1",
+        "subscription": {
+            "endpoint": "https://push.example.com/send/abc",
+            "keys": {"p256dh": b64url(point), "auth": b64url(b"0123456789abcdef")},
+        },
     }
 
 

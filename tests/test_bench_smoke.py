@@ -68,6 +68,25 @@ def test_cpu_tool_reports_each_process_per_request() -> None:
         assert process in post, done.stdout
 
 
+def test_cpu_tool_profiles_each_process_with_py_spy(tmp_path: Path) -> None:
+    """--profile samples every process during the POSTs: raw stacks per process, and the
+    summary names the handler of POST /orders in the API worker's frames."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        pytest.skip("py-spy is a bench extra: pip install -e '.[bench]'")
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.loadgen.cpu", "-n", "200", "--profile", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = {p.stem for p in tmp_path.glob("*.txt")}
+    assert {"relay", "broker"} <= written and any(name.startswith("api-worker") for name in written), written
+    assert "create_order (order_service/api/orders.py)" in done.stdout, done.stdout[-3000:]
+
+
 def test_brokers_option_refuses_an_unknown_broker(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "clients.loadgen", "--brokers", "embedded,rabbit", "--out", str(tmp_path)],

@@ -6,6 +6,13 @@ request one at a time over one keep-alive connection, and reads every process's 
 order goes (docs/benchmarks/README.md, "Where the time of one order goes").
 
     python -m clients.loadgen.cpu -n 1000
+    python -m clients.loadgen.cpu -n 1000 --profile var/profile   # and where in the code
+
+With ``--profile DIR`` every process is sampled by py-spy (``pip install -e '.[bench]'``)
+while the POSTs run: ``DIR/<process>.txt`` holds the raw stacks (one line per stack and
+its count, the input of any flame graph tool), and the top frames of each are printed,
+by their own time and with their callees. Sampling slows the processes down, so the CPU
+figures of a profiled run are not the ones to quote.
 """
 
 from __future__ import annotations
@@ -14,9 +21,14 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,10 +61,112 @@ def processes(peer: SystemPeer) -> dict[str, int]:
     return found
 
 
+def py_spy() -> str:
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not found:
+        raise click.ClickException("--profile needs py-spy: pip install -e '.[bench]'")
+    return found
+
+
+@contextlib.contextmanager
+def profiling(directory: Path | None, pids: dict[str, int]):  # type: ignore[no-untyped-def]
+    """Sample every process with py-spy while the block runs (nothing when ``directory`` is None)."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = {
+        name: subprocess.Popen(
+            [
+                py_spy(),
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--nolineno",
+                "--gil",
+                "--rate",
+                "1000",
+                "--output",
+                str(directory / f"{name.replace(' ', '-')}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for name, pid in pids.items()
+    }
+    time.sleep(1.0)  # py-spy attaches
+    for name, spy in spies.items():
+        if spy.poll() is not None:
+            raise click.ClickException(f"py-spy on {name}: {spy.stderr.read().decode().strip()}")  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        for spy in spies.values():
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for spy in spies.values():
+            try:
+                spy.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+
+
+# Frames every stack of a thread passes through: left out of the "with callees" list.
+SCAFFOLDING = (
+    "(threading.py)",
+    "(concurrent/futures/thread.py)",
+    "(asyncio/runners.py)",
+    "(gunicorn/arbiter.py)",
+    "(gunicorn/app/base.py)",
+    "(gunicorn/workers/base.py)",
+    "<module>",
+    "main (",
+)
+
+
+def summary(raw: Path, top: int = 12) -> list[str]:
+    """The ``top`` frames of a py-spy raw file by their own share of the samples, and by
+    their share with their callees (each frame counted once per stack). The samples are
+    those that held the GIL: Python's own CPU time, without waits and without C code
+    that lets the GIL go (SQLite's statements, the fsync)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames:
+            continue
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            if not any(part in frame for part in SCAFFOLDING):
+                inclusive[frame] += n
+    if not total:
+        return ["  (no samples)"]
+    lines = [f"  {total} samples; own time:"]
+    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    lines.append("  with callees:")
+    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    return lines
+
+
 @click.command()
 @click.option("-n", "--count", default=1000, show_default=True, help="requests per kind")
-def main(count: int) -> None:
+@click.option(
+    "--profile",
+    "profile_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="sample every process with py-spy during the POSTs and write its stacks here",
+)
+def main(count: int, profile_dir: Path | None) -> None:
     """CPU milliseconds per request of GET /healthz, GET /orders and POST /orders, per process."""
+    if profile_dir is not None:
+        py_spy()
     with tempfile.TemporaryDirectory(prefix="orderbus-cpu-") as tmp:
         peer = SystemPeer(Path(tmp)).start()
         try:
@@ -84,16 +198,21 @@ def main(count: int) -> None:
 
             for method, path, data in kinds:
                 send(method, path, data, max(20, count // 10))  # warm-up
-                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                took = send(method, path, data, count)
-                time.sleep(0.5)  # the relay and the broker finish the last order
-                after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                with profiling(profile_dir if method == "POST" else None, pids):
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    took = send(method, path, data, count)
+                    time.sleep(0.5)  # the relay and the broker finish the last order
+                    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 used = {name: (after[name] - before[name]) * 1000 / count for name in pids}
                 click.echo(f"{method} {path}: response p50 {statistics.median(took):.2f} ms")
                 for name, ms in used.items():
                     if ms >= 0.005:
                         click.echo(f"  {name:14s} {ms:6.2f} ms CPU per request")
                 click.echo(f"  {'total':14s} {sum(used.values()):6.2f} ms CPU per request")
+            if profile_dir is not None:
+                for raw in sorted(profile_dir.glob("*.txt")):
+                    click.echo(f"py-spy, POST /api/v1/orders, {raw.stem}:")
+                    click.echo("\n".join(summary(raw)))
         finally:
             peer.stop()
 

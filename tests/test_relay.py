@@ -7,7 +7,7 @@ import time
 
 from order_service.store.db import db
 from order_service.store.models import Order, Outbox
-from tests.helpers import all_published, wait_until
+from tests.helpers import all_published, max_outbox_id, wait_until
 
 
 def status_topic(order_id: str) -> str:
@@ -377,3 +377,21 @@ def test_a_restarted_empty_broker_gets_the_catalog_back(client, admin, menu, bro
     catalog = subscribe("catalog").wait_for(lambda r: r.topic == "catalog", timeout=10)
     assert catalog.retain and catalog.version == 6  # the broker holds it again
     assert catalog.json == client.get("/api/v1/catalog").json
+
+
+def test_acknowledged_rows_are_marked_together_not_per_order(client, admin, place_order, relay, subscribe):
+    """Orders sent one at a time, each waited for on the bus (so each is a batch of its own),
+    are marked published together: one statement per interval, not one transaction per order."""
+    live = subscribe("orders/new")
+    first = max_outbox_id()
+    ids = []
+    for _ in range(12):
+        order = place_order()
+        live.wait_for(lambda r, oid=order["id"]: r.json and r.json["order"]["id"] == oid)
+        ids.append(order["id"])
+    wait_until(all_published, what="every acknowledged row marked published")
+    with db.connection_context():
+        rows = list(Outbox.select().where((Outbox.id > first) & Outbox.order_id.in_(ids)))
+    assert len(rows) == 2 * len(ids)  # orders/new and orders/<id>/status of each
+    marks = {row.published_at for row in rows}
+    assert all(marks) and len(marks) < len(ids), sorted(marks)

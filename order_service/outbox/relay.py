@@ -24,6 +24,16 @@ id (commit) order, and a row is published *retained* only when it is the
 newest row of its topic; an older row (a re-send after a partial
 acknowledgement, or an intermediate state in a burst) goes out unretained, so
 live subscribers still see it but the broker keeps the newer state.
+
+The relay reads the outbox from where the broker's acknowledgements reached (the published
+rows are a prefix of the outbox, in id order), so it need not have marked them yet: it
+marks what the broker acknowledged with one statement for all of it, at most
+``MARK_EVERY`` seconds after the first unmarked row (and before it stops, republishes lost
+state or looks for finished orders). Under a stream of orders that is one write
+transaction per quarter of a second instead of one per batch, which at one order per
+batch was a second transaction, under the single-writer lock, for every order. A relay
+killed before it marks leaves rows that the next one publishes again, in order: at least
+once, which the clients' version check absorbs.
 """
 
 from __future__ import annotations
@@ -54,6 +64,9 @@ from order_service.store.models import Order, Outbox, utcnow
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[mqtt.MQTTMessage], None]
+
+# Rows the broker acknowledged are marked published within this many seconds.
+MARK_EVERY = 0.25
 
 
 class Companion(Protocol):
@@ -98,10 +111,12 @@ class Relay:
         self.inbound = dict(inbound or {})
         self.before_connect = before_connect
         self.companions = tuple(companions)
-        self._statements: dict[tuple[str, int], Prepared] = {}
+        self._statements: dict[str, Prepared] = {}
         self.connected = threading.Event()
         self.epoch = ""  # this database's (read when the relay becomes active)
         self._through = 0  # the last outbox row the broker acknowledged (a prefix: id order is commit order)
+        self._recorded = 0  # the last outbox row marked published in the database
+        self._record_due: float | None = None  # when the acknowledged rows must be marked
         self.marked: int | None = None  # ``through`` of the marker the broker holds
         self.republished = 0  # messages republished after the last connect
         self.catch_ups = 0  # connections caught up (pending rows sent, lost state republished)
@@ -242,23 +257,29 @@ class Relay:
         """Publish on every wake-up, first thing, and otherwise every ``relay_poll_seconds``
         (the fallback for a lost wake-up); the companions run on threads of their own,
         so that a dispatch tick never holds up a publish."""
-        self._catch_up(link)
-        poll = self.settings.relay_poll_seconds
-        woken = False  # a row committed meanwhile has queued its datagram: the first wait ends at once
-        next_scan = time.monotonic() + poll
-        next_sweep = 0.0
-        while not stop.is_set():
-            if link.lost:
-                raise ConnectionLost("disconnected")
-            if woken or time.monotonic() >= next_scan:
-                self._drain(link)
-                next_scan = time.monotonic() + poll
-            if time.monotonic() >= next_sweep:
-                self._check_lock()  # publishing checks it too; this notices a loss while idle
-                self._clear_finished(link)
-                next_sweep = time.monotonic() + 1.0
-            if self.waiter is not None:
-                woken = self.waiter.wait(max(0.0, min(next_scan, next_sweep) - time.monotonic()))
+        try:
+            self._catch_up(link)
+            poll = self.settings.relay_poll_seconds
+            woken = False  # a row committed meanwhile has queued its datagram: the first wait ends at once
+            next_scan = time.monotonic() + poll
+            next_sweep = 0.0
+            while not stop.is_set():
+                if link.lost:
+                    raise ConnectionLost("disconnected")
+                if woken or time.monotonic() >= next_scan:
+                    self._drain(link)
+                    next_scan = time.monotonic() + poll
+                if self._record_due is not None and time.monotonic() >= self._record_due:
+                    self._record_published()
+                if time.monotonic() >= next_sweep:
+                    self._check_lock()  # publishing checks it too; this notices a loss while idle
+                    self._clear_finished(link)
+                    next_sweep = time.monotonic() + 1.0
+                if self.waiter is not None:
+                    until = min(next_scan, next_sweep, self._record_due or next_scan)
+                    woken = self.waiter.wait(max(0.0, until - time.monotonic()))
+        finally:
+            self._record_quietly()
 
     # --- publishing ---------------------------------------------------------------
 
@@ -280,53 +301,72 @@ class Relay:
             raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")
 
     def _drain(self, link: MqttLink) -> int:
-        """Publish every pending outbox row in id order; return how many went out."""
+        """Publish every outbox row after the acknowledged ones, in id order; return how many
+        went out. They are marked published later (:meth:`_record_published`)."""
         total = 0
         while True:
-            rows = self._statement("pending", 0).execute()
+            rows = self._statement("pending").execute(self._through, self.settings.relay_batch)
             if not rows:
                 return total
             messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
             if self.marked is not None:  # the broker is whole: the marker follows every batch
                 messages.append((contract.RELAY_EPOCH, contract.relay_epoch(self.epoch, rows[-1][0]), True))
 
-            def mark(acked: int, rows: list[tuple] = rows) -> None:
-                published = min(acked, len(rows))
-                with db.atomic():
-                    self._statement("mark", published).execute(utcnow(), *(r[0] for r in rows[:published]))
-                self._through = rows[published - 1][0]
+            def acknowledged(acked: int, rows: list[tuple] = rows) -> None:
+                self._through = rows[min(acked, len(rows)) - 1][0]
                 if acked > len(rows):
                     self.marked = self._through
+                if self._record_due is None:
+                    self._record_due = time.monotonic() + MARK_EVERY
 
-            self._send(link, messages, mark)
+            self._send(link, messages, acknowledged)
             total += len(rows)
             if len(rows) < self.settings.relay_batch:
                 # All there was. A row committed since then has sent its wake-up datagram,
                 # which ends the relay's next wait at once: no need to ask again now.
                 return total
 
-    def _statement(self, name: str, size: int) -> Prepared:
+    def _record_published(self) -> None:
+        """Mark every acknowledged row published: one statement, whatever their number."""
+        self._record_due = None
+        if self._through <= self._recorded:
+            return
+        with db.atomic():
+            self._statement("mark").execute(utcnow(), self._recorded, self._through)
+        self._recorded = self._through
+
+    def _record_quietly(self) -> None:
+        """On the way out (broker lost, relay stopping): mark what the broker acknowledged,
+        if the database lets us; rows left unmarked are only published again."""
+        try:
+            self._record_published()
+        except peewee.DatabaseError as exc:
+            logger.warning("could not mark the acknowledged rows published (%s): they go out again", exc)
+
+    def _statement(self, name: str) -> Prepared:
         """The outbox statements of the hot path, their SQL built once (peewee's SQL building
         took longer than running them)."""
-        key = (name, size)
-        if key not in self._statements:
-            if name == "pending":
-                self._statements[key] = Prepared(lambda: _pending(self.settings.relay_batch))
-            else:  # mark ``size`` rows published; parameters: the time, then the ids
-                self._statements[key] = Prepared(
-                    lambda: Outbox.update(published_at=utcnow()).where(Outbox.id.in_([0] * size))
+        if name not in self._statements:
+            if name == "pending":  # parameters: the last acknowledged id, the batch size
+                self._statements[name] = Prepared(lambda: _pending(0, self.settings.relay_batch))
+            else:  # parameters: the time, then the ids after which and up to which rows are published
+                self._statements[name] = Prepared(
+                    lambda: Outbox.update(published_at=utcnow()).where(
+                        (Outbox.id > 0) & (Outbox.id <= 0) & Outbox.published_at.is_null()
+                    )
                 )
-        return self._statements[key]
+        return self._statements[name]
 
     def _catch_up(self, link: MqttLink) -> None:
         """After connecting: what is pending, then what the broker lacks (``rehydration.py``)."""
         held = contract.parse_relay_epoch(
             link.read_retained(contract.RELAY_EPOCH, contract.relay_probe(secrets.token_hex(8)))
         )
-        before = self._through = rehydration.published_through()
+        before = self._through = self._recorded = rehydration.published_through()
         written = rehydration.written_through()
         self.marked = None  # no marker until the broker is whole again
         self._drain(link)
+        self._record_published()  # what follows reads the published rows
         since, why = rehydration.lacking(held, self.epoch, before, written)
         if why is None and held is not None:
             self.marked = held[1]
@@ -359,6 +399,7 @@ class Relay:
 
     def _clear_finished(self, link: MqttLink) -> None:
         """Clear the retained state of orders finished longer ago than the retention window."""
+        self._record_published()  # an order whose last rows are unmarked waits for them
         cutoff = utcnow() - timedelta(seconds=self.settings.retain_terminal_seconds)
         pending = Outbox.select(Outbox.order_id).where(
             Outbox.published_at.is_null() & Outbox.order_id.is_null(False)
@@ -394,8 +435,8 @@ class Relay:
                 handler(message)
 
 
-def _pending(limit: int) -> peewee.ModelSelect[Outbox]:
-    """The oldest unpublished rows, each with ``newest``: no later row of its topic exists
+def _pending(after: int, limit: int) -> peewee.ModelSelect[Outbox]:
+    """The oldest rows after ``after``, each with ``newest``: no later row of its topic exists
     (published retained only then; an older one would overwrite a newer state). One query."""
     later = Outbox.alias()
     superseded = peewee.fn.EXISTS(
@@ -403,7 +444,7 @@ def _pending(limit: int) -> peewee.ModelSelect[Outbox]:
     )
     return (
         Outbox.select(Outbox.id, Outbox.topic, Outbox.payload, (~superseded).alias("newest"))
-        .where(Outbox.published_at.is_null())
+        .where(Outbox.id > after)
         .order_by(Outbox.id)
         .limit(limit)
     )

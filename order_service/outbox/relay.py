@@ -6,7 +6,7 @@ While the broker is away rows wait in the database; nothing is lost. On every
 the current state, so a broker that lost its retained store is whole again.
 
 What the broker lacks, it learns from a marker it keeps retained on
-``orderbus/relay/epoch``, which ends every batch of rows and which the relay reads back
+``orderbus/relay/epoch``, which follows the rows it covers and which the relay reads back
 after connecting (``rehydration.py``): a relay's reconnects, whatever makes them (a
 flapping network, an evicted session), republish nothing; a broker that restarted empty
 gets every order's and worklist's state again, one that restored an older snapshot what
@@ -29,11 +29,13 @@ The relay reads the outbox from where the broker's acknowledgements reached (the
 rows are a prefix of the outbox, in id order), so it need not have marked them yet: it
 marks what the broker acknowledged with one statement for all of it, at most
 ``MARK_EVERY`` seconds after the first unmarked row (and before it stops, republishes lost
-state or looks for finished orders). Under a stream of orders that is one write
-transaction per quarter of a second instead of one per batch, which at one order per
-batch was a second transaction, under the single-writer lock, for every order. A relay
+state or looks for finished orders), and moves the broker's marker at the same time.
+Under a stream of orders that is one write transaction and one marker per quarter of a
+second instead of one of each per batch, which at one order per batch was a second
+transaction, under the single-writer lock, and a third publish for every order. A relay
 killed before it marks leaves rows that the next one publishes again, in order: at least
-once, which the clients' version check absorbs.
+once, which the clients' version check absorbs; a marker that lags says the broker lacks
+a little more than it does, which costs a few messages republished, never a gap.
 """
 
 from __future__ import annotations
@@ -270,6 +272,7 @@ class Relay:
                     self._drain(link)
                     next_scan = time.monotonic() + poll
                 if self._record_due is not None and time.monotonic() >= self._record_due:
+                    self._mark(link)
                     self._record_published()
                 if time.monotonic() >= next_sweep:
                     self._check_lock()  # publishing checks it too; this notices a loss while idle
@@ -309,13 +312,9 @@ class Relay:
             if not rows:
                 return total
             messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
-            if self.marked is not None:  # the broker is whole: the marker follows every batch
-                messages.append((contract.RELAY_EPOCH, contract.relay_epoch(self.epoch, rows[-1][0]), True))
 
             def acknowledged(acked: int, rows: list[tuple] = rows) -> None:
-                self._through = rows[min(acked, len(rows)) - 1][0]
-                if acked > len(rows):
-                    self.marked = self._through
+                self._through = rows[acked - 1][0]
                 if self._record_due is None:
                     self._record_due = time.monotonic() + MARK_EVERY
 

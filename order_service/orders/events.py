@@ -145,12 +145,20 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
     ``order.delayed`` event) are added to the envelope when given.
     """
     assert event in ORDER_EVENTS, event
-    payload = {**_envelope(event), "order": order_dict(order)}
+    envelope = _envelope(event)
+    body = order_dict(order)
+    extra = {}
     if reason:
-        payload["reason"] = reason
+        extra["reason"] = reason
     if delay:
-        payload["delay"] = delay
-    text = contract.dumps(payload)
+        extra["delay"] = delay
+    payload = {**envelope, "order": body, **extra}
+    # The order is serialised once: its text goes into the payload (exactly as dumps(payload)
+    # would write it) and is kept for the response (published_body).
+    body_text = contract.dumps(body)
+    text = contract.dumps(envelope)[:-1] + ',"order":' + body_text
+    text += "," + contract.dumps(extra)[1:] if extra else "}"
+    setattr(order, _PUBLISHED, (order.version, body_text))
     kinds = [("status", contract.order_status(order.id))]
     if event == "order.created":
         kinds.insert(0, ("new", contract.ORDERS_NEW))
@@ -170,6 +178,18 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
             ]
         )
     return payload
+
+
+_PUBLISHED = "_orderbus_published"
+
+
+def published_body(order: Order) -> str | None:
+    """The JSON text of ``order_dict(order)`` as this process just published it, if the order
+    has not changed since: the response reuses it instead of building and encoding it again."""
+    published = getattr(order, _PUBLISHED, None)
+    if published is None or published[0] != order.version:
+        return None
+    return published[1]
 
 
 # Every order event writes these rows: their SQL is built once (inserts.py).

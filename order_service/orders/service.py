@@ -33,8 +33,8 @@ from order_service.orders import access, eta, numbers, proof
 from order_service.orders.eta import DispatchConfig
 from order_service.orders.events import record_order_event, record_worklists
 from order_service.orders.feed import record_customer_feed
-from order_service.store.db import db, is_sqlite
-from order_service.store.inserts import Insert
+from order_service.store.db import db
+from order_service.store.inserts import Insert, Select, Update
 from order_service.store.models import (
     Agent,
     IdempotencyKey,
@@ -72,14 +72,24 @@ class NewOrder:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# The statements of a change to an order, their SQL built once (store/inserts.py).
+_LOCK_ORDER = Select(Order, "id", for_update=True)
+_ORDER_ITEMS = Select(OrderItem, "order", order_by="position")
+_SAVE_ORDER = Update(Order)
+
+
 def locked(order_id: str) -> Order:
     """The order, locked for this transaction (SQLite's BEGIN IMMEDIATE already is)."""
-    query = Order.select().where(Order.id == order_id)
-    if not is_sqlite():
-        query = query.for_update()
-    order = query.first()
+    order = _LOCK_ORDER.one(order_id)
     if order is None:
         raise NotFound("order", order_id)
+    return order
+
+
+def with_items(order: Order) -> Order:
+    """The order with its lines read (one statement, built once), for ``order_dict``."""
+    if "items" not in order.__dict__:
+        order.items = _ORDER_ITEMS.all(order.id)  # as prefetch() keeps them
     return order
 
 
@@ -141,21 +151,25 @@ def bump(
             order.terminal_at = now
     order.version += 1
     order.updated_at = now
-    order.save()
-    OrderHistory.create(
-        order=order,
-        version=order.version,
-        event=event,
-        at=now,
-        actor=actor,
-        actor_role=actor.role if actor else "system",
-        from_status=from_status,
-        to_status=order.status,
-        from_agent=old_agent,
-        to_agent=order.agent_id,
-        reason=reason,
+    _SAVE_ORDER.save(order)
+    _INSERT_CHANGE.rows(
+        [
+            {
+                "order": order.id,
+                "version": order.version,
+                "event": event,
+                "at": now,
+                "actor": actor.id if actor else None,
+                "actor_role": actor.role if actor else "system",
+                "from_status": from_status,
+                "to_status": order.status,
+                "from_agent": old_agent,
+                "to_agent": order.agent_id,
+                "reason": reason,
+            }
+        ]
     )
-    record_order_event(order, event, reason=reason, delay=delay)
+    record_order_event(with_items(order), event, reason=reason, delay=delay)
     record_customer_feed(order, event)
     record_worklists([old_agent, order.agent_id, *old_offered, *(order.offer_agents or []), *touch])
 
@@ -198,8 +212,12 @@ def create_order(
         raise
 
 
+_IDEMPOTENCY_KEY = Select(IdempotencyKey, "user", "key")
+_ORDER = Select(Order, "id")
+
+
 def _replay(user: User, key: str, fingerprint: str) -> Order | None:
-    row = IdempotencyKey.get_or_none(IdempotencyKey.user == user, IdempotencyKey.key == key)
+    row = _IDEMPOTENCY_KEY.one(user.id, key)
     if row is None:
         return None
     if row.request_hash != fingerprint:
@@ -209,7 +227,7 @@ def _replay(user: User, key: str, fingerprint: str) -> Order | None:
             slug="idempotency-key-reused",
             errors=[{"field": "Idempotency-Key", "message": "already used with another body"}],
         )
-    return row.order
+    return with_items(_ORDER.one(row.order_id))
 
 
 _ORDER_FIELDS = (
@@ -239,6 +257,22 @@ _INSERT_ITEMS = Insert(
 _INSERT_KEY = Insert(IdempotencyKey, ("user", "key", "request_hash", "order"))
 _INSERT_HISTORY = Insert(
     OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status")
+)
+_INSERT_CHANGE = Insert(
+    OrderHistory,
+    (
+        "order",
+        "version",
+        "event",
+        "at",
+        "actor",
+        "actor_role",
+        "from_status",
+        "to_status",
+        "from_agent",
+        "to_agent",
+        "reason",
+    ),
 )
 
 

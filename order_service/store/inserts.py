@@ -1,10 +1,12 @@
-"""INSERTs of the hot write path with their SQL built once, not per statement.
+"""Statements of the hot write path with their SQL built once, not per statement.
 
 peewee builds the SQL text of every query anew (about a third of the CPU of
-``POST /orders`` went into that). :class:`Insert` writes rows of one model with
-the same columns peewee would use (the given ones plus every field with a
-default) and the same value conversion (``Field.db_value``), its text built once
-per database.
+``POST /orders`` went into that, and more of a status change's). :class:`Insert` writes
+rows of one model with the same columns peewee would use (the given ones plus every
+field with a default) and the same value conversion (``Field.db_value``);
+:class:`Select` reads whole rows by a key into model instances, as peewee's row loader
+builds them (``Field.python_value``); :class:`Update` saves a whole instance as
+``Model.save()`` does. Each builds its text once per database.
 """
 
 from __future__ import annotations
@@ -63,3 +65,89 @@ class Insert:
         for row in rows:
             params += self._values(row)
         db.execute_sql(head + ", ".join([row_text] * len(rows)), params)
+
+
+def _quoted(database: peewee.Database, name: str) -> str:
+    return name.join(database.quote)
+
+
+class Select:
+    """``SELECT <every column> FROM <model> WHERE <key columns> = ...``: model instances.
+
+    ``order_by`` names a field; ``for_update`` locks the rows on PostgreSQL (SQLite's
+    ``BEGIN IMMEDIATE`` already holds the whole database)."""
+
+    def __init__(
+        self, model: type[peewee.Model], *keys: str, order_by: str | None = None, for_update: bool = False
+    ) -> None:
+        meta = model._meta
+        self.model = model
+        self.fields = list(meta.sorted_fields)
+        self.keys = [meta.fields[name] for name in keys]
+        self.order_by = meta.fields[order_by] if order_by else None
+        self.for_update = for_update
+        self._sql: tuple[peewee.Database, str] | None = None
+
+    def _text(self, database: peewee.Database) -> str:
+        if self._sql is None or self._sql[0] is not database:
+            columns = ", ".join(_quoted(database, f.column_name) for f in self.fields)
+            where = " AND ".join(f"{_quoted(database, f.column_name)} = {database.param}" for f in self.keys)
+            sql = f"SELECT {columns} FROM {_quoted(database, self.model._meta.table_name)} WHERE {where}"
+            if self.order_by is not None:
+                sql += f" ORDER BY {_quoted(database, self.order_by.column_name)}"
+            if self.for_update and not isinstance(database, peewee.SqliteDatabase):
+                sql += " FOR UPDATE"
+            self._sql = (database, sql)
+        return self._sql[1]
+
+    def all(self, *values: Any) -> list[Any]:
+        params = [key.db_value(value) for key, value in zip(self.keys, values, strict=True)]
+        cursor = db.execute_sql(self._text(db.obj), params)
+        found = []
+        for row in cursor.fetchall():
+            instance = self.model(
+                __no_default__=1,
+                **{f.name: f.python_value(value) for f, value in zip(self.fields, row, strict=True)},
+            )
+            instance._dirty.clear()  # type: ignore[attr-defined]  # as peewee's row loader does
+            found.append(instance)
+        return found
+
+    def one(self, *values: Any) -> Any:
+        """The row with these key values, or None."""
+        found = self.all(*values)
+        return found[0] if found else None
+
+
+class Update:
+    """``UPDATE <model> SET <every other column> WHERE <primary key> = ...``: an instance read
+    whole (:class:`Select`) saved whole, as ``Model.save()`` saves it."""
+
+    def __init__(self, model: type[peewee.Model]) -> None:
+        meta = model._meta
+        self.model = model
+        key = meta.primary_key
+        assert isinstance(key, peewee.Field), f"{model.__name__} has no single primary key"
+        self.key = key
+        self.fields = [f for f in meta.sorted_fields if f is not self.key]
+        self._sql: tuple[peewee.Database, str] | None = None
+
+    def _text(self, database: peewee.Database) -> str:
+        if self._sql is None or self._sql[0] is not database:
+            p = database.param
+            assigned = ", ".join(f"{_quoted(database, f.column_name)} = {p}" for f in self.fields)
+            table = _quoted(database, self.model._meta.table_name)
+            key = _quoted(database, self.key.column_name)
+            self._sql = (database, f"UPDATE {table} SET {assigned} WHERE {key} = {database.param}")
+        return self._sql[1]
+
+    def save(self, instance: peewee.Model) -> None:
+        data = instance.__data__
+        try:
+            params = [f.db_value(data[f.name]) for f in self.fields]
+        except KeyError:  # not read whole: peewee saves the columns it has
+            instance.save()
+            return
+        params.append(self.key.db_value(data[self.key.name]))
+        db.execute_sql(self._text(db.obj), params)
+        instance._dirty.clear()  # type: ignore[attr-defined]

@@ -680,3 +680,25 @@ def test_control_characters_are_refused(client, admin):
     response = client.post(f"{API}/orders", json=ok, headers=admin.headers)
     assert response.status_code == 201
     assert response.json["customer"]["address"] == "Flat 2\n1 Main St"
+
+
+def test_a_body_is_parsed_once_per_request(app, client, admin, monkeypatch):
+    """The guard parses the body (400 for malformed JSON) and the view's validation reuses
+    that value: Flask's JSON parser is not called again for POST /orders or a status change."""
+    parsed = []
+    loads = app.json.loads
+    monkeypatch.setattr(app.json, "loads", lambda data, **kw: parsed.append(data) or loads(data, **kw))
+    order = client.post("/api/v1/orders", json=order_body(), headers=admin.headers)
+    assert order.status_code == 201, order.data
+    order_id = json.loads(order.data)["id"]  # (the test client's .json would count)
+    changed = client.patch(
+        f"/api/v1/orders/{order_id}/status", json={"status": "confirmed"}, headers=admin.headers
+    )
+    assert changed.status_code == 200 and json.loads(changed.data)["status"] == "confirmed"
+    assert parsed == []
+    # Positive control: a request that asks for its JSON afresh goes through the counted parser.
+    with app.test_request_context("/", method="POST", data='{"a": 1}', content_type="application/json"):
+        from flask import request
+
+        assert request.get_json() == {"a": 1}
+    assert len(parsed) == 1

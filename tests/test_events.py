@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from order_service.orders.events import record_worklists
 from order_service.store.db import db
-from tests.helpers import latest_worklist
+from order_service.store.models import Outbox
+from tests.helpers import latest_worklist, outbox
 
 API = "/api/v1"
 ITEMS = [
@@ -85,3 +87,29 @@ class _QueryCounter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
+
+
+def test_the_response_is_the_published_order_text(client, admin, make_customer, menu):
+    """An order is encoded once per change: the body of POST /orders and of a status change is,
+    byte for byte, the ``order`` inside the outbox payload of that change; the customer who
+    placed it also gets its delivery code, which the bus never carries."""
+    customer = make_customer()
+    placed = client.post(f"{API}/orders", json=menu.order(), headers=customer.headers)
+    assert placed.status_code == 201, placed.json
+    order_id = placed.json["id"]
+    changed = client.patch(
+        f"{API}/orders/{order_id}/status", json={"status": "confirmed"}, headers=admin.headers
+    )
+    assert changed.status_code == 200, changed.json
+    ids = [row["id"] for row in outbox(order_id=order_id, kind="status")]
+    with db.connection_context():
+        texts = [row.payload for row in Outbox.select().where(Outbox.id.in_(ids)).order_by(Outbox.id)]
+    assert [json.loads(text)["order"]["version"] for text in texts] == [1, 2]
+    code = placed.json["delivery_code"]
+    assert code and "delivery_code" not in texts[0]
+    suffix = ',"delivery_code":"' + code + '"}'
+    customer_view = placed.get_data(as_text=True).rstrip("\n")
+    assert customer_view.endswith(suffix)
+    assert '"order":' + customer_view.removesuffix(suffix) + "}" in texts[0]
+    assert '"order":' + changed.get_data(as_text=True).rstrip("\n") in texts[1]
+    assert placed.json == {**json.loads(texts[0])["order"], "delivery_code": code}

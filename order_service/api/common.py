@@ -66,7 +66,7 @@ def _check_body() -> None:
         # one that reached it may go on, so refuse it rather than use its first part.
         raise RequestEntityTooLarge()
     try:
-        json.loads(data)
+        parsed = json.loads(data)
     except RecursionError:
         # Nesting deeper than the parser's recursion limit: refuse it, do not 500.
         raise Problem(
@@ -82,6 +82,9 @@ def _check_body() -> None:
             f"the body is not valid JSON: {exc}",
             errors=[{"field": "body", "message": str(exc)}],
         ) from None
+    # Parsed once: the view's validation (flask-openapi3 calls request.get_json) takes this
+    # value from werkzeug's cache of it rather than parsing the body a second time.
+    request._cached_json = (parsed, parsed)
 
 
 def init_app(app: Flask) -> None:

@@ -9,11 +9,13 @@ setting is its override if there is one, else its default.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from order_service.config import Settings
+from order_service.store.inserts import Select
 from order_service.store.models import DispatchSettingsRow, User, rfc3339, utcnow
 
 
@@ -52,18 +54,35 @@ class DispatchConfig(BaseModel):
 NAMES = tuple(DispatchConfig.model_fields)
 
 
+_ROW = Select(DispatchSettingsRow, "id")  # every status change reads it: SQL built once
+
+
 def _row() -> DispatchSettingsRow | None:
-    return DispatchSettingsRow.get_or_none(DispatchSettingsRow.id == 1)
+    return _ROW.one(1)
+
+
+# (defaults, overrides as stored) -> the effective settings: built once per distinct pair,
+# not on every request (the row is still read each time: another process may change it).
+_BUILT: dict[tuple[tuple, str], DispatchConfig] = {}
+_VARIABLES = tuple(f"dispatch_{name}" for name in NAMES)
 
 
 def current(settings: Settings) -> DispatchConfig:
     """The effective settings now (one small query)."""
     row = _row()
-    defaults = DispatchConfig.defaults(settings)
-    if row is None or not row.overrides:
-        return defaults
-    known = {k: v for k, v in row.overrides.items() if k in NAMES}
-    return DispatchConfig(**{**defaults.model_dump(), **known})
+    stored = json.dumps(row.overrides, sort_keys=True) if row is not None and row.overrides else ""
+    key = (tuple(getattr(settings, name) for name in _VARIABLES), stored)
+    config = _BUILT.get(key)
+    if config is not None:
+        return config
+    config = DispatchConfig.defaults(settings)
+    if row is not None and row.overrides:
+        known = {k: v for k, v in row.overrides.items() if k in NAMES}
+        config = DispatchConfig(**{**config.model_dump(), **known})
+    if len(_BUILT) >= 64:
+        _BUILT.clear()
+    _BUILT[key] = config
+    return config
 
 
 def describe(settings: Settings) -> dict[str, Any]:

@@ -63,14 +63,15 @@ def test_cpu_tool_reports_each_process_per_request() -> None:
         timeout=90,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    post = done.stdout.split("POST /api/v1/orders", 1)[1]
-    for process in ("api worker", "relay", "broker", "total"):
-        assert process in post, done.stdout
+    for request in ("POST /api/v1/orders", "PATCH /api/v1/orders/<id>/status"):
+        write = done.stdout.split(request, 1)[1]
+        for process in ("api worker", "relay", "broker", "total"):
+            assert process in write, done.stdout
 
 
 def test_cpu_tool_profiles_each_process_with_py_spy(tmp_path: Path) -> None:
-    """--profile samples every process during the POSTs: raw stacks per process, and the
-    summary names the handler of POST /orders in the API worker's frames."""
+    """--profile samples every process during the POSTs and the PATCHes: raw stacks per
+    process, and the summary names each handler in the API worker's frames."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         pytest.skip("py-spy is a bench extra: pip install -e '.[bench]'")
@@ -82,9 +83,10 @@ def test_cpu_tool_profiles_each_process_with_py_spy(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    written = {p.stem for p in tmp_path.glob("*.txt")}
+    written = {p.stem for p in (tmp_path / "post").glob("*.txt")}
     assert {"relay", "broker"} <= written and any(name.startswith("api-worker") for name in written), written
     assert "create_order (order_service/api/orders.py)" in done.stdout, done.stdout[-3000:]
+    assert "change_status (order_service/api/orders.py)" in done.stdout, done.stdout[-3000:]
 
 
 def test_brokers_option_refuses_an_unknown_broker(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ order goes (docs/benchmarks/README.md, "Where the time of one order goes").
     python -m clients.loadgen.cpu -n 1000 --profile var/profile   # and where in the code
 
 With ``--profile DIR`` every process is sampled by py-spy (``pip install -e '.[bench]'``)
-while the POSTs run: ``DIR/<process>.txt`` holds the raw stacks (one line per stack and
-its count, the input of any flame graph tool), and the top frames of each are printed,
+while the POSTs and the PATCHes run: ``DIR/post/<process>.txt`` and ``DIR/patch/...`` hold
+the raw stacks (one line per stack and its count, the input of any flame graph tool), of
+samples that held the GIL (Python's own CPU time), and the top frames of each are printed,
 by their own time and with their callees. Sampling slows the processes down, so the CPU
 figures of a profiled run are not the ones to quote.
 """
@@ -38,6 +39,7 @@ from .peers import SystemPeer, children
 from .suite import ORDER
 
 TICKS = os.sysconf("SC_CLK_TCK")
+WRITES = ("POST", "PATCH")  # the requests --profile samples
 
 
 def cpu_seconds(pid: int) -> float:
@@ -164,7 +166,8 @@ def summary(raw: Path, top: int = 12) -> list[str]:
     help="sample every process with py-spy during the POSTs and write its stacks here",
 )
 def main(count: int, profile_dir: Path | None) -> None:
-    """CPU milliseconds per request of GET /healthz, GET /orders and POST /orders, per process."""
+    """CPU milliseconds per request of GET /healthz, GET /orders, POST /orders and a status
+    change (PATCH /orders/<id>/status, confirming each order the POSTs placed), per process."""
     if profile_dir is not None:
         py_spy()
     with tempfile.TemporaryDirectory(prefix="orderbus-cpu-") as tmp:
@@ -177,42 +180,50 @@ def main(count: int, profile_dir: Path | None) -> None:
                 "Content-Type": "application/json",
             }
             body = json.dumps(ORDER)
+            placed: list[str] = []  # the orders the POSTs created, which the PATCHes confirm
+            confirm = json.dumps({"status": "confirmed"})
             kinds = [
                 ("GET", "/api/v1/healthz", None),
                 ("GET", "/api/v1/orders?limit=1", None),
                 ("POST", "/api/v1/orders", body),
+                ("PATCH", "/api/v1/orders/{}/status", confirm),
             ]
             pids = processes(peer)
 
             def send(method: str, path: str, data: str | None, n: int) -> list[float]:
                 took = []
                 for _ in range(n):
+                    target = path.format(placed.pop(0)) if "{}" in path else path
                     started = time.perf_counter()
-                    conn.request(method, path, data, headers)
+                    conn.request(method, target, data, headers)
                     response = conn.getresponse()
-                    response.read()
+                    answer = response.read()
                     if response.status >= 300:
                         raise click.ClickException(f"{method} {path}: HTTP {response.status}")
                     took.append((time.perf_counter() - started) * 1000)
+                    if method == "POST":
+                        placed.append(json.loads(answer)["id"])
                 return took
 
             for method, path, data in kinds:
                 send(method, path, data, max(20, count // 10))  # warm-up
-                with profiling(profile_dir if method == "POST" else None, pids):
+                sampled = profile_dir / method.lower() if profile_dir and method in WRITES else None
+                with profiling(sampled, pids):
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                     took = send(method, path, data, count)
                     time.sleep(0.5)  # the relay and the broker finish the last order
                     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 used = {name: (after[name] - before[name]) * 1000 / count for name in pids}
-                click.echo(f"{method} {path}: response p50 {statistics.median(took):.2f} ms")
+                click.echo(f"{method} {path.format('<id>')}: response p50 {statistics.median(took):.2f} ms")
                 for name, ms in used.items():
                     if ms >= 0.005:
                         click.echo(f"  {name:14s} {ms:6.2f} ms CPU per request")
                 click.echo(f"  {'total':14s} {sum(used.values()):6.2f} ms CPU per request")
             if profile_dir is not None:
-                for raw in sorted(profile_dir.glob("*.txt")):
-                    click.echo(f"py-spy, POST /api/v1/orders, {raw.stem}:")
-                    click.echo("\n".join(summary(raw)))
+                for method in WRITES:
+                    for raw in sorted((profile_dir / method.lower()).glob("*.txt")):
+                        click.echo(f"py-spy, {method}, {raw.stem}:")
+                        click.echo("\n".join(summary(raw)))
         finally:
             peer.stop()
 

@@ -289,6 +289,7 @@ def markdown(doc: dict, images: list[str]) -> str:
         ".venv/bin/python -m clients.loadgen --profile quick --only B2,B4 --brokers embedded \\",
         "  --out var/benchmarks",
         ".venv/bin/python -m clients.loadgen.cpu -n 1000  # CPU per request, per process (see Findings)",
+        ".venv/bin/python -m clients.loadgen.cpu -n 1000 --profile var/profile  # and py-spy's top frames",
         "```",
         "",
         "It needs Node.js and npm (the load generator and the Node peer), Mosquitto and, for the production "

@@ -28,7 +28,7 @@ import peewee
 import contract
 from order_service import lifecycle
 from order_service.orders.events import order_dicts
-from order_service.store.db import hold_writer_lock
+from order_service.store.db import Prepared, hold_writer_lock
 from order_service.store.locations import AgentLocation, OrderLocationSeq
 from order_service.store.models import Agent, Order, OrderHistory, Outbox, rfc3339, tuple_rows, utcnow
 
@@ -38,14 +38,24 @@ CUSTOMER_EVENT = "customer.orders"
 SILENT_EVENTS = frozenset({"order.offered", "order.offer_declined", "order.offer_expired", "order.delayed"})
 
 
-def feed_version(customer_id: str) -> int:
-    total = Order.select(peewee.fn.SUM(Order.version)).where(Order.owner == customer_id).scalar()
-    moves = (
-        OrderLocationSeq.select(peewee.fn.SUM(OrderLocationSeq.seq))
-        .join(Order)
-        .where(Order.owner == customer_id)
-        .scalar()
+# Every change of a customer's order runs these: their SQL is built once (db.Prepared).
+_VERSIONS = Prepared(lambda: Order.select(peewee.fn.SUM(Order.version)).where(Order.owner == ""))
+_MOVES = Prepared(
+    lambda: OrderLocationSeq.select(peewee.fn.SUM(OrderLocationSeq.seq)).join(Order).where(Order.owner == "")
+)
+_IN_FEED = Prepared(
+    lambda: (
+        Order.select(Order.id, Order.delivery_code)
+        .where((Order.owner == "") & (Order.terminal_at.is_null() | (Order.terminal_at > utcnow())))
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(contract.CUSTOMER_FEED_LIMIT)
     )
+)
+
+
+def feed_version(customer_id: str) -> int:
+    ((total,),) = _VERSIONS.execute(customer_id)
+    ((moves,),) = _MOVES.execute(customer_id)
     return int(total or 0) + int(moves or 0)
 
 
@@ -53,24 +63,16 @@ def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]
     """The orders of the customer's feed, newest first, as the customer sees them."""
     cutoff = (now or utcnow()) - timedelta(seconds=contract.CUSTOMER_FEED_WINDOW_SECONDS)
     newest = Order.created_at.desc(), Order.id.desc()
-    ids = [
-        order_id
-        for (order_id,) in tuple_rows(
-            Order.select(Order.id)
-            .where(
-                (Order.owner == customer_id) & (Order.terminal_at.is_null() | (Order.terminal_at > cutoff))
-            )
-            .order_by(*newest)
-            .limit(contract.CUSTOMER_FEED_LIMIT)
-        )
-    ]
+    codes = dict(
+        _IN_FEED.execute(customer_id, Order.terminal_at.db_value(cutoff), contract.CUSTOMER_FEED_LIMIT)
+    )
+    ids = list(codes)
     if not ids:
         return []
     orders = order_dicts(Order.select().where(Order.id.in_(ids)).order_by(*newest))
     carrying = {o["agent_id"] for o in orders if o["status"] == "picked_up" and o["agent_id"]}
     couriers, positions = _first_names(carrying), _positions(carrying)
     reasons = _reasons([o["id"] for o in orders if o["status"] in lifecycle.TERMINAL])
-    codes = dict(tuple_rows(Order.select(Order.id, Order.delivery_code).where(Order.id.in_(ids))))
     return [
         {
             "id": o["id"],

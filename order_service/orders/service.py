@@ -190,7 +190,7 @@ def create_order(
 
     The server prices every line (``catalog.pricing``); the order gets the next number
     of its business day (``numbers``). A refusal writes nothing."""
-    fingerprint = new.fingerprint()
+    fingerprint = new.fingerprint() if idempotency_key else ""  # only a key needs it
     try:
         with db.atomic():
             if idempotency_key:

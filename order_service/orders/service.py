@@ -230,26 +230,10 @@ def _replay(user: User, key: str, fingerprint: str) -> Order | None:
     return with_items(_ORDER.one(row.order_id))
 
 
-_ORDER_FIELDS = (
-    "id",
-    "version",
-    "status",
-    "owner",
-    "customer_name",
-    "customer_phone",
-    "customer_address",
-    "notes",
-    "currency",
-    "delivery_lat",
-    "delivery_lon",
-    "total_cents",
-    "status_times",
-    "created_at",
-    "updated_at",
-    "number",
-    "business_day",
-    "delivery_code",
-)
+_ORDER_FIELDS = (  # the columns of a new order
+    "id version status owner customer_name customer_phone customer_address notes currency delivery_lat "
+    "delivery_lon total_cents status_times created_at updated_at number business_day delivery_code"
+).split()
 _INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
 _INSERT_ITEMS = Insert(
     OrderItem, ("order", "position", "name", "quantity", "unit_price_cents", "item_id", "options")
@@ -258,21 +242,9 @@ _INSERT_KEY = Insert(IdempotencyKey, ("user", "key", "request_hash", "order"))
 _INSERT_HISTORY = Insert(
     OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status")
 )
-_INSERT_CHANGE = Insert(
+_INSERT_CHANGE = Insert(  # every column of a change's history row
     OrderHistory,
-    (
-        "order",
-        "version",
-        "event",
-        "at",
-        "actor",
-        "actor_role",
-        "from_status",
-        "to_status",
-        "from_agent",
-        "to_agent",
-        "reason",
-    ),
+    "order version event at actor actor_role from_status to_status from_agent to_agent reason".split(),
 )
 
 

@@ -25,17 +25,11 @@ newest row of its topic; an older row (a re-send after a partial
 acknowledgement, or an intermediate state in a burst) goes out unretained, so
 live subscribers still see it but the broker keeps the newer state.
 
-The relay reads the outbox from where the broker's acknowledgements reached (the published
-rows are a prefix of the outbox, in id order), so it need not have marked them yet: it
-marks what the broker acknowledged with one statement for all of it, at most
-``MARK_EVERY`` seconds after the first unmarked row (and before it stops, republishes lost
-state or looks for finished orders), and moves the broker's marker at the same time.
-Under a stream of orders that is one write transaction and one marker per quarter of a
-second instead of one of each per batch, which at one order per batch was a second
-transaction, under the single-writer lock, and a third publish for every order. A relay
-killed before it marks leaves rows that the next one publishes again, in order: at least
-once, which the clients' version check absorbs; a marker that lags says the broker lacks
-a little more than it does, which costs a few messages republished, never a gap.
+It reads the outbox after the last acknowledged row (published rows are a prefix, in id
+order) and, at most ``MARK_EVERY`` s later, marks all acknowledged rows with one statement
+and moves its marker: not a write transaction (under the writer lock) and a third publish
+per order. A relay killed before marking makes the next one send those rows again, in
+order (at least once); a lagging marker costs a few messages republished, never a gap.
 """
 
 from __future__ import annotations

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from order_service.orders.events import record_worklists
 from order_service.store.db import db
-from tests.helpers import latest_worklist
+from tests.helpers import StatementCounter, latest_worklist
 
 API = "/api/v1"
 ITEMS = [
@@ -45,17 +43,10 @@ def test_a_worklist_costs_the_same_few_queries_whatever_its_size(client, admin, 
     agent = make_agent()
 
     def queries_for_worklist() -> int:
-        counter = _QueryCounter()
+        counter = StatementCounter()
         with db.connection_context(), db.atomic() as tx:
-            logger = logging.getLogger("peewee")  # peewee logs each statement at DEBUG
-            level = logger.level
-            logger.setLevel(logging.DEBUG)
-            logger.addHandler(counter)
-            try:
+            with counter.attached():
                 record_worklists([agent.agent_id])
-            finally:
-                logger.removeHandler(counter)
-                logger.setLevel(level)
             tx.rollback()
         return counter.count
 
@@ -76,12 +67,3 @@ def _assign(client, admin, order_id: str, agent_id: str) -> None:
     body = {"agent_id": agent_id, "offer": False}
     r = client.put(f"{API}/orders/{order_id}/agent", json=body, headers=admin.headers)
     assert r.status_code == 200, r.json
-
-
-class _QueryCounter(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1

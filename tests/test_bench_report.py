@@ -164,6 +164,9 @@ def test_sustained_is_the_best_clean_rate_and_an_error_below_it_is_a_miss() -> N
         (1600, 0, 1500, None, False, "first bar met (aim not measured)"),
         (900, 0, 1500, None, False, "missed"),
         (None, None, 1500, 2000, False, "not measured"),
+        # An aim that is a peer's figure can be easier than the bar: both must be met.
+        (63.0, 0, 4, 80.0, True, "missed"),
+        (70, 0, 800, 60, False, "missed"),
     ],
 )
 def test_verdict(value, errors, bar, aim, smaller, expected) -> None:

@@ -62,7 +62,6 @@ class Profile:
     soak_orders: int
     soak_seconds: float
     timeout_seconds: float
-    backlog_budget_seconds: float = 300
     cpu_count: int = 1000  # CPU: requests per kind (clients.loadgen.cpu)
     only: tuple[str, ...] = ("B0", "CPU", "B1", "B2", "B3", "B4", "B5", "B6")
     brokers: tuple[str, ...] = ("embedded", "mosquitto", "socketio")
@@ -588,29 +587,7 @@ class Bench:
         worklist-full, about 1,600 orders): the assigning stops there, and the agent must hold
         every order it was given."""
         rows: list[dict] = []
-        budget = time.monotonic() + self.profile.backlog_budget_seconds
         for k in self.profile.backlog:
-            measured = [r for r in rows if r["assign_seconds"] is not None and r["assigned"]]
-            if measured:
-                # Linear in k now that an assignment costs the same whatever the worklist holds.
-                last = measured[-1]
-                estimate = last["assign_seconds"] * k / (last["assigned"] + last["refused"])
-                if time.monotonic() + estimate > budget:
-                    self.log(f"  B5 skipping {k}: at least {estimate:.0f} s to assign, over the budget")
-                    rows.append(
-                        {
-                            "assignments": k,
-                            "skipped": f"estimated at least {estimate:.0f} s to assign",
-                            "assigned": 0,
-                            "refused": 0,
-                            "assign_seconds": None,
-                            "assign_ms": {},
-                            "complete": 0,
-                            "converged_seconds": None,
-                            "messages": 0,
-                        }
-                    )
-                    continue
             agent = peer.system.make_agent()
             login = agent["mqtt"]
             base = {
@@ -628,7 +605,7 @@ class Bench:
                 {
                     **base,
                     "expect_orders": done["assigned"],
-                    "clean": False,
+                    "resume": True,  # the first reconnect since the agent left: it gets the backlog
                     "timeout_seconds": self.profile.timeout_seconds * 4,
                 }
             )[0]

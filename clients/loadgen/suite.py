@@ -130,7 +130,7 @@ PROFILES = {
         storm_orders=(20,),
         storm_dashboards=(2,),
         storm_agents=5,
-        backlog=(),
+        backlog=(3,),  # with --only B5
         soak_clients=0,
         soak_orders=20,
         soak_seconds=0,
@@ -385,8 +385,8 @@ class Bench:
             ("production", lambda: SystemPeer(self._dir("sys-production"), production=True), {"B1", "B3"}),
             ("seed-node", lambda: NodePeer(self._dir("sys-seed")), {"B1", "B3"}),
         ]
-        if p.name == "smoke":
-            peers = peers[:1] + peers[-1:]
+        if p.name == "smoke":  # one system and the Node peer; B5's own system only when asked for
+            peers = [x for x in peers if x is peers[0] or x is peers[-1] or "B5" in x[2] & set(p.only)]
         for name, make, benches in peers:
             wanted = benches & set(p.only)
             if not wanted:

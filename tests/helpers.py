@@ -6,6 +6,7 @@ Everything here reads the real SQLite file the fixtures create; nothing is mocke
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -210,3 +211,26 @@ def walk_to(
             order = response.json
     assert order["status"] == target
     return order
+
+
+class StatementCounter(logging.Handler):
+    """Counts the SQL statements peewee runs while attached (peewee logs each at DEBUG)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+    @contextmanager
+    def attached(self) -> Iterator[StatementCounter]:
+        logger = logging.getLogger("peewee")
+        level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)

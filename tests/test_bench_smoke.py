@@ -24,10 +24,7 @@ NODE_MODULES = ROOT / "clients" / "loadgen" / "node" / "node_modules"
 
 def test_bench_smoke_profile_writes_a_report(tmp_path: Path) -> None:
     """The smoke profile runs B0, B2, B3 and B4 (rehydration) end to end and writes JSON and markdown."""
-    if shutil.which("node") is None or not NODE_MODULES.exists():
-        if os.environ.get("CI"):
-            pytest.fail("the benchmark load generator needs node and `npm ci` in clients/loadgen/node")
-        pytest.skip("node or clients/loadgen/node/node_modules missing (make node-test-deps)")
+    _need_node()
     done = subprocess.run(
         [sys.executable, "-m", "clients.loadgen", "--profile", "smoke", "--out", str(tmp_path), "--no-plots"],
         cwd=ROOT,
@@ -50,6 +47,29 @@ def test_bench_smoke_profile_writes_a_report(tmp_path: Path) -> None:
     assert all("start" in span and "end" in span for span in results["B0"]["load_average"])
     report = (tmp_path / "README.md").read_text()
     assert "## Targets" in report and "## B2 fan-out" in report
+
+
+def test_backlog_counts_every_version_the_offline_agent_gets(tmp_path: Path) -> None:
+    """B5 at its smallest: the agent's first reconnect after 3 assignments gets every version
+    queued while it was away (not just the retained one) and holds all 3 orders."""
+    _need_node()
+    done = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "clients.loadgen", "--profile", "smoke", "--only", "B5"),
+            *("--out", str(tmp_path), "--no-plots"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "summary.json").read_text())["results"]
+    assert set(results) == {"B5"}
+    row = results["B5"]["summary"][0]
+    assert (row["assignments"], row["assigned"], row["refused"], row["complete"]) == (3, 3, 0, True), row
+    assert row["messages"] >= 3, row  # versions 2, 3 and 4 queued, then the retained copy
 
 
 def test_cpu_tool_reports_each_process_per_request() -> None:
@@ -87,6 +107,13 @@ def test_cpu_tool_profiles_each_process_with_py_spy(tmp_path: Path) -> None:
     assert {"relay", "broker"} <= written and any(name.startswith("api-worker") for name in written), written
     assert "create_order (order_service/api/orders.py)" in done.stdout, done.stdout[-3000:]
     assert "change_status (order_service/api/orders.py)" in done.stdout, done.stdout[-3000:]
+
+
+def _need_node() -> None:
+    if shutil.which("node") is None or not NODE_MODULES.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the benchmark load generator needs node and `npm ci` in clients/loadgen/node")
+        pytest.skip("node or clients/loadgen/node/node_modules missing (make node-test-deps)")
 
 
 def test_brokers_option_refuses_an_unknown_broker(tmp_path: Path) -> None:

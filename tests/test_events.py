@@ -8,7 +8,7 @@ import logging
 from order_service.orders.events import record_worklists
 from order_service.store.db import db
 from order_service.store.models import Outbox
-from tests.helpers import latest_worklist, outbox
+from tests.helpers import StatementCounter, latest_worklist, outbox
 
 API = "/api/v1"
 ITEMS = [
@@ -47,17 +47,10 @@ def test_a_worklist_costs_the_same_few_queries_whatever_its_size(client, admin, 
     agent = make_agent()
 
     def queries_for_worklist() -> int:
-        counter = _QueryCounter()
+        counter = StatementCounter()
         with db.connection_context(), db.atomic() as tx:
-            logger = logging.getLogger("peewee")  # peewee logs each statement at DEBUG
-            level = logger.level
-            logger.setLevel(logging.DEBUG)
-            logger.addHandler(counter)
-            try:
+            with counter.attached():
                 record_worklists([agent.agent_id])
-            finally:
-                logger.removeHandler(counter)
-                logger.setLevel(level)
             tx.rollback()
         return counter.count
 

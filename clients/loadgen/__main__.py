@@ -43,10 +43,18 @@ METHOD = [
     "socket.io in the seed's style, persisting each order with sql.js (SQLite compiled to WebAssembly; "
     "better-sqlite3 needs a native build or a binary downloaded from outside the npm registry) plus an "
     "fsync'ed journal line, then emitting to the `admin` room.",
+    "- CPU runs `clients.loadgen.cpu` (one request at a time on a kept-alive connection, each process's "
+    "CPU time from `/proc` before and after) on our embedded system, on both cores as the tool runs it, and "
+    "on the seed-style Node server (its `POST /api/orders`).",
+    "- The Targets table compares each figure with its first bar and aim (an aim named after a peer is that "
+    "peer's figure in the same run) and with seed-node's figure where seed-node has one (for fan-out, the "
+    "same Node server's Socket.IO emit in B2). A request that failed (an error status or no answer) or an "
+    "order lost in the runs behind a figure makes its target a miss.",
     "- B2 publishes a 600-byte payload at the rate shown (QoS 1, not retained) to N subscribers. "
     "B4 publishes the retained state first (not timed), then the clients connect at once. B5 assigns K "
-    "orders to an agent whose persistent session is offline, then times its reconnect until it holds a "
-    "worklist with all K. B6 samples RSS while the clients stay connected and orders trickle in.",
+    "orders to an agent whose persistent session is offline (stopping when the service refuses a worklist "
+    "larger than a message may be), then times its reconnect until it holds a worklist with every order "
+    "assigned. B6 samples RSS while the clients stay connected and orders trickle in.",
 ]
 
 

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from .peers import SystemPeer, children
+from .peers import Peer, SystemPeer, children
 from .suite import ORDER
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -56,7 +56,11 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def processes(peer: SystemPeer) -> dict[str, int]:
+def processes(peer: Peer) -> dict[str, int]:
+    """The peer's processes by name: broker, relay, api (gunicorn's master) and each api
+    worker; for the Node peer its one process."""
+    if not isinstance(peer, SystemPeer):
+        return {"node": peer.pids()[0]}
     found = {name: proc.pid for name, proc in peer.system.procs.items()}
     for n, pid in enumerate(children(found["api"])):
         found[f"api worker {n + 1}"] = pid
@@ -157,13 +161,89 @@ def summary(raw: Path, top: int = 12) -> list[str]:
     return lines
 
 
+def requests_of(peer: Peer) -> tuple[str, int, dict[str, str], list[tuple[str, str, str | None]]]:
+    """Host, port, headers and the requests measured: for our system GET /healthz, GET /orders
+    POST /orders and a status change (PATCH /orders/<id>/status, confirming each order the
+    POSTs placed); for the seed-style Node server its POST /api/orders."""
+    headers = {"Content-Type": "application/json"}
+    body = json.dumps(ORDER)
+    if not isinstance(peer, SystemPeer):
+        return "127.0.0.1", peer.port, headers, [("POST", "/api/orders", body)]
+    api = urlsplit(peer.api)
+    headers["Authorization"] = f"Bearer {peer.login['access_token']}"
+    kinds = [
+        ("GET", "/api/v1/healthz", None),
+        ("GET", "/api/v1/orders?limit=1", None),
+        ("POST", "/api/v1/orders", body),
+        ("PATCH", "/api/v1/orders/{}/status", json.dumps({"status": "confirmed"})),
+    ]
+    return str(api.hostname), int(api.port or 80), headers, kinds
+
+
+def measure(peer: Peer, count: int, profile_dir: Path | None = None) -> list[dict]:
+    """Per request kind: the response p50, the HTTP errors (an error status or no answer) and
+    each process's CPU milliseconds per request, over ``count`` requests one at a time on a
+    kept-alive connection after a warm-up of a tenth as many."""
+    host, port, headers, kinds = requests_of(peer)
+    pids = processes(peer)
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    errors = 0
+    placed: list[str] = []  # the orders the POSTs created, which the PATCHes confirm
+
+    def send(method: str, path: str, data: str | None, n: int) -> list[float]:
+        nonlocal conn, errors
+        took = []
+        for _ in range(n):
+            started = time.perf_counter()
+            try:
+                target = path.format(placed.pop(0)) if "{}" in path else path
+                conn.request(method, target, data, headers)
+                response = conn.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException):  # no answer (status 0): a new connection
+                errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=10)
+                continue
+            if response.status >= 300:
+                errors += 1
+            elif method == "POST" and isinstance(peer, SystemPeer):
+                placed.append(json.loads(answer)["id"])
+            took.append((time.perf_counter() - started) * 1000)
+        return took
+
+    results = []
+    for method, path, data in kinds:
+        send(method, path, data, max(20, count // 10))  # warm-up
+        errors = 0
+        sampled = profile_dir / method.lower() if profile_dir and method in WRITES else None
+        with profiling(sampled, pids):
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            took = send(method, path, data, count)
+            time.sleep(0.5)  # the relay and the broker finish the last order
+            after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        used = {name: round((after[name] - before[name]) * 1000 / count, 3) for name in pids}
+        results.append(
+            {
+                "request": f"{method} {path.format('<id>')}",
+                "count": count,
+                "errors": errors,
+                "response_p50_ms": round(statistics.median(took), 3) if took else None,
+                "cpu_ms": used,
+                "total_cpu_ms": round(sum(used.values()), 3),
+            }
+        )
+    conn.close()
+    return results
+
+
 @click.command()
 @click.option("-n", "--count", default=1000, show_default=True, help="requests per kind")
 @click.option(
     "--profile",
     "profile_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="sample every process with py-spy during the POSTs and write its stacks here",
+    help="sample every process with py-spy during the POSTs and the PATCHes and write its stacks here",
 )
 def main(count: int, profile_dir: Path | None) -> None:
     """CPU milliseconds per request of GET /healthz, GET /orders, POST /orders and a status
@@ -173,52 +253,13 @@ def main(count: int, profile_dir: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="orderbus-cpu-") as tmp:
         peer = SystemPeer(Path(tmp)).start()
         try:
-            api = urlsplit(peer.api)
-            conn = http.client.HTTPConnection(api.hostname, api.port, timeout=10)
-            headers = {
-                "Authorization": f"Bearer {peer.login['access_token']}",
-                "Content-Type": "application/json",
-            }
-            body = json.dumps(ORDER)
-            placed: list[str] = []  # the orders the POSTs created, which the PATCHes confirm
-            confirm = json.dumps({"status": "confirmed"})
-            kinds = [
-                ("GET", "/api/v1/healthz", None),
-                ("GET", "/api/v1/orders?limit=1", None),
-                ("POST", "/api/v1/orders", body),
-                ("PATCH", "/api/v1/orders/{}/status", confirm),
-            ]
-            pids = processes(peer)
-
-            def send(method: str, path: str, data: str | None, n: int) -> list[float]:
-                took = []
-                for _ in range(n):
-                    target = path.format(placed.pop(0)) if "{}" in path else path
-                    started = time.perf_counter()
-                    conn.request(method, target, data, headers)
-                    response = conn.getresponse()
-                    answer = response.read()
-                    if response.status >= 300:
-                        raise click.ClickException(f"{method} {path}: HTTP {response.status}")
-                    took.append((time.perf_counter() - started) * 1000)
-                    if method == "POST":
-                        placed.append(json.loads(answer)["id"])
-                return took
-
-            for method, path, data in kinds:
-                send(method, path, data, max(20, count // 10))  # warm-up
-                sampled = profile_dir / method.lower() if profile_dir and method in WRITES else None
-                with profiling(sampled, pids):
-                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                    took = send(method, path, data, count)
-                    time.sleep(0.5)  # the relay and the broker finish the last order
-                    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                used = {name: (after[name] - before[name]) * 1000 / count for name in pids}
-                click.echo(f"{method} {path.format('<id>')}: response p50 {statistics.median(took):.2f} ms")
-                for name, ms in used.items():
+            for kind in measure(peer, count, profile_dir):
+                p50 = kind["response_p50_ms"] or 0.0
+                click.echo(f"{kind['request']}: response p50 {p50:.2f} ms, {kind['errors']} errors")
+                for name, ms in kind["cpu_ms"].items():
                     if ms >= 0.005:
                         click.echo(f"  {name:14s} {ms:6.2f} ms CPU per request")
-                click.echo(f"  {'total':14s} {sum(used.values()):6.2f} ms CPU per request")
+                click.echo(f"  {'total':14s} {kind['total_cpu_ms']:6.2f} ms CPU per request")
             if profile_dir is not None:
                 for method in WRITES:
                     for raw in sorted((profile_dir / method.lower()).glob("*.txt")):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import contract
+from clients.rest import ApiError
 
 from .peers import (
     NODE_DIR,
@@ -61,8 +62,8 @@ class Profile:
     soak_orders: int
     soak_seconds: float
     timeout_seconds: float
-    backlog_budget_seconds: float = 150
-    only: tuple[str, ...] = ("B0", "B1", "B2", "B3", "B4", "B5", "B6")
+    cpu_count: int = 1000  # CPU: requests per kind (clients.loadgen.cpu)
+    only: tuple[str, ...] = ("B0", "CPU", "B1", "B2", "B3", "B4", "B5", "B6")
     brokers: tuple[str, ...] = ("embedded", "mosquitto", "socketio")
     transports: tuple[str, ...] = ("tcp", "ws", "socketio")
     storms: bool = True  # B4's storms on the bare brokers (its rehydration runs on the system)
@@ -111,6 +112,7 @@ PROFILES = {
         soak_orders=1000,
         soak_seconds=10,
         timeout_seconds=8,
+        cpu_count=300,
     ),
     # For the test suite: the machinery end to end, at the smallest size.
     "smoke": Profile(
@@ -128,7 +130,7 @@ PROFILES = {
         storm_orders=(20,),
         storm_dashboards=(2,),
         storm_agents=5,
-        backlog=(),
+        backlog=(3,),  # with --only B5
         soak_clients=0,
         soak_orders=20,
         soak_seconds=0,
@@ -204,7 +206,12 @@ class Bench:
         return path
 
     def run(self) -> dict:
-        steps = {"B0": self.b0, "B2": self.b2, "B4": self.b4 if self.profile.storms else None}
+        steps = {
+            "B0": self.b0,
+            "CPU": self.cpu,
+            "B2": self.b2,
+            "B4": self.b4 if self.profile.storms else None,
+        }
         for name, step in steps.items():
             if step is not None and name in self.profile.only:
                 self._timed(name, step)
@@ -243,6 +250,23 @@ class Bench:
             for what in dict.fromkeys(r["what"] for r in rows)
         }
         return {"raw": rows, "summary": summary, "settings": {"operations": n, "reps": self.profile.reps}}
+
+    # -- CPU per request, per process --------------------------------------------------------
+    def cpu(self) -> dict:
+        """clients.loadgen.cpu on our system (on both cores, as the tool runs) and on the
+        seed-style Node server: CPU milliseconds per request of each process."""
+        from .cpu import measure  # (cpu.py takes the order body from this module)
+
+        rows = []
+        peers: list[tuple[str, Callable[[], Peer]]] = [
+            ("embedded", lambda: SystemPeer(self._dir("cpu-embedded"), all_cores=True)),
+            ("seed-node", lambda: NodePeer(self._dir("cpu-seed"))),
+        ]
+        for name, make in peers:
+            with running(make()) as peer:
+                self.log(f"  CPU {name}: {self.profile.cpu_count} requests of each kind")
+                rows += [{"peer": name, **kind} for kind in measure(peer, self.profile.cpu_count)]
+        return {"raw": rows, "summary": rows}
 
     # -- B2 fan-out ------------------------------------------------------------------------
     def b2(self) -> dict:
@@ -361,8 +385,8 @@ class Bench:
             ("production", lambda: SystemPeer(self._dir("sys-production"), production=True), {"B1", "B3"}),
             ("seed-node", lambda: NodePeer(self._dir("sys-seed")), {"B1", "B3"}),
         ]
-        if p.name == "smoke":
-            peers = peers[:1] + peers[-1:]
+        if p.name == "smoke":  # one system and the Node peer; B5's own system only when asked for
+            peers = [x for x in peers if x is peers[0] or x is peers[-1] or "B5" in x[2] & set(p.only)]
         for name, make, benches in peers:
             wanted = benches & set(p.only)
             if not wanted:
@@ -558,29 +582,12 @@ class Bench:
         }
 
     def _backlog(self, peer: SystemPeer) -> dict:
-        """B5: K assignments while the agent is offline; time until it holds all K after reconnecting."""
+        """B5: K assignments while the agent is offline; time until it holds them all after
+        reconnecting. The service refuses a worklist larger than a message may be (409
+        worklist-full, about 1,600 orders): the assigning stops there, and the agent must hold
+        every order it was given."""
         rows: list[dict] = []
-        budget = time.monotonic() + self.profile.backlog_budget_seconds
         for k in self.profile.backlog:
-            measured = [r for r in rows if r["assign_seconds"] is not None]
-            if measured:
-                # At least linear in k (three requests per order); each assignment also republishes
-                # the agent's whole worklist, which adds a part growing with k squared on top.
-                last = measured[-1]
-                estimate = last["assign_seconds"] * k / last["assignments"]
-                if time.monotonic() + estimate > budget:
-                    self.log(f"  B5 skipping {k}: at least {estimate:.0f} s to assign, over the budget")
-                    rows.append(
-                        {
-                            "assignments": k,
-                            "skipped": f"estimated at least {estimate:.0f} s to assign",
-                            "assign_seconds": None,
-                            "complete": 0,
-                            "converged_seconds": None,
-                            "messages": 0,
-                        }
-                    )
-                    continue
             agent = peer.system.make_agent()
             login = agent["mqtt"]
             base = {
@@ -592,25 +599,40 @@ class Bench:
             swarm({**base, "timeout_seconds": 5})  # creates its persistent session, then leaves
             self.log(f"  B5 assigning {k} orders to an offline agent")
             t0 = time.monotonic()
-            _assign_many(peer, agent["id"], k)
+            done = _assign_many(peer, agent["id"], k)
             assigned_seconds = time.monotonic() - t0
             row = swarm(
                 {
                     **base,
-                    "expect_orders": k,
-                    "clean": False,
+                    "expect_orders": done["assigned"],
+                    "resume": True,  # the first reconnect since the agent left: it gets the backlog
                     "timeout_seconds": self.profile.timeout_seconds * 4,
                 }
             )[0]
-            rows.append({"assignments": k, "assign_seconds": round(assigned_seconds, 1), **row})
-            self.log(f"  B5 {k}: assigned in {assigned_seconds:.1f} s, converged {row['converged_seconds']}")
+            rows.append(
+                {
+                    "assignments": k,
+                    "assign_seconds": round(assigned_seconds, 1),
+                    "assigned": done["assigned"],
+                    "refused": done["refused"],
+                    "assign_ms": _first_and_last(done["assign_ms"]),
+                    **row,
+                }
+            )
+            self.log(
+                f"  B5 {k}: {done['assigned']} assigned ({done['refused']} refused: worklist full) "
+                f"in {assigned_seconds:.1f} s, converged {row['converged_seconds']}"
+            )
         return {
             "raw": rows,
             "summary": [
                 {
                     "assignments": r["assignments"],
+                    "assigned": r["assigned"],
+                    "refused": r["refused"],
                     "complete": r["complete"] == 1,
                     "assign_seconds": r["assign_seconds"],
+                    "assign_ms": r["assign_ms"],
                     "skipped": r.get("skipped"),
                     "converged_seconds": r["converged_seconds"],
                     "messages": r["messages"],
@@ -633,15 +655,49 @@ def _active_orders(peer: SystemPeer) -> int:
         ).fetchone()[0]
 
 
-def _assign_many(peer: SystemPeer, agent_id: str, count: int) -> None:
+def _assign_many(peer: SystemPeer, agent_id: str, count: int) -> dict:
+    """Place, confirm and assign ``count`` orders to the agent, 8 at a time; stop at the first
+    refusal for a full worklist. The assigned and refused counts, and each assignment's
+    response time in milliseconds, in the order they finished."""
     from concurrent.futures import ThreadPoolExecutor
 
+    full = threading.Event()
+    lock = threading.Lock()
+    took: list[float] = []
+    refused = [0]
+
     def one(_: int) -> None:
+        if full.is_set():
+            return
         order = peer.system.ready_order("confirmed")
-        peer.system.assign(order["id"], agent_id)
+        started = time.perf_counter()
+        try:
+            peer.system.assign(order["id"], agent_id)
+        except ApiError as exc:
+            if exc.status != 409 or not str(exc.problem.get("type", "")).endswith("/worklist-full"):
+                raise
+            full.set()
+            with lock:
+                refused[0] += 1
+            return
+        with lock:
+            took.append((time.perf_counter() - started) * 1000)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(count)))
+    return {"assigned": len(took), "refused": refused[0], "assign_ms": took}
+
+
+def _first_and_last(took: list[float]) -> dict:
+    """Median response of the first and of the last tenth of the assignments (at least 5 each):
+    flat when an assignment's cost does not grow with the worklist."""
+    if not took:
+        return {}
+    n = max(5, len(took) // 10)
+    return {
+        "first": round(statistics.median(took[:n]), 2),
+        "last": round(statistics.median(took[-n:]), 2),
+    }
 
 
 def _rate_summary(rows: list[dict], key: str) -> list[dict]:

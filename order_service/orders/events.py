@@ -13,6 +13,8 @@ from typing import Literal, cast, get_args
 import peewee
 
 import contract
+from order_service.errors import Conflict
+from order_service.orders import worklists
 from order_service.orders.proof import proof_dict
 from order_service.store.db import hold_writer_lock
 from order_service.store.inserts import Insert
@@ -196,30 +198,61 @@ def published_body(order: Order) -> str | None:
 _INSERT_OUTBOX = Insert(Outbox, ("event_id", "event", "kind", "topic", "payload", "order_id", "agent_id"))
 
 
-def record_worklists(agent_ids: Iterable[str | None]) -> None:
+# The largest worklist payload the service writes: both brokers refuse a packet over
+# 1 MiB (mosquitto.conf's message_size_limit and max_packet_size, the embedded broker's
+# max_packet_bytes), and the topic and the packet's header need a little of it. A bigger
+# worklist could never be published, and the relay would offer it to the broker again
+# and again, ahead of every later row.
+MAX_WORKLIST_BYTES = 1_048_576 - 8_192
+
+
+def record_worklists(agent_ids: Iterable[str | None], order: Order | None = None) -> None:
     """Bump and publish the complete worklist of each agent named (once each).
 
     ``orders`` are the agent's non-terminal orders; ``offers`` the orders offered to
-    it that wait for its answer (accept or decline over REST)."""
+    it that wait for its answer (accept or decline over REST). ``order`` is the order
+    whose change touches these worklists: only its place in each is updated
+    (``worklists``), so the cost does not grow with the worklist's length. Without it,
+    or when the kept text is not the current version's, the worklist is rebuilt.
+
+    A change that would make a worklist larger than :data:`MAX_WORKLIST_BYTES` is
+    refused (``Conflict``, nothing written): the brokers could not carry it."""
     agents = sorted({a for a in agent_ids if a})
     if agents:
         hold_writer_lock()  # outbox id order = commit order (see db.py)
+    fragment: str | None = None
+    offered: set[str] = set()
+    if order is not None and agents:
+        fragment = contract.dumps(order_dict(order))
+        offered = worklists.pending_offers(order.id)
     for agent_id in agents:
         Agent.update(worklist_version=Agent.worklist_version + 1).where(Agent.id == agent_id).execute()
-        agent = Agent.get_by_id(agent_id)
-        payload = {
-            **_envelope("agent.worklist"),
-            "agent_id": agent_id,
-            "version": agent.worklist_version,
-            "orders": _order_dicts(Order.active_for_agent(agent_id)),
-            "offers": _order_dicts(Order.offered_to(agent_id)),
-        }
+        version = Agent.select(Agent.worklist_version).where(Agent.id == agent_id).scalar()
+        kept = worklists.load(agent_id, version - 1) if order is not None else None
+        if kept is None or order is None or fragment is None:
+            kept = worklists.rebuild(agent_id, _order_dicts)
+        else:
+            worklists.place(kept, agent_id, order, offered, fragment)
+        envelope = _envelope("agent.worklist")
+        head = contract.dumps({**envelope, "agent_id": agent_id, "version": version})
+        text = f'{head[:-1]},"orders":{kept.orders.json()},"offers":{kept.offers.json()}}}'
+        size = len(text.encode())
+        if size > MAX_WORKLIST_BYTES and (kept.size_before is None or kept.size() > kept.size_before):
+            raise Conflict(
+                f"agent {agent_id}'s worklist would be {size} bytes, over the {MAX_WORKLIST_BYTES} "
+                f"a message may carry ({len(kept.orders)} orders, {len(kept.offers)} offers)",
+                title="Worklist full",
+                slug="worklist-full",
+                agent_id=agent_id,
+                limit_bytes=MAX_WORKLIST_BYTES,
+            )
+        kept.save(agent_id, version)
         Outbox.create(
-            event_id=payload["event_id"],
+            event_id=envelope["event_id"],
             event="agent.worklist",
             kind="worklist",
             topic=contract.agent_assigned(agent_id),
-            payload=contract.dumps(payload),
+            payload=text,
             agent_id=agent_id,
         )
 

@@ -171,7 +171,7 @@ def bump(
     )
     record_order_event(with_items(order), event, reason=reason, delay=delay)
     record_customer_feed(order, event)
-    record_worklists([old_agent, order.agent_id, *old_offered, *(order.offer_agents or []), *touch])
+    record_worklists([old_agent, order.agent_id, *old_offered, *(order.offer_agents or []), *touch], order)
 
 
 @dataclass(frozen=True)

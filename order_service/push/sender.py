@@ -100,15 +100,21 @@ class PushSender:
             db.close()
 
     def _scan(self, cursor: int, pool: ThreadPoolExecutor) -> int:
+        # Without the payloads: a worklist holds every order of its agent, and only the few
+        # of an agent that may get a push are read and parsed (a busy agent's worklist is
+        # large, and parsing each one cost the relay O(K) per change, O(K²) for a backlog).
         rows = (
-            Outbox.select(Outbox.id, Outbox.topic, Outbox.agent_id, Outbox.payload, Outbox.created_at)
+            Outbox.select(Outbox.id, Outbox.topic, Outbox.agent_id, Outbox.created_at)
             .where((Outbox.id > cursor) & (Outbox.kind == "worklist"))
             .order_by(Outbox.id)
             .limit(500)
         )
         for row in list(rows):
-            cursor = row.id
-            current = json.loads(row.payload)
+            cursor, agent_id = row.id, row.agent_id
+            subscriptions = self._pushable(agent_id, row.created_at) if agent_id else []
+            if not agent_id or not subscriptions:
+                continue
+            current = json.loads(Outbox.select(Outbox.payload).where(Outbox.id == row.id).scalar())
             previous = (
                 Outbox.select(Outbox.payload)
                 .where((Outbox.topic == row.topic) & (Outbox.id < row.id))
@@ -116,19 +122,28 @@ class PushSender:
                 .first()
             )
             work = new_work(json.loads(previous.payload) if previous else None, current)
-            if work and row.agent_id:
-                self._announce(row.agent_id, row.created_at, work[:MAX_PER_WORKLIST], pool)
+            if work:
+                self._announce(agent_id, subscriptions, work[:MAX_PER_WORKLIST], pool)
         return cursor
 
-    def _announce(
-        self, agent_id: str, written_at: datetime, work: list[tuple[str, dict]], pool: ThreadPoolExecutor
-    ) -> None:
+    def _pushable(self, agent_id: str, written_at: datetime) -> list[PushSubscription]:
+        """The subscriptions to push a worklist change to: none while the agent's app is
+        connected (it shows the order itself) or when it went offline after the change."""
         agent = Agent.get_or_none(Agent.id == agent_id)
         if agent is None or agent.presence == "online":
-            return  # the app is connected: it shows the order itself
+            return []
         if agent.presence_at is not None and agent.presence_at > written_at:
-            return  # it went offline after the change: it was connected when it came
-        for subscription in PushSubscription.select().where(PushSubscription.agent == agent_id):
+            return []  # it went offline after the change: it was connected when it came
+        return list(PushSubscription.select().where(PushSubscription.agent == agent_id))
+
+    def _announce(
+        self,
+        agent_id: str,
+        subscriptions: list[PushSubscription],
+        work: list[tuple[str, dict]],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        for subscription in subscriptions:
             for kind, order in work:
                 if not self._pending.acquire(blocking=False):
                     self.dropped += 1

@@ -34,12 +34,15 @@ function subLogin(i) {
   return cfg.subs[i];
 }
 
-function connectMqtt(c, login, clientId, extra = {}) {
+// `onMessage` is attached before the connection opens: a persistent session's queued messages
+// follow the CONNACK at once, before the caller's code after `await` could attach it.
+function connectMqtt(c, login, clientId, extra = {}, onMessage = null) {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(mqttUrl(c), {
       clientId, username: login.username, password: login.password, protocolVersion: 4,
       reconnectPeriod: 0, connectTimeout: 60000, keepalive: 120, clean: true, ...extra,
     });
+    if (onMessage) client.on("message", onMessage);
     client.once("connect", () => resolve(client));
     client.once("error", reject);
   });
@@ -163,9 +166,8 @@ async function storm() {
     const started = nowMs();
     let convergedAt = null;
     const make = async (i) => {
-      const c = await connectMqtt(cfg, subLogin(i), subLogin(i).username, { clean: !persistent });
       let finished = false;
-      c.on("message", (topic, payload) => {
+      const onMessage = (topic, payload) => {
         counts[i]++;
         topics[i].add(topic);
         // Converged: every expected topic seen, or (an agent's backlog) a worklist holding
@@ -178,7 +180,8 @@ async function storm() {
           done++;
           if (done === cfg.clients) convergedAt = nowMs();
         }
-      });
+      };
+      const c = await connectMqtt(cfg, subLogin(i), subLogin(i).username, { clean: !persistent }, onMessage);
       await c.subscribeAsync(filterOf(i), { qos: 1 });
       return c;
     };
@@ -195,7 +198,10 @@ async function storm() {
                 converged_at_ms: convergedAt, started_at_ms: started,
                 messages: counts.reduce((a, b) => a + b, 0), duplicates });
   };
-  if (persistent) { // first visit creates the sessions (not timed), then everyone drops at once
+  // First visit creates the sessions (not timed), then everyone drops at once; with `resume`
+  // the sessions exist already and hold what was published meanwhile (B5's offline backlog):
+  // the timed visit is the first reconnect, which must receive it.
+  if (persistent && !cfg.resume) {
     await once(-1);
     runs.pop();
     clients.forEach((c) => c.end(true));

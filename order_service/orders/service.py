@@ -76,6 +76,8 @@ class NewOrder:
 _LOCK_ORDER = Select(Order, "id", for_update=True)
 _ORDER_ITEMS = Select(OrderItem, "order", order_by="position")
 _SAVE_ORDER = Update(Order)
+_PENDING_OFFERS = Select(OrderOffer, "order", "state", order_by="id")
+_AGENT = Select(Agent, "id")
 
 
 def locked(order_id: str) -> Order:
@@ -112,7 +114,7 @@ def close_offers(
     now: datetime | None = None,
 ) -> list[str]:
     """End the pending offer rows of this order (only these agents' when given); return whose."""
-    rows = list(OrderOffer.pending_for(order.id))
+    rows = _PENDING_OFFERS.all(order.id, "pending")  # OrderOffer.pending_for, built once
     if agents is not None:
         wanted = set(agents)
         rows = [r for r in rows if r.agent_id in wanted]
@@ -397,7 +399,7 @@ def require_assignable(order: Order) -> None:
 
 def active_agent(agent_id: str, field: str) -> Agent:
     """The agent an order may go to; a missing or deactivated one is refused, naming ``field``."""
-    agent = Agent.get_or_none(Agent.id == agent_id)
+    agent = _AGENT.one(agent_id)
     if agent is None:
         raise InvalidField(field, f"no agent {agent_id!r}")
     if not agent.active:

@@ -159,10 +159,10 @@ def test_an_assignment_costs_the_same_with_10_or_200_orders_held(client, admin, 
 
 
 def test_a_worklist_too_large_for_the_brokers_is_refused(client, admin, make_agent, place_order, monkeypatch):
-    """A change that would make a worklist larger than a message may be is refused (409
-    worklist-full, nothing written), since the brokers would refuse it and the relay would
-    offer it again and again; a change that shrinks the worklist still goes through, and
-    afterwards the refused assignment fits."""
+    """Adding an order to a worklist past its limit is refused (409 worklist-full, nothing
+    written), since the brokers would refuse the message and the relay would offer it again
+    and again; the orders already in it may still change up to the hard limit (8 KiB more in
+    the service), not past it; taking an order out always goes through."""
     agent = make_agent()
     ids = [place_order()["id"] for _ in range(3)]
     for oid in ids:
@@ -171,18 +171,29 @@ def test_a_worklist_too_large_for_the_brokers_is_refused(client, admin, make_age
     for oid in ids[:2]:
         _ok(client.put(f"{API}/orders/{oid}/agent", json=body, headers=admin.headers))
     two = len(contract.dumps(latest_worklist(agent.agent_id)).encode())
-    monkeypatch.setattr(events, "MAX_WORKLIST_BYTES", two + 100)  # room for two orders, not three
+    monkeypatch.setattr(events, "MAX_WORKLIST_BYTES", two - 10)  # full already: no third order
+    monkeypatch.setattr(events, "HARD_WORKLIST_BYTES", two + 60)  # room for one status's time
 
     with nothing_written():
         refused = client.put(f"{API}/orders/{ids[2]}/agent", json=body, headers=admin.headers)
     problem = assert_problem(refused, 409)
     assert problem["type"].endswith("/worklist-full") and problem["agent_id"] == agent.agent_id
+    assert problem["limit_bytes"] == two - 10
     order = _ok(client.get(f"{API}/orders/{ids[2]}", headers=admin.headers))
     assert order["agent_id"] is None and order["version"] == 2
 
+    # An order in it changes: its worklist grows past the first limit, within the hard one.
+    moved = client.patch(f"{API}/orders/{ids[0]}/status", json={"status": "preparing"}, headers=admin.headers)
+    _ok(moved)
+    assert two < len(contract.dumps(latest_worklist(agent.agent_id)).encode()) <= two + 60
+    with nothing_written():  # and once more: past the hard limit
+        refused = client.patch(
+            f"{API}/orders/{ids[0]}/status", json={"status": "ready"}, headers=admin.headers
+        )
+    assert assert_problem(refused, 409)["limit_bytes"] == two + 60
+
     _ok(client.delete(f"{API}/orders/{ids[0]}/agent", headers=admin.headers))  # shrinks: allowed
-    _ok(client.put(f"{API}/orders/{ids[2]}/agent", json=body, headers=admin.headers))
-    assert [o["id"] for o in latest_worklist(agent.agent_id)["orders"]] == ids[1:]
+    assert [o["id"] for o in latest_worklist(agent.agent_id)["orders"]] == [ids[1]]
 
 
 def test_the_worklist_limit_fits_both_brokers_message_limits() -> None:
@@ -195,5 +206,5 @@ def test_the_worklist_limit_fits_both_brokers_message_limits() -> None:
         assert found, name
         limits.append(int(found.group(1)))
     topic = len(f"agents/{'x' * 32}/assigned")
-    packet = 1 + 4 + 2 + topic + 2 + events.MAX_WORKLIST_BYTES  # header, length, topic, packet id
-    assert packet <= min(limits)
+    packet = 1 + 4 + 2 + topic + 2 + events.HARD_WORKLIST_BYTES  # header, length, topic, packet id
+    assert events.MAX_WORKLIST_BYTES < events.HARD_WORKLIST_BYTES and packet <= min(limits)

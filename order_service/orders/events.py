@@ -198,12 +198,15 @@ def published_body(order: Order) -> str | None:
 _INSERT_OUTBOX = Insert(Outbox, ("event_id", "event", "kind", "topic", "payload", "order_id", "agent_id"))
 
 
-# The largest worklist payload the service writes: both brokers refuse a packet over
-# 1 MiB (mosquitto.conf's message_size_limit and max_packet_size, the embedded broker's
-# max_packet_bytes), and the topic and the packet's header need a little of it. A bigger
-# worklist could never be published, and the relay would offer it to the broker again
-# and again, ahead of every later row.
+# How large a worklist payload may be: both brokers refuse a packet over 1 MiB
+# (mosquitto.conf's message_size_limit and max_packet_size, the embedded broker's
+# max_packet_bytes). A bigger worklist could never be published, and the relay would
+# offer it to the broker again and again, ahead of every later row. A change that adds an
+# order to a worklist stops 8 KiB short of the limit; the rest is room for the orders
+# already in it to change (each status adds its time), up to the limit less what the
+# topic and the packet's header take.
 MAX_WORKLIST_BYTES = 1_048_576 - 8_192
+HARD_WORKLIST_BYTES = 1_048_576 - 1_024
 
 
 def record_worklists(agent_ids: Iterable[str | None], order: Order | None = None) -> None:
@@ -215,8 +218,9 @@ def record_worklists(agent_ids: Iterable[str | None], order: Order | None = None
     (``worklists``), so the cost does not grow with the worklist's length. Without it,
     or when the kept text is not the current version's, the worklist is rebuilt.
 
-    A change that would make a worklist larger than :data:`MAX_WORKLIST_BYTES` is
-    refused (``Conflict``, nothing written): the brokers could not carry it."""
+    A change that would add an order to a worklist larger than :data:`MAX_WORKLIST_BYTES`,
+    or make any worklist larger than :data:`HARD_WORKLIST_BYTES`, is refused (``Conflict``,
+    nothing written): the brokers could not carry it. Taking an order out never is."""
     agents = sorted({a for a in agent_ids if a})
     if agents:
         hold_writer_lock()  # outbox id order = commit order (see db.py)
@@ -228,23 +232,26 @@ def record_worklists(agent_ids: Iterable[str | None], order: Order | None = None
     for agent_id in agents:
         Agent.update(worklist_version=Agent.worklist_version + 1).where(Agent.id == agent_id).execute()
         version = Agent.select(Agent.worklist_version).where(Agent.id == agent_id).scalar()
-        kept = worklists.load(agent_id, version - 1) if order is not None else None
-        if kept is None or order is None or fragment is None:
+        kept = worklists.load(agent_id, version - 1) if fragment is not None else None
+        if order is None or kept is None or fragment is None:
             kept = worklists.rebuild(agent_id, _order_dicts)
+            added = order is not None and worklists.holds(kept, order)  # (not known: as if added)
         else:
-            worklists.place(kept, agent_id, order, offered, fragment)
+            added = worklists.place(kept, agent_id, order, offered, fragment)
         envelope = _envelope("agent.worklist")
         head = contract.dumps({**envelope, "agent_id": agent_id, "version": version})
         text = f'{head[:-1]},"orders":{kept.orders.json()},"offers":{kept.offers.json()}}}'
         size = len(text.encode())
-        if size > MAX_WORKLIST_BYTES and (kept.size_before is None or kept.size() > kept.size_before):
+        holding = order is not None and worklists.holds(kept, order)
+        limit = MAX_WORKLIST_BYTES if added else HARD_WORKLIST_BYTES
+        if holding and size > limit:
             raise Conflict(
-                f"agent {agent_id}'s worklist would be {size} bytes, over the {MAX_WORKLIST_BYTES} "
-                f"a message may carry ({len(kept.orders)} orders, {len(kept.offers)} offers)",
+                f"agent {agent_id}'s worklist would be {size} bytes, over the {limit} it may be to "
+                f"fit in one message ({len(kept.orders)} orders, {len(kept.offers)} offers)",
                 title="Worklist full",
                 slug="worklist-full",
                 agent_id=agent_id,
-                limit_bytes=MAX_WORKLIST_BYTES,
+                limit_bytes=limit,
             )
         kept.save(agent_id, version)
         Outbox.create(

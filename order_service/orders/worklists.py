@@ -92,8 +92,14 @@ class OrderList:
     def __len__(self) -> int:
         return len(self.index) // KEY_WIDTH
 
-    def put(self, key: str, fragment: str | None) -> None:
-        """Set the order of ``key`` to ``fragment`` (its JSON), or take it out (None)."""
+    def __contains__(self, key: object) -> bool:
+        keys = _Keys(self.index)
+        i = bisect.bisect_left(keys, str(key))
+        return i < len(keys) and keys[i] == key
+
+    def put(self, key: str, fragment: str | None) -> bool:
+        """Set the order of ``key`` to ``fragment`` (its JSON), or take it out (None); True
+        when that adds it (it was not in the list)."""
         keys = _Keys(self.index)
         i = bisect.bisect_left(keys, key)
         present = i < len(keys) and keys[i] == key
@@ -110,6 +116,8 @@ class OrderList:
             start = len(self.text) if i == len(keys) else self.text.find("\n" + keys[i])
             self.text = f"{self.text[:start]}\n{key}{fragment}{self.text[start:]}"
             self.index = self.index[: i * KEY_WIDTH] + key + self.index[i * KEY_WIDTH :]
+            return True
+        return False
 
     def json(self) -> str:
         """The list as JSON: ``[order, order, ...]``."""
@@ -123,10 +131,6 @@ class Worklist:
     orders: OrderList
     offers: OrderList
     row: AgentWorklist | None = None
-    size_before: int | None = None  # bytes of the two lists before this change (None: rebuilt)
-
-    def size(self) -> int:
-        return len(self.orders.text) + len(self.offers.text)
 
     def save(self, agent_id: str, version: int) -> None:
         fields = {
@@ -149,7 +153,7 @@ def load(agent_id: str, version: int) -> Worklist | None:
     if row is None or row.version != version:
         return None
     orders, offers = OrderList(row.orders_index, row.orders), OrderList(row.offers_index, row.offers)
-    return Worklist(orders, offers, row, len(row.orders) + len(row.offers))
+    return Worklist(orders, offers, row)
 
 
 def rebuild(agent_id: str, dicts: Callable[[pw.ModelSelect[Order]], list[dict]]) -> Worklist:
@@ -163,12 +167,19 @@ def rebuild(agent_id: str, dicts: Callable[[pw.ModelSelect[Order]], list[dict]])
     return Worklist(lists[0], lists[1], row)
 
 
-def place(worklist: Worklist, agent_id: str, order: Order, offered_to: set[str], fragment: str) -> None:
-    """Put ``order`` (its JSON ``fragment``) where it now belongs in this agent's lists."""
+def place(worklist: Worklist, agent_id: str, order: Order, offered_to: set[str], fragment: str) -> bool:
+    """Put ``order`` (its JSON ``fragment``) where it now belongs in this agent's lists; True
+    when that adds it to one of them."""
     key = sort_key(order.created_at, order.id)
     mine = order.agent_id == agent_id and order.status not in TERMINAL
-    worklist.orders.put(key, fragment if mine else None)
-    worklist.offers.put(key, fragment if agent_id in offered_to else None)
+    added = worklist.orders.put(key, fragment if mine else None)
+    return worklist.offers.put(key, fragment if agent_id in offered_to else None) or added
+
+
+def holds(worklist: Worklist, order: Order) -> bool:
+    """Whether the order is in either list of this worklist."""
+    key = sort_key(order.created_at, order.id)
+    return key in worklist.orders or key in worklist.offers
 
 
 def pending_offers(order_id: str) -> set[str]:

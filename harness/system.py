@@ -20,7 +20,7 @@ from harness.tls import Certificates
 
 COMMANDS = {
     "broker": [sys.executable, "-m", "broker"],
-    "api": [sys.executable, "-m", "order_service.api.server"],
+    "api": [sys.executable, "-m", "order_service.api_server"],
     "relay": [sys.executable, "-m", "order_service.relay"],
     "webhooks": [sys.executable, "-m", "order_service.webhooks"],
     "socketio": [sys.executable, "-m", "bridges.socketio"],

@@ -1,5 +1,5 @@
 """The API's HTTP server as the Procfile and the systemd unit run it (``python -m
-order_service.api.server``: granian, WSGI, two worker processes), on real sockets.
+order_service.api_server``: granian, WSGI, two worker processes), on real sockets.
 
 A worker killed with SIGKILL is replaced while the other serves; SIGHUP replaces every
 worker while requests go on succeeding; SIGTERM to the main process lets a request under

@@ -1,7 +1,7 @@
 """The API's HTTP server: granian's WSGI interface in front of ``create_app()``, configured
 from the same ORDERBUS_* variables as the rest of the service.
 
-    python -m order_service.api.server
+    python -m order_service.api_server
 
 ``ORDERBUS_API_WORKERS`` worker processes, each with :data:`THREADS` threads running the
 Flask app; the HTTP protocol itself (parsing, keep-alive, writing answers) is granian's
@@ -9,6 +9,11 @@ Rust code, outside the GIL. A worker that dies (``kill -9``, a crash) is replace
 ``SIGHUP`` replaces the workers one by one, each new one serving before the old one stops
 (a graceful reload); ``SIGTERM`` or ``SIGINT`` stops accepting, lets the requests under way
 finish (at most :data:`GRACE_SECONDS`) and exits.
+
+The main process imports the app's code before it starts the workers (each builds its own
+app with ``create_app()``): a worker is ready within a fraction of a second of its start,
+so a replaced worker serves before the old one stops even on a busy machine. A reload
+therefore runs the code the main process loaded: new code needs a restart.
 """
 
 from __future__ import annotations
@@ -65,15 +70,19 @@ def build(settings: Settings) -> Server:
         # api/access_log.py, installed by create_app() when ORDERBUS_API_ACCESS_LOG is on.
         log_access=False,
         respawn_failed_workers=True,
-        # After SIGHUP, how long a new worker serves beside the old one before that one stops.
-        respawn_interval=1.0,
+        # After SIGHUP, how long a new worker runs beside the old one before that one stops
+        # (granian's default): time for it to build its app and listen.
+        respawn_interval=3.5,
         workers_kill_timeout=GRACE_SECONDS,
         process_name=None,
     )
 
 
 def main() -> None:
-    build(load_settings()).serve()
+    settings = load_settings()
+    import order_service.api.app  # noqa: F401 - loaded once here, shared by every worker (see above)
+
+    build(settings).serve()
 
 
 if __name__ == "__main__":

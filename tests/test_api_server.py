@@ -4,8 +4,9 @@ order_service.api_server``: granian, WSGI, two worker processes), on real socket
 A worker killed with SIGKILL is replaced while the other serves; SIGHUP replaces every
 worker while requests go on succeeding; SIGTERM to the main process lets a request under
 way finish, then the server exits cleanly; an idle kept-alive connection stays open for
-ORDERBUS_API_KEEPALIVE_SECONDS and is closed after; the access log is written only when
-ORDERBUS_API_ACCESS_LOG is on.
+ORDERBUS_API_KEEPALIVE_SECONDS and is closed after, and a client trickling its headers is
+cut off after as long; oversized request heads are refused; the access log is written
+only when ORDERBUS_API_ACCESS_LOG is on.
 """
 
 from __future__ import annotations
@@ -229,3 +230,57 @@ def test_the_access_log_is_written_only_when_switched_on(api: Api, tmp_path: Pat
         assert lines[0].endswith("ms")
     finally:
         on.close()
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new connection, then read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_oversized_request_heads_are_refused_and_the_server_goes_on(api: Api):
+    """A header of 600 KB, 200 header lines, a 100 KB URL: 431, 431 and 414 with
+    ``connection: close``, before the app sees them; the next request is served."""
+    head = b"GET /api/v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    cases = [
+        (head + b"X-Big: " + b"a" * 600_000 + b"\r\n\r\n", b"431"),
+        (head + b"".join(b"X-Header-%d: 1\r\n" % n for n in range(200)) + b"\r\n", b"431"),
+        (b"GET /api/v1/healthz?q=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"414"),
+    ]
+    for data, status in cases:
+        answer = raw_exchange(api.port, data)
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.split()[1] == status, answer[:200]
+        assert b"connection: close" in rest.lower()
+    assert api.get() == 200
+
+
+def test_a_client_trickling_its_headers_is_cut_off_at_the_keepalive_setting(tmp_path: Path):
+    """ORDERBUS_API_KEEPALIVE_SECONDS=5 also bounds how long a request's headers may take: a
+    client sending one header line a second, never ending the head, is disconnected about
+    5 s after it began, not kept as long as it trickles (the slow-headers attack)."""
+    system = start_api(tmp_path, ORDERBUS_API_KEEPALIVE_SECONDS="5")
+    try:
+        port = int(system.env["ORDERBUS_API_PORT"])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /api/v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            started, cut_after = time.monotonic(), None
+            for _ in range(15):
+                readable, _, _ = select.select([conn], [], [], 1)  # the close, or a second
+                try:
+                    if readable and conn.recv(1024) == b"":
+                        cut_after = time.monotonic() - started
+                        break
+                    conn.sendall(b"X-Slow: 1\r\n")
+                except OSError:  # reset by the server: cut off as well
+                    cut_after = time.monotonic() - started
+                    break
+        assert cut_after is not None, "the trickling client was kept for 15 s"
+        assert 4.5 <= cut_after <= 8, cut_after
+        assert Api(system, port, "").get() == 200
+    finally:
+        system.close()

@@ -2,7 +2,7 @@
 
 Both the tests (tests/) and the load generator (clients.loadgen) start the system
 through it: the broker (embedded or a Mosquitto from the repository's
-mosquitto.conf), the relay and the API under gunicorn, each a child process in its
+mosquitto.conf), the relay and the API under granian, each a child process in its
 own process group, plus the PostgreSQL helpers the benchmarks need. It is installed
 code: it imports no test code and not pytest; the pytest fixtures built on it stay in
 tests/.

@@ -2,7 +2,7 @@
 
 A system the harness starts never shares anything with a `make run` on the same machine:
 every TCP listener gets a port the kernel chose (:func:`port_env`), the data directory
-(database, the relay's wake-up socket, gunicorn's control socket) is the caller's, and
+(database, the relay's wake-up socket) is the caller's, and
 the ORDERBUS_* settings of the shell, which configure that `make run`, are left out
 (:func:`without_service_settings`).
 """

@@ -1,4 +1,4 @@
-"""The real system: broker, API (gunicorn) and relay as separate processes.
+"""The real system: broker, API (granian) and relay as separate processes.
 
 Unlike the Procfile under honcho (all or nothing), each process is its own child in
 its own process group, so a test can stop the API and start it again while the
@@ -15,17 +15,12 @@ from pathlib import Path
 
 from clients.rest import Api, ApiError, ApiUnreachable
 from harness.mosquitto import Mosquitto
-from harness.processes import BIN, ROOT, child_env, cli, stop_group
+from harness.processes import ROOT, child_env, cli, stop_group
 from harness.tls import Certificates
 
 COMMANDS = {
     "broker": [sys.executable, "-m", "broker"],
-    "api": [
-        str(BIN / "gunicorn"),
-        "--config",
-        "python:order_service.api.gunicorn_conf",
-        "order_service.api.app:create_app()",
-    ],
+    "api": [sys.executable, "-m", "order_service.api_server"],
     "relay": [sys.executable, "-m", "order_service.relay"],
     "webhooks": [sys.executable, "-m", "order_service.webhooks"],
     "socketio": [sys.executable, "-m", "bridges.socketio"],

@@ -13,7 +13,7 @@ top-level ``contract`` package (docs/architecture.md has the picture):
 - ``api/``       HTTP only: the Flask app, views, schemas, problem+json, the dashboard
 - ``ops/``       the command line: migrate, bootstrap, backups, preflight checks
 
-Processes: ``api/app.py`` (under gunicorn), ``relay.py`` (``python -m
+Processes: ``api/app.py`` (under granian: ``api_server.py``), ``relay.py`` (``python -m
 order_service.relay``), ``webhooks/`` (``python -m order_service.webhooks``) and the
 CLI (``python -m order_service``).
 """

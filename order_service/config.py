@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=0, le=65535)
     api_workers: int = Field(2, ge=1, le=64)
+    api_access_log: bool = Field(False, description="The API writes one line per request to its output")
+    api_keepalive_seconds: int = Field(
+        30,
+        ge=5,
+        le=60,
+        description="seconds an idle kept-alive API connection stays open (and a request's headers may take)",
+    )
     trusted_proxies: str = Field(
         "", description="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-* count"
     )

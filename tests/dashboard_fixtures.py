@@ -1,7 +1,7 @@
 """The browser fixtures of the admin dashboard's tests: Debian's chromium, the real system behind a TCP proxy.
 
 One system per test module (broker with its WebSocket listener and password/ACL files, API
-under gunicorn, relay); the page reaches the broker through a proxy a test can cut. A test
+under granian, relay); the page reaches the broker through a proxy a test can cut. A test
 module imports the fixtures it uses by name (``from tests.dashboard_fixtures import ...``).
 """
 

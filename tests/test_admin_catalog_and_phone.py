@@ -1,6 +1,6 @@
 """The dashboard's catalog editor and phone-order form in a real browser (Debian's chromium).
 
-The real system runs as separate processes (broker, API under gunicorn, relay); the page
+The real system runs as separate processes (broker, API under granian, relay); the page
 edits the catalog and places orders over REST and hears the retained ``catalog`` topic over
 MQTT-over-WebSocket, so a change made elsewhere shows on an open page without a reload.
 Screenshots go to test-artifacts/dashboard/ (the README's are copied from there).

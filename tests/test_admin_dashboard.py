@@ -1,7 +1,7 @@
 """The admin dashboard (/admin/) in a real browser: Debian's chromium driven by Playwright.
 
 The real system runs as separate processes (broker with its WebSocket listener and
-password/ACL files, API under gunicorn, relay); the page logs in over REST and
+password/ACL files, API under granian, relay); the page logs in over REST and
 subscribes to the broker with the read-only dashboard login that login hands back.
 The browser reaches the broker through a TCP proxy the tests can cut, to drop the
 page's network on demand. Screenshots go to test-artifacts/dashboard/ (gitignored).

@@ -30,7 +30,7 @@ ROOMS: dict[str, set[str]] = {
     "ops": {"store", "accounts", "catalog", "orders", "outbox", "dispatch", "webhooks"},
 }
 # Modules that put a process together from rooms.
-ENTRY_POINTS = {"order_service.relay", "order_service.__main__"}
+ENTRY_POINTS = {"order_service.relay", "order_service.__main__", "order_service.api_server"}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

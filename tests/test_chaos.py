@@ -2,7 +2,7 @@
 happened against what subscribers got (tests/chaos.py: lost, duplicated, unexpected,
 recovered). Pass means lost 0 and unexpected 0.
 
-Broker, API (gunicorn) and relay run as separate processes (harness/system.py),
+Broker, API (granian) and relay run as separate processes (harness/system.py),
 one system per module shared by the scenarios: each scenario leaves every process
 running again, and accounts only for the events after it started. ``make test`` runs
 them at ORDERBUS_CHAOS_SCALE=1; ``make chaos`` at a larger scale. They do not depend on
@@ -235,7 +235,7 @@ def _orders_total(api: Api) -> int:
 
 
 def test_api_worker_killed_after_commit_and_the_client_retries(embedded: System):
-    """A gunicorn worker dies (SIGKILL, test-only kill point) after committing an order and
+    """An API worker process dies (SIGKILL, test-only kill point) after committing an order and
     before answering; the client retries with the same Idempotency-Key and gets that order:
     one order, one order.created event."""
     api, _ = admin_api(embedded.api_url, _data_dir(embedded))
@@ -255,7 +255,7 @@ def test_api_worker_killed_after_commit_and_the_client_retries(embedded: System)
 
 
 def test_api_workers_killed_mid_burst_lose_and_double_nothing(embedded: System):
-    """Every gunicorn worker is killed (SIGKILL) while clients post orders with retries: each
+    """Every API worker process is killed (SIGKILL) while clients post orders with retries: each
     client gets its order, and the database holds exactly one order per client."""
     api, _ = admin_api(embedded.api_url, _data_dir(embedded))
     before = _orders_total(api)

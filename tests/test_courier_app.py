@@ -1,7 +1,7 @@
 """The courier app (/courier/) in a real browser: Debian's chromium, a phone's viewport.
 
 The real system runs as separate processes (broker with its WebSocket listener and
-password/ACL files, API under gunicorn, relay). The app logs in over REST as an agent,
+password/ACL files, API under granian, relay). The app logs in over REST as an agent,
 gets the device's broker login with its token, and follows agents/<id>/assigned over
 MQTT-over-WebSocket with a persistent session. Screenshots of the worklist and an order's
 page go to docs/images/ (the README shows them).

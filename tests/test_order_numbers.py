@@ -62,7 +62,7 @@ def test_each_business_day_starts_again_at_1(app):
 
 
 def test_orders_racing_through_four_workers_get_distinct_numbers(api_server, admin):  # noqa: F811
-    """Sixteen orders sent at the same instant through four gunicorn workers: numbers 1..16,
+    """Sixteen orders sent at the same instant through four API workers: numbers 1..16,
     each once (one counter row per day, raised in each order's own transaction)."""
     results = race(api_server, [("POST", "/orders", order_body(), admin.headers)] * 16)
     assert [r.status for r in results] == [201] * 16, [r.body for r in results if r.status != 201]

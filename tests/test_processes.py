@@ -1,6 +1,6 @@
 """The system as `make run` starts it: the Procfile's processes under honcho.
 
-These tests run the real commands (python -m broker, gunicorn, the relay) as
+These tests run the real commands (python -m broker, the API server, the relay) as
 child processes on ephemeral ports, then talk to them over HTTP and MQTT.
 """
 
@@ -212,7 +212,7 @@ def test_latency_probe_explains_a_missing_system(env):
 
 
 def test_concurrent_writers_lose_nothing(system, env):
-    """Eight clients posting at once through two gunicorn workers: every order is 201 and reaches MQTT."""
+    """Eight clients posting at once through two API workers: every order is 201 and reaches MQTT."""
     from concurrent.futures import ThreadPoolExecutor
 
     password = (Path(env["ORDERBUS_DATA_DIR"]) / "admin-password").read_text().strip()
@@ -297,7 +297,7 @@ def _all_events(api: str, token: str) -> list[dict]:
 
 
 def test_four_workers_updating_one_order_lose_nothing(env, tmp_path):
-    """Four gunicorn workers, eight clients reassigning one order with If-Match: every 200 is a new
+    """Four API workers, eight clients reassigning one order with If-Match: every 200 is a new
     version, versions have no gaps and no repeats, the event log and MQTT carry each version once."""
     from concurrent.futures import ThreadPoolExecutor
 

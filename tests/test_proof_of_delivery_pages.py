@@ -1,5 +1,5 @@
 """Proof of delivery in real browsers (issue 19, item 5), on the real system (broker,
-gunicorn, relay as processes): the customer's tracking page shows the delivery code while
+granian, relay as processes): the customer's tracking page shows the delivery code while
 the order is on its way; the courier (a phone) first types a wrong code (refused, the order
 stays picked up), then the right one read from that page, attaches a photo taken "with the
 camera" (a small PNG), and the admin then sees the photo in the order's timeline.

@@ -128,7 +128,8 @@ def _status(port: int, path: str) -> int:
 
 def test_the_system_behind_nginx(tmp_path: Path):
     """Through nginx: HTTPS and its redirect, the client's address as nginx saw it (never as the
-    client claims it), metrics refused, the dashboard and its MQTT over WSS, Socket.IO."""
+    client claims it, in the API and its access log), metrics refused, the dashboard and its
+    MQTT over WSS, Socket.IO."""
     certs = make_certificates(tmp_path / "tls")
     tls = ssl.create_default_context(cafile=str(certs.ca))
     socketio_port, http_port, https = free_port(), free_port(), free_port()
@@ -137,6 +138,7 @@ def test_the_system_behind_nginx(tmp_path: Path):
         tmp_path,
         "mosquitto",
         ORDERBUS_TRUSTED_PROXIES="127.0.0.1",
+        ORDERBUS_API_ACCESS_LOG="true",  # its client addresses are checked below
         ORDERBUS_METRICS_TOKEN=METRICS_TOKEN,
         ORDERBUS_SOCKETIO_PORT=str(socketio_port),
         ORDERBUS_PUBLIC_API_URL=f"https://127.0.0.1:{https}",
@@ -171,7 +173,7 @@ def test_the_system_behind_nginx(tmp_path: Path):
         login = json.loads(body)
         # directly to the API from an address that is not a trusted proxy: the header is ignored
         request(api_port, "GET", "/api/v1/healthz", source="127.0.0.3", headers=spoof)
-        # gunicorn writes the access line just after the answer: wait for both lines
+        # The access log's line is written just after the answer: wait for both lines.
         seen = (
             r'^127\.0\.0\.2 "POST /api/v1/auth/token HTTP/1\.[01]" 200',
             r'^127\.0\.0\.3 "GET /api/v1/healthz ',

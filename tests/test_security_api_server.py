@@ -1,4 +1,4 @@
-"""Attacks on the API as it runs in production: gunicorn, four workers, real sockets.
+"""Attacks on the API as it runs in production: granian, four workers, real sockets.
 
 On this test's database (SQLite, and PostgreSQL in the PostgreSQL pass): conditional
 writes racing on one version (exactly one wins), a chunked body without a length past
@@ -63,7 +63,7 @@ class Server:
 
 @pytest.fixture
 def api_server(app, database_url: str, data_dir: Path) -> Iterator[Server]:
-    """gunicorn with the production settings, on this test's (migrated) database."""
+    """The API server (granian) with the production settings, on this test's (migrated) database."""
     env = child_env(
         data_dir,
         ORDERBUS_DATABASE_URL=database_url,

@@ -1,14 +1,15 @@
 """An answer given before the request's body was read leaves the connection usable.
 
 ``POST /orders`` with a 200 KB body was answered 413 with ``Connection: keep-alive``;
-gunicorn then drained at most 64 KiB of the unread body, gave up and closed the
-connection, and the client's next request on it failed ("Remote end closed connection
+the server (then gunicorn) drained at most 64 KiB of the unread body, gave up and closed
+the connection, and the client's next request on it failed ("Remote end closed connection
 without response"). The same for a 415 or a 401 given before the body was read. Now a
 body of up to 1 MiB (or ORDERBUS_MAX_BODY_BYTES if larger) is read to its end before the
 answer goes, and the connection is kept; a larger one is answered with
 ``Connection: close``, and so is one sent chunked, after up to 1 MiB of it is read (CI
 once saw a client's send of a chunked body reset: the server had answered and closed
-while it was still sending). Against the API under gunicorn, over kept-alive
+while it was still sending). granian too gives up on a connection whose
+body was left unread just the same. Against the API under granian, over kept-alive
 connections (http.client, requests.Session and a raw socket).
 """
 
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
 LIMIT = 256 * 1024  # ORDERBUS_MAX_BODY_BYTES here
 BIG = b'{"notes": "' + b"x" * 400_000 + b'"}'  # over the limit, within the 1 MiB read to its end
-# Within it, but left unread by an early answer; more than the 64 KiB gunicorn drains itself.
+# Within it, but left unread by an early answer; more than a server drains itself (gunicorn: 64 KiB).
 SMALL = b'{"notes": "' + b"x" * 100_000 + b'"}'
 
 
@@ -56,7 +57,7 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
-    """The API alone under gunicorn (its configuration, one worker, a body limit of 256 KiB),
+    """The API alone under granian (its configuration, one worker, a body limit of 256 KiB),
     on a fresh database."""
     database = {} if database_url.startswith("sqlite:") else {"ORDERBUS_DATABASE_URL": database_url}
     env = child_env(

@@ -1,6 +1,6 @@
 """The customer's shop (/shop/) in a real browser: Debian's chromium, phone-sized, driven
 by Playwright against the real system (broker with its WebSocket listener, API under
-gunicorn, relay, SQLite file). The menu is made over the admin's REST API; admins and
+granian, relay, SQLite file). The menu is made over the admin's REST API; admins and
 agents move orders over REST while the page follows them live over MQTT.
 
 Screenshots of the menu and the tracking page go to docs/images/ (shop.png, shop-tracking.png).

@@ -1,6 +1,6 @@
 """CPU time per request, per process of the system: ``python -m clients.loadgen.cpu``.
 
-Starts the embedded system (broker, relay, API under gunicorn) on free ports, sends each
+Starts the embedded system (broker, relay, API under granian) on free ports, sends each
 request one at a time over one keep-alive connection, and reads every process's CPU time
 (user + system, from /proc/<pid>/stat) before and after. It shows where the time of one
 order goes (docs/benchmarks/README.md, "Where the time of one order goes").

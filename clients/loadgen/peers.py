@@ -165,7 +165,7 @@ class NodePeer(Peer):
 
 
 class SystemPeer(Peer):
-    """broker (or Mosquitto), relay and API (gunicorn) as in production; the admin logged in."""
+    """broker (or Mosquitto), relay and API (granian) as in production; the admin logged in."""
 
     def __init__(
         self,
@@ -213,7 +213,7 @@ class SystemPeer(Peer):
         found = []
         for name, proc in self.system.procs.items():
             found.append(proc.pid)
-            if name == "api":  # gunicorn's workers
+            if name == "api":  # granian's workers
                 found += children(proc.pid)
         if self.mosquitto and self.mosquitto.process:
             found.append(self.mosquitto.process.pid)

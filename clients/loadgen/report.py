@@ -88,7 +88,7 @@ def machine() -> dict:
             "sqlite": sqlite3.sqlite_version,
             "amqtt": version("amqtt"),
             "paho-mqtt": version("paho-mqtt"),
-            "gunicorn": version("gunicorn"),
+            "granian": version("granian"),
             "peewee": version("peewee"),
             "mosquitto": _run([mosquitto, "-h"]).replace("mosquitto version ", ""),
             "postgresql": _run(["psql", "--version"]),

@@ -1,6 +1,6 @@
 """The sign-up limit: at most so many new customer accounts per client address and window.
 
-Kept in memory, per API process (each gunicorn worker counts on its own, so an address
+Kept in memory, per API process (each API worker process counts on its own, so an address
 may sign up ``limit`` times per worker): a signup is rare and cheap to refuse, and an
 attacker creating accounts in bulk is slowed down all the same. Memory is bounded: at
 most ``max_addresses`` addresses are tracked (the least recently seen is forgotten

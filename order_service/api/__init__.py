@@ -1,4 +1,4 @@
-"""HTTP only: the Flask app (``app``, served by gunicorn per ``gunicorn_conf``), the REST
+"""HTTP only: the Flask app (``app``, served by granian: ``order_service.api_server``), the REST
 API under /api/v1 with one module per resource, request and response schemas
 (``schemas``), who is asking (``security``), problem+json for every error (``problems``)
 and the browser pages' static files (``dashboard``, ``shop``).

@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import LimitedStream, get_content_length
 
 from order_service import api
-from order_service.api import courier, dashboard, problems, shop
+from order_service.api import access_log, courier, dashboard, problems, shop
 from order_service.config import load_settings
 from order_service.outbox.wakeup import Notifier
 from order_service.store import db
@@ -48,10 +48,11 @@ class ReadWholeBody:
     """Reads, before the answer goes, what the application left unread of a request body
     of up to ``Settings.drain_body_bytes`` (1 MiB, or ORDERBUS_MAX_BODY_BYTES if larger): an
     answer given before the body was read (413, 401, 415, 404) must not leave it on a
-    kept-alive connection, where the server would take it for the next request or give up
-    on the connection, and a client still sending it would have its connection reset
-    before it reads the answer. A larger body is not read: gunicorn answers it with
-    ``Connection: close`` (``gunicorn_conf.pre_request``)."""
+    kept-alive connection, where the server would give up on the connection after the
+    answer, and a client still sending it would have its connection reset before it reads
+    the answer. A larger body is not read: its answer says ``Connection: close``, and so
+    does the answer to a body of unknown length (chunked), after up to the limit of it is
+    read; the server closes the connection after such an answer."""
 
     def __init__(self, wsgi_app: Callable, limit: int) -> None:
         self.wsgi_app, self.limit = wsgi_app, limit
@@ -60,8 +61,10 @@ class ReadWholeBody:
         length = get_content_length(environ)
         if length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             return self.chunked(environ, start_response)
-        if not length or length > self.limit:
+        if not length:
             return self.wsgi_app(environ, start_response)
+        if length > self.limit:
+            return self.wsgi_app(environ, closing(start_response))
         body = environ["wsgi.input"] = LimitedStream(environ["wsgi.input"], length)
         response = self.wsgi_app(environ, start_response)
         while body.read(65536):
@@ -69,11 +72,13 @@ class ReadWholeBody:
         return response
 
     def chunked(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        """A body of unknown length: the connection closes after the answer
-        (``gunicorn_conf.pre_request``), but up to the limit of it is read first, so that a
-        client still sending it is not reset before it reads the answer."""
+        """A body of unknown length: the server ends the stream where the chunks end, so the
+        app may read it (werkzeug then applies ``MAX_CONTENT_LENGTH`` as it reads); up to
+        the limit of what it left is read before the answer goes, so that a client still
+        sending is not reset before it reads it; then the connection closes."""
+        environ["wsgi.input_terminated"] = True
         stream = environ["wsgi.input"]
-        response = self.wsgi_app(environ, start_response)
+        response = self.wsgi_app(environ, closing(start_response))
         left = self.limit
         try:
             while left > 0 and (chunk := stream.read(min(65536, left))):
@@ -81,6 +86,17 @@ class ReadWholeBody:
         except Exception:  # a malformed chunk: the connection closes anyway
             pass
         return response
+
+
+def closing(start_response: Callable) -> Callable:
+    """``start_response`` that adds ``Connection: close``: the server closes the connection
+    after this answer (hyper, under granian, honours the header)."""
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+        headers = [(name, value) for name, value in headers if name.lower() != "connection"]
+        return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
+    return start
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
@@ -112,6 +128,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
 
     if settings.trusted_proxy_networks:  # behind a reverse proxy (docs/production.md)
         app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxy_networks)  # type: ignore[method-assign]
+    if settings.api_access_log:  # outermost: it logs the client TrustedProxies settled on
+        access_log.enable()
+        app.wsgi_app = access_log.AccessLog(app.wsgi_app)  # type: ignore[method-assign]
 
     notifier = Notifier(settings.wakeup_socket)
     app.extensions["orderbus.notifier"] = notifier

@@ -247,7 +247,7 @@ def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
         params = parse_db_url(url, unquote_password=True, unquote_user=True)
         if not params.get("database"):
             raise ValueError(f"database URL {masked_url(url)!r}: expected postgresql://user@host:port/dbname")
-        # Each gunicorn worker and the relay has its own pool; a connection is returned at the
+        # Each API worker process and the relay has its own pool; a connection is returned at the
         # end of each request, so the pool holds at most one per concurrent request thread.
         params.setdefault("max_connections", 20)
         params.setdefault("stale_timeout", 300)

@@ -221,7 +221,10 @@ async function storm() {
 
 // B1/B3: POST orders (closed loop at concurrency 1, or open loop at a rate); time receipts.
 async function e2e() {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: cfg.sockets || 32 });
+  // An idle kept-alive socket is dropped after 20 s, before the API closes it (its keep-alive
+  // limit, ORDERBUS_API_KEEPALIVE_SECONDS, is 30 s): a POST sent on a socket the server was
+  // closing at that instant would end with no answer (status 0). docs/operations.md.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: cfg.sockets || 32, timeout: 20000 });
   const url = new URL(cfg.api);
   const pending = new Map(); // note -> {at, resolve}
   const received = (note) => {

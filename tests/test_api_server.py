@@ -1,0 +1,286 @@
+"""The API's HTTP server as the Procfile and the systemd unit run it (``python -m
+order_service.api_server``: granian, WSGI, two worker processes), on real sockets.
+
+A worker killed with SIGKILL is replaced while the other serves; SIGHUP replaces every
+worker while requests go on succeeding; SIGTERM to the main process lets a request under
+way finish, then the server exits cleanly; an idle kept-alive connection stays open for
+ORDERBUS_API_KEEPALIVE_SECONDS and is closed after, and a client trickling its headers is
+cut off after as long; oversized request heads are refused; the access log is written
+only when ORDERBUS_API_ACCESS_LOG is on.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.processes import child_env, cli
+from harness.system import System
+from tests.helpers import wait_until
+from tests.test_processes import ORDER
+
+pytestmark = pytest.mark.e2e
+
+WORKERS = 2
+
+
+@dataclass
+class Api:
+    system: System
+    port: int
+    token: str
+
+    @property
+    def pid(self) -> int:
+        return self.system.procs["api"].pid
+
+    def workers(self) -> set[int]:
+        """The main process's children: its worker processes."""
+        found: set[int] = set()
+        for task in Path(f"/proc/{self.pid}/task").glob("*/children"):
+            found |= {int(pid) for pid in task.read_text().split()}
+        return found
+
+    def get(self, path: str = "/api/v1/healthz") -> int:
+        """One request on a connection of its own: the status."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def log(self) -> str:
+        return (self.system.tmp / "api.log").read_text()
+
+
+def start_api(tmp_path: Path, **settings: str) -> System:
+    tmp_path.mkdir(exist_ok=True)
+    env = child_env(tmp_path / "var", ORDERBUS_API_WORKERS=str(WORKERS), **settings)
+    for step in ("migrate", "bootstrap"):
+        result = cli(env, step)
+        assert result.returncode == 0, result.stderr
+    system = System(env, tmp_path)
+    system.start("api")  # returns once /readyz answers
+    return system
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    """The API alone, two workers, its default settings (access log off), on a fresh SQLite file."""
+    system = start_api(tmp_path)
+    try:
+        password = (tmp_path / "var" / "admin-password").read_text().strip()
+        token = system.admin.login("admin", password)["access_token"]
+        yield Api(system, int(system.env["ORDERBUS_API_PORT"]), token)
+    finally:
+        system.close()
+    assert "Traceback" not in system.log(), system.log()
+
+
+def test_a_killed_worker_is_replaced_and_the_other_serves_meanwhile(api: Api):
+    """kill -9 of one worker: once it is gone, every request on a new connection is answered
+    (by the other worker), and the main process starts a new worker at once; the main
+    process stays. (A connection that reached the killed worker itself is lost with it, as
+    under any server; see docs/production.md on tcp_migrate_req for the ones it had queued.)"""
+    before = wait_until(lambda: len(api.workers()) == WORKERS and api.workers(), what="two workers")
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in api.workers(), what="the killed worker gone")
+    statuses = []
+
+    def replaced() -> bool:
+        statuses.append(api.get())
+        now = api.workers()
+        return len(now) == WORKERS and bool(now - before)
+
+    wait_until(replaced, timeout=15, what="the killed worker replaced")
+    statuses += [api.get() for _ in range(20)]
+    assert set(statuses) == {200}, statuses
+    assert api.system.procs["api"].poll() is None
+
+
+def test_sighup_replaces_every_worker_while_requests_go_on_succeeding(api: Api):
+    """SIGHUP (systemd's reload): each worker is replaced by a new one, which serves before the
+    old one stops; requests sent all along, each on a new connection, are all answered 200."""
+    before = wait_until(lambda: len(api.workers()) == WORKERS and api.workers(), what="two workers")
+    statuses: list[int | str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                statuses.append(api.get())
+            except (OSError, http.client.HTTPException) as exc:
+                statuses.append(repr(exc))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        wait_until(lambda: statuses, what="the first answer")
+        os.kill(api.pid, signal.SIGHUP)
+        wait_until(
+            lambda: len(now := api.workers()) == WORKERS and not now & before,
+            timeout=30,
+            what="every worker replaced",
+        )
+        during = len(statuses)
+        wait_until(lambda: len(statuses) > during + 5, what="answers from the new workers")
+    finally:
+        stop.set()
+        thread.join(15)
+    assert len(statuses) > 10 and set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+    assert api.system.procs["api"].poll() is None
+
+
+def test_sigterm_lets_a_request_under_way_finish_then_exits_cleanly(api: Api):
+    """SIGTERM to the main process (systemd's stop, KillMode=mixed) while a POST is under way
+    (the app is reading its body): the order is created and answered 201, then the server
+    exits with status 0 and its port no longer answers."""
+    body = json.dumps(ORDER).encode()
+    with socket.create_connection(("127.0.0.1", api.port), timeout=15) as raw:
+        raw.sendall(
+            b"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {api.token}\r\nContent-Length: {len(body)}\r\n".encode()
+            + b"Expect: 100-continue\r\n\r\n"
+        )
+        # The server says 100 Continue once the app asks for the body: the request is in the app.
+        interim = raw.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        os.kill(api.pid, signal.SIGTERM)
+        readable, _, _ = select.select([raw], [], [], 0.5)
+        assert not readable, "the connection was closed under the request"
+        raw.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = raw.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"201", answer[:300]
+    created = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert created["status"] == "placed"
+    assert api.system.procs["api"].wait(20) == 0, api.log()
+    with pytest.raises(OSError):
+        api.get()
+
+
+def test_an_idle_kept_alive_connection_stays_open_for_the_keepalive_setting(tmp_path: Path):
+    """ORDERBUS_API_KEEPALIVE_SECONDS=5: a connection idle for 3 s still serves the next
+    request on it; idle after that, the server closes it, 5 s after its last answer (not
+    sooner: a client or proxy that reuses its connections for less never meets the close)."""
+    system = start_api(tmp_path, ORDERBUS_API_KEEPALIVE_SECONDS="5")
+    try:
+        port = int(system.env["ORDERBUS_API_PORT"])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        conn.request("GET", "/api/v1/healthz")
+        conn.getresponse().read()
+        first = conn.sock
+        readable, _, _ = select.select([first], [], [], 3)
+        assert not readable, "the server closed a connection idle for less than 3 s"
+        conn.request("GET", "/api/v1/healthz")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200 and conn.sock is first
+        answered = time.monotonic()
+        readable, _, _ = select.select([first], [], [], 15)
+        closed_after = time.monotonic() - answered
+        assert readable and first.recv(1) == b"", "the idle connection was not closed"
+        assert 4.5 <= closed_after <= 8, closed_after
+        conn.close()
+    finally:
+        system.close()
+
+
+def test_the_access_log_is_written_only_when_switched_on(api: Api, tmp_path: Path):
+    """Off (the default): requests leave no line. On: one line per request, in the API's
+    shape (client, request line, status, bytes, time); a path with a newline stays one line."""
+    assert api.get() == 200 and api.get("/api/v1/nowhere%0Aforged") == 404
+    assert '"GET /api/v1/healthz' not in api.log()
+
+    on = start_api(tmp_path / "on", ORDERBUS_API_ACCESS_LOG="true")
+    try:
+        port = int(on.env["ORDERBUS_API_PORT"])
+        logged = Api(on, port, "")
+        assert logged.get() == 200 and logged.get("/api/v1/nowhere%0Aforged?x=1") == 404
+        lines = wait_until(
+            lambda: [line for line in logged.log().splitlines() if "nowhere" in line], what="the access line"
+        )
+        assert any(
+            line.startswith('127.0.0.1 "GET /api/v1/healthz HTTP/1.1" 200 16 ')
+            for line in logged.log().splitlines()
+        )
+        assert lines == [
+            '127.0.0.1 "GET /api/v1/nowhere%0Aforged?x=1 HTTP/1.1" 404 ' + lines[0].split(" 404 ")[1]
+        ]
+        assert lines[0].endswith("ms")
+    finally:
+        on.close()
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new connection, then read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_oversized_request_heads_are_refused_and_the_server_goes_on(api: Api):
+    """A header of 600 KB, 200 header lines, a 100 KB URL: 431, 431 and 414 with
+    ``connection: close``, before the app sees them; the next request is served."""
+    head = b"GET /api/v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    cases = [
+        (head + b"X-Big: " + b"a" * 600_000 + b"\r\n\r\n", b"431"),
+        (head + b"".join(b"X-Header-%d: 1\r\n" % n for n in range(200)) + b"\r\n", b"431"),
+        (b"GET /api/v1/healthz?q=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"414"),
+    ]
+    for data, status in cases:
+        answer = raw_exchange(api.port, data)
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.split()[1] == status, answer[:200]
+        assert b"connection: close" in rest.lower()
+    assert api.get() == 200
+
+
+def test_a_client_trickling_its_headers_is_cut_off_at_the_keepalive_setting(tmp_path: Path):
+    """ORDERBUS_API_KEEPALIVE_SECONDS=5 also bounds how long a request's headers may take: a
+    client sending one header line a second, never ending the head, is disconnected about
+    5 s after it began, not kept as long as it trickles (the slow-headers attack)."""
+    system = start_api(tmp_path, ORDERBUS_API_KEEPALIVE_SECONDS="5")
+    try:
+        port = int(system.env["ORDERBUS_API_PORT"])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /api/v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            started, cut_after = time.monotonic(), None
+            for _ in range(15):
+                readable, _, _ = select.select([conn], [], [], 1)  # the close, or a second
+                try:
+                    if readable and conn.recv(1024) == b"":
+                        cut_after = time.monotonic() - started
+                        break
+                    conn.sendall(b"X-Slow: 1\r\n")
+                except OSError:  # reset by the server: cut off as well
+                    cut_after = time.monotonic() - started
+                    break
+        assert cut_after is not None, "the trickling client was kept for 15 s"
+        assert 4.5 <= cut_after <= 8, cut_after
+        assert Api(system, port, "").get() == 200
+    finally:
+        system.close()

@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 	  { echo "error: orderbus needs Python 3.11 or newer; '$(PYTHON)' is older or missing." \
 	         "Point PYTHON at one, e.g.: make PYTHON=python3.12 run" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,cluster]'
 	@touch $(STAMP)
 
 # Re-pin every transitive dependency from a clean install of pyproject.toml.
 constraints:
 	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
-	.venv-pin/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	.venv-pin/bin/pip install --quiet --disable-pip-version-check -e '.[test,cluster]'
 	{ echo "# Exact versions of every package (direct and transitive) that make install uses."; \
 	  echo "# Regenerate after changing pyproject.toml: make constraints"; \
 	  .venv-pin/bin/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt

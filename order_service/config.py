@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     broker_acl_file: Path | None = Field(None, description="default <data_dir>/mqtt/acl")
     mqtt_file_mode: int = Field(0o640, ge=0, le=0o777, description="permissions of both files")
     mosquitto_pid_file: Path | None = Field(None, description="SIGHUP this Mosquitto after each change")
+    # make run-cluster (docs/scaling.md): NATS nodes with JetStream and MQTT. Node i (from 1)
+    # listens for MQTT on broker_port + i - 1 and MQTT over WebSocket on broker_ws_port + i - 1.
+    cluster_nodes: int = Field(
+        0, ge=0, le=9, description="NATS nodes of make run-cluster; the service writes their users file"
+    )
+    cluster_client_port: int = Field(14222, ge=1, le=65535, description="node i's NATS port: this + i - 1")
+    cluster_route_port: int = Field(16222, ge=1, le=65535, description="node i's route port: this + i - 1")
+    cluster_monitor_port: int = Field(
+        18222, ge=1, le=65535, description="node i's monitoring port (/healthz): this + i - 1"
+    )
     # What devices and dashboards are told to connect to (as they reach the broker).
     public_mqtt_url: str = Field("", description="default mqtt://<broker_host>:<broker_port>")
     public_mqtt_ws_url: str = Field("", description="default ws://<broker_host>:<broker_ws_port>/mqtt")

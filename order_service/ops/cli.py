@@ -14,6 +14,7 @@ import click
 from order_service.accounts import broker_logins, users
 from order_service.catalog import service as catalog
 from order_service.config import Settings, load_settings
+from order_service.ops import cluster
 from order_service.ops import preflight as preflight_checks
 from order_service.store import backup as backups
 from order_service.store.db import db, init_db
@@ -190,6 +191,20 @@ def mqtt_files() -> None:
         changed = broker_logins.sync_files(settings)
     state = "rewritten" if changed else "already up to date"
     click.echo(f"{settings.mqtt_password_path} and {settings.mqtt_acl_path}: {state}")
+
+
+@main.command("cluster-config")
+def cluster_config() -> None:
+    """Write the NATS nodes' configurations and users file into <data_dir>/nats/ (make run-cluster)."""
+    settings = _settings()
+    init_db(settings.database_url)
+    try:
+        with db.connection_context():
+            written = cluster.write_configs(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for node in written:
+        click.echo(f"node {node.index}: {node.conf} (MQTT {node.mqtt_url}, WebSocket {node.ws_url})")
 
 
 @main.command("republish")

@@ -109,8 +109,19 @@ class Feed:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.reconnect_delay_set(1, 5)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = lambda *a: self._next_node()
         self.client.on_message = self._on_message
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self.connected.clear()
+        self._next_node()
+
+    def _next_node(self) -> None:
+        """A cluster (several URLs): paho's next reconnect goes to the next node."""
+        if self.address.others:
+            self.address.next_endpoint()
+            self.client.host, self.client.port = self.address.endpoint()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 10.0, *, keep_trying: bool = False) -> Feed:
@@ -118,7 +129,7 @@ class Feed:
         does not answer within ``timeout``. With ``keep_trying`` a broker that cannot be reached
         is not an error: paho's thread goes on connecting by itself (``connected`` tells)."""
         if keep_trying:
-            self.client.connect_async(self.address.host, self.address.port, keepalive=self._keepalive)
+            self.client.connect_async(*self.address.endpoint(), keepalive=self._keepalive)
             self.client.loop_start()
             self._answered.wait(timeout)
             if self.refused:
@@ -126,7 +137,7 @@ class Feed:
                 raise FeedError(f"MQTT {self.address}: {self.refused}")
             return self
         try:
-            self.client.connect(self.address.host, self.address.port, keepalive=self._keepalive)
+            self.client.connect(*self.address.endpoint(), keepalive=self._keepalive)
         except OSError as exc:  # TLS: a certificate not trusted, or not this host's, too
             raise FeedError(f"MQTT {self.address}: {exc}") from None
         self.client.loop_start()

@@ -57,6 +57,7 @@ class Device:
         self.connected = threading.Event()
         self.answered = threading.Event()
         self.disconnects = 0
+        self.dropped = threading.Event()  # set on every disconnect after a CONNACK
         self.subacks: dict[int, list[int]] = {}
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.seen: list[mqtt.MQTTMessage] = []
@@ -75,6 +76,7 @@ class Device:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             self.disconnects += 1
+            self.dropped.set()
         self.connected.clear()
         self.answered.set()
 
@@ -134,6 +136,10 @@ class Device:
                 self.seen.append(self.messages.get_nowait())
             except queue.Empty:
                 return self.seen
+
+    def wait_disconnected(self, timeout: float = 10.0) -> bool:
+        """Whether the broker closed the connection within ``timeout`` seconds (paho reconnects after)."""
+        return self.dropped.wait(timeout)
 
     def stop(self) -> None:
         self.client.disconnect()

@@ -39,19 +39,24 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
 
 
 class Device:
-    """A paho client on one node: records CONNACK, SUBACK codes, messages and disconnects."""
+    """A paho client on one node (``mqtt://`` or ``ws://`` URL): records CONNACK, SUBACK codes,
+    messages and disconnects."""
 
     def __init__(
         self, url: str, username: str, password: str, *, client_id: str | None = None, clean: bool = True
     ) -> None:
-        host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+        websocket = url.startswith("ws://")
+        host, port = url.removeprefix("ws://" if websocket else "mqtt://").split("/", 1)[0].rsplit(":", 1)
         self.host, self.port = host, int(port)
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or username,
             protocol=mqtt.MQTTv311,
             clean_session=clean,
+            transport="websockets" if websocket else "tcp",
         )
+        if websocket:
+            self.client.ws_set_options(path="/mqtt")
         self.client.username_pw_set(username, password)
         self.connack: mqtt.ReasonCode | None = None
         self.connected = threading.Event()

@@ -100,3 +100,31 @@ def test_a_wrong_secret_is_refused_and_the_right_one_accepted(cluster_system):
     finally:
         wrong.stop()
         right.stop()
+
+
+def test_a_dashboard_reads_orders_over_websocket_on_any_node_but_no_raw_positions(cluster_system):
+    system = cluster_system
+    login = system.admin.request("POST", "/auth/mqtt-credentials")
+    assert len(login["urls"]) == 3 and login["urls"] == system.cluster.ws_urls
+    page = Device(login["urls"][2], login["username"], login["password"]).start()
+    try:
+        assert page.connected.is_set(), page.connack
+        assert page.subscribe("orders/#") in (0, 1)
+        assert page.subscribe("agents/#") in (0, 1)
+        agent = system.make_agent()
+        device = Device(
+            system.cluster.mqtt_urls[0], agent["mqtt"]["username"], agent["mqtt"]["password"]
+        ).start()
+        try:
+            report = f"agents/{agent['id']}/location/report"
+            device.publish(report, b'{"lat": 45.0, "lon": 9.0}')  # allowed to the agent, hidden from pages
+            device.publish(f"agents/{agent['id']}/presence", b"online")  # the positive control
+            page.wait_for(f"agents/{agent['id']}/presence", payload=b"online")
+        finally:
+            device.stop()
+        order = system.ready_order("confirmed")
+        page.wait_for(f"orders/{order['id']}/status", contains=order["id"].encode(), timeout=20)
+        assert all(m.topic != report for m in page.drain())
+        assert page.subscribe(report) == REFUSED
+    finally:
+        page.stop()

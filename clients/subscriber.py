@@ -110,18 +110,23 @@ class Feed:
         self.client.reconnect_delay_set(1, 5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_connect_fail = lambda *a: self._next_node()
+        self.client.on_connect_fail = lambda *a: self._move.set()
+        self.client.on_pre_connect = self._next_node
         self.client.on_message = self._on_message
+        self._move = threading.Event()  # the last connection failed or was lost
 
     def _on_disconnect(self, *args: Any) -> None:
         self.connected.clear()
-        self._next_node()
+        self._move.set()
 
-    def _next_node(self) -> None:
-        """A cluster (several URLs): paho's next reconnect goes to the next node."""
-        if self.address.others:
+    def _next_node(self, client: mqtt.Client, userdata: Any) -> None:
+        """A cluster (several URLs): after a failed or lost connection, paho's reconnect goes
+        to the next node. paho 2.2 refuses ``client.host = ...`` while it reconnects, so this,
+        called right before it opens the socket, sets what that setter would."""
+        if self.address.others and self._move.is_set():
+            self._move.clear()
             self.address.next_endpoint()
-            self.client.host, self.client.port = self.address.endpoint()
+            client._host, client._port = self.address.endpoint()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 10.0, *, keep_trying: bool = False) -> Feed:

@@ -74,12 +74,10 @@ def free_port_blocks(count: int, size: int) -> list[int]:
 
 def cluster_env(data_dir: Path, nodes: int = NODES, **settings: str) -> dict[str, str]:
     """A system's environment (:func:`~harness.processes.child_env`) with a cluster of ``nodes``
-    on free ports: the relay and the devices are told node 1 first, then the others."""
+    on free ports. ORDERBUS_MQTT_URL is left unset: the service then lists every node, node 1
+    first, and the relay and the bridges move to the next when theirs fails."""
     bases = dict(zip(PORT_BASES, map(str, free_port_blocks(len(PORT_BASES), nodes)), strict=True))
-    env = child_env(data_dir, ORDERBUS_CLUSTER_NODES=str(nodes), **bases)
-    env["ORDERBUS_MQTT_URL"] = f"mqtt://127.0.0.1:{bases['ORDERBUS_BROKER_PORT']}"
-    env.update(settings)
-    return env
+    return child_env(data_dir, ORDERBUS_CLUSTER_NODES=str(nodes), **bases, **settings)
 
 
 def settings_of(env: dict[str, str]) -> Settings:

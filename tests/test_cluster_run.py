@@ -40,7 +40,6 @@ def test_make_run_cluster(tmp_path: Path, database_url: str):
         ORDERBUS_SOCKETIO_PORT=str(socketio_port),
         ORDERBUS_API_WORKERS="2",
     )
-    del env["ORDERBUS_MQTT_URL"]  # make run-cluster derives it (every node) from the ports
     log = tmp_path / "run-cluster.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(

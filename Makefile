@@ -15,20 +15,20 @@ PROCS ?=
 PREFLIGHT := --embedded-broker
 endif
 
-.PHONY: install run run-prod test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps courier-deps chaos security broker-stop broker-start
+.PHONY: install run run-prod run-cluster test test-sqlite test-postgresql lint format migrate clean constraints node-test-deps admin-deps courier-deps chaos security broker-stop broker-start
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
 	  { echo "error: orderbus needs Python 3.11 or newer; '$(PYTHON)' is older or missing." \
 	         "Point PYTHON at one, e.g.: make PYTHON=python3.12 run" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,cluster]'
 	@touch $(STAMP)
 
 # Re-pin every transitive dependency from a clean install of pyproject.toml.
 constraints:
 	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
-	.venv-pin/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	.venv-pin/bin/pip install --quiet --disable-pip-version-check -e '.[test,cluster]'
 	{ echo "# Exact versions of every package (direct and transitive) that make install uses."; \
 	  echo "# Regenerate after changing pyproject.toml: make constraints"; \
 	  .venv-pin/bin/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
@@ -55,6 +55,21 @@ run-prod: install admin-deps courier-deps
 	@$(PY) -m order_service bootstrap
 	@$(PY) -m order_service preflight --broker
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.production
+
+# Three NATS nodes (JetStream, MQTT, MQTT over WebSocket) on loopback, the API, two relays and
+# the bridges, on PostgreSQL: the machine's server, a database of its own (created if missing).
+# Node i listens on ORDERBUS_BROKER_PORT + i - 1 and ORDERBUS_BROKER_WS_PORT + i - 1. docs/scaling.md.
+CLUSTER_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/orderbus_cluster
+CLUSTER_NODES := 3
+run-cluster: install admin-deps courier-deps
+	@export ORDERBUS_CLUSTER_NODES=$(CLUSTER_NODES) \
+	  ORDERBUS_DATABASE_URL="$${ORDERBUS_DATABASE_URL:-$(CLUSTER_DATABASE_URL)}" && \
+	$(PY) -m order_service preflight --cluster && \
+	$(PY) -m order_service migrate && \
+	$(PY) -m order_service bootstrap && \
+	$(PY) -m order_service seed-catalog && \
+	$(PY) -m order_service cluster-config && \
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.cluster
 
 # The seed's socket.io-client, for tests/test_socketio_bridge.py (from the committed lock file).
 NODE_TEST := bridges/node_test

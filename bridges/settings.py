@@ -38,6 +38,7 @@ class BridgeSettings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="where <data_dir>/mqtt/socketio-secret is")
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(1883, ge=0, le=65535)
+    cluster_nodes: int = Field(0, ge=0, le=9, description="make run-cluster's nodes: MQTT on broker_port + i")
     mqtt_url: str = Field(
         "", description="mqtt://, mqtts://, ws:// or wss:// URL of the broker; default the embedded one"
     )
@@ -65,8 +66,11 @@ class BridgeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> BridgeSettings:
-        if not self.mqtt_url:
-            self.mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
+        if not self.mqtt_url:  # a cluster: every node, tried in turn (contract/address.py)
+            nodes = range(max(self.cluster_nodes, 1))
+            self.mqtt_url = ",".join(
+                f"mqtt://{url_host(self.broker_host)}:{self.broker_port + i}" for i in nodes
+            )
         try:
             BrokerAddress.parse(self.mqtt_url)
         except ValueError as exc:  # names the scheme, masks a password

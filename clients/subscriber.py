@@ -109,8 +109,24 @@ class Feed:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.reconnect_delay_set(1, 5)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = lambda *a: self._move.set()
+        self.client.on_pre_connect = self._next_node
         self.client.on_message = self._on_message
+        self._move = threading.Event()  # the last connection failed or was lost
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self.connected.clear()
+        self._move.set()
+
+    def _next_node(self, client: mqtt.Client, userdata: Any) -> None:
+        """A cluster (several URLs): after a failed or lost connection, paho's reconnect goes
+        to the next node. paho 2.2 refuses ``client.host = ...`` while it reconnects, so this,
+        called right before it opens the socket, sets what that setter would."""
+        if self.address.others and self._move.is_set():
+            self._move.clear()
+            self.address.next_endpoint()
+            client._host, client._port = self.address.endpoint()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 10.0, *, keep_trying: bool = False) -> Feed:
@@ -118,7 +134,7 @@ class Feed:
         does not answer within ``timeout``. With ``keep_trying`` a broker that cannot be reached
         is not an error: paho's thread goes on connecting by itself (``connected`` tells)."""
         if keep_trying:
-            self.client.connect_async(self.address.host, self.address.port, keepalive=self._keepalive)
+            self.client.connect_async(*self.address.endpoint(), keepalive=self._keepalive)
             self.client.loop_start()
             self._answered.wait(timeout)
             if self.refused:
@@ -126,7 +142,7 @@ class Feed:
                 raise FeedError(f"MQTT {self.address}: {self.refused}")
             return self
         try:
-            self.client.connect(self.address.host, self.address.port, keepalive=self._keepalive)
+            self.client.connect(*self.address.endpoint(), keepalive=self._keepalive)
         except OSError as exc:  # TLS: a certificate not trusted, or not this host's, too
             raise FeedError(f"MQTT {self.address}: {exc}") from None
         self.client.loop_start()

@@ -5,7 +5,10 @@
   TLS checks the broker's certificate and host name against the system's CAs, or
   against the CA file given (``ORDERBUS_MQTT_CA_FILE``). :meth:`BrokerAddress.client`
   makes a paho client set up for it: every orderbus process and client connects so.
-  :func:`url_host` turns a bind address into a host to connect to.
+  :func:`url_host` turns a bind address into a host to connect to. A cluster's nodes are
+  one address: URLs separated by commas (``mqtt://a:1883,mqtt://b:1883``); a connection
+  goes to :meth:`BrokerAddress.endpoint`, and after a failed one the caller moves on to
+  the next node (:meth:`BrokerAddress.next_endpoint`).
 - :func:`masked_url`: a URL as it may be logged or printed, its password replaced.
 
 ``contract.link`` offers them too, beside the connections.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -71,10 +74,25 @@ class BrokerAddress:
     password: str | None = field(default=None, repr=False)
     tls: bool = False
     ca_file: str | None = None  # TLS: trust this CA file instead of the system's
+    # A cluster: the other nodes' (host, port), the same scheme and login; tried in turn.
+    others: tuple[tuple[str, int], ...] = ()
+    _turn: list[int] = field(default_factory=lambda: [0], repr=False, compare=False)
 
     @classmethod
     def parse(cls, url: str, ca_file: str | os.PathLike[str] | None = None) -> BrokerAddress:
-        """``mqtt://``, ``mqtts://``, ``ws://`` or ``wss://`` URL; ValueError for anything else."""
+        """``mqtt://``, ``mqtts://``, ``ws://`` or ``wss://`` URL; ValueError for anything else.
+        Several URLs separated by commas are a cluster's nodes, all of one scheme."""
+        first, *rest = [part.strip() for part in url.split(",")] or [""]
+        address = cls._parse_one(first, ca_file)
+        others = [cls._parse_one(other, ca_file) for other in rest]
+        if any(
+            (o.transport, o.tls, o.path) != (address.transport, address.tls, address.path) for o in others
+        ):
+            raise ValueError(f"the nodes in {masked_url(url)!r} differ in scheme or path")
+        return replace(address, others=tuple((o.host, o.port) for o in others))
+
+    @classmethod
+    def _parse_one(cls, url: str, ca_file: str | os.PathLike[str] | None) -> BrokerAddress:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
@@ -93,6 +111,15 @@ class BrokerAddress:
             tls=tls,
             ca_file=str(ca_file) if ca_file and tls else None,
         )
+
+    def endpoint(self) -> tuple[str, int]:
+        """The (host, port) to connect to now: the first node until a connection fails."""
+        nodes = ((self.host, self.port), *self.others)
+        return nodes[self._turn[0] % len(nodes)]
+
+    def next_endpoint(self) -> None:
+        """After a failed connection or a lost one: the next node (a single broker: itself)."""
+        self._turn[0] += 1
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """TLS only: a context that verifies the broker's certificate chain and host name."""
@@ -123,7 +150,13 @@ class BrokerAddress:
         if scheme is None:
             scheme = "wss" if self.tls else "ws"
         suffix = self.path if self.transport == "websockets" else ""
-        return f"{scheme}://{self.host}:{self.port}{suffix}"
+        host, port = self.endpoint()
+        more = (
+            f" (node {self._turn[0] % (len(self.others) + 1) + 1} of {len(self.others) + 1})"
+            if self.others
+            else ""
+        )
+        return f"{scheme}://{host}:{port}{suffix}{more}"
 
 
 def url_host(host: str) -> str:

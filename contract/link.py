@@ -181,18 +181,24 @@ class MqttLink:
     # --- the relay's thread -----------------------------------------------------
 
     def connect(self, timeout: float = 10.0) -> None:
+        """Connect to the address's current node; on failure the next connection tries the next node."""
+        host, port = self.address.endpoint()
+        where = str(self.address)
         try:
-            self.client.connect(self.address.host, self.address.port, self.keepalive)
+            self.client.connect(host, port, self.keepalive)
         except OSError as exc:
-            raise BrokerUnavailable(f"{self.address}: {exc}") from exc
+            self.address.next_endpoint()
+            raise BrokerUnavailable(f"{where}: {exc}") from exc
         self.client.loop_start()
         with self._cond:
             self._cond.wait_for(lambda: self._connack is not None or self.lost, timeout)
             connack = self._connack
+        if connack is None or connack.is_failure:
+            self.address.next_endpoint()
         if connack is None:
-            raise BrokerUnavailable(f"{self.address}: no CONNACK within {timeout:.0f} s")
+            raise BrokerUnavailable(f"{where}: no CONNACK within {timeout:.0f} s")
         if connack.is_failure:
-            raise BrokerUnavailable(f"{self.address} refused the connection: {connack}")
+            raise BrokerUnavailable(f"{where} refused the connection: {connack}")
 
     def read_retained(self, topic: str, probe: bytes, timeout: float = 5.0) -> bytes | None:
         """The message the broker retains on ``topic``, or None when it holds none.

@@ -11,4 +11,5 @@ tests/.
 - :mod:`harness.system`: :class:`~harness.system.System` and :func:`~harness.system.make_system`
 - :mod:`harness.mosquitto`: a Mosquitto from mosquitto.conf with ports and paths rewritten
 - :mod:`harness.postgres`: the PostgreSQL server the tests and benchmarks use
+- :mod:`harness.cluster`: three NATS nodes (JetStream, MQTT) of ``make run-cluster`` and the system on them
 """

@@ -52,7 +52,18 @@ class Settings(BaseSettings):
     broker_acl_file: Path | None = Field(None, description="default <data_dir>/mqtt/acl")
     mqtt_file_mode: int = Field(0o640, ge=0, le=0o777, description="permissions of both files")
     mosquitto_pid_file: Path | None = Field(None, description="SIGHUP this Mosquitto after each change")
+    # make run-cluster (docs/scaling.md): NATS nodes with JetStream and MQTT. Node i (from 1)
+    # listens for MQTT on broker_port + i - 1 and MQTT over WebSocket on broker_ws_port + i - 1.
+    cluster_nodes: int = Field(
+        0, ge=0, le=9, description="NATS nodes of make run-cluster; the service writes their users file"
+    )
+    cluster_client_port: int = Field(14222, ge=1, le=65535, description="node i's NATS port: this + i - 1")
+    cluster_route_port: int = Field(16222, ge=1, le=65535, description="node i's route port: this + i - 1")
+    cluster_monitor_port: int = Field(
+        18222, ge=1, le=65535, description="node i's monitoring port (/healthz): this + i - 1"
+    )
     # What devices and dashboards are told to connect to (as they reach the broker).
+    # A cluster's nodes: several URLs, comma-separated (the default with ORDERBUS_CLUSTER_NODES).
     public_mqtt_url: str = Field("", description="default mqtt://<broker_host>:<broker_port>")
     public_mqtt_ws_url: str = Field("", description="default ws://<broker_host>:<broker_ws_port>/mqtt")
 
@@ -189,12 +200,15 @@ class Settings(BaseSettings):
     def _derive_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'orderbus.db'}"
+        # A cluster's node i listens on broker_port + i - 1 (MQTT), broker_ws_port + i - 1 (WebSocket):
+        # every URL lists every node, comma-separated; clients try the next after a failure.
+        host, nodes = url_host(self.broker_host), range(max(self.cluster_nodes, 1))
         if not self.mqtt_url:
-            self.mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
+            self.mqtt_url = ",".join(f"mqtt://{host}:{self.broker_port + i}" for i in nodes)
         if not self.public_mqtt_url:
-            self.public_mqtt_url = f"mqtt://{url_host(self.broker_host)}:{self.broker_port}"
+            self.public_mqtt_url = ",".join(f"mqtt://{host}:{self.broker_port + i}" for i in nodes)
         if not self.public_mqtt_ws_url:
-            self.public_mqtt_ws_url = f"ws://{url_host(self.broker_host)}:{self.broker_ws_port}/mqtt"
+            self.public_mqtt_ws_url = ",".join(f"ws://{host}:{self.broker_ws_port + i}/mqtt" for i in nodes)
         if not self.public_api_url:
             self.public_api_url = f"http://{self.api_host}:{self.api_port}"
         for name in ("mqtt_url", "public_mqtt_url", "public_mqtt_ws_url"):
@@ -231,6 +245,16 @@ class Settings(BaseSettings):
         return [
             ipaddress.ip_network(item.strip()) for item in self.trusted_proxies.split(",") if item.strip()
         ]
+
+    @property
+    def public_mqtt_urls(self) -> list[str]:
+        """ORDERBUS_PUBLIC_MQTT_URL's URLs: one, or one per node of a cluster."""
+        return [url.strip() for url in self.public_mqtt_url.split(",") if url.strip()]
+
+    @property
+    def public_mqtt_ws_urls(self) -> list[str]:
+        """ORDERBUS_PUBLIC_MQTT_WS_URL's URLs: one, or one per node of a cluster."""
+        return [url.strip() for url in self.public_mqtt_ws_url.split(",") if url.strip()]
 
     @property
     def mqtt_address(self) -> BrokerAddress:

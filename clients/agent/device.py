@@ -137,7 +137,7 @@ class AgentDevice:
         delay = 0.2
         while True:
             feed = Feed(
-                self.mqtt_url or login["url"],
+                self.mqtt_url or ",".join(login.get("urls") or [login["url"]]),  # a cluster: every node
                 [contract.agent_assigned(self.agent_id)],
                 client_id=login.get("client_id") or self.agent_id,
                 username=login["username"],

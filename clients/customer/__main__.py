@@ -258,7 +258,7 @@ def watch(session: Session, order_id, broker, ca_file, timeout) -> None:
         watcher.offer({"version": 1, "orders": [{**order, "courier": None, "reason": None}]})
         return
     me = session.call("GET", "/auth/me")
-    address = BrokerAddress.parse(broker or login["tcp_url"], ca_file)
+    address = BrokerAddress.parse(broker or ",".join(login.get("tcp_urls") or [login["tcp_url"]]), ca_file)
     address = dataclasses.replace(address, username=login["username"], password=login["password"])
     try:
         finished = live.follow(address, me["id"], watcher, timeout)

@@ -47,6 +47,7 @@ import peewee
 import contract
 from broker import credfiles
 from contract.link import BrokerAddress
+from order_service.accounts import nats_logins
 from order_service.config import Settings
 from order_service.store.db import db
 from order_service.store.models import Agent, MqttCredential, User, new_id, utcnow
@@ -115,7 +116,13 @@ def rules_for(credential: MqttCredential) -> tuple[str, ...]:
 def _store(username: str, kind: str, **fields: object) -> str:
     """Create or replace ``username``'s credential; returns the new secret (shown once)."""
     secret = credfiles.new_secret()
-    values = {"kind": kind, "secret_hash": credfiles.hash_password(secret), "created_at": utcnow(), **fields}
+    values = {
+        "kind": kind,
+        "secret_hash": credfiles.hash_password(secret),
+        "nats_hash": nats_logins.hash_secret(secret),
+        "created_at": utcnow(),
+        **fields,
+    }
     with db.atomic():
         updated = MqttCredential.update(**values).where(MqttCredential.username == username).execute()
         if not updated:
@@ -201,7 +208,13 @@ def _ensure_account(settings: Settings, process: str) -> bool:
     """
     kind, username, path, _ = _account(settings, process)
     row = MqttCredential.get_or_none(MqttCredential.username == username)
-    if row is not None and row.kind == kind and path.exists():
+    # On a cluster, a login issued before the NATS hash existed is issued again.
+    if (
+        row is not None
+        and row.kind == kind
+        and path.exists()
+        and (row.nats_hash or not settings.cluster_nodes)
+    ):
         if credfiles.verify_password(path.read_text().strip(), row.secret_hash):
             return False
     secret = _store(username, kind)
@@ -300,9 +313,20 @@ def sync_files(settings: Settings) -> bool:
         passwd, acl = render()
         changed = credfiles.write_atomically(acl_path, acl, settings.mqtt_file_mode)
         changed = credfiles.write_atomically(passwd_path, passwd, settings.mqtt_file_mode) or changed
+        nats_changed = bool(settings.cluster_nodes) and nats_logins.write_users(
+            settings, render_nats(settings)
+        )
     if changed:
         reload_mosquitto(settings)
-    return changed
+    if nats_changed:
+        nats_logins.reload_nodes(settings)
+    return changed or nats_changed
+
+
+def render_nats(settings: Settings, now: datetime | None = None) -> str:
+    """The NATS cluster's users file for every live credential (accounts/nats_logins.py)."""
+    logins = [(c.username, c.nats_hash, rules_for(c)) for c in live_credentials(now) if c.nats_hash]
+    return nats_logins.render(logins, nats_logins.probe_hash(settings))
 
 
 def reload_mosquitto(settings: Settings) -> None:

@@ -46,9 +46,12 @@ def agent_dict(
 
 def _mqtt_public(agent: Agent, issued_at: datetime | None) -> dict:
     """What the agent's device connects with, without the secret (shown only when issued)."""
+    settings = current_app.config["ORDERBUS"]
     return {
-        "url": current_app.config["ORDERBUS"].public_mqtt_url,
-        "ws_url": current_app.config["ORDERBUS"].public_mqtt_ws_url,
+        "url": settings.public_mqtt_urls[0],
+        "ws_url": settings.public_mqtt_ws_urls[0],
+        "urls": settings.public_mqtt_urls,
+        "ws_urls": settings.public_mqtt_ws_urls,
         "client_id": agent.id,
         "username": agent.id,
         "issued_at": rfc3339(issued_at),

@@ -78,8 +78,10 @@ def _broker_login(user: User, token: str) -> dict:
     username, secret = READ_ONLY_LOGINS[user.role](user, users.token_digest(token), expires_at)
     broker_logins.sync_files(settings)
     login = {
-        "url": settings.public_mqtt_ws_url,
-        "tcp_url": settings.public_mqtt_url,
+        "url": settings.public_mqtt_ws_urls[0],
+        "tcp_url": settings.public_mqtt_urls[0],
+        "urls": settings.public_mqtt_ws_urls,
+        "tcp_urls": settings.public_mqtt_urls,
         "client_id": username,
         "username": username,
         "password": secret,

@@ -329,6 +329,8 @@ class HistoryOut(BaseModel):
 class DashboardMqtt(BaseModel):
     url: str = Field(description="MQTT over WebSocket, e.g. ws://127.0.0.1:9001/mqtt")
     tcp_url: str = Field(description="the same broker over TCP, e.g. mqtt://127.0.0.1:1883")
+    urls: list[str] = Field(description="every node's url (one without a cluster): try the next on failure")
+    tcp_urls: list[str] = Field(description="every node's tcp_url (one without a cluster)")
     client_id: str = Field(description="the username: both brokers use it, whatever id a client sends")
     username: str
     password: str = Field(description="shown once; read-only; revoked by logging out")
@@ -349,6 +351,8 @@ class AgentMqtt(BaseModel):
     ws_url: str = Field(
         description="the same broker over WebSocket (the courier app), e.g. ws://127.0.0.1:9001/mqtt"
     )
+    urls: list[str] = Field(description="every node's url (one without a cluster): try the next on failure")
+    ws_urls: list[str] = Field(description="every node's ws_url (one without a cluster)")
     client_id: str = Field(
         description="the username, which both brokers use as the client id whatever a client sends;"
         " connect with clean session off, so offline messages wait"

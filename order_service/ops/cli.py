@@ -14,7 +14,9 @@ import click
 from order_service.accounts import broker_logins, users
 from order_service.catalog import service as catalog
 from order_service.config import Settings, load_settings
+from order_service.ops import cluster
 from order_service.ops import preflight as preflight_checks
+from order_service.ops.cluster import nodes as cluster_nodes
 from order_service.store import backup as backups
 from order_service.store.db import db, init_db
 from order_service.store.migrations import migrate as run_migrations
@@ -107,6 +109,11 @@ def port_free(host: str, port: int) -> bool:
 @main.command()
 @click.option("--embedded-broker/--no-embedded-broker", default=True)
 @click.option(
+    "--cluster",
+    is_flag=True,
+    help="make run-cluster: create the PostgreSQL database if missing; check the nodes' ports too",
+)
+@click.option(
     "--production",
     is_flag=True,
     help="make run-prod: also check the database and the external broker (implies --no-embedded-broker)",
@@ -114,7 +121,7 @@ def port_free(host: str, port: int) -> bool:
 @click.option(
     "--broker", "broker_only", is_flag=True, help="Only check that the external broker accepts our logins"
 )
-def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> None:
+def preflight(embedded_broker: bool, production: bool, broker_only: bool, cluster: bool) -> None:
     """Check that the ports `make run` needs are free; say which variable moves each."""
     settings = _settings()
     checks = []
@@ -122,6 +129,9 @@ def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> Non
         checks = [preflight_checks.check_broker_reachable, preflight_checks.check_broker_logins]
     elif production:
         checks = [preflight_checks.check_database, preflight_checks.check_broker_configured]
+        embedded_broker = False
+    elif cluster:
+        checks = [preflight_checks.ensure_database, preflight_checks.check_database]
         embedded_broker = False
     for check in checks:
         try:
@@ -140,6 +150,25 @@ def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> Non
             ("the MQTT broker", settings.broker_host, settings.broker_port, "ORDERBUS_BROKER_PORT"),
             ("MQTT over WebSocket", settings.broker_host, settings.broker_ws_port, "ORDERBUS_BROKER_WS_PORT"),
         ]
+    if cluster:
+        for node in cluster_nodes(settings):
+            wanted += [
+                (f"node {node.index}'s MQTT", node.host, node.mqtt_port, "ORDERBUS_BROKER_PORT"),
+                (f"node {node.index}'s WebSocket", node.host, node.ws_port, "ORDERBUS_BROKER_WS_PORT"),
+                (
+                    f"node {node.index}'s NATS port",
+                    node.host,
+                    node.client_port,
+                    "ORDERBUS_CLUSTER_CLIENT_PORT",
+                ),
+                (f"node {node.index}'s routes", node.host, node.route_port, "ORDERBUS_CLUSTER_ROUTE_PORT"),
+                (
+                    f"node {node.index}'s monitoring",
+                    node.host,
+                    node.monitor_port,
+                    "ORDERBUS_CLUSTER_MONITOR_PORT",
+                ),
+            ]
     taken = [(what, host, port, var) for what, host, port, var in wanted if not port_free(host, port)]
     for what, host, port, var in taken:
         hint = ""
@@ -147,7 +176,8 @@ def preflight(embedded_broker: bool, production: bool, broker_only: bool) -> Non
             hint = " (is another MQTT broker, such as a system Mosquitto, running?)"
         click.echo(
             f"error: port {port} on {host}, wanted by {what}, is already in use{hint}.\n"
-            f"       Pick another with {var}, e.g.: {var}={port + 1} make run",
+            f"       Pick another with {var}, e.g.: {var}={port + (10 if cluster else 1)} make "
+            + ("run-cluster" if cluster else "run"),
             err=True,
         )
     if taken:
@@ -190,6 +220,20 @@ def mqtt_files() -> None:
         changed = broker_logins.sync_files(settings)
     state = "rewritten" if changed else "already up to date"
     click.echo(f"{settings.mqtt_password_path} and {settings.mqtt_acl_path}: {state}")
+
+
+@main.command("cluster-config")
+def cluster_config() -> None:
+    """Write the NATS nodes' configurations and users file into <data_dir>/nats/ (make run-cluster)."""
+    settings = _settings()
+    init_db(settings.database_url)
+    try:
+        with db.connection_context():
+            written = cluster.write_configs(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for node in written:
+        click.echo(f"node {node.index}: {node.conf} (MQTT {node.mqtt_url}, WebSocket {node.ws_url})")
 
 
 @main.command("republish")

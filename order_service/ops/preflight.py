@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import time
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg2
 
@@ -50,6 +51,33 @@ def check_database(settings: Settings) -> str:
     finally:
         conn.close()
     return f"database {masked_url(url)}: PostgreSQL {version}"
+
+
+def ensure_database(settings: Settings) -> str:
+    """Create ORDERBUS_DATABASE_URL's PostgreSQL database if the server lacks it (make run-cluster)."""
+    url = settings.database_url
+    if url.startswith("sqlite:"):
+        return f"database {url}: SQLite"
+    parts = urlsplit(url)
+    name = unquote(parts.path.lstrip("/"))
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise PreflightError(f"ORDERBUS_DATABASE_URL: {name!r} is not a plain database name")
+    try:
+        conn = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")), connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise PreflightError(
+            f"cannot reach the PostgreSQL server of {masked_url(url)}:\n  {str(exc).strip()}"
+        ) from None
+    try:
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is not None:
+                return f"database {masked_url(url)}: exists"
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    return f"database {masked_url(url)}: created"
 
 
 def check_broker_configured(settings: Settings) -> str:

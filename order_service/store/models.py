@@ -276,6 +276,8 @@ class MqttCredential(BaseModel):
     username = pw.CharField(primary_key=True, max_length=64)
     kind = pw.CharField(max_length=16)
     secret_hash = pw.TextField()
+    # The same secret's bcrypt hash, for the NATS cluster's users file (None: issued before it).
+    nats_hash = pw.TextField(null=True)
     agent = pw.ForeignKeyField(Agent, null=True, unique=True, on_delete="CASCADE")
     agent_id: str | None
     user = pw.ForeignKeyField(User, null=True, on_delete="CASCADE")

@@ -10,6 +10,18 @@
 import mqtt from "../vendor/mqtt.esm.js";
 import { AGENTS_ALL, CATALOG, ORDERS_ALL, agentFromLocationTopic, classify } from "./contract.js";
 
+// A cluster hands out every node's URL (login.urls / ws_urls): mqtt.js moves to the next
+// node on each reconnect (its `servers` option). One URL: none needed.
+function clusterServers(urls) {
+  if (!Array.isArray(urls) || urls.length < 2) return {};
+  return {
+    servers: urls.map((url) => {
+      const parsed = new URL(url);
+      return { host: parsed.hostname, port: Number(parsed.port), protocol: parsed.protocol.slice(0, -1) };
+    }),
+  };
+}
+
 const FILTERS = [ORDERS_ALL, AGENTS_ALL];
 const decoder = new TextDecoder();
 
@@ -27,6 +39,7 @@ export class Live {
   start() {
     this.h.onState("connecting");
     this.client = mqtt.connect(this.login.url, {
+      ...clusterServers(this.login.urls),
       // Both brokers use the username as the client id, whatever a client sends: one login
       // per page, or two pages would take each other's connection for ever.
       clientId: this.login.client_id || this.login.username,

@@ -13,6 +13,18 @@ import mqtt from "../vendor/mqtt.esm.js";
 import { agentAssigned, agentPresence } from "/admin/js/contract.js";
 import { LocationSharer } from "./geo.js";
 
+// A cluster hands out every node's URL (login.urls / ws_urls): mqtt.js moves to the next
+// node on each reconnect (its `servers` option). One URL: none needed.
+function clusterServers(urls) {
+  if (!Array.isArray(urls) || urls.length < 2) return {};
+  return {
+    servers: urls.map((url) => {
+      const parsed = new URL(url);
+      return { host: parsed.hostname, port: Number(parsed.port), protocol: parsed.protocol.slice(0, -1) };
+    }),
+  };
+}
+
 const HEARTBEAT_MS = 25000;
 const decoder = new TextDecoder();
 
@@ -51,6 +63,7 @@ export class Live {
     const topic = agentPresence(this.agentId);
     this.setState("reconnecting");
     this.client = mqtt.connect(this.login.ws_url, {
+      ...clusterServers(this.login.ws_urls),
       clientId: this.login.client_id,
       username: this.login.username,
       password: this.login.password,

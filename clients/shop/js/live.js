@@ -9,6 +9,18 @@
 
 import mqtt from "/admin/vendor/mqtt.esm.js"; // the dashboard's copy (make admin-deps)
 
+// A cluster hands out every node's URL (login.urls / ws_urls): mqtt.js moves to the next
+// node on each reconnect (its `servers` option). One URL: none needed.
+function clusterServers(urls) {
+  if (!Array.isArray(urls) || urls.length < 2) return {};
+  return {
+    servers: urls.map((url) => {
+      const parsed = new URL(url);
+      return { host: parsed.hostname, port: Number(parsed.port), protocol: parsed.protocol.slice(0, -1) };
+    }),
+  };
+}
+
 const decoder = new TextDecoder();
 export const CATALOG_TOPIC = "catalog";
 export const ordersTopic = (userId) => `customers/${userId}/orders`;
@@ -47,6 +59,7 @@ export class Live {
     }
     if (generation !== this.generation || this.client) return; // paused meanwhile, or connected again
     const client = mqtt.connect(this.login.url, {
+      ...clusterServers(this.login.urls),
       clientId: this.login.client_id || this.login.username,
       username: this.login.username,
       password: this.login.password,

@@ -19,11 +19,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from broker.server import HANDED_OUT
 from harness.processes import BIN, ROOT, ToolMissing, child_env, cli, stop_group
 from harness.system import System
+from order_service.accounts import nats_logins
 from order_service.config import Settings
 from order_service.ops import cluster
 
@@ -213,6 +215,26 @@ class NatsCluster:
     def log(self, index: int) -> str:
         path = self.node(index).log
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def start_bare_cluster(
+    data_dir: Path, logins: Iterable[tuple[str, str, Iterable[str]]], nodes: int = NODES
+) -> NatsCluster:
+    """A cluster without the service (the benchmarks' bare broker): its users file holds ``logins``
+    (username, secret, ACL rules as the ACL file words them, e.g. ``read orders/#``)."""
+    nats = NatsCluster(cluster_env(data_dir, nodes))
+    nats.probe = cluster.ensure_probe(nats.settings)
+    for node in nats.nodes:
+        node.store.mkdir(parents=True, exist_ok=True)
+        node.conf.write_text(cluster.render_node(node, nats.nodes))
+    users = [(username, nats_logins.hash_secret(secret), rules) for username, secret, rules in logins]
+    nats_logins.write_users(nats.settings, nats_logins.render(users, nats_logins.probe_hash(nats.settings)))
+    try:
+        nats.start()
+    except BaseException:
+        nats.close()
+        raise
+    return nats
 
 
 class ClusterSystem(System):

@@ -221,6 +221,11 @@ def retained_on(port: int, api: Api, orders: dict[str, dict], timeout: float = 1
         fresh.stop()
 
 
+def _stale(port: int, api: Api, orders: dict[str, dict]) -> int:
+    """How many orders a new subscriber on that node finds at another version than the database's."""
+    return len(_differences(retained_on(port, api, orders, 5), orders))
+
+
 def database_orders(api: Api) -> dict[str, dict]:
     """Every order in the database by its status topic."""
     orders = {f"orders/{o['id']}/status": o for o in _orders(api)}
@@ -486,17 +491,17 @@ def test_a_node_killed_while_orders_stream(system: ClusterSystem, victim: int):
             back = max(device.connections[-1][2] for device in on_victim) - killed[0]
             # Measured, not asserted: while the victim is down a new subscriber on a survivor may
             # find stale retained state (NATS 2.15.1: a survivor's copy of the retained messages
-            # stops following their stream; docs/scaling.md). Devices that stay connected are not
+            # stops following their stream; docs/testing.md). Devices that stay connected are not
             # affected (asserted above).
             orders = database_orders(api)
-            stale = {i: len(_differences(retained_on(ports[i - 1], api, orders, 5), orders)) for i in survivors}
+            stale = {i: _stale(ports[i - 1], api, orders) for i in survivors}
     finally:
         if victim not in system.cluster.procs:
             restarted = system.cluster.start(victim)
     # The remedy: a node that still serves stale retained state is restarted (one at a time),
     # and reloads it from the replicated stream. Then every node retains the database's state.
     orders = database_orders(api)
-    healed = [i for i in (1, 2, 3) if _differences(retained_on(ports[i - 1], api, orders, 5), orders)]
+    healed = [i for i in (1, 2, 3) if _stale(ports[i - 1], api, orders)]
     for index in healed:
         system.cluster.stop(index)
         system.cluster.start(index)

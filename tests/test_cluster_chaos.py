@@ -127,9 +127,15 @@ class Hopper(Subscriber):
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
             self.connections.append((self.ports[self.at], bool(flags.session_present), time.monotonic()))
+        # Refused (a login issued a moment ago, before the nodes reloaded their users): the node
+        # answers, so the next attempt goes to it again.
+        self._refused = reason_code.is_failure
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _hop(self, client: mqtt.Client) -> None:
+        if getattr(self, "_refused", False):
+            self._refused = False
+            return
         # paho has no list of brokers and its port setter refuses a connection it will retry:
         # set the port its next reconnect uses (paho's network thread, between two attempts).
         self.at = (self.at + 1) % len(self.ports)

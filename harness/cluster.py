@@ -14,15 +14,18 @@ stopped by its pid. A node counts as started when it accepts an MQTT CONNECT.
 from __future__ import annotations
 
 import contextlib
+import random
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from broker.server import HANDED_OUT
 from harness.processes import BIN, ROOT, ToolMissing, child_env, cli, stop_group
 from harness.system import System
+from order_service.accounts import nats_logins
 from order_service.config import Settings
 from order_service.ops import cluster
 
@@ -49,22 +52,49 @@ def nats_binary() -> Path:
     return path
 
 
+#: Where a node's ports are drawn from: under the kernel's ephemeral range (below), which
+#: outgoing connections take their source ports from. A node killed and started again must
+#: find its ports free; in that range any connection made meanwhile could be holding one.
+STABLE_PORTS = (20000, 32768)
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (``ip_local_port_range``)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def _bindable(block: range, stack: contextlib.ExitStack) -> bool:
+    try:
+        for port in block:
+            stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
 def free_port_blocks(count: int, size: int) -> list[int]:
-    """``count`` first ports of ``size`` consecutive free ports each, none shared (ephemeral range)."""
+    """``count`` first ports of ``size`` consecutive free ports each, none shared: drawn below the
+    ephemeral range (:data:`STABLE_PORTS`) when it starts above it, else from it."""
+    low, high = STABLE_PORTS[0], min(STABLE_PORTS[1], ephemeral_ports()[0])
+    stable = high - low > 100 * size
     firsts: list[int] = []
     taken: set[int] = set()
     while len(firsts) < count:
         with contextlib.ExitStack() as stack:
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            first = sock.getsockname()[1]
+            if stable:
+                first = random.randrange(low, high - size)
+            else:
+                sock = stack.enter_context(socket.socket())
+                sock.bind(("127.0.0.1", 0))
+                first = sock.getsockname()[1]
             block = range(first, first + size)
             if first + size > 65535 or any(p in HANDED_OUT or p in taken for p in block):
                 continue
-            try:
-                for port in block[1:]:
-                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
-            except OSError:
+            if not _bindable(block if stable else block[1:], stack):
                 continue
         firsts.append(first)
         taken.update(block)
@@ -183,6 +213,26 @@ class NatsCluster:
     def log(self, index: int) -> str:
         path = self.node(index).log
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def start_bare_cluster(
+    data_dir: Path, logins: Iterable[tuple[str, str, Iterable[str]]], nodes: int = NODES
+) -> NatsCluster:
+    """A cluster without the service (the benchmarks' bare broker): its users file holds ``logins``
+    (username, secret, ACL rules as the ACL file words them, e.g. ``read orders/#``)."""
+    nats = NatsCluster(cluster_env(data_dir, nodes))
+    nats.probe = cluster.ensure_probe(nats.settings)
+    for node in nats.nodes:
+        node.store.mkdir(parents=True, exist_ok=True)
+        node.conf.write_text(cluster.render_node(node, nats.nodes))
+    users = [(username, nats_logins.hash_secret(secret), rules) for username, secret, rules in logins]
+    nats_logins.write_users(nats.settings, nats_logins.render(users, nats_logins.probe_hash(nats.settings)))
+    try:
+        nats.start()
+    except BaseException:
+        nats.close()
+        raise
+    return nats
 
 
 class ClusterSystem(System):

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     mqtt_url: str = Field(
         "", description="mqtt://, mqtts:// (TLS), ws:// or wss:// [user:password@]host:port; default embedded"
     )
+    mqtt_failover_urls: str = Field(
+        "",
+        description="brokers the relay moves to, in turn, when ORDERBUS_MQTT_URL's is lost (comma-separated);"
+        " default on a cluster: the other nodes",
+    )
     mqtt_ca_file: Path | None = Field(None, description="TLS: trust this CA file, not the system's CAs")
     mqtt_username: str = Field("orderbus-service", description="The relay's broker login (service account)")
     mqtt_keepalive: int = Field(30, ge=5, le=3600)
@@ -216,6 +221,12 @@ class Settings(BaseSettings):
                 BrokerAddress.parse(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"ORDERBUS_{name.upper()}: {exc}") from None
+        for url in self.mqtt_failover_urls.split(","):
+            try:
+                if url.strip():
+                    BrokerAddress.parse(url.strip())
+            except ValueError as exc:
+                raise ValueError(f"ORDERBUS_MQTT_FAILOVER_URLS: {exc}") from None
         try:
             _ = self.trusted_proxy_networks  # each item an address or a network
         except ValueError as exc:
@@ -260,6 +271,19 @@ class Settings(BaseSettings):
     def mqtt_address(self) -> BrokerAddress:
         """The broker of ORDERBUS_MQTT_URL, with ORDERBUS_MQTT_CA_FILE for TLS."""
         return BrokerAddress.parse(self.mqtt_url, ca_file=self.mqtt_ca_file)
+
+    @property
+    def mqtt_failover_addresses(self) -> list[BrokerAddress]:
+        """The brokers the relay tries after ORDERBUS_MQTT_URL's, in turn: ORDERBUS_MQTT_FAILOVER_URLS,
+        or on a cluster (ORDERBUS_CLUSTER_NODES over 1) every other node's MQTT listener."""
+        urls = [url.strip() for url in self.mqtt_failover_urls.split(",") if url.strip()]
+        if not urls and self.cluster_nodes > 1:
+            host = url_host(self.broker_host)
+            urls = [f"mqtt://{host}:{self.broker_port + i}" for i in range(self.cluster_nodes)]
+        first = self.mqtt_address
+        found = [BrokerAddress.parse(url, ca_file=self.mqtt_ca_file) for url in urls]
+        same = (first.host, first.port, first.transport)
+        return [a for a in found if (a.host, a.port, a.transport) != same]
 
     @model_validator(mode="after")
     def _check_vapid_subject(self) -> Settings:

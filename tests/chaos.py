@@ -21,12 +21,16 @@ A scenario passes with lost 0 and unexpected 0. ``ORDERBUS_CHAOS_SCALE`` (defaul
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from clients.rest import Api
+from harness.system import System
 from tests.mqtt_fixtures import Received, Subscriber
 
 SCALE = max(1, int(os.environ.get("ORDERBUS_CHAOS_SCALE", "1")))
@@ -221,3 +225,37 @@ class Workload:
             self.step()
             if pause:
                 time.sleep(pause)
+
+
+def in_background(work: Workload, steps: int, pause: float = 0.02) -> threading.Thread:
+    """The workload's ``steps`` on a thread of their own (the scenario strikes meanwhile)."""
+    thread = threading.Thread(target=work.run, args=(steps, pause), name="workload", daemon=True)
+    thread.start()
+    return thread
+
+
+def waited(condition: Callable[[], bool], timeout: float = 30) -> bool:
+    """Whether ``condition`` came true within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@contextmanager
+def restarted(system: System, name: str, **env: str) -> Iterator[None]:
+    """Run process ``name`` with extra environment inside the block, as configured after it."""
+    system.stop(name)
+    saved = dict(system.env)
+    system.env.update(env)
+    try:
+        system.start(name)
+        yield
+    finally:
+        system.env.clear()
+        system.env.update(saved)
+        if name in system.procs:
+            system.stop(name)
+        system.start(name)

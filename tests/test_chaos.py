@@ -18,7 +18,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,11 +34,14 @@ from tests.chaos import (
     account,
     admin_api,
     event_log,
+    in_background,
     last_cursor,
     observer,
     page_login,
+    restarted,
     retained_state,
     wait_converged,
+    waited,
 )
 from tests.tcp_proxy import TcpProxy
 
@@ -84,42 +86,10 @@ def _data_dir(system: System) -> Path:
     return Path(system.env["ORDERBUS_DATA_DIR"])
 
 
-@contextmanager
-def _restarted(system: System, name: str, **env: str) -> Iterator[None]:
-    """Run process ``name`` with extra environment inside the block, as configured after it."""
-    system.stop(name)
-    saved = dict(system.env)
-    system.env.update(env)
-    try:
-        system.start(name)
-        yield
-    finally:
-        system.env.clear()
-        system.env.update(saved)
-        if name in system.procs:
-            system.stop(name)
-        system.start(name)
-
-
-def _in_background(work: Workload, steps: int, pause: float = 0.02) -> threading.Thread:
-    thread = threading.Thread(target=work.run, args=(steps, pause), name="workload", daemon=True)
-    thread.start()
-    return thread
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def _while_down(work: Workload, steps: int = 5) -> None:
     """The outage lasts while the workload makes ``steps`` more changes: rows wait in the outbox."""
     done = work.steps
-    assert _wait(lambda: work.steps >= done + steps), "the workload stalled while the broker was down"
+    assert waited(lambda: work.steps >= done + steps), "the workload stalled while the broker was down"
 
 
 def _scenario(
@@ -134,8 +104,8 @@ def _scenario(
     sub = observer(HOST, port, login)
     try:
         work = Workload(api, agent["id"])
-        runner = _in_background(work, STEPS)
-        assert _wait(lambda: work.steps >= STEPS // 3), "the workload did not start"
+        runner = in_background(work, STEPS)
+        assert waited(lambda: work.steps >= STEPS // 3), "the workload did not start"
         fault(work)
         runner.join(60 * SCALE)
         assert not runner.is_alive(), "the workload did not finish"
@@ -190,14 +160,14 @@ def test_relay_killed_between_publish_and_mark(embedded: System):
 
     def fault(work: Workload) -> None:
         proc = embedded.procs["relay"]
-        assert _wait(lambda: proc.poll() is not None), "the relay never reached its kill point"
+        assert waited(lambda: proc.poll() is not None), "the relay never reached its kill point"
         assert proc.returncode == -signal.SIGKILL
         killed_relay["pending"] = _unpublished_event_ids(embedded)
         embedded.procs.pop("relay")
         del embedded.env["ORDERBUS_TEST_KILL_AT"]  # the restarted relay runs to the end
         embedded.start("relay")
 
-    with _restarted(embedded, "relay", ORDERBUS_TEST_KILL_AT="relay.after_publish:5"):
+    with restarted(embedded, "relay", ORDERBUS_TEST_KILL_AT="relay.after_publish:5"):
         counts = _scenario(embedded, "relay kill -9 after PUBACK, before mark", fault)
     assert killed_relay["pending"], "no acknowledged row was left unmarked: the window was missed"
     assert counts.duplicated >= 1
@@ -216,8 +186,8 @@ def test_network_stall_between_relay_and_broker(embedded: System):
             time.sleep(0.5)  # the fault under test: the path stays stalled for a moment after the drop
             proxy.resume()
 
-        with _restarted(embedded, "relay", ORDERBUS_MQTT_URL=f"mqtt://{HOST}:{proxy.port}"):
-            assert _wait(lambda: proxy.connections >= 1, 15)
+        with restarted(embedded, "relay", ORDERBUS_MQTT_URL=f"mqtt://{HOST}:{proxy.port}"):
+            assert waited(lambda: proxy.connections >= 1, 15)
             _scenario(embedded, "network stall relay-broker", fault)
         assert proxy.connections >= 2, "the relay never reconnected through the proxy"
     finally:
@@ -241,7 +211,7 @@ def test_api_worker_killed_after_commit_and_the_client_retries(embedded: System)
     api, _ = admin_api(embedded.api_url, _data_dir(embedded))
     before = _orders_total(api)
     mark = last_cursor(api)
-    with _restarted(embedded, "api", ORDERBUS_TEST_KILL_AT="api.after_commit:1"):
+    with restarted(embedded, "api", ORDERBUS_TEST_KILL_AT="api.after_commit:1"):
         try:
             api.request("POST", "/orders", ORDER, headers={"Idempotency-Key": "chaos-once"})
             pytest.fail("the worker answered: the kill point was not reached")
@@ -275,7 +245,7 @@ def test_api_workers_killed_mid_burst_lose_and_double_nothing(embedded: System):
     threads = [threading.Thread(target=customer, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
-    assert _wait(lambda: results, 30), "no order placed: the burst did not start"  # under way
+    assert waited(lambda: results, 30), "no order placed: the burst did not start"  # under way
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     for pid in children:
         try:
@@ -327,8 +297,8 @@ def test_dashboard_reconnect_storm_converges(embedded: System):
     dashboards = [observer(HOST, proxy.port, login) for login in logins]
     try:
         work = Workload(api, agent["id"])
-        runner = _in_background(work, STEPS)
-        assert _wait(lambda: work.steps >= STEPS // 3)
+        runner = in_background(work, STEPS)
+        assert waited(lambda: work.steps >= STEPS // 3)
         proxy.drop()
         runner.join(60 * SCALE)
         totals = Counts()

@@ -65,7 +65,8 @@ METHOD = [
 @click.option("--only", help="comma-separated subset, e.g. B0,B2")
 @click.option(
     "--brokers",
-    help="B2 and B4's brokers, a comma-separated subset of embedded,mosquitto,socketio (default: all)",
+    help="B2 and B4's brokers (nats-cluster: B3 too), a comma-separated subset of"
+    " embedded,mosquitto,socketio,nats-cluster (default: all)",
 )
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots (matplotlib not installed)")
 @click.option(
@@ -93,7 +94,7 @@ def main(
         chosen = dataclasses.replace(chosen, only=tuple(x.strip().upper() for x in only.split(",")))
     if brokers:
         names = tuple(x.strip().lower() for x in brokers.split(",") if x.strip())
-        unknown = sorted(set(names) - {"embedded", "mosquitto", "socketio"})
+        unknown = sorted(set(names) - {"embedded", "mosquitto", "socketio", "nats-cluster"})
         if unknown:
             raise click.BadParameter(f"unknown broker {unknown[0]!r}", param_hint="--brokers")
         chosen = dataclasses.replace(chosen, brokers=names)

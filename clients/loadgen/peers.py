@@ -21,6 +21,7 @@ import contract
 from broker.credfiles import hash_password, render_acl, render_password_file
 from broker.server import pick_free_port
 from clients.rest import dashboard_logins
+from harness.cluster import NatsCluster, make_cluster_system, start_bare_cluster
 from harness.mosquitto import Mosquitto
 from harness.postgres import admin_connection, database_url, drop_database
 from harness.processes import ROOT, stop_group, without_service_settings
@@ -107,6 +108,10 @@ class Peer:
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc else []
 
+    def spread(self, logins: list[dict]) -> list[dict]:
+        """The subscribers' logins, each naming the node it connects to (a cluster's; else as given)."""
+        return logins
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc)
@@ -152,6 +157,37 @@ class MosquittoPeer(Peer):
         self.proc = None
 
 
+class NatsClusterPeer(Peer):
+    """Three NATS nodes (JetStream, MQTT, streams replicated on all three) as ``make run-cluster``
+    configures them, the bench logins in their users file. The publisher connects to node 1, the
+    subscribers to nodes 2, 3, 1, 2, ... (:meth:`spread`): most messages cross a route."""
+
+    name = "nats-cluster"
+
+    def start(self) -> NatsClusterPeer:
+        publish = [f"write {contract.ORDERS_ALL}", f"write {contract.AGENTS_ALL}"]
+        read = [f"read {contract.ORDERS_ALL}", f"read {contract.AGENTS_ALL}"]
+        logins = [(PUBLISHER["username"], PUBLISHER["password"], publish)]
+        logins += [(u["username"], u["password"], read) for u in SUBSCRIBERS]
+        self.nats: NatsCluster = start_bare_cluster(self.workdir / "var", logins)
+        self.port, self.ws_port = self.nats.nodes[0].mqtt_port, self.nats.nodes[0].ws_port
+        return self
+
+    def spread(self, logins: list[dict]) -> list[dict]:
+        nodes = self.nats.nodes
+        chosen = [nodes[(i + 1) % len(nodes)] for i in range(len(logins))]
+        return [
+            {**login, "port": node.mqtt_port, "ws_port": node.ws_port}
+            for login, node in zip(logins, chosen, strict=True)
+        ]
+
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.nats.procs.values()]
+
+    def stop(self) -> None:
+        self.nats.close()
+
+
 class NodePeer(Peer):
     """node/server.js: the Socket.IO room emit (B2) and the seed-style order server (B3)."""
 
@@ -174,14 +210,17 @@ class SystemPeer(Peer):
         env: dict[str, str] | None = None,
         name: str | None = None,
         all_cores: bool = False,
+        cluster: bool = False,
     ) -> None:
         super().__init__(workdir)
         self.production = production
+        self.cluster = cluster  # three NATS nodes in place of the broker (with production: PostgreSQL)
         self.env = env or {}
         self.name = name or ("production" if production else "embedded-defaults")
         self.all_cores = all_cores
         self.mosquitto: Mosquitto | None = None
         self.database: str | None = None
+        self.system: System
 
     def start(self) -> SystemPeer:
         extra = {"ORDERBUS_LOG_LEVEL": "WARNING", **self.env}
@@ -191,10 +230,15 @@ class SystemPeer(Peer):
                 drop_database(conn, self.database)
                 cur.execute(f'CREATE DATABASE "{self.database}"')
             extra["ORDERBUS_DATABASE_URL"] = database_url(self.database)
-        # Production: a Mosquitto from the repository's mosquitto.conf, started after bootstrap.
-        self.system: System = make_system(self.workdir, "mosquitto" if self.production else "amqtt", **extra)
-        self.mosquitto = self.system.mosquitto
-        self.port = self.mosquitto.port if self.mosquitto else int(self.system.env["ORDERBUS_BROKER_PORT"])
+        if self.cluster:  # the relay on node 1, the admin's subscriber on node 2
+            cluster_system = make_cluster_system(self.workdir, **extra)
+            self.system, self.mosquitto = cluster_system, None
+            self.port = cluster_system.cluster.node(2).mqtt_port
+        else:  # production: a Mosquitto from the repository's mosquitto.conf, started after bootstrap
+            self.system = make_system(self.workdir, "mosquitto" if self.production else "amqtt", **extra)
+            self.mosquitto = self.system.mosquitto
+            broker_port = int(self.system.env["ORDERBUS_BROKER_PORT"])
+            self.port = self.mosquitto.port if self.mosquitto else broker_port
         self.login = self.system.admin.login(
             "admin", (self.workdir / "var" / "admin-password").read_text().strip()
         )
@@ -217,6 +261,8 @@ class SystemPeer(Peer):
                 found += children(proc.pid)
         if self.mosquitto and self.mosquitto.process:
             found.append(self.mosquitto.process.pid)
+        if self.cluster:
+            found += [proc.pid for proc in self.system.cluster.procs.values()]
         return found
 
     def stop(self) -> None:

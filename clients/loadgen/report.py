@@ -369,7 +369,7 @@ def markdown(doc: dict, images: list[str]) -> str:
         "make bench                        # the full suite (about 30 minutes), rewrites this page",
         "make bench BENCH_PROFILE=quick    # a smaller run (a few minutes), written to var/benchmarks/",
         "make bench BENCH_SOAK_SECONDS=120 # a shorter B6 soak",
-        "# B2/B4 on some brokers only: embedded, mosquitto, socketio",
+        "# B2/B4 on some brokers only: embedded, mosquitto, socketio, nats-cluster (three nodes; B3 too)",
         ".venv/bin/python -m clients.loadgen --profile quick --only B2,B4 --brokers embedded \\",
         "  --out var/benchmarks",
         ".venv/bin/python -m clients.loadgen.cpu -n 1000  # CPU per request, per process (see Findings)",

@@ -26,6 +26,7 @@ from .peers import (
     SUBSCRIBERS,
     EmbeddedBrokerPeer,
     MosquittoPeer,
+    NatsClusterPeer,
     NodePeer,
     Peer,
     SystemPeer,
@@ -64,7 +65,7 @@ class Profile:
     timeout_seconds: float
     cpu_count: int = 1000  # CPU: requests per kind (clients.loadgen.cpu)
     only: tuple[str, ...] = ("B0", "CPU", "B1", "B2", "B3", "B4", "B5", "B6")
-    brokers: tuple[str, ...] = ("embedded", "mosquitto", "socketio")
+    brokers: tuple[str, ...] = ("embedded", "mosquitto", "socketio", "nats-cluster")
     transports: tuple[str, ...] = ("tcp", "ws", "socketio")
     storms: bool = True  # B4's storms on the bare brokers (its rehydration runs on the system)
 
@@ -276,6 +277,7 @@ class Bench:
             (EmbeddedBrokerPeer, ("tcp", "ws")),
             (MosquittoPeer, ("tcp", "ws")),
             (NodePeer, ("socketio",)),
+            (NatsClusterPeer, ("tcp", "ws")),
         ):
             for transport in [t for t in transports if peer_type.name in p.brokers and t in p.transports]:
                 with running(peer_type(self._dir(f"b2-{peer_type.name}-{transport}"))) as peer:
@@ -286,7 +288,7 @@ class Bench:
                         "host": "127.0.0.1",
                         "port": peer.ws_port if transport == "ws" else peer.port,
                         "pub": PUBLISHER,
-                        "subs": SUBSCRIBERS[: max(p.fanout_levels)],
+                        "subs": peer.spread(SUBSCRIBERS[: max(p.fanout_levels)]),
                         "levels": list(p.fanout_levels),
                         "rates": {str(k): v for k, v in p.fanout_rates.items()},
                         "seconds": p.fanout_seconds,
@@ -317,7 +319,7 @@ class Bench:
     def b4(self) -> dict:
         p = self.profile
         rows = []
-        for peer_type in (EmbeddedBrokerPeer, MosquittoPeer):
+        for peer_type in (EmbeddedBrokerPeer, MosquittoPeer, NatsClusterPeer):
             if peer_type.name not in p.brokers:
                 continue
             for orders in p.storm_orders:
@@ -353,7 +355,7 @@ class Bench:
             "host": "127.0.0.1",
             "port": peer.port,
             "pub": PUBLISHER,
-            "subs": SUBSCRIBERS[:clients] if subs is None else subs,
+            "subs": peer.spread(SUBSCRIBERS[:clients]) if subs is None else subs,
             "clients": clients,
             "filter": filter_,
             "expect": expect,
@@ -385,6 +387,11 @@ class Bench:
             ("production", lambda: SystemPeer(self._dir("sys-production"), production=True), {"B1", "B3"}),
             ("seed-node", lambda: NodePeer(self._dir("sys-seed")), {"B1", "B3"}),
         ]
+        if "nats-cluster" in p.brokers:  # the production shape on three NATS nodes, before seed-node
+            cluster = lambda: SystemPeer(  # noqa: E731
+                self._dir("sys-cluster"), production=True, cluster=True, name="production-cluster"
+            )
+            peers.insert(-1, ("production-cluster", cluster, {"B3"}))
         if p.name == "smoke":  # one system and the Node peer; B5's own system only when asked for
             peers = [x for x in peers if x is peers[0] or x is peers[-1] or "B5" in x[2] & set(p.only)]
         for name, make, benches in peers:

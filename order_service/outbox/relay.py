@@ -95,10 +95,16 @@ class Relay:
         companions: Sequence[Companion] = (),
     ) -> None:
         self.settings = settings
-        self.address = settings.mqtt_address
-        if self.address.username is None:  # the usual case: the service account's issued secret
+        # ORDERBUS_MQTT_URL's broker first, then the failover ones (a cluster's other nodes), in turn.
+        addresses = [settings.mqtt_address, *settings.mqtt_failover_addresses]
+        if any(a.username is None for a in addresses):  # the usual case: the service account's issued secret
             username, secret = broker_logins.service_login(settings)
-            self.address = dataclasses.replace(self.address, username=username, password=secret)
+            addresses = [
+                dataclasses.replace(a, username=username, password=secret) if a.username is None else a
+                for a in addresses
+            ]
+        self.addresses = addresses
+        self.address = addresses[0]
         self.lock = leader.lock_for(settings.database_url)
         self.role = "starting"
         self.active = threading.Event()
@@ -203,8 +209,14 @@ class Relay:
                 except LockLost:
                     return
                 except (BrokerUnavailable, ConnectionLost) as exc:
+                    lost = self.address
+                    # The next broker of the list (a cluster's next node); the same one without a list.
+                    self.address = self.addresses[(self.addresses.index(lost) + 1) % len(self.addresses)]
                     logger.warning(
-                        "broker unavailable (%s); outbox rows wait, retrying in %.1f s", exc, backoff
+                        "broker unavailable (%s); outbox rows wait, retrying in %.1f s%s",
+                        exc,
+                        backoff,
+                        f" on {self.address}" if self.address != lost else "",
                     )
                 except peewee.DatabaseError as exc:
                     logger.error("database error: %s; retrying in %.1f s", exc, backoff)

@@ -37,8 +37,10 @@ function subLogin(i) {
 // `onMessage` is attached before the connection opens: a persistent session's queued messages
 // follow the CONNACK at once, before the caller's code after `await` could attach it.
 function connectMqtt(c, login, clientId, extra = {}, onMessage = null) {
+  // A login may name its own node of a cluster (port, ws_port); else the config's port.
+  const port = (c.proto === "ws" ? login.ws_port : login.port) || c.port;
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(mqttUrl(c), {
+    const client = mqtt.connect(mqttUrl({ ...c, port }), {
       clientId, username: login.username, password: login.password, protocolVersion: 4,
       reconnectPeriod: 0, connectTimeout: 60000, keepalive: 120, clean: true, ...extra,
     });

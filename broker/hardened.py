@@ -81,6 +81,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker.connection import (
+    AckingStreamReader,
     BoundedStreamWriter,
     BoundedWebSocketsWriter,
     HardenedHandler,
@@ -114,6 +115,7 @@ CONNECT_TIMEOUT = 10.0  # seconds a new connection has to send its CONNECT
 TAKEOVER_TIMEOUT = 3.0  # seconds to wait for a replaced connection to finish
 _UNKNOWN: Any = object()
 _YIELD_EVERY = 64  # a sender with a long queue lets other tasks run this often
+_STREAM_LIMIT = 2**16  # asyncio.start_server's buffer limit per connection
 
 
 def check_amqtt_version(installed: str) -> None:
@@ -185,6 +187,16 @@ class HardenedBroker(Broker):
     async def _create_server_instance(
         self, listener_name: str, kind: ListenerType, address: str | None, port: int, ssl_context: Any
     ) -> Any:
+        if kind == ListenerType.TCP:
+            # amqtt's asyncio.start_server, with a StreamReader that takes PUBACKs as they arrive.
+            loop = asyncio.get_running_loop()
+            connected = partial(self.stream_connected, listener_name=listener_name)
+
+            def protocol() -> asyncio.StreamReaderProtocol:
+                reader = AckingStreamReader(limit=_STREAM_LIMIT, loop=loop)
+                return asyncio.StreamReaderProtocol(reader, connected)
+
+            return await loop.create_server(protocol, address, port, reuse_address=True, ssl=ssl_context)
         if kind != ListenerType.WS:
             return await super()._create_server_instance(listener_name, kind, address, port, ssl_context)
         import websockets  # amqtt's WebSocket library
@@ -751,6 +763,9 @@ class HardenedBroker(Broker):
         try:
             await handler.resend_inflight()
             while True:
+                # Cleared before looking at the queue: a message queued while this sends or
+                # waits for the socket sets it again, so it is not slept through.
+                ready.clear()
                 sent = 0
                 handler.cork()
                 try:
@@ -771,7 +786,6 @@ class HardenedBroker(Broker):
                     logger.info(
                         "client %s caught up; %d messages dropped so far", session.client_id, box.dropped
                     )
-                ready.clear()
                 box.direct = direct
                 try:
                     await ready.wait()  # a new message, or an acknowledgement freeing the window

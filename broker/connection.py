@@ -188,19 +188,31 @@ class _BoundedClose:
 
 
 class BoundedStreamWriter(_BoundedClose, StreamWriterAdapter):
-    """amqtt's TCP writer, with a bounded close, and writes that do not wait per packet."""
+    """amqtt's TCP writer, with a bounded close, and writes that do not wait per packet.
+
+    It writes to the transport itself (amqtt's adapter went through the StreamWriter) and
+    reads the transport's high-water mark once: nothing here changes it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        super().__init__(writer)
+        self._transport = writer.transport
+        self._high_water = writer.transport.get_write_buffer_limits()[1]
 
     def abort(self) -> None:
         self.is_closed = True
-        self._writer.transport.abort()
+        self._transport.abort()
+
+    def write(self, data: bytes | bytearray) -> None:
+        if not self.is_closed:
+            self._transport.write(data)
 
     def writable_now(self) -> bool:
         """Whether a packet written now goes out without anyone waiting for the socket."""
-        transport = self._writer.transport
+        transport = self._transport
         return (
             not self.is_closed
             and not transport.is_closing()
-            and transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
+            and transport.get_write_buffer_size() <= self._high_water
         )
 
     def push(self) -> None:
@@ -208,8 +220,7 @@ class BoundedStreamWriter(_BoundedClose, StreamWriterAdapter):
 
     async def flush(self) -> None:
         """Wait for the socket only while the transport holds more than its high-water mark."""
-        transport = self._writer.transport
-        if not self.is_closed and transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+        if not self.is_closed and self._transport.get_write_buffer_size() > self._high_water:
             await self._writer.drain()
 
 
@@ -433,8 +444,12 @@ class HardenedHandler(BrokerProtocolHandler):
     def puback_arrived(self, data: bytes, end: int) -> None:
         """Whole PUBACKs in ``data[:end]`` (4 bytes each), from :class:`AckingStreamReader`."""
         self._last_read = asyncio.get_running_loop().time()
+        freed = False
         for pos in range(2, end, 4):
-            self.acknowledged(data[pos] << 8 | data[pos + 1])
+            if self._release(data[pos] << 8 | data[pos + 1]):
+                freed = True
+        if freed:
+            self._slot_freed()
 
     def _idle_check(self, limit: float) -> None:
         idle = asyncio.get_running_loop().time() - self._last_read
@@ -557,14 +572,26 @@ class HardenedHandler(BrokerProtocolHandler):
 
     def acknowledged(self, packet_id: int) -> None:
         """A PUBACK: the message leaves the in-flight window."""
-        waiter = self._puback_waiters.get(packet_id)
-        if waiter is not None:  # one of amqtt's own flows
-            if not waiter.done():
-                waiter.set_result(PubackPacket.build(packet_id))
-            return
-        if self._settled(packet_id, QOS_1) is not None:
-            del self.session.inflight_out[packet_id]  # type: ignore[union-attr]
+        if self._release(packet_id):
             self._slot_freed()
+
+    def _release(self, packet_id: int) -> bool:
+        """Take a PUBACKed QoS 1 message out of the in-flight window; True if one left it."""
+        if self._puback_waiters:
+            waiter = self._puback_waiters.get(packet_id)
+            if waiter is not None:  # one of amqtt's own flows
+                if not waiter.done():
+                    waiter.set_result(PubackPacket.build(packet_id))
+                return False
+        session = self.session
+        if session is None:
+            return False
+        message = session.inflight_out.get(packet_id)
+        if message is None or message.qos != QOS_1:
+            logger.debug("client %s acknowledged unknown packet id %s", session.client_id, packet_id)
+            return False
+        del session.inflight_out[packet_id]
+        return True
 
     async def handle_puback(self, puback: PubackPacket) -> None:
         packet_id = puback.variable_header.packet_id if puback.variable_header else None

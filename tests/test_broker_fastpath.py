@@ -223,3 +223,43 @@ def test_a_packet_whose_next_bytes_look_like_pubacks_is_read_whole(broker: Embed
         publisher.close()
         subscriber.disconnect()
         subscriber.loop_stop()
+
+
+def test_a_topic_already_routed_follows_subscribe_and_unsubscribe(broker: EmbeddedBroker) -> None:  # noqa: F811
+    """The broker remembers each topic's readers; a SUBSCRIBE or UNSUBSCRIBE after a
+    message was routed on the topic decides who gets the next one."""
+    got: dict[str, queue.Queue[bytes]] = {"a": queue.Queue(), "b": queue.Queue()}
+    acks: queue.Queue[object] = queue.Queue()
+    clients = {}
+    for name in got:
+        clients[name] = _client(broker.port)
+        clients[name].on_message = lambda _c, _u, message, name=name: got[name].put(message.payload)
+        clients[name].on_subscribe = clients[name].on_unsubscribe = lambda *args: acks.put(args)
+    publisher = _client(broker.port)
+    try:
+        clients["a"].subscribe([("routes/t", 1), ("routes/marker", 1)])
+        clients["b"].subscribe("routes/marker", qos=1)
+        acks.get(timeout=TIMEOUT), acks.get(timeout=TIMEOUT)
+
+        def round_trip(payload: bytes) -> dict[str, list[bytes]]:
+            publisher.publish("routes/t", payload, qos=1).wait_for_publish(TIMEOUT)
+            publisher.publish("routes/marker", b"marker", qos=1).wait_for_publish(TIMEOUT)
+            out: dict[str, list[bytes]] = {}
+            for name, messages in got.items():
+                out[name] = []
+                while (message := messages.get(timeout=TIMEOUT)) != b"marker":
+                    out[name].append(message)
+            return out
+
+        assert round_trip(b"1") == {"a": [b"1"], "b": []}
+        assert round_trip(b"2") == {"a": [b"2"], "b": []}  # answered from memory
+        clients["b"].subscribe("routes/t", qos=1)
+        acks.get(timeout=TIMEOUT)
+        assert round_trip(b"3") == {"a": [b"3"], "b": [b"3"]}
+        clients["a"].unsubscribe("routes/t")
+        acks.get(timeout=TIMEOUT)
+        assert round_trip(b"4") == {"a": [], "b": [b"4"]}
+    finally:
+        for client in (*clients.values(), publisher):
+            client.disconnect()
+            client.loop_stop()

@@ -51,10 +51,15 @@ is finally sent.
 
 Speed (fan-out to 1,000 subscribers, reconnect storms, retained replay): each PUBLISH
 is encoded once per message (:mod:`broker.wire`); the reader handles PUBACK, PINGREQ
-and QoS 0/1 PUBLISH without a task per packet (:class:`HardenedHandler`); routing and
-the per-connection loop take queued messages without a task or an ``asyncio.wait``
-per message; the read checks of our topic plugins are synchronous and remembered per
-rule set; sessions keep their state without a ``transitions`` Machine.
+and QoS 0/1 PUBLISH without a task per packet (:class:`HardenedHandler`), and on TCP
+whole PUBACKs are taken as they arrive, without waking the reader at all
+(:class:`~broker.connection.AckingStreamReader`); a connection's sender is woken by a
+PUBACK only when messages wait for the room; routing and the per-connection loop take
+queued messages without a task or an ``asyncio.wait`` per message; each topic's readers
+(matching filters, one copy per client, the ACL's read check) are worked out once and
+remembered until a subscription or the password or ACL file changes
+(:meth:`HardenedBroker._readers`); sessions keep their state without a ``transitions``
+Machine.
 """
 
 from __future__ import annotations

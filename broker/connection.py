@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, SupportsIndex
 
-from amqtt.adapters import StreamWriterAdapter, WebSocketsWriter, WriterAdapter
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter, WebSocketsWriter, WriterAdapter
 from amqtt.errors import MQTTError, NoDataError
 from amqtt.events import MQTTEvents
 from amqtt.mqtt import packet_class
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 _PUBACK, _PINGREQ = 4, 12
 _PINGRESP = b"\xd0\x00"
+_PUBACK_HEADER = b"\x40\x02"  # PUBACK, flags 0, two bytes long
 # The packets the reader loop leaves to amqtt's decoder, and their handlers (PUBLISH: QoS 2).
 _HANDLERS = {
     CONNECT: "handle_connect",
@@ -116,6 +118,61 @@ class HardenedSession(Session):
         self.transitions = SessionStates(self)  # type: ignore[assignment]
 
 
+class AckingStreamReader(asyncio.StreamReader):
+    """asyncio's StreamReader for a TCP connection, which handles whole PUBACKs as they arrive.
+
+    A fan-out to 1,000 subscribers brings back 1,000 PUBACKs, each on its own socket. The
+    reader loop took each one by being woken as a task (a future set, a task step through
+    StreamReader, FramedReader and the loop's dispatch) only to remove one message from
+    the in-flight window. While the connection's :class:`FramedReader` waits at a packet
+    boundary with nothing buffered, data that starts with whole PUBACKs goes to
+    :meth:`HardenedHandler.puback_arrived` from the transport's callback, without that task
+    switch; whatever follows them is buffered for the reader loop as before, in order.
+    A PUBACK is 4 bytes, ``40 02`` and the packet id: exactly what the reader loop handles
+    without amqtt's decoder, so what the client sees is the same.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._framed: FramedReader | None = None
+        self._on_puback: Callable[[bytes, int], None] | None = None
+
+    def take_pubacks(
+        self, framed: FramedReader | None, on_puback: Callable[[bytes, int], None] | None
+    ) -> None:
+        """Hand whole PUBACKs to ``on_puback(data, end)`` while ``framed`` waits between
+        packets (None, None: stop)."""
+        self._framed, self._on_puback = framed, on_puback
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        if not isinstance(data, bytes):  # the transports give bytes; the annotation is typeshed's
+            data = bytes(data)
+        framed = self._framed
+        if (
+            framed is not None
+            and framed.at_boundary
+            and not self._buffer  # type: ignore[attr-defined]  # asyncio's, not in typeshed
+            and data[:2] == _PUBACK_HEADER
+            and self._on_puback is not None
+        ):
+            end, size = 0, len(data)
+            while end + 4 <= size and data[end] == 0x40 and data[end + 1] == 2:
+                end += 4
+            if end:
+                self._on_puback(data, end)
+                if end == size:
+                    return
+                data = data[end:]
+        super().feed_data(data)
+
+
+def acking_reader(framed: FramedReader) -> AckingStreamReader | None:
+    """The AckingStreamReader under ``framed``, if it reads from one."""
+    inner = framed.inner
+    stream = getattr(inner, "_reader", None) if isinstance(inner, StreamReaderAdapter) else None
+    return stream if isinstance(stream, AckingStreamReader) else None
+
+
 class _BoundedClose:
     """close() gives up after CLOSE_TIMEOUT and aborts: amqtt's writers drained forever
     when the peer stopped reading."""
@@ -131,19 +188,31 @@ class _BoundedClose:
 
 
 class BoundedStreamWriter(_BoundedClose, StreamWriterAdapter):
-    """amqtt's TCP writer, with a bounded close, and writes that do not wait per packet."""
+    """amqtt's TCP writer, with a bounded close, and writes that do not wait per packet.
+
+    It writes to the transport itself (amqtt's adapter went through the StreamWriter) and
+    reads the transport's high-water mark once: nothing here changes it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        super().__init__(writer)
+        self._transport = writer.transport
+        self._high_water = writer.transport.get_write_buffer_limits()[1]
 
     def abort(self) -> None:
         self.is_closed = True
-        self._writer.transport.abort()
+        self._transport.abort()
+
+    def write(self, data: bytes | bytearray) -> None:
+        if not self.is_closed:
+            self._transport.write(data)
 
     def writable_now(self) -> bool:
         """Whether a packet written now goes out without anyone waiting for the socket."""
-        transport = self._writer.transport
+        transport = self._transport
         return (
             not self.is_closed
             and not transport.is_closing()
-            and transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
+            and transport.get_write_buffer_size() <= self._high_water
         )
 
     def push(self) -> None:
@@ -151,8 +220,7 @@ class BoundedStreamWriter(_BoundedClose, StreamWriterAdapter):
 
     async def flush(self) -> None:
         """Wait for the socket only while the transport holds more than its high-water mark."""
-        transport = self._writer.transport
-        if not self.is_closed and transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+        if not self.is_closed and self._transport.get_write_buffer_size() > self._high_water:
             await self._writer.drain()
 
 
@@ -297,6 +365,9 @@ class HardenedHandler(BrokerProtocolHandler):
         if limit is not None:
             self._idle_timer = loop.call_later(limit, self._idle_check, limit)
         flows: set[asyncio.Task[None]] = set()
+        acking = acking_reader(reader)
+        if acking is not None:
+            acking.take_pubacks(reader, self.puback_arrived)
         self._reader_ready.set()
         try:
             while True:
@@ -323,6 +394,8 @@ class HardenedHandler(BrokerProtocolHandler):
         except Exception as exc:  # a protocol violation, or anything amqtt's decoder raises
             logger.warning("%s Unhandled exception in reader coro: %r", type(self).__name__, exc)
         finally:
+            if acking is not None:
+                acking.take_pubacks(None, None)
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
             for flow in flows:
@@ -367,6 +440,16 @@ class HardenedHandler(BrokerProtocolHandler):
                 f"more than {self.max_awaiting_release} QoS 2 messages or {AWAITING_RELEASE_BYTES} bytes "
                 "awaiting PUBREL"
             )
+
+    def puback_arrived(self, data: bytes, end: int) -> None:
+        """Whole PUBACKs in ``data[:end]`` (4 bytes each), from :class:`AckingStreamReader`."""
+        self._last_read = asyncio.get_running_loop().time()
+        freed = False
+        for pos in range(2, end, 4):
+            if self._release(data[pos] << 8 | data[pos + 1]):
+                freed = True
+        if freed:
+            self._slot_freed()
 
     def _idle_check(self, limit: float) -> None:
         idle = asyncio.get_running_loop().time() - self._last_read
@@ -479,19 +562,36 @@ class HardenedHandler(BrokerProtocolHandler):
         return message
 
     def _slot_freed(self) -> None:
-        if self.session is not None and (wakeup := outbox(self.session).wakeup) is not None:
-            wakeup()
+        # Only a sender with messages waiting needs the room: with none, the next message
+        # is written straight away (HardenedBroker._deliver's direct path) and the sender
+        # sleeps on, instead of waking once per PUBACK to find nothing to send.
+        if self.session is not None:
+            box = outbox(self.session)
+            if box.wakeup is not None and len(box):
+                box.wakeup()
 
     def acknowledged(self, packet_id: int) -> None:
         """A PUBACK: the message leaves the in-flight window."""
-        waiter = self._puback_waiters.get(packet_id)
-        if waiter is not None:  # one of amqtt's own flows
-            if not waiter.done():
-                waiter.set_result(PubackPacket.build(packet_id))
-            return
-        if self._settled(packet_id, QOS_1) is not None:
-            del self.session.inflight_out[packet_id]  # type: ignore[union-attr]
+        if self._release(packet_id):
             self._slot_freed()
+
+    def _release(self, packet_id: int) -> bool:
+        """Take a PUBACKed QoS 1 message out of the in-flight window; True if one left it."""
+        if self._puback_waiters:
+            waiter = self._puback_waiters.get(packet_id)
+            if waiter is not None:  # one of amqtt's own flows
+                if not waiter.done():
+                    waiter.set_result(PubackPacket.build(packet_id))
+                return False
+        session = self.session
+        if session is None:
+            return False
+        message = session.inflight_out.get(packet_id)
+        if message is None or message.qos != QOS_1:
+            logger.debug("client %s acknowledged unknown packet id %s", session.client_id, packet_id)
+            return False
+        del session.inflight_out[packet_id]
+        return True
 
     async def handle_puback(self, puback: PubackPacket) -> None:
         packet_id = puback.variable_header.packet_id if puback.variable_header else None

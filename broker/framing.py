@@ -139,6 +139,15 @@ class FramedReader(ReaderAdapter):
         self._packet = b""
         self._pos = 0
         self._packets = 0
+        # True while next_packet() waits for the first bytes of a packet: nothing of the
+        # next packet has been read, so whole packets arriving now may be taken elsewhere
+        # (broker.connection.AckingStreamReader takes PUBACKs).
+        self.at_boundary = False
+
+    @property
+    def inner(self) -> ReaderAdapter:
+        """The adapter this reader reads from."""
+        return self._inner
 
     async def _exactly(self, count: int) -> bytes:
         data = await self._inner.read(count) if count else b""
@@ -149,6 +158,7 @@ class FramedReader(ReaderAdapter):
     async def _next_packet(self) -> tuple[int, bytes]:
         # Every packet has its type and at least one length byte: one read for both.
         header = await self._exactly(2)
+        self.at_boundary = False
         length, shift, digit = header[1] & 0x7F, 7, header[1]
         for _ in range(3):
             if not digit & 0x80:
@@ -176,7 +186,11 @@ class FramedReader(ReaderAdapter):
         Whatever an earlier packet left unread is discarded first.
         """
         self._pos = len(self._packet)
-        return await self._next_packet()
+        self.at_boundary = True
+        try:
+            return await self._next_packet()
+        finally:
+            self.at_boundary = False
 
     def skip(self) -> None:
         """The current packet was handled without amqtt's decoder."""

@@ -75,13 +75,15 @@ class Queued:
 class Outbox:
     """FIFO of :class:`Queued` with O(1) push, pop and overflow drop.
 
-    ``_order`` holds every message in arrival order; ``_qos0`` and ``_qos12`` index the
+    ``order`` holds every message in arrival order; ``_qos0`` and ``_qos12`` index the
     counted ones by class so the overflow policy finds its victim at the head of one.
-    A dropped message stays in ``_order`` as a tombstone until popped or compacted.
+    A dropped message stays in ``order`` as a tombstone until popped or compacted; the
+    newest is never one, so ``order`` is empty exactly when nothing waits (the connected
+    sender tests it for each message it could write at once).
     """
 
     def __init__(self) -> None:
-        self._order: deque[Queued] = deque()
+        self.order: deque[Queued] = deque()
         self._qos0: deque[Queued] = deque()
         self._qos12: deque[Queued] = deque()
         self._exempt = 0
@@ -138,15 +140,15 @@ class Outbox:
                     self._bury(self._qos12.popleft())
             (self._qos0 if item.qos == 0 else self._qos12).append(item)
             self._bytes += size
-        self._order.append(item)
+        self.order.append(item)
         if self.wakeup is not None:
             self.wakeup()
         return dropped
 
     def pop(self) -> Queued | None:
         """The oldest waiting message, or None."""
-        while self._order:
-            item = self._order.popleft()
+        while self.order:
+            item = self.order.popleft()
             if item.dropped:
                 self._tombstones -= 1
                 continue
@@ -160,7 +162,7 @@ class Outbox:
         return None
 
     def clear(self) -> None:
-        self._order.clear()
+        self.order.clear()
         self._qos0.clear()
         self._qos12.clear()
         self._exempt = self._tombstones = self._bytes = 0
@@ -173,5 +175,7 @@ class Outbox:
         victim.publication = None
         self._tombstones += 1
         if self._tombstones > max(64, len(self)):  # an offline client under a flood
-            self._order = deque(item for item in self._order if not item.dropped)
+            kept = [item for item in self.order if not item.dropped]
+            self.order.clear()  # the same deque: the sender holds it
+            self.order.extend(kept)
             self._tombstones = 0

@@ -196,6 +196,12 @@ class RulesTopicPlugin(BaseTopicPlugin):
         """Whether the session's user still exists (False: nothing in or out for it)."""
         return True
 
+    def rules_state(self) -> tuple[object, ...]:
+        """The objects :meth:`may_read` answers from besides the session and the topic, each
+        replaced (never changed in place) when what it says changes: the broker remembers
+        answers while they stay the same objects."""
+        return (self.rules(),)
+
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool:
@@ -268,6 +274,9 @@ class AclFileTopicPlugin(RulesTopicPlugin):
     def current(self, session: Session) -> bool:
         # A removed user's persistent session would otherwise queue messages for ever.
         return session.username in self.files.users
+
+    def rules_state(self) -> tuple[object, ...]:
+        return (self.files.acl, self.files.users)  # both replaced by each reload (broker/credstore.py)
 
     async def on_broker_post_start(self) -> None:
         self.files.start_watching()

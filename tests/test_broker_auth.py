@@ -448,6 +448,35 @@ def test_acl_reload_and_malformed_acl_keeps_the_last_good_one(auth_broker, creds
     assert agent.received_until("agents/agt_2/assigned") == [("agents/agt_2/assigned", b"marker")]
 
 
+def test_an_acl_change_applies_to_a_topic_already_routed(auth_broker, creds, login, caplog) -> None:
+    """The broker remembers each topic's readers; a changed ACL (no subscription changing)
+    still decides the next message on a topic routed under the old one."""
+    caplog.set_level(logging.INFO, logger="broker")
+
+    def acl_loaded(acl: str) -> None:
+        loads = caplog.text.count("MQTT ACL loaded")
+        creds.set_acl(acl)
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while caplog.text.count("MQTT ACL loaded") == loads:
+            assert time.monotonic() < deadline, "the ACL was not reloaded"
+            time.sleep(0.1)
+
+    acl_loaded(ACL + "user agt_2\ntopic read orders/#\n")
+    agent = login("agt_2")
+    assert agent.subscribe("orders/#") and agent.subscribe("agents/agt_2/#")
+    service = login(SERVICE)
+    service.publish("orders/o-1/status", b"v1")
+    service.publish("agents/agt_2/assigned", b"marker 1")
+    assert agent.received_until("agents/agt_2/assigned") == [  # positive control: it read the topic
+        ("orders/o-1/status", b"v1"),
+        ("agents/agt_2/assigned", b"marker 1"),
+    ]
+    acl_loaded(ACL)  # orders/# no longer readable by agt_2; its subscription stays
+    service.publish("orders/o-1/status", b"v2")
+    service.publish("agents/agt_2/assigned", b"marker 2")
+    assert agent.received_until("agents/agt_2/assigned") == [("agents/agt_2/assigned", b"marker 2")]
+
+
 # --- load -----------------------------------------------------------------------------------------------
 
 

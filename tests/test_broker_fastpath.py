@@ -9,6 +9,7 @@ real paho clients where a connection is involved.
 from __future__ import annotations
 
 import queue
+import socket
 import time
 import uuid
 
@@ -148,3 +149,117 @@ def test_garbage_after_connect_still_closes_the_connection(broker: EmbeddedBroke
         assert client.wait_closed(TIMEOUT)
     finally:
         client.close()
+
+
+def test_pubacks_written_together_with_other_packets_each_settle_their_message(
+    broker: EmbeddedBroker,  # noqa: F811
+) -> None:
+    """PUBACKs are taken as they arrive, before the reader loop wakes: two PUBACKs and a
+    PINGREQ in one write settle both messages and get the PINGRESP; the third message,
+    never acknowledged, is the only one sent again (DUP) when the session resumes."""
+    client_id = f"acks-{uuid.uuid4().hex[:8]}"
+    subscriber = RawClient(HOST, broker.port)
+    publisher = _client(broker.port)
+    try:
+        subscriber.connect(client_id, clean=False)
+        assert subscriber.subscribe(("acks/#", 1)) == [1]
+        for n in range(3):
+            publisher.publish("acks/n", b"%d" % n, qos=1).wait_for_publish(TIMEOUT)
+        sent = [subscriber.read_publish() for _ in range(3)]
+        assert [p.payload for p in sent] == [b"0", b"1", b"2"]
+        ids = [p.packet_id for p in sent]
+        assert None not in ids
+        subscriber.sock.sendall(
+            b"".join(b"\x40\x02" + packet_id.to_bytes(2, "big") for packet_id in ids[:2])  # type: ignore[union-attr]
+            + b"\xc0\x00"  # PINGREQ
+        )
+        assert subscriber.read_packet(TIMEOUT)[0] == 13  # PINGRESP: read after the two PUBACKs
+        subscriber.close()
+
+        again = RawClient(HOST, broker.port)
+        try:
+            assert again.connect(client_id, clean=False) == (True, 0)
+            resent = again.read_publish()
+            assert (resent.payload, resent.dup, resent.packet_id) == (b"2", True, ids[2])
+            again.puback(ids[2])  # type: ignore[arg-type]
+            publisher.publish("acks/n", b"marker", qos=1).wait_for_publish(TIMEOUT)
+            assert again.read_publish().payload == b"marker"  # nothing else was resent before it
+        finally:
+            again.close()
+    finally:
+        subscriber.close()
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+def test_a_packet_whose_next_bytes_look_like_pubacks_is_read_whole(broker: EmbeddedBroker) -> None:  # noqa: F811
+    """A PUBLISH of 8,200 bytes whose topic is 600 bytes long, written in two pieces: the
+    second piece starts 40 02, the bytes of a PUBACK (its length's second byte, then the
+    topic's length). Taken between packets they would be PUBACKs; in the middle of one
+    they are the packet's, which arrives whole."""
+    received: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    subscribed: queue.Queue[object] = queue.Queue()
+    subscriber = _client(broker.port)
+    subscriber.on_message = lambda _c, _u, message: received.put((message.topic, message.payload))
+    subscriber.on_subscribe = lambda *args: subscribed.put(args)
+    subscriber.subscribe("split/#", qos=1)
+    subscribed.get(timeout=TIMEOUT)
+    topic = "split/" + "t" * 594
+    payload = bytes(range(256)) * 29 + b"p" * (8200 - 2 - 600 - 256 * 29)
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload
+    packet = b"\x30" + bytes([0x80 | len(body) % 128, len(body) // 128]) + body
+    assert packet[2:4] == b"\x40\x02"
+    publisher = RawClient(HOST, broker.port)
+    try:
+        publisher.connect(f"split-{uuid.uuid4().hex[:8]}")
+        publisher.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        publisher.sock.sendall(packet[:2])
+        time.sleep(0.05)  # the behaviour under test: the packet arrives in two pieces
+        publisher.sock.sendall(packet[2:])
+        publisher.publish("split/marker", b"after")
+        assert received.get(timeout=TIMEOUT) == (topic, payload)
+        assert received.get(timeout=TIMEOUT) == ("split/marker", b"after")
+    finally:
+        publisher.close()
+        subscriber.disconnect()
+        subscriber.loop_stop()
+
+
+def test_a_topic_already_routed_follows_subscribe_and_unsubscribe(broker: EmbeddedBroker) -> None:  # noqa: F811
+    """The broker remembers each topic's readers; a SUBSCRIBE or UNSUBSCRIBE after a
+    message was routed on the topic decides who gets the next one."""
+    got: dict[str, queue.Queue[bytes]] = {"a": queue.Queue(), "b": queue.Queue()}
+    acks: queue.Queue[object] = queue.Queue()
+    clients = {}
+    for name in got:
+        clients[name] = _client(broker.port)
+        clients[name].on_message = lambda _c, _u, message, name=name: got[name].put(message.payload)
+        clients[name].on_subscribe = clients[name].on_unsubscribe = lambda *args: acks.put(args)
+    publisher = _client(broker.port)
+    try:
+        clients["a"].subscribe([("routes/t", 1), ("routes/marker", 1)])
+        clients["b"].subscribe("routes/marker", qos=1)
+        acks.get(timeout=TIMEOUT), acks.get(timeout=TIMEOUT)
+
+        def round_trip(payload: bytes) -> dict[str, list[bytes]]:
+            publisher.publish("routes/t", payload, qos=1).wait_for_publish(TIMEOUT)
+            publisher.publish("routes/marker", b"marker", qos=1).wait_for_publish(TIMEOUT)
+            out: dict[str, list[bytes]] = {}
+            for name, messages in got.items():
+                out[name] = []
+                while (message := messages.get(timeout=TIMEOUT)) != b"marker":
+                    out[name].append(message)
+            return out
+
+        assert round_trip(b"1") == {"a": [b"1"], "b": []}
+        assert round_trip(b"2") == {"a": [b"2"], "b": []}  # answered from memory
+        clients["b"].subscribe("routes/t", qos=1)
+        acks.get(timeout=TIMEOUT)
+        assert round_trip(b"3") == {"a": [b"3"], "b": [b"3"]}
+        clients["a"].unsubscribe("routes/t")
+        acks.get(timeout=TIMEOUT)
+        assert round_trip(b"4") == {"a": [], "b": [b"4"]}
+    finally:
+        for client in (*clients.values(), publisher):
+            client.disconnect()
+            client.loop_stop()

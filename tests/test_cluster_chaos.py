@@ -2,7 +2,7 @@
 and those only a cluster has (a node killed, the whole cluster restarted, a node cut off).
 
 One system per module (harness/cluster.py): three nodes on free ports, stopped by pid;
-the API (gunicorn) and the relay on the database of the pass (SQLite, or PostgreSQL, the
+the API (granian) and the relay on the database of the pass (SQLite, or PostgreSQL, the
 production shape: one database per module, dropped afterwards). The relay is told node 1
 first and moves to the next node when it loses its broker (``ORDERBUS_MQTT_FAILOVER_URLS``,
 by default a cluster's other nodes). Devices and dashboards are paho clients given every
@@ -356,7 +356,7 @@ def test_relay_killed_between_publish_and_mark(system: ClusterSystem, database_u
 
 
 def test_api_worker_killed_after_commit_and_the_client_retries(system: ClusterSystem):
-    """A gunicorn worker dies after committing an order and before answering; the client
+    """An API worker dies after committing an order and before answering; the client
     retries with the same Idempotency-Key: one order, and a dashboard on node 3 gets its
     first event once (version 1)."""
     api, _ = _api(system)

@@ -57,7 +57,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def processes(peer: Peer) -> dict[str, int]:
-    """The peer's processes by name: broker, relay, api (gunicorn's master) and each api
+    """The peer's processes by name: broker, relay, api (the HTTP server's main process) and each api
     worker; for the Node peer its one process."""
     if not isinstance(peer, SystemPeer):
         return {"node": peer.pids()[0]}
@@ -123,9 +123,6 @@ SCAFFOLDING = (
     "(threading.py)",
     "(concurrent/futures/thread.py)",
     "(asyncio/runners.py)",
-    "(gunicorn/arbiter.py)",
-    "(gunicorn/app/base.py)",
-    "(gunicorn/workers/base.py)",
     "<module>",
     "main (",
 )

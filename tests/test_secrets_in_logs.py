@@ -140,6 +140,7 @@ def test_a_full_run_logs_no_password_and_no_broker_secret(tmp_path: Path, databa
         ORDERBUS_SOCKETIO_PORT=str(free_port()),
         ORDERBUS_WEBHOOK_POLL_SECONDS="1",
         ORDERBUS_WEBHOOKS_ALLOW_PRIVATE="true",  # the receiver is on 127.0.0.1
+        ORDERBUS_API_ACCESS_LOG="true",  # request lines too (the positive control below reads them)
         **database,
     )
     data_dir = Path(system.env["ORDERBUS_DATA_DIR"])

@@ -6,30 +6,25 @@ While the broker is away rows wait in the database; nothing is lost. On every
 the current state, so a broker that lost its retained store is whole again.
 
 What the broker lacks, it learns from a marker it keeps retained on
-``orderbus/relay/epoch``, which follows the rows it covers and which the relay reads back
-after connecting (``rehydration.py``): a relay's reconnects, whatever makes them (a
-flapping network, an evicted session), republish nothing; a broker that restarted empty
-gets every order's and worklist's state again, one that restored an older snapshot what
-changed since.
+``orderbus/relay/epoch``, read back after connecting (``rehydration.py``): a relay's
+reconnects republish nothing; a broker that restarted empty gets every order's and
+worklist's state again, one that restored an older snapshot what changed since.
 
-Only the relay holding the relay lock (``leader.py``) publishes. Work that must also run
-in exactly one process (the dispatch timers, the broker's login files) runs beside it as
-*companions*: units of their own, started on their own threads while this relay is
-active (``order_service.relay`` puts the process together). Messages the service reads
-from the broker (agent presence) come in on the relay's connection and are handed to
-the unit that subscribed to them.
+Only the relay holding the relay lock (``leader.py``) publishes. Work that must run in
+exactly one process (dispatch timers, the broker's login files) runs beside it as
+*companions* on their own threads while it is active (``order_service.relay`` puts the
+process together); messages the service reads (agent presence) come in on the relay's
+connection and go to the unit that subscribed to them.
 
-Retained state never goes backwards: there is one publisher, it publishes in
-id (commit) order, and a row is published *retained* only when it is the
-newest row of its topic; an older row (a re-send after a partial
-acknowledgement, or an intermediate state in a burst) goes out unretained, so
-live subscribers still see it but the broker keeps the newer state.
+Retained state never goes backwards: one publisher, in id (commit) order, and a row is
+published *retained* only when it is the newest of its topic; an older one (a re-send, an
+intermediate state in a burst) goes out unretained: live subscribers see it, the broker
+keeps the newer state.
 
-It reads the outbox after the last acknowledged row (published rows are a prefix, in id
-order) and, at most ``MARK_EVERY`` s later, marks all acknowledged rows with one statement
-and moves its marker: not a write transaction (under the writer lock) and a third publish
-per order. A relay killed before marking makes the next one send those rows again, in
-order (at least once); a lagging marker costs a few messages republished, never a gap.
+It reads the outbox after the last acknowledged row and, at most ``MARK_EVERY`` s later,
+marks all acknowledged rows with one statement and moves its marker (not a write
+transaction and a third publish per order). A relay killed before marking makes the next
+send those rows again, in order; a lagging marker costs a few republished, never a gap.
 """
 
 from __future__ import annotations

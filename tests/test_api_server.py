@@ -11,6 +11,7 @@ only when ORDERBUS_API_ACCESS_LOG is on.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -49,7 +50,8 @@ class Api:
         """The main process's children: its worker processes."""
         found: set[int] = set()
         for task in Path(f"/proc/{self.pid}/task").glob("*/children"):
-            found |= {int(pid) for pid in task.read_text().split()}
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                found |= {int(pid) for pid in task.read_text().split()}
         return found
 
     def get(self, path: str = "/api/v1/healthz") -> int:

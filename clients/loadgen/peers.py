@@ -275,7 +275,8 @@ class SystemPeer(Peer):
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        found += [int(p) for p in task.read_text().split()]
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            found += [int(p) for p in task.read_text().split()]
     return found
 
 

@@ -107,10 +107,10 @@ def test_make_run_prod_on_mosquitto(prod_env: dict, tmp_path: Path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
         # /readyz answers once one worker is up; the other three log their boot soon after.
-        while len(re.findall(r"Booting worker with pid", log.read_text())) < 4:
+        while len(re.findall(r"Started worker-\d+", log.read_text())) < 4:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
-        assert len(re.findall(r"Booting worker with pid", log.read_text())) == 4
+        assert len(re.findall(r"Started worker-\d+", log.read_text())) == 4
         dashboard = f"http://127.0.0.1:{env['ORDERBUS_API_PORT']}/admin"
         assert http_status(f"{dashboard}/") == 200 and http_status(f"{dashboard}/vendor/mqtt.esm.js") == 200
 

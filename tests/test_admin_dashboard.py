@@ -234,18 +234,61 @@ def test_assign_from_the_page_reaches_the_agent(page, system: System) -> None:
         page.wait_for_selector(f'#timeline:has-text("{agent["name"]}")')
         screenshot(page, "detail.png")
 
-        # A second agent, deactivated after the page loaded the list: the server refuses.
+        # A second agent, deactivated while the page's request is on its way: the server refuses.
         other = system.make_agent()
         page.reload()
         page.wait_for_selector('#conn[data-state="connected"]', timeout=15000)
         page.click(f'#orders li[data-id="{order["id"]}"] button')
-        system.admin.request("PATCH", f"/agents/{other['id']}", {"active": False})
         page.select_option("#assign-agent", other["id"])
+
+        def deactivate_first(route) -> None:
+            system.admin.request("PATCH", f"/agents/{other['id']}", {"active": False})
+            route.continue_()
+
+        page.route(f"**/orders/{order['id']}/agent", deactivate_first)
         page.click("#assign-btn")
         error = page.wait_for_selector("#action-error:not([hidden])")
         assert "deactivated" in error.inner_text()
+        assert system.admin.request("GET", f"/orders/{order['id']}")["agent_id"] == agent["id"]
     finally:
         device.stop()
+
+
+def test_a_chosen_agent_deactivated_meanwhile_is_not_swapped_for_another(page, system: System) -> None:
+    """The agent chosen in the detail pane is deactivated while the page is open: when the page's
+    agent list next reloads, the choice is cleared and said so, never silently replaced by
+    another agent; Assign then asks for a choice and sends nothing."""
+    first, chosen = system.make_agent(), system.make_agent()
+    order = system.ready_order("confirmed")
+    system.admin.request("PUT", f"/orders/{order['id']}/agent", {"agent_id": first["id"]})
+    open_dashboard(page, system)
+    page.click(f'#orders li[data-id="{order["id"]}"] button')
+    page.wait_for_selector(f'#detail-agent:has-text("{first["name"]}")')
+    page.select_option("#assign-agent", chosen["id"])
+    system.admin.request("PATCH", f"/agents/{chosen['id']}", {"active": False})
+    # A newcomer's presence: the page does not know that agent, so it reloads the list.
+    newcomer = system.make_agent()
+    device = agent_device(system, newcomer)
+    try:
+        presence(device, newcomer, "online")
+        page.wait_for_selector(f'#agents li[data-agent="{newcomer["id"]}"]', timeout=LIVE * 1000)
+        error = page.wait_for_selector("#action-error:not([hidden])")
+        assert f"{chosen['name']} is no longer active" in error.inner_text()
+        assert page.input_value("#assign-agent") != chosen["id"]
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/agent") else None)
+        page.evaluate("document.getElementById('assign-agent').value = ''")  # nothing chosen
+        page.click("#assign-btn")
+        page.wait_for_selector('#action-error:has-text("Choose an agent first")')
+        assert not sent
+        # Positive control: a choice that is still active is sent and applied.
+        page.select_option("#assign-agent", newcomer["id"])
+        page.click("#assign-btn")
+        page.wait_for_selector(f'#detail-agent:has-text("{newcomer["name"]}")', timeout=LIVE * 1000)
+        assert sent
+    finally:
+        device.disconnect()
+        device.loop_stop()
 
 
 def test_broker_restart_converges_without_duplicates(page, system: System) -> None:

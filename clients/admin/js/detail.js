@@ -117,7 +117,11 @@ export class Detail {
       return option;
     }));
     if (agents.some((a) => a.id === current)) select.value = current;
-    else if (order.agent_id || order.offer) select.value = order.agent_id || order.offer.agent_ids[0];
+    else if (current) {
+      // The chosen agent left the list (deactivated meanwhile): no silent switch to another.
+      select.value = "";
+      this.showError(`${this.store.agentName(current)} is no longer active: choose another agent.`);
+    } else if (order.agent_id || order.offer) select.value = order.agent_id || order.offer.agent_ids[0];
     $("assign-hint").hidden = assignable;
     for (const id of ["assign-agent", "assign-btn", "offer-btn"]) $(id).disabled = !assignable || !agents.length || this.busy;
     $("assign-btn").textContent = order.agent_id ? "Reassign" : "Assign";
@@ -127,6 +131,13 @@ export class Detail {
   assign(offer) {
     const agentId = $("assign-agent").value;
     if (agentId) this.run(() => this.api.assign(this.order, agentId, offer));
+    else this.showError("Choose an agent first.");
+  }
+
+  showError(text) {
+    const error = $("action-error");
+    error.textContent = text;
+    error.hidden = false;
   }
 
   async run(action) {
@@ -139,9 +150,7 @@ export class Detail {
       $("action-reason").value = "";
       this.onChanged(order);
     } catch (err) {
-      const error = $("action-error");
-      error.textContent = err instanceof ApiError ? err.explain() : String(err);
-      error.hidden = false;
+      this.showError(err instanceof ApiError ? err.explain() : String(err));
     } finally {
       this.busy = false;
       if (this.order) {

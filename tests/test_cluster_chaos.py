@@ -264,13 +264,22 @@ def converge(devices: list[Hopper], api: Api, mark: int, name: str, topic: str |
     """Each device holds the newest state; their ledgers added up and checked."""
     totals = Counts()
     known = event_log(api)
+    each: list[str] = []  # per device, for a failure's message
     for device in devices:
         events = wait_converged(device, api, mark, topic or device.topic, timeout=CONVERGE)
         counts = account(events, device.seen, known=known)
         for field in ("events", "delivered", "recovered", "lost", "duplicated", "unexpected"):
             setattr(totals, field, getattr(totals, field) + getattr(counts, field))
         assert not device.contract_errors, device.contract_errors
-    totals.check(name)
+        hops = [(port, present, round(at, 1)) for port, present, at in device.connections]
+        each.append(
+            f"{device.client._client_id.decode()}: {counts.lost} lost of {counts.events};"
+            f" connections (port, session present, t) {hops}"
+        )
+    try:
+        totals.check(name)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n" + "\n".join(each)) from None
     return totals
 
 

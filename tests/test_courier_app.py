@@ -37,10 +37,7 @@ from tests.courier_page import (
 )
 
 # The dashboard's fixture: Debian's chromium, skipped (or failed in CI) when it is missing.
-try:  # where the dashboard's tests keep it since they share their fixtures
-    from tests.dashboard_fixtures import browser  # noqa: F401, F811
-except ImportError:
-    from tests.test_admin_dashboard import browser  # noqa: F401, F811
+from tests.dashboard_fixtures import browser, watched_context  # noqa: F401, E402, F811
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -73,25 +70,9 @@ def context(browser):  # noqa: F811
         if os.environ.get("CI") == "true":
             pytest.fail("the courier app's tests need its mqtt.js: make courier-deps")
         pytest.skip("the courier app's tests need its mqtt.js: make courier-deps")
-    ctx = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-    problems: list[str] = []
-    console: list[str] = []
-
-    def watch(page) -> None:
-        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-
-        def on_console(msg) -> None:
-            console.append(f"{msg.type}: {msg.text}")
-            if msg.type == "error" and "Content Security Policy" in msg.text:
-                problems.append(f"console: {msg.text}")
-
-        page.on("console", on_console)
-
-    ctx.on("page", watch)
-    yield ctx
-    print("browser console:", *console, sep="\n  ")  # shown when the test fails
-    ctx.close()
-    assert not problems, "\n".join(problems)
+    phone = {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+    with watched_context(browser, **phone) as ctx:
+        yield ctx
 
 
 def test_served_installable_with_a_strict_content_security_policy(system: System) -> None:

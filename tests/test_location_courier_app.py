@@ -14,14 +14,10 @@ import pytest
 
 from harness.system import System
 from tests.courier_page import IMAGES, PHONE, WAIT, card, log_in, tap_action
+from tests.dashboard_fixtures import browser  # noqa: F401, F811
 from tests.helpers import wait_until
 from tests.mqtt_fixtures import Subscriber
 from tests.test_courier_app import _system
-
-try:  # the dashboard's fixture: Debian's chromium, skipped (or failed in CI) when missing
-    from tests.dashboard_fixtures import browser  # noqa: F401, F811
-except ImportError:
-    from tests.test_admin_dashboard import browser  # noqa: F401, F811
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

@@ -17,16 +17,14 @@ import pytest
 from harness.processes import ROOT
 from harness.system import System, make_system
 from tests.courier_page import PHONE, WAIT, card, gone, log_in, tap_action
-from tests.dashboard_fixtures import watched_context
+from tests.dashboard_fixtures import (
+    browser,  # noqa: F401, F811
+    watched_context,
+)
 from tests.dashboard_page import open_dashboard
 from tests.shop_page import IMAGES, customer, seed_menu, wait_status
 from tests.shop_page import log_in as shop_log_in
 from tests.test_proof_of_delivery import png
-
-try:  # where the dashboard's tests keep it since they share their fixtures
-    from tests.dashboard_fixtures import browser  # noqa: F401, F811
-except ImportError:
-    from tests.test_admin_dashboard import browser  # noqa: F401, F811
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

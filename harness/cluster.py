@@ -4,7 +4,13 @@ The nodes run the ``nats-server`` of the ``cluster`` extra (``.venv/bin/nats-ser
 never a system one), from the configurations ``python -m order_service cluster-config``
 writes (``order_service/ops/cluster.py``): the same settings move the same ports, here
 to blocks of consecutive free ports. Each node is a child in its own process group,
-stopped by its pid. A node counts as started when it accepts an MQTT CONNECT.
+stopped by its pid. A node counts as started when it accepts an MQTT CONNECT; a start
+returns once every replicated stream and consumer also has a leader whose replicas are all
+current (by the nodes' ``/jsz``), so that a fault that follows cannot take the only current copy.
+With the auth callout on (``ORDERBUS_CLUSTER_AUTH_CALLOUT``, the default), each node's callout
+(``python -m order_service cluster-callout --node i``) starts with the node and runs until
+:meth:`NatsCluster.close`, as under ``make run-cluster``: a node killed and started again
+finds its callout reconnecting.
 
 - :func:`cluster_env`: the environment of a system on a cluster (ports, ORDERBUS_CLUSTER_NODES)
 - :class:`NatsCluster`: start, stop, kill, pause, resume and reload nodes
@@ -14,15 +20,20 @@ stopped by its pid. A node counts as started when it accepts an MQTT CONNECT.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
 from broker.server import HANDED_OUT
+from contract.link import url_host
 from harness.processes import BIN, ROOT, ToolMissing, child_env, cli, stop_group
 from harness.system import System
 from order_service.accounts import nats_logins
@@ -112,7 +123,13 @@ def cluster_env(data_dir: Path, nodes: int = NODES, **settings: str) -> dict[str
 
 def settings_of(env: dict[str, str]) -> Settings:
     """The service's settings in ``env`` (those the nodes' configurations depend on)."""
-    names = ("DATA_DIR", "CLUSTER_NODES", "BROKER_HOST", *(v.removeprefix("ORDERBUS_") for v in PORT_BASES))
+    names = (
+        "DATA_DIR",
+        "CLUSTER_NODES",
+        "CLUSTER_AUTH_CALLOUT",
+        "BROKER_HOST",
+        *(v.removeprefix("ORDERBUS_") for v in PORT_BASES),
+    )
     values = {name.lower(): env[f"ORDERBUS_{name}"] for name in names if f"ORDERBUS_{name}" in env}
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -125,6 +142,7 @@ class NatsCluster:
         self.settings = settings_of(env)
         self.nodes = cluster.nodes(self.settings)
         self.procs: dict[int, subprocess.Popen] = {}
+        self.callouts: dict[int, subprocess.Popen] = {}
         self.probe: tuple[str, str] | None = None
 
     def write_configs(self) -> None:
@@ -160,9 +178,85 @@ class NatsCluster:
                 start_new_session=True,
             )
             log.close()
+            if self.settings.cluster_auth_callout:
+                self.start_callout(index)
         for index in chosen:
             self.wait_ready(index, timeout - (time.monotonic() - began))
+        ready = time.monotonic() - began
+        self.wait_settled(timeout - ready)
+        return ready
+
+    def unsettled(self) -> list[str]:
+        """The replicated streams and consumers (the MQTT sessions' JetStream state) that lack a
+        leader or whose leader sees a replica that is not current, by each running node's
+        ``/jsz``; an unreachable node's monitoring endpoint counts too."""
+        led: dict[str, list[str]] = {}  # raft group -> the leader's replicas not current
+        groups: dict[str, str] = {}  # raft group -> stream or consumer name
+        for index, proc in self.procs.items():
+            if proc.poll() is not None:
+                continue
+            node = self.node(index)
+            url = (
+                f"http://{url_host(node.host)}:{node.monitor_port}/jsz?streams=true&consumers=true&raft=true"
+            )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    report = json.load(answer)
+            except (OSError, ValueError, urllib.error.URLError) as error:
+                return [f"node {index}: {error}"]
+            for account in report.get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    for item in [stream, *(stream.get("consumer_detail") or [])]:
+                        info = item.get("cluster") or {}
+                        if "raft_group" not in info:
+                            continue  # not replicated (R1): nothing to wait for
+                        groups[info["raft_group"]] = item["name"]
+                        if info.get("leader") == node.name:
+                            stale = [r["name"] for r in info.get("replicas") or [] if not r.get("current")]
+                            led[info["raft_group"]] = stale
+        return [
+            f"{name}: " + (f"replicas {led[group]} not current" if group in led else "no leader")
+            for group, name in groups.items()
+            if led.get(group) != []
+        ]
+
+    def wait_settled(self, timeout: float = 30.0) -> float:
+        """Until every replicated stream and consumer has a leader with all its replicas current
+        (a node answers MQTT before it has caught up; a kill soon after one is restarted could
+        otherwise take the only current copy). Gives up after ``timeout`` with a warning on
+        stdout, since a cluster that never settles fails the test that needs it; the seconds it
+        took."""
+        began = time.monotonic()
+        while True:
+            left = self.unsettled()
+            if not left or time.monotonic() - began > max(timeout, 1.0):
+                break
+            time.sleep(0.2)
+        if left:
+            print(f"[cluster] not settled after {timeout:.0f} s: {'; '.join(left[:5])}")
         return time.monotonic() - began
+
+    def start_callout(self, index: int) -> None:
+        """Node ``index``'s auth callout, unless it runs (it connects once the node is up)."""
+        if index in self.callouts and self.callouts[index].poll() is None:
+            return
+        log = open(self.callout_log_path(index), "ab")  # noqa: SIM115 - the child holds it
+        self.callouts[index] = subprocess.Popen(
+            [sys.executable, "-m", "order_service", "cluster-callout", "--node", str(index)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def stop_callout(self, index: int, sig: int = signal.SIGTERM) -> None:
+        """Stop node ``index``'s auth callout (``signal.SIGKILL``: kill -9) and wait for it."""
+        _end(self.callouts.pop(index), sig)
+
+    def callout_log_path(self, index: int) -> Path:
+        return self.node(index).conf.parent / f"callout{index}.log"
 
     def wait_ready(self, index: int, timeout: float = 60.0) -> None:
         """Until node ``index`` accepts the probe's MQTT CONNECT (``/healthz`` answers seconds earlier)."""
@@ -196,31 +290,38 @@ class NatsCluster:
 
     def stop(self, index: int, sig: int = signal.SIGTERM) -> None:
         """Stop node ``index`` (``signal.SIGKILL``: kill -9) and wait for it."""
-        proc = self.procs.pop(index)
-        if sig == signal.SIGKILL:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(10)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGCONT)  # a paused node cannot stop
-            stop_group(proc, sig)
+        _end(self.procs.pop(index), sig)
 
     def close(self) -> None:
         for index in list(self.procs):
             self.stop(index)
+        for index in list(self.callouts):
+            self.stop_callout(index)
 
     def log(self, index: int) -> str:
         path = self.node(index).log
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _end(proc: subprocess.Popen, sig: int) -> None:
+    """Stop a child (``signal.SIGKILL``: kill -9) and wait for it."""
+    if sig == signal.SIGKILL:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(10)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)  # a paused process cannot stop
+        stop_group(proc, sig)
+
+
 def start_bare_cluster(
     data_dir: Path, logins: Iterable[tuple[str, str, Iterable[str]]], nodes: int = NODES
 ) -> NatsCluster:
-    """A cluster without the service (the benchmarks' bare broker): its users file holds ``logins``
-    (username, secret, ACL rules as the ACL file words them, e.g. ``read orders/#``)."""
-    nats = NatsCluster(cluster_env(data_dir, nodes))
+    """A cluster without the service (the benchmarks' bare broker), without the auth callout: its
+    users file holds ``logins`` (username, secret, ACL rules as the ACL file words them, e.g.
+    ``read orders/#``)."""
+    nats = NatsCluster(cluster_env(data_dir, nodes, ORDERBUS_CLUSTER_AUTH_CALLOUT="false"))
     nats.probe = cluster.ensure_probe(nats.settings)
     for node in nats.nodes:
         node.store.mkdir(parents=True, exist_ok=True)

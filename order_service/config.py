@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     cluster_monitor_port: int = Field(
         18222, ge=1, le=65535, description="node i's monitoring port (/healthz): this + i - 1"
     )
+    # Logins on the cluster go through `python -m order_service cluster-callout` (one per node),
+    # which refuses a client id other than the username (docs/security.md).
+    cluster_auth_callout: bool = Field(
+        True, description="NATS auth callout: the client id must be the username (docs/scaling.md)"
+    )
     # What devices and dashboards are told to connect to (as they reach the broker).
     # A cluster's nodes: several URLs, comma-separated (the default with ORDERBUS_CLUSTER_NODES).
     public_mqtt_url: str = Field("", description="default mqtt://<broker_host>:<broker_port>")
@@ -76,6 +81,9 @@ class Settings(BaseSettings):
     api_port: int = Field(5000, ge=0, le=65535)
     api_workers: int = Field(2, ge=1, le=64)
     api_access_log: bool = Field(False, description="The API writes one line per request to its output")
+    api_fast_path: bool = Field(
+        True, description="POST /orders that succeeds is answered without Flask's per-request machinery"
+    )
     api_keepalive_seconds: int = Field(
         30,
         ge=5,

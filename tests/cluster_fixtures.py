@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -149,6 +150,21 @@ class Device:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def connect_until_accepted(
+    url: str, username: str, password: str, timeout: float = 15.0, **options: Any
+) -> Device:
+    """A device on ``url`` once the node accepts the login (a CONNECT in flight while the nodes
+    reload, for a login gone, may be closed once; without the auth callout a login issued a
+    moment ago is refused until its node has reloaded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        device = Device(url, username, password, **options).start()
+        if device.connected.is_set() or time.monotonic() > deadline:
+            return device
+        device.stop()
+        time.sleep(0.2)
 
 
 def bridge_login(system: ClusterSystem, process: str = "webhooks") -> tuple[str, str]:

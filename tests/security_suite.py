@@ -24,6 +24,12 @@ SECURITY_TESTS: dict[str, str | tuple[str, ...]] = {
         "test_retained_messages_never_leak_across_agents",
         "test_a_burst_of_500_agent_logins_does_not_stall_delivery",
     ),
+    # The NATS cluster's auth callout: the client id is the username there too.
+    "test_cluster_client_ids.py": (
+        "test_another_login_cannot_take_a_devices_client_id",
+        "test_a_wrong_secret_is_refused_the_right_one_accepted",
+        "test_a_deactivated_or_rotated_login_is_cut_off_at_the_reload",
+    ),
     # The embedded broker's login and ACL plugins.
     "test_broker_auth.py": (
         "test_only_a_known_user_with_its_secret_may_connect",

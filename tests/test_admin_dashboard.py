@@ -246,9 +246,19 @@ def test_assign_from_the_page_reaches_the_agent(page, system: System) -> None:
             route.continue_()
 
         page.route(f"**/orders/{order['id']}/agent", deactivate_first)
-        page.click("#assign-btn")
-        error = page.wait_for_selector("#action-error:not([hidden])")
-        assert "deactivated" in error.inner_text()
+        # Every text the error line shows: the deactivation also reloads the page's agent list, which
+        # may say "no longer active" before or after the server's refusal arrives (both are true).
+        page.evaluate(
+            """() => { window.shownErrors = [];
+              const error = document.getElementById('action-error');
+              new MutationObserver(() => window.shownErrors.push(error.textContent))
+                .observe(error, {childList: true, characterData: true, subtree: true}); }"""
+        )
+        with page.expect_response(lambda r: r.url.endswith(f"/orders/{order['id']}/agent")) as refused:
+            page.click("#assign-btn")
+        assert refused.value.status == 422 and "deactivated" in refused.value.json()["detail"]
+        page.wait_for_function("window.shownErrors.some((text) => text.includes('deactivated'))")
+        assert page.is_visible("#action-error")
         assert system.admin.request("GET", f"/orders/{order['id']}")["agent_id"] == agent["id"]
     finally:
         device.stop()

@@ -127,7 +127,7 @@ class Hopper(Subscriber):
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
             self.connections.append((self.ports[self.at], bool(flags.session_present), time.monotonic()))
-        # Refused (a login issued a moment ago, before the nodes reloaded their users): the node
+        # Refused (a callout that did not answer in time: its node was just killed): the node
         # answers, so the next attempt goes to it again.
         self._refused = reason_code.is_failure
         super()._on_connect(client, userdata, flags, reason_code, properties)

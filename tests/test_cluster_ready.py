@@ -39,9 +39,13 @@ def test_the_nodes_configurations_follow_the_settings(tmp_path):
         assert "stream_replicas: 3" in text
         assert all(f"nats-route://127.0.0.1:{routes + k}" in text for k in range(3))
         assert 'include "users.conf"' in text
+    # The auth callout (the default): the nodes know the callout's login; the logins are the callout's.
     users = (tmp_path / "var" / "nats" / "users.conf").read_text()
-    assert '"user": "orderbus-service"' in users and '"user": "orderbus-probe"' in users
-    assert "$2b$" in users  # bcrypt: the only hash nats-server checks
+    assert '"user": "orderbus-callout"' in users and "auth_callout" in users
+    assert '"user": "orderbus-service"' in users  # a node reloading keeps only the users it knows
+    logins = (tmp_path / "var" / "nats" / "logins.json").read_text()
+    assert '"user": "orderbus-service"' in logins and '"user": "orderbus-probe"' in logins
+    assert "$2b$" in logins  # bcrypt: the hashes nats-server checks, as the callout does
 
 
 def healthz_ready_at(url: str, began: float, done: threading.Event, found: list[float]) -> None:

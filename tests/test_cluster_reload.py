@@ -1,10 +1,12 @@
-"""Reloading the NATS cluster after a login change (SIGHUP to every node, sent by the service).
+"""Login changes on the NATS cluster, with the auth callout (the default).
 
-The API writes ``<data_dir>/nats/users.conf`` from the database and signals every node, as
-it signals Mosquitto. Here: a new agent's login works on every node right after; a
-deactivated agent's does not; and while orders stream and devices are connected, a dozen
-reloads (half sent by the service, half by the test) drop no node, no device, no relay
-connection and no order's retained state.
+The API writes the callout's ``<data_dir>/nats/logins.json`` from the database before it
+answers; when a login goes away or changes it also writes a new revision into
+``users.conf`` and signals every node (SIGHUP), as it signals Mosquitto. Here: a new
+agent's login is accepted on every node at its first CONNECT, with no reload; a
+deactivated agent's is refused; and while orders stream and devices are connected, a dozen
+reloads (half sent by the service, for deactivated agents, half by the test) drop no node,
+no device, no relay connection and no order's retained state.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import time
 
 import pytest
 
-from tests.cluster_fixtures import Device, bridge_login, running_cluster
+from harness.cluster import cluster_env, settings_of
+from order_service.accounts import nats_logins
+from tests.cluster_fixtures import Device, bridge_login, connect_until_accepted, running_cluster
 
 pytestmark = pytest.mark.timeout(300)
 cluster_system = pytest.fixture(scope="module")(running_cluster)
@@ -24,30 +28,34 @@ def reloads(system, index: int) -> int:
     return system.cluster.log(index).count("Reloaded server configuration")
 
 
-def connect_until_accepted(url: str, username: str, password: str, timeout: float = 15.0) -> Device:
-    """A device on ``url`` once the node accepts the login (a reload is asynchronous to the SIGHUP)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        device = Device(url, username, password).start()
-        if device.connected.is_set() or time.monotonic() > deadline:
-            return device
-        device.stop()
-        time.sleep(0.2)
+def test_only_a_login_gone_changed_or_unknown_asks_the_nodes_to_reload(tmp_path):
+    settings = settings_of(cluster_env(tmp_path / "var", 3))
+    one = ("agent-1", nats_logins.hash_secret("s1"), ("read agents/1/#",))
+    two = ("agent-2", nats_logins.hash_secret("s2"), ("read agents/2/#",))
+    write = lambda *logins: nats_logins.write(settings, logins, None)  # noqa: E731
+    assert write(one) is False  # the first file: nothing to cut off
+    assert write(one, two) is False  # a login added: the callout admits it from logins.json
+    assert '"user": "agent-2"' in nats_logins.logins_path(settings).read_text()
+    assert write(one, two) is False  # nothing changed
+    assert write(one, (two[0], two[1], ("read agents/#",))) is True  # new rules
+    assert write(one) is True  # a login gone
+    nats_logins.logins_path(settings).write_text("{not json")
+    assert write(one) is True  # what the nodes hold is unknown: reload
 
 
-def test_a_new_login_works_on_every_node_after_the_service_reloads_them(cluster_system):
+def test_a_new_login_is_accepted_on_every_node_at_once_without_a_reload(cluster_system):
     system = cluster_system
     before = [reloads(system, n.index) for n in system.cluster.nodes]
     agent = system.make_agent()
-    for node in system.cluster.nodes:
-        device = connect_until_accepted(node.mqtt_url, agent["mqtt"]["username"], agent["mqtt"]["password"])
+    for node in system.cluster.nodes:  # the first CONNECT, right after the API answered
+        device = Device(node.mqtt_url, agent["mqtt"]["username"], agent["mqtt"]["password"]).start()
         try:
             assert device.connected.is_set(), f"node {node.index}: {device.connack}"
             assert device.subscribe(f"agents/{agent['id']}/assigned") in (0, 1)
         finally:
             device.stop()
     after = [reloads(system, n.index) for n in system.cluster.nodes]
-    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+    assert after == before
 
 
 def test_a_deactivated_agent_is_refused_after_the_reload(cluster_system):
@@ -95,7 +103,9 @@ def test_reloads_under_load_drop_no_node_no_device_and_no_message(cluster_system
         writer = threading.Thread(target=stream)
         writer.start()
         for _ in range(6):
-            system.make_agent()  # the service rewrites users.conf and reloads every node
+            # a login gone: the service writes a new revision and reloads every node
+            gone = system.make_agent()
+            system.admin.request("PATCH", f"/agents/{gone['id']}", {"active": False})
             nats.reload()  # and one more from outside, as an operator would
         writer.join(120)
         assert not writer.is_alive() and not failures, failures

@@ -3,9 +3,9 @@
 An MQTT topic is a NATS subject there: '.' and 'ü' inside a level work, a space does not
 (the publisher is disconnected); MQTT 3.1.1 only (an MQTT 5 CONNECT is refused); a
 publish over ``max_payload`` (1 MiB) disconnects the client. Each refusal has its
-positive control. The relay's login (it writes ``orders/#``) publishes here under
-another client id, which the cluster allows: it does not bind the client id to the
-username as Mosquitto does (docs/scaling.md).
+positive control. The relay's login (it writes ``orders/#``) publishes here, with its
+username as client id (the auth callout refuses any other: docs/scaling.md), so this
+module's relay is stopped: no connection of the relay's is taken over.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import pytest
 from tests.cluster_fixtures import Device, bridge_login, running_cluster
 
 pytestmark = pytest.mark.timeout(240)
-cluster_system = pytest.fixture(scope="module")(running_cluster)
+
+
+@pytest.fixture(scope="module")
+def cluster_system(tmp_path_factory):
+    for system in running_cluster(tmp_path_factory):
+        system.stop("relay")  # its login is the writer's below
+        yield system
 
 
 def service_login(system) -> tuple[str, str]:
@@ -28,7 +34,7 @@ def pair(cluster_system):
     urls = cluster_system.cluster.mqtt_urls
     observer = Device(urls[2], *bridge_login(cluster_system)).start()
     assert observer.subscribe("orders/#") in (0, 1)
-    writer = Device(urls[0], *service_login(cluster_system), client_id="test-topics-writer").start()
+    writer = Device(urls[0], *service_login(cluster_system)).start()
     assert writer.connected.is_set(), writer.connack
     yield writer, observer
     writer.stop()

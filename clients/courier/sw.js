@@ -1,5 +1,5 @@
 // The courier app's service worker: keeps the app shell (this app's files, mqtt.js and the
-// two dashboard modules it imports) in a cache, so the app opens with no network at all.
+// dashboard modules it imports) in a cache, so the app opens with no network at all.
 //
 // Shell files are fetched network first (a new deploy shows on the next load) and fall back
 // to the cache when the network fails or is slower than SLOW_MS; each good answer refreshes
@@ -9,7 +9,7 @@
 // It also shows the service's Web Push messages (new assignment, new offer) while the app
 // is closed or in the background, and a tap on one opens or focuses the app.
 
-const CACHE = "orderbus-courier-v4";
+const CACHE = "orderbus-courier-v5";
 const SLOW_MS = 3000;
 const SHELL = [
   "/courier/",
@@ -27,6 +27,7 @@ const SHELL = [
   "/courier/js/worklist.js",
   "/courier/vendor/mqtt.esm.js",
   "/admin/js/api.js",
+  "/admin/js/cluster.js",
   "/admin/js/contract.js",
 ];
 

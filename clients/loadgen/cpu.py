@@ -7,6 +7,7 @@ order goes (docs/benchmarks/README.md, "Where the time of one order goes").
 
     python -m clients.loadgen.cpu -n 1000
     python -m clients.loadgen.cpu -n 1000 --profile var/profile   # and where in the code
+    python -m clients.loadgen.cpu -n 1000 --set ORDERBUS_API_FAST_PATH=false  # Flask for all
 
 With ``--profile DIR`` every process is sampled by py-spy (``pip install -e '.[bench]'``)
 while the POSTs and the PATCHes run: ``DIR/post/<process>.txt`` and ``DIR/patch/...`` hold
@@ -242,13 +243,20 @@ def measure(peer: Peer, count: int, profile_dir: Path | None = None) -> list[dic
     type=click.Path(file_okay=False, path_type=Path),
     help="sample every process with py-spy during the POSTs and the PATCHes and write its stacks here",
 )
-def main(count: int, profile_dir: Path | None) -> None:
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="ORDERBUS_NAME=VALUE",
+    help="a setting of the system under test (repeatable), e.g. ORDERBUS_API_FAST_PATH=false",
+)
+def main(count: int, profile_dir: Path | None, settings: tuple[str, ...]) -> None:
     """CPU milliseconds per request of GET /healthz, GET /orders, POST /orders and a status
     change (PATCH /orders/<id>/status, confirming each order the POSTs placed), per process."""
     if profile_dir is not None:
         py_spy()
     with tempfile.TemporaryDirectory(prefix="orderbus-cpu-") as tmp:
-        peer = SystemPeer(Path(tmp)).start()
+        peer = SystemPeer(Path(tmp), env=_settings(settings)).start()
         try:
             for kind in measure(peer, count, profile_dir):
                 p50 = kind["response_p50_ms"] or 0.0
@@ -264,6 +272,16 @@ def main(count: int, profile_dir: Path | None) -> None:
                         click.echo("\n".join(summary(raw)))
         finally:
             peer.stop()
+
+
+def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("ORDERBUS_"):
+            raise click.BadParameter(f"{pair!r}: expected ORDERBUS_NAME=VALUE", param_hint="--set")
+        env[name] = value
+    return env
 
 
 if __name__ == "__main__":

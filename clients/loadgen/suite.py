@@ -152,7 +152,8 @@ def swarm(config: dict, timeout: float = 900) -> list[dict]:
     """Run node/swarm.js on the load generator's core; its per-repetition results."""
     with pinned(LOAD_CPUS):
         done = subprocess.run(
-            [node(), "swarm.js", json.dumps(config)],
+            [node(), "swarm.js"],
+            input=json.dumps(config),  # on stdin: a thousand logins exceed an argument's limit
             cwd=NODE_DIR,
             capture_output=True,
             text=True,
@@ -235,6 +236,16 @@ class Bench:
         if self.save is not None:
             self.save(self.results)
 
+    @contextmanager
+    def _peer_part(self, bench: str, what: str, errors: list[str]) -> Iterator[None]:
+        """One peer's part of a benchmark: its failure is logged and kept in ``errors``, and
+        the other peers' parts still run and keep their rows."""
+        try:
+            yield
+        except Exception as exc:
+            self.log(f"  {bench} {what} failed: {exc!r:.500}")
+            errors.append(f"{what}: {exc!r}"[:2000])
+
     # -- B0 floors -------------------------------------------------------------------------
     def b0(self) -> dict:
         n = self.profile.b0_count
@@ -272,7 +283,8 @@ class Bench:
     # -- B2 fan-out ------------------------------------------------------------------------
     def b2(self) -> dict:
         p = self.profile
-        rows = []
+        rows: list[dict] = []
+        errors: list[str] = []
         for peer_type, transports in (
             (EmbeddedBrokerPeer, ("tcp", "ws")),
             (MosquittoPeer, ("tcp", "ws")),
@@ -280,7 +292,10 @@ class Bench:
             (NatsClusterPeer, ("tcp", "ws")),
         ):
             for transport in [t for t in transports if peer_type.name in p.brokers and t in p.transports]:
-                with running(peer_type(self._dir(f"b2-{peer_type.name}-{transport}"))) as peer:
+                with (
+                    self._peer_part("B2", f"{peer_type.name} {transport}", errors),
+                    running(peer_type(self._dir(f"b2-{peer_type.name}-{transport}"))) as peer,
+                ):
                     self.log(f"  B2 {peer.name} {transport}")
                     config = {
                         "mode": "fanout",
@@ -313,17 +328,21 @@ class Bench:
                     "duplicates": sum(r["duplicates"] for r in group),
                 }
             )
-        return {"raw": rows, "summary": summary}
+        return {"raw": rows, "summary": summary, **({"errors": errors} if errors else {})}
 
     # -- B4 reconnect storms on the bare brokers ---------------------------------------------
     def b4(self) -> dict:
         p = self.profile
-        rows = []
+        rows: list[dict] = []
+        errors: list[str] = []
         for peer_type in (EmbeddedBrokerPeer, MosquittoPeer, NatsClusterPeer):
             if peer_type.name not in p.brokers:
                 continue
             for orders in p.storm_orders:
-                with running(peer_type(self._dir(f"b4-{peer_type.name}-{orders}"))) as peer:
+                with (
+                    self._peer_part("B4", f"{peer_type.name} {orders} retained", errors),
+                    running(peer_type(self._dir(f"b4-{peer_type.name}-{orders}"))) as peer,
+                ):
                     first = True
                     for dashboards in p.storm_dashboards:
                         self.log(f"  B4 {peer.name} {orders} retained x {dashboards} dashboards")
@@ -338,13 +357,16 @@ class Bench:
                                     **row,
                                 }
                             )
-            with running(peer_type(self._dir(f"b4-{peer_type.name}-agents"))) as peer:
+            with (
+                self._peer_part("B4", f"{peer_type.name} agents reconnecting", errors),
+                running(peer_type(self._dir(f"b4-{peer_type.name}-agents"))) as peer,
+            ):
                 self.log(f"  B4 {peer.name} {p.storm_agents} agents reconnecting")
                 config = self._storm(peer, p.storm_agents, contract.agent_assigned("bench-{i}"), 1)
                 config |= {"retained": {"orders": 0, "agents": p.storm_agents}, "clean": False}
                 for row in swarm(config):
                     rows.append({"peer": peer.name, "case": f"{p.storm_agents} agents reconnecting", **row})
-        return {"raw": rows, "summary": _storm_summary(rows)}
+        return {"raw": rows, "summary": _storm_summary(rows), **({"errors": errors} if errors else {})}
 
     def _storm(self, peer: Peer, clients: int, filter_: str, expect: int, subs: list | None = None) -> dict:
         """A storm of ``clients`` subscribers, each with its own broker login (``subs``; default
@@ -518,7 +540,7 @@ class Bench:
                 }
             )
         return {
-            "raw": self.results["B4"]["raw"] + rows if "B4" in self.results else rows,
+            "raw": self.results.get("B4", {}).get("raw", []) + rows,
             "summary": _storm_summary((self.results.get("B4", {}).get("raw", [])) + rows),
         }
 
@@ -537,12 +559,16 @@ class Bench:
         samples: list[dict] = []
         with pinned(LOAD_CPUS):
             proc = subprocess.Popen(
-                [node(), "swarm.js", json.dumps(config)],
+                [node(), "swarm.js"],
                 cwd=NODE_DIR,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(config))  # on stdin: a thousand logins exceed an argument's limit
+        proc.stdin.close()
         holding = threading.Event()
         threading.Thread(
             target=lambda: [holding.set() for line in proc.stderr if "holding" in line], daemon=True

@@ -313,9 +313,7 @@ def sync_files(settings: Settings) -> bool:
         passwd, acl = render()
         changed = credfiles.write_atomically(acl_path, acl, settings.mqtt_file_mode)
         changed = credfiles.write_atomically(passwd_path, passwd, settings.mqtt_file_mode) or changed
-        nats_changed = bool(settings.cluster_nodes) and nats_logins.write_users(
-            settings, render_nats(settings)
-        )
+        nats_changed = bool(settings.cluster_nodes) and nats_logins.write(settings, *nats_logins_of(settings))
     if changed:
         reload_mosquitto(settings)
     if nats_changed:
@@ -323,10 +321,13 @@ def sync_files(settings: Settings) -> bool:
     return changed or nats_changed
 
 
-def render_nats(settings: Settings, now: datetime | None = None) -> str:
-    """The NATS cluster's users file for every live credential (accounts/nats_logins.py)."""
+def nats_logins_of(
+    settings: Settings, now: datetime | None = None
+) -> tuple[list[tuple[str, str, tuple[str, ...]]], str | None]:
+    """The NATS cluster's logins (username, bcrypt hash, ACL rules) of every live credential,
+    and the readiness probe's hash (accounts/nats_logins.py writes them)."""
     logins = [(c.username, c.nats_hash, rules_for(c)) for c in live_credentials(now) if c.nats_hash]
-    return nats_logins.render(logins, nats_logins.probe_hash(settings))
+    return logins, nats_logins.probe_hash(settings)
 
 
 def reload_mosquitto(settings: Settings) -> None:

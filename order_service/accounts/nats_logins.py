@@ -17,9 +17,26 @@ configuration includes. Then it reloads every node (SIGHUP to the pid in each
 - ``orderbus-probe``: a login allowed nothing, whose secret is in ``nats/probe-secret``;
   readiness checks connect with it (``order_service/ops/cluster.py``).
 
-One difference from Mosquitto cannot be written in this file: NATS does not make the
-client id the username. The service's own clients use their username as client id; a
-device that sends another id gets a session of that id with its own permissions.
+One rule of Mosquitto's cannot be written in this file: NATS does not make the client id
+the username. With ``ORDERBUS_CLUSTER_AUTH_CALLOUT`` (the default) every login therefore
+goes through the auth callout (``order_service/ops/callout.py``): the logins live in the
+account ``ORDERBUS`` (JetStream on), the callout's own login in ``AUTH``, and
+``authorization { auth_callout }`` names the key the callout signs with. The callout checks
+each CONNECT against ``nats/logins.json`` (the same entries, re-read when it changes),
+refuses a client id other than the username and answers with the login's permissions.
+
+So a node need not know a login to admit it: a login issued is usable as soon as
+``logins.json`` is written, before the API answers, and adding one reloads no node (a page
+connecting the moment its login is issued is not refused, and no connect in flight is cut by
+a reload made for someone else's login). The users file still lists every login: a node
+reloading closes every connection whose user its configuration does not name. Only a login
+that goes away or changes (expired, revoked, a new secret or new rules) reloads the nodes,
+and each node then asks the callout again for every open connection (``reloadAuthorization``
+in nats-server): a login gone is cut off then, and a CONNECT in flight at that moment may be
+closed (the device connects again).
+
+With the callout off, every change reloads the nodes, and a login issued a moment ago is
+refused until its node has reloaded.
 """
 
 from __future__ import annotations
@@ -27,8 +44,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
@@ -39,6 +58,10 @@ from order_service.config import Settings
 logger = logging.getLogger(__name__)
 
 PROBE_USER = "orderbus-probe"
+#: The auth callout: its login (account AUTH) and the account the logins it admits go to.
+CALLOUT_USER = "orderbus-callout"
+AUTH_ACCOUNT = "AUTH"
+APP_ACCOUNT = "ORDERBUS"
 #: bcrypt's cost for the logins' secrets: they are 256-bit random strings, so the cost only
 #: slows each CONNECT down (there is nothing to brute-force); 4 is bcrypt's least.
 BCRYPT_ROUNDS = 4
@@ -93,8 +116,8 @@ def permissions(rules: Iterable[str]) -> dict[str, dict[str, list[str]]]:
     }
 
 
-def render(logins: Iterable[tuple[str, str, Iterable[str]]], probe_hash: str | None) -> str:
-    """The users file: ``logins`` are (username, bcrypt hash, ACL rules)."""
+def entries(logins: Iterable[tuple[str, str, Iterable[str]]], probe_hash: str | None) -> list[dict]:
+    """The users of the file: ``logins`` are (username, bcrypt hash, ACL rules)."""
     users = []
     if probe_hash:
         users.append({"user": PROBE_USER, "password": probe_hash, "permissions": permissions(())})
@@ -102,13 +125,74 @@ def render(logins: Iterable[tuple[str, str, Iterable[str]]], probe_hash: str | N
         users.append({"user": username, "password": hashed, "permissions": permissions(rules)})
     for user in users:
         user["allowed_connection_types"] = list(CONNECTION_TYPES)
+    return users
+
+
+@dataclass(frozen=True)
+class Callout:
+    """What a users file with the auth callout names: the key its answers are signed with
+    (an account public key) and the bcrypt hash of the callout's own secret."""
+
+    issuer: str
+    user_hash: str
+
+
+def _lines(users: list[dict[str, object]], indent: str) -> str:
     # JSON is a subset of NATS's configuration format; quoted, a bcrypt "$2b$..." is no variable.
-    body = ",\n".join("    " + json.dumps(user, sort_keys=True) for user in users)
-    return (
+    return ",\n".join(indent + json.dumps(user, sort_keys=True) for user in users)
+
+
+def render(
+    logins: Iterable[tuple[str, str, Iterable[str]]], probe_hash: str | None, callout: Callout | None = None
+) -> str:
+    """The users file: ``logins`` are (username, bcrypt hash, ACL rules); with ``callout``, every
+    login is in the account ORDERBUS and goes through the auth callout."""
+    users = entries(logins, probe_hash)
+    header = (
         "# orderbus NATS users: generated from the service's database. Do not edit: it is\n"
         "# rewritten whenever a credential changes (see docs/scaling.md).\n"
-        f"authorization {{\n  users = [\n{body}\n  ]\n}}\n"
     )
+    if callout is None:
+        return header + f"authorization {{\n  users = [\n{_lines(users, '    ')}\n  ]\n}}\n"
+    auth_user: dict[str, object] = {"user": CALLOUT_USER, "password": callout.user_hash}
+    auth_user["allowed_connection_types"] = ["STANDARD"]  # the NATS protocol, never MQTT
+    return header + (
+        "accounts {\n"
+        f"  {APP_ACCOUNT} {{\n    jetstream: enabled\n    users = [\n{_lines(users, '      ')}\n    ]\n  }}\n"
+        f"  {AUTH_ACCOUNT} {{\n    users = [\n{_lines([auth_user], '      ')}\n    ]\n  }}\n"
+        "}\n"
+        "authorization {\n  auth_callout {\n"
+        f"    issuer: {json.dumps(callout.issuer)}\n"
+        f"    account: {json.dumps(AUTH_ACCOUNT)}\n"
+        f"    auth_users: [{json.dumps(CALLOUT_USER)}]\n"
+        "  }\n}\n"
+    )
+
+
+def render_logins(users: list[dict]) -> str:
+    """``nats/logins.json``, what the auth callout checks: the users file's entries (:func:`entries`)."""
+    return json.dumps({"users": users}, sort_keys=True, indent=1) + "\n"
+
+
+def lost(before: list[dict] | None, after: list[dict]) -> bool:
+    """Whether an entry of ``before`` is not in ``after``: a login expired or revoked, a new
+    secret, new rules. Only then must the nodes reload; a login added needs none. ``before``
+    unknown (None: a file that could not be read) counts as lost: a reload too many is safe."""
+    if before is None:
+        return True
+    kept = {json.dumps(user, sort_keys=True) for user in after}
+    return any(json.dumps(user, sort_keys=True) not in kept for user in before)
+
+
+def _read_logins(settings: Settings) -> list[dict] | None:
+    """The entries of ``logins.json``: [] when there is none yet, None when it cannot be read."""
+    try:
+        users = json.loads(logins_path(settings).read_text())["users"]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return users if isinstance(users, list) else None
 
 
 def probe_hash(settings: Settings) -> str | None:
@@ -116,11 +200,76 @@ def probe_hash(settings: Settings) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
+def logins_path(settings: Settings) -> Path:
+    return nats_dir(settings) / "logins.json"
+
+
 def write_users(settings: Settings, text: str) -> bool:
-    """Write the users file if it differs (atomically); True when it changed."""
+    """Write the users file if it differs, atomically; True when it changed."""
     path = users_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     return credfiles.write_atomically(path, text, 0o600)
+
+
+def write(settings: Settings, logins: Iterable[tuple[str, str, Iterable[str]]], probe: str | None) -> bool:
+    """Write what the nodes and the callout read for ``logins`` (username, bcrypt hash, ACL
+    rules); True when the nodes must reload. Call it under the credential files' lock
+    (broker_logins.sync_files): it compares with the ``logins.json`` it replaces.
+
+    With the callout, ``logins.json`` is written first (a login is usable when this returns)
+    and only a login gone or changed asks for a reload; without it, any change to the file."""
+    logins, lookup = list(logins), callout(settings)
+    if lookup is None:
+        return write_users(settings, render(logins, probe))
+    users = entries(logins, probe)
+    before = _read_logins(settings)
+    path = logins_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    credfiles.write_atomically(path, render_logins(users), 0o600)
+    write_users(settings, render(logins, probe, lookup))
+    return lost(before, users)
+
+
+def ensure_secret(settings: Settings, name: str) -> str:
+    """The secret of a login of the cluster's own (the probe, the callout), made once into
+    ``nats/<name>-secret`` with its bcrypt hash in ``nats/<name>.bcrypt`` (both 0600)."""
+    folder = nats_dir(settings)
+    secret_path, hash_path = folder / f"{name}-secret", folder / f"{name}.bcrypt"
+    if not (secret_path.exists() and hash_path.exists()):
+        secret = secrets.token_urlsafe(32)
+        _write_private(secret_path, secret + "\n")
+        _write_private(hash_path, hash_secret(secret) + "\n")
+    return secret_path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def issuer_seed(settings: Settings) -> bytes:
+    """The account nkey seed the callout signs with, made once into ``nats/callout-issuer.nk``."""
+    import nkeys  # the cluster extra's; the service runs without it on one broker
+
+    path = nats_dir(settings) / "callout-issuer.nk"
+    if not path.exists():
+        _write_private(path, nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT).decode() + "\n")
+    return path.read_text().strip().encode()
+
+
+def callout(settings: Settings) -> Callout | None:
+    """The auth callout the users file names (its key and login made if missing), or None
+    with ``ORDERBUS_CLUSTER_AUTH_CALLOUT`` off."""
+    if not settings.cluster_auth_callout:
+        return None
+    import nkeys
+
+    ensure_secret(settings, "callout")
+    issuer = nkeys.from_seed(bytearray(issuer_seed(settings))).public_key.decode()
+    user_hash = (nats_dir(settings) / "callout.bcrypt").read_text().strip()
+    return Callout(issuer=issuer, user_hash=user_hash)
 
 
 def reload_nodes(settings: Settings) -> int:

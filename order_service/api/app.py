@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import LimitedStream, get_content_length
 
 from order_service import api
-from order_service.api import access_log, courier, dashboard, problems, shop
+from order_service.api import access_log, courier, dashboard, fast_orders, problems, shop
 from order_service.config import load_settings
 from order_service.outbox.wakeup import Notifier
 from order_service.store import db
@@ -67,7 +68,10 @@ class ReadWholeBody:
             return self.wsgi_app(environ, closing(start_response))
         body = environ["wsgi.input"] = LimitedStream(environ["wsgi.input"], length)
         response = self.wsgi_app(environ, start_response)
-        while body.read(65536):
+        try:
+            while body.read(65536):
+                pass
+        except ClientDisconnected:  # gone before sending all it announced: nothing more to read
             pass
         return response
 
@@ -124,6 +128,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     dashboard.init_app(app)
     courier.init_app(app)
     shop.init_app(app)
+    if settings.api_fast_path:  # inside ReadWholeBody: a body it leaves unread is read there
+        app.wsgi_app = fast_orders.FastOrders(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = ReadWholeBody(app.wsgi_app, settings.drain_body_bytes)  # type: ignore[method-assign]
 
     if settings.trusted_proxy_networks:  # behind a reverse proxy (docs/production.md)

@@ -16,6 +16,7 @@ from order_service.api import location_schemas, schemas
 from order_service.api.common import BEARER, blueprint, idempotency_key, if_match
 from order_service.api.problems import field_problem
 from order_service.api.security import current_user, require
+from order_service.config import Settings
 from order_service.dispatch import location, offers
 from order_service.dispatch import settings as dispatch_config
 from order_service.errors import Forbidden, NotFound
@@ -23,32 +24,55 @@ from order_service.lifecycle import STATUSES
 from order_service.orders import access
 from order_service.orders import service as orders
 from order_service.orders.events import order_dict, published_body
-from order_service.store.models import Order, OrderHistory, OrderItem, rfc3339
+from order_service.store.models import Order, OrderHistory, OrderItem, User, rfc3339
 
 bp = blueprint("orders", "Orders and their lifecycle")
 
 
-def _body(order: Order) -> dict:
-    """The order as its reader sees it: its own customer also sees its delivery code."""
+def _body(order: Order, user: User | None = None) -> dict:
+    """The order as its reader (this request's user) sees it: its own customer also sees its
+    delivery code."""
     body = order_dict(order)
-    user = current_user()
+    user = user or current_user()
     if user.role == "customer" and order.owner_id == user.id:
         body["delivery_code"] = order.delivery_code
     return body
 
 
-def _order_response(order: Order, status: int = 200) -> Response:
+def order_text(order: Order, user: User) -> str:
+    """The order's JSON text for ``user``: as this request just published it (encoded once, for
+    the bus and for the answer) when it has not changed since, and with its delivery code for
+    its own customer."""
     text = published_body(order)
     if text is None:
-        response = jsonify(_body(order))
-    else:  # the order as this request just published it: encoded once, for the bus and for us
-        user = current_user()
-        if user.role == "customer" and order.owner_id == user.id:  # as _body adds it
-            text = f"{text[:-1]},{json.dumps('delivery_code')}:{json.dumps(order.delivery_code)}}}"
-        response = current_app.response_class(text + "\n", mimetype="application/json")
+        return json.dumps(_body(order, user), ensure_ascii=False)  # as jsonify encodes it
+    if user.role == "customer" and order.owner_id == user.id:
+        text = f"{text[:-1]},{json.dumps('delivery_code')}:{json.dumps(order.delivery_code)}}}"
+    return text
+
+
+def _order_response(order: Order, status: int = 200) -> Response:
+    text = order_text(order, current_user())
+    response = current_app.response_class(text + "\n", mimetype="application/json")
     response.status_code = status
     response.headers["ETag"] = f'"{order.version}"'
     return response
+
+
+def place_order(
+    settings: Settings, user: User, body: schemas.OrderCreate, key: str | None
+) -> tuple[Order, bool]:
+    """Place ``body`` as ``user`` (a customer or an admin): the order and whether it is new
+    (False: the Idempotency-Key's retry). Shared by the view and the API's fast path."""
+    new = orders.NewOrder(
+        customer=body.customer.model_dump(),
+        items=[item.model_dump(exclude_none=True) for item in body.items],
+        currency=body.currency if "currency" in body.model_fields_set else settings.currency,
+        notes=body.notes,
+        delivery_location=body.delivery_location.model_dump() if body.delivery_location else None,
+    )
+    business = orders.Business(settings.currency, settings.business_zone)
+    return orders.create_order(user, new, key, business)
 
 
 @bp.post("/orders", responses={201: schemas.OrderOut}, security=BEARER)
@@ -63,17 +87,7 @@ def create_order(body: schemas.OrderCreate, header: schemas.IdempotencyHeader) -
     item or option is a 422, a sold-out item a 409, each naming the line's field; nothing
     is written then. The order gets ``number``, sequential per business day."""
     settings = current_app.config["ORDERBUS"]
-    new = orders.NewOrder(
-        customer=body.customer.model_dump(),
-        items=[item.model_dump(exclude_none=True) for item in body.items],
-        currency=body.currency if "currency" in body.model_fields_set else settings.currency,
-        notes=body.notes,
-        delivery_location=body.delivery_location.model_dump() if body.delivery_location else None,
-    )
-    business = orders.Business(settings.currency, settings.business_zone)
-    order, created = orders.create_order(
-        current_user(), new, idempotency_key(header.idempotency_key), business
-    )
+    order, created = place_order(settings, current_user(), body, idempotency_key(header.idempotency_key))
     response = _order_response(order, 201)
     response.headers["Location"] = f"/api/v1/orders/{order.id}"
     if not created:
@@ -199,19 +213,28 @@ def change_status(
     path: schemas.OrderPath, body: schemas.StatusChange, header: schemas.IfMatchHeader
 ) -> Response:
     """Move the order along its lifecycle; 409 lists the allowed next states."""
-    order = orders.change_status(
-        current_user(),
-        path.order_id,
+    settings = current_app.config["ORDERBUS"]
+    order = move_order(settings, current_user(), path.order_id, body, if_match(header.if_match))
+    return _order_response(order)
+
+
+def move_order(
+    settings: Settings, user: User, order_id: str, body: schemas.StatusChange, version: int | None
+) -> Order:
+    """Apply ``body`` to the order as ``user``, expecting ``version`` (If-Match) when given.
+    Shared by the view and the API's fast path."""
+    return orders.change_status(
+        user,
+        order_id,
         body.status,
         reason=body.reason,
         force=body.force,
-        if_match=if_match(header.if_match),
-        config=dispatch_config.current(current_app.config["ORDERBUS"]),
+        if_match=version,
+        config=dispatch_config.current(settings),
         prep_minutes=body.prep_minutes,
         failure=(body.failure.reason, body.failure.note) if body.failure else None,
         code=body.code,
     )
-    return _order_response(order)
 
 
 @bp.put("/orders/<order_id>/agent", responses={200: schemas.OrderOut}, security=BEARER)

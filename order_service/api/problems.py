@@ -132,21 +132,28 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(peewee.OperationalError)
     def _database_busy(exc: peewee.OperationalError) -> Response:
-        # The database is busy (no turn to write in time) or unreachable. The transaction
-        # did not commit, so nothing was written: the client may retry (POST /orders with
-        # its Idempotency-Key). A fault of the service, not of the request.
-        logger.warning("database unavailable: %s", exc)
-        return render(
-            Problem(
-                503,
-                "Service Unavailable",
-                "the database is busy or unreachable; nothing was written, retry shortly",
-                slug="database-unavailable",
-                headers={"Retry-After": "1"},
-            )
-        )
+        return render(database_unavailable(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        logger.exception("unhandled error")
-        return render(Problem(500, "Internal Server Error", "an unexpected error occurred"))
+        return render(unexpected())
+
+
+def database_unavailable(exc: peewee.OperationalError) -> Problem:
+    """The database is busy (no turn to write in time) or unreachable. The transaction did
+    not commit, so nothing was written: the client may retry (POST /orders with its
+    Idempotency-Key). A fault of the service, not of the request."""
+    logger.warning("database unavailable: %s", exc)
+    return Problem(
+        503,
+        "Service Unavailable",
+        "the database is busy or unreachable; nothing was written, retry shortly",
+        slug="database-unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def unexpected() -> Problem:
+    """A fault of ours (logged with its traceback, from the ``except`` block that calls this)."""
+    logger.exception("unhandled error")
+    return Problem(500, "Internal Server Error", "an unexpected error occurred")

@@ -14,7 +14,7 @@ import click
 from order_service.accounts import broker_logins, users
 from order_service.catalog import service as catalog
 from order_service.config import Settings, load_settings
-from order_service.ops import cluster
+from order_service.ops import callout, cluster
 from order_service.ops import preflight as preflight_checks
 from order_service.ops.cluster import nodes as cluster_nodes
 from order_service.store import backup as backups
@@ -234,6 +234,17 @@ def cluster_config() -> None:
         raise click.ClickException(str(exc)) from None
     for node in written:
         click.echo(f"node {node.index}: {node.conf} (MQTT {node.mqtt_url}, WebSocket {node.ws_url})")
+
+
+@main.command("cluster-callout")
+@click.option("--node", "node_index", type=int, required=True, help="the node (from 1) to connect to")
+def cluster_callout(node_index: int) -> None:
+    """Answer the NATS nodes' auth requests (make run-cluster runs one per node): the MQTT
+    client id must be the username; logins from <data_dir>/nats/logins.json."""
+    settings = _settings()
+    if not 1 <= node_index <= settings.cluster_nodes:
+        raise click.ClickException(f"--node {node_index}: the cluster has {settings.cluster_nodes} nodes")
+    callout.run(settings, node_index)
 
 
 @main.command("republish")

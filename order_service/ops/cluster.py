@@ -9,9 +9,13 @@
   ``ORDERBUS_CLUSTER_CLIENT_PORT + i - 1``, routes on ``ORDERBUS_CLUSTER_ROUTE_PORT + i - 1``,
   monitoring (``/healthz``) on ``ORDERBUS_CLUSTER_MONITOR_PORT + i - 1``, all on
   ``ORDERBUS_BROKER_HOST``; each includes ``users.conf``;
-- ``users.conf``: the logins and permissions, from the database
-  (``accounts/nats_logins.py``; the service rewrites it on every change);
-- ``probe-secret`` (and its hash): the login readiness checks connect with, allowed nothing.
+- ``users.conf``: the logins and permissions, from the database (``accounts/nats_logins.py``;
+  the service rewrites it when a credential changes);
+- ``probe-secret`` (and its hash): the login readiness checks connect with, allowed nothing;
+- with ``ORDERBUS_CLUSTER_AUTH_CALLOUT`` (the default), ``logins.json`` (the logins and
+  permissions the auth callout checks and grants), ``callout-secret`` (and its hash: the
+  callout's own login) and ``callout-issuer.nk`` (the account key its answers are signed
+  with): ``order_service/ops/callout.py``.
 
 A node is ready when it answers an MQTT CONNECT (:func:`mqtt_ready`), not when ``/healthz``
 says so: after a start MQTT answers seconds later (it first finds its JetStream streams).
@@ -20,8 +24,6 @@ says so: after a start MQTT answers seconds later (it first finds its JetStream 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,16 +136,7 @@ include "users.conf"
 
 def ensure_probe(settings: Settings) -> tuple[str, str]:
     """The readiness probe's login (made once): (username, secret)."""
-    folder = nats_logins.nats_dir(settings)
-    secret_path, hash_path = folder / "probe-secret", folder / "probe.bcrypt"
-    if not (secret_path.exists() and hash_path.exists()):
-        folder.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_urlsafe(32)
-        for path, text in ((secret_path, secret), (hash_path, nats_logins.hash_secret(secret))):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text + "\n")
-    return nats_logins.PROBE_USER, secret_path.read_text().strip()
+    return nats_logins.PROBE_USER, nats_logins.ensure_secret(settings, "probe")
 
 
 def write_configs(settings: Settings) -> list[Node]:
@@ -155,7 +148,7 @@ def write_configs(settings: Settings) -> list[Node]:
     for node in every:
         node.store.mkdir(parents=True, exist_ok=True)
         node.conf.write_text(render_node(node, every))
-    nats_logins.write_users(settings, broker_logins.render_nats(settings))
+    nats_logins.write(settings, *broker_logins.nats_logins_of(settings))
     return every
 
 

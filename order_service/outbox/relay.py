@@ -275,6 +275,7 @@ class Relay:
                 if self._record_due is not None and time.monotonic() >= self._record_due:
                     self._mark(link)
                     self._record_published()
+                    self._record_due = None
                 if time.monotonic() >= next_sweep:
                     self._check_lock()  # publishing checks it too; this notices a loss while idle
                     self._clear_finished(link)
@@ -327,8 +328,7 @@ class Relay:
                 return total
 
     def _record_published(self) -> None:
-        """Mark every acknowledged row published: one statement, whatever their number."""
-        self._record_due = None
+        """Mark every acknowledged row published: one statement (the marker stays due)."""
         if self._through <= self._recorded:
             return
         with db.atomic():

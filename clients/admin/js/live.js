@@ -8,21 +8,11 @@
 // refuses it leaves the order board working.
 
 import mqtt from "../vendor/mqtt.esm.js";
+import { clusterServers, subscribeGranted } from "./cluster.js";
 import { AGENTS_ALL, CATALOG, ORDERS_ALL, agentFromLocationTopic, classify } from "./contract.js";
 
-// A cluster hands out every node's URL (login.urls / ws_urls): mqtt.js moves to the next
-// node on each reconnect (its `servers` option). One URL: none needed.
-function clusterServers(urls) {
-  if (!Array.isArray(urls) || urls.length < 2) return {};
-  return {
-    servers: urls.map((url) => {
-      const parsed = new URL(url);
-      return { host: parsed.hostname, port: Number(parsed.port), protocol: parsed.protocol.slice(0, -1) };
-    }),
-  };
-}
-
 const FILTERS = [ORDERS_ALL, AGENTS_ALL];
+const CATALOG_TRIES = 6; // about 12 s of refusals: then the login lacks the topic (the board works without it)
 const decoder = new TextDecoder();
 
 export class Live {
@@ -87,14 +77,16 @@ export class Live {
     const generation = ++this.generation;
     this.syncing = true;
     this.h.onState("resyncing");
-    const subscribed = this.client.subscribeAsync(Object.fromEntries(FILTERS.map((topic) => [topic, { qos: 1 }])))
-      .then((granted) => {
-        const refused = granted.filter((g) => g.qos === 128);
-        if (refused.length) throw new Error(`subscription refused: ${refused.map((g) => g.topic).join(", ")}`);
-      });
-    this.client.subscribeAsync({ [CATALOG]: { qos: 1 } }).then((granted) => {
-      if (granted.some((g) => g.qos === 128)) console.warn("orderbus: the broker refused the catalog topic");
-    }).catch(() => { /* disconnected meanwhile: the next connect subscribes again */ });
+    // Refused (a cluster electing its streams' leaders after losing a node): tried again
+    // until granted, the board saying so meanwhile (cluster.js).
+    const client = this.client;
+    const current = () => generation === this.generation && this.client === client;
+    const subscribed = subscribeGranted(client, Object.fromEntries(FILTERS.map((topic) => [topic, { qos: 1 }])), {
+      current,
+      onRefused: (topics) => current() && this.h.onState("resyncing", `subscription refused: ${topics.join(", ")}; trying again`),
+    });
+    subscribeGranted(client, { [CATALOG]: { qos: 1 } }, { current, tries: CATALOG_TRIES })
+      .catch((err) => err.refused && console.warn("orderbus: the broker refused the catalog topic"));
     for (;;) {
       try {
         const [orders, agents] = await Promise.all([this.api.allOrders(), this.api.agents(), subscribed]);

@@ -10,20 +10,9 @@
 // broker link is up, "offline" while the phone reports no network, "reconnecting" between.
 
 import mqtt from "../vendor/mqtt.esm.js";
+import { clusterServers, subscribeGranted } from "/admin/js/cluster.js";
 import { agentAssigned, agentPresence } from "/admin/js/contract.js";
 import { LocationSharer } from "./geo.js";
-
-// A cluster hands out every node's URL (login.urls / ws_urls): mqtt.js moves to the next
-// node on each reconnect (its `servers` option). One URL: none needed.
-function clusterServers(urls) {
-  if (!Array.isArray(urls) || urls.length < 2) return {};
-  return {
-    servers: urls.map((url) => {
-      const parsed = new URL(url);
-      return { host: parsed.hostname, port: Number(parsed.port), protocol: parsed.protocol.slice(0, -1) };
-    }),
-  };
-}
 
 const HEARTBEAT_MS = 25000;
 const decoder = new TextDecoder();
@@ -42,6 +31,7 @@ export class Live {
       onState: onGeo || (() => {}),
     });
     this.client = null;
+    this.link = 0; // one more on every connect and every loss: which connection is current
     this.state = null;
     this.timer = null;
     this.goneOffline = () => {
@@ -78,8 +68,9 @@ export class Live {
     });
     this.client.on("connect", () => this.connected());
     this.client.on("message", (t, payload) => this.message(t, payload));
-    this.client.on("close", () => this.setState("reconnecting"));
-    this.client.on("offline", () => this.setState("reconnecting"));
+    const down = () => { this.link += 1; this.setState("reconnecting"); };
+    this.client.on("close", down);
+    this.client.on("offline", down);
     this.client.on("error", (err) => {
       // CONNACK 4 (bad user name or password) / 5 (not authorised): this device's login is gone.
       if (err && (err.code === 4 || err.code === 5)) this.onRefused();
@@ -97,15 +88,23 @@ export class Live {
   }
 
   async connected() {
+    const client = this.client;
+    const link = ++this.link;
+    const current = () => this.client === client && this.link === link;
     this.sayOnline();
+    // "Online" only once subscribed: a refusal (a cluster electing its streams' leaders after
+    // losing a node) is tried again until granted (cluster.js), the app saying "Reconnecting…".
     try {
-      const granted = await this.client.subscribeAsync(agentAssigned(this.agentId), { qos: 1 });
-      if (granted.some((g) => g.qos === 128)) throw new Error("subscription refused");
+      await subscribeGranted(client, { [agentAssigned(this.agentId)]: { qos: 1 } }, { current });
+    } catch {
+      return; // the link went down meanwhile: the next connect subscribes again
+    }
+    try {
       this.onWorklist(await this.api.call("GET", `/agents/${encodeURIComponent(this.agentId)}/orders`));
     } catch (err) {
       console.warn("orderbus: resync after connect failed:", err.message || err);
     }
-    if (this.client?.connected) {
+    if (current() && client.connected) {
       this.setState("online");
       this.onConnected();
     }

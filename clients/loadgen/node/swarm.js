@@ -1,7 +1,8 @@
 // The load generator's client side: many MQTT (mqtt.js) or Socket.IO clients in one
 // process, so that every peer of a benchmark is driven by the same event loop.
 //
-//   node swarm.js '<json config>'      -> one JSON result on stdout
+//   node swarm.js < config.json       -> one JSON result on stdout
+//   node swarm.js '<json config>'     (the same; a thousand logins exceed an argument's limit)
 //
 // Modes: "fanout" (B2), "storm" (B4/B6), "e2e" (B1/B3). Times come from
 // process.hrtime (CLOCK_MONOTONIC); latency is measured from each message's
@@ -11,7 +12,7 @@ const http = require("http");
 const mqtt = require("mqtt");
 const { io } = require("socket.io-client");
 
-const cfg = JSON.parse(process.argv[2]);
+const cfg = JSON.parse(process.argv[2] ?? require("fs").readFileSync(0, "utf8"));
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
@@ -48,6 +49,24 @@ function connectMqtt(c, login, clientId, extra = {}, onMessage = null) {
     client.once("connect", () => resolve(client));
     client.once("error", reject);
   });
+}
+
+// A refused SUBACK (0x80) is not always final: a NATS cluster refuses subscriptions while
+// JetStream elects the leaders of its MQTT streams (just started, or a node gone). Tried
+// again up to SUB_TRIES times, 0.1 s apart doubling to 2 s; mqtt.js rejects such a SUBACK
+// with the packet attached, and anything else (the connection lost) ends the run.
+const SUB_TRIES = 8;
+async function subscribeGranted(client, topics, opts) {
+  for (let attempt = 1, wait = 100; ; attempt += 1, wait = Math.min(wait * 2, 2000)) {
+    try {
+      const granted = await client.subscribeAsync(topics, opts);
+      if (!granted.some((g) => g.qos === 128)) return;
+    } catch (err) {
+      if (!err || !err.packet) throw err;
+    }
+    if (attempt >= SUB_TRIES) throw new Error(`subscription refused ${SUB_TRIES} times: ${topics}`);
+    await sleep(wait);
+  }
 }
 
 function connectSio(c) {
@@ -109,7 +128,7 @@ async function fanout() {
     const subs = await inBatches(subsMax, 50, async (i) => {
       const c = await connectMqtt(cfg, subLogin(i), subLogin(i).username);
       c.on("message", (_t, payload) => onMessage(i, payload.toString()));
-      await c.subscribeAsync(cfg.levels.filter((l) => i < l).map(topicOf), { qos: 1 });
+      await subscribeGranted(c, cfg.levels.filter((l) => i < l).map(topicOf), { qos: 1 });
       return c;
     });
     const pub = await connectMqtt(cfg, cfg.pub, cfg.pub.username);
@@ -184,7 +203,7 @@ async function storm() {
         }
       };
       const c = await connectMqtt(cfg, subLogin(i), subLogin(i).username, { clean: !persistent }, onMessage);
-      await c.subscribeAsync(filterOf(i), { qos: 1 });
+      await subscribeGranted(c, filterOf(i), { qos: 1 });
       return c;
     };
     clients = await Promise.all(Array.from({ length: cfg.clients }, (_, i) => make(i)));
@@ -240,7 +259,7 @@ async function e2e() {
     c.on("message", (_t, payload) => {
       if (payload.length) received(JSON.parse(payload.toString()).order.notes);
     });
-    await c.subscribeAsync(cfg.sub.topic, { qos: 1 });
+    await subscribeGranted(c, cfg.sub.topic, { qos: 1 });
     close = () => c.end(true);
   } else if (cfg.sub && cfg.sub.kind === "socketio") {
     const s = await connectSio(cfg.sub);

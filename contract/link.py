@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "BrokerAddress",
     "BrokerUnavailable",
     "ConnectionLost",
+    "LocalPublish",
     "MqttFeed",
     "MqttLink",
     "masked_url",
@@ -49,6 +51,19 @@ logger = logging.getLogger(__name__)
 # Well under 65,535 message ids; large enough that the broker, not the round trip,
 # sets the pace of a rehydration.
 WINDOW = 1000
+
+# With the broker in this process (MqttLink's ``local_publish``): messages handed to it at a
+# time, so that a long batch (a rehydration) lets the broker's loop serve its clients between.
+LOCAL_CHUNK = 100
+
+# (messages, timeout) -> how many the broker of this process took (all, or it raises).
+LocalPublish = Callable[[list[tuple[str, bytes, bool]], float], int]
+
+# How long the relay's read of its retained marker waits for each answer (SUBACK, PUBACK,
+# the probe's echo) before it gives up on the connection and tries the next broker; see
+# MqttLink.read_retained. 30 s was tried: a NATS node that never answered then held the
+# relay for 30 s (two cluster tests in CI), where moving on after 5 s finds one that does.
+READ_TIMEOUT_SECONDS = 5.0
 
 
 class BrokerUnavailable(Exception):
@@ -85,9 +100,11 @@ class MqttLink:
         on_message: MessageHandler | None = None,
         on_lost: Callable[[], None] | None = None,
         on_connected: Callable[[], None] | None = None,
+        local_publish: LocalPublish | None = None,
     ) -> None:
         self.address = address
         self.keepalive = keepalive
+        self._local_publish = local_publish
         self.subscriptions = subscriptions
         self._on_message = on_message
         self._on_lost = on_lost
@@ -98,6 +115,9 @@ class MqttLink:
         self._connack: mqtt.ReasonCode | None = None
         self._reading: _Reading | None = None
         self.lost = False
+        # The longest the last publish_batch waited with no acknowledgement coming (seconds): a
+        # broker that stalls may have failed to store what it then acknowledged (Relay.recheck).
+        self.slowest_ack = 0.0
         client = address.client(client_id, reconnect_on_failure=False)
         # No limit in paho: publish_batch keeps its own window. paho's limit would cost a
         # scan of every message in flight on each PUBACK (its _update_inflight).
@@ -196,11 +216,13 @@ class MqttLink:
         if connack is None or connack.is_failure:
             self.address.next_endpoint()
         if connack is None:
+            if self.lost:
+                raise BrokerUnavailable(f"{where}: the connection closed before its CONNACK")
             raise BrokerUnavailable(f"{where}: no CONNACK within {timeout:.0f} s")
         if connack.is_failure:
             raise BrokerUnavailable(f"{where} refused the connection: {connack}")
 
-    def read_retained(self, topic: str, probe: bytes, timeout: float = 5.0) -> bytes | None:
+    def read_retained(self, topic: str, probe: bytes, timeout: float = READ_TIMEOUT_SECONDS) -> bytes | None:
         """The message the broker retains on ``topic``, or None when it holds none.
 
         Subscribes to ``topic``, then publishes ``probe`` (unique to this call) there, QoS 1
@@ -258,7 +280,13 @@ class MqttLink:
         rehydration) never stops to wait for a whole chunk. ``check`` runs before
         the first message and then every ``check_every`` (the relay lock); it stops
         the batch by raising. ``timeout`` bounds the wait for the oldest acknowledgement.
+
+        With ``local_publish`` (the broker runs in this process) the messages go to it
+        directly, :data:`LOCAL_CHUNK` at a time, not over the connection.
         """
+        self.slowest_ack = 0.0
+        if self._local_publish is not None:
+            return self._publish_locally(list(messages), timeout, check, check_every)
         outstanding: deque[int] = deque()
         done = 0
         try:
@@ -280,16 +308,39 @@ class MqttLink:
             with self._cond:
                 self._acked.difference_update(outstanding)
 
+    def _publish_locally(
+        self,
+        messages: list[tuple[str, bytes, bool]],
+        timeout: float,
+        check: Callable[[], None] | None,
+        check_every: int,
+    ) -> int:
+        assert self._local_publish is not None
+        done = 0
+        step = max(1, min(LOCAL_CHUNK, check_every))
+        while done < len(messages):
+            if check is not None and done % check_every < step:
+                check()
+            try:
+                done += self._local_publish(messages[done : done + step], timeout)
+            except Exception as exc:  # the broker of this process stopped: as a lost connection
+                raise ConnectionLost(f"the broker of this process did not take the messages: {exc}") from exc
+        return done
+
     def _await_acks(self, outstanding: deque[int], keep: int, timeout: float) -> int:
         """Wait until at most ``keep`` of ``outstanding`` (oldest first) are unacknowledged; pop
         the acknowledged prefix and return its length. Gives up when the connection drops or
         the oldest is not acknowledged within ``timeout`` seconds."""
-        popped = 0
+        popped, progress, since = 0, 0, time.monotonic()
         with self._cond:
             while True:
                 while outstanding and outstanding[0] in self._acked:
                     self._acked.discard(outstanding.popleft())
                     popped += 1
+                if popped > progress or len(outstanding) <= keep or self.lost:
+                    now = time.monotonic()  # how long this wait went without an acknowledgement
+                    self.slowest_ack = max(self.slowest_ack, now - since)
+                    progress, since = popped, now
                 if len(outstanding) <= keep or self.lost:
                     self._awaited = None
                     return popped
@@ -301,6 +352,7 @@ class MqttLink:
                 self._awaited = last if last not in self._acked else outstanding[0]
                 if not self._cond.wait(timeout) and outstanding[0] not in self._acked:
                     self._awaited = None
+                    self.slowest_ack = max(self.slowest_ack, time.monotonic() - since)
                     return popped  # the oldest not acknowledged within ``timeout`` seconds
 
     def close(self) -> None:

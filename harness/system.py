@@ -153,7 +153,8 @@ def make_system(
     system.mosquitto = mosquitto
     if mosquitto:
         mosquitto.start()
-    for name in ("relay", "api") if mosquitto else ("broker", "relay", "api"):
+    in_relay = env.get("ORDERBUS_BROKER_IN_RELAY", "").lower() in ("1", "true", "yes", "on")
+    for name in ("relay", "api") if mosquitto or in_relay else ("broker", "relay", "api"):
         system.start(name)
     password = (data_dir / "admin-password").read_text().strip()
     system.admin.login("admin", password)

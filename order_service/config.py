@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(1883, ge=0, le=65535)
     broker_ws_port: int = Field(9001, ge=0, le=65535)
+    broker_in_relay: bool = Field(
+        False,
+        description="the relay process runs the embedded broker itself and hands it each message"
+        " directly (no broker process, no MQTT hop per message); docs/configuration.md",
+    )
 
     # The broker the relay publishes to; default: the embedded one.
     mqtt_url: str = Field(
@@ -128,6 +133,17 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often a standby relay tries to take the relay lock"
     )
     relay_batch: int = Field(500, ge=1, le=10000)
+    relay_recheck_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="after a reconnect, or an acknowledgement that took over RELAY_STALL_SECONDS, the relay"
+        " republishes the state of what changed in this many seconds before; 0: never; default 30 with"
+        " failover brokers (a cluster), else 0",
+    )
+    relay_stall_seconds: float = Field(
+        2.0, gt=0, le=60, description="an acknowledgement slower than this makes the relay recheck"
+    )
     log_level: str = "INFO"
     backup_keep: int = Field(0, ge=0, description="backup keeps this many newest backups; 0: all")
 
@@ -279,6 +295,14 @@ class Settings(BaseSettings):
     def mqtt_address(self) -> BrokerAddress:
         """The broker of ORDERBUS_MQTT_URL, with ORDERBUS_MQTT_CA_FILE for TLS."""
         return BrokerAddress.parse(self.mqtt_url, ca_file=self.mqtt_ca_file)
+
+    @property
+    def relay_recheck_window(self) -> float:
+        """ORDERBUS_RELAY_RECHECK_SECONDS, or its default: 30 s when the relay has brokers to fail
+        over to (a cluster: NATS may acknowledge what it did not store, docs/scaling.md), else 0."""
+        if self.relay_recheck_seconds is not None:
+            return self.relay_recheck_seconds
+        return 30.0 if self.mqtt_failover_addresses else 0.0
 
     @property
     def mqtt_failover_addresses(self) -> list[BrokerAddress]:

@@ -34,6 +34,8 @@ from harness.system import System
 from tests.mqtt_fixtures import Received, Subscriber
 
 SCALE = max(1, int(os.environ.get("ORDERBUS_CHAOS_SCALE", "1")))
+HOST = "127.0.0.1"
+STEPS = 24 * SCALE  # a scenario's workload: changes to one order or another
 ORDER = {
     "customer": {"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
     "items": [{"name": "Tea", "quantity": 2, "unit_price_cents": 300}],
@@ -259,3 +261,51 @@ def restarted(system: System, name: str, **env: str) -> Iterator[None]:
         if name in system.procs:
             system.stop(name)
         system.start(name)
+
+
+# -- a scenario: a workload, a fault a third of the way in, the counts ----------------------
+
+
+def broker_port(system: System) -> int:
+    return int(system.env["ORDERBUS_BROKER_PORT"])
+
+
+def data_dir_of(system: System) -> Path:
+    return Path(system.env["ORDERBUS_DATA_DIR"])
+
+
+def while_down(work: Workload, steps: int = 5) -> None:
+    """The outage lasts while the workload makes ``steps`` more changes: rows wait in the outbox."""
+    done = work.steps
+    assert waited(lambda: work.steps >= done + steps), "the workload stalled while the broker was down"
+
+
+def streaming(fault: Callable[[Workload], None], api: Api, agent: dict, seconds: float = 60 * SCALE) -> None:
+    """The workload runs in the background; ``fault`` strikes a third of the way in; the
+    workload must finish within ``seconds``."""
+    work = Workload(api, agent["id"])
+    runner = in_background(work, STEPS)
+    assert waited(lambda: work.steps >= STEPS // 3), "the workload did not start"
+    fault(work)
+    runner.join(seconds)
+    assert not runner.is_alive(), "the workload did not finish"
+
+
+def scenario(system: System, name: str, fault: Callable[[Workload], None], port: int | None = None) -> Counts:
+    """A dashboard watches while a workload runs in the background and ``fault`` strikes a
+    third of the way in; then the dashboard and a fresh subscriber must hold the newest state."""
+    port = port or broker_port(system)
+    api, login = admin_api(system.api_url, data_dir_of(system))
+    agent = system.make_agent()
+    mark = last_cursor(api)
+    sub = observer(HOST, port, login)
+    try:
+        streaming(fault, api, agent)
+        events = wait_converged(sub, api, mark)
+        fresh = retained_state(HOST, port, page_login(api))
+        counts = account(events, sub.seen, fresh, known=event_log(api))
+        counts.check(name)
+        assert not sub.contract_errors, sub.contract_errors
+        return counts
+    finally:
+        sub.stop()

@@ -26,6 +26,13 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
+try:  # Imported here, at collection, before any test starts a thread: a first import of it in
+    # a fixture while other threads imported too once failed every browser test of a CI worker
+    # with a KeyError from importlib's module locks (CPython issue 87712).
+    import playwright.sync_api  # noqa: F401
+except ImportError:  # the browser fixtures say what is missing
+    pass
+
 from harness.processes import ToolMissing, without_service_settings
 from order_service.api.app import create_app
 from order_service.store.db import db, init_db

@@ -40,6 +40,23 @@ def online(page) -> None:
     page.wait_for_selector('#conn[data-state="online"]', timeout=WAIT)
 
 
+# The courier's order moves: what must not reach the server while the phone is offline.
+ORDER_MOVES = "**/api/v1/orders/*/status"
+
+
+def network_off(context) -> None:
+    """The phone loses its network: Playwright's offline emulation (navigator.onLine false, the
+    "offline" event) and, in case a page's requests escape it, its order moves refused at the
+    network as well (in one CI run a move queued offline reached the server after a reload)."""
+    context.route(ORDER_MOVES, lambda route: route.abort("internetdisconnected"))
+    context.set_offline(True)
+
+
+def network_on(context) -> None:
+    context.unroute(ORDER_MOVES)
+    context.set_offline(False)
+
+
 def card(page, order_id: str, status: str | None = None):
     selector = f'#orders li[data-id="{order_id}"]' + (f'[data-status="{status}"]' if status else "")
     return page.wait_for_selector(selector, timeout=WAIT)

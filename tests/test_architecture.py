@@ -47,9 +47,11 @@ def _imports(path: Path) -> list[tuple[int, str]]:
                 parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(parts + ([base] if base else []))
             found.append((node.lineno, base))
-            # ``from order_service import lifecycle``: the names may be modules
+            # ``from order_service import lifecycle``, ``from broker import credfiles``: modules
             found += [
-                (node.lineno, f"{base}.{alias.name}") for alias in node.names if base == "order_service"
+                (node.lineno, f"{base}.{alias.name}")
+                for alias in node.names
+                if base in ("order_service", "broker")
             ]
     return found
 
@@ -102,6 +104,25 @@ def test_outside_the_service_nothing_imports_its_internals(package):
         if name == "order_service" or name.startswith("order_service.")
     ]
     assert found == []
+
+
+# What the service may import of the embedded broker: the login files' formats; and the
+# relay's entry point the broker itself (ORDERBUS_BROKER_IN_RELAY).
+BROKER_MODULES = {"broker.credfiles"}
+BROKER_IN_RELAY = {"order_service.relay": {"broker.server"}}
+
+
+def test_the_service_imports_of_the_broker_only_what_it_may():
+    found, seen = [], set()
+    for path in _files("order_service"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for line, name in _imports(path):
+            if name.startswith("broker."):
+                seen.add(name)
+                if name not in BROKER_MODULES | BROKER_IN_RELAY.get(module, set()):
+                    found.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert found == []
+    assert seen == {"broker.credfiles", "broker.server"}  # positive control: the reader sees both
 
 
 @pytest.mark.parametrize("package", ["order_service", "contract", "broker", "bridges", "clients", "harness"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.processes import ROOT
+from tests.conftest import BACKEND
 
 pytestmark = pytest.mark.e2e
 
@@ -67,6 +68,7 @@ def test_backlog_counts_every_version_the_offline_agent_gets(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "summary.json").read_text())["results"]
     assert set(results) == {"B5"}
+    assert "summary" in results["B5"], (results["B5"], done.stderr[-3000:])  # the run's error, its log
     row = results["B5"]["summary"][0]
     assert (row["assignments"], row["assigned"], row["refused"], row["complete"]) == (3, 3, 0, True), row
     assert row["messages"] >= 3, row  # versions 2, 3 and 4 queued, then the retained copy
@@ -87,6 +89,25 @@ def test_cpu_tool_reports_each_process_per_request() -> None:
         write = done.stdout.split(request, 1)[1]
         for process in ("api worker", "relay", "broker", "total"):
             assert process in write, done.stdout
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="the production peer runs on PostgreSQL")
+def test_cpu_tool_counts_postgresql_and_mosquitto_in_production(database_url: str) -> None:
+    """--production: the production peer, and the CPU of Mosquitto and of the PostgreSQL
+    backends serving the API and the relay (each named by the process it serves). (It makes
+    a database of its own; ``database_url`` puts it in the PostgreSQL pass.)"""
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.loadgen.cpu", "-n", "30", "--production"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    write = done.stdout.split("POST /api/v1/orders", 1)[1]
+    for process in ("api worker", "relay", "mosquitto", "pg for api", "pg for relay-data", "total"):
+        assert process in write, done.stdout
+    assert "broker " not in write, done.stdout  # Mosquitto in place of the embedded broker
 
 
 def test_cpu_tool_profiles_each_process_with_py_spy(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from websockets.sync.client import connect as ws_connect
 
 from broker.credfiles import READ, Acl, topic_matches
 from broker.hardened import HardenedBroker
-from broker.server import EmbeddedBroker
+from broker.server import BrokerStopped, EmbeddedBroker
 from broker.wire import Publication
 from tests.mqtt_fixtures import broker  # noqa: F401 - the fixture
 from tests.mqtt_raw import RawClient
@@ -263,3 +263,45 @@ def test_a_topic_already_routed_follows_subscribe_and_unsubscribe(broker: Embedd
         for client in (*clients.values(), publisher):
             client.disconnect()
             client.loop_stop()
+
+
+def test_publish_local_routes_in_order_retains_and_clears(broker: EmbeddedBroker) -> None:  # noqa: F811
+    """What the relay hands the broker of its own process (ORDERBUS_BROKER_IN_RELAY) reaches a
+    subscriber in order, QoS 1; retained ones are in the store for a later subscriber, and an
+    empty retained payload clears one, as a client's PUBLISH would."""
+    received: queue.Queue[tuple[str, bytes, int, bool]] = queue.Queue()
+    subscribed: queue.Queue[object] = queue.Queue()
+    live = _client(broker.port)
+    live.on_message = lambda _c, _u, m: received.put((m.topic, m.payload, m.qos, m.retain))
+    live.on_subscribe = lambda *args: subscribed.put(args)
+    live.subscribe("local/#", qos=1)
+    subscribed.get(timeout=TIMEOUT)
+    messages = [(f"local/{n % 3}", str(n).encode(), n >= 297) for n in range(300)]
+    assert broker.publish_local(messages) == 300
+    assert broker.publish_local([("local/gone", b"x", True), ("local/gone", b"", True)]) == 2
+    later = _client(broker.port)
+    try:
+        got = [received.get(timeout=TIMEOUT) for _ in range(302)]
+        assert [(t, p) for t, p, _, _ in got[:300]] == [(t, p) for t, p, _ in messages]
+        assert {qos for _, _, qos, _ in got} == {1} and not any(retain for *_, retain in got)
+        retained: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        later.on_message = lambda _c, _u, m: retained.put((m.topic, m.payload))
+        later.on_subscribe = lambda *args: subscribed.put(args)
+        later.subscribe("local/#", qos=1)
+        subscribed.get(timeout=TIMEOUT)
+        assert broker.publish_local([("local/end", b"end", False)]) == 1  # after the retained ones
+        seen = []
+        while (item := retained.get(timeout=TIMEOUT)) != ("local/end", b"end"):
+            seen.append(item)
+        assert sorted(seen) == [
+            ("local/0", b"297"),
+            ("local/1", b"298"),
+            ("local/2", b"299"),
+        ]  # no local/gone
+    finally:
+        for client in (live, later):
+            client.disconnect()
+            client.loop_stop()
+    broker.stop()
+    with pytest.raises(BrokerStopped):
+        broker.publish_local([("local/0", b"after", False)])

@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,27 +27,29 @@ from harness.mosquitto import Mosquitto
 from harness.processes import stop_group
 from harness.system import System, make_system
 from tests.chaos import (
+    HOST,
     ORDER,
     SCALE,
+    STEPS,
     Counts,
     Workload,
     account,
     admin_api,
+    broker_port,
+    data_dir_of,
     event_log,
     in_background,
     last_cursor,
     observer,
-    page_login,
     restarted,
-    retained_state,
+    scenario,
     wait_converged,
     waited,
+    while_down,
 )
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180 * SCALE)]
-HOST = "127.0.0.1"
-STEPS = 24 * SCALE
 
 
 @pytest.fixture(scope="module")
@@ -78,47 +80,6 @@ def with_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         system.close()
 
 
-def _port(system: System) -> int:
-    return int(system.env["ORDERBUS_BROKER_PORT"])
-
-
-def _data_dir(system: System) -> Path:
-    return Path(system.env["ORDERBUS_DATA_DIR"])
-
-
-def _while_down(work: Workload, steps: int = 5) -> None:
-    """The outage lasts while the workload makes ``steps`` more changes: rows wait in the outbox."""
-    done = work.steps
-    assert waited(lambda: work.steps >= done + steps), "the workload stalled while the broker was down"
-
-
-def _scenario(
-    system: System, name: str, fault: Callable[[Workload], None], port: int | None = None
-) -> Counts:
-    """A dashboard watches while a workload runs in the background and ``fault`` strikes a
-    third of the way in; then the dashboard and a fresh subscriber must hold the newest state."""
-    port = port or _port(system)
-    api, login = admin_api(system.api_url, _data_dir(system))
-    agent = system.make_agent()
-    mark = last_cursor(api)
-    sub = observer(HOST, port, login)
-    try:
-        work = Workload(api, agent["id"])
-        runner = in_background(work, STEPS)
-        assert waited(lambda: work.steps >= STEPS // 3), "the workload did not start"
-        fault(work)
-        runner.join(60 * SCALE)
-        assert not runner.is_alive(), "the workload did not finish"
-        events = wait_converged(sub, api, mark)
-        fresh = retained_state(HOST, port, page_login(api))
-        counts = account(events, sub.seen, fresh, known=event_log(api))
-        counts.check(name)
-        assert not sub.contract_errors, sub.contract_errors
-        return counts
-    finally:
-        sub.stop()
-
-
 @pytest.mark.parametrize("how", ["kill -9", "graceful restart"])
 def test_embedded_broker_dies_mid_stream(embedded: System, how: str):
     """Broker killed (SIGKILL: sessions and retained store gone) or restarted (SIGTERM) while
@@ -127,10 +88,10 @@ def test_embedded_broker_dies_mid_stream(embedded: System, how: str):
 
     def fault(work: Workload) -> None:
         stop_group(embedded.procs.pop("broker"), signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
-        _while_down(work)
+        while_down(work)
         embedded.start("broker")
 
-    _scenario(embedded, f"embedded broker {how}", fault)
+    scenario(embedded, f"embedded broker {how}", fault)
 
 
 @pytest.mark.parametrize("how", ["kill -9", "graceful restart"])
@@ -140,14 +101,14 @@ def test_mosquitto_dies_mid_stream(with_mosquitto, how: str):
 
     def fault(work: Workload) -> None:
         mosquitto.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
-        _while_down(work)
+        while_down(work)
         mosquitto.start()
 
-    _scenario(system, f"mosquitto {how}", fault, port=mosquitto.port)
+    scenario(system, f"mosquitto {how}", fault, port=mosquitto.port)
 
 
 def _unpublished_event_ids(system: System) -> set[str]:
-    with sqlite3.connect(_data_dir(system) / "orderbus.db") as conn:
+    with sqlite3.connect(data_dir_of(system) / "orderbus.db") as conn:
         rows = conn.execute("SELECT payload FROM outbox WHERE published_at IS NULL").fetchall()
     return {json.loads(payload)["event_id"] for (payload,) in rows}
 
@@ -168,7 +129,7 @@ def test_relay_killed_between_publish_and_mark(embedded: System):
         embedded.start("relay")
 
     with restarted(embedded, "relay", ORDERBUS_TEST_KILL_AT="relay.after_publish:5"):
-        counts = _scenario(embedded, "relay kill -9 after PUBACK, before mark", fault)
+        counts = scenario(embedded, "relay kill -9 after PUBACK, before mark", fault)
     assert killed_relay["pending"], "no acknowledged row was left unmarked: the window was missed"
     assert counts.duplicated >= 1
 
@@ -176,7 +137,7 @@ def test_relay_killed_between_publish_and_mark(embedded: System):
 def test_network_stall_between_relay_and_broker(embedded: System):
     """The relay reaches the broker through a proxy that stalls (bytes held both ways for
     longer than a publish may wait), then drops the connection, then recovers."""
-    proxy = TcpProxy(HOST, _port(embedded)).start()
+    proxy = TcpProxy(HOST, broker_port(embedded)).start()
     try:
 
         def fault(work: Workload) -> None:
@@ -188,7 +149,7 @@ def test_network_stall_between_relay_and_broker(embedded: System):
 
         with restarted(embedded, "relay", ORDERBUS_MQTT_URL=f"mqtt://{HOST}:{proxy.port}"):
             assert waited(lambda: proxy.connections >= 1, 15)
-            _scenario(embedded, "network stall relay-broker", fault)
+            scenario(embedded, "network stall relay-broker", fault)
         assert proxy.connections >= 2, "the relay never reconnected through the proxy"
     finally:
         proxy.stop()
@@ -208,7 +169,7 @@ def test_api_worker_killed_after_commit_and_the_client_retries(embedded: System)
     """An API worker process dies (SIGKILL, test-only kill point) after committing an order and
     before answering; the client retries with the same Idempotency-Key and gets that order:
     one order, one order.created event."""
-    api, _ = admin_api(embedded.api_url, _data_dir(embedded))
+    api, _ = admin_api(embedded.api_url, data_dir_of(embedded))
     before = _orders_total(api)
     mark = last_cursor(api)
     with restarted(embedded, "api", ORDERBUS_TEST_KILL_AT="api.after_commit:1"):
@@ -227,7 +188,7 @@ def test_api_worker_killed_after_commit_and_the_client_retries(embedded: System)
 def test_api_workers_killed_mid_burst_lose_and_double_nothing(embedded: System):
     """Every API worker process is killed (SIGKILL) while clients post orders with retries: each
     client gets its order, and the database holds exactly one order per client."""
-    api, _ = admin_api(embedded.api_url, _data_dir(embedded))
+    api, _ = admin_api(embedded.api_url, data_dir_of(embedded))
     before = _orders_total(api)
     master = embedded.procs["api"].pid
     clients = 8 * SCALE
@@ -264,15 +225,15 @@ def test_api_workers_killed_mid_burst_lose_and_double_nothing(embedded: System):
 def test_agent_offline_for_k_events_gets_every_worklist_version(embedded: System):
     """An agent's device (persistent session) is offline while K changes hit its worklist;
     when it reconnects it receives every version it missed, the newest last."""
-    api, _ = admin_api(embedded.api_url, _data_dir(embedded))
+    api, _ = admin_api(embedded.api_url, data_dir_of(embedded))
     agent = embedded.make_agent()
     topic = f"agents/{agent['id']}/assigned"
     mark = last_cursor(api)
-    device = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
+    device = observer(HOST, broker_port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
     device.wait_for(lambda r: r.topic == topic)  # it holds its current worklist before it goes
     device.stop()
     Workload(api, agent["id"]).run(10 * SCALE)
-    back = observer(HOST, _port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
+    back = observer(HOST, broker_port(embedded), agent["mqtt"], (f"agents/{agent['id']}/#",))
     try:
         events = wait_converged(back, api, mark, topic)
         counts = account(events, device.seen + back.seen, known=event_log(api))
@@ -288,11 +249,11 @@ def test_dashboard_reconnect_storm_converges(embedded: System):
     """Many dashboards (each its broker login, persistent sessions) lose their connections
     at the same instant while orders change; all reconnect at once and each ends with the
     database's state."""
-    api, _ = admin_api(embedded.api_url, _data_dir(embedded))
-    password = (_data_dir(embedded) / "admin-password").read_text().strip()
+    api, _ = admin_api(embedded.api_url, data_dir_of(embedded))
+    password = (data_dir_of(embedded) / "admin-password").read_text().strip()
     logins = dashboard_logins(embedded.api_url, "admin", password, 12 * SCALE)
     agent = embedded.make_agent()
-    proxy = TcpProxy(HOST, _port(embedded)).start()
+    proxy = TcpProxy(HOST, broker_port(embedded)).start()
     mark = last_cursor(api)
     dashboards = [observer(HOST, proxy.port, login) for login in logins]
     try:

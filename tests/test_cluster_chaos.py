@@ -18,6 +18,7 @@ Pass means lost 0, unexpected 0 and retained state equal to the database.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -36,8 +37,10 @@ from order_service.config import Settings
 from order_service.lifecycle import TERMINAL
 from tests.chaos import (
     FILTERS,
+    HOST,
     ORDER,
     SCALE,
+    STEPS,
     Counts,
     Workload,
     account,
@@ -47,6 +50,7 @@ from tests.chaos import (
     last_cursor,
     page_login,
     restarted,
+    streaming,
     wait_converged,
     waited,
 )
@@ -56,8 +60,6 @@ from tests.mqtt_fixtures import Subscriber
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150 * SCALE)]
-HOST = "127.0.0.1"
-STEPS = 24 * SCALE
 KEEPALIVE = 5  # seconds: a silent node (paused, or cut off) is left after about 1.5 times this
 CONVERGE = 60.0  # seconds a device may take to find a surviving node and catch up (7-15 s measured)
 
@@ -315,6 +317,12 @@ def _relay_connects(system: ClusterSystem) -> int:
     return (system.tmp / "relay.log").read_text(errors="replace").count("relay connected to")
 
 
+def _relay_catch_ups(system: ClusterSystem) -> int:
+    """Connections the relay has caught up on (its log: what it republished, or nothing)."""
+    text = (system.tmp / "relay.log").read_text(errors="replace")
+    return len(re.findall(r"nothing to republish|orders and worklists in \d+ ms", text))
+
+
 # -- the relay's failover list -----------------------------------------------------------------
 
 
@@ -359,7 +367,12 @@ def test_relay_killed_between_publish_and_mark(system: ClusterSystem, database_u
     agent = system.make_agent()
     ports = _ports(system)
     pending: set[str] = set()
+    caught_up = _relay_catch_ups(system)
     with restarted(system, "relay", ORDERBUS_TEST_KILL_AT="relay.after_publish:5"):
+        # Caught up before the workload starts: its batches (the fifth is killed) come during
+        # it, and changes follow the kill. A relay still finding a node that answers (5 s per
+        # node) once met a workload already done: no fifth batch, or none after it.
+        assert waited(lambda: _relay_catch_ups(system) > caught_up, 60), "the relay did not catch up"
         mark = last_cursor(api)
         with hoppers(
             lambda: Hopper(ports, page_login(api), 1), lambda: Hopper(ports, page_login(api), 2)
@@ -401,7 +414,10 @@ def test_api_worker_killed_after_commit_and_the_client_retries(system: ClusterSy
     assert len(_orders(api)) == before + 1
     created = [e for e in event_log(api, mark) if e["topic"] == topic]
     assert [e["version"] for e in created] == [1]
-    assert len([r for r in dash.on(topic) if r.version == 1]) == 1, "the order's first event twice"
+    # One first event (one event id); the relay may deliver it more than once (at least once:
+    # its recheck after a stalled acknowledgement republishes it, with the same id).
+    firsts = {r.json["event_id"] for r in dash.on(topic) if r.version == 1 and r.json}
+    assert len(firsts) == 1, f"the order's first event twice: {firsts}"
     report(
         "api worker kill -9 after commit, client retry", counts, retained_equals_database(system, api, 3), "3"
     )
@@ -468,6 +484,14 @@ def test_dashboard_reconnect_storm_converges(system: ClusterSystem):
     finally:
         for proxy in proxies:
             proxy.stop()
+    # Measured, not asserted: the nodes restarted by an earlier test of this module (a kill, a
+    # heal) may have left another node's retained view no longer following the stream
+    # (docs/scaling.md).
+    stale = {i: _stale(port, api, database_orders(api)) for i, port in enumerate(_ports(system), 1)}
+    healed = heal(system, api)
+    print(
+        f"[cluster chaos] reconnect storm: orders missing/older per node {stale}; restarted to heal: {healed}"
+    )
     report(
         f"reconnect storm of {len(logins)} dashboards",
         counts,
@@ -477,16 +501,6 @@ def test_dashboard_reconnect_storm_converges(system: ClusterSystem):
 
 
 # -- the cluster's own faults ---------------------------------------------------------------------
-
-
-def _streaming(fault: Callable[[Workload], None], api: Api, agent: dict) -> None:
-    """The workload runs in the background; ``fault`` strikes a third of the way in."""
-    work = Workload(api, agent["id"])
-    runner = in_background(work, STEPS)
-    assert waited(lambda: work.steps >= STEPS // 3), "the workload did not start"
-    fault(work)
-    runner.join(90 * SCALE)
-    assert not runner.is_alive(), "the workload did not finish"
 
 
 @pytest.mark.parametrize("victim", [1, 2, 3])
@@ -517,7 +531,7 @@ def test_a_node_killed_while_orders_stream(system: ClusterSystem, victim: int):
                 killed.append(time.monotonic())
                 system.cluster.stop(victim, signal.SIGKILL)
 
-            _streaming(fault, api, agent)
+            streaming(fault, api, agent, 90 * SCALE)
             counts = converge(devices, api, mark, f"cluster: node {victim} kill -9 mid-stream")
             for device in on_victim:
                 assert device.port in [ports[i - 1] for i in survivors], device.connections
@@ -606,13 +620,13 @@ def test_a_paused_node_heals_with_nothing_lost(system: ClusterSystem):
             finally:
                 system.cluster.send(victim, signal.SIGCONT)
 
-        _streaming(fault, api, agent)
+        streaming(fault, api, agent, 90 * SCALE)
         counts = converge(devices, api, mark, f"cluster: node {victim} paused 8 s mid-stream")
         moved = sum(len(device.connections) - 1 for device in devices)
     system.cluster.wait_ready(victim)
     relay_moves = _relay_connects(system) - connects
     # Measured, not asserted: a paused node's retained view may stop following the stream,
-    # like a survivor's after a kill (a CI run found node 1 one version behind on one order).
+    # like a survivor's after a kill.
     stale = _stale(ports[victim - 1], api, database_orders(api))
     healed = heal(system, api)
     orders = retained_equals_database(system, api, 1, 2, 3)

@@ -31,6 +31,8 @@ from tests.courier_page import (
     label,
     log_in,
     logged_in_with,
+    network_off,
+    network_on,
     online,
     statuses,
     tap_action,
@@ -201,7 +203,7 @@ def test_offline_taps_are_sent_in_order_and_a_conflict_is_shown(context, system:
     conflict and announced, and the server holds no duplicate change."""
     page, _, (kept, cancelled) = logged_in_with(context, system, 2)
 
-    context.set_offline(True)
+    network_off(context)
     page.wait_for_selector('#conn[data-state="offline"]', timeout=WAIT)
     tap_action(page, kept["id"], "picked_up")
     page.click("#back")
@@ -211,6 +213,8 @@ def test_offline_taps_are_sent_in_order_and_a_conflict_is_shown(context, system:
     assert page.get_attribute(f'#orders li[data-id="{kept["id"]}"]', "data-pending") == "1"
     assert page.get_attribute(f'#orders li[data-id="{cancelled["id"]}"]', "data-pending") == "1"
     page.reload(wait_until="domcontentloaded")  # durable: still queued after a reload, offline
+    context.set_offline(True)  # again: the reloaded page may have come without the emulation
+    page.wait_for_selector('#conn[data-state="offline"]', timeout=WAIT)
     card(page, kept["id"], "picked_up")
     assert page.get_attribute(f'#orders li[data-id="{cancelled["id"]}"]', "data-pending") == "1"
 
@@ -218,7 +222,7 @@ def test_offline_taps_are_sent_in_order_and_a_conflict_is_shown(context, system:
     assert system.admin.request("GET", f"/orders/{kept['id']}")["status"] == "ready"  # nothing sent yet
 
     started = time.monotonic()
-    context.set_offline(False)
+    network_on(context)
     online(page)
     page.wait_for_selector(f'#orders li[data-id="{kept["id"]}"][data-pending="0"]', timeout=WAIT)
     print(f"queued action applied {(time.monotonic() - started) * 1000:.0f} ms after the network came back")

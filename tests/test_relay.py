@@ -357,7 +357,10 @@ def test_every_allowed_transition_is_published(client, admin, make_agent, place_
 
 def test_relay_publishes_over_websocket(client, admin, broker, start_relay, subscribe):
     """ORDERBUS_MQTT_URL=ws://host:port/mqtt works as well as mqtt://."""
-    start_relay(mqtt_url=f"ws://{broker.host}:{broker.ws_port}/mqtt")
+    relay = start_relay(mqtt_url=f"ws://{broker.host}:{broker.ws_port}/mqtt")
+    # Connected is not caught up: the marker's read, the republish and the marker go first over
+    # the WebSocket (CI on a busy machine once took longer than the 5 s wait below for all of it).
+    wait_until(lambda: relay.catch_ups > 0, 15, "the relay caught up over WebSocket")
     live = subscribe("orders/new")
     order = client.post("/api/v1/orders", json=_body(), headers=admin.headers).json
     live.wait_for(lambda r: r.json and r.json["order"]["id"] == order["id"])

@@ -190,6 +190,9 @@ def test_relay_reconnects_and_restarts_republish_nothing(client, admin, orders, 
             change(relay)
         bench.relays.stop_all()
         relay = bench.relays(mqtt_url=through_proxy)
+        # As after each reset: the new relay's first catch-up, then the change (on PostgreSQL
+        # it may first wait a standby poll for the stopped relay's lock to be released).
+        caught_up(relay, 0)
         change(relay)
         watcher.settle(quiet=0.5)
 

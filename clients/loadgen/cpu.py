@@ -8,6 +8,13 @@ order goes (docs/benchmarks/README.md, "Where the time of one order goes").
     python -m clients.loadgen.cpu -n 1000
     python -m clients.loadgen.cpu -n 1000 --profile var/profile   # and where in the code
     python -m clients.loadgen.cpu -n 1000 --set ORDERBUS_API_FAST_PATH=false  # Flask for all
+    python -m clients.loadgen.cpu -n 1000 --production  # PostgreSQL and Mosquitto
+
+With ``--production`` the system is the production profile's (a database of its own on the
+PostgreSQL server of ``ORDERBUS_TEST_POSTGRES_URL`` or the local one, Mosquitto from the
+repository's ``mosquitto.conf``), and the figures include Mosquitto and PostgreSQL: the
+backends serving that database and the server's background processes (WAL writer,
+checkpointer and the rest, shared with any other database on the server).
 
 With ``--profile DIR`` every process is sampled by py-spy (``pip install -e '.[bench]'``)
 while the POSTs and the PATCHes run: ``DIR/post/<process>.txt`` and ``DIR/patch/...`` hold
@@ -36,6 +43,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from harness.postgres import admin_connection
+
 from .peers import Peer, SystemPeer, children
 from .suite import ORDER
 
@@ -43,9 +52,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 WRITES = ("POST", "PATCH")  # the requests --profile samples
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int | list[int]) -> float:
     """CPU time of the process's live threads, to the nanosecond (``schedstat``; ``stat``'s
-    utime + stime count whole clock ticks of 10 ms, too coarse for a short run)."""
+    utime + stime count whole clock ticks of 10 ms, too coarse for a short run); of several
+    processes, their sum (a process that ended meanwhile counts nothing)."""
+    if isinstance(pid, list):
+        return sum(cpu_seconds(one) for one in pid if Path(f"/proc/{one}").exists())
     total = 0
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -57,15 +69,42 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def processes(peer: Peer) -> dict[str, int]:
+def processes(peer: Peer) -> dict[str, int | list[int]]:
     """The peer's processes by name: broker, relay, api (the HTTP server's main process) and each api
-    worker; for the Node peer its one process."""
+    worker; in production also Mosquitto and PostgreSQL's processes (its backends for the
+    peer's database together, its background processes together); for the Node peer its
+    one process."""
     if not isinstance(peer, SystemPeer):
         return {"node": peer.pids()[0]}
-    found = {name: proc.pid for name, proc in peer.system.procs.items()}
-    for n, pid in enumerate(children(found["api"])):
+    found: dict[str, int | list[int]] = {name: proc.pid for name, proc in peer.system.procs.items()}
+    for n, pid in enumerate(children(peer.system.procs["api"].pid)):
         found[f"api worker {n + 1}"] = pid
+    if peer.mosquitto is not None and peer.mosquitto.process is not None:
+        found["mosquitto"] = peer.mosquitto.process.pid
+    if peer.database is not None:
+        found.update(postgresql_processes(peer.database))
     return found
+
+
+def postgresql_processes(database: str) -> dict[str, list[int]]:
+    """The PostgreSQL server's backends serving ``database``, by the process they serve (their
+    ``application_name``: orderbus-api, orderbus-relay-data...), and its background processes,
+    when the server runs on this machine (its processes' /proc entries are readable)."""
+    with contextlib.closing(admin_connection()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pid, datname, application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        )
+        rows = cur.fetchall()
+    found: dict[str, list[int]] = {}
+    for pid, datname, application in rows:
+        if datname == database:
+            name = f"pg for {application.removeprefix('orderbus-') or 'others'}"
+        elif datname is None:
+            name = "pg background"
+        else:
+            continue
+        found.setdefault(name, []).append(pid)
+    return {name: pids for name, pids in found.items() if Path(f"/proc/{pids[0]}").exists()}
 
 
 def py_spy() -> str:
@@ -76,7 +115,7 @@ def py_spy() -> str:
 
 
 @contextlib.contextmanager
-def profiling(directory: Path | None, pids: dict[str, int]):  # type: ignore[no-untyped-def]
+def profiling(directory: Path | None, pids: dict[str, int | list[int]]):  # type: ignore[no-untyped-def]
     """Sample every process with py-spy while the block runs (nothing when ``directory`` is None)."""
     if directory is None:
         yield
@@ -102,6 +141,7 @@ def profiling(directory: Path | None, pids: dict[str, int]):  # type: ignore[no-
             stderr=subprocess.PIPE,
         )
         for name, pid in pids.items()
+        if isinstance(pid, int) and name != "mosquitto"  # py-spy samples Python processes
     }
     time.sleep(1.0)  # py-spy attaches
     for name, spy in spies.items():
@@ -183,7 +223,6 @@ def measure(peer: Peer, count: int, profile_dir: Path | None = None) -> list[dic
     each process's CPU milliseconds per request, over ``count`` requests one at a time on a
     kept-alive connection after a warm-up of a tenth as many."""
     host, port, headers, kinds = requests_of(peer)
-    pids = processes(peer)
     conn = http.client.HTTPConnection(host, port, timeout=10)
     errors = 0
     placed: list[str] = []  # the orders the POSTs created, which the PATCHes confirm
@@ -214,6 +253,7 @@ def measure(peer: Peer, count: int, profile_dir: Path | None = None) -> list[dic
     for method, path, data in kinds:
         send(method, path, data, max(20, count // 10))  # warm-up
         errors = 0
+        pids = processes(peer)  # after the warm-up: the database connections it opened too
         sampled = profile_dir / method.lower() if profile_dir and method in WRITES else None
         with profiling(sampled, pids):
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -250,21 +290,26 @@ def measure(peer: Peer, count: int, profile_dir: Path | None = None) -> list[dic
     metavar="ORDERBUS_NAME=VALUE",
     help="a setting of the system under test (repeatable), e.g. ORDERBUS_API_FAST_PATH=false",
 )
-def main(count: int, profile_dir: Path | None, settings: tuple[str, ...]) -> None:
+@click.option(
+    "--production",
+    is_flag=True,
+    help="the bench's production peer: PostgreSQL and Mosquitto, their CPU included",
+)
+def main(count: int, profile_dir: Path | None, settings: tuple[str, ...], production: bool) -> None:
     """CPU milliseconds per request of GET /healthz, GET /orders, POST /orders and a status
     change (PATCH /orders/<id>/status, confirming each order the POSTs placed), per process."""
     if profile_dir is not None:
         py_spy()
     with tempfile.TemporaryDirectory(prefix="orderbus-cpu-") as tmp:
-        peer = SystemPeer(Path(tmp), env=_settings(settings)).start()
+        peer = SystemPeer(Path(tmp), production=production, env=_settings(settings)).start()
         try:
             for kind in measure(peer, count, profile_dir):
                 p50 = kind["response_p50_ms"] or 0.0
                 click.echo(f"{kind['request']}: response p50 {p50:.2f} ms, {kind['errors']} errors")
                 for name, ms in kind["cpu_ms"].items():
                     if ms >= 0.005:
-                        click.echo(f"  {name:14s} {ms:6.2f} ms CPU per request")
-                click.echo(f"  {'total':14s} {kind['total_cpu_ms']:6.2f} ms CPU per request")
+                        click.echo(f"  {name:18s} {ms:6.2f} ms CPU per request")
+                click.echo(f"  {'total':18s} {kind['total_cpu_ms']:6.2f} ms CPU per request")
             if profile_dir is not None:
                 for method in WRITES:
                     for raw in sorted((profile_dir / method.lower()).glob("*.txt")):

@@ -376,6 +376,8 @@ def markdown(doc: dict, images: list[str]) -> str:
         ".venv/bin/python -m clients.loadgen.cpu -n 1000 --profile var/profile  # and py-spy's top frames",
         "# a setting of the system under test, e.g. Flask for every request:",
         ".venv/bin/python -m clients.loadgen.cpu -n 1000 --set ORDERBUS_API_FAST_PATH=false",
+        "# the production peer (PostgreSQL, Mosquitto), their CPU included, by the process served:",
+        ".venv/bin/python -m clients.loadgen.cpu -n 1000 --production",
         "```",
         "",
         "It needs Node.js and npm (the load generator and the Node peer), Mosquitto and, for the production "

@@ -121,7 +121,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
-    db.init_db(settings.database_url, settings.sqlite_synchronous)
+    db.init_db(settings.database_url, settings.sqlite_synchronous, "orderbus-api")
     db.init_app(app)
     problems.init_app(app)
     api.init_app(app)

@@ -21,6 +21,10 @@ sends what is pending, and then (:func:`lacking`):
   republishes the state of what changed after ``through``;
 - this epoch and everything there: the relay's own connection dropped, or Mosquitto
   restarted and restored its store: nothing is republished.
+
+The relay's other reads of the outbox live here too: where it stands
+(:func:`published_through`), its hot-path statements (:func:`statement`, :func:`pending`)
+and the finished orders whose retained state it clears (:func:`finished_clears`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from datetime import timedelta
 
 import peewee
 
+import contract
 from contract import CUSTOMER_FEED_WINDOW_SECONDS as CUSTOMER_FEED_WINDOW
-from order_service.store.db import db
+from order_service.store.db import Prepared, db
 from order_service.store.models import Order, Outbox, RelayEpoch, tuple_rows, utcnow
 
 
@@ -46,11 +51,15 @@ def database_epoch() -> str:
 
 def published_through() -> int:
     """The id of the last published outbox row: the published rows are a prefix of the
-    outbox (id order is commit order, and rows are published in id order)."""
-    first_pending = Outbox.select(peewee.fn.MIN(Outbox.id)).where(Outbox.published_at.is_null()).scalar()
-    if first_pending is not None:
-        return first_pending - 1
-    return written_through()
+    outbox (id order is commit order, and rows are published in id order).
+
+    One statement, so one snapshot. It was two (the first pending row, else the last row):
+    rows committed between them, with nothing pending at the first, were taken for
+    published, and the relay never sent them."""
+    first_pending = Outbox.select(peewee.fn.MIN(Outbox.id)).where(Outbox.published_at.is_null())
+    after_last = Outbox.select(peewee.fn.MAX(Outbox.id) + 1)
+    first_unpublished = peewee.Select(columns=[peewee.fn.COALESCE(first_pending, after_last, 1)])
+    return int(first_unpublished.bind(db).scalar()) - 1
 
 
 def written_through() -> int:
@@ -130,4 +139,61 @@ def _latest_published(
                 Outbox.id.in_(newest.group_by(group))
             )
         )
+    )
+
+
+def finished_clears(
+    retain_terminal_seconds: int, limit: int
+) -> tuple[list[str], list[tuple[str, bytes, bool]]]:
+    """Orders finished longer ago than the retention window whose retained state is not
+    cleared yet (none with an unpublished row), at most ``limit``, and the messages that clear
+    it: an empty retained message on each one's status topic, and on ``orders/new`` when it
+    retains one of them (the newest created order)."""
+    cutoff = utcnow() - timedelta(seconds=retain_terminal_seconds)
+    pending = Outbox.select(Outbox.order_id).where(
+        Outbox.published_at.is_null() & Outbox.order_id.is_null(False)
+    )
+    finished = [
+        order.id
+        for order in Order.select(Order.id)
+        .where(
+            Order.terminal_at.is_null(False)
+            & (Order.terminal_at <= cutoff)
+            & Order.retained_cleared_at.is_null()
+            & Order.id.not_in(pending)
+        )
+        .limit(limit)
+    ]
+    clears = [(contract.order_status(order_id), b"", True) for order_id in finished]
+    newest = Outbox.select(Outbox.order_id).where(Outbox.kind == "new").order_by(Outbox.id.desc()).first()
+    if finished and newest is not None and newest.order_id in finished:
+        clears.append((contract.ORDERS_NEW, b"", True))
+    return finished, clears
+
+
+def statement(name: str, batch: int) -> Prepared:
+    """The relay's hot-path outbox statements, their SQL built once (peewee's SQL building took
+    longer than running them). ``pending``: parameters the last acknowledged id and ``batch``;
+    ``mark``: the time, then the ids after which and up to which rows are published."""
+    if name == "pending":
+        return Prepared(lambda: pending(0, batch))
+    return Prepared(
+        lambda: Outbox.update(published_at=utcnow()).where(
+            (Outbox.id > 0) & (Outbox.id <= 0) & Outbox.published_at.is_null()
+        )
+    )
+
+
+def pending(after: int, limit: int) -> peewee.ModelSelect[Outbox]:
+    """The oldest rows after ``after``, each with ``newest``: no later row of its topic exists
+    (published retained only then; an older one would overwrite a newer state). One query."""
+    later = Outbox.alias()
+    superseded = peewee.fn.EXISTS(
+        later.select(peewee.SQL("1")).where((later.topic == Outbox.topic) & (later.id > Outbox.id))
+    )
+    return (
+        Outbox.select(Outbox.id, Outbox.topic, Outbox.payload, (~superseded).alias("newest"))
+        .where(Outbox.id > after)
+        .order_by(Outbox.id)
+        .limit(limit)
     )

@@ -22,9 +22,8 @@ intermediate state in a burst) goes out unretained: live subscribers see it, the
 keeps the newer state.
 
 It reads the outbox after the last acknowledged row and, at most ``MARK_EVERY`` s later,
-marks all acknowledged rows with one statement and moves its marker (not a write
-transaction and a third publish per order). A relay killed before marking makes the next
-send those rows again, in order; a lagging marker costs a few republished, never a gap.
+marks all acknowledged rows with one statement and moves its marker. A relay killed before
+marking makes the next send those rows again, in order: a few republished, never a gap.
 """
 
 from __future__ import annotations
@@ -36,21 +35,21 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
 import peewee
 
 import contract
-from contract.link import BrokerUnavailable, ConnectionLost, MqttLink
+from contract.link import BrokerUnavailable, ConnectionLost, LocalPublish, MqttLink
 from order_service import faults
 from order_service.accounts import broker_logins
 from order_service.config import Settings
 from order_service.outbox import leader, rehydration
+from order_service.outbox.recheck import RecheckWindow
 from order_service.outbox.wakeup import Notifier, Waiter
 from order_service.store.db import Prepared, db, is_sqlite
-from order_service.store.models import Order, Outbox, utcnow
+from order_service.store.models import Order, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +87,10 @@ class Relay:
         inbound: Mapping[str, Handler] | None = None,
         before_connect: Callable[[], None] | None = None,
         companions: Sequence[Companion] = (),
+        local_publish: LocalPublish | None = None,
     ) -> None:
         self.settings = settings
+        self.local_publish = local_publish  # the broker runs in this process: publish to it directly
         # ORDERBUS_MQTT_URL's broker first, then the failover ones (a cluster's other nodes), in turn.
         addresses = [settings.mqtt_address, *settings.mqtt_failover_addresses]
         if any(a.username is None for a in addresses):  # the usual case: the service account's issued secret
@@ -117,6 +118,9 @@ class Relay:
         self.marked: int | None = None  # ``through`` of the marker the broker holds
         self.republished = 0  # messages republished after the last connect
         self.catch_ups = 0  # connections caught up (pending rows sent, lost state republished)
+        self.recent = RecheckWindow(settings.relay_recheck_window)  # see recheck.py
+        self.rechecks = 0  # times the state changed within the window was republished
+        self._rechecking = False
 
     # --- lifetime ---------------------------------------------------------------
 
@@ -191,6 +195,7 @@ class Relay:
                     subscriptions=tuple(self.inbound),
                     on_message=self._on_message,
                     on_lost=self._poke.notify,
+                    local_publish=self.local_publish,
                 )
                 try:
                     self._check_lock()
@@ -237,12 +242,10 @@ class Relay:
         """SQLite: this thread's commits (marking rows published, clearing finished orders'
         retained state) skip the fsync (``synchronous=NORMAL`` on its connection only).
 
-        They were one fsync per published batch, half of all fsyncs, taken under the same
-        single-writer lock as the API's orders. Losing them costs nothing but a re-send:
-        WAL keeps them atomic and in order, a crash of the relay or the service loses none
-        (only a power cut can), and an unmarked row is published again, in order, which
-        at-least-once delivery and the clients' version check absorb. Orders, events and
-        the companions' writes (other threads, other connections) keep their fsync."""
+        They were one fsync per published batch, half of all fsyncs, under the writer lock.
+        Losing them costs a re-send: WAL keeps them atomic and in order, only a power cut
+        loses any, and an unmarked row is published again, in order, which the clients'
+        version check absorbs. Orders, events and the companions' writes keep their fsync."""
         if not is_sqlite():
             return
         mode = "NORMAL" if on else self.settings.sqlite_synchronous
@@ -304,6 +307,8 @@ class Relay:
             on_acked(acked)
         if acked < len(messages):
             raise ConnectionLost(f"{len(messages) - acked} of {len(messages)} publishes not acknowledged")
+        if self.recent and link.slowest_ack >= self.settings.relay_stall_seconds and not self._rechecking:
+            self._recheck(link, f"an acknowledgement took {link.slowest_ack:.1f} s")
 
     def _drain(self, link: MqttLink) -> int:
         """Publish every outbox row after the acknowledged ones, in id order; return how many
@@ -316,6 +321,7 @@ class Relay:
             messages = [(topic, payload.encode(), bool(newest)) for _, topic, payload, newest in rows]
 
             def acknowledged(acked: int, rows: list[tuple] = rows) -> None:
+                self.recent.acknowledged(self._through)
                 self._through = rows[acked - 1][0]
                 if self._record_due is None:
                     self._record_due = time.monotonic() + MARK_EVERY
@@ -344,17 +350,9 @@ class Relay:
             logger.warning("could not mark the acknowledged rows published (%s): they go out again", exc)
 
     def _statement(self, name: str) -> Prepared:
-        """The outbox statements of the hot path, their SQL built once (peewee's SQL building
-        took longer than running them)."""
+        """The outbox statements of the hot path, their SQL built once (``rehydration.statement``)."""
         if name not in self._statements:
-            if name == "pending":  # parameters: the last acknowledged id, the batch size
-                self._statements[name] = Prepared(lambda: _pending(0, self.settings.relay_batch))
-            else:  # parameters: the time, then the ids after which and up to which rows are published
-                self._statements[name] = Prepared(
-                    lambda: Outbox.update(published_at=utcnow()).where(
-                        (Outbox.id > 0) & (Outbox.id <= 0) & Outbox.published_at.is_null()
-                    )
-                )
+            self._statements[name] = rehydration.statement(name, self.settings.relay_batch)
         return self._statements[name]
 
     def _catch_up(self, link: MqttLink) -> None:
@@ -388,8 +386,37 @@ class Relay:
                 (time.monotonic() - started) * 1000,
                 why,
             )
+        whole = why is not None and since is None  # everything was just republished
+        if self.catch_ups and self.recent and not whole:
+            self._recheck(link, "reconnected")
         self._mark(link)
         self.catch_ups += 1
+
+    def _recheck(self, link: MqttLink, why: str) -> None:
+        """Republish the state changed in the recheck window (``recheck.py``), again while the
+        republish itself stalls (at most five rounds)."""
+        self._rechecking = True
+        try:
+            for _ in range(5):
+                since = self.recent.since()
+                if since is None:
+                    return
+                self._record_published()  # lost_state reads the published rows
+                messages = rehydration.lost_state(self.settings.retain_terminal_seconds, since, self._through)
+                self._send(link, messages)
+                self.rechecks += 1
+                logger.warning(
+                    "%s: republished the state of %d orders and worklists changed since row %d"
+                    " (the broker may have acknowledged what it did not store)",
+                    why,
+                    len(messages),
+                    since,
+                )
+                if link.slowest_ack < self.settings.relay_stall_seconds:
+                    return
+                why = f"the republish stalled too ({link.slowest_ack:.1f} s)"
+        finally:
+            self._rechecking = False
 
     def _mark(self, link: MqttLink) -> None:
         """Publish the marker, retained, unless the broker holds it already."""
@@ -400,30 +427,14 @@ class Relay:
     def _clear_finished(self, link: MqttLink) -> None:
         """Clear the retained state of orders finished longer ago than the retention window."""
         self._record_published()  # an order whose last rows are unmarked waits for them
-        cutoff = utcnow() - timedelta(seconds=self.settings.retain_terminal_seconds)
-        pending = Outbox.select(Outbox.order_id).where(
-            Outbox.published_at.is_null() & Outbox.order_id.is_null(False)
-        )
-        finished = list(
-            Order.select(Order.id)
-            .where(
-                Order.terminal_at.is_null(False)
-                & (Order.terminal_at <= cutoff)
-                & Order.retained_cleared_at.is_null()
-                & Order.id.not_in(pending)
-            )
-            .limit(self.settings.relay_batch)
+        finished, clears = rehydration.finished_clears(
+            self.settings.retain_terminal_seconds, self.settings.relay_batch
         )
         if not finished:
             return
-        clears = [(contract.order_status(o.id), b"", True) for o in finished]
-        # orders/new retains the newest created order: clear it too once that order is finished.
-        newest = Outbox.select(Outbox.order_id).where(Outbox.kind == "new").order_by(Outbox.id.desc()).first()
-        if newest is not None and newest.order_id in {o.id for o in finished}:
-            clears.append((contract.ORDERS_NEW, b"", True))
         self._send(link, clears)
         with db.atomic():
-            Order.update(retained_cleared_at=utcnow()).where(Order.id.in_([o.id for o in finished])).execute()
+            Order.update(retained_cleared_at=utcnow()).where(Order.id.in_(finished)).execute()
         logger.info("cleared the retained state of %d finished orders", len(finished))
 
     # --- what the service reads from the broker ----------------------------------------
@@ -433,18 +444,3 @@ class Relay:
         for topic_filter, handler in self.inbound.items():
             if mqtt.topic_matches_sub(topic_filter, message.topic):
                 handler(message)
-
-
-def _pending(after: int, limit: int) -> peewee.ModelSelect[Outbox]:
-    """The oldest rows after ``after``, each with ``newest``: no later row of its topic exists
-    (published retained only then; an older one would overwrite a newer state). One query."""
-    later = Outbox.alias()
-    superseded = peewee.fn.EXISTS(
-        later.select(peewee.SQL("1")).where((later.topic == Outbox.topic) & (later.id > Outbox.id))
-    )
-    return (
-        Outbox.select(Outbox.id, Outbox.topic, Outbox.payload, (~superseded).alias("newest"))
-        .where(Outbox.id > after)
-        .order_by(Outbox.id)
-        .limit(limit)
-    )

@@ -30,13 +30,16 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import peewee
+import psycopg2.extensions
 from flask import Flask
+from peewee import __exception_wrapper__ as exception_wrapper  # type: ignore[attr-defined]
 from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
@@ -50,12 +53,111 @@ db = peewee.DatabaseProxy()
 WRITER_LOCK = 0x4F5244524255531
 
 
+# A pooled connection checked in less than this long ago is handed out again without the
+# round trip peewee's pool makes to check it (``SELECT 1``, one more statement per request).
+# One idle longer (a server restart may have cut it meanwhile) is checked as before.
+CHECK_IDLE_SECONDS = 1.0
+
+
 class OrderbusPostgresqlDatabase(PooledPostgresqlDatabase):
-    """Pooled PostgreSQL whose transactions run one at a time, like SQLite's BEGIN IMMEDIATE."""
+    """Pooled PostgreSQL whose transactions run one at a time, like SQLite's BEGIN IMMEDIATE.
+
+    ``BEGIN`` and the writer lock go to the server together, in one round trip."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._checked_in: dict[int, float] = {}  # connection key: when it came back to the pool
+
+    # --- writes sent with the next statement ---------------------------------------------
+    # A write whose result nobody reads (``write``: the hot path's inserts and saves) waits
+    # for the transaction's next statement and goes with it, in one round trip: PostgreSQL
+    # runs a string of statements in order, so every later read sees it. The order, its
+    # lines, its history and its outbox rows reach the server together with the COMMIT. A
+    # failure of a deferred write aborts the transaction and is raised by that next
+    # statement (or the COMMIT), inside the same ``db.atomic()`` block or at its end.
+
+    def defer(self, sql: str, params: list[Any]) -> None:
+        """Send ``sql`` with the transaction's next statement; outside a transaction, now."""
+        if not self.in_transaction():
+            self.execute_sql(sql, params)
+            return
+        pending = getattr(self._state, "deferred", None)
+        if pending is None:
+            pending = self._state.deferred = []
+        pending.append((sql, params))
+
+    def _with_deferred(self, sql: str | None, params: Any) -> tuple[str, Any]:
+        """The deferred writes followed by ``sql`` (None: the writes alone), as one string."""
+        pending = getattr(self._state, "deferred", None)
+        if not pending:
+            assert sql is not None
+            return sql, params
+        merged: list[Any] = []
+        for _, values in pending:
+            merged += values
+        statements = [statement for statement, _ in pending]
+        pending.clear()
+        if sql is None:
+            return "; ".join(statements), merged
+        return "; ".join([*statements, sql]), [*merged, *(params or ())]
+
+    def _drop_deferred(self) -> None:
+        pending = getattr(self._state, "deferred", None)
+        if pending:
+            pending.clear()
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if getattr(self._state, "deferred", None):
+            if isinstance(params, dict):  # named parameters do not join positional ones
+                super().execute_sql(*self._with_deferred(None, ()))
+            else:
+                sql, params = self._with_deferred(sql, params)
+        return super().execute_sql(sql, params)
+
+    def commit(self) -> None:
+        if not getattr(self._state, "deferred", None) or self.is_closed():
+            super().commit()
+            return
+        sql, params = self._with_deferred("COMMIT", ())
+        with exception_wrapper:
+            self.cursor().execute(sql, params)
+
+    def rollback(self) -> None:
+        self._drop_deferred()
+        super().rollback()
 
     def begin(self, isolation_level: str | None = None) -> None:
-        super().begin(isolation_level)
-        self.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+        self._drop_deferred()  # a transaction that ended without commit or rollback left them
+        if isolation_level is not None or self._isolation_level:
+            super().begin(isolation_level)
+            self.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+            return
+        with exception_wrapper:  # peewee's errors, as its own begin() raises them
+            self.cursor().execute("BEGIN; SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+
+    def _close(self, conn: Any, close_conn: bool = False) -> None:
+        self._drop_deferred()
+        key = self.conn_key(conn)
+        if close_conn:
+            self._checked_in.pop(key, None)
+        else:
+            self._checked_in[key] = time.monotonic()
+        super()._close(conn, close_conn)
+
+    def _close_raw(self, conn: Any) -> None:
+        self._checked_in.pop(self.conn_key(conn), None)  # closed by the pool (stale, unusable, close_all)
+        super()._close_raw(conn)
+
+    def _is_closed(self, conn: Any) -> bool:
+        returned = self._checked_in.pop(self.conn_key(conn), None)
+        if (
+            returned is not None
+            and time.monotonic() - returned < CHECK_IDLE_SECONDS
+            and not conn.closed
+            and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        ):
+            return False
+        return bool(super()._is_closed(conn))
 
 
 # SQLite: how long a writer waits for another thread of its process before "database is locked".
@@ -184,6 +286,17 @@ class Prepared:
         return cursor.fetchall() if cursor.description else []
 
 
+def write(sql: str, params: list[Any]) -> None:
+    """A write whose result (row count, new id) nobody reads: on PostgreSQL, inside a
+    transaction, it goes with the transaction's next statement
+    (:meth:`OrderbusPostgresqlDatabase.defer`); otherwise it runs now."""
+    database = db.obj
+    if isinstance(database, OrderbusPostgresqlDatabase):
+        database.defer(sql, params)
+    else:
+        db.execute_sql(sql, params)
+
+
 # Called once after each COMMIT of a transaction that wrote outbox rows (the API: wake the relay).
 _outbox_listener: Callable[[], None] | None = None
 
@@ -202,16 +315,14 @@ def _after_outbox_commit() -> None:
 def hold_writer_lock() -> None:
     """Check that this transaction holds the writer lock before it writes outbox rows.
 
-    On PostgreSQL every transaction takes the lock at ``BEGIN``; the outbox writers
-    call this as well (re-taking a held advisory lock returns at once), and an outbox
+    On PostgreSQL every transaction takes the lock at ``BEGIN``
+    (:class:`OrderbusPostgresqlDatabase`), so a transaction holds it already; an outbox
     row written outside a transaction is refused: in autocommit it would get an id
     while another transaction's smaller id is still uncommitted. On both backends it
     also has the :func:`on_outbox_commit` listener called once the transaction commits.
     """
-    if isinstance(db.obj, OrderbusPostgresqlDatabase):
-        if not db.in_transaction():
-            raise RuntimeError("outbox rows must be written inside db.atomic()")
-        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+    if isinstance(db.obj, OrderbusPostgresqlDatabase) and not db.in_transaction():
+        raise RuntimeError("outbox rows must be written inside db.atomic()")
     # The relay hears of the rows the moment they commit, before the response is even built.
     if _outbox_listener is not None and db.in_transaction():
         pending = db._state.commit_callbacks  # (peewee's list for this transaction)
@@ -219,7 +330,7 @@ def hold_writer_lock() -> None:
             db.after_commit(_after_outbox_commit)
 
 
-def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
+def make_database(url: str, synchronous: str = "FULL", role: str = "orderbus") -> peewee.Database:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
@@ -252,14 +363,17 @@ def make_database(url: str, synchronous: str = "FULL") -> peewee.Database:
         params.setdefault("max_connections", 20)
         params.setdefault("stale_timeout", 300)
         params.setdefault("timeout", 30)  # wait for a free connection rather than fail at once
+        # Who is who in pg_stat_activity: orderbus-api, orderbus-relay-data, orderbus-webhooks...
+        params.setdefault("application_name", role)
         return OrderbusPostgresqlDatabase(**params)
     raise ValueError(f"unsupported database URL {masked_url(url)!r}: use sqlite:/// or postgresql://")
 
 
-def init_db(url: str, synchronous: str = "FULL") -> peewee.Database:
-    """Point the proxy at a real database (once per process; tests: once per test)."""
+def init_db(url: str, synchronous: str = "FULL", role: str = "orderbus") -> peewee.Database:
+    """Point the proxy at a real database (once per process; tests: once per test). ``role``
+    names the process's connections to PostgreSQL (``application_name``)."""
     previous = db.obj
-    database = make_database(url, synchronous)
+    database = make_database(url, synchronous, role)
     db.initialize(database)
     if previous is not None and hasattr(previous, "close_all"):
         previous.close_all()

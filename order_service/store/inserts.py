@@ -6,7 +6,9 @@ rows of one model with the same columns peewee would use (the given ones plus ev
 field with a default) and the same value conversion (``Field.db_value``);
 :class:`Select` reads whole rows by a key into model instances, as peewee's row loader
 builds them (``Field.python_value``); :class:`Update` saves a whole instance as
-``Model.save()`` does. Each builds its text once per database.
+``Model.save()`` does. Each builds its text once per database. On PostgreSQL the inserts
+and saves go to the server with the transaction's next statement, in one round trip
+(``db.write``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import peewee
 
-from order_service.store.db import db
+from order_service.store.db import db, write
 
 
 class Insert:
@@ -64,7 +66,7 @@ class Insert:
         params: list[Any] = []
         for row in rows:
             params += self._values(row)
-        db.execute_sql(head + ", ".join([row_text] * len(rows)), params)
+        write(head + ", ".join([row_text] * len(rows)), params)
 
 
 def _quoted(database: peewee.Database, name: str) -> str:
@@ -149,5 +151,5 @@ class Update:
             instance.save()
             return
         params.append(self.key.db_value(data[self.key.name]))
-        db.execute_sql(self._text(db.obj), params)
+        write(self._text(db.obj), params)
         instance._dirty.clear()  # type: ignore[attr-defined]

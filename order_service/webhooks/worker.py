@@ -159,7 +159,7 @@ class WebhookBridge:
 def main() -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s webhooks %(levelname)s %(message)s")
-    init_db(settings.database_url, settings.sqlite_synchronous)
+    init_db(settings.database_url, settings.sqlite_synchronous, "orderbus-webhooks")
     bridge = WebhookBridge(settings)
     stop = threading.Event()
 

@@ -67,10 +67,13 @@ def test_the_service_worker_shows_a_push_as_a_notification(context, system: Syst
     registrations: list[dict] = []
     cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"]))
     cdp.send("ServiceWorker.enable")
-    page.wait_for_function("() => true")  # let the registration event arrive
     wanted = f"{system.base}/courier/"
-    found = [r for r in registrations if r["scopeURL"] == wanted and not r.get("isDeleted")]
-    assert found, registrations
+
+    def registered() -> list[dict]:
+        page.evaluate("() => 0")  # a round trip: Playwright dispatches the CDP events received meanwhile
+        return [r for r in registrations if r["scopeURL"] == wanted and not r.get("isDeleted")]
+
+    found = wait_until(registered, WAIT / 1000, "the worker's registration reported over CDP")
     body = {
         "kind": "offer",
         "agent_id": "agt_x",

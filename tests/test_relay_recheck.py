@@ -92,6 +92,9 @@ def test_a_reconnect_makes_the_relay_republish_its_window(
     state changed within the window again; the catch-up alone would send nothing (the broker
     kept its retained state)."""
     relay = start_relay(mqtt_url=f"mqtt://127.0.0.1:{proxy.port}", relay_recheck_seconds=30)
+    # The first catch-up over (its marker acknowledged): a drop during it would leave the broker
+    # without a marker, and the reconnect would republish everything rather than recheck.
+    wait_until(lambda: relay.catch_ups, 10, "the relay's first catch-up")
     order = place_order()
     topic = contract.order_status(order["id"])
     wait_until(all_published, 10, "the order published")

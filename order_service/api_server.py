@@ -3,7 +3,7 @@ from the same ORDERBUS_* variables as the rest of the service.
 
     python -m order_service.api_server
 
-``ORDERBUS_API_WORKERS`` worker processes, each with :data:`THREADS` threads running the
+``ORDERBUS_API_WORKERS`` worker processes, each with ``ORDERBUS_API_THREADS`` threads running the
 Flask app; the HTTP protocol itself (parsing, keep-alive, writing answers) is granian's
 Rust code, outside the GIL. A worker that dies (``kill -9``, a crash) is replaced at once;
 ``SIGHUP`` replaces the workers one by one, each new one serving before the old one stops
@@ -25,8 +25,6 @@ from granian.server import MPServer as Server
 
 from order_service.config import Settings, load_settings
 
-#: Threads per worker process that run the Flask app (as gunicorn's gthread worker had).
-THREADS = 4
 #: How long a stopping or replaced worker may finish the requests it has before it is killed.
 GRACE_SECONDS = 10
 #: The app, built once in each worker process.
@@ -54,7 +52,7 @@ def build(settings: Settings) -> Server:
         address=settings.api_host,
         port=settings.api_port,
         workers=settings.api_workers,
-        blocking_threads=THREADS,
+        blocking_threads=settings.api_threads,
         # HTTP/1.1 only: clients and the reverse proxy speak it; no h2c upgrade to parse.
         http=HTTPModes.http1,
         websockets=False,

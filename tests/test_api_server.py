@@ -6,7 +6,8 @@ worker while requests go on succeeding; SIGTERM to the main process lets a reque
 way finish, then the server exits cleanly; an idle kept-alive connection stays open for
 ORDERBUS_API_KEEPALIVE_SECONDS and is closed after, and a client trickling its headers is
 cut off after as long; oversized request heads are refused; the access log is written
-only when ORDERBUS_API_ACCESS_LOG is on.
+only when ORDERBUS_API_ACCESS_LOG is on; ORDERBUS_API_THREADS bounds the requests a worker
+runs at once.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Api:
 
 def start_api(tmp_path: Path, **settings: str) -> System:
     tmp_path.mkdir(exist_ok=True)
-    env = child_env(tmp_path / "var", ORDERBUS_API_WORKERS=str(WORKERS), **settings)
+    env = child_env(tmp_path / "var", **{"ORDERBUS_API_WORKERS": str(WORKERS), **settings})
     for step in ("migrate", "bootstrap"):
         result = cli(env, step)
         assert result.returncode == 0, result.stderr
@@ -284,5 +285,45 @@ def test_a_client_trickling_its_headers_is_cut_off_at_the_keepalive_setting(tmp_
         assert cut_after is not None, "the trickling client was kept for 15 s"
         assert 4.5 <= cut_after <= 8, cut_after
         assert Api(system, port, "").get() == 200
+    finally:
+        system.close()
+
+
+def _held_post(port: int, token: str) -> socket.socket:
+    """A POST whose app thread waits for its body: the server answered 100 Continue once the
+    app asked for it, so the request holds one of the worker's threads until the body comes."""
+    body = json.dumps(ORDER).encode()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+    raw.sendall(
+        b"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n".encode()
+        + b"Expect: 100-continue\r\n\r\n"
+    )
+    interim = raw.recv(4096)
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+    return raw
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_api_threads_is_how_many_requests_a_worker_runs_at_once(tmp_path: Path, threads: int):
+    """One worker with ORDERBUS_API_THREADS=1: while a request holds its thread, the next
+    request waits and is answered once the first is done. With 2 (the positive control), the
+    next request is answered meanwhile."""
+    system = start_api(tmp_path, ORDERBUS_API_WORKERS="1", ORDERBUS_API_THREADS=str(threads))
+    try:
+        port = int(system.env["ORDERBUS_API_PORT"])
+        password = (tmp_path / "var" / "admin-password").read_text().strip()
+        token = system.admin.login("admin", password)["access_token"]
+        statuses: list[int] = []
+        with _held_post(port, token) as held:
+            probe = threading.Thread(target=lambda: statuses.append(Api(system, port, token).get()))
+            probe.start()
+            probe.join(2)
+            answered_while_held = bool(statuses)
+            held.sendall(json.dumps(ORDER).encode())
+            assert held.recv(65536).startswith(b"HTTP/1.1 201"), "the held order was not placed"
+        probe.join(15)
+        assert statuses == [200]
+        assert answered_while_held == (threads > 1), statuses
     finally:
         system.close()

@@ -154,15 +154,7 @@ def test_sigterm_lets_a_request_under_way_finish_then_exits_cleanly(api: Api):
     (the app is reading its body): the order is created and answered 201, then the server
     exits with status 0 and its port no longer answers."""
     body = json.dumps(ORDER).encode()
-    with socket.create_connection(("127.0.0.1", api.port), timeout=15) as raw:
-        raw.sendall(
-            b"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {api.token}\r\nContent-Length: {len(body)}\r\n".encode()
-            + b"Expect: 100-continue\r\n\r\n"
-        )
-        # The server says 100 Continue once the app asks for the body: the request is in the app.
-        interim = raw.recv(4096)
-        assert interim.startswith(b"HTTP/1.1 100"), interim
+    with _held_post(api.port, api.token) as raw:  # the request is in the app
         os.kill(api.pid, signal.SIGTERM)
         readable, _, _ = select.select([raw], [], [], 0.5)
         assert not readable, "the connection was closed under the request"

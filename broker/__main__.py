@@ -16,9 +16,10 @@ settings out of this package):
 - ``ORDERBUS_LOG_LEVEL``            DEBUG, INFO, WARNING or ERROR (default INFO)
 
 Both files are re-read when they change, without a restart; while one is missing every
-client is refused. ``--conformance`` instead lets anyone connect without credentials, with
-every topic open except each ``--deny-topic`` (for third-party conformance suites; never in
-production).
+client is refused. The relay's publish channel (``broker/channel.py``) writes its port and
+secret to ``publish`` beside the password file. ``--conformance`` instead lets anyone
+connect without credentials, with every topic open except each ``--deny-topic`` (for
+third-party conformance suites; never in production).
 
 Exit status: 0 after a clean shutdown, 2 on bad configuration or a port in use.
 Operators get a one-line ``error: ...`` on stderr for those, not a traceback.
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import click
 
+from broker.channel import channel_file
 from broker.server import PORT_ENV, WS_PORT_ENV, BrokerStartError, EmbeddedBroker
 
 logger = logging.getLogger(__name__)
@@ -129,7 +131,15 @@ def _broker(env: Mapping[str, str], conformance: bool, deny_topics: tuple[str, .
     # The plugins log what they load from each file (or that it is missing) once started.
     password_file = _file(env, PASSWORD_FILE_ENV, "passwd")
     acl_file = _file(env, ACL_FILE_ENV, "acl")
-    return EmbeddedBroker(host, port, ws_port, password_file=password_file, acl_file=acl_file)
+    # The relay's publish channel (broker/channel.py): its port and secret beside the password file.
+    return EmbeddedBroker(
+        host,
+        port,
+        ws_port,
+        password_file=password_file,
+        acl_file=acl_file,
+        channel_file=channel_file(password_file),
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:

@@ -17,11 +17,13 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from contextlib import ExitStack, suppress
+from pathlib import Path
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
+from broker.channel import ChannelServer
 from broker.hardened import (
     DEFAULT_MAX_INFLIGHT_MESSAGES,
     DEFAULT_MAX_QUEUED_BYTES,
@@ -167,6 +169,8 @@ class EmbeddedBroker:
     amqtt's whole plugins section instead (tests of amqtt itself).
     ``max_queued_messages`` and ``max_queued_bytes`` bound each client's queue (as in
     mosquitto.conf), ``max_inflight_messages`` its unacknowledged QoS 1/2 messages.
+    With ``channel_file`` the broker also serves the relay's publish channel and writes its
+    port and secret to that file (broker/channel.py).
     """
 
     def __init__(
@@ -183,6 +187,7 @@ class EmbeddedBroker:
         max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES,
+        channel_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if plugins is None:
             plugins = plugin_config(
@@ -202,6 +207,8 @@ class EmbeddedBroker:
             "max_inflight_messages": max_inflight_messages,
         }
         self._broker: HardenedBroker | None = None
+        self._channel_file = Path(channel_file) if channel_file is not None else None
+        self.channel: ChannelServer | None = None
 
     @property
     def dropped_messages(self) -> int:
@@ -310,14 +317,24 @@ class EmbeddedBroker:
             build_config(self.host, self.port, self.ws_port, self._plugins), **self._limits
         )
         self._broker = broker
+        channel = None
+        if self._channel_file is not None:  # its file is written before MQTT is served
+            channel = self.channel = ChannelServer(broker.publish_local, self._channel_file)
+            await channel.start()
         try:
             # Returns once both servers listen, so the kernel accepts connections from now.
             await broker.start()
         except BrokerError as exc:
+            if channel is not None:
+                await channel.close()
             self._startup_error = await self._explain_failed_start(broker, exc)
             return
+        if channel is not None:
+            channel.serve()
         ready.set()
         await self._stop_requested.wait()
+        if channel is not None:
+            await channel.close()
         await _disconnect_everyone(broker)
         try:
             await asyncio.wait_for(broker.shutdown(), SHUTDOWN_TIMEOUT)

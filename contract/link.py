@@ -104,7 +104,7 @@ class MqttLink:
     ) -> None:
         self.address = address
         self.keepalive = keepalive
-        self._local_publish = local_publish
+        self.local_publish = local_publish
         self.subscriptions = subscriptions
         self._on_message = on_message
         self._on_lost = on_lost
@@ -281,11 +281,12 @@ class MqttLink:
         the first message and then every ``check_every`` (the relay lock); it stops
         the batch by raising. ``timeout`` bounds the wait for the oldest acknowledgement.
 
-        With ``local_publish`` (the broker runs in this process) the messages go to it
-        directly, :data:`LOCAL_CHUNK` at a time, not over the connection.
+        With ``local_publish`` (the broker runs in this process, or its publish channel is
+        open) the messages go to it directly, :data:`LOCAL_CHUNK` at a time, not over the
+        connection.
         """
         self.slowest_ack = 0.0
-        if self._local_publish is not None:
+        if self.local_publish is not None:
             return self._publish_locally(list(messages), timeout, check, check_every)
         outstanding: deque[int] = deque()
         done = 0
@@ -315,14 +316,14 @@ class MqttLink:
         check: Callable[[], None] | None,
         check_every: int,
     ) -> int:
-        assert self._local_publish is not None
+        assert self.local_publish is not None
         done = 0
         step = max(1, min(LOCAL_CHUNK, check_every))
         while done < len(messages):
             if check is not None and done % check_every < step:
                 check()
             try:
-                done += self._local_publish(messages[done : done + step], timeout)
+                done += self.local_publish(messages[done : done + step], timeout)
             except Exception as exc:  # the broker of this process stopped: as a lost connection
                 raise ConnectionLost(f"the broker of this process did not take the messages: {exc}") from exc
         return done

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         " directly (no broker process, no MQTT hop per message); docs/configuration.md",
     )
 
+    relay_channel: bool = Field(
+        True,
+        description="the relay hands messages to the embedded broker's process over its publish"
+        " channel, not as MQTT publishes (docs/configuration.md)",
+    )
+
     # The broker the relay publishes to; default: the embedded one.
     mqtt_url: str = Field(
         "", description="mqtt://, mqtts:// (TLS), ws:// or wss:// [user:password@]host:port; default embedded"

@@ -1,9 +1,9 @@
 """The outbox publisher: every outbox row to the broker, in commit order.
 
-Publishes outbox rows QoS 1 and marks a row published only after the broker's PUBACK.
-While the broker is away rows wait in the database; nothing is lost. On every
-(re)connect it first sends what is pending, then republishes what the broker lacks of
-the current state, so a broker that lost its retained store is whole again.
+Publishes outbox rows QoS 1 and marks a row published only after the broker's PUBACK (or
+its answer on the embedded broker's publish channel, ``channel.py``). While the broker is
+away rows wait in the database; nothing is lost. On every (re)connect it first sends what is
+pending, then republishes what the broker lacks of the current state.
 
 What the broker lacks, it learns from a marker it keeps retained on
 ``orderbus/relay/epoch``, read back after connecting (``rehydration.py``): a relay's
@@ -18,8 +18,7 @@ connection and go to the unit that subscribed to them.
 
 Retained state never goes backwards: one publisher, in id (commit) order, and a row is
 published *retained* only when it is the newest of its topic; an older one (a re-send, an
-intermediate state in a burst) goes out unretained: live subscribers see it, the broker
-keeps the newer state.
+intermediate state in a burst) goes out unretained: the broker keeps the newer state.
 
 It reads the outbox after the last acknowledged row and, at most ``MARK_EVERY`` s later,
 marks all acknowledged rows with one statement and moves its marker. A relay killed before
@@ -45,7 +44,7 @@ from contract.link import BrokerUnavailable, ConnectionLost, LocalPublish, MqttL
 from order_service import faults
 from order_service.accounts import broker_logins
 from order_service.config import Settings
-from order_service.outbox import leader, rehydration
+from order_service.outbox import channel, leader, rehydration
 from order_service.outbox.recheck import RecheckWindow
 from order_service.outbox.wakeup import Notifier, Waiter
 from order_service.store.db import Prepared, db, is_sqlite
@@ -91,6 +90,7 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.local_publish = local_publish  # the broker runs in this process: publish to it directly
+        self.channel = None if local_publish else channel.opener(settings)  # or over its publish channel
         # ORDERBUS_MQTT_URL's broker first, then the failover ones (a cluster's other nodes), in turn.
         addresses = [settings.mqtt_address, *settings.mqtt_failover_addresses]
         if any(a.username is None for a in addresses):  # the usual case: the service account's issued secret
@@ -197,11 +197,13 @@ class Relay:
                     on_lost=self._poke.notify,
                     local_publish=self.local_publish,
                 )
+                opened = None
                 try:
                     self._check_lock()
                     if self.before_connect is not None:
                         self.before_connect()
                     link.connect()
+                    opened = self.channel.open(link) if self.channel else None
                     backoff = 0.2
                     self.connected.set()
                     logger.info("relay connected to %s", self.address)
@@ -223,6 +225,8 @@ class Relay:
                 finally:
                     self.connected.clear()
                     link.close()
+                    if opened is not None:
+                        opened.close()
                 if not self.lock.held():
                     return
                 stop.wait(backoff)  # the companions go on while the broker is away

@@ -151,11 +151,15 @@ def make_system(
             raise RuntimeError(f"order_service {step} failed:\n{result.stderr}")
     system = System(env, tmp_path)
     system.mosquitto = mosquitto
-    if mosquitto:
-        mosquitto.start()
     in_relay = env.get("ORDERBUS_BROKER_IN_RELAY", "").lower() in ("1", "true", "yes", "on")
-    for name in ("relay", "api") if mosquitto or in_relay else ("broker", "relay", "api"):
-        system.start(name)
-    password = (data_dir / "admin-password").read_text().strip()
-    system.admin.login("admin", password)
+    try:
+        if mosquitto:
+            mosquitto.start()
+        for name in ("relay", "api") if mosquitto or in_relay else ("broker", "relay", "api"):
+            system.start(name)
+        password = (data_dir / "admin-password").read_text().strip()
+        system.admin.login("admin", password)
+    except BaseException:
+        system.close()  # what did start (a Mosquitto, the broker) must not outlive a failed start
+        raise
     return system

@@ -47,6 +47,13 @@ SECURITY_TESTS: dict[str, str | tuple[str, ...]] = {
         "test_no_retained_message_before_subscribing",
         "test_removed_users_persistent_session_queues_nothing",
     ),
+    # The relay's publish channel into the embedded broker: the secret, frames, connections.
+    "test_broker_channel.py": (
+        "test_a_connection_without_the_secret_publishes_nothing",
+        "test_a_bad_frame_closes_the_channel",
+        "test_a_stale_file_or_a_stranger_on_its_port_is_no_channel",
+        "test_connections_are_bounded",
+    ),
     # Malformed, oversized and truncated packets against the embedded broker.
     "test_broker_malformed.py": ALL,
     # The embedded broker's bounds: $ topics, queues, slow readers, refused logins.

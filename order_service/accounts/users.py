@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from order_service.config import Settings
 from order_service.errors import TooManyAttempts
 from order_service.store.db import Prepared, db
+from order_service.store.inserts import loaded
 from order_service.store.models import LoginFailure, Token, User, new_id, utcnow
 
 _hasher = PasswordHasher()
@@ -150,8 +151,8 @@ def _token_user(digest: str) -> tuple[datetime, User] | None:
     row = rows[0] if rows else None
     if row is None:
         return None
-    user = User(**{f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)})
-    user._dirty.clear()  # type: ignore[attr-defined]  # as peewee's row loader does; its stubs omit it
+    data = {f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)}
+    user = loaded(User, data)
     return Token.expires_at.python_value(row[0]), user
 
 

@@ -70,10 +70,13 @@ def test_a_deactivated_agent_is_refused_after_the_reload(cluster_system):
     while True:
         again = Device(url, agent["mqtt"]["username"], agent["mqtt"]["password"]).start()
         again.stop()
-        if not again.connected.is_set() or time.monotonic() > deadline:
+        refused = again.connack is not None and again.connack.is_failure
+        # Accepted: the reload is still to come. No CONNACK at all (the node closed the
+        # connection while its callout was busy, seen once in CI) says nothing yet: again.
+        if refused or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert again.connack is not None and again.connack.is_failure
+    assert refused, (again.connack, again.connected.is_set())
 
 
 def test_reloads_under_load_drop_no_node_no_device_and_no_message(cluster_system):

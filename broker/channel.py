@@ -42,6 +42,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from broker.credfiles import write_atomically
+
 logger = logging.getLogger(__name__)
 
 FILE_NAME = "publish"  # beside the broker's password file
@@ -118,12 +120,7 @@ class ChannelServer:
         """Listen and write the file; frames are answered once :meth:`serve` is called."""
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(b"%d %s\n" % (port, self.secret))
-        os.replace(temporary, self.path)
+        write_atomically(self.path, f"{port} {self.secret.decode()}\n", 0o600)
         logger.info("publish channel on 127.0.0.1:%d (%s)", port, self.path)
 
     def serve(self) -> None:
@@ -225,7 +222,7 @@ class PublishChannel:
             self.sock.sendall(encode(messages[done:end]))
             (taken,) = _U32.unpack(_receive(self.sock, 4))
             if taken != end - done:  # the broker takes a whole frame or closes the channel
-                return done + min(taken, end - done)
+                raise ConnectionResetError(f"the broker took {taken} of a frame of {end - done}")
             done = end
         return done
 

@@ -304,6 +304,12 @@ class Settings(BaseSettings):
         return BrokerAddress.parse(self.mqtt_url, ca_file=self.mqtt_ca_file)
 
     @property
+    def mqtt_is_embedded_broker(self) -> bool:
+        """ORDERBUS_MQTT_URL names the embedded broker's own address (ORDERBUS_BROKER_HOST/PORT)."""
+        address = self.mqtt_address
+        return (address.port, url_host(address.host)) == (self.broker_port, url_host(self.broker_host))
+
+    @property
     def relay_recheck_window(self) -> float:
         """ORDERBUS_RELAY_RECHECK_SECONDS, or its default: 30 s when the relay has brokers to fail
         over to (a cluster: NATS may acknowledge what it did not store, docs/scaling.md), else 0."""

@@ -25,7 +25,7 @@ import sys
 import threading
 
 from broker.server import BrokerStartError, EmbeddedBroker
-from contract.link import LocalPublish, masked_url, url_host
+from contract.link import LocalPublish, masked_url
 from order_service.accounts import broker_logins
 from order_service.accounts.sync import LoginFileSync
 from order_service.config import Settings, load_settings
@@ -68,8 +68,7 @@ def in_process_broker(settings: Settings) -> EmbeddedBroker:
         raise SystemExit(
             "error: ORDERBUS_BROKER_IN_RELAY runs the embedded broker: not with a cluster or failover brokers"
         )
-    address = settings.mqtt_address
-    if (address.port, url_host(address.host)) != (settings.broker_port, url_host(settings.broker_host)):
+    if not settings.mqtt_is_embedded_broker:
         here = f"{settings.broker_host}:{settings.broker_port}"
         raise SystemExit(
             f"error: ORDERBUS_BROKER_IN_RELAY runs the embedded broker on {here}, but ORDERBUS_MQTT_URL"

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from broker.channel import ChannelUnavailable, PublishChannel, channel_file
-from contract.link import MqttLink, url_host
+from contract.link import MqttLink
 from order_service.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,10 +26,7 @@ def channel_path(settings: Settings) -> Path | None:
     """The embedded broker's channel file, when that broker is the relay's only one."""
     if not settings.relay_channel or settings.cluster_nodes > 1 or settings.mqtt_failover_urls:
         return None
-    address = settings.mqtt_address
-    if (address.port, url_host(address.host)) != (settings.broker_port, url_host(settings.broker_host)):
-        return None
-    return channel_file(settings.mqtt_password_path)
+    return channel_file(settings.mqtt_password_path) if settings.mqtt_is_embedded_broker else None
 
 
 def opener(settings: Settings) -> ChannelOpener | None:

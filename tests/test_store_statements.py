@@ -15,7 +15,7 @@ import peewee
 
 from order_service.store.db import db
 from order_service.store.inserts import Select, as_is, converter
-from order_service.store.models import BaseModel, Order, User
+from order_service.store.models import BaseModel, Order, OrderItem, User
 
 A_TIME = datetime(2026, 12, 7, 13, 0, 1, 5)
 VALUES = [None, "text", "42", b"bytes", 7, 0, True, False, 2.5, Decimal("1.5"), A_TIME]
@@ -61,3 +61,35 @@ def test_a_row_read_is_the_instance_peewee_makes(app, admin, client):
             assert ours._dirty == theirs._dirty == set()
             assert ours.__rel__ == theirs.__rel__ == {}
             assert not ours.is_dirty()
+
+
+def test_a_row_inserted_is_the_instance_peewee_reads_back(app, admin):
+    """A new order and its lines, as the write path returns them without reading them
+    back (``Insert.instances``), hold what peewee reads from the database: the defaults
+    the insert filled in included."""
+    from order_service.orders.service import NewOrder, create_order
+
+    new = NewOrder(
+        customer={"name": "Ada", "phone": "+1 555 0100", "address": "1 Main St"},
+        items=[
+            {"name": "Tea", "quantity": 2, "unit_price_cents": 300},
+            {"name": "Cake", "quantity": 1, "unit_price_cents": 450},
+        ],
+        delivery_location={"lat": 52.5, "lon": 13.4},
+    )
+    with db.connection_context():
+        user = User.get_by_id(admin.user_id)
+        order, created = create_order(user, new)
+        assert created
+        stored = Order.get_by_id(order.id)
+        # A column neither given nor defaulted is absent, as from Model(**row): it reads None.
+        assert _columns(order) == _columns(stored)
+        assert not order.is_dirty()
+        lines = list(OrderItem.select().where(OrderItem.order == order.id).order_by(OrderItem.position))
+        # A line's id is the database's (a multi-row insert does not say it): not kept.
+        assert [{**_columns(line), "id": None} for line in lines] == [_columns(line) for line in order.items]
+        assert [line.name for line in order.items] == ["Tea", "Cake"]  # positive control
+
+
+def _columns(instance: peewee.Model) -> dict:
+    return {name: instance.__data__.get(name) for name in instance._meta.fields}

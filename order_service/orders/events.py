@@ -16,7 +16,7 @@ import contract
 from order_service.errors import Conflict
 from order_service.orders import worklists
 from order_service.orders.proof import proof_dict
-from order_service.store.db import hold_writer_lock
+from order_service.store.db import hold_writer_lock, is_sqlite
 from order_service.store.inserts import Insert
 from order_service.store.models import (
     Agent,
@@ -165,20 +165,23 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
     if event == "order.created":
         kinds.insert(0, ("new", contract.ORDERS_NEW))
     hold_writer_lock()  # outbox id order = commit order (see db.py)
-    for kind, topic in kinds:  # one statement each: ids in this order on every backend
-        _INSERT_OUTBOX.rows(
-            [
-                {
-                    "event_id": payload["event_id"],
-                    "event": event,
-                    "kind": kind,
-                    "topic": topic,
-                    "payload": text,
-                    "order_id": order.id,
-                    "agent_id": order.agent_id,
-                }
-            ]
-        )
+    rows = [
+        {
+            "event_id": payload["event_id"],
+            "event": event,
+            "kind": kind,
+            "topic": topic,
+            "payload": text,
+            "order_id": order.id,
+            "agent_id": order.agent_id,
+        }
+        for kind, topic in kinds
+    ]
+    if is_sqlite():  # SQLite numbers a statement's rows in their order: one statement
+        _INSERT_OUTBOX.rows(rows)
+    else:  # PostgreSQL does not promise it for one statement: one each (sent together)
+        for row in rows:
+            _INSERT_OUTBOX.rows([row])
     return payload
 
 

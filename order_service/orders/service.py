@@ -280,9 +280,11 @@ def _insert_order(user: User, new: NewOrder, business: Business) -> Order:
         "business_day": day,
         "delivery_code": proof.new_code() if user.role == "customer" else None,
     }
-    _INSERT_ORDER.rows([values])
-    items = [{"order": values["id"], "position": i, **line} for i, line in enumerate(lines)]
-    _INSERT_ITEMS.rows(items)
+    (order,) = _INSERT_ORDER.instances([values])
+    # The order keeps its lines in memory: what order_dict reads (as prefetch() would leave it).
+    order.items = _INSERT_ITEMS.instances(
+        [{"order": values["id"], "position": i, **line} for i, line in enumerate(lines)]
+    )
     _INSERT_HISTORY.rows(
         [
             {
@@ -296,8 +298,6 @@ def _insert_order(user: User, new: NewOrder, business: Business) -> Order:
             }
         ]
     )
-    order = Order(**values)
-    order.items = [OrderItem(**item) for item in items]  # what order_dict reads (as prefetch() does)
     record_order_event(order, "order.created")
     record_customer_feed(order, "order.created")
     return order

@@ -293,8 +293,15 @@ def write(sql: str, params: list[Any]) -> None:
     database = db.obj
     if isinstance(database, OrderbusPostgresqlDatabase):
         database.defer(sql, params)
-    else:
+        return
+    conn = database._state.conn
+    if conn is None:  # not connected: peewee's path connects (autoconnect) or says why not
         db.execute_sql(sql, params)
+        return
+    # The connection's own execute, with peewee's errors (IntegrityError...) as its
+    # execute_sql raises them: peewee's path around a statement cost more than an insert.
+    with exception_wrapper:
+        conn.execute(sql, params)
 
 
 # Called once after each COMMIT of a transaction that wrote outbox rows (the API: wake the relay).

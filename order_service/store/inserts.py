@@ -91,7 +91,8 @@ class Insert:
             self._sql[id(database)] = cached
         return cached[1], cached[2]
 
-    def _values(self, row: Mapping[str, Any]) -> list[Any]:
+    def _values(self, row: Mapping[str, Any], filled: dict[str, Any] | None = None) -> list[Any]:
+        """The row's parameters; each default used is also put in ``filled`` when given."""
         values = []
         for name, kinds, db_value in self._plan:
             if name in row:
@@ -100,6 +101,8 @@ class Insert:
                 value = self.defaults[name]
                 if callable(value):
                     value = value()
+                if filled is not None:
+                    filled[name] = value
             values.append(value if type(value) in kinds else db_value(value))
         return values
 
@@ -112,6 +115,20 @@ class Insert:
         for row in rows:
             params += self._values(row)
         write(head + ", ".join([row_text] * len(rows)), params)
+
+    def instances(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Insert ``rows`` (one statement) and return them as model instances, defaults
+        included, as ``Model(**row)`` would hold them (nothing dirty: they are saved)."""
+        made = []
+        params: list[Any] = []
+        for row in rows:
+            data = dict(row)
+            params += self._values(row, data)
+            made.append(loaded(self.model, data))
+        if made:
+            head, row_text = self._text(db.obj)
+            write(head + ", ".join([row_text] * len(rows)), params)
+        return made
 
 
 def _quoted(database: peewee.Database, name: str) -> str:

@@ -14,7 +14,7 @@ from decimal import Decimal
 import peewee
 
 from order_service.store.db import db
-from order_service.store.inserts import Select, as_is, converter
+from order_service.store.inserts import RowReader, Select, as_is, converter, read_as_is
 from order_service.store.models import BaseModel, Order, OrderItem, User
 
 A_TIME = datetime(2026, 12, 7, 13, 0, 1, 5)
@@ -46,6 +46,28 @@ def test_a_value_skipped_is_one_db_value_returns_unchanged():
     assert checked > 500  # positive control: the loop saw the models and their fields
     assert as_is(Order._meta.fields["status"]) and as_is(Order._meta.fields["agent"])  # skips some
     assert as_is(Order._meta.fields["status_times"]) == ()  # a JSON field always converts
+
+
+def test_a_value_read_as_it_is_is_one_python_value_returns_unchanged():
+    """What a driver may answer for a column (SQLite: text, 0/1, floats; PostgreSQL:
+    datetimes, booleans) becomes what ``python_value`` makes of it, each field of each model."""
+    answers = [*VALUES, "2026-12-07 13:00:01.000005", "2026-12-07 13:00:01", 1, '{"a": 1}', "[1, 2]"]
+    checked = 0
+    for model in _models():
+        for field in model._meta.sorted_fields:
+            read = RowReader([field])
+            for value in answers:
+                try:
+                    expected = field.python_value(value)
+                except (TypeError, ValueError, AttributeError):
+                    continue  # not an answer a driver gives for this column
+                got = read([value])[field.name]
+                assert got == expected and type(got) is type(expected), (model.__name__, field.name, value)
+                checked += 1
+    assert checked > 500  # positive control
+    assert read_as_is(User._meta.fields["username"]) and read_as_is(Order._meta.fields["agent"])
+    assert int not in read_as_is(User._meta.fields["active"])  # SQLite's 1 becomes True
+    assert read_as_is(Order._meta.fields["status_times"]) == ()  # JSON always converts
 
 
 def test_a_row_read_is_the_instance_peewee_makes(app, admin, client):

@@ -17,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from order_service.config import Settings
 from order_service.errors import TooManyAttempts
 from order_service.store.db import Prepared, db
-from order_service.store.inserts import loaded
+from order_service.store.inserts import RowReader, loaded
 from order_service.store.models import LoginFailure, Token, User, new_id, utcnow
 
 _hasher = PasswordHasher()
@@ -139,6 +139,7 @@ def revoke_all(user: User | str) -> None:
 
 # Every authenticated request looks its token up: one statement, its SQL built once per database.
 _USER_FIELDS = User._meta.sorted_fields
+_READ_USER = RowReader(_USER_FIELDS)
 _TOKEN_USER = Prepared(
     lambda: Token.select(Token.expires_at, *_USER_FIELDS).join(User).where(Token.token_hash == "")
 )
@@ -151,8 +152,7 @@ def _token_user(digest: str) -> tuple[datetime, User] | None:
     row = rows[0] if rows else None
     if row is None:
         return None
-    data = {f.name: f.python_value(value) for f, value in zip(_USER_FIELDS, row[1:], strict=True)}
-    user = loaded(User, data)
+    user = loaded(User, _READ_USER(row[1:]))
     return Token.expires_at.python_value(row[0]), user
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import SimpleNamespace
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import peewee
 
@@ -113,27 +113,38 @@ def dispatch_fields(order: Order) -> dict:
 def _order_dicts(query: peewee.ModelSelect[Order]) -> list[dict]:
     """``order_dict`` of every order of a query, in its order: two queries (the orders, then
     all their items), not one more per order as ``order.items`` would make."""
-    # Plain rows, not models: a worklist may hold many orders, and building a model per row
-    # was most of the cost of a worklist (order_dict reads attributes only).
-    orders = [SimpleNamespace(**row, agent_id=row["agent"]) for row in dict_rows(query)]
+    orders = list(dict_rows(query))
     if not orders:
         return []
-    items: dict[str, list[dict]] = {o.id: [] for o in orders}
-    rows = tuple_rows(
-        OrderItem.select(
-            OrderItem.order,
-            OrderItem.name,
-            OrderItem.quantity,
-            OrderItem.unit_price_cents,
-            OrderItem.item_id,
-            OrderItem.options,
-        )
+    lines = tuple_rows(
+        OrderItem.select(*LINE_FIELDS)
         .where(OrderItem.order.in_(query.select(Order.id).order_by()))
         .order_by(OrderItem.order, OrderItem.position)
     )
-    for order_id, name, quantity, price, item_id, options in rows:
+    return orders_with_lines(orders, lines)
+
+
+# An order line as orders_with_lines reads it.
+LINE_FIELDS = (
+    OrderItem.order,
+    OrderItem.name,
+    OrderItem.quantity,
+    OrderItem.unit_price_cents,
+    OrderItem.item_id,
+    OrderItem.options,
+)
+
+
+def orders_with_lines(orders: list[dict], lines: Iterable[Iterable[Any]]) -> list[dict]:
+    """``order_dict`` of each order, given as a dict of its fields' values, with its lines:
+    ``LINE_FIELDS``' values, in position order."""
+    # Plain rows, not models: a worklist may hold many orders, and building a model per row
+    # was most of the cost of a worklist (order_dict reads attributes only).
+    found = [SimpleNamespace(**row, agent_id=row["agent"]) for row in orders]
+    items: dict[str, list[dict]] = {o.id: [] for o in found}
+    for order_id, name, quantity, price, item_id, options in lines:
         items[order_id].append(item_out(name, quantity, price, item_id, options))
-    return [order_dict(cast(Order, o), items[o.id]) for o in orders]
+    return [order_dict(cast(Order, o), items[o.id]) for o in found]
 
 
 def _envelope(event: str) -> dict:
@@ -268,5 +279,5 @@ def record_worklists(agent_ids: Iterable[str | None], order: Order | None = None
 
 
 def order_dicts(query: peewee.ModelSelect[Order]) -> list[dict]:
-    """``order_dict`` of every order of a query, in its order, in two queries (the customer's feed)."""
+    """``order_dict`` of every order of a query, in its order, in two queries."""
     return _order_dicts(query)

@@ -27,10 +27,20 @@ import peewee
 
 import contract
 from order_service import lifecycle
-from order_service.orders.events import order_dicts
+from order_service.orders.events import LINE_FIELDS, orders_with_lines
 from order_service.store.db import Prepared, hold_writer_lock
+from order_service.store.inserts import Insert, RowReader
 from order_service.store.locations import AgentLocation, OrderLocationSeq
-from order_service.store.models import Agent, Order, OrderHistory, Outbox, rfc3339, tuple_rows, utcnow
+from order_service.store.models import (
+    Agent,
+    Order,
+    OrderHistory,
+    OrderItem,
+    Outbox,
+    rfc3339,
+    tuple_rows,
+    utcnow,
+)
 
 CUSTOMER_EVENT = "customer.orders"
 
@@ -43,14 +53,28 @@ _VERSIONS = Prepared(lambda: Order.select(peewee.fn.SUM(Order.version)).where(Or
 _MOVES = Prepared(
     lambda: OrderLocationSeq.select(peewee.fn.SUM(OrderLocationSeq.seq)).join(Order).where(Order.owner == "")
 )
-_IN_FEED = Prepared(
-    lambda: (
-        Order.select(Order.id, Order.delivery_code)
-        .where((Order.owner == "") & (Order.terminal_at.is_null() | (Order.terminal_at > utcnow())))
+
+
+def _in_feed(select: peewee.ModelSelect[Order]) -> peewee.ModelSelect[Order]:
+    """The orders of a customer's feed, newest first; parameters: the customer's id, the
+    cutoff for finished orders, the limit."""
+    return (
+        select.where((Order.owner == "") & (Order.terminal_at.is_null() | (Order.terminal_at > utcnow())))
         .order_by(Order.created_at.desc(), Order.id.desc())
         .limit(contract.CUSTOMER_FEED_LIMIT)
     )
+
+
+_ORDER_FIELDS = Order._meta.sorted_fields
+_FEED_ORDERS = Prepared(lambda: _in_feed(Order.select(*_ORDER_FIELDS)))
+_FEED_LINES = Prepared(
+    lambda: (
+        OrderItem.select(*LINE_FIELDS)
+        .where(OrderItem.order.in_(_in_feed(Order.select(Order.id))))
+        .order_by(OrderItem.order, OrderItem.position)
+    )
 )
+_READ_ORDER, _READ_LINE = RowReader(_ORDER_FIELDS), RowReader(LINE_FIELDS)
 
 
 def feed_version(customer_id: str) -> int:
@@ -62,14 +86,13 @@ def feed_version(customer_id: str) -> int:
 def customer_orders(customer_id: str, now: datetime | None = None) -> list[dict]:
     """The orders of the customer's feed, newest first, as the customer sees them."""
     cutoff = (now or utcnow()) - timedelta(seconds=contract.CUSTOMER_FEED_WINDOW_SECONDS)
-    newest = Order.created_at.desc(), Order.id.desc()
-    codes = dict(
-        _IN_FEED.execute(customer_id, Order.terminal_at.db_value(cutoff), contract.CUSTOMER_FEED_LIMIT)
-    )
-    ids = list(codes)
-    if not ids:
+    feed = (customer_id, Order.terminal_at.db_value(cutoff), contract.CUSTOMER_FEED_LIMIT)
+    rows = [_READ_ORDER(row) for row in _FEED_ORDERS.execute(*feed)]
+    if not rows:
         return []
-    orders = order_dicts(Order.select().where(Order.id.in_(ids)).order_by(*newest))
+    codes = {row["id"]: row["delivery_code"] for row in rows}
+    lines = [_READ_LINE(row).values() for row in _FEED_LINES.execute(*feed)]
+    orders = orders_with_lines(rows, lines)
     carrying = {o["agent_id"] for o in orders if o["status"] == "picked_up" and o["agent_id"]}
     couriers, positions = _first_names(carrying), _positions(carrying)
     reasons = _reasons([o["id"] for o in orders if o["status"] in lifecycle.TERMINAL])
@@ -164,11 +187,18 @@ def record_customer_feed(order: Order, event: str) -> None:
         return
     hold_writer_lock()  # outbox id order = commit order; the version's sum reads committed rows
     payload = customer_feed(customer_id)
-    Outbox.create(
-        event_id=payload["event_id"],
-        event=CUSTOMER_EVENT,
-        kind="customer",
-        topic=contract.customer_orders(customer_id),
-        payload=contract.dumps(payload),
-        order_id=order.id,
+    _INSERT_FEED.rows(
+        [
+            {
+                "event_id": payload["event_id"],
+                "event": CUSTOMER_EVENT,
+                "kind": "customer",
+                "topic": contract.customer_orders(customer_id),
+                "payload": contract.dumps(payload),
+                "order_id": order.id,
+            }
+        ]
     )
+
+
+_INSERT_FEED = Insert(Outbox, ("event_id", "event", "kind", "topic", "payload", "order_id"))

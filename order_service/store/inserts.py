@@ -49,6 +49,37 @@ def as_is(field: peewee.Field) -> tuple[type, ...]:
     return _AS_IS.get(type(field), ())
 
 
+# A value of one of these exact types, as the driver returns it, is what the field's
+# ``python_value`` returns (a str of a string field, an int of an integer field, None...);
+# anything else (SQLite's text of a time, its 0/1 of a boolean, JSON) goes through it.
+_READ_AS_IS: dict[type[peewee.Field], tuple[type, ...]] = {
+    **_AS_IS,
+    peewee.BooleanField: (bool, _NONE),  # SQLite answers 0/1: those convert
+}
+
+
+def read_as_is(field: peewee.Field) -> tuple[type, ...]:
+    """The exact types whose values ``field.python_value`` returns unchanged."""
+    if isinstance(field, peewee.ForeignKeyField):
+        return read_as_is(field.rel_field)
+    return _READ_AS_IS.get(type(field), ())
+
+
+class RowReader:
+    """Rows of ``fields`` (as the driver returns them) into dicts of python values by field
+    name, as peewee's row loader converts them (``python_value``), skipping the calls that
+    would return a value unchanged."""
+
+    def __init__(self, fields: Sequence[peewee.Field]) -> None:
+        self._plan = [(f.name, read_as_is(f), f.python_value) for f in fields]
+
+    def __call__(self, row: Sequence[Any]) -> dict[str, Any]:
+        return {
+            name: value if type(value) in kinds else python_value(value)
+            for (name, kinds, python_value), value in zip(self._plan, row, strict=True)
+        }
+
+
 def converter(field: peewee.Field) -> Callable[[Any], Any]:
     """``field.db_value``, skipped for the values it would return unchanged."""
     kinds, db_value = as_is(field), field.db_value
@@ -150,6 +181,7 @@ class Select:
         self.keys = [meta.fields[name] for name in keys]
         self.order_by = meta.fields[order_by] if order_by else None
         self.for_update = for_update
+        self._read = RowReader(self.fields)
         self._sql: tuple[peewee.Database, str] | None = None
 
     def _text(self, database: peewee.Database) -> str:
@@ -167,11 +199,8 @@ class Select:
     def all(self, *values: Any) -> list[Any]:
         params = [key.db_value(value) for key, value in zip(self.keys, values, strict=True)]
         cursor = db.execute_sql(self._text(db.obj), params)
-        fields = self.fields
-        return [
-            loaded(self.model, {f.name: f.python_value(value) for f, value in zip(fields, row, strict=True)})
-            for row in cursor.fetchall()
-        ]
+        read, model = self._read, self.model
+        return [loaded(model, read(row)) for row in cursor.fetchall()]
 
     def one(self, *values: Any) -> Any:
         """The row with these key values, or None."""

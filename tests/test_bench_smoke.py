@@ -76,7 +76,7 @@ def test_backlog_counts_every_version_the_offline_agent_gets(tmp_path: Path) -> 
 
 def test_cpu_tool_reports_each_process_per_request() -> None:
     """python -m clients.loadgen.cpu runs the real system and names the CPU time of the API
-    worker, the relay and the broker for an order."""
+    worker, the relay and the broker for an order, the bench's (an admin's) and a customer's."""
     done = subprocess.run(
         [sys.executable, "-m", "clients.loadgen.cpu", "-n", "30"],
         cwd=ROOT,
@@ -85,7 +85,7 @@ def test_cpu_tool_reports_each_process_per_request() -> None:
         timeout=90,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for request in ("POST /api/v1/orders", "PATCH /api/v1/orders/<id>/status"):
+    for request in ("POST /api/v1/orders:", "PATCH /api/v1/orders/<id>/status", "as a customer"):
         write = done.stdout.split(request, 1)[1]
         for process in ("api worker", "relay", "broker", "total"):
             assert process in write, done.stdout
@@ -121,11 +121,16 @@ def test_cpu_tool_profiles_each_process_with_py_spy(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     written = {p.stem for p in (tmp_path / "post").glob("*.txt")}
     assert {"relay", "broker"} <= written and any(name.startswith("api-worker") for name in written), written
+    shop = "".join(p.read_text() for p in (tmp_path / "post-customer").glob("api-worker*.txt"))
+    # The customer's order builds the customer's feed; the admin's builds none.
+    feed = ";customer_feed (order_service/orders/feed.py)"
+    assert feed in shop
+    assert feed not in "".join(p.read_text() for p in (tmp_path / "post").glob("api*.txt"))
     # The services of both writes, under the API's fast path (or Flask's views with it off).
     assert "create_order (order_service/orders/service.py)" in done.stdout, done.stdout[-3000:]
     assert "change_status (order_service/orders/service.py)" in done.stdout, done.stdout[-3000:]

@@ -17,7 +17,8 @@ backends serving that database and the server's background processes (WAL writer
 checkpointer and the rest, shared with any other database on the server).
 
 With ``--profile DIR`` every process is sampled by py-spy (``pip install -e '.[bench]'``)
-while the POSTs and the PATCHes run: ``DIR/post/<process>.txt`` and ``DIR/patch/...`` hold
+while the POSTs and the PATCHes run: ``DIR/post/<process>.txt``, ``DIR/patch/...`` and
+``DIR/post-customer/...`` (the customer's POSTs) hold
 the raw stacks (one line per stack and its count, the input of any flame graph tool), of
 samples that held the GIL (Python's own CPU time), and the top frames of each are printed,
 by their own time and with their callees. Sampling slows the processes down, so the CPU
@@ -43,6 +44,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from clients.rest import Api
 from harness.postgres import admin_connection
 
 from .peers import Peer, SystemPeer, children
@@ -199,35 +201,62 @@ def summary(raw: Path, top: int = 12) -> list[str]:
     return lines
 
 
-def requests_of(peer: Peer) -> tuple[str, int, dict[str, str], list[tuple[str, str, str | None]]]:
-    """Host, port, headers and the requests measured: for our system GET /healthz, GET /orders
-    POST /orders and a status change (PATCH /orders/<id>/status, confirming each order the
-    POSTs placed); for the seed-style Node server its POST /api/orders."""
+Request = tuple[str, str, str, str | None, dict[str, str]]  # label, method, path, body, headers
+
+
+def requests_of(peer: Peer) -> tuple[str, int, list[Request]]:
+    """Host, port and the requests measured: for our system GET /healthz, GET /orders,
+    POST /orders (the bench's order, an admin's), a status change (PATCH /orders/<id>/status,
+    confirming each order the POSTs placed) and a customer's POST /orders of a catalog item,
+    as the shop sends it; for the seed-style Node server its POST /api/orders."""
     headers = {"Content-Type": "application/json"}
     body = json.dumps(ORDER)
     if not isinstance(peer, SystemPeer):
-        return "127.0.0.1", peer.port, headers, [("POST", "/api/orders", body)]
+        return "127.0.0.1", peer.port, [("POST /api/orders", "POST", "/api/orders", body, headers)]
     api = urlsplit(peer.api)
-    headers["Authorization"] = f"Bearer {peer.login['access_token']}"
-    kinds = [
-        ("GET", "/api/v1/healthz", None),
-        ("GET", "/api/v1/orders?limit=1", None),
-        ("POST", "/api/v1/orders", body),
-        ("PATCH", "/api/v1/orders/{}/status", json.dumps({"status": "confirmed"})),
+    admin = {**headers, "Authorization": f"Bearer {peer.login['access_token']}"}
+    token, shop_order = customer_order(peer)
+    confirm = json.dumps({"status": "confirmed"})
+    kinds: list[Request] = [
+        ("GET /api/v1/healthz", "GET", "/api/v1/healthz", None, admin),
+        ("GET /api/v1/orders?limit=1", "GET", "/api/v1/orders?limit=1", None, admin),
+        ("POST /api/v1/orders", "POST", "/api/v1/orders", body, admin),
+        ("PATCH /api/v1/orders/<id>/status", "PATCH", "/api/v1/orders/{}/status", confirm, admin),
+        (
+            "POST /api/v1/orders as a customer",
+            "POST",
+            "/api/v1/orders",
+            shop_order,
+            {**headers, "Authorization": f"Bearer {token}"},
+        ),
     ]
-    return str(api.hostname), int(api.port or 80), headers, kinds
+    return str(api.hostname), int(api.port or 80), kinds
+
+
+def customer_order(peer: SystemPeer) -> tuple[str, str]:
+    """A customer's bearer token and the body of an order of one catalog item. Unlike the
+    admin's, a customer's order also writes the customer's feed (``customers/<id>/orders``),
+    here the full feed of a customer with 20 orders (the feed's limit) after the warm-up."""
+    admin = Api(peer.api, peer.login["access_token"])
+    category = admin.request("POST", "/catalog/categories", {"name": "Bench"})["id"]
+    item = {"category_id": category, "name": "Margherita", "price_cents": 1299}
+    item_id = admin.request("POST", "/catalog/items", item)["id"]
+    customer = Api(peer.api)
+    customer.request("POST", "/auth/signup", {"username": "bench-customer", "password": "bench-password-1"})
+    token = customer.login("bench-customer", "bench-password-1")["access_token"]
+    return token, json.dumps({"customer": ORDER["customer"], "items": [{"item_id": item_id, "quantity": 1}]})
 
 
 def measure(peer: Peer, count: int, profile_dir: Path | None = None) -> list[dict]:
     """Per request kind: the response p50, the HTTP errors (an error status or no answer) and
     each process's CPU milliseconds per request, over ``count`` requests one at a time on a
     kept-alive connection after a warm-up of a tenth as many."""
-    host, port, headers, kinds = requests_of(peer)
+    host, port, kinds = requests_of(peer)
     conn = http.client.HTTPConnection(host, port, timeout=10)
     errors = 0
     placed: list[str] = []  # the orders the POSTs created, which the PATCHes confirm
 
-    def send(method: str, path: str, data: str | None, n: int) -> list[float]:
+    def send(method: str, path: str, data: str | None, headers: dict[str, str], n: int) -> list[float]:
         nonlocal conn, errors
         took = []
         for _ in range(n):
@@ -250,20 +279,21 @@ def measure(peer: Peer, count: int, profile_dir: Path | None = None) -> list[dic
         return took
 
     results = []
-    for method, path, data in kinds:
-        send(method, path, data, max(20, count // 10))  # warm-up
+    for label, method, path, data, headers in kinds:
+        send(method, path, data, headers, max(20, count // 10))  # warm-up
         errors = 0
         pids = processes(peer)  # after the warm-up: the database connections it opened too
-        sampled = profile_dir / method.lower() if profile_dir and method in WRITES else None
+        folder = "post-customer" if label.endswith("customer") else method.lower()
+        sampled = profile_dir / folder if profile_dir and method in WRITES else None
         with profiling(sampled, pids):
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            took = send(method, path, data, count)
+            took = send(method, path, data, headers, count)
             time.sleep(0.5)  # the relay and the broker finish the last order
             after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         used = {name: round((after[name] - before[name]) * 1000 / count, 3) for name in pids}
         results.append(
             {
-                "request": f"{method} {path.format('<id>')}",
+                "request": label,
                 "count": count,
                 "errors": errors,
                 "response_p50_ms": round(statistics.median(took), 3) if took else None,

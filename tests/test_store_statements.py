@@ -14,7 +14,7 @@ from decimal import Decimal
 import peewee
 
 from order_service.store.db import db
-from order_service.store.inserts import RowReader, Select, as_is, converter, read_as_is
+from order_service.store.inserts import RowReader, Select, as_is, read_as_is
 from order_service.store.models import BaseModel, Order, OrderItem, User
 
 A_TIME = datetime(2026, 12, 7, 13, 0, 1, 5)
@@ -34,13 +34,13 @@ def test_a_value_skipped_is_one_db_value_returns_unchanged():
     checked = 0
     for model in _models():
         for field in model._meta.sorted_fields:
-            convert = converter(field)
+            kinds = as_is(field)  # what the statements give the driver as it is
             for value in VALUES:
                 try:
                     expected = field.db_value(value)
                 except (TypeError, ValueError, AttributeError):
                     continue  # a value this field refuses: it is never handed one
-                got = convert(value)
+                got = value if type(value) in kinds else field.db_value(value)
                 assert got == expected and type(got) is type(expected), (model.__name__, field.name, value)
                 checked += 1
     assert checked > 500  # positive control: the loop saw the models and their fields

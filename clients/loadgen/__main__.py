@@ -45,7 +45,9 @@ METHOD = [
     "fsync'ed journal line, then emitting to the `admin` room.",
     "- CPU runs `clients.loadgen.cpu` (one request at a time on a kept-alive connection, each process's "
     "CPU time from `/proc` before and after) on our embedded system, on both cores as the tool runs it, and "
-    "on the seed-style Node server (its `POST /api/orders`).",
+    "on the seed-style Node server (its `POST /api/orders`). `POST /api/v1/orders` is the bench's order (an "
+    "admin's, custom line; the Targets table's CPU figure); `as a customer` is the shop's order of a catalog "
+    "item, which also writes the customer's feed, here of a customer with a full feed (20 orders).",
     "- The Targets table compares each figure with its first bar and aim (an aim named after a peer is that "
     "peer's figure in the same run) and with seed-node's figure where seed-node has one (for fan-out, the "
     "same Node server's Socket.IO emit in B2). A request that failed (an error status or no answer) or an "

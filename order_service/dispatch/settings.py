@@ -9,12 +9,12 @@ setting is its override if there is one, else its default.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from order_service.config import Settings
+from order_service.store.db import Prepared
 from order_service.store.inserts import Select
 from order_service.store.models import DispatchSettingsRow, User, rfc3339, utcnow
 
@@ -63,21 +63,28 @@ def _row() -> DispatchSettingsRow | None:
 
 # (defaults, overrides as stored) -> the effective settings: built once per distinct pair,
 # not on every request (the row is still read each time: another process may change it).
-_BUILT: dict[tuple[tuple, str], DispatchConfig] = {}
+_BUILT: dict[tuple[tuple, str | None], DispatchConfig] = {}
 _VARIABLES = tuple(f"dispatch_{name}" for name in NAMES)
+
+
+# The overrides as stored (their JSON text): the key of what was built from them.
+_OVERRIDES = Prepared(
+    lambda: DispatchSettingsRow.select(DispatchSettingsRow.overrides).where(DispatchSettingsRow.id == 1)
+)
 
 
 def current(settings: Settings) -> DispatchConfig:
     """The effective settings now (one small query)."""
-    row = _row()
-    stored = json.dumps(row.overrides, sort_keys=True) if row is not None and row.overrides else ""
+    found = _OVERRIDES.execute(1)
+    stored = found[0][0] if found else None
     key = (tuple(getattr(settings, name) for name in _VARIABLES), stored)
     config = _BUILT.get(key)
     if config is not None:
         return config
     config = DispatchConfig.defaults(settings)
-    if row is not None and row.overrides:
-        known = {k: v for k, v in row.overrides.items() if k in NAMES}
+    overrides = DispatchSettingsRow.overrides.python_value(stored)
+    if overrides:
+        known = {k: v for k, v in overrides.items() if k in NAMES}
         config = DispatchConfig(**{**config.model_dump(), **known})
     if len(_BUILT) >= 64:
         _BUILT.clear()

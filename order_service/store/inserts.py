@@ -13,7 +13,7 @@ and saves go to the server with the transaction's next statement, in one round t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -78,12 +78,6 @@ class RowReader:
             name: value if type(value) in kinds else python_value(value)
             for (name, kinds, python_value), value in zip(self._plan, row, strict=True)
         }
-
-
-def converter(field: peewee.Field) -> Callable[[Any], Any]:
-    """``field.db_value``, skipped for the values it would return unchanged."""
-    kinds, db_value = as_is(field), field.db_value
-    return lambda value: value if type(value) in kinds else db_value(value)
 
 
 def loaded(model: type[peewee.Model], data: dict[str, Any]) -> Any:
@@ -219,7 +213,7 @@ class Update:
         assert isinstance(key, peewee.Field), f"{model.__name__} has no single primary key"
         self.key = key
         self.fields = [f for f in meta.sorted_fields if f is not self.key]
-        self._convert = [(f.name, converter(f)) for f in self.fields]
+        self._plan = [(f.name, as_is(f), f.db_value) for f in self.fields]
         self._sql: tuple[peewee.Database, str] | None = None
 
     def _text(self, database: peewee.Database) -> str:
@@ -233,11 +227,13 @@ class Update:
 
     def save(self, instance: peewee.Model) -> None:
         data = instance.__data__
-        try:
-            params = [convert(data[name]) for name, convert in self._convert]
-        except KeyError:  # not read whole: peewee saves the columns it has
-            instance.save()
-            return
+        params = []
+        for name, kinds, db_value in self._plan:
+            if name not in data:  # not read whole: peewee saves the columns it has
+                instance.save()
+                return
+            value = data[name]
+            params.append(value if type(value) in kinds else db_value(value))
         params.append(self.key.db_value(data[self.key.name]))
         write(self._text(db.obj), params)
         instance._dirty.clear()  # type: ignore[attr-defined]

@@ -63,7 +63,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150 * SCALE)]
 KEEPALIVE = 5  # seconds: a silent node (paused, or cut off) is left after about 1.5 times this
 CONVERGE = 60.0  # seconds a device may take to find a surviving node and catch up (7-15 s measured)
 # Seconds the relay may take after a node's kill to find a node that answers it and publish what
-# waited in the outbox (5.5-71 s measured here, once 45 s in CI; docs/scaling.md, docs/testing.md).
+# waited in the outbox (1.2-71 s measured here, once 45 s in CI; docs/scaling.md, docs/testing.md).
 RELAY_BACK = 90.0
 
 

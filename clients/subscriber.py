@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 
 import contract
 from contract import classify
-from contract.link import BrokerAddress
+from contract.link import BrokerAddress, stop_loop
 
 __all__ = ["Feed", "FeedError", "Update", "classify", "parse_url"]
 
@@ -138,7 +138,7 @@ class Feed:
             self.client.loop_start()
             self._answered.wait(timeout)
             if self.refused:
-                self.client.loop_stop()
+                stop_loop(self.client)
                 raise FeedError(f"MQTT {self.address}: {self.refused}")
             return self
         try:
@@ -147,13 +147,13 @@ class Feed:
             raise FeedError(f"MQTT {self.address}: {exc}") from None
         self.client.loop_start()
         if not self._answered.wait(timeout) or not self.connected.is_set():
-            self.client.loop_stop()
+            stop_loop(self.client)
             raise FeedError(f"MQTT {self.address}: {self.refused or 'no CONNACK'}")
         return self
 
     def stop(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = True) -> None:
         """QoS 1 publish; paho keeps it and sends it after a reconnect if need be."""

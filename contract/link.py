@@ -66,6 +66,18 @@ LocalPublish = Callable[[list[tuple[str, bytes, bool]], float], int]
 READ_TIMEOUT_SECONDS = 5.0
 
 
+def stop_loop(client: mqtt.Client) -> None:
+    """``client.loop_stop()``, without paho 2.2's race: its network thread, ending by itself
+    after a disconnect, sets ``client._thread`` to None between loop_stop's check and its
+    join, and loop_stop raises AttributeError (eclipse-paho/paho.mqtt.python#872; a test
+    client failed on it). The loop has ended then, which is all loop_stop waits for."""
+    try:
+        client.loop_stop()
+    except AttributeError:
+        if client._thread is not None:
+            raise
+
+
 class BrokerUnavailable(Exception):
     """The broker could not be reached, or refused the connection."""
 
@@ -360,7 +372,7 @@ class MqttLink:
         try:
             self.client.disconnect()
         finally:
-            self.client.loop_stop()
+            stop_loop(self.client)
 
 
 class MqttFeed:

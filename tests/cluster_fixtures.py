@@ -17,6 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from contract.link import stop_loop
 from harness.cluster import ClusterSystem, NatsMissing, make_cluster_system, nats_binary
 
 
@@ -149,7 +150,7 @@ class Device:
 
     def stop(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 def connect_until_accepted(

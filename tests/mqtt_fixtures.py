@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
+from contract.link import stop_loop
 from order_service.accounts import broker_logins
 from order_service.config import load_settings
 from order_service.outbox.relay import Relay
@@ -25,18 +26,6 @@ from order_service.relay import build_relay
 from order_service.store.db import db
 
 _ids = itertools.count(1)
-
-
-def stop_loop(client: mqtt.Client) -> None:
-    """``client.loop_stop()``, without paho 2.2's race: its network thread, ending by itself after
-    a disconnect, sets ``client._thread`` to None between loop_stop's check and its join
-    (eclipse-paho/paho.mqtt.python#872; a cluster chaos run here failed on it). Its loop has
-    ended then, which is what loop_stop waits for."""
-    try:
-        client.loop_stop()
-    except AttributeError:
-        if client._thread is not None:
-            raise
 
 
 @dataclass

@@ -8,10 +8,11 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from broker.server import EmbeddedBroker
-from contract.link import WINDOW, BrokerAddress, MqttLink
+from contract.link import WINDOW, BrokerAddress, MqttLink, stop_loop
 from order_service.dispatch import auto as dispatch
 from order_service.outbox.relay import Relay
 from order_service.store.db import db, is_sqlite
@@ -139,3 +140,30 @@ def test_only_the_relays_own_commits_skip_the_fsync(client, admin, start_relay, 
     assert seen == [(True, normal), (False, full)]
     pooled = [conn for _, _, conn in db.obj._connections]
     assert pooled and all(conn.execute("PRAGMA synchronous").fetchone()[0] == full for conn in pooled)
+
+
+class _EndsAtTheCheck(threading.Thread):
+    """paho's network thread ending by itself exactly between loop_stop's ``_thread is None``
+    check and its ``join`` (it sets ``client._thread`` to None as it ends)."""
+
+    def __init__(self, client: mqtt.Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def __ne__(self, other: object) -> bool:  # loop_stop's "is it my own thread?"
+        self.client._thread = None
+        return True
+
+
+def test_stopping_a_link_whose_network_thread_just_ended_is_not_an_error():
+    """paho 2.2's loop_stop raises AttributeError when its thread ends between its check and
+    its join (eclipse-paho/paho.mqtt.python#872): the relay's link (``stop_loop``) must not."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client._thread = _EndsAtTheCheck(client)
+    with pytest.raises(AttributeError):  # positive control: paho's own loop_stop meets the race
+        client.loop_stop()
+    client._thread = _EndsAtTheCheck(client)
+    stop_loop(client)
+    assert client._thread is None
+    client._thread = None
+    stop_loop(client)  # no loop at all: nothing to stop

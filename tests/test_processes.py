@@ -50,13 +50,17 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict:
     database = {} if database_url.startswith("sqlite:") else {"ORDERBUS_DATABASE_URL": database_url}
-    return child_env(
-        tmp_path / "var",
-        ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
-        ORDERBUS_WEBHOOKS_ALLOW_PRIVATE="true",  # the test's receiver is on 127.0.0.1
-        ORDERBUS_API_WORKERS="2",
-        **database,
-    )
+    for _ in range(3):  # a free port picked may be taken before the system binds it: pick again
+        made = child_env(
+            tmp_path / "var",
+            ORDERBUS_WEBHOOK_POLL_SECONDS="30",  # the MQTT wake-up must do it
+            ORDERBUS_WEBHOOKS_ALLOW_PRIVATE="true",  # the test's receiver is on 127.0.0.1
+            ORDERBUS_API_WORKERS="2",
+            **database,
+        )
+        if "already in use" not in cli(made, "preflight").stderr:
+            break
+    return made
 
 
 @pytest.fixture

@@ -133,13 +133,10 @@ class Insert:
 
     def rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``rows`` (one statement); the caller holds the transaction."""
-        if not rows:
-            return
-        head, row_text = self._text(db.obj)
         params: list[Any] = []
         for row in rows:
             params += self._values(row)
-        write(head + ", ".join([row_text] * len(rows)), params)
+        self._write(len(rows), params)
 
     def instances(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert ``rows`` (one statement) and return them as model instances, defaults
@@ -150,10 +147,14 @@ class Insert:
             data = dict(row)
             params += self._values(row, data)
             made.append(loaded(self.model, data))
-        if made:
-            head, row_text = self._text(db.obj)
-            write(head + ", ".join([row_text] * len(rows)), params)
+        self._write(len(made), params)
         return made
+
+    def _write(self, count: int, params: list[Any]) -> None:
+        """One statement of ``count`` rows (none: nothing)."""
+        if count:
+            head, row_text = self._text(db.obj)
+            write(head + ", ".join([row_text] * count), params)
 
 
 def _quoted(database: peewee.Database, name: str) -> str:

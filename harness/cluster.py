@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,9 +30,8 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-from broker.server import HANDED_OUT
 from contract.link import url_host
-from harness.processes import BIN, ROOT, ToolMissing, child_env, cli, stop_group
+from harness.processes import BIN, ROOT, ToolMissing, child_env, cli, free_port_blocks, stop_group
 from harness.system import System
 from order_service.accounts import nats_logins
 from order_service.config import Settings
@@ -61,56 +58,6 @@ def nats_binary() -> Path:
     if not path.exists():
         raise NatsMissing(f"{path} is missing: pip install -e '.[cluster]' (make install does)")
     return path
-
-
-#: Where a node's ports are drawn from: under the kernel's ephemeral range (below), which
-#: outgoing connections take their source ports from. A node killed and started again must
-#: find its ports free; in that range any connection made meanwhile could be holding one.
-STABLE_PORTS = (20000, 32768)
-
-
-def ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range of source ports for outgoing connections (``ip_local_port_range``)."""
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        return 32768, 60999
-    return low, high
-
-
-def _bindable(block: range, stack: contextlib.ExitStack) -> bool:
-    try:
-        for port in block:
-            stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
-    except OSError:
-        return False
-    return True
-
-
-def free_port_blocks(count: int, size: int) -> list[int]:
-    """``count`` first ports of ``size`` consecutive free ports each, none shared: drawn below the
-    ephemeral range (:data:`STABLE_PORTS`) when it starts above it, else from it."""
-    low, high = STABLE_PORTS[0], min(STABLE_PORTS[1], ephemeral_ports()[0])
-    stable = high - low > 100 * size
-    firsts: list[int] = []
-    taken: set[int] = set()
-    while len(firsts) < count:
-        with contextlib.ExitStack() as stack:
-            if stable:
-                first = random.randrange(low, high - size)
-            else:
-                sock = stack.enter_context(socket.socket())
-                sock.bind(("127.0.0.1", 0))
-                first = sock.getsockname()[1]
-            block = range(first, first + size)
-            if first + size > 65535 or any(p in HANDED_OUT or p in taken for p in block):
-                continue
-            if not _bindable(block if stable else block[1:], stack):
-                continue
-        firsts.append(first)
-        taken.update(block)
-    HANDED_OUT.extend(sorted(taken))
-    return firsts
 
 
 def cluster_env(data_dir: Path, nodes: int = NODES, **settings: str) -> dict[str, str]:

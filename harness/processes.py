@@ -1,7 +1,7 @@
-"""Paths, ephemeral ports, the environment of a child, the service's CLI, stopping a child.
+"""Paths, free ports, the environment of a child, the service's CLI, stopping a child.
 
 A system the harness starts never shares anything with a `make run` on the same machine:
-every TCP listener gets a port the kernel chose (:func:`port_env`), the data directory
+every TCP listener gets a free port of its own (:func:`port_env`), the data directory
 (database, the relay's wake-up socket) is the caller's, and
 the ORDERBUS_* settings of the shell, which configure that `make run`, are left out
 (:func:`without_service_settings`).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -51,20 +52,87 @@ def require_tool(name: str, package: str, what: str, *, also: tuple[str, ...] = 
     return found
 
 
+#: Where the harness's ports are drawn from: under the kernel's ephemeral range (below), which
+#: outgoing connections take their source ports from. A port picked must still be free when
+#: the system binds it (seconds later, after migrate and bootstrap), and a node killed and
+#: started again must find its ports free; in that range any connection made meanwhile
+#: could be holding one.
+STABLE_PORTS = (20000, 32768)
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (``ip_local_port_range``)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def _bindable(block: range, stack: contextlib.ExitStack) -> bool:
+    try:
+        for port in block:
+            stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def stable_ports() -> tuple[int, int]:
+    """This process's share of :data:`STABLE_PORTS` below the ephemeral range: under
+    pytest-xdist each worker draws from its own slice, so two workers never pick the same port."""
+    low, high = STABLE_PORTS[0], min(STABLE_PORTS[1], ephemeral_ports()[0])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit() and int(workers) > 0:
+        width = (high - low) // int(workers)
+        low += int(worker[2:]) % int(workers) * width
+        high = low + width
+    return low, high
+
+
+_next_stable: list[int] = []  # where this process's next draw starts (a random first one)
+
+
+def free_port_blocks(count: int, size: int) -> list[int]:
+    """``count`` first ports of ``size`` consecutive free ports each, none shared: drawn in turn
+    through :func:`stable_ports` (so a port comes round again only after all the others) when
+    it is wide enough, else chosen by the kernel."""
+    low, high = stable_ports()
+    stable = high - low > 100 * size
+    if stable and not _next_stable:
+        _next_stable.append(random.randrange(low, high - size))
+    firsts: list[int] = []
+    taken: set[int] = set()
+    tries = 0
+    while len(firsts) < count:
+        tries += 1
+        if tries > 100_000:
+            raise RuntimeError(f"no {size} free consecutive ports found in {low}-{high}")
+        with contextlib.ExitStack() as stack:
+            if stable:
+                first = _next_stable[0] if _next_stable[0] + size <= high else low
+                _next_stable[0] = first + size
+            else:
+                sock = stack.enter_context(socket.socket())
+                sock.bind(("127.0.0.1", 0))
+                first = sock.getsockname()[1]
+            block = range(first, first + size)
+            if first + size > 65535 or any(p in taken or (not stable and p in HANDED_OUT) for p in block):
+                continue
+            if not _bindable(block if stable else block[1:], stack):
+                continue
+        firsts.append(first)
+        taken.update(block)
+    HANDED_OUT.extend(sorted(taken))
+    return firsts
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports nothing listens on right now, chosen by the kernel (never a
-    default port) and not handed out earlier by this process; all are held until the last
-    is chosen, so no two are the same."""
-    chosen: list[int] = []
-    with contextlib.ExitStack() as stack:
-        while len(chosen) < count:
-            sock = stack.enter_context(socket.socket())  # held: the kernel will not pick it again
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port not in HANDED_OUT:
-                chosen.append(port)
-    HANDED_OUT.extend(chosen)  # shared with the broker's pick_free_port
-    return chosen
+    """``count`` distinct ports nothing listens on right now (never a default port), not handed
+    out earlier by this process: drawn, like :func:`free_port_blocks`, below the ephemeral range,
+    so that no outgoing connection takes one before the system binds it."""
+    return free_port_blocks(count, 1)
 
 
 def free_port() -> int:

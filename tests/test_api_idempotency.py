@@ -56,6 +56,37 @@ def test_replay_after_the_order_moved_on_still_returns_it(client, admin, make_cu
         assert again.json["status"] == "confirmed"
 
 
+def test_replay_after_the_item_sold_out_or_changed_price_returns_the_original(
+    client, admin, make_customer, menu
+):
+    """The lines are priced before the order's transaction; a retry whose item has since sold
+    out or changed price is still the original order (201, replayed), not a refusal."""
+    customer = make_customer()
+    first = _post(client, customer, menu.order(), "before-the-change")
+    assert first.status_code == 201, first.json
+    changed = client.patch(
+        f"{API}/catalog/items/{menu.margherita}", json={"price_cents": 1500}, headers=admin.headers
+    )
+    assert changed.status_code == 200, changed.json
+    with nothing_written():
+        again = _post(client, customer, menu.order(), "before-the-change")
+        assert again.status_code == 201, again.json
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.json == first.json
+    sold_out = client.patch(
+        f"{API}/catalog/items/{menu.margherita}", json={"available": False}, headers=admin.headers
+    )
+    assert sold_out.status_code == 200, sold_out.json
+    with nothing_written():
+        again = _post(client, customer, menu.order(), "before-the-change")
+        assert again.status_code == 201, again.json
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.json["id"] == first.json["id"]
+        # the positive control: the same body under a new key is refused, as sold out
+        fresh = _post(client, customer, menu.order(), "after-the-change")
+        assert assert_problem(fresh, 409, "items.0.item_id")["type"].endswith("item-unavailable")
+
+
 def test_equivalent_body_is_the_same_request(client, make_customer, menu):
     """Key order, surrounding whitespace and explicit defaults do not make a body different."""
     customer = make_customer()

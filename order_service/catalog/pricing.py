@@ -67,8 +67,9 @@ def price_lines(lines: list[dict[str, Any]], *, custom_allowed: bool) -> list[di
 
     Refusals name the line's field: a price or an item id missing where required, an
     unknown item, an option that is not the item's (InvalidField, 422); an item switched
-    off (Conflict, 409). Call it inside the order's transaction: the prices are those the
-    order is written with."""
+    off (Conflict, 409). The order is written with the prices read here: ``create_order``
+    reads them just before its transaction, so that writers do not wait on the reads; an
+    order whose retry finds an item since changed is still the one first placed."""
     wanted = sorted({line["item_id"] for line in lines if line.get("item_id")})
     items = {i.id: i for i in _items(wanted)}
     options = {o.id: o for o in _options(list(items))}

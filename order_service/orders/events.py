@@ -7,6 +7,7 @@ transaction, so an event exists if and only if the change committed.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Literal, cast, get_args
 
@@ -157,6 +158,36 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
     ``reason`` (the history row's reason) and ``delay`` (the rule of an
     ``order.delayed`` event) are added to the envelope when given.
     """
+    draft = draft_order_event(order, event, reason=reason, delay=delay)
+    write_order_event(order, draft)
+    return draft.payload
+
+
+@dataclass
+class EventDraft:
+    """An order event's outbox rows and its order's JSON text, made before they are written."""
+
+    payload: dict
+    rows: list[dict]
+    body_text: str
+
+    def numbered(self, number: int) -> None:
+        """The order's number, known only in its transaction, put where the draft held
+        :data:`NUMBER_SLOT` (the first ``"number":`` of each text is the order's own: the
+        envelope before it holds no text of a user's)."""
+        slot, given = f'"number":{NUMBER_SLOT},', f'"number":{number},'
+        self.body_text = self.body_text.replace(slot, given, 1)
+        for row in self.rows:
+            row["payload"] = row["payload"].replace(slot, given, 1)
+        self.payload["order"]["number"] = number
+
+
+#: A new order's number in its event's draft, until its transaction gives it one.
+NUMBER_SLOT = -918_273_645
+
+
+def draft_order_event(order: Order, event: str, *, reason: str = "", delay: str | None = None) -> EventDraft:
+    """The outbox rows of :func:`record_order_event`, without the database."""
     assert event in ORDER_EVENTS, event
     envelope = _envelope(event)
     body = order_dict(order)
@@ -171,11 +202,9 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
     body_text = contract.dumps(body)
     text = contract.dumps(envelope)[:-1] + ',"order":' + body_text
     text += "," + contract.dumps(extra)[1:] if extra else "}"
-    setattr(order, _PUBLISHED, (order.version, body_text))
     kinds = [("status", contract.order_status(order.id))]
     if event == "order.created":
         kinds.insert(0, ("new", contract.ORDERS_NEW))
-    hold_writer_lock()  # outbox id order = commit order (see db.py)
     rows = [
         {
             "event_id": payload["event_id"],
@@ -188,12 +217,18 @@ def record_order_event(order: Order, event: str, *, reason: str = "", delay: str
         }
         for kind, topic in kinds
     ]
+    return EventDraft(payload, rows, body_text)
+
+
+def write_order_event(order: Order, draft: EventDraft) -> None:
+    """Write a drafted event's outbox rows (in the order's transaction)."""
+    setattr(order, _PUBLISHED, (order.version, draft.body_text))
+    hold_writer_lock()  # outbox id order = commit order (see db.py)
     if is_sqlite():  # SQLite numbers a statement's rows in their order: one statement
-        _INSERT_OUTBOX.rows(rows)
+        _INSERT_OUTBOX.rows(draft.rows)
     else:  # PostgreSQL does not promise it for one statement: one each (sent together)
-        for row in rows:
+        for row in draft.rows:
             _INSERT_OUTBOX.rows([row])
-    return payload
 
 
 _PUBLISHED = "_orderbus_published"

@@ -22,6 +22,7 @@ from order_service import lifecycle
 from order_service.catalog.pricing import price_lines
 from order_service.errors import (
     Conflict,
+    DomainError,
     Forbidden,
     IllegalTransition,
     InvalidField,
@@ -31,7 +32,14 @@ from order_service.errors import (
 )
 from order_service.orders import access, eta, numbers, proof
 from order_service.orders.eta import DispatchConfig
-from order_service.orders.events import record_order_event, record_worklists
+from order_service.orders.events import (
+    NUMBER_SLOT,
+    EventDraft,
+    draft_order_event,
+    record_order_event,
+    record_worklists,
+    write_order_event,
+)
 from order_service.orders.feed import record_customer_feed
 from order_service.store.db import db
 from order_service.store.inserts import Insert, Select, Update
@@ -191,15 +199,27 @@ def create_order(
     """Create an order; returns (order, created). A replayed key returns the original.
 
     The server prices every line (``catalog.pricing``); the order gets the next number
-    of its business day (``numbers``). A refusal writes nothing."""
+    of its business day (``numbers``). A refusal writes nothing.
+
+    The order, its rows and its event are made before the transaction (:func:`_draft_order`):
+    writers take turns, so what a turn holds bounds how many orders a second the service
+    can write. The turn holds the reads and writes: the replay check, the number, the rows."""
     fingerprint = new.fingerprint() if idempotency_key else ""  # only a key needs it
+    try:
+        draft: _OrderDraft | DomainError = _draft_order(user, new, business)
+    except DomainError as refused:
+        if not idempotency_key:
+            raise
+        draft = refused  # unless the key replays an order placed before: checked in the turn
     try:
         with db.atomic():
             if idempotency_key:
                 prior = _replay(user, idempotency_key, fingerprint)
                 if prior is not None:
                     return prior, False
-            order = _insert_order(user, new, business)
+            if isinstance(draft, DomainError):
+                raise draft
+            order = _write_order(draft)
             if idempotency_key:
                 _INSERT_KEY.rows(
                     [{"user": user.id, "key": idempotency_key, "request_hash": fingerprint, "order": order}]
@@ -237,6 +257,7 @@ _ORDER_FIELDS = (  # the columns of a new order
     "delivery_lon total_cents status_times created_at updated_at number business_day delivery_code"
 ).split()
 _INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
+_ORDER_NUMBER_AT = [f.name for f in _INSERT_ORDER.fields].index("number")
 _INSERT_ITEMS = Insert(
     OrderItem, ("order", "position", "name", "quantity", "unit_price_cents", "item_id", "options")
 )
@@ -250,15 +271,28 @@ _INSERT_CHANGE = Insert(  # every column of a change's history row
 )
 
 
-def _insert_order(user: User, new: NewOrder, business: Business) -> Order:
-    """Three statements (order, its items, its history row) with SQL built once; the order
-    keeps its items in memory, so the event and the response read none back."""
+@dataclass
+class _OrderDraft:
+    """A new order made without the database, all but its number: the rows and the event."""
+
+    order: Order
+    day: str
+    order_params: list[Any]
+    number_at: int  # the number's place in order_params
+    item_count: int
+    item_params: list[Any]
+    history_params: list[Any]
+    event: EventDraft
+
+
+def _draft_order(user: User, new: NewOrder, business: Business) -> _OrderDraft:
+    """The order, its lines (priced now: the prices it is written with), its history row and
+    its event, as :func:`_write_order` writes them once the transaction gives the number."""
     lines = price_lines(new.items, custom_allowed=user.role == "admin")
     if new.currency != business.currency and any(line["item_id"] for line in lines):
         raise InvalidField("currency", f"the catalog's prices are in {business.currency}")
     now = utcnow()
     total = sum(line["quantity"] * line["unit_price_cents"] for line in lines)
-    day = numbers.business_day(now, business.zone)
     location = new.delivery_location
     values: dict[str, Any] = {
         "id": new_id("ord"),
@@ -276,16 +310,17 @@ def _insert_order(user: User, new: NewOrder, business: Business) -> Order:
         "status_times": {"placed": rfc3339(now)},
         "created_at": now,
         "updated_at": now,
-        "number": numbers.next_number(day),
-        "business_day": day,
+        "number": NUMBER_SLOT,
+        "business_day": numbers.business_day(now, business.zone),
         "delivery_code": proof.new_code() if user.role == "customer" else None,
     }
-    (order,) = _INSERT_ORDER.instances([values])
+    (order,), order_params = _INSERT_ORDER.prepare([values])
     # The order keeps its lines in memory: what order_dict reads (as prefetch() would leave it).
-    order.items = _INSERT_ITEMS.instances(
+    items, item_params = _INSERT_ITEMS.prepare(
         [{"order": values["id"], "position": i, **line} for i, line in enumerate(lines)]
     )
-    _INSERT_HISTORY.rows(
+    order.items = items
+    _, history_params = _INSERT_HISTORY.prepare(
         [
             {
                 "order": values["id"],
@@ -298,7 +333,30 @@ def _insert_order(user: User, new: NewOrder, business: Business) -> Order:
             }
         ]
     )
-    record_order_event(order, "order.created")
+    return _OrderDraft(
+        order,
+        values["business_day"],
+        order_params,
+        _ORDER_NUMBER_AT,
+        len(items),
+        item_params,
+        history_params,
+        draft_order_event(order, "order.created"),
+    )
+
+
+def _write_order(draft: _OrderDraft) -> Order:
+    """Four statements (the number, the order, its items, its history row) and the event's
+    outbox rows, with SQL built once; in the order's transaction."""
+    order = draft.order
+    number = numbers.next_number(draft.day)
+    order.__data__["number"] = number
+    draft.order_params[draft.number_at] = number
+    draft.event.numbered(number)
+    _INSERT_ORDER.write(1, draft.order_params)
+    _INSERT_ITEMS.write(draft.item_count, draft.item_params)
+    _INSERT_HISTORY.write(1, draft.history_params)
+    write_order_event(order, draft.event)
     record_customer_feed(order, "order.created")
     return order
 

@@ -136,21 +136,27 @@ class Insert:
         params: list[Any] = []
         for row in rows:
             params += self._values(row)
-        self._write(len(rows), params)
+        self.write(len(rows), params)
 
     def instances(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert ``rows`` (one statement) and return them as model instances, defaults
         included, as ``Model(**row)`` would hold them (nothing dirty: they are saved)."""
+        made, params = self.prepare(rows)
+        self.write(len(made), params)
+        return made
+
+    def prepare(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[Any]]:
+        """``rows`` as :meth:`instances` returns them and the parameters that write them
+        (:meth:`write`), made without the database: before the transaction that writes them."""
         made = []
         params: list[Any] = []
         for row in rows:
             data = dict(row)
             params += self._values(row, data)
             made.append(loaded(self.model, data))
-        self._write(len(made), params)
-        return made
+        return made, params
 
-    def _write(self, count: int, params: list[Any]) -> None:
+    def write(self, count: int, params: list[Any]) -> None:
         """One statement of ``count`` rows (none: nothing)."""
         if count:
             head, row_text = self._text(db.obj)

@@ -33,6 +33,7 @@ from order_service.dispatch.location_intake import LocationIntake
 from order_service.dispatch.timers import DispatchTimers
 from order_service.outbox.relay import Relay
 from order_service.push.sender import PushSender
+from order_service.store.checkpoint import Checkpointer
 from order_service.store.db import init_db
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def build_relay(settings: Settings, local_publish: LocalPublish | None = None) -
         settings,
         inbound=inbound,
         before_connect=files.sync_now,
-        companions=(timers, locations, files, PushSender(settings)),
+        companions=(timers, locations, files, PushSender(settings), Checkpointer()),
         local_publish=local_publish,
     )
 

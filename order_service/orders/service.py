@@ -7,19 +7,14 @@ Views call these with the authenticated user; the rules themselves come from
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import peewee
 
 from order_service import lifecycle
-from order_service.catalog.pricing import price_lines
 from order_service.errors import (
     Conflict,
     DomainError,
@@ -30,17 +25,14 @@ from order_service.errors import (
     StaleVersion,
     Unprocessable,
 )
-from order_service.orders import access, eta, numbers, proof
+from order_service.orders import access, eta, placing, proof
 from order_service.orders.eta import DispatchConfig
 from order_service.orders.events import (
-    NUMBER_SLOT,
-    EventDraft,
-    draft_order_event,
     record_order_event,
     record_worklists,
-    write_order_event,
 )
 from order_service.orders.feed import record_customer_feed
+from order_service.orders.placing import Business, NewOrder, OrderDraft, draft_order, write_order
 from order_service.store.db import db
 from order_service.store.inserts import Insert, Select, Update
 from order_service.store.models import (
@@ -51,33 +43,11 @@ from order_service.store.models import (
     OrderItem,
     OrderOffer,
     User,
-    new_id,
     rfc3339,
     utcnow,
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NewOrder:
-    customer: dict[str, str]
-    items: list[dict[str, Any]]
-    currency: str = "EUR"
-    notes: str = ""
-    delivery_location: dict[str, float] | None = None
-
-    def fingerprint(self) -> str:
-        body: dict[str, Any] = {
-            "customer": self.customer,
-            "items": self.items,
-            "currency": self.currency,
-            "notes": self.notes,
-        }
-        if self.delivery_location is not None:  # absent: the same fingerprint as before it existed
-            body["delivery_location"] = self.delivery_location
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # The statements of a change to an order, their SQL built once (store/inserts.py).
@@ -184,29 +154,24 @@ def bump(
     record_worklists([old_agent, order.agent_id, *old_offered, *(order.offer_agents or []), *touch], order)
 
 
-@dataclass(frozen=True)
-class Business:
-    """What an order takes from the business: the catalog's currency, and the time zone
-    whose calendar day numbers orders (ORDERBUS_CURRENCY, ORDERBUS_BUSINESS_TIMEZONE)."""
-
-    currency: str = "EUR"
-    zone: ZoneInfo = ZoneInfo("UTC")
-
-
 def create_order(
-    user: User, new: NewOrder, idempotency_key: str | None = None, business: Business = Business()
+    user: User,
+    new: NewOrder,
+    idempotency_key: str | None = None,
+    business: Business = placing.DEFAULT_BUSINESS,
 ) -> tuple[Order, bool]:
     """Create an order; returns (order, created). A replayed key returns the original.
 
     The server prices every line (``catalog.pricing``); the order gets the next number
     of its business day (``numbers``). A refusal writes nothing.
 
-    The order, its rows and its event are made before the transaction (:func:`_draft_order`):
-    writers take turns, so what a turn holds bounds how many orders a second the service
-    can write. The turn holds the reads and writes: the replay check, the number, the rows."""
+    The order, its rows and its event are made before the transaction
+    (:func:`placing.draft_order`): writers take turns, so what a turn holds bounds how many
+    orders a second the service can write. The turn holds the replay check, the number and
+    the writes."""
     fingerprint = new.fingerprint() if idempotency_key else ""  # only a key needs it
     try:
-        draft: _OrderDraft | DomainError = _draft_order(user, new, business)
+        draft: OrderDraft | DomainError = draft_order(user, new, business)
     except DomainError as refused:
         if not idempotency_key:
             raise
@@ -219,7 +184,7 @@ def create_order(
                     return prior, False
             if isinstance(draft, DomainError):
                 raise draft
-            order = _write_order(draft)
+            order = write_order(draft)
             if idempotency_key:
                 _INSERT_KEY.rows(
                     [{"user": user.id, "key": idempotency_key, "request_hash": fingerprint, "order": order}]
@@ -252,113 +217,11 @@ def _replay(user: User, key: str, fingerprint: str) -> Order | None:
     return with_items(_ORDER.one(row.order_id))
 
 
-_ORDER_FIELDS = (  # the columns of a new order
-    "id version status owner customer_name customer_phone customer_address notes currency delivery_lat "
-    "delivery_lon total_cents status_times created_at updated_at number business_day delivery_code"
-).split()
-_INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
-_ORDER_NUMBER_AT = [f.name for f in _INSERT_ORDER.fields].index("number")
-_INSERT_ITEMS = Insert(
-    OrderItem, ("order", "position", "name", "quantity", "unit_price_cents", "item_id", "options")
-)
 _INSERT_KEY = Insert(IdempotencyKey, ("user", "key", "request_hash", "order"))
-_INSERT_HISTORY = Insert(
-    OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status")
-)
 _INSERT_CHANGE = Insert(  # every column of a change's history row
     OrderHistory,
     "order version event at actor actor_role from_status to_status from_agent to_agent reason".split(),
 )
-
-
-@dataclass
-class _OrderDraft:
-    """A new order made without the database, all but its number: the rows and the event."""
-
-    order: Order
-    day: str
-    order_params: list[Any]
-    number_at: int  # the number's place in order_params
-    item_count: int
-    item_params: list[Any]
-    history_params: list[Any]
-    event: EventDraft
-
-
-def _draft_order(user: User, new: NewOrder, business: Business) -> _OrderDraft:
-    """The order, its lines (priced now: the prices it is written with), its history row and
-    its event, as :func:`_write_order` writes them once the transaction gives the number."""
-    lines = price_lines(new.items, custom_allowed=user.role == "admin")
-    if new.currency != business.currency and any(line["item_id"] for line in lines):
-        raise InvalidField("currency", f"the catalog's prices are in {business.currency}")
-    now = utcnow()
-    total = sum(line["quantity"] * line["unit_price_cents"] for line in lines)
-    location = new.delivery_location
-    values: dict[str, Any] = {
-        "id": new_id("ord"),
-        "version": 1,
-        "status": "placed",
-        "owner": user.id if user.role == "customer" else None,
-        "customer_name": new.customer["name"],
-        "customer_phone": new.customer["phone"],
-        "customer_address": new.customer["address"],
-        "notes": new.notes,
-        "currency": new.currency,
-        "delivery_lat": location["lat"] if location else None,
-        "delivery_lon": location["lon"] if location else None,
-        "total_cents": total,
-        "status_times": {"placed": rfc3339(now)},
-        "created_at": now,
-        "updated_at": now,
-        "number": NUMBER_SLOT,
-        "business_day": numbers.business_day(now, business.zone),
-        "delivery_code": proof.new_code() if user.role == "customer" else None,
-    }
-    (order,), order_params = _INSERT_ORDER.prepare([values])
-    # The order keeps its lines in memory: what order_dict reads (as prefetch() would leave it).
-    items, item_params = _INSERT_ITEMS.prepare(
-        [{"order": values["id"], "position": i, **line} for i, line in enumerate(lines)]
-    )
-    order.items = items
-    _, history_params = _INSERT_HISTORY.prepare(
-        [
-            {
-                "order": values["id"],
-                "version": 1,
-                "event": "order.created",
-                "at": now,
-                "actor": user.id,
-                "actor_role": user.role,
-                "to_status": "placed",
-            }
-        ]
-    )
-    return _OrderDraft(
-        order,
-        values["business_day"],
-        order_params,
-        _ORDER_NUMBER_AT,
-        len(items),
-        item_params,
-        history_params,
-        draft_order_event(order, "order.created"),
-    )
-
-
-def _write_order(draft: _OrderDraft) -> Order:
-    """Four statements (the number, the order, its items, its history row) and the event's
-    outbox rows, with SQL built once; in the order's transaction."""
-    order = draft.order
-    number = numbers.next_number(draft.day)
-    order.__data__["number"] = number
-    draft.order_params[draft.number_at] = number
-    draft.event.numbered(number)
-    _INSERT_ORDER.write(1, draft.order_params)
-    _INSERT_ITEMS.write(draft.item_count, draft.item_params)
-    _INSERT_HISTORY.write(1, draft.history_params)
-    write_order_event(order, draft.event)
-    record_customer_feed(order, "order.created")
-    return order
 
 
 def change_status(

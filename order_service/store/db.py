@@ -337,6 +337,12 @@ def hold_writer_lock() -> None:
             db.after_commit(_after_outbox_commit)
 
 
+#: SQLite's ``wal_autocheckpoint`` on every connection: past this many pages of log a commit
+#: checkpoints by itself. The active relay checkpoints far sooner, off the writers' turn
+#: (``store/checkpoint.py``); this bounds the log (about 40 MB) of a system without one.
+WAL_BACKSTOP_PAGES = 10_000
+
+
 def make_database(url: str, synchronous: str = "FULL", role: str = "orderbus") -> peewee.Database:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -354,6 +360,7 @@ def make_database(url: str, synchronous: str = "FULL", role: str = "orderbus") -
                 "foreign_keys": 1,
                 "busy_timeout": 10000,
                 "synchronous": synchronous,
+                "wal_autocheckpoint": WAL_BACKSTOP_PAGES,
             },
             lock_type="IMMEDIATE",
             max_connections=64,

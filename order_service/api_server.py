@@ -18,17 +18,21 @@ therefore runs the code the main process loaded: new code needs a restart.
 
 from __future__ import annotations
 
+import gc
+
+from flask import Flask
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import MPServer as Server
 
+from order_service.api.app import create_app
 from order_service.config import Settings, load_settings
 
 #: How long a stopping or replaced worker may finish the requests it has before it is killed.
 GRACE_SECONDS = 10
 #: The app, built once in each worker process.
-TARGET = "order_service.api.app:create_app"
+TARGET = "order_service.api_server:worker_app"
 
 #: Our log lines: the same shape as the other processes' (time, process, level, message).
 LOG_CONFIG = {
@@ -40,6 +44,20 @@ LOG_CONFIG = {
         "access": {"()": "logging.Formatter", "fmt": "%(message)s"},
     },
 }
+
+
+def worker_app() -> Flask:
+    """A worker's app: ``create_app()``, then every object made so far (the app, its routes
+    and schemas, the modules) moved out of the garbage collector's reach (``gc.freeze``).
+
+    They live as long as the worker, and a collection that walks them only finds them alive:
+    in one process placing 1,500 orders, the collector's pauses went from 18 of up to 4.6 ms
+    and one of 17 ms to 2 of up to 1.2 ms (docs/benchmarks/findings.md), pauses that fall
+    on whichever request is running."""
+    app = create_app()
+    gc.collect()  # what start-up left as garbage is freed, not frozen
+    gc.freeze()
+    return app
 
 
 def build(settings: Settings) -> Server:
@@ -77,10 +95,7 @@ def build(settings: Settings) -> Server:
 
 
 def main() -> None:
-    settings = load_settings()
-    import order_service.api.app  # noqa: F401 - loaded once here, shared by every worker (see above)
-
-    build(settings).serve()
+    build(load_settings()).serve()  # the app's code is loaded (imported above) before any worker starts
 
 
 if __name__ == "__main__":

@@ -325,3 +325,23 @@ def test_api_threads_is_how_many_requests_a_worker_runs_at_once(tmp_path: Path, 
         assert answered_while_held == (threads > 1), statuses
     finally:
         system.close()
+
+
+def test_a_workers_app_leaves_what_it_built_to_no_collection(tmp_path: Path, database_url: str, monkeypatch):
+    """worker_app(), which granian runs in each worker: the app, and everything made while
+    building it, frozen out of the garbage collector's walks (gc.freeze)."""
+    import gc
+
+    from order_service.api_server import worker_app
+
+    monkeypatch.setenv("ORDERBUS_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ORDERBUS_DATABASE_URL", database_url)
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0  # the positive control: nothing frozen before
+    try:
+        app = worker_app()
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000, frozen  # the modules, the app, its routes and schemas
+        assert app.url_map.bind("x").match("/api/v1/orders", method="POST")  # a working app
+    finally:
+        gc.unfreeze()

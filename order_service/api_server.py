@@ -51,9 +51,9 @@ def worker_app() -> Flask:
     and schemas, the modules) moved out of the garbage collector's reach (``gc.freeze``).
 
     They live as long as the worker, and a collection that walks them only finds them alive:
-    in one process placing 1,500 orders, the collector's pauses went from 18 of up to 4.6 ms
-    and one of 17 ms to 2 of up to 1.2 ms (docs/benchmarks/findings.md), pauses that fall
-    on whichever request is running."""
+    in one process placing 1,500 orders on a quiet machine, the collector paused 19 times
+    for more than 0.1 ms (18 of up to 1.2 ms, one of 16 ms) before and twice (up to 1.1 ms)
+    after (docs/benchmarks/findings.md), pauses that fall on whichever request is running."""
     app = create_app()
     gc.collect()  # what start-up left as garbage is freed, not frozen
     gc.freeze()

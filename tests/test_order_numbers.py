@@ -3,8 +3,11 @@ several API workers (SQLite and PostgreSQL), in the REST body and every outbox p
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from order_service.orders import numbers
 from order_service.store.db import db
@@ -80,3 +83,22 @@ def test_an_unknown_business_timezone_is_refused_at_start():
         with pytest.raises(ValidationError, match="ORDERBUS_BUSINESS_TIMEZONE"):
             load_settings({"business_timezone": bad})
     assert load_settings({"business_timezone": "Europe/Rome"}).business_zone.key == "Europe/Rome"
+
+
+def test_a_drafted_event_gets_its_number_in_every_text_or_refuses():
+    """A new order's event is drafted before its transaction gives the number; the number
+    goes into the order's text, each outbox row and the payload, and only the order's own
+    field: a note that spells the placeholder out is left as it is."""
+    from order_service.orders.events import NUMBER_SLOT, EventDraft
+
+    spelled = f'"number":{NUMBER_SLOT}'
+    body = f'{{"id":"ord_1",{spelled},"notes":{json.dumps(spelled)}}}'
+    text = '{"event":"order.created","order":' + body + "}"
+    draft = EventDraft({"order": {"number": NUMBER_SLOT}}, [{"payload": text}, {"payload": text}], body)
+    draft.numbered(7)
+    assert json.loads(draft.body_text) == {"id": "ord_1", "number": 7, "notes": spelled}
+    assert [json.loads(r["payload"])["order"]["number"] for r in draft.rows] == [7, 7]
+    assert json.loads(draft.rows[0]["payload"])["order"]["notes"] == spelled
+    assert draft.payload["order"]["number"] == 7
+    with pytest.raises(ValueError):  # a text without the placeholder: never published numberless
+        EventDraft({"order": {}}, [], '{"id":"ord_2"}').numbered(8)

@@ -175,7 +175,9 @@ class EventDraft:
         """The order's number, known only in its transaction, put where the draft held
         :data:`NUMBER_SLOT` (the first ``"number":`` of each text is the order's own: the
         envelope before it holds no text of a user's)."""
-        slot, given = f'"number":{NUMBER_SLOT},', f'"number":{number},'
+        slot, given = f'"number":{NUMBER_SLOT}', f'"number":{number}'
+        if slot not in self.body_text:  # order_dict without its number: nothing to put it in
+            raise ValueError("the drafted order has no number to fill in")
         self.body_text = self.body_text.replace(slot, given, 1)
         for row in self.rows:
             row["payload"] = row["payload"].replace(slot, given, 1)

@@ -62,11 +62,13 @@ _ORDER_FIELDS = (  # the columns of a new order
     "delivery_lon total_cents status_times created_at updated_at number business_day delivery_code"
 ).split()
 _INSERT_ORDER = Insert(Order, _ORDER_FIELDS)
-_ORDER_NUMBER_AT = [f.name for f in _INSERT_ORDER.fields].index("number")
+_ORDER_NUMBER_AT = [f.name for f in _INSERT_ORDER.fields].index("number")  # its place in a row's parameters
 _INSERT_ITEMS = Insert(
     OrderItem, ("order", "position", "name", "quantity", "unit_price_cents", "item_id", "options")
 )
-INSERT_HISTORY = Insert(OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status"))
+_INSERT_HISTORY = Insert(
+    OrderHistory, ("order", "version", "event", "at", "actor", "actor_role", "to_status")
+)
 
 
 @dataclass
@@ -76,7 +78,6 @@ class OrderDraft:
     order: Order
     day: str
     order_params: list[Any]
-    number_at: int  # the number's place in order_params
     item_count: int
     item_params: list[Any]
     history_params: list[Any]
@@ -118,7 +119,7 @@ def draft_order(user: User, new: NewOrder, business: Business) -> OrderDraft:
         [{"order": values["id"], "position": i, **line} for i, line in enumerate(lines)]
     )
     order.items = items
-    _, history_params = INSERT_HISTORY.prepare(
+    _, history_params = _INSERT_HISTORY.prepare(
         [
             {
                 "order": values["id"],
@@ -135,7 +136,6 @@ def draft_order(user: User, new: NewOrder, business: Business) -> OrderDraft:
         order,
         values["business_day"],
         order_params,
-        _ORDER_NUMBER_AT,
         len(items),
         item_params,
         history_params,
@@ -149,11 +149,11 @@ def write_order(draft: OrderDraft) -> Order:
     order = draft.order
     number = numbers.next_number(draft.day)
     order.__data__["number"] = number
-    draft.order_params[draft.number_at] = number
+    draft.order_params[_ORDER_NUMBER_AT] = number
     draft.event.numbered(number)
     _INSERT_ORDER.write(1, draft.order_params)
     _INSERT_ITEMS.write(draft.item_count, draft.item_params)
-    INSERT_HISTORY.write(1, draft.history_params)
+    _INSERT_HISTORY.write(1, draft.history_params)
     write_order_event(order, draft.event)
     record_customer_feed(order, "order.created")
     return order

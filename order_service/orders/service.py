@@ -27,10 +27,7 @@ from order_service.errors import (
 )
 from order_service.orders import access, eta, placing, proof
 from order_service.orders.eta import DispatchConfig
-from order_service.orders.events import (
-    record_order_event,
-    record_worklists,
-)
+from order_service.orders.events import record_order_event, record_worklists
 from order_service.orders.feed import record_customer_feed
 from order_service.orders.placing import Business, NewOrder, OrderDraft, draft_order, write_order
 from order_service.store.db import db

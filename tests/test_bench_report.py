@@ -6,10 +6,12 @@ suite writes them; nothing here runs a benchmark."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
 from clients.loadgen import report
+from harness.processes import ROOT
 
 
 def _b3(peer: str, rate: int | None, p50: float, p99: float, achieved: float, errors: int = 0, lost: int = 0):
@@ -197,3 +199,30 @@ def test_the_markdown_row_shows_errors_verdict_and_ratio() -> None:
         "20 ms",
         "1.10",
     ]
+
+
+def test_b2_cpu_per_copy_is_each_sides_cpu_over_the_copies_received() -> None:
+    from clients.loadgen.suite import b2_cpu
+
+    reps = [
+        {"received": 30_000, "server_cpu_ms": 600.0, "client_cpu_ms": 810.0},
+        {"received": 10_000, "server_cpu_ms": 200.0, "client_cpu_ms": 270.0},
+    ]
+    assert b2_cpu(reps) == {"server_cpu_us_per_copy": 20.0, "client_cpu_us_per_copy": 27.0}
+    # A repetition without the server's figure (an older swarm) leaves that side out, not wrong.
+    assert b2_cpu([*reps, {"received": 5, "client_cpu_ms": 1.0}]) == {"client_cpu_us_per_copy": 27.0}
+    assert b2_cpu([{"received": 0, "server_cpu_ms": 0.0, "client_cpu_ms": 0.0}]) == {}
+
+
+def test_the_b2_table_shows_each_sides_cpu_per_copy() -> None:
+    """On the committed run's document: the figures where a row has them, a dash where not."""
+    doc = json.loads((ROOT / "docs" / "benchmarks" / "results.json").read_text())
+    rows = doc["results"]["B2"]["summary"]
+    for row in rows:
+        row.pop("server_cpu_us_per_copy", None), row.pop("client_cpu_us_per_copy", None)
+    rows[0].update(server_cpu_us_per_copy=21.5, client_cpu_us_per_copy=28.0)
+    page = report.markdown(doc, [])
+    table = page[page.index("## B2 fan-out") :].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith(f"| {rows[0]['peer']} |")]
+    assert lines[0].endswith("| 21.5 / 28 |")
+    assert all(line.endswith("| – / – |") for line in lines[1:])

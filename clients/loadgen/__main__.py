@@ -52,7 +52,10 @@ METHOD = [
     "peer's figure in the same run) and with seed-node's figure where seed-node has one (for fan-out, the "
     "same Node server's Socket.IO emit in B2). A request that failed (an error status or no answer) or an "
     "order lost in the runs behind a figure makes its target a miss.",
-    "- B2 publishes a 600-byte payload at the rate shown (QoS 1, not retained) to N subscribers. "
+    "- B2 publishes a 600-byte payload at the rate shown (QoS 1, not retained) to N subscribers, and gives "
+    "the CPU time per copy delivered of the server's processes (from `/proc`) and of the load generator "
+    "(every subscriber's reading and answering is in that one process): at 1,000 subscribers the later "
+    "copies wait for whichever side is slower, so the two say which one a p99 measures. "
     "B4 publishes the retained state first (not timed), then the clients connect at once. B5 assigns K "
     "orders to an agent whose persistent session is offline (stopping when the service refuses a worklist "
     "larger than a message may be), then times its reconnect until it holds a worklist with every order "

@@ -516,6 +516,7 @@ def _sections(results: dict) -> list[str]:
             "latency p50 / p99 / max, ms",
             "not received in time",
             "dup",
+            "CPU per copy, µs: server / load generator",
         ]
         rows = [
             [
@@ -526,6 +527,7 @@ def _sections(results: dict) -> list[str]:
                 _ms(x["latency_ms"]),
                 x["lost"],
                 x["duplicates"],
+                f"{_value(x.get('server_cpu_us_per_copy'))} / {_value(x.get('client_cpu_us_per_copy'))}",
             ]
             for x in r["B2"]["summary"]
         ]

@@ -311,6 +311,9 @@ class Bench:
                         "reps": p.reps,
                         "drain_seconds": p.timeout_seconds,
                         "payload_bytes": 600,
+                        # the server's CPU per copy beside the load generator's (see b2_cpu)
+                        "server_pids": peer.pids(),
+                        "clk_tck": os.sysconf("SC_CLK_TCK"),
                     }
                     for row in swarm(config):
                         rows.append({"peer": peer.name, "transport": transport, **row})
@@ -326,6 +329,7 @@ class Bench:
                     "latency_ms": medians(group, "latency_ms"),
                     "lost": sum(r["expected"] - r["received"] for r in group),
                     "duplicates": sum(r["duplicates"] for r in group),
+                    **b2_cpu(group),
                 }
             )
         return {"raw": rows, "summary": summary, **({"errors": errors} if errors else {})}
@@ -719,6 +723,22 @@ def _assign_many(peer: SystemPeer, agent_id: str, count: int) -> dict:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(count)))
     return {"assigned": len(took), "refused": refused[0], "assign_ms": took}
+
+
+def b2_cpu(rows: list[dict]) -> dict:
+    """CPU per copy delivered, µs, over a group's repetitions: the server's and the load generator's.
+
+    At 1,000 subscribers one copy's latency is the later of the broker's and the load
+    generator's work for the copies before it (each on its own core), so these say which side
+    a p99 measures.
+    """
+    received = sum(r["received"] for r in rows)
+    out: dict = {}
+    for side in ("server", "client"):
+        spent = [r.get(f"{side}_cpu_ms") for r in rows]
+        if received and all(x is not None for x in spent):
+            out[f"{side}_cpu_us_per_copy"] = round(sum(spent) * 1000 / received, 1)
+    return out
 
 
 def _first_and_last(took: list[float]) -> dict:

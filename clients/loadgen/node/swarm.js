@@ -86,6 +86,27 @@ async function inBatches(count, batch, make) {
   return out;
 }
 
+// CPU time in ms: this process's (user + system), and the server's processes' read from
+// /proc/<pid>/stat (Linux; cfg.server_pids, in ticks of cfg.clk_tck a second). A process
+// gone meanwhile counts as nothing.
+function ownCpuMs() {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+function serverCpuMs() {
+  let ticks = 0;
+  for (const pid of cfg.server_pids ?? []) {
+    try {
+      const stat = require("fs").readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // the process ended: its CPU is no longer readable
+    }
+  }
+  return (ticks * 1000) / (cfg.clk_tck ?? 100);
+}
+
 // Send `count` messages at `rate` per second from t0; send(i, scheduledMs).
 async function schedule(count, rate, send) {
   const t0 = nowMs() + 5;
@@ -143,12 +164,16 @@ async function fanout() {
       const count = Math.max(1, Math.round(seconds * rate));
       phase = { id: nextId++, level, latencies: [], seen: new Set(), received: 0, duplicates: 0, record };
       const started = nowMs();
+      const cpu0 = [serverCpuMs(), ownCpuMs()];
       await schedule(count, rate, (seq, at) => publish(level, `${phase.id} ${seq} ${at} ${pad}`));
       const expected = count * level;
       const deadline = nowMs() + cfg.drain_seconds * 1000;
       while (phase.received < expected && nowMs() < deadline) await sleep(10);
+      // Who does the work of a copy: the server's processes and this one (every subscriber's
+      // reading, its PUBACK or nothing, the latency's bookkeeping; the publisher's sends).
+      const cpu = { server_cpu_ms: serverCpuMs() - cpu0[0], client_cpu_ms: ownCpuMs() - cpu0[1] };
       return { expected, received: phase.received, duplicates: phase.duplicates,
-               seconds: (nowMs() - started) / 1000, latency_ms: summary(phase.latencies) };
+               seconds: (nowMs() - started) / 1000, latency_ms: summary(phase.latencies), ...cpu };
     };
     await runPhase(cfg.warmup_seconds, false);
     for (let rep = 0; rep < cfg.reps; rep++) {

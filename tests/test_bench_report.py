@@ -226,3 +226,43 @@ def test_the_b2_table_shows_each_sides_cpu_per_copy() -> None:
     lines = [line for line in table.splitlines() if line.startswith(f"| {rows[0]['peer']} |")]
     assert lines[0].endswith("| 21.5 / 28 |")
     assert all(line.endswith("| – / – |") for line in lines[1:])
+
+
+def test_cpu_per_order_is_each_processs_cpu_over_the_orders_answered() -> None:
+    from clients.loadgen.suite import cpu_per_order
+
+    reps = [
+        {
+            "ok": 1000,
+            "server_cpu_ms": {"api worker 1": 480.0, "api worker 2": 490.0, "relay": 190.0},
+            "client_cpu_ms": 100.0,
+        },
+        {
+            "ok": 1000,
+            "server_cpu_ms": {"api worker 1": 500.0, "api worker 2": 470.0, "relay": 210.0},
+            "client_cpu_ms": 140.0,
+        },
+    ]
+    assert cpu_per_order(reps) == {
+        "cpu_ms_per_order": {"api workers": 0.97, "relay": 0.2, "total": 1.17},
+        "load_generator_cpu_ms_per_order": 0.12,
+    }
+    assert cpu_per_order([*reps, {"ok": 5}]) == {}  # a repetition without the figures: none
+    assert cpu_per_order([{"ok": 0, "server_cpu_ms": {"node": 1.0}}]) == {}
+
+
+def test_the_b1_and_b3_tables_show_cpu_per_order_by_process() -> None:
+    doc = json.loads((ROOT / "docs" / "benchmarks" / "results.json").read_text())
+    for bench in ("B1", "B3"):
+        for row in doc["results"][bench]["summary"]:
+            row.pop("cpu_ms_per_order", None)
+        doc["results"][bench]["summary"][0].update(
+            cpu_ms_per_order={"api workers": 0.97, "relay": 0.19, "broker": 0.2, "total": 1.36},
+            load_generator_cpu_ms_per_order=0.12,
+        )
+    page = report.markdown(doc, [])
+    for title in ("## B1 REST only", "## B3 end to end"):
+        table = page[page.index(title) :].split("\n## ")[0]
+        rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+        assert rows[0].endswith("| 1.36 (api workers 0.97, broker 0.20, relay 0.19) / 0.12 |")
+        assert all(line.endswith("| – |") for line in rows[1:])

@@ -47,6 +47,10 @@ def test_bench_smoke_profile_writes_a_report(tmp_path: Path) -> None:
     assert all(row["server_cpu_us_per_copy"] >= 0 for row in results["B2"]["summary"])
     c1 = next(row for row in results["B3"]["summary"] if row["rate"] is None)
     assert c1["lost"] == 0 and c1["errors"] == 0 and c1["receipt_ms"]["p50"] > 0
+    # Each of the system's processes worked for the orders, and the load generator too.
+    assert {"api workers", "relay", "broker"} <= set(c1["cpu_ms_per_order"])
+    assert all(ms > 0 for name, ms in c1["cpu_ms_per_order"].items() if name != "api")
+    assert c1["load_generator_cpu_ms_per_order"] > 0
     rehydration = results["B4"]["summary"][0]
     assert rehydration["converged_reps"] == rehydration["reps"] == 1
     assert all("start" in span and "end" in span for span in results["B0"]["load_average"])

@@ -272,6 +272,44 @@ class SystemPeer(Peer):
                 drop_database(conn, self.database)
 
 
+def processes(peer: Peer) -> dict[str, int | list[int]]:
+    """The peer's processes by name: broker, relay, api (the HTTP server's main process) and each api
+    worker; in production also Mosquitto and PostgreSQL's processes (its backends for the
+    peer's database together, its background processes together); for the Node peer its
+    one process."""
+    if not isinstance(peer, SystemPeer):
+        return {"node": peer.pids()[0]}
+    found: dict[str, int | list[int]] = {name: proc.pid for name, proc in peer.system.procs.items()}
+    for n, pid in enumerate(children(peer.system.procs["api"].pid)):
+        found[f"api worker {n + 1}"] = pid
+    if peer.mosquitto is not None and peer.mosquitto.process is not None:
+        found["mosquitto"] = peer.mosquitto.process.pid
+    if peer.database is not None:
+        found.update(postgresql_processes(peer.database))
+    return found
+
+
+def postgresql_processes(database: str) -> dict[str, list[int]]:
+    """The PostgreSQL server's backends serving ``database``, by the process they serve (their
+    ``application_name``: orderbus-api, orderbus-relay-data...), and its background processes,
+    when the server runs on this machine (its processes' /proc entries are readable)."""
+    with contextlib.closing(admin_connection()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pid, datname, application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        )
+        rows = cur.fetchall()
+    found: dict[str, list[int]] = {}
+    for pid, datname, application in rows:
+        if datname == database:
+            name = f"pg for {application.removeprefix('orderbus-') or 'others'}"
+        elif datname is None:
+            name = "pg background"
+        else:
+            continue
+        found.setdefault(name, []).append(pid)
+    return {name: pids for name, pids in found.items() if Path(f"/proc/{pids[0]}").exists()}
+
+
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):

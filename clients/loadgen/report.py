@@ -343,6 +343,23 @@ def _ms(stats: dict | None) -> str:
     return " / ".join("–" if stats.get(k) is None else f"{stats[k]:.2f}" for k in ("p50", "p99", "max"))
 
 
+CPU_HEADER = "CPU per order, ms: server (by process) / load generator"
+
+
+def _cpu_per_order(row: dict) -> str:
+    """'1.36 (api workers 0.97, relay 0.19, broker 0.20) / 0.12', or a dash without the figures."""
+    cpu = row.get("cpu_ms_per_order")
+    if not cpu:
+        return "–"
+    parts = [
+        f"{name} {ms:.2f}"
+        for name, ms in sorted(cpu.items(), key=lambda kv: -kv[1])
+        if name != "total" and ms >= 0.005  # granian's main process, PostgreSQL's idle background
+    ]
+    by_process = f" ({', '.join(parts)})" if len(parts) > 1 else ""
+    return f"{cpu['total']:.2f}{by_process} / {_value(row.get('load_generator_cpu_ms_per_order'))}"
+
+
 def _value(v: object) -> str:
     if v is None:
         return "–"
@@ -501,9 +518,16 @@ def _sections(results: dict) -> list[str]:
         )
         out += _table("CPU per request", r["CPU"], header, rows, intro)
     if "B1" in r:
-        header = ["peer", "offered/s", "achieved/s", "response p50 / p99 / max, ms", "errors"]
+        header = ["peer", "offered/s", "achieved/s", "response p50 / p99 / max, ms", "errors", CPU_HEADER]
         rows = [
-            [x["peer"], x["rate"], _value(x["achieved_per_second"]), _ms(x["response_ms"]), x["errors"]]
+            [
+                x["peer"],
+                x["rate"],
+                _value(x["achieved_per_second"]),
+                _ms(x["response_ms"]),
+                x["errors"],
+                _cpu_per_order(x),
+            ]
             for x in r["B1"]["summary"]
         ]
         out += _table("B1 REST only: POST /orders", r["B1"], header, rows)
@@ -541,6 +565,7 @@ def _sections(results: dict) -> list[str]:
             "POST response, ms",
             "lost",
             "dup",
+            CPU_HEADER,
         ]
         rows = [
             [
@@ -551,6 +576,7 @@ def _sections(results: dict) -> list[str]:
                 _ms(x.get("response_ms")),
                 x["lost"],
                 x["duplicates"],
+                _cpu_per_order(x),
             ]
             for x in r["B3"]["summary"]
         ]

@@ -33,6 +33,7 @@ from .peers import (
     cores,
     node,
     pinned,
+    processes,
     rss_mb,
 )
 
@@ -482,6 +483,10 @@ class Bench:
         phases += [
             {"rate": r, "count": int(r * p.rate_seconds), "warmup": int(r * p.warmup_seconds)} for r in rates
         ]
+        named: dict = {name: ids if isinstance(ids, list) else [ids] for name, ids in processes(peer).items()}
+        if isinstance(peer, SystemPeer) and peer.database:  # its backends, those opened later too
+            named = {name: pids for name, pids in named.items() if not name.startswith("pg for")}
+            named["postgresql backends"] = {"cmdline": f" {peer.database} "}
         config = {
             "mode": "e2e",
             **self._http(peer, name),
@@ -490,6 +495,9 @@ class Bench:
             "reps": p.reps,
             "drain_seconds": p.timeout_seconds,
             "sockets": 64,
+            # each server process's CPU per order under this load (see cpu_per_order)
+            "server_pids": named,
+            "clk_tck": os.sysconf("SC_CLK_TCK"),
         }
         rows: list[dict] = []
         for phase in phases:
@@ -741,6 +749,28 @@ def b2_cpu(rows: list[dict]) -> dict:
     return out
 
 
+def cpu_per_order(rows: list[dict]) -> dict:
+    """CPU time per order answered 2xx, ms, over a group's repetitions: each server process's
+    (the API's workers together), their total, and the load generator's own.
+
+    Under load, on the core the server shares among its processes, this is what sets the
+    orders a second it can sustain there: about 1,000 / the total.
+    """
+    orders = sum(r["ok"] for r in rows)
+    if not orders or any("server_cpu_ms" not in r for r in rows):
+        return {}
+    spent: dict[str, float] = {}
+    for row in rows:
+        for name, ms in row["server_cpu_ms"].items():
+            name = "api workers" if name.startswith("api worker") else name
+            spent[name] = spent.get(name, 0.0) + ms
+    per_order = {name: round(ms / orders, 3) for name, ms in spent.items()}
+    out = {"cpu_ms_per_order": {**per_order, "total": round(sum(spent.values()) / orders, 3)}}
+    if all("client_cpu_ms" in r for r in rows):
+        out["load_generator_cpu_ms_per_order"] = round(sum(r["client_cpu_ms"] for r in rows) / orders, 3)
+    return out
+
+
 def _first_and_last(took: list[float]) -> dict:
     """Median response of the first and of the last tenth of the assignments (at least 5 each):
     flat when an assignment's cost does not grow with the worklist."""
@@ -764,6 +794,7 @@ def _rate_summary(rows: list[dict], key: str) -> list[dict]:
             key: medians(group, key),
             "achieved_per_second": median_of(group, "achieved_per_second"),
             "errors": sum(r["count"] - r["ok"] for r in group),
+            **cpu_per_order(group),
         }
         if "lost" in group[0]:
             entry |= {

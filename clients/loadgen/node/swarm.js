@@ -87,24 +87,55 @@ async function inBatches(count, batch, make) {
 }
 
 // CPU time in ms: this process's (user + system), and the server's processes' read from
-// /proc/<pid>/stat (Linux; cfg.server_pids, in ticks of cfg.clk_tck a second). A process
-// gone meanwhile counts as nothing.
+// /proc (Linux): cfg.server_pids is a list of pids or {name: processes} (see pidsOf). Each thread's
+// schedstat counts nanoseconds; without it, stat's utime + stime in ticks of cfg.clk_tck a
+// second. A process gone meanwhile counts as nothing.
+const fs = require("fs");
 function ownCpuMs() {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }
-function serverCpuMs() {
-  let ticks = 0;
-  for (const pid of cfg.server_pids ?? []) {
+function pidCpuMs(pid) {
+  try {
+    let ns = 0;
+    for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+      try { ns += Number(fs.readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]); }
+      catch { /* a thread that just ended */ }
+    }
+    return ns / 1e6;
+  } catch {
     try {
-      const stat = require("fs").readFileSync(`/proc/${pid}/stat`, "utf8");
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / (cfg.clk_tck ?? 100); // utime, stime
     } catch {
-      // the process ended: its CPU is no longer readable
+      return 0; // the process ended: its CPU is no longer readable
     }
   }
-  return (ticks * 1000) / (cfg.clk_tck ?? 100);
+}
+// A name's processes: pids, or {cmdline: text}, every process whose command line holds the
+// text when read (a database's backends, which its clients open as they need them).
+function pidsOf(spec) {
+  if (!spec || Array.isArray(spec) || typeof spec !== "object") return [].concat(spec ?? []);
+  return fs.readdirSync("/proc").filter((pid) => /^[0-9]+$/.test(pid)).filter((pid) => {
+    try { return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(spec.cmdline); }
+    catch { return false; }
+  });
+}
+function serverCpuByName() {
+  const named = Array.isArray(cfg.server_pids) ? { server: cfg.server_pids } : (cfg.server_pids ?? {});
+  const out = {};
+  for (const [name, spec] of Object.entries(named)) {
+    out[name] = pidsOf(spec).reduce((sum, pid) => sum + pidCpuMs(pid), 0);
+  }
+  return out;
+}
+function serverCpuMs() {
+  return Object.values(serverCpuByName()).reduce((a, b) => a + b, 0);
+}
+function cpuSince(before) {
+  const now = serverCpuByName();
+  return Object.fromEntries(Object.entries(now).map(([name, ms]) => [name, ms - (before[name] ?? 0)]));
 }
 
 // Send `count` messages at `rate` per second from t0; send(i, scheduledMs).
@@ -321,6 +352,7 @@ async function e2e() {
       return { arrived };
     };
     const started = nowMs();
+    const cpu0 = [serverCpuByName(), ownCpuMs()];
     if (rate === null) {
       for (let seq = 0; seq < count; seq++) {
         const { arrived } = await track(seq, nowMs());
@@ -343,6 +375,8 @@ async function e2e() {
       response_ms: summary(entries.map((e) => e.answeredAt - e.at)),
     };
     result.achieved_per_second = ok.length / result.seconds;
+    if (cfg.server_pids) result.server_cpu_ms = cpuSince(cpu0[0]);
+    result.client_cpu_ms = ownCpuMs() - cpu0[1];
     if (cfg.sub) {
       result.received = got.length;
       result.lost = ok.length - got.length;

@@ -29,7 +29,8 @@ METHOD = [
     "- The load generator is one Node.js process (`clients/loadgen/node/swarm.js`, mqtt.js and "
     "socket.io-client), the same for every peer. Sends follow an open-loop schedule and latency is measured "
     "from each message's scheduled send time (so a late sender counts as latency); `c=1` means one order at "
-    "a time, each waiting for its own receipt.",
+    "a time, each waiting for its own receipt (in the full profile 1,000 orders a repetition, so that its "
+    "p99 is the 10th slowest of them rather than the 2nd of 200).",
     "- Each measurement is preceded by a warm-up and repeated; tables show the median over repetitions of "
     "each repetition's p50, p99 and max.",
     "- Our broker is `python -m broker` (hardened amqtt) and Mosquitto runs from the repository's "

@@ -483,7 +483,7 @@ class Bench:
         phases += [
             {"rate": r, "count": int(r * p.rate_seconds), "warmup": int(r * p.warmup_seconds)} for r in rates
         ]
-        named: dict = {name: ids if isinstance(ids, list) else [ids] for name, ids in processes(peer).items()}
+        named: dict = dict(processes(peer))  # a name's pid, or its pids (swarm.js takes either)
         if isinstance(peer, SystemPeer) and peer.database:  # its backends, those opened later too
             named = {name: pids for name, pids in named.items() if not name.startswith("pg for")}
             named["postgresql backends"] = {"cmdline": f" {peer.database} "}

@@ -87,9 +87,9 @@ async function inBatches(count, batch, make) {
 }
 
 // CPU time in ms: this process's (user + system), and the server's processes' read from
-// /proc (Linux): cfg.server_pids is a list of pids or {name: processes} (see pidsOf). Each thread's
-// schedstat counts nanoseconds; without it, stat's utime + stime in ticks of cfg.clk_tck a
-// second. A process gone meanwhile counts as nothing.
+// /proc (Linux): cfg.server_pids is a list of pids or {name: a pid, pids or a pattern}
+// (pidsOf). Each thread's schedstat counts nanoseconds; without it, stat's utime + stime in
+// ticks of cfg.clk_tck a second. A process gone meanwhile counts as nothing.
 const fs = require("fs");
 function ownCpuMs() {
   const u = process.cpuUsage();

@@ -13,6 +13,7 @@ body the relay sends, and the notification it shows is read back.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -82,21 +83,31 @@ def test_the_service_worker_shows_a_push_as_a_notification(context, system: Syst
         "title": "Offer: order #17",
         "body": "12 Elm Road",
     }
-    cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {"origin": system.base, "registrationId": found[0]["registrationId"], "data": json.dumps(body)},
-    )
-    shown = wait_until(
-        lambda: page.evaluate(
+    push = {"origin": system.base, "registrationId": found[0]["registrationId"], "data": json.dumps(body)}
+
+    def notifications() -> list[dict]:
+        return page.evaluate(
             """async () => {
                 const list = await (await navigator.serviceWorker.ready).getNotifications();
                 return list.map((n) => ({title: n.title, body: n.body, tag: n.tag,
                     sticky: n.requireInteraction, data: n.data}));
             }"""
-        ),
-        WAIT / 1000,
-        "the notification shown",
-    )
+        )
+
+    # DevTools' push delivery is fire-and-forget: on a loaded machine chromium was seen to drop
+    # one (CI: nothing shown in 20 s, no console error). The handler is idempotent by its tag,
+    # so the test delivers again every few seconds until the notification shows, and counts.
+    shown: list[dict] = []
+    deliveries = 0
+    deadline = time.monotonic() + WAIT / 1000
+    while not shown and time.monotonic() < deadline:
+        cdp.send("ServiceWorker.deliverPushMessage", push)
+        deliveries += 1
+        try:
+            shown = wait_until(notifications, 4.0, "the notification shown")
+        except AssertionError:
+            shown = []
+    print(f"push deliveries until the notification showed: {deliveries}")
     assert shown == [
         {
             "title": "Offer: order #17",

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         "", description="sqlite:///path or postgresql://...; default sqlite:///<data_dir>/orderbus.db"
     )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    sqlite_group_commit: bool = Field(
+        True,
+        description="orders placed at the same moment in one API worker share a transaction and"
+        " its fsync (store/group.py); false: one transaction each",
+    )
 
     # The embedded broker (python -m broker).
     broker_host: str = "127.0.0.1"

@@ -16,7 +16,7 @@ from order_service import api
 from order_service.api import access_log, courier, dashboard, fast_orders, problems, shop
 from order_service.config import load_settings
 from order_service.outbox.wakeup import Notifier
-from order_service.store import db
+from order_service.store import db, group
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     db.init_db(settings.database_url, settings.sqlite_synchronous, "orderbus-api")
+    group.configure(settings.sqlite_group_commit)
     db.init_app(app)
     problems.init_app(app)
     api.init_app(app)

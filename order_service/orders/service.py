@@ -30,6 +30,7 @@ from order_service.orders.eta import DispatchConfig
 from order_service.orders.events import record_order_event, record_worklists
 from order_service.orders.feed import record_customer_feed
 from order_service.orders.placing import Business, NewOrder, OrderDraft, draft_order, write_order
+from order_service.store import group
 from order_service.store.db import db
 from order_service.store.inserts import Insert, Select, Update
 from order_service.store.models import (
@@ -165,7 +166,8 @@ def create_order(
     The order, its rows and its event are made before the transaction
     (:func:`placing.draft_order`): writers take turns, so what a turn holds bounds how many
     orders a second the service can write. The turn holds the replay check, the number and
-    the writes."""
+    the writes; turns of this process's threads that wait at once share one transaction
+    (:mod:`~order_service.store.group`), each in a savepoint."""
     fingerprint = new.fingerprint() if idempotency_key else ""  # only a key needs it
     try:
         draft: OrderDraft | DomainError = draft_order(user, new, business)
@@ -173,7 +175,8 @@ def create_order(
         if not idempotency_key:
             raise
         draft = refused  # unless the key replays an order placed before: checked in the turn
-    try:
+
+    def turn() -> tuple[Order, bool]:
         with db.atomic():
             if idempotency_key:
                 prior = _replay(user, idempotency_key, fingerprint)
@@ -187,6 +190,9 @@ def create_order(
                     [{"user": user.id, "key": idempotency_key, "request_hash": fingerprint, "order": order}]
                 )
             return order, True
+
+    try:
+        return group.run(turn)  # with the orders of this process's other threads, if any wait
     except peewee.IntegrityError:
         # A concurrent request with the same key won the race (PostgreSQL).
         if idempotency_key:
@@ -238,48 +244,54 @@ def change_status(
     ``failure`` (reason code, note) is required with ``failed`` and refused otherwise,
     ``code`` (with ``delivered``) is the customer's delivery code (``proof``)."""
     _check_dispatch_fields(target, prep_minutes, failure)
-    with proof.counting_wrong_codes(order_id, user, target, code), db.atomic():
-        order = locked(order_id)
-        access.require_visible(user, order)
-        check_version(order, if_match)
-        if not lifecycle.is_transition(order.status, target):
-            raise IllegalTransition(order.status, target, lifecycle.next_statuses(order.status))
-        if force and user.role != "admin":
-            raise InvalidField("force", "only an admin may force a transition")
-        if not lifecycle.role_may_move(user.role, order.status, target, force=force):
-            hint = ' (an admin may send "force": true)' if user.role == "admin" else ""
-            raise Forbidden(
-                f"a {user.role} may not move an order from {order.status!r} to {target!r}{hint}",
-                slug="move-forbidden",
-                allowed=lifecycle.moves_for(user.role, order.status),
-            )
-        if target in lifecycle.NEEDS_AGENT and order.agent_id is None:
-            raise Conflict(
-                f"order {order.id} needs an assigned agent before it can be {target!r}",
-                title="No agent assigned",
-                slug="no-agent",
-                allowed=lifecycle.next_statuses(order.status),
-            )
-        if target == "failed":
-            _require_failure(failure)
-        now = utcnow()
-        change: dict[str, Any] = {"status": target}
-        if target == "confirmed":
-            change["promised_at"] = eta.promised_ready(now, config, prep_minutes)
-        elif target == "picked_up":
-            change["eta"] = eta.delivery_eta(now, config, order.delivery_lat, order.delivery_lon)
-        elif target == "delivered":
-            change.update(proof.on_delivery(order, user, code, config, now))
-        elif target == "failed" and failure is not None:
-            change["failure_reason"], change["failure_note"] = failure
-            said = f"{failure[0]}: {failure[1]}" if failure[1] else failure[0]
-            reason = reason or said  # the client's own words win; the order keeps the code
-        touched: list[str] = []
-        if order.offer_agents and target not in lifecycle.ASSIGNABLE:
-            touched = close_offers(order, "withdrawn", reason=f"order {target}", now=now)
-            change.update(NO_OFFER)
-        bump(order, user, "order.status_changed", reason=reason, touch=touched, now=now, **change)
-        return order
+
+    def turn() -> Order:
+        with db.atomic():
+            order = locked(order_id)
+            access.require_visible(user, order)
+            check_version(order, if_match)
+            if not lifecycle.is_transition(order.status, target):
+                raise IllegalTransition(order.status, target, lifecycle.next_statuses(order.status))
+            if force and user.role != "admin":
+                raise InvalidField("force", "only an admin may force a transition")
+            if not lifecycle.role_may_move(user.role, order.status, target, force=force):
+                hint = ' (an admin may send "force": true)' if user.role == "admin" else ""
+                raise Forbidden(
+                    f"a {user.role} may not move an order from {order.status!r} to {target!r}{hint}",
+                    slug="move-forbidden",
+                    allowed=lifecycle.moves_for(user.role, order.status),
+                )
+            if target in lifecycle.NEEDS_AGENT and order.agent_id is None:
+                raise Conflict(
+                    f"order {order.id} needs an assigned agent before it can be {target!r}",
+                    title="No agent assigned",
+                    slug="no-agent",
+                    allowed=lifecycle.next_statuses(order.status),
+                )
+            if target == "failed":
+                _require_failure(failure)
+            now = utcnow()
+            why = reason
+            change: dict[str, Any] = {"status": target}
+            if target == "confirmed":
+                change["promised_at"] = eta.promised_ready(now, config, prep_minutes)
+            elif target == "picked_up":
+                change["eta"] = eta.delivery_eta(now, config, order.delivery_lat, order.delivery_lon)
+            elif target == "delivered":
+                change.update(proof.on_delivery(order, user, code, config, now))
+            elif target == "failed" and failure is not None:
+                change["failure_reason"], change["failure_note"] = failure
+                said = f"{failure[0]}: {failure[1]}" if failure[1] else failure[0]
+                why = reason or said  # the client's own words win; the order keeps the code
+            touched: list[str] = []
+            if order.offer_agents and target not in lifecycle.ASSIGNABLE:
+                touched = close_offers(order, "withdrawn", reason=f"order {target}", now=now)
+                change.update(NO_OFFER)
+            bump(order, user, "order.status_changed", reason=why, touch=touched, now=now, **change)
+            return order
+
+    with proof.counting_wrong_codes(order_id, user, target, code):
+        return group.run(turn)  # with the writes of this process's other threads, if any wait
 
 
 def _check_dispatch_fields(target: str, prep_minutes: int | None, failure: tuple[str, str] | None) -> None:

@@ -225,6 +225,17 @@ class OrderbusSqliteDatabase(PooledSqliteDatabase):
             self._gate_held.value = False
             self.gate.release()
 
+    def take_turn(self) -> None:
+        """Wait for the writers' turn now; the next ``BEGIN`` of this thread goes in it
+        (store/group.py: the leader takes the queue once it holds the turn)."""
+        if not self._holding():
+            self.gate.acquire()
+            self._gate_held.value = True
+
+    def end_turn(self) -> None:
+        """Let go of a turn :meth:`take_turn` took, if no ``COMMIT`` or ``ROLLBACK`` has."""
+        self._let_go()
+
     def begin(self, lock_type: str | None = None) -> None:
         if not self._holding():
             self.gate.acquire()

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=0, le=65535)
     api_workers: int = Field(2, ge=1, le=64)
-    api_threads: int = Field(4, ge=1, le=64, description="threads per API worker process that run the app")
+    api_threads: int = Field(8, ge=1, le=64, description="threads per API worker process that run the app")
     api_access_log: bool = Field(False, description="The API writes one line per request to its output")
     api_fast_path: bool = Field(
         True, description="POST /orders that succeeds is answered without Flask's per-request machinery"

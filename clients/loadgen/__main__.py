@@ -36,7 +36,7 @@ METHOD = [
     "- Our broker is `python -m broker` (hardened amqtt) and Mosquitto runs from the repository's "
     "mosquitto.conf (persistence on, as shipped); both read the same password file and ACL and every client "
     "logs in. The Socket.IO peer (`node/server.js`) has no login and speaks WebSocket only.",
-    "- *Embedded defaults*: broker, relay and API (granian, 2 workers × 4 threads) on SQLite (WAL, "
+    "- *Embedded defaults*: broker, relay and API (granian, 2 workers × 8 threads) on SQLite (WAL, "
     "synchronous=FULL), pinned to one core; *embedded-all-cores* is the same system left on both cores "
     "(which it then shares with the load generator). B4's rehydration, B5 and B6 run on a fresh embedded "
     "system holding exactly the profile's number of active orders. "

@@ -96,7 +96,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=0, le=65535)
     api_workers: int = Field(2, ge=1, le=64)
-    api_threads: int = Field(8, ge=1, le=64, description="threads per API worker process that run the app")
+    api_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="threads per API worker process that run the app; 0: 8 on SQLite (group commit"
+        " writes a worker's waiting threads together), 4 on PostgreSQL",
+    )
     api_access_log: bool = Field(False, description="The API writes one line per request to its output")
     api_fast_path: bool = Field(
         True, description="POST /orders that succeeds is answered without Flask's per-request machinery"
@@ -241,6 +247,8 @@ class Settings(BaseSettings):
     def _derive_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'orderbus.db'}"
+        if not self.api_threads:  # measured: docs/benchmarks/findings.md, "Group commit"
+            self.api_threads = 8 if self.database_url.startswith("sqlite") else 4
         # A cluster's node i listens on broker_port + i - 1 (MQTT), broker_ws_port + i - 1 (WebSocket):
         # every URL lists every node, comma-separated; clients try the next after a failure.
         host, nodes = url_host(self.broker_host), range(max(self.cluster_nodes, 1))

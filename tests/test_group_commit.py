@@ -203,3 +203,28 @@ def run_at_once(turns: list[Callable[[], Any]]) -> list[Any]:
     for thread in threads:
         thread.join(20)
     return outcomes
+
+
+def test_a_turn_inside_a_transaction_is_part_of_it(app) -> None:
+    """``group.run`` from inside an open transaction (a script placing orders in its own
+    transaction) runs the turn there and then: it neither waits for itself nor commits early."""
+    db.execute_sql("CREATE TABLE marks (name TEXT NOT NULL)")
+
+    def write() -> str:
+        with db.atomic():
+            db.execute_sql("INSERT INTO marks VALUES ('inner')")
+        return "inner"
+
+    class Undo(Exception):
+        pass
+
+    before = counters()
+    with pytest.raises(Undo), db.atomic():
+        assert group.run(write) == "inner"
+        raise Undo  # the outer transaction's end decides: rolled back, nothing of it stays
+    assert counters() == before
+    assert db.execute_sql("SELECT count(*) FROM marks").fetchone() == (0,)
+    # The positive control: outside a transaction the same turn is counted and committed.
+    assert group.run(write) == "inner"
+    assert counters()[0] == before[0] + 1
+    assert db.execute_sql("SELECT count(*) FROM marks").fetchone() == (1,)

@@ -29,6 +29,8 @@ import pytest
 
 from harness.processes import child_env, cli
 from harness.system import System
+from order_service.api_server import build
+from order_service.config import load_settings
 from tests.helpers import wait_until
 from tests.test_processes import ORDER
 
@@ -325,6 +327,21 @@ def test_api_threads_is_how_many_requests_a_worker_runs_at_once(tmp_path: Path, 
         assert answered_while_held == (threads > 1), statuses
     finally:
         system.close()
+
+
+def test_api_threads_default_to_8_on_sqlite_and_4_on_postgresql(tmp_path: Path) -> None:
+    """Unset (or 0), the threads per worker follow the database: 8 on SQLite, where group
+    commit writes a worker's waiting threads together, 4 on PostgreSQL (docs/operations.md);
+    a value given is kept. What granian is built with is what the settings say."""
+
+    sqlite = load_settings({"data_dir": tmp_path})
+    postgres = load_settings({"data_dir": tmp_path, "database_url": "postgresql://u@127.0.0.1:1/db"})
+    given = load_settings(
+        {"data_dir": tmp_path, "database_url": "postgresql://u@127.0.0.1:1/db", "api_threads": 6}
+    )
+    assert (sqlite.api_threads, postgres.api_threads, given.api_threads) == (8, 4, 6)
+    assert build(sqlite).blocking_threads == 8
+    assert build(postgres).blocking_threads == 4
 
 
 def test_a_workers_app_leaves_what_it_built_to_no_collection(tmp_path: Path, database_url: str, monkeypatch):

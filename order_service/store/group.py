@@ -113,20 +113,24 @@ class GroupCommit:
         try:
             database.take_turn()
         except Exception as exc:  # no turn (the gate's timeout): none of them is written
-            with self._mutex:
-                batch, self._queue = self._queue[:MAX_TURNS], self._queue[MAX_TURNS:]
+            batch = self._take()
             for queued in batch:
                 queued.error = exc
             self._hand_over(batch, turn)
             raise
-        with self._mutex:
-            batch, self._queue = self._queue[:MAX_TURNS], self._queue[MAX_TURNS:]
+        batch = self._take()
         try:
             self._write(batch)
         finally:
             database.end_turn()  # (the COMMIT or ROLLBACK has let go already)
             self._hand_over(batch, turn)
         return cast(T, turn.outcome())
+
+    def _take(self) -> list[_Turn]:
+        """The queue's first turns (the leader's own is the first of them)."""
+        with self._mutex:
+            batch, self._queue = self._queue[:MAX_TURNS], self._queue[MAX_TURNS:]
+        return batch
 
     def _write(self, batch: list[_Turn]) -> None:
         self.transactions += 1
